@@ -31,6 +31,7 @@ class PaperValue:
     notebook: str  #: the notebook (stem) that computes ours
     comparable: bool = True  #: False where our set-up cannot measure the same thing
     tolerance: float | None = None  #: absolute difference still called "reproduced" when no CI is available
+    explanation: str = ""  #: why ours may differ, where that is known from the set-up rather than the run
 
 
 PAPER_VALUES: tuple[PaperValue, ...] = (

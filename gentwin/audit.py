@@ -1,0 +1,282 @@
+"""The audit layer of the book: our numbers beside the paper's, equations to code to tests.
+
+Nothing here computes a result.  It reads what the executed notebooks published
+(``myst_nb.glue``) and what the code and tests declare, so the "Paper versus
+reproduction" and "Equations to code to tests" pages can never drift from the
+run that built the book.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import math
+import pkgutil
+import re
+from ast import literal_eval
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .reference import PAPER_VALUES, PaperValue
+
+__all__ = [
+    "GLUE_PREFIX",
+    "glued_values",
+    "comparison_status",
+    "comparison_table",
+    "EQUATIONS",
+    "ALGORITHM_LINES",
+    "CodeRef",
+    "equation_references",
+    "find_tests_using",
+]
+
+#: the mime prefix myst-nb gives values glued with ``display=False``
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def _parse_plain(text: str) -> Any:
+    try:
+        return literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def glued_values(executed_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every value glued in the executed notebooks of a folder.
+
+    Returns ``{key: {"value": python value, "text": plain text, "notebook": stem}}``.
+    A key glued twice (in one notebook or two) is an error: the comparison
+    page would not know which to show.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(executed_dir).glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for cell in nb.get("cells", []):
+            for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+                meta = output.get("metadata", {}).get("scrapbook")
+                if not meta:
+                    continue
+                key = meta["name"]
+                prefix = meta.get("mime_prefix", "")
+                text = output.get("data", {}).get(prefix + "text/plain")
+                if isinstance(text, list):
+                    text = "".join(text)
+                if key in out:
+                    raise ValueError(f"glue key {key!r} is published twice ({out[key]['notebook']} and {path.stem})")
+                out[key] = {"value": _parse_plain(text) if text is not None else None, "text": text,
+                            "notebook": path.stem}
+    return out
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def comparison_status(row: PaperValue, ours: float | None, low: float | None = None,
+                      high: float | None = None) -> str:
+    """The verdict for one row of the comparison page.
+
+    * ``"not comparable"`` where our set-up cannot measure the paper's quantity;
+    * ``"not run"`` where no executed notebook published our value;
+    * ``"reproduced"`` where the paper's number lies inside our confidence
+      interval ``[low, high]``, or (for counts fixed by construction) within the
+      row's absolute tolerance;
+    * ``"differs"`` otherwise (also when we have a value but no interval to
+      judge it by).
+
+    >>> from gentwin.reference import by_key
+    >>> comparison_status(by_key("fig6_gain_pct"), 12.0, 5.0, 20.0)
+    'reproduced'
+    >>> comparison_status(by_key("fig6_gain_pct"), 2.0, 1.0, 3.0)
+    'differs'
+    >>> comparison_status(by_key("dataset_relations"), 580)
+    'reproduced'
+    >>> comparison_status(by_key("fig7_val_l1"), 0.1)
+    'not comparable'
+    """
+    if not row.comparable or row.paper is None:
+        return "not comparable"
+    if ours is None:
+        return "not run"
+    if low is not None and high is not None:
+        return "reproduced" if low <= row.paper <= high else "differs"
+    if row.tolerance is not None:
+        return "reproduced" if abs(ours - row.paper) <= row.tolerance else "differs"
+    return "differs"
+
+
+def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPER_VALUES):
+    """The "Paper versus reproduction" table as a :class:`pandas.DataFrame`.
+
+    Our value for key ``k`` is the glued ``k``; its confidence interval, where
+    the notebook has one, is the glued ``k_low`` and ``k_high``; the notebook
+    may glue ``k_note`` with a sentence on why the two differ.
+    """
+    import pandas as pd
+
+    glued = glued_values(executed_dir)
+
+    def val(key: str) -> float | None:
+        return _number(glued[key]["value"]) if key in glued else None
+
+    records = []
+    for row in rows:
+        ours, low, high = val(row.key), val(row.key + "_low"), val(row.key + "_high")
+        status = comparison_status(row, ours, low, high)
+        note = glued.get(row.key + "_note", {}).get("value") or row.explanation
+        if status == "not run":
+            note = f"the {row.notebook} chapter has not published this value in this build"
+        records.append(
+            {
+                "quantity": row.quantity,
+                "where": row.where,
+                "paper": row.paper_text,
+                "ours": _fmt(ours),
+                "95 % CI": f"[{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else "",
+                "status": status,
+                "why": note,
+                "chapter": row.notebook,
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return ""
+    if float(x).is_integer() and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.3g}"
+
+
+# ---------------------------------------------------------------------------
+# Equations to code to tests
+# ---------------------------------------------------------------------------
+
+#: the paper's numbered equations, in the paper's notation
+EQUATIONS: dict[int, str] = {
+    1: r"\perp = 1 \text{ if the node is active, else } 0",
+    2: r"(k_i, v_i) = ([:s], \{s_{i_{ID}}, g_{s_i}\}) \text{ or } ([:gw], \{g_{i_{ID}}, d_i\})",
+    3: r"p_{i_t} = \frac{(\sum_i N_i)\perp_i}{M}",
+    4: r"P_H, P_M, P_L \text{ by } p_{i_t} \text{ against } 3Avg(p)/4 \text{ and } Avg(p)/2",
+    5: r"w_i = 1/n \text{ (sensor)}, \; d_i/n \text{ (gateway)}",
+    6: r"W_p = \frac{1}{n}\sum_i 1 + d_i",
+    7: r"\alpha_i = |\Delta(w_{p_i(t)} - w_{p_i(t+1)})|",
+    8: r"W_A = W_A + ReLU((\mathcal{P}(\cdot)W_D)W_U)",
+    9: r"L_1 = \frac{\sum_M |r_i - \hat{r}_i|}{M}",
+    10: r"O = g_{(k,v)}(q, R)",
+}
+
+#: Algorithm 1, line by line (paraphrased)
+ALGORITHM_LINES: dict[int, str] = {
+    1: "initialise W_A, the pools and alpha",
+    2: "if alpha changed:",
+    3: "decide presence values (eq. 1)",
+    4: "construct (k, v) pairs and priority values (eqs. 2-3)",
+    5: "create the priority levels P_H, P_M, P_L (eq. 4)",
+    6: "assign the weights, create the pool (eqs. 5-6)",
+    7: "update alpha (eq. 7)",
+    9: "perform the projections of the Twin Adapter",
+    10: "update the weights W_A (eq. 8)",
+    11: "generate the knowledge graph G",
+    12: "compute the L1 loss (eq. 9)",
+    13: "generate prompts O = g(q, R) (eq. 10)",
+    14: "update the LLM with the generated prompts",
+    15: "define smart-city scenarios",
+    17: "decide the twin requirements",
+    18: "list the (k, v) pairs",
+    19: "request the twin versions",
+    20: "measure the response time",
+}
+
+_EQ_PATTERN = re.compile(r"\beq(?:uation)?s?\.?\s*\((\d+)\)", re.IGNORECASE)
+_EQ_RANGE = re.compile(r"\beqs?\.\s*\((\d+)\)\s*-\s*\((\d+)\)", re.IGNORECASE)
+_ALG_PATTERN = re.compile(r"Algorithm 1,? lines? (\d+)(?:\s*-\s*(\d+))?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """A public function or class of gentwin that implements part of the paper."""
+
+    qualname: str  #: e.g. "gentwin.pooling.priority"
+    kind: str  #: "function" or "class"
+    equations: tuple[int, ...]
+    algorithm_lines: tuple[int, ...]
+    summary: str
+
+
+def _first_paragraph(doc: str) -> str:
+    return doc.strip().split("\n\n")[0].replace("\n", " ")
+
+
+def _cited(doc: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Equation and Algorithm 1 line numbers cited in the first lines of a docstring."""
+    head = "\n".join(doc.strip().splitlines()[:6])
+    eqs: set[int] = {int(m) for m in _EQ_PATTERN.findall(head)}
+    for a, b in _EQ_RANGE.findall(head):
+        eqs.update(range(int(a), int(b) + 1))
+    lines: set[int] = set()
+    for a, b in _ALG_PATTERN.findall(head):
+        lines.update(range(int(a), int(b or a) + 1))
+    return tuple(sorted(e for e in eqs if e in EQUATIONS)), tuple(sorted(lines))
+
+
+def equation_references(package: str = "gentwin") -> list[CodeRef]:
+    """Public functions and classes whose docstring's opening lines cite an equation or Algorithm 1 line.
+
+    Only a module's ``__all__`` counts as public; the docstring is the
+    declaration, so a function that stops citing an equation drops off the
+    page.
+    """
+    pkg = importlib.import_module(package)
+    refs: list[CodeRef] = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name in ("cli", "audit"):
+            continue
+        module = importlib.import_module(f"{package}.{info.name}")
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not obj.__doc__:
+                continue
+            eqs, lines = _cited(obj.__doc__)
+            if eqs or lines:
+                refs.append(CodeRef(f"{module.__name__}.{name}", "class" if inspect.isclass(obj) else "function",
+                                    eqs, lines, _first_paragraph(obj.__doc__)))
+    return refs
+
+
+def find_tests_using(names: Iterable[str], tests_dir: str | Path) -> dict[str, list[str]]:
+    """For each bare name, the tests (``file::function``) whose body uses it.
+
+    A test "uses" a name when the name appears as an identifier (a call, an
+    attribute or an import) in the test function's body.
+    """
+    wanted = set(names)
+    found: dict[str, list[str]] = {n: [] for n in wanted}
+    for path in sorted(Path(tests_dir).glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                imported.update(a.asname or a.name for a in node.names)
+
+        def scan(fn: ast.AST, label: str) -> None:
+            used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+            used |= {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)}
+            for name in wanted & used:
+                found[name].append(label)
+
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+                scan(node, f"{path.as_posix().split('/')[-2]}/{path.name}::{node.name}")
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                for sub in node.body:
+                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and sub.name.startswith("test"):
+                        scan(sub, f"{path.as_posix().split('/')[-2]}/{path.name}::{node.name}::{sub.name}")
+    return found
