@@ -1,0 +1,148 @@
+"""The whole book, built in the quick profile with warnings as errors, then read in a real browser.
+
+One build (session fixture) serves every test here.  It happens in a copy of the
+project's book sources, so the user's own ``book/executed`` and ``_build`` are
+never touched.  Screenshots of the figure pages are kept under
+``$GENTWIN_TEST_OUTPUT`` (default ``_build/test-output``) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+import pytest
+
+from gentwin.reference import PAPER_VALUES
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURE_PAGES = ("setup", "pooling", "adapter", "fig6", "fig7", "prompting", "fig8", "table4")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """Build the book (quick profile) in a copy of the sources; return the HTML folder."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(ROOT / name, root / name)
+    for folder in ("book", "notebooks", "tests"):
+        shutil.copytree(ROOT / folder, root / folder,
+                        ignore=shutil.ignore_patterns("executed", "__pycache__", "*.pyc", "output"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gentwin", "book", "--profile", "quick", "--root", str(root)],
+        capture_output=True, text=True, timeout=3000,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    html = root / "_build" / "html"
+    assert (html / "index.html").is_file()
+    return html
+
+
+def test_book_builds_with_warnings_as_errors(built_book: Path) -> None:
+    # every TOC page was executed and rendered
+    for page in FIGURE_PAGES + ("comparison", "equations"):
+        assert (built_book / "book" / "executed" / f"{page}.html").is_file(), page
+    for page in ("errata", "api", "references"):
+        assert (built_book / "book" / f"{page}.html").is_file(), page
+
+
+def test_comparison_page_lists_every_paper_number(built_book: Path) -> None:
+    html = (built_book / "book" / "executed" / "comparison.html").read_text(encoding="utf-8")
+    for row in PAPER_VALUES:
+        assert row.quantity in html, row.quantity
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() or not Path(CHROMEDRIVER).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium / chromedriver missing: `make test` installs them (.ci/system-deps)")
+        pytest.skip("chromium / chromedriver not installed (run `make system`)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="gentwin-chromium-")
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile}", "--window-size=1280,2000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _output_dir() -> Path:
+    out = Path(os.environ.get("GENTWIN_TEST_OUTPUT", ROOT / "_build" / "test-output")) / "browser"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", FIGURE_PAGES)
+def test_figure_page_shows_its_images(built_book: Path, browser, page: str) -> None:
+    browser.get((built_book / "book" / "executed" / f"{page}.html").as_uri())
+    sizes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('main img')).map("
+        "i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])"
+    )
+    assert sizes, f"{page}: no image in the page"
+    for complete, natural_w, natural_h, shown_w in sizes:
+        assert complete and natural_w > 0 and natural_h > 0 and shown_w > 0, (page, sizes)
+    browser.save_screenshot(str(_output_dir() / f"{page}.png"))
+
+
+@pytest.mark.browser
+def test_comparison_table_is_rendered(built_book: Path, browser) -> None:
+    browser.get((built_book / "book" / "executed" / "comparison.html").as_uri())
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('main table tbody tr')).map(r => r.innerText)"
+    )
+    for row in PAPER_VALUES:
+        assert any(row.quantity in r for r in rows), row.quantity
+    browser.save_screenshot(str(_output_dir() / "comparison.png"))
+
+
+@pytest.mark.browser
+def test_no_broken_internal_links(built_book: Path, browser) -> None:
+    """Every link inside the book reaches an existing page, and an existing anchor on it."""
+    pages = sorted(built_book.rglob("*.html"))
+    pages = [p for p in pages if "_static" not in p.parts and "_sources" not in p.parts]
+    anchors: dict[Path, set[str]] = {}
+
+    def ids_of(path: Path) -> set[str]:
+        if path not in anchors:
+            browser.get(path.as_uri())
+            anchors[path] = set(browser.execute_script(
+                "return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"
+                ".concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.name))"))
+        return anchors[path]
+
+    broken = []
+    for page in pages:
+        browser.get(page.as_uri())
+        hrefs = browser.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        for href in hrefs:
+            url = urlparse(href)
+            if url.scheme != "file":
+                continue
+            target, fragment = urldefrag(href)
+            path = Path(unquote(urlparse(target).path))
+            if not path.exists():
+                broken.append(f"{page.relative_to(built_book)} -> {href}")
+            elif fragment and path.suffix == ".html" and unquote(fragment) not in ids_of(path):
+                broken.append(f"{page.relative_to(built_book)} -> {href} (no such anchor)")
+    assert not broken, "\n".join(broken)
