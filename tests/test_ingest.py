@@ -1,0 +1,535 @@
+"""Tests for gentwin.ingest: NGSI-LD entities and sensor logs into one relational form."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gentwin.ingest as ingest
+from gentwin.config import TopologyConfig, resolve
+from gentwin.ingest import (
+    FORMS,
+    IngestError,
+    format_log,
+    parse_log,
+    read_dataset,
+    read_entities,
+    read_log,
+    to_entities,
+    write_dataset,
+    write_entities,
+    write_log,
+)
+from gentwin.topology import DataSet, Instance, Node, Relation, Topology, TopologyError, generate_dataset
+
+DATA = Path(__file__).parent / "data"
+NORMALIZED = DATA / "city_normalized.json"
+KEYVALUES = DATA / "city_keyvalues.json"
+LOG = DATA / "city.log"
+
+# What the hand-written example files say, worked out by hand from them.
+EXPECTED_NODES = {
+    "TOWN": Node("TOWN", "city", name="example town"),
+    "AQ": Node("AQ", "service", name="air quality"),
+    "WM": Node("WM", "service", name="waste management"),
+    "AQ-GW01": Node("AQ-GW01", "gateway", service="AQ", name="roof gateway", latitude=41.39, longitude=2.17),
+    "AQ-GW02": Node("AQ-GW02", "gateway", service="AQ"),
+    "WM-GW01": Node("WM-GW01", "gateway", service="WM"),
+    "AQ-S001": Node(
+        "AQ-S001", "sensor", service="AQ", gateway="AQ-GW01", category="PM2.5 sensor",
+        sdm_type="AirQualityObserved", controlled_property="pm25", latitude=-12.25, longitude=-3.5,
+        name="PM2.5 sensor",
+    ),
+    "AQ-S002": Node("AQ-S002", "sensor", service="AQ", gateway="AQ-GW02", controlled_property="no2"),
+    "WM-S001": Node("WM-S001", "sensor", service="WM", gateway="WM-GW01"),
+    "WM-S002": Node("WM-S002", "sensor", service="WM", gateway="WM-GW01", name="fill-level sensor"),
+}
+EXPECTED_RELATIONS = [  # in reading order; WM-S001's refGateway repeats WM-GW01's controlledAsset and is kept once
+    Relation("AQ", "IN", "TOWN"),
+    Relation("WM", "IN", "TOWN"),
+    Relation("AQ-GW01", "SERVES_IN", "AQ"),
+    Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
+    Relation("AQ-GW02", "SERVES_IN", "AQ"),
+    Relation("WM-GW01", "SERVES_IN", "WM"),
+    Relation("WM-S001", "CONNECTED_TO", "WM-GW01"),
+    Relation("WM-S002", "CONNECTED_TO", "WM-GW01"),
+    Relation("AQ-S001", "CONNECTED_TO", "AQ-GW01"),
+    Relation("AQ-S001", "SERVES_IN", "AQ"),
+    Relation("AQ-S002", "CONNECTED_TO", "AQ-GW02"),
+    Relation("AQ-S002", "SERVES_IN", "AQ"),
+    Relation("WM-S001", "SERVES_IN", "WM"),
+    Relation("WM-S002", "SERVES_IN", "WM"),
+]
+EXPECTED_LOG = [
+    Instance(0, 0.0, "AQ-S001", True, "train"),
+    Instance(1, 2.0, "AQ-GW01", True, "train"),
+    Instance(2, 4.5, "WM-S002", False, "validation"),
+    Instance(3, 6.0, "AQ-S002", True, "test"),
+    Instance(4, 10.0, "AQ-S001", False, "train"),
+]
+
+
+def assert_same_dataset(a: DataSet, b: DataSet) -> None:
+    assert list(a.topology.nodes) == list(b.topology.nodes)  # same nodes, same order
+    assert a.topology.nodes == b.topology.nodes  # same metadata
+    assert set(a.topology.relations) == set(b.topology.relations)
+    assert len(a.topology.relations) == len(b.topology.relations)
+    for nid in a.topology.nodes:  # each node's own facts keep their order
+        assert a.topology.relations_of(nid) == b.topology.relations_of(nid)
+    assert a.instances == b.instances
+
+
+# ---------------------------------------------------------------------------
+# Round trips
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_round_trip_default_dataset(tmp_path, form):
+    ds = generate_dataset()
+    write_dataset(ds, tmp_path / "ds", form=form)
+    back = read_dataset(tmp_path / "ds")
+    assert_same_dataset(ds, back)
+    c = back.counts()
+    assert (c["device nodes"], c["unique relations"], c["instances"]) == (300, 580, 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary folder left behind
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["entities.json", "log.txt"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("n_services", [2, 3])
+def test_round_trip_quick_dataset(tmp_path, form, n_services):
+    ds = generate_dataset(resolve("quick", n_services=n_services).topology)
+    write_entities(ds.topology, tmp_path / "e.json", form=form)
+    write_log(ds.instances, tmp_path / "log.txt", topology=ds.topology)
+    back = DataSet(read_entities(tmp_path / "e.json"), read_log(tmp_path / "log.txt", ds.topology))
+    assert_same_dataset(ds, back)
+    # reading with the form forced gives the same as detecting it
+    assert read_entities(tmp_path / "e.json", form=form).nodes == ds.topology.nodes
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    n_services=st.integers(1, 3),
+    n_gateways=st.integers(6, 10),  # >= 2 per service, so one fog link always fits
+    n_sensors=st.integers(7, 20),  # enough devices that every split gets one
+    data_seed=st.integers(0, 10_000),
+    form=st.sampled_from(FORMS),
+)
+def test_round_trip_any_small_topology(n_services, n_gateways, n_sensors, data_seed, form):
+    cfg = TopologyConfig(
+        n_services=n_services, n_gateways=n_gateways, n_sensors=n_sensors, n_gateway_links=1,
+        n_instances=2 * (n_gateways + n_sensors), data_seed=data_seed,
+    )
+    ds = generate_dataset(cfg)
+    back = DataSet(read_entities(to_entities(ds.topology, form)), parse_log(format_log(ds.instances), ds.topology))
+    assert_same_dataset(ds, back)
+
+
+def test_exported_entities_have_the_ngsi_ld_shapes(tmp_path):
+    ds = generate_dataset(resolve("quick").topology)
+    sensor = ds.topology.sensors()[0]
+    write_entities(ds.topology, tmp_path / "n.json", form="normalized")
+    write_entities(ds.topology, tmp_path / "k.json", form="keyValues")
+    strict = dict(parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    norm = {e["id"]: e for e in json.loads((tmp_path / "n.json").read_text(), **strict)}
+    kv = {e["id"]: e for e in json.loads((tmp_path / "k.json").read_text(), **strict)}
+    urn = f"urn:ngsi-ld:Device:{sensor.id}"
+    n, k = norm[urn], kv[urn]
+    assert n["type"] == k["type"] == "Device"
+    assert n["deviceCategory"] == {"type": "Property", "value": ["sensor"]}
+    assert k["deviceCategory"] == ["sensor"]
+    assert n["controlledProperty"] == {"type": "Property", "value": [sensor.controlled_property]}
+    point = {"type": "Point", "coordinates": [sensor.longitude, sensor.latitude]}  # GeoJSON: lon first
+    assert n["location"] == {"type": "GeoProperty", "value": point} and k["location"] == point
+    assert n["refGateway"] == {"type": "Relationship", "object": f"urn:ngsi-ld:Device:{sensor.gateway}"}
+    assert k["refService"] == f"urn:ngsi-ld:SmartCityService:{sensor.service}"
+    assert kv["urn:ngsi-ld:SmartCityService:AQ"]["refSmartCity"] == "urn:ngsi-ld:SmartCity:CITY"
+    assert kv["urn:ngsi-ld:SmartCity:CITY"]["type"] == "SmartCity"
+    # a gateway with several fog links lists them all under one refGateway
+    linked = [g for g in ds.topology.gateways() if len([r for r in ds.topology.relations_of(g.id)
+                                                         if r.type == "CONNECTED_TO"]) > 1]
+    for g in linked:
+        assert isinstance(norm[f"urn:ngsi-ld:Device:{g.id}"]["refGateway"]["object"], list)
+
+
+# ---------------------------------------------------------------------------
+# Hand-written examples
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [NORMALIZED, KEYVALUES], ids=["normalized", "keyValues"])
+def test_hand_written_example_parses_to_the_expected_graph(path):
+    topo = read_entities(path)
+    assert topo.nodes == EXPECTED_NODES
+    assert list(topo.nodes) == list(EXPECTED_NODES)
+    assert topo.relations == EXPECTED_RELATIONS
+    assert topo.gateway_degrees() == {"AQ-GW01": 1, "AQ-GW02": 1, "WM-GW01": 2}
+
+
+def test_entities_can_come_from_several_files(tmp_path):
+    entities = json.loads(KEYVALUES.read_text())
+    (tmp_path / "city.json").write_text(json.dumps(entities[:3]))
+    (tmp_path / "devices.json").write_text(json.dumps(entities[3:]))
+    topo = read_entities([tmp_path / "city.json", tmp_path / "devices.json"])
+    assert topo.nodes == EXPECTED_NODES and topo.relations == EXPECTED_RELATIONS
+    with pytest.raises(IngestError, match="dangling"):
+        read_entities(tmp_path / "devices.json")  # the services live in the other file
+
+
+def test_hand_written_log_parses_to_the_expected_instances():
+    assert read_log(LOG, read_entities(KEYVALUES)) == EXPECTED_LOG
+
+
+# ---------------------------------------------------------------------------
+# Malformed entities: each message names the file, the entity and the field
+# ---------------------------------------------------------------------------
+
+
+def _by_id(entities, local):
+    return next(e for e in entities if e["id"].endswith(":" + local))
+
+
+def _set(local, name, value):
+    def mutate(ents):
+        _by_id(ents, local)[name] = value
+    return mutate
+
+
+def _delete(local, name):
+    def mutate(ents):
+        del _by_id(ents, local)[name]
+    return mutate
+
+
+def _duplicate(local):
+    def mutate(ents):
+        ents.append(copy.deepcopy(_by_id(ents, local)))
+    return mutate
+
+
+def _append(entity):
+    def mutate(ents):
+        ents.append(entity)
+    return mutate
+
+
+S1 = "urn:ngsi-ld:Device:AQ-S001"
+REL = {"type": "Relationship", "object": "urn:ngsi-ld:Device:AQ-GW01"}
+ENTITY_CASES = {
+    # name: (base file, mutation, entity named, field named, words in the problem)
+    "missing id": (KEYVALUES, _delete("AQ-S001", "id"), "entity #7", "id", "missing"),
+    "missing type": (KEYVALUES, _delete("AQ-S001", "type"), S1, "type", "missing"),
+    "id not a urn": (KEYVALUES, _set("AQ-S001", "id", "AQ-S001"), "entity 'AQ-S001'", "id", "urn:ngsi-ld"),
+    "id type differs": (KEYVALUES, _set("AQ-S001", "type", "SmartCity"), S1, "id", "differs"),
+    "unknown entity type": (
+        KEYVALUES, _append({"id": "urn:ngsi-ld:AirQualityObserved:X", "type": "AirQualityObserved"}),
+        "urn:ngsi-ld:AirQualityObserved:X", "type", "not one of",
+    ),
+    "dangling reference": (
+        KEYVALUES, _set("AQ-S001", "refGateway", "urn:ngsi-ld:Device:AQ-GW99"), S1, "refGateway", "dangling",
+    ),
+    "dangling in normalized": (
+        NORMALIZED, _set("AQ-S001", "refService", {"type": "Relationship", "object": "urn:ngsi-ld:SmartCityService:X"}),
+        S1, "refService", "urn:ngsi-ld:SmartCityService:X",
+    ),
+    "duplicate id": (KEYVALUES, _duplicate("AQ-S002"), "urn:ngsi-ld:Device:AQ-S002", "id", "duplicate"),
+    "duplicate local id": (
+        KEYVALUES, _append({"id": "urn:ngsi-ld:SmartCity:AQ", "type": "SmartCity"}),
+        "urn:ngsi-ld:SmartCity:AQ", "id", "duplicate local id 'AQ'",
+    ),
+    "relationship without object": (
+        NORMALIZED, _set("AQ-S001", "refGateway", {"type": "Relationship"}), S1, "refGateway", "without 'object'",
+    ),
+    "property without value": (
+        NORMALIZED, _set("AQ-S001", "name", {"type": "Property"}), S1, "name", "without 'value'",
+    ),
+    "ref as a Property": (
+        NORMALIZED, _set("AQ-S001", "refGateway", {"type": "Property", "value": REL["object"]}), S1, "refGateway",
+        "must be a Relationship",
+    ),
+    "mixed forms in one entity": (NORMALIZED, _set("AQ-S001", "name", "plain"), S1, "name", "attribute object"),
+    "unknown ref property": (
+        KEYVALUES, _set("AQ-S001", "refDeviceModel", "urn:ngsi-ld:DeviceModel:m"), S1, "refDeviceModel", "known:",
+    ),
+    "unknown relationship": (
+        NORMALIZED, _set("AQ-S001", "owner", REL), S1, "owner", "does not map",
+    ),
+    "ref on the wrong entity": (
+        KEYVALUES, _set("AQ-S001", "refSmartCity", "urn:ngsi-ld:SmartCity:TOWN"), S1, "refSmartCity",
+        "service entities only",
+    ),
+    "ref to the wrong kind": (
+        KEYVALUES, _set("AQ-S001", "refGateway", "urn:ngsi-ld:SmartCityService:AQ"), S1, "refGateway",
+        "must point at a gateway",
+    ),
+    "sensor without gateway": (KEYVALUES, _delete("AQ-S001", "refGateway"), S1, "refGateway", "found none"),
+    "sensor with two gateways": (
+        KEYVALUES, _set("AQ-S001", "refGateway", ["urn:ngsi-ld:Device:AQ-GW01", "urn:ngsi-ld:Device:AQ-GW02"]),
+        S1, "refGateway", "found 2",
+    ),
+    "device with two services": (
+        KEYVALUES, _set("AQ-S001", "refService", ["urn:ngsi-ld:SmartCityService:AQ", "urn:ngsi-ld:SmartCityService:WM"]),
+        S1, "refService", "found 2",
+    ),
+    "device category missing": (KEYVALUES, _delete("AQ-S001", "deviceCategory"), S1, "deviceCategory", "missing"),
+    "device category ambiguous": (
+        KEYVALUES, _set("AQ-S001", "deviceCategory", ["sensor", "network"]), S1, "deviceCategory", "exactly one",
+    ),
+    "device category unknown": (
+        KEYVALUES, _set("AQ-S001", "deviceCategory", ["actuator"]), S1, "deviceCategory", "'actuator'",
+    ),
+    "latitude out of range": (
+        KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [2.0, -95.0]}), S1, "location",
+        "latitude = -95.0",
+    ),
+    "longitude out of range": (
+        KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [-200.0, 41.0]}), S1, "location",
+        "longitude = -200.0",
+    ),
+    "coordinates wrong length": (
+        KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [2.0]}), S1, "location",
+        "[longitude, latitude]",
+    ),
+    "coordinates not numbers": (
+        KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [True, 41.0]}), S1, "location",
+        "finite numbers",
+    ),
+    "location not a point": (
+        NORMALIZED, _set("AQ-S001", "location", {"type": "GeoProperty", "value": {"type": "Polygon"}}), S1,
+        "location", "GeoJSON Point",
+    ),
+    "location as a Property": (
+        NORMALIZED, _set("AQ-S001", "location", {"type": "Property", "value": {"type": "Point"}}), S1,
+        "location", "GeoProperty",
+    ),
+    "two controlled properties": (
+        KEYVALUES, _set("AQ-S001", "controlledProperty", ["fillingLevel", "temperature"]), S1,
+        "controlledProperty", "exactly one",
+    ),
+    "name not a string": (KEYVALUES, _set("AQ-S001", "name", 7), S1, "name", "must be a string"),
+    "entity not an object": (KEYVALUES, _append(["not", "an", "entity"]), "entity #11", None, "JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(ENTITY_CASES))
+def test_malformed_entities_are_named(tmp_path, case):
+    base, mutate, entity, field, words = ENTITY_CASES[case]
+    entities = json.loads(base.read_text())
+    mutate(entities)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(entities, indent=2))
+    with pytest.raises(IngestError) as info:
+        read_entities(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert entity in msg
+    if field is not None:
+        assert f"field {field!r}" in msg and info.value.field == field
+    assert words in msg
+    assert isinstance(info.value, TopologyError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ('[\n  {"id": "urn:ngsi-ld:SmartCity:C",\n   "type": "SmartCity"\n   "name": "x"}\n]\n', 4, "invalid JSON"),
+        ('[\n{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity",\n', 3, "invalid JSON"),
+        ("", 1, "invalid JSON"),
+    ],
+)
+def test_invalid_json_names_file_and_line(tmp_path, text, line, words):
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    with pytest.raises(IngestError) as info:
+        read_entities(path)
+    assert f"{path}, line {line}:" in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, words, field",
+    [
+        ('{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity"}', "JSON array", None),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "name": "a", "name": "b"}]', "'name' appears twice",
+         None),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "batteryLevel": NaN}]', "non-finite", "batteryLevel"),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity",'
+         ' "location": {"type": "Point", "coordinates": [NaN, 1.0]}}]', "non-finite", "location"),
+    ],
+)
+def test_structural_json_problems_are_named(tmp_path, text, words, field):
+    path = tmp_path / "odd.json"
+    path.write_text(text)
+    with pytest.raises(IngestError) as info:
+        read_entities(path)
+    assert str(path) in str(info.value) and words in str(info.value)
+    assert info.value.field == field
+
+
+def test_non_utf8_file_names_the_line(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'[\n{"id": "urn:ngsi-ld:SmartCity:C",\n "type": "SmartCity", "name": "M\xfcnster"}]')
+    with pytest.raises(IngestError, match=r"line 3: not UTF-8"):
+        read_entities(path)
+
+
+def test_in_memory_entities_are_named_as_such():
+    with pytest.raises(IngestError, match=r"^<entities>, entity #1, field 'id': missing"):
+        read_entities([{"type": "SmartCity"}])
+
+
+# ---------------------------------------------------------------------------
+# Malformed logs: each message names the file, the line and the field
+# ---------------------------------------------------------------------------
+
+LOG_CASES = {
+    # name: (bad line, field named, words in the problem)
+    "too few fields": ("5 12.0 AQ-S001 1", "line", "has 4 fields, expected 5"),
+    "too many fields": ("5 12.0 AQ-S001 1 train extra", "line", "has 6 fields"),
+    "bad index": ("x5 12.0 AQ-S001 1 train", "index", "'x5'"),
+    "repeated index": ("2 12.0 AQ-S001 1 train", "index", "already used on line 6"),
+    "bad timestamp": ("5 noon AQ-S001 1 train", "timestamp_s", "'noon'"),
+    "nan timestamp": ("5 nan AQ-S001 1 train", "timestamp_s", "'nan'"),
+    "negative timestamp": ("5 -2.0 AQ-S001 1 train", "timestamp_s", ">= 0"),
+    "unknown node": ("5 12.0 AQ-S999 1 train", "node_id", "'AQ-S999' is not a node"),
+    "not a device": ("5 12.0 AQ 1 train", "node_id", "is a service"),
+    "bad presence": ("5 12.0 AQ-S001 yes train", "presence", "'yes'"),
+    "presence out of range": ("5 12.0 AQ-S001 2 train", "presence", "1 (active) or 0 (inactive)"),
+    "bad split": ("5 12.0 AQ-S001 1 training", "split", "'training'"),
+    "node in two splits": ("5 12.0 AQ-S001 1 test", "split", "line 3 puts this node in 'train'"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOG_CASES))
+def test_malformed_log_lines_are_named(tmp_path, case):
+    bad, field, words = LOG_CASES[case]
+    path = tmp_path / "bad.log"
+    path.write_text(LOG.read_text() + bad + "\n")  # city.log has 8 lines; the bad one is line 9
+    with pytest.raises(IngestError) as info:
+        read_log(path, read_entities(KEYVALUES))
+    msg = str(info.value)
+    assert msg.startswith(f"{path}, line 9, ")
+    assert f"field {field!r}" in msg and info.value.line == 9 and info.value.field == field
+    assert words in msg
+
+
+# ---------------------------------------------------------------------------
+# Writing: bad objects are refused, and nothing partial is ever left behind
+# ---------------------------------------------------------------------------
+
+
+def _tiny() -> Topology:
+    return read_entities(KEYVALUES)
+
+
+def test_relation_without_an_ngsi_property_is_refused(tmp_path):
+    topo = _tiny()
+    topo.relations.append(Relation("AQ-S001", "CONNECTED_TO", "AQ-S002"))  # sensor -> sensor has no property
+    path = tmp_path / "e.json"
+    path.write_text("old")
+    with pytest.raises(IngestError) as info:
+        write_entities(topo, path)
+    assert info.value.entity == "urn:ngsi-ld:Device:AQ-S001" and info.value.field == "CONNECTED_TO"
+    assert str(path) in str(info.value)
+    assert path.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["e.json"]
+
+
+def test_node_field_that_would_not_read_back_is_refused(tmp_path):
+    topo = _tiny()
+    topo.nodes["AQ-GW02"] = Node("AQ-GW02", "gateway", service="AQ", gateway="AQ-GW01")  # gateways carry no gateway
+    with pytest.raises(IngestError) as info:
+        write_entities(topo, tmp_path / "e.json", form="keyValues")
+    assert info.value.field == "gateway" and "would read back as None" in str(info.value)
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_invalid_instances_are_refused(tmp_path):
+    path = tmp_path / "log.txt"
+    with pytest.raises(IngestError) as info:
+        write_log([Instance(0, float("nan"), "AQ-S001", True, "train")], path)
+    assert info.value.field == "timestamp_s" and str(path) in str(info.value)
+    with pytest.raises(IngestError, match="field 'node_id'"):
+        write_log([Instance(0, 0.0, "AQ S001", True, "train")], path)
+    with pytest.raises(IngestError, match=r"line 3, entity 'X1', field 'node_id'"):  # line 3: after the 2-line header
+        write_log([Instance(0, 0.0, "X1", True, "train")], path, topology=_tiny())
+    assert not path.exists()
+
+
+def test_an_error_mid_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "e.json"
+    write_entities(_tiny(), path)
+    before = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ingest.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_entities(generate_dataset(resolve("quick").topology).topology, path, form="keyValues")
+    with pytest.raises(OSError, match="disk full"):
+        write_log(EXPECTED_LOG, tmp_path / "log.txt")
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["e.json"]  # no temporary file left, no partial log
+
+
+def test_an_error_mid_dataset_write_leaves_the_old_folder_intact(tmp_path, monkeypatch):
+    folder = tmp_path / "ds"
+    old = DataSet(_tiny(), EXPECTED_LOG)
+    write_dataset(old, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    calls = []
+    real = ingest._write_synced
+
+    def fail_on_second(path, text):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(path, text)
+
+    monkeypatch.setattr(ingest, "_write_synced", fail_on_second)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(generate_dataset(resolve("quick").topology), folder, form="keyValues")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
+    assert_same_dataset(read_dataset(folder), old)
+
+
+def test_write_dataset_replaces_its_own_folder_but_no_other(tmp_path):
+    folder = tmp_path / "ds"
+    write_dataset(DataSet(_tiny(), EXPECTED_LOG), folder)
+    new = generate_dataset(resolve("quick").topology)
+    write_dataset(new, folder, form="keyValues")  # replacing our own output is fine
+    assert_same_dataset(read_dataset(folder), new)
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
+    (folder / "notes.md").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.md"):
+        write_dataset(new, folder)
+    assert (folder / "notes.md").read_text() == "mine"
+
+
+def test_write_dataset_checks_the_log_against_the_topology(tmp_path):
+    bad = DataSet(_tiny(), [Instance(0, 0.0, "AQ", True, "train")])  # a service in the log
+    with pytest.raises(IngestError, match=r"log\.txt, line 3, entity 'AQ', field 'node_id'"):
+        write_dataset(bad, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists() and os.listdir(tmp_path) == []
+
+
+def test_read_dataset_names_a_missing_file(tmp_path):
+    folder = tmp_path / "ds"
+    write_dataset(DataSet(_tiny(), EXPECTED_LOG), folder)
+    (folder / "log.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="log.txt"):
+        read_dataset(folder)
+
+
+def test_form_is_validated():
+    with pytest.raises(ValueError, match="form = 'compact'"):
+        to_entities(_tiny(), form="compact")
+    with pytest.raises(ValueError, match="form = 'compact'"):
+        read_entities(KEYVALUES, form="compact")
