@@ -246,6 +246,21 @@ class PoolingConfig(_Section):
         "training-data order from the pools: 'priority', 'weight', or 'random' (no pooling)",
         choices=("priority", "weight", "random"),
     )
+    relation_count: str = _p(
+        "unique",
+        "eq. (3) N_i: 'unique' = node i's own relations once it has appeared in the log; "
+        "'occurrences' = its relations counted once per log instance of the node",
+        choices=("unique", "occurrences"),
+    )
+    alpha_reading: str = _p(
+        "nodes",
+        "eq. (7) reading: 'nodes' = L1 change of the pool's row of W_C (node weights in the pool); "
+        "'pool' = |change of the pool weight W_p|",
+        choices=("nodes", "pool"),
+    )
+    pool_window: int = _p(10, "log instances per Priority Pooling step (Algorithm 1 lines 1-8 run once per step)",
+                          ge=1)
+    pool_seeds: int = _p(3, "data seeds for mean and 95 % CI of the pooling curves over time", ge=1)
 
 
 @dataclass(frozen=True)
@@ -266,18 +281,51 @@ class TrainingConfig(_Section):
     rounds: int = _p(18, "training rounds for Fig. 6", ge=1, paper="18")
     bottleneck: int = _p(64, "Twin Adapter bottleneck size (W_D: hidden -> bottleneck)", ge=1)
     adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1)
-    max_length: int = _p(64, "maximum tokens per training sequence", ge=8)
+    max_length: int = _p(
+        128, "maximum tokens per training sequence (prompt + target + end); a longer one is an error, never cut",
+        ge=8,
+    )
     n_seeds: int = _p(3, "seeds for mean and 95 % CI in Figs. 6-7", ge=1)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
     train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0)
+    optimizer: str = _p(
+        "sgd", "adapter optimiser: 'sgd' (plain SGD; the reading of lr 0.08) or 'adamw'", choices=("sgd", "adamw")
+    )
+    restrict_vocab: bool = _p(
+        True, "softmax and decoding over the token ids that occur in the targets only (False = all words)"
+    )
+    eval_mode: str = _p(
+        "teacher_forced",
+        "how per-epoch/per-round triples are produced: 'teacher_forced' (arg-max on the gold prefix) or "
+        "'generate' (greedy decoding)",
+        choices=("teacher_forced", "generate"),
+    )
+    eval_batch_size: int = _p(64, "sequences per batch when evaluating or generating", ge=1)
+    l1_index: str = _p(
+        "union",
+        "eq. (9) index set: 'union' = true and produced relations (false ones count) or 'gold' = true ones only",
+        choices=("union", "gold"),
+    )
+    round_mode: str = _p(
+        "cumulative",
+        "Fig. 6 round: 'cumulative' = one pass over the first r/rounds of the training stream; "
+        "'chunk' = one pass over the r-th chunk only",
+        choices=("cumulative", "chunk"),
+    )
+    qa_feedback: bool = _p(False, "Algorithm 1 line 14: fine-tune on question/answer prompts made from generated triples")
+    qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1)
 
 
 @dataclass(frozen=True)
 class TwinConfig(_Section):
     """Twin store, prompting and what-if analysis, eq. (10), Fig. 8 (Section II.B.3, III.C)."""
 
-    store: str = _p("networkx", "twin store backend: 'networkx' (embedded) or 'neo4j' (needs NEO4J_URI)",
-                    choices=("networkx", "neo4j"))
+    store: str = _p(
+        "auto",
+        "twin store backend: 'auto' (Neo4j when NEO4J_URI is set, else networkx), 'networkx' (embedded) or "
+        "'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD); an explicit choice wins over the environment",
+        choices=("auto", "networkx", "neo4j"),
+    )
     update_rates: tuple[float, ...] = _p(
         (0.2, 0.4, 0.6, 0.8, 1.0), "target update rates (alpha of eq. 7) on Fig. 8's x-axis", gt=0.0, le=1.0,
         paper="0.2 - 1.0",
@@ -286,6 +334,12 @@ class TwinConfig(_Section):
     twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1)
     top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1)
     question: str = _p("What is a PM2.5 sensor?", "the Fig. 4 question")
+    n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1)
+    verbaliser: str = _p(
+        "template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, conditioned on the "
+        "retrieved facts)", choices=("template", "llm"),
+    )
+    twin_seed: int = _p(0, "first what-if seed (Fig. 8 runs use twin_seed, twin_seed + 1, ...)", ge=0)
 
 
 @dataclass(frozen=True)
@@ -303,12 +357,51 @@ class PhysicalConfig(_Section):
     gateway_mtbf_s: float = _p(0.0, "mean time between gateway failures (s); 0 = gateways never fail", ge=0.0)
     gateway_mttr_s: float = _p(5.0, "mean time to repair a failed gateway (s)", gt=0.0)
     physical_seeds: int = _p(5, "seeds for mean and 95 % CI in Table IV", ge=1)
+    sim_seed: int = _p(0, "first simulation seed (runs use sim_seed, sim_seed + 1, ...)", ge=0)
+    sensors_per_gateway: float = _p(
+        5.0, "sensors per gateway when a Table IV size is turned into a topology", gt=0.0, paper="250 / 50 = 5"
+    )
+    presence_dwell_s: float = _p(
+        20.0,
+        "mean length of a sensor's inactive spell (s); presence is a two-state Markov chain per reading slot "
+        "whose long-run inactive share is the data set's p_inactive (report_period_s = memoryless, as the log)",
+        gt=0.0,
+    )
+    slot_grace_s: float = _p(
+        1.0, "how long after a reading slot ends the twin waits for its late readings (s)", ge=0.0
+    )
+    detect_slots: int = _p(
+        2, "external loop: consecutive silent slots (while others report) before a gateway is declared failed",
+        ge=1,
+    )
+    control_delay_s: float = _p(
+        1.0, "external loop: time for a control command (re-homing) to take effect in the physical space (s)",
+        ge=0.0,
+    )
+    version_alpha: float = _p(
+        0.0, "internal loop: a new twin version is committed when the largest pool update trigger alpha "
+        "(eq. 7) exceeds this", ge=0.0,
+    )
+    loop_demo_mtbf_s: float = _p(
+        150.0, "gateway MTBF (s) of the notebook's closed-loop demonstration run (Table IV itself uses "
+        "gateway_mtbf_s)", gt=0.0,
+    )
 
     def _check_together(self) -> None:
         if self.outage_start_s + self.outage_s > self.duration_s:
             raise ConfigError(
                 f"outage_s = {self.outage_s}: the cut ({self.outage_start_s} s + {self.outage_s} s) "
                 f"must end within duration_s = {self.duration_s}"
+            )
+        if self.duration_s < self.report_period_s:
+            raise ConfigError(
+                f"duration_s = {self.duration_s}: must be >= report_period_s = {self.report_period_s} "
+                "(a run needs at least one reading slot)"
+            )
+        if self.presence_dwell_s < self.report_period_s:
+            raise ConfigError(
+                f"presence_dwell_s = {self.presence_dwell_s}: must be >= report_period_s = "
+                f"{self.report_period_s} (presence changes at most once per reading slot)"
             )
 
 
@@ -403,9 +496,11 @@ def _quick() -> Settings:
     return Settings(
         profile="quick",
         topology=TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60),
+        pooling=PoolingConfig(pool_window=5),
         training=TrainingConfig(epochs=3, rounds=3, n_seeds=2, batch_size=8, bottleneck=16, train_limit=24),
-        twin=TwinConfig(n_episodes=3, twin_seeds=2),
-        physical=PhysicalConfig(sizes=(5, 10), duration_s=40.0, outage_start_s=10.0, physical_seeds=2),
+        twin=TwinConfig(n_episodes=3, twin_seeds=2, n_questions=30),
+        physical=PhysicalConfig(sizes=(5, 10, 20), duration_s=40.0, outage_start_s=10.0, physical_seeds=2,
+                                loop_demo_mtbf_s=10.0),
     )
 
 

@@ -1,0 +1,637 @@
+"""The cyber twin and the two closed loops of Fig. 1 (Section II.A).
+
+The paper names two control loops and describes them in prose only; here they
+are code, and every crossing of a boundary between the spaces is counted.
+
+External closed loop (Physical -> Cyber -> Service -> Cyber -> Physical)
+    *data collection*: readings and gateway heartbeats that reach the cyber
+    space in time; *information*: once per reading slot the twin reports each
+    gateway's status (heard / silent / unknown) to the service space;
+    *actionable insight*: the service space's requirement "every sensor has a
+    live gateway of its service" turns a gateway that stayed silent for
+    ``detect_slots`` slots while others were heard into a re-homing decision
+    (its sensors go to the live gateway of the same service with the fewest
+    sensors); *control flow*: the command reaches the physical space after
+    ``control_delay_s`` and its acknowledgement updates the twin's knowledge
+    graph (the sensors' ``CONNECTED_TO`` relation).
+
+Internal closed loop (inside the Cyber space)
+    *priority pooling*: the twin's latest knowledge (each device node's last
+    known presence, its observation count, the gateways' d_i) goes through
+    eqs. (1)-(6) of :mod:`gentwin.pooling`; *twin models*: the pools and
+    priorities form the twin model; *new twin version*: when the largest
+    update trigger α of eq. (7) exceeds ``version_alpha`` the model is
+    committed to the twin store as a new version, and GenTwin's generation
+    uses that version from then on.
+
+How GenTwin fills a missing record
+----------------------------------
+At the close of a reading slot, a sensor whose reading did not arrive is
+handled by what the knowledge graph says about its *path*: if its gateway
+(``CONNECTED_TO``) was heard in that slot (heartbeat, or a reading of another
+sensor routed through it), the path worked, so the twin records the sensor as
+inactive (⊥ = 0) and generates nothing.  If the gateway was not heard (it
+failed, or the whole flow was cut), the twin cannot observe the sensor; it then
+generates a flagged record when the sensor's priority in the current twin
+version is positive, i.e. its last observed presence was 1 (eq. 3:
+``p_i = ⊥_i N_i / M``), carrying the sensor's id and its last observed reading.
+Generated records never update the twin's knowledge: only observations do.
+The traditional twin holds observed records only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from . import pooling as _pooling
+from .topology import DataSet, Relation, Topology
+
+__all__ = [
+    "LoopEvent",
+    "ExternalCounters",
+    "InternalCounters",
+    "SlotView",
+    "path_evidence",
+    "ControlCommand",
+    "TwinModel",
+    "TwinStore",
+    "VersionLog",
+    "GraphStore",
+    "CyberTwin",
+    "ExternalLoop",
+    "InternalLoop",
+    "loop_table",
+]
+
+
+class LoopError(ValueError):
+    """An argument of a closed-loop component is invalid."""
+
+
+@dataclass(frozen=True)
+class LoopEvent:
+    """What crossed one boundary of a loop at one slot close (aggregated per slot)."""
+
+    time_s: float
+    slot: int
+    loop: str  #: "external" or "internal"
+    source: str  #: where it comes from
+    target: str  #: where it goes
+    what: str
+    count: int
+
+
+@dataclass
+class ExternalCounters:
+    """Crossings of the external closed loop (Physical -> Cyber -> Service -> Cyber -> Physical)."""
+
+    readings_collected: int = 0  #: physical -> cyber, sensor readings received in time
+    heartbeats_collected: int = 0  #: physical -> cyber, gateway heartbeats received in time
+    information_reports: int = 0  #: cyber -> service, one gateway-status report per slot
+    gateway_statuses: int = 0  #: cyber -> service, gateway statuses inside those reports
+    insights: int = 0  #: service -> cyber, re-homing decisions
+    unresolved_failures: int = 0  #: failed gateways with no live gateway of the same service
+    control_commands: int = 0  #: cyber -> physical, re-homing commands sent
+    control_acks: int = 0  #: physical -> cyber, commands applied and acknowledged
+    rehomed_sensors: int = 0  #: sensors moved by acknowledged commands
+
+
+@dataclass
+class InternalCounters:
+    """Crossings of the internal closed loop (priority pooling -> twin models -> new twin version)."""
+
+    records_pooled: int = 0  #: twin knowledge -> pooling, node records that changed the pooling input
+    pooling_runs: int = 0  #: priority pooling executions (eqs. 1-6)
+    pool_assignments: int = 0  #: pooling -> twin models, node pool assignments handed over
+    versions_committed: int = 0  #: twin models -> store, new twin versions
+    versions_skipped: int = 0  #: pooling runs whose largest alpha did not exceed version_alpha
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """The cyber twin's view of one closed reading slot."""
+
+    slot: int
+    time_s: float
+    received: np.ndarray  #: bool per sensor, reading observed
+    generated: np.ndarray  #: bool per sensor, GenTwin generated a flagged record
+    generated_values: np.ndarray  #: float per sensor, the carried reading (NaN where not generated)
+    inferred_inactive: np.ndarray  #: bool per sensor, missing while its path was heard
+    gateway_heard: np.ndarray  #: bool per gateway
+    gateway_silent: np.ndarray  #: bool per gateway, not heard while the flow was alive elsewhere
+    flow_alive: bool  #: anything at all arrived for this slot
+    heartbeats: int
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    """Re-home ``sensors`` (indices) from a failed gateway to ``to_gateway`` (indices into the gateway list)."""
+
+    issued_s: float
+    slot: int
+    from_gateway: int
+    to_gateway: int
+    sensors: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TwinModel:
+    """One twin version: the knowledge graph's node states with their pools (what the store keeps)."""
+
+    version: int
+    time_s: float
+    node_ids: tuple[str, ...]
+    presence: np.ndarray  #: ⊥_i, last known (eq. 1)
+    priority: np.ndarray  #: p_i (eq. 3)
+    pool_codes: np.ndarray  #: 0/1/2 = H/M/L, -1 none (eq. 4)
+    pool_weights: dict[str, float]  #: W_p (eq. 6)
+    alpha: dict[str, float]  #: eq. (7) against the previous version
+    sensor_ids: tuple[str, ...]  #: the sensors, in the order of ``assignment``
+    assignment: tuple[str, ...]  #: each sensor's gateway id (CONNECTED_TO), in sensor order
+
+    def sizes(self) -> dict[str, int]:
+        return {lab: int((self.pool_codes == k).sum()) for k, lab in enumerate(_pooling.POOLS)}
+
+
+class TwinStore(Protocol):
+    """Where the internal loop commits twin versions (``gentwin.graph`` can provide one)."""
+
+    def commit(self, model: TwinModel) -> int:
+        """Store ``model`` as a new version and return its version number."""
+
+    def latest(self) -> TwinModel | None:
+        """The newest version (None before the first commit)."""
+
+
+class VersionLog:
+    """A minimal in-memory twin store: the newest model plus one summary row per version.
+
+    >>> log = VersionLog()
+    >>> log.latest() is None, len(log.summaries)
+    (True, 0)
+    """
+
+    def __init__(self) -> None:
+        self._latest: TwinModel | None = None
+        self.summaries: list[dict] = []
+
+    def commit(self, model: TwinModel) -> int:
+        version = len(self.summaries) + 1
+        if model.version != version:
+            raise LoopError(f"model.version = {model.version}: the next version of this store is {version}")
+        self._latest = model
+        row = {"version": version, "time_s": model.time_s, **{f"size_{k}": v for k, v in model.sizes().items()}}
+        row.update({f"alpha_{k}": v for k, v in model.alpha.items()})
+        self.summaries.append(row)
+        return version
+
+    def latest(self) -> TwinModel | None:
+        return self._latest
+
+
+def path_evidence(gateway: np.ndarray, expected: np.ndarray, heard_via: np.ndarray, heard_at: np.ndarray,
+                  *, before_s: float, until_s: float) -> np.ndarray:
+    """Did each sensor's gateway demonstrably work around the sensor's scheduled send time?
+
+    For sensor s with gateway ``g_s`` and scheduled send time ``e_s`` the
+    answer is yes when messages through ``g_s`` (any sensor's reading or the
+    gateway's heartbeat) were received that were sent in
+    ``[e_s - before_s, e_s)`` and in ``(e_s, until_s]``: the path worked just
+    before and just after, so a missing reading is taken as the sensor's
+    absence, not a transport failure.
+
+    Parameters
+    ----------
+    gateway
+        Integer array, one entry per sensor: its gateway (index) in the twin's
+        knowledge graph.
+    expected
+        Float array, one entry per sensor: its scheduled send time.
+    heard_via, heard_at
+        Gateway (int) and send time (float) of every message received.
+    before_s : float
+        Length of the look-back window (one reading period).
+    until_s : float
+        End of the look-ahead window (the slot's close).
+
+    Examples
+    --------
+    Gateway 0 was heard at 1.0 and 3.0, gateway 1 only at 1.0:
+
+    >>> path_evidence(np.array([0, 0, 1]), np.array([2.0, 3.5, 2.0]), np.array([0, 0, 1]),
+    ...               np.array([1.0, 3.0, 1.0]), before_s=2.0, until_s=4.0).tolist()
+    [True, False, False]
+    """
+    g = np.asarray(gateway, dtype=np.int64)
+    e = np.asarray(expected, dtype=float)
+    hv = np.asarray(heard_via, dtype=np.int64)
+    ht = np.asarray(heard_at, dtype=float)
+    if g.shape != e.shape or hv.shape != ht.shape:
+        raise LoopError("path_evidence: gateway/expected and heard_via/heard_at must have equal lengths")
+    if hv.size == 0:
+        return np.zeros(g.shape, dtype=bool)
+    base = min(float(ht.min()), float(e.min()) - before_s)
+    span = max(float(ht.max()), float(until_s), float(e.max())) - base + 1.0
+    keys = np.sort(hv * span + (ht - base))
+    q = g * span + (e - base)
+    n_before = np.searchsorted(keys, q, side="left") - np.searchsorted(keys, q - before_s, side="left")
+    n_after = (np.searchsorted(keys, g * span + (until_s - base), side="right")
+               - np.searchsorted(keys, q, side="right"))
+    return (n_before > 0) & (n_after > 0)
+
+
+class GraphStore:
+    """The internal loop's sink into a :mod:`gentwin.graph` twin store (networkx or Neo4j).
+
+    The first twin version is written as the whole knowledge graph
+    (``twin_from_topology``) with three metadata per device node: ``active``
+    (⊥, eq. 1), ``pool`` (``"H"``/``"M"``/``"L"``/``"none"``, eq. 4) and
+    ``priority`` (p, eq. 3); gateways also carry ``n_sensors`` (d_i).  Each
+    later version is one :class:`gentwin.graph.ChangeSet` with only the nodes
+    whose state changed and the ``CONNECTED_TO`` relations moved by re-homing,
+    so a version costs what changed, not the graph; its ``parts`` are the pools
+    whose α triggered it.
+
+    Parameters
+    ----------
+    topology : Topology
+        The knowledge graph's structure at the start.
+    store : gentwin.graph.TwinStore, optional
+        Default: an in-memory :class:`gentwin.graph.NetworkxStore`.
+    """
+
+    def __init__(self, topology: Topology, store=None, *, version_alpha: float = 0.0) -> None:
+        from . import graph
+
+        self._g = graph
+        self.store = store if store is not None else graph.NetworkxStore(twin="physical-space")
+        if self.store.latest() is not None:
+            raise LoopError(f"store: twin {self.store.twin!r} already has versions; give the loop an empty twin")
+        self._base, rels = graph.twin_from_topology(topology)
+        self._relations = set(rels)
+        self._gateway_of = {n.id: n.gateway for n in topology.sensors()}
+        self._prev: TwinModel | None = None
+        self.version_alpha = float(version_alpha)
+
+    def _node(self, nid: str, model: TwinModel, k: int, degree: dict[str, int]):
+        base = self._base[nid]
+        meta = dict(base.metadata)
+        meta["active"] = bool(model.presence[k])
+        code = int(model.pool_codes[k])
+        meta["pool"] = _pooling.POOLS[code] if code >= 0 else "none"
+        meta["priority"] = float(model.priority[k])
+        if base.kind == "gateway":
+            meta["n_sensors"] = int(degree.get(nid, 0))
+        elif base.kind == "sensor":
+            meta["gateway"] = self._gateway_of[nid]
+        return self._g.TwinNode(nid, base.kind, meta)
+
+    def commit(self, model: TwinModel) -> int:
+        """Write ``model`` as the next version of the twin store; returns its number."""
+        prev = self._prev
+        degree: dict[str, int] = {}
+        for g in model.assignment:
+            degree[g] = degree.get(g, 0) + 1
+        moved = []
+        if prev is not None:
+            moved = [(s, a, b) for s, a, b in zip(model.sensor_ids, prev.assignment, model.assignment) if a != b]
+        up_rel = [Relation(s, "CONNECTED_TO", b) for s, _, b in moved]
+        del_rel = [Relation(s, "CONNECTED_TO", a) for s, a, _ in moved]
+        for s, _, b in moved:
+            self._gateway_of[s] = b
+        if prev is None:
+            changed = np.arange(len(model.node_ids))
+        else:
+            diff = ((model.presence != prev.presence) | (model.pool_codes != prev.pool_codes)
+                    | (model.priority != prev.priority))
+            touched = {s for s, _, _ in moved} | {a for _, a, _ in moved} | {b for _, _, b in moved}
+            idx = {nid: k for k, nid in enumerate(model.node_ids)}
+            for nid in touched:
+                diff[idx[nid]] = True
+            changed = np.flatnonzero(diff)
+        nodes = [self._node(model.node_ids[k], model, int(k), degree) for k in changed]
+        if prev is None:
+            others = [n for nid, n in self._base.items() if n.kind not in ("sensor", "gateway")]
+            info = self.store.rebuild(others + nodes, self._relations)
+        else:
+            parts = tuple(p for p, a in model.alpha.items() if a > self.version_alpha)
+            info = self.store.commit(self._g.ChangeSet(upsert_nodes=tuple(nodes), upsert_relations=tuple(up_rel),
+                                                       delete_relations=tuple(del_rel)), parts=parts)
+        self._relations.difference_update(del_rel)
+        self._relations.update(up_rel)
+        if info.number != model.version:
+            raise LoopError(f"store: wrote version {info.number} for twin model version {model.version}")
+        self._prev = model
+        return info.number
+
+    def latest(self) -> TwinModel | None:
+        """The newest twin model written (the store holds the graph itself)."""
+        return self._prev
+
+
+# ---------------------------------------------------------------------------
+# The cyber twin
+# ---------------------------------------------------------------------------
+
+
+class CyberTwin:
+    """The cyber space's twin of the network: its knowledge graph state and both twins' records.
+
+    Parameters
+    ----------
+    topology : Topology
+        The knowledge graph's structure (nodes, ``CONNECTED_TO``, ``SERVES_IN``).
+    history : DataSet
+        The historical log the twin starts from: each device node's latest
+        presence in it is the twin's first knowledge.
+    period_s : float
+        The reading period (slot length).
+    """
+
+    def __init__(self, topology: Topology, history: DataSet, *, period_s: float) -> None:
+        if not (isinstance(period_s, (int, float)) and np.isfinite(period_s) and period_s > 0):
+            raise LoopError(f"period_s = {period_s!r}: must be a number > 0 (report_period_s)")
+        self.period_s = float(period_s)
+        self.arrays = _pooling.topology_arrays(topology)
+        kinds = self.arrays.kinds
+        self.sensor_pos = np.flatnonzero(kinds == "sensor")
+        self.gateway_pos = np.flatnonzero(kinds == "gateway")
+        if self.sensor_pos.size == 0:
+            raise LoopError("topology: has no sensor; the twin needs at least one")
+        ids = self.arrays.node_ids
+        self.sensor_ids = tuple(ids[i] for i in self.sensor_pos)
+        self.gateway_ids = tuple(ids[i] for i in self.gateway_pos)
+        # the simulator indexes sensors and gateways in topology order; check we agree
+        if self.sensor_ids != tuple(n.id for n in topology.sensors()) or self.gateway_ids != tuple(
+            n.id for n in topology.gateways()
+        ):
+            raise LoopError("topology: sensor/gateway order of devices() differs from sensors()/gateways()")
+        gw_index = {g: j for j, g in enumerate(self.gateway_ids)}
+        self.gateway_service = np.array([topology.nodes[g].service for g in self.gateway_ids])
+        self.assign = np.array([gw_index[ids_gw] for ids_gw in (self.arrays.gateway_of[i] for i in self.sensor_pos)],
+                               dtype=np.int64)
+        idx, pres = _pooling.encode_instances(self.arrays, sorted(history.instances, key=lambda i: i.index))
+        n = len(ids)
+        self.observations = _pooling.observation_counts(idx, n)
+        self.known = _pooling.presence(idx, pres, n).astype(np.int8)
+        self.last_value = np.full(self.sensor_pos.size, np.nan)
+        self.phase = np.full(self.sensor_pos.size, np.nan)  # send offset inside a slot, learned
+        self.priority = np.zeros(n)  # of the version in use; set by adopt()
+        self.version = 0
+        self.pending_records = 0  # node records since the last pooling run
+
+    @property
+    def n_sensors(self) -> int:
+        return int(self.sensor_pos.size)
+
+    @property
+    def n_gateways(self) -> int:
+        return int(self.gateway_pos.size)
+
+    def degree(self) -> np.ndarray:
+        """d_i of every device node under the twin's current ``CONNECTED_TO`` relations (0 for sensors)."""
+        d = np.zeros(len(self.arrays.node_ids), dtype=np.int64)
+        d[self.gateway_pos] = np.bincount(self.assign, minlength=self.n_gateways)
+        return d
+
+    def adopt(self, model: TwinModel) -> None:
+        """Use a new twin version for generation."""
+        self.priority = np.asarray(model.priority, dtype=float)
+        self.version = model.version
+
+    def rehome(self, sensors: Sequence[int], to_gateway: int) -> None:
+        """Update the knowledge graph's ``CONNECTED_TO`` for ``sensors`` (after the control acknowledgement)."""
+        self.assign[np.asarray(sensors, dtype=np.int64)] = int(to_gateway)
+
+    def close_slot(self, slot: int, time_s: float, delivery) -> SlotView:
+        """Take in what arrived for ``slot``, generate what is missing and unobservable, update the knowledge.
+
+        ``delivery`` is a :class:`gentwin.physical.Delivery` (or anything with
+        its fields).  A missing sensor's path counts as heard when
+        :func:`path_evidence` finds messages through its gateway sent within one
+        period before *and* after its scheduled send time (its phase is learned
+        from the send times of its earlier readings; mid-slot while unknown).
+        See the module docstring for the rule.  Vectorised over sensors.
+        """
+        got = np.asarray(delivery.received, dtype=bool)
+        hb = np.asarray(delivery.heartbeats, dtype=bool)
+        if got.shape != (self.n_sensors,) or hb.shape != (self.n_gateways,):
+            raise LoopError(
+                f"delivery: shapes {got.shape}/{hb.shape} differ from ({self.n_sensors},)/({self.n_gateways},)"
+            )
+        via = np.asarray(delivery.via)[got]
+        flow_alive = bool(got.any() or hb.any())
+        heard = hb | (np.bincount(via, minlength=self.n_gateways) > 0)
+        self.phase[got] = np.asarray(delivery.sent_at, dtype=float)[got] - slot * self.period_s
+        expected = slot * self.period_s + np.nan_to_num(self.phase, nan=self.period_s / 2)
+        close = float(time_s)
+        path_heard = path_evidence(
+            self.assign, expected, np.asarray(delivery.heard_via), np.asarray(delivery.heard_at, dtype=float),
+            before_s=self.period_s, until_s=close,
+        )
+        missing = ~got
+        inferred_inactive = missing & path_heard
+        generate = missing & ~path_heard & (self.priority[self.sensor_pos] > 0)
+        gen_values = np.where(generate, self.last_value, np.nan)
+        silent = ~heard & flow_alive
+
+        # knowledge update: observations only, never generated records
+        known_s = self.sensor_pos[got | inferred_inactive]
+        self.known[self.sensor_pos[got]] = 1
+        self.known[self.sensor_pos[inferred_inactive]] = 0
+        self.known[self.gateway_pos[heard]] = 1
+        self.known[self.gateway_pos[silent]] = 0
+        self.observations[known_s] += 1
+        self.observations[self.gateway_pos[heard | silent]] += 1
+        self.last_value[got] = np.asarray(delivery.values, dtype=float)[got]
+        self.pending_records += int(known_s.size + (heard | silent).sum())
+        return SlotView(
+            slot=slot, time_s=float(time_s), received=got, generated=generate, generated_values=gen_values,
+            inferred_inactive=inferred_inactive, gateway_heard=heard, gateway_silent=silent,
+            flow_alive=flow_alive, heartbeats=int(hb.sum()),
+        )
+
+
+# ---------------------------------------------------------------------------
+# The loops
+# ---------------------------------------------------------------------------
+
+
+class ExternalLoop:
+    """Data collection -> information -> actionable insight -> control flow, with counters."""
+
+    def __init__(self, twin: CyberTwin, *, detect_slots: int, keep_events: bool = True) -> None:
+        if isinstance(detect_slots, bool) or not isinstance(detect_slots, (int, np.integer)) or detect_slots < 1:
+            raise LoopError(f"detect_slots = {detect_slots!r}: must be an integer >= 1")
+        self.twin = twin
+        self.detect_slots = int(detect_slots)
+        self.counters = ExternalCounters()
+        self.events: list[LoopEvent] = []
+        self.keep_events = keep_events
+        self._streak = np.zeros(twin.n_gateways, dtype=np.int64)
+        self._handled = np.zeros(twin.n_gateways, dtype=bool)
+
+    def _log(self, t: float, k: int, src: str, dst: str, what: str, count: int) -> None:
+        if self.keep_events and count:
+            self.events.append(LoopEvent(t, k, "external", src, dst, what, int(count)))
+
+    def step(self, slot: int, time_s: float, view: SlotView) -> list[ControlCommand]:
+        """One pass of the loop after a slot closed; returns the control commands to send."""
+        c = self.counters
+        n_read = int(view.received.sum())
+        c.readings_collected += n_read
+        c.heartbeats_collected += view.heartbeats
+        self._log(time_s, slot, "physical", "cyber", "data collection: readings", n_read)
+        self._log(time_s, slot, "physical", "cyber", "data collection: heartbeats", view.heartbeats)
+        # information: the gateway status report
+        c.information_reports += 1
+        c.gateway_statuses += self.twin.n_gateways
+        self._log(time_s, slot, "cyber", "service", "information: gateway-status report", 1)
+        # the service space's evaluation
+        self._streak[view.gateway_heard] = 0
+        self._handled[view.gateway_heard] = False
+        self._streak[view.gateway_silent] += 1
+        commands: list[ControlCommand] = []
+        failed = np.flatnonzero((self._streak >= self.detect_slots) & ~self._handled)
+        for g in failed:
+            self._handled[g] = True
+            members = tuple(int(s) for s in np.flatnonzero(self.twin.assign == g))
+            if not members:
+                continue
+            svc = self.twin.gateway_service[g]
+            live = np.flatnonzero((self.twin.gateway_service == svc) & view.gateway_heard & (self._streak == 0))
+            live = live[live != g]
+            if live.size == 0:
+                c.unresolved_failures += 1
+                continue
+            load = np.bincount(self.twin.assign, minlength=self.twin.n_gateways)[live]
+            to = int(live[int(np.argmin(load))])
+            c.insights += 1
+            self._log(time_s, slot, "service", "cyber", "actionable insight: re-home a failed gateway's sensors", 1)
+            commands.append(ControlCommand(float(time_s), slot, int(g), to, members))
+            c.control_commands += 1
+            self._log(time_s, slot, "cyber", "physical", "control flow: re-homing command", 1)
+        return commands
+
+    def acknowledge(self, cmd: ControlCommand, time_s: float) -> None:
+        """The physical space applied ``cmd``: update the twin's knowledge graph and the counters."""
+        self.twin.rehome(cmd.sensors, cmd.to_gateway)
+        self.counters.control_acks += 1
+        self.counters.rehomed_sensors += len(cmd.sensors)
+        self._log(time_s, cmd.slot, "physical", "cyber", "control acknowledged: sensors re-homed", len(cmd.sensors))
+
+
+class InternalLoop:
+    """Priority pooling -> twin models -> new twin version, with counters.
+
+    Parameters
+    ----------
+    band, pool_weight, alpha_reading, relation_count : str
+        The readings of eqs. (4), (6), (7), (3) (:class:`gentwin.config.PoolingConfig`).
+    version_alpha : float
+        Commit a new version when ``max(alpha) > version_alpha``.
+    store : TwinStore, optional
+        Default: a new :class:`VersionLog`.
+    """
+
+    def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",
+                 relation_count: str = "unique", version_alpha: float = 0.0, store: TwinStore | None = None,
+                 keep_events: bool = True) -> None:
+        if not (isinstance(version_alpha, (int, float)) and np.isfinite(version_alpha) and version_alpha >= 0):
+            raise LoopError(f"version_alpha = {version_alpha!r}: must be a finite number >= 0")
+        self.band, self.pool_weight = band, pool_weight
+        self.alpha_reading, self.relation_count = alpha_reading, relation_count
+        self.version_alpha = float(version_alpha)
+        self.store: TwinStore = store if store is not None else VersionLog()
+        self.counters = InternalCounters()
+        self.events: list[LoopEvent] = []
+        self.keep_events = keep_events
+        self._wc: np.ndarray | None = None
+        self._slot = -1
+
+    def _log(self, t: float, src: str, dst: str, what: str, count: int) -> None:
+        if self.keep_events and count:
+            self.events.append(LoopEvent(t, self._slot, "internal", src, dst, what, int(count)))
+
+    def _pool(self, twin: CyberTwin):
+        a = twin.arrays
+        return _pooling.pool_arrays(
+            twin.observations, twin.known, a.kinds, twin.degree(), a.owned, a.n_relations,
+            band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count,
+        )
+
+    def _commit(self, time_s: float, twin: CyberTwin, res, alpha: dict[str, float]) -> TwinModel:
+        latest = self.store.latest()
+        model = TwinModel(
+            version=(latest.version + 1) if latest is not None else 1,
+            time_s=float(time_s),
+            node_ids=twin.arrays.node_ids,
+            presence=res.presence.copy(),
+            priority=res.priority.copy(),
+            pool_codes=res.pools.copy(),
+            pool_weights={lab: float(v) for lab, v in zip(_pooling.POOLS, res.pool_weights)},
+            alpha=alpha,
+            sensor_ids=twin.sensor_ids,
+            assignment=tuple(twin.gateway_ids[j] for j in twin.assign),
+        )
+        self.store.commit(model)
+        twin.adopt(model)
+        self._wc = res.weight_matrix
+        self.counters.versions_committed += 1
+        self._log(time_s, "twin models", "twin store", "new twin version", 1)
+        return model
+
+    def start(self, time_s: float, twin: CyberTwin) -> TwinModel:
+        """Version 1: the twin pooled from its history, before the run."""
+        res = self._pool(twin)
+        self.counters.pooling_runs += 1
+        self.counters.pool_assignments += int(res.pools.size)
+        return self._commit(time_s, twin, res, {lab: 0.0 for lab in _pooling.POOLS})
+
+    def step(self, time_s: float, twin: CyberTwin, slot: int = -1) -> bool:
+        """Pool the twin's current knowledge; commit a new version if α says so.  Returns whether it did."""
+        if self._wc is None:
+            raise LoopError("InternalLoop.step: call start() first (the first version comes from the history)")
+        self._slot = slot
+        self.counters.records_pooled += twin.pending_records
+        self._log(time_s, "twin knowledge", "priority pooling", "node records", twin.pending_records)
+        twin.pending_records = 0
+        res = self._pool(twin)
+        self.counters.pooling_runs += 1
+        self.counters.pool_assignments += int(res.pools.size)
+        self._log(time_s, "priority pooling", "twin models", "pool assignments", int(res.pools.size))
+        a = _pooling.update_trigger(self._wc, res.weight_matrix, self.alpha_reading)
+        alpha = {lab: float(v) for lab, v in zip(_pooling.POOLS, a)}
+        if float(a.max()) > self.version_alpha:
+            self._commit(time_s, twin, res, alpha)
+            return True
+        self.counters.versions_skipped += 1
+        return False
+
+
+def loop_table(external: ExternalCounters, internal: InternalCounters):
+    """The counters of both loops as a table: loop, from, to, what crossed, count (a DataFrame)."""
+    import pandas as pd
+
+    e, i = external, internal
+    rows = [
+        ("external", "physical", "cyber", "data collection: readings", e.readings_collected),
+        ("external", "physical", "cyber", "data collection: gateway heartbeats", e.heartbeats_collected),
+        ("external", "cyber", "service", "information: gateway-status reports", e.information_reports),
+        ("external", "cyber", "service", "information: gateway statuses", e.gateway_statuses),
+        ("external", "service", "cyber", "actionable insights (re-homing decisions)", e.insights),
+        ("external", "service", "cyber", "failures with no live gateway of the service", e.unresolved_failures),
+        ("external", "cyber", "physical", "control flow: re-homing commands", e.control_commands),
+        ("external", "physical", "cyber", "control acknowledgements", e.control_acks),
+        ("external", "physical", "physical", "sensors re-homed", e.rehomed_sensors),
+        ("internal", "twin knowledge", "priority pooling", "node records", i.records_pooled),
+        ("internal", "priority pooling", "priority pooling", "pooling runs (eqs. 1-6)", i.pooling_runs),
+        ("internal", "priority pooling", "twin models", "pool assignments", i.pool_assignments),
+        ("internal", "twin models", "twin store", "new twin versions", i.versions_committed),
+        ("internal", "twin models", "twin store", "runs with alpha <= version_alpha (no version)",
+         i.versions_skipped),
+    ]
+    return pd.DataFrame(rows, columns=["loop", "from", "to", "what", "count"])
