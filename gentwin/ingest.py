@@ -126,7 +126,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 _Fail = Callable[[str, str], NoReturn]  # fail(field, problem) raises IngestError
 
-#: The two NGSI-LD representations: attribute objects, or plain values.
+#: The two NGSI-LD representations (attribute objects, or plain values).
 FORMS: tuple[str, ...] = ("normalized", "keyValues")
 
 #: NGSI type of each node kind.  ``Device`` is the Smart Data Models type; the
@@ -144,8 +144,9 @@ _KNOWN_TYPES: tuple[str, ...] = ("Device", "SmartCityService", "SmartCity")
 #: ``deviceCategory`` value (Smart Data Models enum) of each device kind.
 DEVICE_CATEGORIES: dict[str, str] = {"sensor": "sensor", "gateway": "network"}
 
-#: Default file names inside a data-set folder.
+#: File name of the entities inside a data-set folder.
 ENTITIES_FILE = "entities.json"
+#: File name of the sensor log inside a data-set folder.
 LOG_FILE = "log.txt"
 
 #: The fields of one log line, in order.
