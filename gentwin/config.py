@@ -314,6 +314,17 @@ class TrainingConfig(_Section):
     )
     qa_feedback: bool = _p(False, "Algorithm 1 line 14: fine-tune on question/answer prompts made from generated triples")
     qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1)
+    compute_dtype: str = _p(
+        "bfloat16",
+        "autocast type of the LLM's forward passes (weights stay float32): 'bfloat16' (fast on CPUs with "
+        "AMX/AVX-512-BF16 and on GPUs) or 'float32' (exact)",
+        choices=("bfloat16", "float32"),
+    )
+    fig6_orders: tuple[str, ...] = _p(
+        ("priority", "weight", "random"),
+        "training-data orders compared in Fig. 6 ('random' = without pooling)",
+        choices=("priority", "weight", "random"),
+    )
 
 
 @dataclass(frozen=True)
@@ -327,7 +338,10 @@ class TwinConfig(_Section):
         choices=("auto", "networkx", "neo4j"),
     )
     update_rates: tuple[float, ...] = _p(
-        (0.2, 0.4, 0.6, 0.8, 1.0), "target update rates (alpha of eq. 7) on Fig. 8's x-axis", gt=0.0, le=1.0,
+        (0.2, 0.4, 0.6, 0.8, 1.0),
+        "target update rates on Fig. 8's x-axis: an episode changes round(rate x devices) devices, and the "
+        "update trigger alpha (eq. 7) this causes is measured",
+        gt=0.0, le=1.0,
         paper="0.2 - 1.0",
     )
     n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1)
@@ -339,7 +353,10 @@ class TwinConfig(_Section):
         "template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, conditioned on the "
         "retrieved facts)", choices=("template", "llm"),
     )
-    twin_seed: int = _p(0, "first what-if seed (Fig. 8 runs use twin_seed, twin_seed + 1, ...)", ge=0)
+    twin_seed: int = _p(
+        0, "first seed of the what-if runs (Fig. 8 uses twin_seed, twin_seed + 1, ...) and of the generated "
+        "questions (eq. 10)", ge=0,
+    )
 
 
 @dataclass(frozen=True)

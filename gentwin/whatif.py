@@ -1,0 +1,612 @@
+"""What-if analysis and response time: Algorithm 1, lines 15-21 (Section III.C, Fig. 8).
+
+The what-if module changes the Physical Space (sensors appear and disappear, a
+gateway fails, a service is added), and after every change the twin must
+answer a *version request* for the part of the knowledge graph the scenario
+needs.  Two twins are compared on the same sequence of changes and the same
+store backend:
+
+* **GenTwin** -- its versions follow the update trigger α of eq. (7): after a
+  change it recomputes Priority Pooling (eqs. 1-6) from the sensor log,
+  measures α of every pool and writes a new version holding only the changed
+  entities that sit in a pool whose α changed (``α_p > 0``); changes in pools
+  whose α stayed 0 wait (they are counted as *stale*) until their pool fires.
+  Entities outside the pools (services, the city) form the part ``"S"``,
+  written whenever they change.
+* **Traditional twin** (reference [39] of the paper) -- the knowledge graph is
+  rebuilt from the network state and written as a whole on every change; the
+  store keeps only the latest version.
+
+Update rate.  A target update rate ``r`` in (0, 1] sets how much of the
+network one episode changes: ``m = max(1, round(r * n))`` device nodes, with
+``n`` the number of devices of the initial topology (:func:`changes_for_rate`).
+The α that results is measured (eq. 7) and reported next to ``r``.
+
+Response time.  ``t0`` is taken right after the Physical Space has changed
+(the change itself is the physical world and is not timed); ``t1`` right
+after the version request returned the subgraph.  In between, the twin updates
+itself (GenTwin: pooling, α, write of the fired pools; traditional: full
+rebuild), lists the (k, v) pairs of the requirement (eq. 2) and requests the
+version.  Response time = ``t1 - t0`` from ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .graph import (
+    ChangeSet,
+    Subgraph,
+    TwinNode,
+    TwinRequirement,
+    TwinStore,
+    node_to_twin,
+    open_store,
+    twin_from_topology,
+)
+from .pooling import alpha as pool_alpha
+from .pooling import pool_snapshot
+from .topology import SERVICES, CITY_ID, DataSet, Instance, Node, Relation, Topology
+
+__all__ = [
+    "SCENARIOS",
+    "WhatIfError",
+    "NetworkState",
+    "PhysicalSpace",
+    "Episode",
+    "changes_for_rate",
+    "kv_pairs",
+    "GenTwin",
+    "TraditionalTwin",
+    "UpdateInfo",
+    "respond",
+    "run_whatif",
+    "response_gap",
+]
+
+#: The smart-city scenarios of the what-if module (Algorithm 1, line 15).
+SCENARIOS: tuple[str, ...] = ("sensor_churn", "gateway_failure", "service_added")
+
+
+class WhatIfError(ValueError):
+    """A scenario, rate or twin setting is unusable."""
+
+
+# ---------------------------------------------------------------------------
+# The Physical Space and its changes
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """The Physical Space at one moment, as a twin sees it.
+
+    ``heads`` indexes the relations by their head and ``degrees`` holds d_i of
+    every gateway, so a twin can read the state of a few entities without
+    scanning the whole topology.
+    """
+
+    topology: Topology
+    instances: tuple[Instance, ...]
+    presence: dict[str, bool]
+    degrees: dict[str, int]
+    heads: dict[str, tuple[Relation, ...]]
+
+    @property
+    def dataset(self) -> DataSet:
+        return DataSet(self.topology, list(self.instances))
+
+    def twin_node(self, node_id: str) -> TwinNode:
+        """The knowledge-graph entity of one node in this state."""
+        return node_to_twin(self.topology.nodes[node_id], self.presence.get(node_id, True),
+                            self.degrees.get(node_id, 0))
+
+    def n_devices(self) -> int:
+        return sum(1 for n in self.topology.nodes.values() if n.kind in ("sensor", "gateway"))
+
+
+def changes_for_rate(rate: float, n_devices: int) -> int:
+    """Device nodes one episode changes at target update rate ``rate``: ``max(1, round(rate * n))``.
+
+    >>> changes_for_rate(0.2, 300), changes_for_rate(1.0, 300), changes_for_rate(0.01, 30)
+    (60, 300, 1)
+    >>> changes_for_rate(0.0, 300)
+    Traceback (most recent call last):
+    ...
+    gentwin.whatif.WhatIfError: rate = 0.0: must be in (0, 1]
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0 or math.isnan(rate):
+        raise WhatIfError(f"rate = {rate!r}: must be in (0, 1]")
+    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
+        raise WhatIfError(f"n_devices = {n_devices!r}: must be an integer >= 1")
+    return max(1, int(round(rate * n_devices)))
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One what-if episode: the scenario, what changed, and the twin requirement it needs (line 17)."""
+
+    kind: str
+    rate: float
+    size: int  #: device nodes the scenario was asked to change (m)
+    changed: frozenset[str]  #: entities whose knowledge-graph record changed
+    requirement: TwinRequirement
+
+
+class PhysicalSpace:
+    """A mutable smart city that the what-if scenarios change, starting from a data set.
+
+    Scenarios (Algorithm 1, line 15), each changing about ``m`` device nodes:
+
+    ``sensor_churn``
+        ``m`` sensors are picked: an active one disappears (its presence turns
+        0, eq. 1); an inactive one is taken away and a new sensor of the same
+        service appears on one of the service's active gateways.
+    ``gateway_failure``
+        Gateways are picked until ``m`` devices are affected: an active one
+        fails (presence 0) and its sensors move to other active gateways of the
+        same service (their ``CONNECTED_TO`` changes); a failed one recovers.
+    ``service_added``
+        A new service joins the city with ``m`` devices (one gateway per six
+        devices, the rest sensors); if one was added before, it is removed
+        instead (so the network keeps its size over many episodes).
+
+    Every change appends log instances (the presence of the changed devices),
+    so Priority Pooling sees it; removed devices leave the log.
+    """
+
+    def __init__(self, dataset: DataSet, seed: int | Sequence[int], *, period_s: float = 2.0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: dict[str, Node] = dict(dataset.topology.nodes)
+        self.relations: dict[Relation, None] = dict.fromkeys(dataset.topology.relations)
+        self.instances: list[Instance] = sorted(dataset.instances, key=lambda i: i.index)
+        self.period_s = period_s
+        self.presence: dict[str, bool] = {nid: True for nid, n in self.nodes.items() if n.kind in ("sensor", "gateway")}
+        for inst in self.instances:
+            self.presence[inst.node_id] = bool(inst.present)
+        self.members: dict[str, set[str]] = {n.id: set() for n in self.nodes.values() if n.kind == "gateway"}
+        for n in self.nodes.values():
+            if n.kind == "sensor" and n.gateway is not None:
+                self.members[n.gateway].add(n.id)
+        self._next_index = (self.instances[-1].index + 1) if self.instances else 0
+        self._counter = 0
+        self.added_services: list[str] = []
+        self.n_devices0 = sum(1 for n in self.nodes.values() if n.kind in ("sensor", "gateway"))
+
+    # -- bookkeeping -----------------------------------------------------------
+    def _log(self, node_id: str, present: bool) -> None:
+        k = self._next_index
+        self.instances.append(Instance(k, round(k * self.period_s, 6), node_id, present, "test"))
+        self._next_index += 1
+        self.presence[node_id] = present
+
+    def _add_node(self, node: Node, rels: Iterable[Relation]) -> None:
+        self.nodes[node.id] = node
+        for r in rels:
+            self.relations[r] = None
+        if node.kind == "gateway":
+            self.members[node.id] = set()
+        if node.kind == "sensor":
+            self.members[node.gateway].add(node.id)  # type: ignore[index]
+        if node.kind in ("sensor", "gateway"):
+            self._log(node.id, True)
+
+    def _remove_nodes(self, ids: set[str]) -> None:
+        for r in [r for r in self.relations if r.head in ids or r.tail in ids]:
+            del self.relations[r]
+        for nid in ids:
+            node = self.nodes.pop(nid)
+            self.presence.pop(nid, None)
+            if node.kind == "sensor" and node.gateway in self.members:
+                self.members[node.gateway].discard(nid)
+            if node.kind == "gateway":
+                self.members.pop(nid, None)
+        self.instances = [i for i in self.instances if i.node_id not in ids]
+
+    def _new_id(self, prefix: str) -> str:
+        self._counter += 1
+        nid = f"{prefix}-N{self._counter:04d}"
+        while nid in self.nodes:
+            self._counter += 1
+            nid = f"{prefix}-N{self._counter:04d}"
+        return nid
+
+    def _active_gateways(self, service: str, exclude: str | None = None) -> list[str]:
+        return sorted(g for g in self.members
+                      if self.nodes[g].service == service and g != exclude and self.presence.get(g, False))
+
+    def state(self) -> NetworkState:
+        """A frozen view of the current network (copies; later changes do not alter it)."""
+        heads: dict[str, list[Relation]] = {}
+        for r in self.relations:
+            heads.setdefault(r.head, []).append(r)
+        return NetworkState(
+            topology=Topology(nodes=dict(self.nodes), relations=list(self.relations)),
+            instances=tuple(self.instances),
+            presence=dict(self.presence),
+            degrees={g: len(m) for g, m in self.members.items()},
+            heads={k: tuple(v) for k, v in heads.items()},
+        )
+
+    # -- scenarios ---------------------------------------------------------------
+    def apply(self, kind: str, rate: float) -> Episode:
+        """Run one scenario at target update rate ``rate`` (changes this space); return the episode."""
+        if kind not in SCENARIOS:
+            raise WhatIfError(f"kind = {kind!r}: must be one of {', '.join(SCENARIOS)}")
+        m = changes_for_rate(rate, self.n_devices0)
+        changed, seeds = getattr(self, "_" + kind)(m)
+        return Episode(kind, float(rate), m, frozenset(changed), TwinRequirement(seeds=tuple(sorted(seeds)), hops=1))
+
+    def _sensor_churn(self, m: int) -> tuple[set[str], set[str]]:
+        sensors = sorted(n.id for n in self.nodes.values() if n.kind == "sensor")
+        picked = [sensors[int(k)] for k in self.rng.choice(len(sensors), size=min(m, len(sensors)), replace=False)]
+        changed: set[str] = set()
+        retired: set[str] = set()
+        for sid in picked:
+            node = self.nodes[sid]
+            if self.presence.get(sid, True):
+                self._log(sid, False)  # disappears: presence 0
+                changed.add(sid)
+                continue
+            retired.add(sid)  # gone for good; a new sensor appears in its place
+            targets = self._active_gateways(str(node.service)) or sorted(
+                g for g in self.members if self.nodes[g].service == node.service)
+            gw = self.nodes[targets[int(self.rng.integers(0, len(targets)))]]
+            spec = next((s for s in SERVICES if s.code == node.service), None)
+            cat = spec.categories[int(self.rng.integers(0, len(spec.categories)))] if spec else None
+            new = Node(
+                self._new_id(str(node.service)), "sensor", service=node.service, gateway=gw.id,
+                category=cat.name if cat else node.category, sdm_type=cat.sdm_type if cat else node.sdm_type,
+                controlled_property=cat.controlled_property if cat else node.controlled_property,
+                name=cat.name if cat else node.name, latitude=gw.latitude, longitude=gw.longitude,
+            )
+            self.members[str(node.gateway)].discard(sid)
+            self._add_node(new, [Relation(new.id, "CONNECTED_TO", gw.id), Relation(new.id, "SERVES_IN", str(node.service))])
+            changed |= {sid, new.id, str(node.gateway), gw.id}
+        if retired:
+            self._remove_nodes(retired)
+        seeds = {self.nodes[s].gateway for s in changed if s in self.nodes and self.nodes[s].kind == "sensor"}
+        seeds |= {g for g in changed if g in self.nodes and self.nodes[g].kind == "gateway"}
+        return changed, {str(s) for s in seeds if s is not None}
+
+    def _gateway_failure(self, m: int) -> tuple[set[str], set[str]]:
+        gateways = sorted(self.members)
+        order = [gateways[int(k)] for k in self.rng.permutation(len(gateways))]
+        changed: set[str] = set()
+        seeds: set[str] = set()
+        affected = 0
+        for gid in order:
+            if affected >= m:
+                break
+            seeds.add(gid)
+            changed.add(gid)
+            if not self.presence.get(gid, True):
+                self._log(gid, True)  # recovers; its old sensors stay where they moved
+                affected += 1
+                continue
+            self._log(gid, False)  # fails
+            affected += 1
+            targets = self._active_gateways(str(self.nodes[gid].service), exclude=gid)
+            if not targets:
+                continue
+            for sid in sorted(self.members[gid]):
+                to = targets[int(self.rng.integers(0, len(targets)))]
+                node = self.nodes[sid]
+                del self.relations[Relation(sid, "CONNECTED_TO", gid)]
+                self.relations[Relation(sid, "CONNECTED_TO", to)] = None
+                self.nodes[sid] = dataclasses.replace(node, gateway=to)
+                self.members[gid].discard(sid)
+                self.members[to].add(sid)
+                changed |= {sid, to}
+                seeds.add(to)
+                affected += 1
+        return changed, seeds
+
+    def _service_added(self, m: int) -> tuple[set[str], set[str]]:
+        if self.added_services:
+            code = self.added_services.pop()
+            gone = {n.id for n in self.nodes.values() if n.id == code or n.service == code}
+            self._remove_nodes(gone)
+            return gone, {CITY_ID}
+        k = len([1 for n in self.nodes.values() if n.kind == "service"]) + 1
+        code = f"SV{k}"
+        while code in self.nodes:
+            k += 1
+            code = f"SV{k}"
+        self.added_services.append(code)
+        n_gw = max(1, m // 6)
+        n_s = max(0, m - n_gw)
+        svc = Node(code, "service", name=f"new service {k}")
+        self._add_node(svc, [Relation(code, "IN", CITY_ID)])
+        changed = {code}
+        gws = []
+        for j in range(n_gw):
+            g = Node(f"{code}-GW{j + 1:02d}", "gateway", service=code, name=f"new service {k} gateway")
+            self._add_node(g, [Relation(g.id, "SERVES_IN", code)])
+            gws.append(g.id)
+            changed.add(g.id)
+        for j in range(n_s):
+            gw = gws[j % n_gw]
+            s = Node(f"{code}-S{j + 1:03d}", "sensor", service=code, gateway=gw, category="environment sensor",
+                     sdm_type="Device", controlled_property="value", name="environment sensor")
+            self._add_node(s, [Relation(s.id, "CONNECTED_TO", gw), Relation(s.id, "SERVES_IN", code)])
+            changed.add(s.id)
+        return changed | set(gws), {code}
+
+
+def kv_pairs(state: NetworkState, ids: Iterable[str]) -> list[tuple[str, tuple]]:
+    """Algorithm 1, line 18: the (k, v) pairs of eq. (2) for the devices among ``ids``.
+
+    ``([:s], (sensor id, its gateway))`` and ``([:gw], (gateway id, d_i))``.
+    """
+    out = []
+    for nid in ids:
+        node = state.topology.nodes.get(nid)
+        if node is None:
+            continue
+        if node.kind == "sensor":
+            out.append(("[:s]", (nid, node.gateway)))
+        elif node.kind == "gateway":
+            out.append(("[:gw]", (nid, state.degrees.get(nid, 0))))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The two twins
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpdateInfo:
+    """What one twin update did and how long its parts took (seconds)."""
+
+    pooling_s: float  #: eqs. (1)-(7) (GenTwin only; 0 for the traditional twin)
+    write_s: float  #: working out the records and writing them to the store
+    n_written: int  #: records the new version opened or ended (0: no new version)
+    version: int | None  #: the version written (None: none)
+    alpha: dict[str, float]  #: eq. (7) per pool (empty for the traditional twin)
+    fired: tuple[str, ...]  #: parts re-versioned
+    stale: int  #: changed entities the twin has not written yet
+
+
+class GenTwin:
+    """The GenTwin twin: versions follow the update trigger α (eq. 7) of Priority Pooling.
+
+    Parameters
+    ----------
+    store : TwinStore
+        Where the versions go (history kept).
+    state : NetworkState
+        The initial network; written as version 1 (named ``"initial"``).
+    band, pool_weight, alpha_reading, relation_count : str
+        The readings of eqs. (3)-(7), as in :func:`gentwin.pooling.pool_snapshot`.
+    alpha_threshold : float
+        A pool is re-versioned when its α exceeds this (0: any change).
+    """
+
+    name = "GenTwin"
+
+    def __init__(self, store: TwinStore, state: NetworkState, *, band: str = "corrected",
+                 pool_weight: str = "degree", alpha_reading: str = "nodes", relation_count: str = "unique",
+                 alpha_threshold: float = 0.0) -> None:
+        if not isinstance(alpha_threshold, (int, float)) or isinstance(alpha_threshold, bool) or alpha_threshold < 0:
+            raise WhatIfError(f"alpha_threshold = {alpha_threshold!r}: must be a number >= 0")
+        self.store = store
+        self.readings = dict(band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
+                             relation_count=relation_count)
+        self.alpha_threshold = float(alpha_threshold)
+        self.snapshot = pool_snapshot(state.dataset, **self.readings)
+        self._pool = dict(zip(self.snapshot.node_ids, self.snapshot.pool))
+        nodes, rels = twin_from_topology(state.topology, state.presence)
+        self.nodes: dict[str, TwinNode] = nodes
+        self.heads: dict[str, set[Relation]] = {}
+        self.tails: dict[str, set[Relation]] = {}
+        for r in rels:
+            self.heads.setdefault(r.head, set()).add(r)
+            self.tails.setdefault(r.tail, set()).add(r)
+        self.pending: set[str] = set()
+        store.rebuild(nodes.values(), rels, name="initial")
+
+    def _part(self, nid: str, new_pool: dict[str, str | None]) -> set[str]:
+        labels = {self._pool.get(nid), new_pool.get(nid)} - {None}
+        return labels if labels else {"S"}
+
+    def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
+        """Algorithm 1 lines 2-8 on the new state, then a version of the pools whose α changed."""
+        t0 = time.perf_counter()
+        snap = pool_snapshot(state.dataset, **self.readings)
+        al = pool_alpha(self.snapshot, snap)
+        t1 = time.perf_counter()
+        new_pool = dict(zip(snap.node_ids, snap.pool))
+        fired = {p for p, a in al.items() if a > self.alpha_threshold} | {"S"}
+        cand = self.pending | set(changed)
+        write: set[str] = set()
+        parts: set[str] = set()
+        for nid in cand:
+            hit = self._part(nid, new_pool) & fired
+            if hit:
+                write.add(nid)
+                parts |= hit
+        stack = list(write)  # a written relation needs its tail in the twin: write new tails too
+        while stack:
+            nid = stack.pop()
+            for r in state.heads.get(nid, ()):
+                if r.tail not in self.nodes and r.tail not in write and r.tail in state.topology.nodes:
+                    write.add(r.tail)
+                    parts |= self._part(r.tail, new_pool)
+                    stack.append(r.tail)
+        self.pending = cand - write
+        ups: list[TwinNode] = []
+        dels: list[str] = []
+        rup: set[Relation] = set()
+        rdel: set[Relation] = set()
+        for nid in sorted(write):
+            if nid in state.topology.nodes:
+                tn = state.twin_node(nid)
+                if self.nodes.get(nid) != tn:
+                    ups.append(tn)
+                now = set(state.heads.get(nid, ()))
+                before = self.heads.get(nid, set())
+                rup |= now - before
+                rdel |= before - now
+            elif nid in self.nodes:
+                dels.append(nid)
+        gone = set(dels)
+        rdel = {r for r in rdel if r.head not in gone and r.tail not in gone}
+        info_version, n_written = None, 0
+        if ups or dels or rup or rdel:
+            cs = ChangeSet(tuple(ups), tuple(dels), tuple(sorted(rup)), tuple(sorted(rdel)))
+            info = self.store.commit(cs, parts=tuple(sorted(parts)))
+            info_version, n_written = info.number, info.n_written
+            self._mirror(ups, dels, rup, rdel)
+        t2 = time.perf_counter()
+        self.snapshot, self._pool = snap, new_pool
+        return UpdateInfo(t1 - t0, t2 - t1, n_written, info_version, al, tuple(sorted(parts)), len(self.pending))
+
+    def _mirror(self, ups, dels, rup, rdel) -> None:
+        for nid in dels:
+            for r in list(self.heads.pop(nid, ())) + list(self.tails.pop(nid, ())):
+                self.heads.get(r.head, set()).discard(r)
+                self.tails.get(r.tail, set()).discard(r)
+            self.nodes.pop(nid, None)
+        for r in rdel:
+            self.heads[r.head].discard(r)
+            self.tails[r.tail].discard(r)
+        for n in ups:
+            self.nodes[n.id] = n
+        for r in rup:
+            self.heads.setdefault(r.head, set()).add(r)
+            self.tails.setdefault(r.tail, set()).add(r)
+
+
+class TraditionalTwin:
+    """The traditional twin of reference [39]: the knowledge graph rebuilt from the network state on every change."""
+
+    name = "traditional"
+
+    def __init__(self, store: TwinStore, state: NetworkState) -> None:
+        self.store = store
+        nodes, rels = twin_from_topology(state.topology, state.presence)
+        store.rebuild(nodes.values(), rels, name="initial")
+
+    def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
+        t0 = time.perf_counter()
+        nodes, rels = twin_from_topology(state.topology, state.presence)
+        info = self.store.rebuild(nodes.values(), rels)
+        t1 = time.perf_counter()
+        return UpdateInfo(0.0, t1 - t0, info.n_written, info.number, {}, ("ALL",), 0)
+
+
+def respond(twin: GenTwin | TraditionalTwin, state: NetworkState, episode: Episode) -> tuple[dict[str, Any], Subgraph]:
+    """Algorithm 1, lines 17-20 for one twin: update, list (k, v) pairs, request the version, time it.
+
+    Returns one result row (times in ms) and the answered subgraph.
+    """
+    t0 = time.perf_counter()
+    upd = twin.update(state, episode.changed)
+    pairs = kv_pairs(state, episode.requirement.seeds)  # line 18
+    sub = twin.store.request(episode.requirement)  # line 19
+    t1 = time.perf_counter()  # line 20
+    row = {
+        "twin": twin.name, "kind": episode.kind, "rate": episode.rate, "changes": episode.size,
+        "changed_entities": len(episode.changed), "response_ms": (t1 - t0) * 1e3,
+        "pooling_ms": upd.pooling_s * 1e3, "write_ms": upd.write_s * 1e3,
+        "request_ms": (t1 - t0 - upd.pooling_s - upd.write_s) * 1e3,
+        "n_written": upd.n_written, "version": sub.version, "stale": upd.stale, "kv_pairs": len(pairs),
+        "answered_nodes": len(sub.nodes),
+        "alpha_max": max(upd.alpha.values()) if upd.alpha else float("nan"),
+        "alpha_sum": sum(upd.alpha.values()) if upd.alpha else float("nan"),
+        "parts": ",".join(upd.fired),
+    }
+    return row, sub
+
+
+def run_whatif(
+    dataset: DataSet,
+    *,
+    backend: str,
+    rates: Sequence[float],
+    seeds: Sequence[int],
+    episodes: int,
+    readings: dict[str, str] | None = None,
+    warmup_episodes: int = 1,
+    progress: bool = False,
+) -> "Any":
+    """Fig. 8's experiment, Algorithm 1 lines 15-21: both twins on the same episodes, per seed and update rate.
+
+    For every (seed, rate) a fresh Physical Space starts from ``dataset`` and
+    ``episodes`` scenarios (the three kinds in a seeded shuffled cycle) change
+    it; after each change both twins respond (alternating which goes first)
+    and their rows are recorded.  The first ``warmup_episodes`` episodes of
+    every (seed, rate) run the same way but are not recorded, so one-off costs
+    of a fresh twin (Neo4j compiling or re-planning its queries after the
+    data changed, first imports) are not charged to the measurement.  Stores
+    are fresh twins on
+    ``backend`` (networkx: in memory; Neo4j: from the ``NEO4J_*``
+    environment) and are dropped afterwards.
+
+    Returns a DataFrame: one row per seed, rate, episode and twin.
+    """
+    import pandas as pd
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise WhatIfError(f"episodes = {episodes!r}: must be an integer >= 1")
+    if isinstance(warmup_episodes, bool) or not isinstance(warmup_episodes, int) or warmup_episodes < 0:
+        raise WhatIfError(f"warmup_episodes = {warmup_episodes!r}: must be an integer >= 0")
+    if not rates or not seeds:
+        raise WhatIfError(f"rates = {rates!r}, seeds = {seeds!r}: need at least one of each")
+    for r in rates:
+        changes_for_rate(r, 1)
+    readings = readings or {}
+    tag = uuid.uuid4().hex[:8]
+    stores = {
+        "gentwin": open_store(backend, twin=f"whatif-{tag}-gentwin"),
+        "traditional": open_store(backend, twin=f"whatif-{tag}-traditional", keep_versions=1),
+    }
+    grid = [(s, r) for s in seeds for r in rates]
+    if progress:
+        from tqdm import tqdm
+
+        grid = tqdm(grid, desc=f"what-if ({backend})", leave=False, mininterval=10.0)
+    rows = []
+    try:
+        for seed, rate in grid:
+            for st in stores.values():
+                st.drop()
+            space = PhysicalSpace(dataset, seed=[int(seed), int(round(rate * 1000))])
+            state = space.state()
+            twins = [GenTwin(stores["gentwin"], state, **readings), TraditionalTwin(stores["traditional"], state)]
+            kinds = [SCENARIOS[int(k)] for k in space.rng.permutation(len(SCENARIOS))]
+            for ep in range(-warmup_episodes, episodes):
+                episode = space.apply(kinds[ep % len(kinds)], rate)
+                state = space.state()
+                order = twins if ep % 2 == 0 else twins[::-1]
+                for t in order:
+                    row, _ = respond(t, state, episode)
+                    if ep >= 0:  # negative episodes are the untimed warm-up
+                        rows.append({"seed": seed, "episode": ep, "backend": backend, **row})
+    finally:
+        for st in stores.values():
+            try:
+                st.drop()
+            finally:
+                st.close()
+    return pd.DataFrame(rows)
+
+
+def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
+    """Response-time gap in %: ``(traditional - GenTwin) / traditional * 100`` (positive: GenTwin faster).
+
+    >>> response_gap(550.0, 400.0)
+    27.27272727272727
+    """
+    if not traditional_ms > 0:
+        raise WhatIfError(f"traditional_ms = {traditional_ms!r}: must be > 0")
+    return (traditional_ms - gentwin_ms) / traditional_ms * 100.0

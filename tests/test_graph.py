@@ -1,0 +1,601 @@
+"""Tests of gentwin.graph: the schema, versions and the two twin stores.
+
+The store suite (``store`` fixture) runs on both backends: the embedded
+networkx store and a real Neo4j server (``neo4j_env``, started by the test
+session; those cases are marked ``neo4j``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+
+import numpy as np
+import pytest
+
+from gentwin.config import TopologyConfig
+from gentwin.graph import (
+    LABELS,
+    ChangeSet,
+    Neo4jStore,
+    NetworkxStore,
+    SchemaError,
+    Subgraph,
+    TwinNode,
+    TwinRequirement,
+    TwinStoreError,
+    VersionError,
+    choose_backend,
+    diff,
+    label_for,
+    open_store,
+    relation_type_for,
+    twin_from_topology,
+)
+from gentwin.topology import Relation, generate_topology
+
+R = Relation
+
+#: Ids and metadata shaped like Cypher injection: they must be stored literally and harm nothing.
+HOSTILE_IDS = (
+    "}) MATCH (n) DETACH DELETE n //",
+    "x' OR 1=1 //",
+    'q"uote',
+    "`Sensor`) DETACH DELETE (n",
+    "{id: 'a'}",
+    "$uid",
+    "DETACH DELETE",
+    "a/b\\c\nnewline",
+)
+HOSTILE_META = {
+    "name": "'; MATCH (n) DETACH DELETE n; //",
+    "}) MATCH (n) DETACH DELETE n //": "key shaped as injection",
+    "back`tick": "`) RETURN 1 //",
+    "brace{": "{x: 1}",
+    "quote'": 'd"q',
+    "n": 1,
+    "f": 2.5,
+    "b": False,
+}
+
+
+def small_graph() -> tuple[dict[str, TwinNode], set[Relation]]:
+    """City <- service <- gateways <- sensors; hand-countable."""
+    nodes = {
+        "CITY": TwinNode("CITY", "city", {"name": "smart city"}),
+        "AQ": TwinNode("AQ", "service", {"name": "air quality"}),
+        "GW1": TwinNode("GW1", "gateway", {"service": "AQ", "n_sensors": 2, "active": True}),
+        "GW2": TwinNode("GW2", "gateway", {"service": "AQ", "n_sensors": 1, "active": True}),
+        "S1": TwinNode("S1", "sensor", {"category": "PM2.5 sensor", "active": True, "latitude": 41.38}),
+        "S2": TwinNode("S2", "sensor", {"category": "NO2 sensor", "active": True}),
+        "S3": TwinNode("S3", "sensor", {"category": "PM10 sensor", "active": False}),
+    }
+    rels = {
+        R("AQ", "IN", "CITY"),
+        R("GW1", "SERVES_IN", "AQ"),
+        R("GW2", "SERVES_IN", "AQ"),
+        R("GW1", "CONNECTED_TO", "GW2"),
+        R("S1", "CONNECTED_TO", "GW1"),
+        R("S2", "CONNECTED_TO", "GW1"),
+        R("S3", "CONNECTED_TO", "GW2"),
+        R("S1", "SERVES_IN", "AQ"),
+        R("S2", "SERVES_IN", "AQ"),
+        R("S3", "SERVES_IN", "AQ"),
+    }
+    return nodes, rels
+
+
+@pytest.fixture(params=["networkx", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def make_store(request, tmp_path):
+    """A factory of fresh, uniquely named twins on one backend; dropped afterwards."""
+    made = []
+
+    def make(twin: str | None = None, **kwargs):
+        name = twin or f"t-{uuid.uuid4().hex[:12]}"
+        if request.param == "networkx":
+            s = NetworkxStore(name, path=tmp_path / f"{name}.jsonl", durable=False, **kwargs)
+        else:
+            env = request.getfixturevalue("neo4j_env")
+            s = Neo4jStore(env["uri"], env["user"], env["password"], twin=name, **kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.drop()
+        s.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
+
+
+# ---------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------
+
+
+def test_labels_cover_the_paper_schema():
+    assert [label_for(k) for k in ("sensor", "gateway", "service", "city")] == [
+        "Sensor", "Gateway", "Service", "SmartCity"]
+    assert [relation_type_for(t) for t in ("CONNECTED_TO", "SERVES_IN", "IN")] == ["CONNECTED_TO", "SERVES_IN", "IN"]
+
+
+@pytest.mark.parametrize("bad", ["Sensor", "sensor`) DETACH DELETE (n", "", None])
+def test_label_allow_list_rejects_anything_else(bad):
+    with pytest.raises(SchemaError, match="kind = "):
+        label_for(bad)
+
+
+@pytest.mark.parametrize("bad", ["connected_to", "IN]->() DETACH DELETE n //", "HAS_STATE", 3])
+def test_relation_allow_list_rejects_anything_else(bad):
+    with pytest.raises(SchemaError, match="relation type = "):
+        relation_type_for(bad)
+
+
+def test_twin_node_normalises_and_validates_metadata():
+    a = TwinNode("S", "sensor", {"b": 1, "a": "x"})
+    b = TwinNode("S", "sensor", (("a", "x"), ("b", 1)))
+    assert a == b and hash(a) == hash(b) and a.meta == (("a", "x"), ("b", 1))
+    with pytest.raises(SchemaError, match=r"node 'S': metadata 'x' = \[1\]"):
+        TwinNode("S", "sensor", {"x": [1]})
+    with pytest.raises(SchemaError, match="metadata 'x' = nan"):
+        TwinNode("S", "sensor", {"x": float("nan")})
+    with pytest.raises(SchemaError, match="integers must fit in 64 bits"):
+        TwinNode("S", "sensor", {"x": 2**70})
+    with pytest.raises(SchemaError, match="kind = 'robot'"):
+        TwinNode("S", "robot")
+    with pytest.raises(SchemaError, match="node id = ''"):
+        TwinNode("", "sensor")
+    with pytest.raises(SchemaError, match="metadata key 'twin' is reserved"):
+        TwinNode("S", "sensor", {"twin": "other"})
+
+
+def test_change_set_rejects_contradictions():
+    with pytest.raises(SchemaError, match="'S1' is also in upsert_nodes"):
+        ChangeSet(upsert_nodes=(TwinNode("S1", "sensor"),), delete_nodes=("S1",))
+    with pytest.raises(SchemaError, match="node id 'S1' appears twice"):
+        ChangeSet(upsert_nodes=(TwinNode("S1", "sensor"), TwinNode("S1", "sensor")))
+    with pytest.raises(SchemaError, match="both upserted and deleted"):
+        ChangeSet(upsert_relations=(R("a", "IN", "b"),), delete_relations=(R("a", "IN", "b"),))
+    with pytest.raises(SchemaError, match="uses node 'b', which is deleted"):
+        ChangeSet(upsert_relations=(R("a", "IN", "b"),), delete_nodes=("b",))
+    with pytest.raises(SchemaError, match="delete_nodes = 'abc': must be a sequence"):
+        ChangeSet(delete_nodes="abc")
+
+
+def test_requirement_validation():
+    assert TwinRequirement(seeds=("a", "a", "b")).seeds == ("a", "b")
+    with pytest.raises(SchemaError, match="hops = -1"):
+        TwinRequirement(seeds=("a",), hops=-1)
+    with pytest.raises(SchemaError, match="seeds = 'abc'"):
+        TwinRequirement(seeds="abc")
+    with pytest.raises(SchemaError, match="relation type = 'KNOWS'"):
+        TwinRequirement(relation_types=("KNOWS",))
+
+
+def test_twin_from_topology_counts_and_metadata():
+    cfg = TopologyConfig(n_gateways=6, n_sensors=6, n_gateway_links=1, n_instances=12)
+    topo = generate_topology(cfg)
+    nodes, rels = twin_from_topology(topo, presence={"AQ-S001": False})
+    # 1 city + 3 services + 6 gateways + 6 sensors; 3 IN + 6 gateway SERVES_IN + 6*2 sensor relations + 1 link
+    assert (len(nodes), len(rels)) == (16, 22)
+    assert nodes["AQ-S001"].get("active") is False and nodes["AQ-S002"].get("active") is True
+    assert nodes["CITY"].get("active") is None  # presence is for devices only
+    for gw in topo.gateways():
+        assert nodes[gw.id].get("n_sensors") == topo.sensor_count(gw.id)
+    assert {n.label for n in nodes.values()} == set(LABELS.values())
+
+
+def test_diff_full_and_restricted():
+    old, rels = small_graph()
+    new = dict(old)
+    new["S1"] = TwinNode("S1", "sensor", {"category": "PM2.5 sensor", "active": False, "latitude": 41.38})
+    del new["S3"]
+    new["S4"] = TwinNode("S4", "sensor")
+    new_rels = {r for r in rels if "S3" not in (r.head, r.tail)} | {R("S4", "CONNECTED_TO", "GW2")}
+    cs = diff(old, rels, new, new_rels)
+    assert [n.id for n in cs.upsert_nodes] == ["S1", "S4"]
+    assert cs.delete_nodes == ("S3",)
+    assert cs.upsert_relations == (R("S4", "CONNECTED_TO", "GW2"),)
+    assert cs.delete_relations == ()  # S3's relations go with the node (DETACH)
+    only = diff(old, rels, new, new_rels, only=["S1"])
+    assert [n.id for n in only.upsert_nodes] == ["S1"] and not only.delete_nodes and not only.upsert_relations
+
+
+def test_choose_backend_precedence():
+    assert choose_backend("auto", {}) == "networkx"
+    assert choose_backend("auto", {"NEO4J_URI": "bolt://h:1"}) == "neo4j"
+    assert choose_backend("networkx", {"NEO4J_URI": "bolt://h:1"}) == "networkx"
+    assert choose_backend("neo4j", {"NEO4J_URI": "bolt://h:1"}) == "neo4j"
+    with pytest.raises(TwinStoreError, match="needs NEO4J_URI"):
+        choose_backend("neo4j", {})
+    with pytest.raises(SchemaError, match="store = 'sqlite'"):
+        choose_backend("sqlite", {})
+
+
+# ---------------------------------------------------------------------------
+# The store suite: both backends
+# ---------------------------------------------------------------------------
+
+
+def test_rebuild_round_trip(store):
+    nodes, rels = small_graph()
+    info = store.rebuild(nodes.values(), rels, name="base")
+    assert (info.number, info.name, info.n_written) == (1, "base", 7 + 10)
+    sub = store.request()
+    assert sub.version == 1 and dict(sub.nodes) == nodes and sub.relations == rels
+    assert sub.nodes["S1"].get("latitude") == 41.38 and sub.nodes["GW1"].get("n_sensors") == 2
+    assert isinstance(sub.nodes["GW1"].get("n_sensors"), int) and sub.nodes["S3"].get("active") is False
+
+
+def test_empty_twin_answers_version_zero(store):
+    sub = store.request(TwinRequirement(seeds=("S1",)))
+    assert (sub.version, dict(sub.nodes), sub.missing) == (0, {}, ("S1",))
+    assert store.latest() is None
+
+
+def test_requirement_neighbourhoods(store):
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels)
+    one = store.request(TwinRequirement(seeds=("GW2",), hops=1))
+    assert set(one.nodes) == {"GW2", "GW1", "S3", "AQ"}
+    assert one.relations == {
+        R("GW2", "SERVES_IN", "AQ"), R("GW1", "SERVES_IN", "AQ"), R("GW1", "CONNECTED_TO", "GW2"),
+        R("S3", "CONNECTED_TO", "GW2"), R("S3", "SERVES_IN", "AQ"),
+    }
+    assert set(store.request(TwinRequirement(seeds=("S3",), hops=0)).nodes) == {"S3"}
+    two = store.request(TwinRequirement(seeds=("S3",), hops=2))
+    assert set(two.nodes) == {"S3", "GW2", "AQ", "GW1", "S1", "S2", "CITY"}
+    conn = store.request(TwinRequirement(seeds=("S3",), hops=2, relation_types=("CONNECTED_TO",)))
+    assert set(conn.nodes) == {"S3", "GW2", "GW1"}
+    assert conn.relations == {R("S3", "CONNECTED_TO", "GW2"), R("GW1", "CONNECTED_TO", "GW2")}
+    miss = store.request(TwinRequirement(seeds=("GW2", "nope")))
+    assert miss.missing == ("nope",) and "GW2" in miss.nodes
+
+
+def test_every_update_is_a_version_and_old_versions_stay(store):
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels, name="base")
+    s1_off = TwinNode("S1", "sensor", {"category": "PM2.5 sensor", "active": False, "latitude": 41.38})
+    v2 = store.commit(ChangeSet(upsert_nodes=(s1_off,)), parts=("H", "L"))
+    v3 = store.commit(ChangeSet(delete_nodes=("S3",)), name="S3 gone")
+    v4 = store.commit(ChangeSet(upsert_nodes=(TwinNode("S4", "sensor"),),
+                                upsert_relations=(R("S4", "CONNECTED_TO", "GW2"),)))
+    assert [v.number for v in store.versions()] == [1, 2, 3, 4]
+    assert [v.name for v in store.versions()] == ["base", None, "S3 gone", None]
+    assert store.versions()[1].parts == ("H", "L")
+    assert (v2.n_written, v3.n_written, v4.n_written) == (1, 3, 2)  # S3 and its 2 relations end
+    base = store.request(version="base")
+    assert dict(base.nodes) == nodes and base.relations == rels and base.version == 1
+    assert store.request(version=2).nodes["S1"].get("active") is False
+    at3 = store.request(version="S3 gone")
+    assert "S3" not in at3.nodes and not any("S3" in (r.head, r.tail) for r in at3.relations)
+    latest = store.request()
+    assert latest.version == 4 and R("S4", "CONNECTED_TO", "GW2") in latest.relations
+    assert store.latest().number == 4
+    # a seeded request at an old version sees the old neighbourhood
+    old = store.request(TwinRequirement(seeds=("GW2",)), version=1)
+    assert set(old.nodes) == {"GW2", "GW1", "S3", "AQ"}
+
+
+def test_unchanged_upsert_writes_nothing_but_is_a_version(store):
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels)
+    info = store.commit(ChangeSet(upsert_nodes=(nodes["S1"],), upsert_relations=(R("S1", "CONNECTED_TO", "GW1"),)))
+    assert (info.number, info.n_written) == (2, 0)
+    assert store.request(version=2).same_content(store.request(version=1))
+
+
+def test_bad_updates_are_rejected_and_change_nothing(store):
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels, name="base")
+    before = store.request()
+    with pytest.raises(SchemaError, match="delete_nodes: node 'nope' is not in the latest version"):
+        store.commit(ChangeSet(delete_nodes=("nope",)))
+    with pytest.raises(SchemaError, match="head 'ghost' is not a node of the twin"):
+        store.commit(ChangeSet(upsert_relations=(R("ghost", "CONNECTED_TO", "GW1"),)))
+    with pytest.raises(SchemaError, match="node 'S1': kind = 'gateway', but the twin holds it as 'sensor'"):
+        store.commit(ChangeSet(upsert_nodes=(TwinNode("S1", "gateway"),)))
+    with pytest.raises(SchemaError, match=r"delete_relations: \(S1, IN, CITY\) is not in the latest version"):
+        store.commit(ChangeSet(delete_relations=(R("S1", "IN", "CITY"),)))
+    with pytest.raises(VersionError, match="name = 'base': version 1 already has this name"):
+        store.commit(ChangeSet(), name="base")
+    with pytest.raises(SchemaError, match="relations: .*tail 'X' is not one of the nodes"):
+        store.rebuild(nodes.values(), [R("S1", "IN", "X")])
+    assert [v.number for v in store.versions()] == [1]
+    assert store.request().same_content(before)
+    assert store.commit(ChangeSet()).number == 2  # no version number was used up
+
+
+def test_unknown_versions(store):
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels)
+    with pytest.raises(VersionError, match="version = 7"):
+        store.request(version=7)
+    with pytest.raises(VersionError, match="version = 'nope'"):
+        store.request(version="nope")
+    with pytest.raises(VersionError, match="version = 1.5"):
+        store.request(version=1.5)
+    with pytest.raises(VersionError, match="version = True"):
+        store.request(version=True)
+
+
+@pytest.mark.parametrize("step", ["relations-ended", "nodes-deleted", "nodes-written", "relations-written"])
+def test_failure_mid_commit_leaves_previous_version(make_store, step):
+    store = make_store()
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels, name="base")
+    before = store.request()
+    change = ChangeSet(
+        upsert_nodes=(TwinNode("S4", "sensor"), TwinNode("S1", "sensor", {"active": False})),
+        delete_nodes=("S3",),
+        upsert_relations=(R("S4", "CONNECTED_TO", "GW2"),),
+        delete_relations=(R("GW1", "CONNECTED_TO", "GW2"),),
+    )
+
+    def boom(at):
+        if at == step:
+            raise RuntimeError(f"injected failure at {at}")
+
+    store._fault_hook = boom
+    with pytest.raises(RuntimeError, match=f"injected failure at {step}"):
+        store.commit(change, name="broken")
+    store._fault_hook = None
+    after = store.request()
+    assert after.version == 1 and after.same_content(before)
+    assert [(v.number, v.name) for v in store.versions()] == [(1, "base")]
+    with pytest.raises(VersionError):
+        store.request(version="broken")
+    ok = store.commit(change, name="broken")  # the same update goes through once the fault is gone
+    assert ok.number == 2 and "S4" in store.request().nodes and "S3" not in store.request().nodes
+
+
+def test_failure_mid_rebuild_leaves_previous_version(make_store):
+    store = make_store()
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels)
+    before = store.request()
+
+    def boom(at):
+        if at == "nodes-written":
+            raise RuntimeError("injected failure")
+
+    store._fault_hook = boom
+    with pytest.raises(RuntimeError, match="injected failure"):
+        store.rebuild([nodes["CITY"]], [])
+    store._fault_hook = None
+    assert store.request().same_content(before) and len(store.versions()) == 1
+
+
+def test_keep_versions_one_keeps_only_the_latest(make_store):
+    store = make_store(keep_versions=1)
+    nodes, rels = small_graph()
+    store.rebuild(nodes.values(), rels, name="first")
+    store.rebuild([nodes["CITY"], nodes["AQ"]], [R("AQ", "IN", "CITY")], name="second")
+    store.commit(ChangeSet(upsert_nodes=(TwinNode("GW9", "gateway"),),
+                           upsert_relations=(R("GW9", "SERVES_IN", "AQ"),)))
+    assert [v.number for v in store.versions()] == [3]
+    with pytest.raises(VersionError):
+        store.request(version="first")
+    with pytest.raises(VersionError):
+        store.request(version=2)
+    sub = store.request()
+    assert set(sub.nodes) == {"CITY", "AQ", "GW9"} and len(sub.relations) == 2
+
+
+def test_twins_are_isolated(make_store):
+    a, b = make_store(), make_store()
+    nodes, rels = small_graph()
+    a.rebuild(nodes.values(), rels)
+    b.rebuild([TwinNode("S1", "sensor", {"owner": "b"})], [])
+    assert a.request().nodes["S1"] == nodes["S1"]
+    assert dict(b.request().nodes) == {"S1": TwinNode("S1", "sensor", {"owner": "b"})}
+    b.drop()
+    assert a.request().same_content(Subgraph(1, nodes, frozenset(rels)))
+
+
+def test_injection_shaped_ids_and_metadata_are_stored_literally(make_store):
+    canary = make_store()
+    nodes, rels = small_graph()
+    canary.rebuild(nodes.values(), rels)
+    store = make_store()
+    hostile = [TwinNode(i, "sensor", HOSTILE_META) for i in HOSTILE_IDS]
+    gw = TwinNode("GW `}) DETACH DELETE n //", "gateway", {"name": "MATCH (n) DETACH DELETE n"})
+    links = [R(n.id, "CONNECTED_TO", gw.id) for n in hostile]
+    store.rebuild([gw, *hostile], links, name="}) MATCH (n) DETACH DELETE n //")
+    sub = store.request()
+    assert dict(sub.nodes) == {n.id: n for n in [gw, *hostile]}
+    assert sub.relations == set(links)
+    for n in hostile:  # each id finds exactly itself and its gateway
+        one = store.request(TwinRequirement(seeds=(n.id,), hops=1))
+        assert set(one.nodes) == {n.id, gw.id} and one.nodes[n.id].metadata == HOSTILE_META
+    store.commit(ChangeSet(delete_nodes=(HOSTILE_IDS[0],)), name="' OR 1=1 //")
+    assert set(store.request().nodes) == {gw.id, *HOSTILE_IDS[1:]}
+    assert store.request(version="}) MATCH (n) DETACH DELETE n //").same_content(sub)
+    assert canary.request().same_content(Subgraph(1, nodes, frozenset(rels)))  # nothing else was touched
+
+
+def test_random_update_sequences_match_a_plain_model(make_store):
+    """Property: after any sequence of valid updates, every version reads back as a plain dict model says."""
+    store = make_store()
+    rng = np.random.default_rng(7)
+    model_nodes: dict[str, TwinNode] = {}
+    model_rels: set[Relation] = set()
+    history = []
+    for step in range(12):
+        ups, dels, rel_up, rel_del = [], [], [], []
+        ids = sorted(model_nodes)
+        for _ in range(int(rng.integers(1, 4))):
+            nid = f"n{int(rng.integers(0, 8))}"
+            if nid in ids and rng.random() < 0.3 and nid not in [u.id for u in ups] and nid not in dels:
+                dels.append(nid)
+            elif nid not in dels and nid not in [u.id for u in ups]:
+                ups.append(TwinNode(nid, "sensor", {"x": int(rng.integers(0, 3))}))
+        after = (set(ids) - set(dels)) | {u.id for u in ups}
+        live = sorted(after)
+        for _ in range(int(rng.integers(0, 3))):
+            if len(live) >= 2:
+                h, t = rng.choice(live, 2, replace=False)
+                r = R(str(h), str(rng.choice(["CONNECTED_TO", "SERVES_IN"])), str(t))
+                if r not in rel_up:
+                    rel_up.append(r)
+        for r in sorted(model_rels):
+            if r.head not in dels and r.tail not in dels and r not in rel_up and rng.random() < 0.2:
+                rel_del.append(r)
+        cs = ChangeSet(tuple(ups), tuple(dels), tuple(rel_up), tuple(rel_del))
+        store.commit(cs)
+        for d in dels:
+            model_nodes.pop(d)
+        model_rels = {r for r in model_rels if r.head not in dels and r.tail not in dels} - set(rel_del)
+        model_nodes.update({u.id: u for u in ups})
+        model_rels |= set(rel_up)
+        history.append((dict(model_nodes), set(model_rels)))
+    for v, (mn, mr) in enumerate(history, start=1):
+        sub = store.request(version=v)
+        assert dict(sub.nodes) == mn and sub.relations == mr, f"version {v}"
+
+
+# ---------------------------------------------------------------------------
+# networkx only: the journal
+# ---------------------------------------------------------------------------
+
+
+def test_journal_survives_a_restart(tmp_path):
+    path = tmp_path / "twin.jsonl"
+    nodes, rels = small_graph()
+    with NetworkxStore("city", path=path) as s:
+        s.rebuild(nodes.values(), rels, name="base")
+        s.commit(ChangeSet(delete_nodes=("S2",)))
+        before = [s.request(version=v) for v in (1, 2)]
+    again = NetworkxStore("city", path=path)
+    assert [v.number for v in again.versions()] == [1, 2]
+    assert all(again.request(version=v).same_content(b) for v, b in zip((1, 2), before))
+    assert again.commit(ChangeSet()).number == 3
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    path = tmp_path / "twin.jsonl"
+    nodes, rels = small_graph()
+    s = NetworkxStore("city", path=path)
+    s.rebuild(nodes.values(), rels)
+    before = s.request()
+    good = path.read_bytes()
+    with open(path, "ab") as fh:  # a crash in the middle of appending version 2
+        fh.write(b'{"op":"commit","version":{"number":2,"name":null,"par')
+    again = NetworkxStore("city", path=path)
+    assert [v.number for v in again.versions()] == [1] and again.request().same_content(before)
+    assert path.read_bytes() == good  # the torn line is gone, so appends start on a clean line
+    assert again.commit(ChangeSet(delete_nodes=("S1",))).number == 2
+    assert "S1" not in NetworkxStore("city", path=path).request().nodes
+
+
+def test_corrupt_or_foreign_journal_is_an_error(tmp_path):
+    path = tmp_path / "twin.jsonl"
+    nodes, rels = small_graph()
+    s = NetworkxStore("city", path=path)
+    s.rebuild(nodes.values(), rels)
+    s.commit(ChangeSet(delete_nodes=("S1",)))
+    with pytest.raises(TwinStoreError, match="holds twin 'city', not twin = 'other'"):
+        NetworkxStore("other", path=path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
+    with pytest.raises(TwinStoreError, match="line 2 is not valid JSON"):
+        NetworkxStore("city", path=path)
+
+
+def test_failed_journal_write_rolls_back_memory_and_file(tmp_path):
+    path = tmp_path / "twin.jsonl"
+    nodes, rels = small_graph()
+    s = NetworkxStore("city", path=path)
+    s.rebuild(nodes.values(), rels)
+    size = path.stat().st_size
+
+    def boom(at):
+        if at == "journal":
+            raise OSError("disk full")
+
+    s._fault_hook = boom
+    with pytest.raises(OSError, match="disk full"):
+        s.commit(ChangeSet(delete_nodes=("S1",)))
+    assert path.stat().st_size == size and "S1" in s.request().nodes and len(s.versions()) == 1
+
+
+def test_compaction_keeps_every_requestable_version(tmp_path):
+    path = tmp_path / "twin.jsonl"
+    nodes, rels = small_graph()
+    s = NetworkxStore("city", path=path, compact_every=2)  # compacts after the 2nd append
+    s.rebuild(nodes.values(), rels, name="base")
+    s.commit(ChangeSet(delete_nodes=("S1",)))
+    s.commit(ChangeSet(upsert_nodes=(TwinNode("S9", "sensor"),)))
+    records = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r.get("op") for r in records] == [None, "snapshot", "commit"]
+    again = NetworkxStore("city", path=path)
+    for v in (1, 2, 3):
+        assert again.request(version=v).same_content(s.request(version=v))
+    assert again.request(version="base").same_content(Subgraph(1, nodes, frozenset(rels)))
+
+
+# ---------------------------------------------------------------------------
+# Neo4j connection handling
+# ---------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_is_a_clear_error_without_credentials():
+    port = _closed_port()
+    with pytest.raises(TwinStoreError, match=rf"server at 127.0.0.1:{port} is unreachable") as err:
+        Neo4jStore(f"bolt://127.0.0.1:{port}", "neo4j", "s3cret-pw-do-not-print", connection_timeout_s=2.0)
+    assert "s3cret-pw-do-not-print" not in str(err.value) and err.value.__cause__ is None
+
+
+def test_missing_environment_is_a_clear_error():
+    with pytest.raises(TwinStoreError, match="NEO4J_URI is not set"):
+        Neo4jStore.from_env(environ={})
+    with pytest.raises(TwinStoreError, match="NEO4J_PASSWORD is not set"):
+        Neo4jStore.from_env(environ={"NEO4J_URI": "bolt://127.0.0.1:1"})
+    with pytest.raises(TwinStoreError, match="NEO4J_URI: must be a URI"):
+        Neo4jStore("localhost", "neo4j", "pw")
+
+
+@pytest.mark.neo4j
+def test_wrong_credentials_are_a_clear_error(neo4j_env):
+    wrong = neo4j_env["password"] + "-wrong"
+    with pytest.raises(TwinStoreError, match="rejected the credentials .*NEO4J_USER and NEO4J_PASSWORD") as err:
+        Neo4jStore(neo4j_env["uri"], neo4j_env["user"], wrong)
+    assert wrong not in str(err.value) and neo4j_env["password"] not in str(err.value)
+
+
+@pytest.mark.neo4j
+def test_neo4j_schema_is_idempotent_and_secrets_stay_out_of_repr(neo4j_env):
+    env = {"NEO4J_URI": neo4j_env["uri"], "NEO4J_USER": neo4j_env["user"], "NEO4J_PASSWORD": neo4j_env["password"]}
+    with open_store("neo4j", twin="schema-check", environ=env) as s:
+        with s._session() as session:
+            first = sorted(r["name"] for r in session.run("SHOW CONSTRAINTS YIELD name"))
+            first_idx = sorted(r["name"] for r in session.run("SHOW INDEXES YIELD name"))
+        assert neo4j_env["password"] not in repr(s) and "Neo4jStore(twin='schema-check'" in repr(s)
+        assert not any(neo4j_env["password"] in str(v) for v in vars(s).values())
+    with open_store("neo4j", twin="schema-check", environ=env) as s:  # second time: nothing new, no error
+        with s._session() as session:
+            assert sorted(r["name"] for r in session.run("SHOW CONSTRAINTS YIELD name")) == first
+            assert sorted(r["name"] for r in session.run("SHOW INDEXES YIELD name")) == first_idx
+    assert {"gentwin_entity_uid", "gentwin_version_uid", "gentwin_version_name"} <= set(first)
+
+
+def test_open_store_networkx_and_bad_backend(tmp_path):
+    s = open_store("networkx", twin="x", path=tmp_path / "x.jsonl")
+    assert isinstance(s, NetworkxStore) and os.path.exists(tmp_path / "x.jsonl")
+    with pytest.raises(SchemaError, match="backend = 'sqlite'"):
+        open_store("sqlite")
+    with pytest.raises(SchemaError, match="twin = 'a b'"):
+        NetworkxStore("a b")
+    with pytest.raises(SchemaError, match="keep_versions = 0"):
+        NetworkxStore("a", keep_versions=0)

@@ -1,0 +1,259 @@
+"""Tests of gentwin.prompting: facts, the retriever R, the verbaliser g and recall@k (eq. 10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gentwin.config import resolve
+from gentwin.graph import NetworkxStore, Subgraph, TwinNode, twin_from_topology
+from gentwin.prompting import (
+    Fact,
+    LLMVerbaliser,
+    MiniLMEmbedder,
+    PromptingError,
+    Retriever,
+    TemplateVerbaliser,
+    answer,
+    build_prompt,
+    detect_relations,
+    evaluate_retrieval,
+    facts_from_subgraph,
+    generate_questions,
+    mean_pool,
+    recall_at_k,
+)
+from gentwin.topology import Relation, generate_dataset
+
+R = Relation
+
+
+def toy_subgraph() -> Subgraph:
+    nodes = {
+        "CITY": TwinNode("CITY", "city", {"name": "smart city"}),
+        "AQ": TwinNode("AQ", "service", {"name": "air quality"}),
+        "GW1": TwinNode("GW1", "gateway", {"service": "AQ", "n_sensors": 2, "active": True, "latitude": 1.0}),
+        "S1": TwinNode("S1", "sensor", {"category": "PM2.5 sensor", "controlled_property": "pm25",
+                                        "sdm_type": "AirQualityObserved", "service": "AQ", "active": True}),
+        "S2": TwinNode("S2", "sensor", {"category": "PM2.5 sensor", "controlled_property": "pm25",
+                                        "sdm_type": "AirQualityObserved", "service": "AQ", "active": False}),
+    }
+    rels = frozenset({R("AQ", "IN", "CITY"), R("GW1", "SERVES_IN", "AQ"), R("S1", "CONNECTED_TO", "GW1"),
+                      R("S2", "CONNECTED_TO", "GW1"), R("S1", "SERVES_IN", "AQ"), R("S2", "SERVES_IN", "AQ")})
+    return Subgraph(1, nodes, rels)
+
+
+class BagOfWords:
+    """A transparent embedder for unit tests: normalised counts of a fixed vocabulary."""
+
+    vocab = ("gateway", "connected", "pm25", "measures", "active", "service", "serves", "sensors")
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts):
+        self.calls += 1
+        v = np.array([[t.lower().count(w) for w in self.vocab] for t in texts], dtype=float) + 1e-3
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# Facts
+# ---------------------------------------------------------------------------
+
+
+def test_facts_from_subgraph_counts_and_category_summary():
+    facts = facts_from_subgraph(toy_subgraph())
+    by_kind = {k: [f for f in facts if f.kind == k] for k in ("relation", "attribute", "category")}
+    assert len(by_kind["relation"]) == 6
+    # S1, S2: category, controlled_property, sdm_type, active (4 each); GW1: active, n_sensors; AQ, CITY: name
+    assert len(by_kind["attribute"]) == 4 + 4 + 2 + 1 + 1
+    cat = {(f.relation, f.object) for f in by_kind["category"]}
+    assert cat == {("count", "2"), ("service", "air quality"), ("observes", "pm25"),
+                   ("sdm_type", "AirQualityObserved")}
+    assert all(f.subject == "PM2.5 sensor" for f in by_kind["category"])
+    texts = {f.text for f in facts}
+    assert "sensor S2 (PM2.5 sensor) is inactive (not reporting)" in texts
+    assert "gateway GW1 has 2 sensors connected" in texts
+    assert not any(f.relation in ("latitude", "gateway", "service") and f.kind == "attribute" for f in facts)
+    f = by_kind["relation"][0]
+    assert f.key == (f.subject, f.relation) and f.value == f.object
+
+
+def test_mean_pool_ignores_masked_tokens():
+    emb = np.array([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], [[2.0, 2.0], [4.0, 6.0], [0.0, 0.0]]])
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    assert mean_pool(emb, mask).tolist() == [[0.5, 0.5], [2.0, 8.0 / 3.0]]
+    with pytest.raises(PromptingError, match="attention_mask: a row has no token"):
+        mean_pool(emb, np.array([[0, 0, 0], [1, 1, 1]]))
+    with pytest.raises(PromptingError, match="attention_mask"):
+        mean_pool(emb, np.ones((2, 2)))
+
+
+def test_recall_at_k_by_hand():
+    a, b, c, d = (Fact(x, "r", "o", "attribute", x) for x in "abcd")
+    assert recall_at_k([c, a, d, b], {a, b}, 1) == 0.0
+    assert recall_at_k([c, a, d, b], {a, b}, 2) == 0.5
+    assert recall_at_k([c, a, d, b], {a, b}, 4) == 1.0
+    with pytest.raises(PromptingError, match="gold: a question needs at least one gold fact"):
+        recall_at_k([a], set(), 1)
+    with pytest.raises(PromptingError, match="k = 0"):
+        recall_at_k([a], {a}, 0)
+
+
+def test_relation_cues():
+    assert detect_relations("Which gateway does AQ-S001 send its data through?") == {"CONNECTED_TO"}
+    assert detect_relations("Is AQ-S001 currently reporting?") == {"active"}
+    assert detect_relations("What quantity does AQ-S001 sense?") == {"controlled_property", "observes"}
+    assert detect_relations("How many sensors use AQ-GW01?") == {"n_sensors", "count"}
+    assert detect_relations("What is a PM2.5 sensor?") == set()
+
+
+# ---------------------------------------------------------------------------
+# Retriever with a transparent embedder
+# ---------------------------------------------------------------------------
+
+
+def test_entity_filter_keeps_facts_of_the_named_entity():
+    facts = facts_from_subgraph(toy_subgraph())
+    r = Retriever(facts, BagOfWords(), relation_filter=False)
+    assert r.mentioned("Which gateway is S1 connected to?") == ["S1"]
+    assert r.mentioned("What is a PM2.5 sensor?") == ["PM2.5 sensor"]
+    got = r.retrieve("Which gateway is S1 connected to?", k=50)
+    assert {s.fact.subject for s in got} == {"S1"}  # S1 is never an object here
+    top = r.retrieve("Which gateway is S1 connected to?", k=1)[0].fact
+    assert (top.subject, top.relation, top.object) == ("S1", "CONNECTED_TO", "GW1")
+    scores = [s.score for s in got]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_relation_filter_and_explicit_filters():
+    facts = facts_from_subgraph(toy_subgraph())
+    r = Retriever(facts, BagOfWords())
+    got = r.retrieve("Is S2 currently reporting?", k=5)
+    assert [(s.fact.subject, s.fact.relation) for s in got] == [("S2", "active")]
+    explicit = r.retrieve("anything", k=10, entities=["GW1"], relations=["SERVES_IN", "CONNECTED_TO"])
+    assert {(s.fact.subject, s.fact.relation, s.fact.object) for s in explicit} == {
+        ("GW1", "SERVES_IN", "AQ"), ("S1", "CONNECTED_TO", "GW1"), ("S2", "CONNECTED_TO", "GW1")}
+    assert r.retrieve("anything", k=3, entities=["nobody"]) == []  # an explicit filter is never relaxed
+    # a detected filter that would leave nothing is skipped instead
+    assert len(r.retrieve("Is the weather nice?", k=3)) == 3
+    with pytest.raises(PromptingError, match="k = 0"):
+        r.retrieve("x", k=0)
+    with pytest.raises(PromptingError, match="question = ''"):
+        r.retrieve("", k=1)
+    with pytest.raises(PromptingError, match="facts: the retriever needs at least one fact"):
+        Retriever([], BagOfWords())
+
+
+def test_fig4_question_retrieves_the_category_facts():
+    facts = facts_from_subgraph(toy_subgraph())
+    out = answer("What is a PM2.5 sensor?", Retriever(facts, BagOfWords()), k=5)
+    assert {(s.fact.subject, s.fact.kind) for s in out.facts} == {("PM2.5 sensor", "category")}
+    assert len(out.facts) == 4
+    for piece in ("measures pm25", "air quality service", "AirQualityObserved", "holds 2 PM2.5 sensors"):
+        assert piece in out.text
+    assert out.verbaliser == "template"
+    assert set(out.subgraph().nodes) == {"PM2.5 sensor", "2", "air quality", "pm25", "AirQualityObserved"}
+
+
+def test_generated_questions_are_seeded_and_answerable():
+    facts = facts_from_subgraph(toy_subgraph())
+    qs = generate_questions(facts, 12, seed=3)
+    assert qs == generate_questions(facts, 12, seed=3)
+    assert [q.template for q in qs[:6]] == ["what_is_category", "gateway_of", "service_of", "measures",
+                                           "is_active", "sensor_count"]
+    corpus = set(facts)
+    assert all(q.gold and q.gold <= corpus for q in qs)
+    assert qs[0].text == "What is a PM2.5 sensor?" and len(qs[0].gold) == 4
+    with pytest.raises(PromptingError, match="n = 0"):
+        generate_questions(facts, 0, seed=0)
+
+
+def test_evaluate_retrieval_shares_one_batch_of_question_embeddings():
+    facts = facts_from_subgraph(toy_subgraph())
+    emb = BagOfWords()
+    r = Retriever(facts, emb)
+    qs = generate_questions(facts, 6, seed=0)
+    df = evaluate_retrieval(r, qs, ks=(1, 5))
+    assert emb.calls == 2  # the facts once, all questions once
+    assert len(df) == 3 * 6 * 2
+    full = df[(df["mode"] == "entity + relation filter + embedding") & (df["k"] == 5)]
+    assert full["recall"].tolist() == [1.0] * 6
+    with pytest.raises(PromptingError, match="modes: 'bm25'"):
+        evaluate_retrieval(r, qs, ks=1, modes=("bm25",))
+
+
+# ---------------------------------------------------------------------------
+# Verbalisers
+# ---------------------------------------------------------------------------
+
+
+def test_template_verbaliser_is_deterministic_and_deduplicates():
+    f = Fact("S1", "active", "True", "attribute", "sensor S1 is active")
+    g = TemplateVerbaliser()
+    assert g("q", [f, f]) == "Sensor S1 is active."
+    assert g("q", [f]) == g("q", [f])
+
+
+def test_llm_verbaliser_conditions_on_the_facts():
+    from gentwin.llm import tiny_backbone
+
+    model, tok = tiny_backbone(seed=0, max_positions=1024)
+    facts = [Fact("S1", "active", "True", "attribute", "sensor S1 is active"),
+             Fact("S1", "CONNECTED_TO", "GW1", "relation", "sensor S1 is connected to gateway GW1")]
+    g = LLMVerbaliser(model, tok, max_new_tokens=8)
+    ids = g.prompt_ids("Is S1 active?", facts)
+    assert tok.decode(ids) == build_prompt("Is S1 active?", facts)
+    out = g("Is S1 active?", facts)
+    assert isinstance(out, str) and out == g("Is S1 active?", facts)  # greedy: deterministic
+    assert "Answer the question" not in out  # only the continuation is returned
+    assert g.prompt_ids("Is S1 active?", facts[:1]) != ids  # the facts reach the model
+    short = LLMVerbaliser(tiny_backbone(seed=0, max_positions=64)[0], tok, max_new_tokens=8)
+    assert len(short.prompt_ids("Is S1 active?", facts)) == 64 - 8  # cut from the left to fit
+    assert tok.decode(short.prompt_ids("Is S1 active?", facts)).endswith("Answer:")
+    with pytest.raises(PromptingError, match="max_new_tokens = 0"):
+        LLMVerbaliser(model, tok, max_new_tokens=0)
+
+
+# ---------------------------------------------------------------------------
+# The real MiniLM (local, small): a few checks only
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return MiniLMEmbedder()
+
+
+def test_minilm_embeddings_are_unit_vectors_and_match_mean_pool(minilm):
+    import torch
+
+    texts = ["a PM2.5 sensor measures pm25", "sensor AQ-S001 is connected to gateway AQ-GW01"]
+    v = minilm.encode(texts)
+    assert v.shape == (2, 384) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(minilm.encode(texts[:1]), v[:1], atol=1e-5)  # batch padding changes nothing
+    batch = minilm.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = minilm.model(**batch).last_hidden_state.numpy()
+    ref = mean_pool(hidden, batch["attention_mask"].numpy())
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert np.allclose(ref, v, atol=1e-5)
+
+
+def test_minilm_retrieval_on_a_generated_twin(minilm):
+    ds = generate_dataset(resolve("quick").topology)
+    nodes, rels = twin_from_topology(ds.topology)
+    store = NetworkxStore("prompting-test")
+    store.rebuild(nodes.values(), rels)
+    facts = facts_from_subgraph(store.request())
+    r = Retriever(facts, minilm)
+    out = answer("What is a PM2.5 sensor?", r, k=5)
+    assert {(s.fact.subject, s.fact.kind) for s in out.facts} == {("PM2.5 sensor", "category")}
+    # without filters the embedding alone must still rank a PM2.5 category fact first
+    plain = r.with_filters(entity_filter=False, relation_filter=False).retrieve("What is a PM2.5 sensor?", 1)
+    assert plain[0].fact.subject == "PM2.5 sensor"
+    df = evaluate_retrieval(r, generate_questions(facts, 12, seed=0), ks=5)
+    means = df.groupby("mode")["recall"].mean()
+    assert means["entity + relation filter + embedding"] == 1.0
+    assert means["entity + relation filter + embedding"] >= means["embedding"]
