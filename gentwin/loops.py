@@ -57,7 +57,7 @@ __all__ = [
     "path_evidence",
     "ControlCommand",
     "TwinModel",
-    "TwinStore",
+    "VersionSink",
     "VersionLog",
     "GraphStore",
     "CyberTwin",
@@ -156,7 +156,7 @@ class TwinModel:
         return {lab: int((self.pool_codes == k).sum()) for k, lab in enumerate(_pooling.POOLS)}
 
 
-class TwinStore(Protocol):
+class VersionSink(Protocol):
     """Where the internal loop commits twin versions (``gentwin.graph`` can provide one)."""
 
     def commit(self, model: TwinModel) -> int:
@@ -533,19 +533,19 @@ class InternalLoop:
         The readings of eqs. (4), (6), (7), (3) (:class:`gentwin.config.PoolingConfig`).
     version_alpha : float
         Commit a new version when ``max(alpha) > version_alpha``.
-    store : TwinStore, optional
+    store : VersionSink, optional
         Default: a new :class:`VersionLog`.
     """
 
     def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",
-                 relation_count: str = "unique", version_alpha: float = 0.0, store: TwinStore | None = None,
+                 relation_count: str = "unique", version_alpha: float = 0.0, store: VersionSink | None = None,
                  keep_events: bool = True) -> None:
         if not (isinstance(version_alpha, (int, float)) and np.isfinite(version_alpha) and version_alpha >= 0):
             raise LoopError(f"version_alpha = {version_alpha!r}: must be a finite number >= 0")
         self.band, self.pool_weight = band, pool_weight
         self.alpha_reading, self.relation_count = alpha_reading, relation_count
         self.version_alpha = float(version_alpha)
-        self.store: TwinStore = store if store is not None else VersionLog()
+        self.store: VersionSink = store if store is not None else VersionLog()
         self.counters = InternalCounters()
         self.events: list[LoopEvent] = []
         self.keep_events = keep_events
