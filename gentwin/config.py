@@ -320,10 +320,18 @@ class TrainingConfig(_Section):
         "AMX/AVX-512-BF16 and on GPUs) or 'float32' (exact)",
         choices=("bfloat16", "float32"),
     )
+    shuffle_passes: bool = _p(
+        True,
+        "shuffle the instances of every training pass (epoch or Fig. 6 round) with the run's seed; False = keep "
+        "the stream order inside each pass",
+    )
     fig6_orders: tuple[str, ...] = _p(
         ("priority", "weight", "random"),
         "training-data orders compared in Fig. 6 ('random' = without pooling)",
         choices=("priority", "weight", "random"),
+    )
+    demo_epochs: int = _p(
+        10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses epochs)", ge=1
     )
 
 
@@ -514,7 +522,8 @@ def _quick() -> Settings:
         profile="quick",
         topology=TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60),
         pooling=PoolingConfig(pool_window=5),
-        training=TrainingConfig(epochs=3, rounds=3, n_seeds=2, batch_size=8, bottleneck=16, train_limit=24),
+        training=TrainingConfig(epochs=3, rounds=3, n_seeds=2, batch_size=8, bottleneck=16, train_limit=24,
+                                demo_epochs=3),
         twin=TwinConfig(n_episodes=3, twin_seeds=2, n_questions=30),
         physical=PhysicalConfig(sizes=(5, 10, 20), duration_s=40.0, outage_start_s=10.0, physical_seeds=2,
                                 loop_demo_mtbf_s=10.0),

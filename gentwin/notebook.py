@@ -167,7 +167,7 @@ def read_parameters(path: str | os.PathLike) -> dict[str, tuple[Any, str]]:
     """The parameters a notebook takes: ``{name: (default, trailing comment)}``.
 
     ``path`` is a jupytext MyST notebook; the cell tagged ``parameters`` is
-    parsed with :mod:`ast` (never executed).  Errors name the notebook and the
+    parsed with ``ast`` (never executed).  Errors name the notebook and the
     line of the file.
     """
     import jupytext
@@ -325,6 +325,8 @@ def execute(
     nb.metadata["papermill"] = {
         "default_parameters": {}, "parameters": {}, "environment_variables": {}, "version": papermill.__version__,
     }
+    for cell in nb.cells:  # papermill expects every cell to have a tags list
+        cell.metadata.setdefault("tags", [])
     if parameters:
         nb = _inject(nb, parameters)
     try:

@@ -1,0 +1,834 @@
+r"""The Twin Adapter (Section II.B.2, eq. (8), Fig. 3) and its LoRA baseline.
+
+A Twin Adapter is a bottleneck adapter placed after the feed-forward (MLP)
+block of chosen decoder layers of a frozen causal LM.  For the MLP output
+:math:`h \in \mathbb{R}^{k}` (``k`` = hidden size, ``l`` = bottleneck) it computes
+
+.. math:: h' = h + \mathrm{ReLU}(h W_D)\, W_U,
+   \qquad W_D \in \mathbb{R}^{k \times l},\; W_U \in \mathbb{R}^{l \times k}
+
+(row-vector convention, as in the paper's ``(P(.) W_D) W_U``; in column form
+:math:`h + W_U^\top \mathrm{ReLU}(W_D^\top h)`).  The paper prints eq. (8) as
+``W_A = W_A + ReLU((P(.) W_D) W_U)``, with the ReLU outside both projections;
+its text orders down-projection, ReLU, up-projection, which is the reading
+used here (see the errata page).  ``W_U`` starts at zero, so before training
+the adapted model computes exactly what the backbone computes.
+
+The layout follows PEFT's split into a config, a layer and an injection step:
+
+* :class:`TwinAdapterConfig` -- validated settings (bottleneck, which layers, ...);
+* :class:`TwinAdapter` -- the trainable tensors and eq. (8);
+* :func:`add_twin_adapters`, :func:`save_adapter`, :func:`load_adapter` -- wrap
+  ``model.model.layers[i].mlp`` of any LLaMA-style model, freeze the backbone,
+  and store only the adapter (safetensors + ``adapter_config.json``).
+
+The adapter is a plain ``torch.nn.Module`` rather than a registered PEFT
+method: peft 0.21's ``register_peft_method`` only accepts names that are
+already members of its ``PeftType`` enum, so registering a new method would
+mean editing that enum at run time.  :func:`lora_baseline` uses PEFT's own
+LoRA, sized to the same number of trainable parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .llm import count_parameters
+
+__all__ = [
+    "AdapterError",
+    "TwinAdapterConfig",
+    "TwinAdapter",
+    "AdaptedMLP",
+    "twin_adapter_forward",
+    "add_twin_adapters",
+    "adapter_layer_indices",
+    "adapter_modules",
+    "adapter_parameter_count",
+    "trainable_parameters",
+    "parameter_breakdown",
+    "adapter_state_dict",
+    "save_adapter",
+    "load_adapter",
+    "LoraPlan",
+    "plan_lora",
+    "lora_baseline",
+    "ADAPTER_CONFIG_NAME",
+    "ADAPTER_WEIGHTS_NAME",
+]
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTER_TYPE = "gentwin-twin-adapter"
+FORMAT_VERSION = 1
+#: LoRA targets of the baseline by default: the attention projections of the chosen layers.
+LORA_DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class AdapterError(ValueError):
+    """A bad adapter setting, an unsupported model, or a saved adapter that does not fit."""
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class TwinAdapterConfig:
+    """Settings of the Twin Adapters added to a backbone (validated on creation).
+
+    Examples
+    --------
+    >>> TwinAdapterConfig(bottleneck=16, layers=[3, 1]).layers
+    (1, 3)
+    >>> TwinAdapterConfig(bottleneck=0)
+    Traceback (most recent call last):
+    ...
+    gentwin.adapter.AdapterError: bottleneck = 0: must be an integer >= 1 (size l of the down-projection W_D: hidden -> l)
+    """
+
+    bottleneck: int = field(default=64, metadata=_h("size l of the down-projection W_D: hidden -> l"))
+    layers: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_h("indices of the decoder layers that get an adapter (negative counts from the top); "
+                    "None = the top n_top layers"),
+    )
+    n_top: int = field(default=2, metadata=_h("number of top decoder layers adapted when layers is None"))
+    dropout: float = field(default=0.0, metadata=_h("dropout on the bottleneck activations during training"))
+    init_scale: float = field(
+        default=1.0,
+        metadata=_h("W_D starts as N(0, (init_scale / sqrt(hidden))^2); W_U always starts at zero"),
+    )
+    bias: bool = field(default=False, metadata=_h("add biases to both projections (eq. (8) has none)"))
+    seed: int = field(default=0, metadata=_h("seed of the W_D initialisation"))
+
+    def __post_init__(self) -> None:
+        def bad(name: str, value: Any, rule: str) -> AdapterError:
+            return AdapterError(f"{name} = {value!r}: {rule} ({self.help(name)})")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.bottleneck) or self.bottleneck < 1:
+            raise bad("bottleneck", self.bottleneck, "must be an integer >= 1")
+        if not is_int(self.n_top) or self.n_top < 1:
+            raise bad("n_top", self.n_top, "must be an integer >= 1")
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence):
+                raise bad("layers", self.layers, "must be None or a list of layer indices")
+            if len(self.layers) == 0:
+                raise bad("layers", self.layers, "must name at least one layer (or be None)")
+            if not all(is_int(i) for i in self.layers):
+                raise bad("layers", self.layers, "every layer index must be an integer")
+            if len(set(self.layers)) != len(self.layers):
+                raise bad("layers", self.layers, "layer indices must not repeat")
+            object.__setattr__(self, "layers", tuple(sorted(self.layers)))
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
+            0.0 <= self.dropout < 1.0
+        ):
+            raise bad("dropout", self.dropout, "must be a number in [0, 1)")
+        if isinstance(self.init_scale, bool) or not isinstance(self.init_scale, (int, float)) or not (
+            math.isfinite(self.init_scale) and self.init_scale > 0
+        ):
+            raise bad("init_scale", self.init_scale, "must be a finite number > 0")
+        if not isinstance(self.bias, bool):
+            raise bad("bias", self.bias, "must be true or false")
+        if not is_int(self.seed) or self.seed < 0:
+            raise bad("seed", self.seed, "must be an integer >= 0")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of field ``name``."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}[name]
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> "TwinAdapterConfig":
+        """The config from :mod:`gentwin.config` (``bottleneck`` and ``adapter_layers`` -> ``n_top``).
+
+        ``settings`` is a :class:`~gentwin.config.Settings` or its ``training`` section.
+        """
+        training = getattr(settings, "training", settings)
+        values = {"bottleneck": training.bottleneck, "n_top": training.adapter_layers}
+        values.update(overrides)
+        return cls(**values)
+
+    def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The sorted, non-negative layer indices for a backbone with ``num_layers`` layers.
+
+        >>> TwinAdapterConfig(n_top=2).resolve_layers(30)
+        (28, 29)
+        >>> TwinAdapterConfig(layers=(0, -1)).resolve_layers(4)
+        (0, 3)
+        """
+        if self.layers is None:
+            if self.n_top > num_layers:
+                raise AdapterError(
+                    f"n_top = {self.n_top}: the backbone has only {num_layers} decoder layers"
+                )
+            return tuple(range(num_layers - self.n_top, num_layers))
+        out = []
+        for i in self.layers:
+            if not -num_layers <= i < num_layers:
+                raise AdapterError(
+                    f"layers = {self.layers!r}: index {i} is outside the backbone's {num_layers} decoder layers "
+                    f"(valid: 0..{num_layers - 1} or -{num_layers}..-1)"
+                )
+            out.append(i % num_layers)
+        if len(set(out)) != len(out):
+            raise AdapterError(f"layers = {self.layers!r}: two indices name the same layer of {num_layers}")
+        return tuple(sorted(out))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        if d["layers"] is not None:
+            d["layers"] = list(d["layers"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TwinAdapterConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        if not isinstance(data, Mapping):
+            raise AdapterError(f"config = {data!r}: must be a mapping of field names to values")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AdapterError(f"config has unknown fields {unknown}; known fields: {sorted(known)}")
+        values = dict(data)
+        if isinstance(values.get("layers"), list):
+            values["layers"] = tuple(values["layers"])
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """The config as an indented JSON string (round-trips through :meth:`from_dict`)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------
+# Eq. (8) and the adapter layer
+# ---------------------------------------------------------------------------
+
+
+def twin_adapter_forward(
+    h: torch.Tensor,
+    w_down: torch.Tensor,
+    w_up: torch.Tensor,
+    b_down: torch.Tensor | None = None,
+    b_up: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Eq. (8): the Twin Adapter's output ``h + ReLU(h W_D) W_U``.
+
+    The paper prints :math:`W_A = W_A + \mathrm{ReLU}((\mathcal{P}(\cdot) W_D) W_U)`;
+    the reading used is down-projection, ReLU, up-projection, plus the residual
+    (the order of the paper's text), i.e. with row vectors
+
+    .. math:: h' = h + \mathrm{ReLU}(h W_D + b_D)\, W_U + b_U .
+
+    Parameters
+    ----------
+    h : Tensor, shape (..., k)
+        The feed-forward block's output (``k`` = hidden size).
+    w_down : Tensor, shape (k, l)
+        ``W_D``, the down-projection to the bottleneck ``l``.
+    w_up : Tensor, shape (l, k)
+        ``W_U``, the up-projection back to ``k``.
+    b_down, b_up : Tensor, shape (l,) and (k,), optional
+        Biases (eq. (8) has none).
+
+    Examples
+    --------
+    ``W_D = [[1], [-1]]`` takes ``h = (3, 1)`` to ``3 - 1 = 2``, ReLU keeps 2,
+    ``W_U = [[2, 3]]`` gives ``(4, 6)``, so ``h' = (7, 7)``; for ``h = (1, 3)``
+    the bottleneck value is ``-2``, ReLU gives 0 and ``h`` passes unchanged.
+
+    >>> h = torch.tensor([[3.0, 1.0], [1.0, 3.0]])
+    >>> twin_adapter_forward(h, torch.tensor([[1.0], [-1.0]]), torch.tensor([[2.0, 3.0]]))
+    tensor([[7., 7.],
+            [1., 3.]])
+    """
+    if h.shape[-1] != w_down.shape[0] or w_down.shape[1] != w_up.shape[0] or w_up.shape[1] != h.shape[-1]:
+        raise AdapterError(
+            f"shapes: h {tuple(h.shape)}, w_down {tuple(w_down.shape)}, w_up {tuple(w_up.shape)} do not chain as "
+            "(..., k) @ (k, l) @ (l, k)"
+        )
+    z = h @ w_down
+    if b_down is not None:
+        z = z + b_down
+    delta = F.relu(z) @ w_up
+    if b_up is not None:
+        delta = delta + b_up
+    return h + delta
+
+
+class TwinAdapter(nn.Module):
+    """One Twin Adapter: ``h + W_U ReLU(W_D h)`` (eq. (8)) on the hidden states.
+
+    ``down`` and ``up`` are ``nn.Linear`` layers; PyTorch stores a linear map's
+    weight as (out, in), so ``down.weight`` is :math:`W_D^\\top` with shape
+    (bottleneck, hidden) and ``up.weight`` is :math:`W_U^\\top` with shape
+    (hidden, bottleneck).  The properties :attr:`W_D` and :attr:`W_U` give the
+    paper's orientation.  The adapter computes in its own dtype (float32 for a
+    bfloat16/float16/quantised backbone) and returns the input's dtype.
+
+    >>> a = TwinAdapter(hidden_size=8, bottleneck=2)
+    >>> tuple(a.W_D.shape), tuple(a.W_U.shape), int(a.W_U.abs().sum())
+    ((8, 2), (2, 8), 0)
+    >>> x = torch.randn(3, 5, 8)
+    >>> torch.equal(a(x), x)  # zero-initialised W_U: the identity
+    True
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        bottleneck: int,
+        dropout: float = 0.0,
+        bias: bool = False,
+        init_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+            raise AdapterError(f"hidden_size = {hidden_size!r}: must be an integer >= 1")
+        TwinAdapterConfig(bottleneck=bottleneck, dropout=dropout, bias=bias, init_scale=init_scale)  # validation
+        self.hidden_size = hidden_size
+        self.bottleneck = bottleneck
+        self.down = nn.Linear(hidden_size, bottleneck, bias=bias, dtype=dtype, device=device)
+        self.up = nn.Linear(bottleneck, hidden_size, bias=bias, dtype=dtype, device=device)
+        self.dropout = nn.Dropout(dropout)
+        self.reset_parameters(init_scale, generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, init_scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+        """``W_D ~ N(0, (init_scale/sqrt(hidden))^2)`` (drawn on the CPU), ``W_U = 0``, biases 0."""
+        std = init_scale / math.sqrt(self.hidden_size)
+        w = torch.randn(self.down.weight.shape, generator=generator, dtype=torch.float32) * std
+        self.down.weight.copy_(w.to(self.down.weight.dtype))
+        self.up.weight.zero_()
+        for lin in (self.down, self.up):
+            if lin.bias is not None:
+                lin.bias.zero_()
+
+    @property
+    def W_D(self) -> torch.Tensor:  # noqa: N802 - the paper's name
+        """The down-projection in the paper's orientation, shape (hidden, bottleneck)."""
+        return self.down.weight.T
+
+    @property
+    def W_U(self) -> torch.Tensor:  # noqa: N802 - the paper's name
+        """The up-projection in the paper's orientation, shape (bottleneck, hidden)."""
+        return self.up.weight.T
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = h.to(self.down.weight.dtype)
+        delta = self.up(self.dropout(F.relu(self.down(x))))
+        return h + delta.to(h.dtype)
+
+    def extra_repr(self) -> str:
+        return f"hidden={self.hidden_size}, bottleneck={self.bottleneck}"
+
+
+class AdaptedMLP(nn.Module):
+    """A decoder layer's feed-forward block followed by a Twin Adapter: ``adapter(mlp(x))``."""
+
+    def __init__(self, base_layer: nn.Module, twin_adapter: TwinAdapter) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.twin_adapter = twin_adapter
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.base_layer(*args, **kwargs)
+        if not isinstance(out, torch.Tensor):
+            raise AdapterError(
+                f"mlp = {type(self.base_layer).__name__}: returns {type(out).__name__}, not a tensor; "
+                "the Twin Adapter supports dense feed-forward blocks only"
+            )
+        return self.twin_adapter(out)
+
+
+# ---------------------------------------------------------------------------
+# Injection into a backbone
+# ---------------------------------------------------------------------------
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "get_base_model", None)
+    return inner() if callable(inner) else model
+
+
+def _decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """``model.model.layers`` (or ``model.layers``) of a LLaMA-style model, each with an ``.mlp``."""
+    base = _unwrap(model)
+    for owner in (getattr(base, "model", None), base):
+        layers = getattr(owner, "layers", None) if owner is not None else None
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0 and all(
+            isinstance(getattr(layer, "mlp", None), nn.Module) for layer in layers
+        ):
+            return layers
+    raise AdapterError(
+        f"model = {type(base).__name__}: unsupported architecture; the Twin Adapter needs LLaMA-style decoder "
+        "layers at model.model.layers[i], each with a feed-forward block .mlp (Llama, SmolLM2, Mistral, Qwen2, ...)"
+    )
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = getattr(_unwrap(model), "config", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not isinstance(hidden, int):
+        raise AdapterError(f"model = {type(model).__name__}: its config has no integer hidden_size")
+    return hidden
+
+
+def adapter_modules(model: nn.Module) -> dict[int, TwinAdapter]:
+    """The Twin Adapters of ``model`` by decoder-layer index (empty if none)."""
+    layers = _decoder_layers(model)
+    return {i: layer.mlp.twin_adapter for i, layer in enumerate(layers) if isinstance(layer.mlp, AdaptedMLP)}
+
+
+def adapter_layer_indices(model: nn.Module) -> list[int]:
+    """Indices of the decoder layers that carry a Twin Adapter, ascending."""
+    return sorted(adapter_modules(model))
+
+
+def adapter_parameter_count(config: TwinAdapterConfig, hidden_size: int, num_layers: int) -> int:
+    """Trainable parameters of ``config`` on a backbone, without building it.
+
+    Each adapter has ``2 k l`` weights (plus ``l + k`` biases if ``bias``).
+
+    >>> adapter_parameter_count(TwinAdapterConfig(bottleneck=64, n_top=2), hidden_size=576, num_layers=30)
+    147456
+    """
+    n = len(config.resolve_layers(num_layers))
+    per = 2 * hidden_size * config.bottleneck + ((config.bottleneck + hidden_size) if config.bias else 0)
+    return n * per
+
+
+def _adapter_dtype(reference: torch.Tensor | None) -> torch.dtype:
+    """float32, or float64 for a float64 backbone (half/quantised backbones get float32 adapters)."""
+    if reference is not None and reference.dtype == torch.float64:
+        return torch.float64
+    return torch.float32
+
+
+def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
+    """Insert a Twin Adapter after the MLP of the chosen decoder layers; freeze the rest.
+
+    ``model.model.layers[i].mlp`` becomes :class:`AdaptedMLP` (``adapter(mlp(x))``)
+    for every ``i`` in ``config.resolve_layers``; every backbone parameter gets
+    ``requires_grad = False`` and only the adapters' parameters are trainable.
+    The model is changed in place and returned; its resolved config is kept as
+    ``model.twin_adapter_config`` (what :func:`save_adapter` writes).
+
+    Raises
+    ------
+    AdapterError
+        ``config`` is not a :class:`TwinAdapterConfig`, the architecture is not
+        LLaMA-style, a layer index is out of range, or the model already has
+        Twin Adapters.
+    """
+    if not isinstance(config, TwinAdapterConfig):
+        raise AdapterError(f"config = {config!r}: must be a TwinAdapterConfig")
+    layers = _decoder_layers(model)
+    existing = adapter_layer_indices(model)
+    if existing:
+        raise AdapterError(
+            f"model already has Twin Adapters on layers {existing}; add adapters to a freshly loaded backbone"
+        )
+    hidden = _hidden_size(model)
+    chosen = config.resolve_layers(len(layers))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(config.seed)
+    for i in chosen:
+        mlp = layers[i].mlp
+        ref = next(iter(mlp.parameters()), None)
+        adapter = TwinAdapter(
+            hidden, config.bottleneck, dropout=config.dropout, bias=config.bias, init_scale=config.init_scale,
+            generator=generator, dtype=_adapter_dtype(ref),
+        )
+        if ref is not None:
+            adapter.to(ref.device)
+        adapter.train(mlp.training)
+        layers[i].mlp = AdaptedMLP(mlp, adapter)
+    model.twin_adapter_config = dataclasses.replace(config, layers=chosen)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"total", "frozen", "trainable"}`` parameter counts (shared tensors counted once).
+
+    >>> from gentwin.llm import tiny_backbone
+    >>> model, _ = tiny_backbone()
+    >>> add_twin_adapters(model, TwinAdapterConfig(bottleneck=4, n_top=1)) is model
+    True
+    >>> trainable_parameters(model)["trainable"]  # 2 * 64 * 4
+    512
+    """
+    return count_parameters(model)
+
+
+def _block_of(name: str) -> tuple[str, str]:
+    """(part, block) of a parameter name, e.g. ("layer 29", "Twin Adapter")."""
+    parts = name.split(".")
+    if "layers" in parts:
+        k = parts.index("layers")
+        if k + 1 < len(parts) and parts[k + 1].isdigit():
+            rest = parts[k + 2:]
+            if "twin_adapter" in rest:
+                block = "Twin Adapter"
+            elif any(r.startswith("lora_") for r in rest):
+                block = "LoRA"
+            elif "self_attn" in rest or "attn" in rest:
+                block = "attention"
+            elif "mlp" in rest:
+                block = "feed-forward"
+            elif any("norm" in r for r in rest):
+                block = "norms"
+            else:
+                block = "other"
+            return f"layer {parts[k + 1]}", block
+    if "embed_tokens" in parts:
+        return "embeddings", "embeddings"
+    if "lm_head" in parts:
+        return "output head", "output head"
+    if any("norm" in q for q in parts):
+        return "final norm", "norms"
+    return "other", "other"
+
+
+def parameter_breakdown(model: nn.Module):
+    """Frozen and trainable parameters per part of the model, as a :class:`pandas.DataFrame`.
+
+    One row per (part, block): ``part`` is ``"embeddings"``, ``"layer i"``,
+    ``"final norm"`` or ``"output head"``; ``block`` is ``"attention"``,
+    ``"feed-forward"``, ``"norms"``, ``"Twin Adapter"``, ``"LoRA"`` ...;
+    ``layer`` is the decoder-layer index (or -1).  A tied output head shares
+    the embedding matrix and is counted once, under ``"embeddings"``.  The
+    columns ``frozen`` and ``trainable`` add up to :func:`trainable_parameters`.
+    """
+    import pandas as pd
+
+    from .llm import _param_numel
+
+    rows: dict[tuple[str, str], list[int]] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        key = _block_of(name)
+        counts = rows.setdefault(key, [0, 0])
+        counts[1 if p.requires_grad else 0] += _param_numel(p)
+    out = pd.DataFrame(
+        [
+            {"part": part, "block": block, "layer": int(part.split()[1]) if part.startswith("layer ") else -1,
+             "frozen": f, "trainable": t}
+            for (part, block), (f, t) in rows.items()
+        ]
+    )
+    return out.sort_values(["layer", "block"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+# Saving and loading
+# ---------------------------------------------------------------------------
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' tensors on the CPU, keyed ``layers.{i}.down.weight`` etc."""
+    out: dict[str, torch.Tensor] = {}
+    for i, adapter in adapter_modules(model).items():
+        for name, tensor in adapter.state_dict().items():
+            out[f"layers.{i}.{name}"] = tensor.detach().to("cpu").clone().contiguous()
+    return out
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _backbone_record(model: nn.Module) -> dict[str, Any]:
+    base = _unwrap(model)
+    config = getattr(base, "config", None)
+    return {
+        "architecture": (getattr(config, "architectures", None) or [type(base).__name__])[0],
+        "name_or_path": str(getattr(config, "_name_or_path", "") or ""),
+        "hidden_size": _hidden_size(model),
+        "num_hidden_layers": len(_decoder_layers(model)),
+    }
+
+
+def _write_files(folder: pathlib.Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Weights first, then the config that records their checksum; each via temp file + os.replace."""
+    from safetensors.torch import save_file
+
+    fd, tmp_w = tempfile.mkstemp(prefix=".adapter-", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    fd, tmp_c = tempfile.mkstemp(prefix=".adapter-", suffix=".json", dir=folder)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_w, metadata={"format": "pt", "adapter_type": ADAPTER_TYPE})
+        meta = dict(meta, weights_sha256=_sha256(pathlib.Path(tmp_w)))
+        pathlib.Path(tmp_c).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for tmp in (tmp_w, tmp_c):
+            os.chmod(tmp, 0o644)
+        os.replace(tmp_w, folder / ADAPTER_WEIGHTS_NAME)
+        os.replace(tmp_c, folder / ADAPTER_CONFIG_NAME)
+    finally:
+        for tmp in (tmp_w, tmp_c):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Write the adapters of ``model`` to ``directory``: safetensors weights + ``adapter_config.json``.
+
+    Only the adapter is saved (the backbone stays where it was loaded from).
+    The JSON holds the config, the backbone's architecture, hidden size and
+    layer count, and the SHA-256 of the weights file.  A new directory is
+    built under a temporary name and renamed; into an existing directory each
+    file is written to a temporary file and moved into place, and the
+    checksum lets :func:`load_adapter` detect a mismatched pair.
+    """
+    cfg = getattr(model, "twin_adapter_config", None)
+    indices = adapter_layer_indices(model)
+    if not indices or not isinstance(cfg, TwinAdapterConfig):
+        raise AdapterError(f"model = {type(model).__name__}: has no Twin Adapters to save (use add_twin_adapters)")
+    if tuple(indices) != cfg.layers:
+        raise AdapterError(f"model.twin_adapter_config.layers = {cfg.layers}: the model's adapters sit on {indices}")
+    meta = {
+        "adapter_type": ADAPTER_TYPE,
+        "format_version": FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "backbone": _backbone_record(model),
+    }
+    tensors = adapter_state_dict(model)
+    target = pathlib.Path(directory).expanduser()
+    if target.exists() and not target.is_dir():
+        raise AdapterError(f"directory = {str(directory)!r}: exists and is not a folder")
+    if target.is_dir():
+        _write_files(target, tensors, meta)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        _write_files(tmp, tensors, meta)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_saved(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
+    cfg_path = directory / ADAPTER_CONFIG_NAME
+    w_path = directory / ADAPTER_WEIGHTS_NAME
+    if not directory.is_dir():
+        raise AdapterError(f"directory = {str(directory)!r}: no such folder")
+    for path in (cfg_path, w_path):
+        if not path.is_file():
+            raise AdapterError(f"directory = {str(directory)!r}: {path.name} is missing; not a saved Twin Adapter")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except ValueError as err:
+        raise AdapterError(f"{cfg_path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("adapter_type") != ADAPTER_TYPE:
+        raise AdapterError(f"{cfg_path}: adapter_type = {meta.get('adapter_type') if isinstance(meta, dict) else None!r}, "
+                           f"expected {ADAPTER_TYPE!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise AdapterError(f"{cfg_path}: format_version = {meta.get('format_version')!r}, this gentwin reads {FORMAT_VERSION}")
+    if meta.get("weights_sha256") != _sha256(w_path):
+        raise AdapterError(
+            f"{w_path}: its SHA-256 does not match the one recorded in {ADAPTER_CONFIG_NAME} "
+            "(an interrupted or mixed save); save the adapter again"
+        )
+    return meta, w_path
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Add the adapters saved in ``directory`` to ``model`` and load their weights.
+
+    ``model`` is a freshly loaded backbone (adapters are added per the saved
+    config) or one that already carries adapters of the same layout.  Every
+    check is strict: backbone hidden size and layer count, layer indices, the
+    set of tensor names and every shape must match, and the weights file must
+    have the checksum recorded beside it.
+    """
+    from safetensors.torch import load_file
+
+    path = pathlib.Path(directory).expanduser()
+    meta, w_path = _read_saved(path)
+    config = TwinAdapterConfig.from_dict(meta.get("config", {}))
+    saved_bb = meta.get("backbone", {})
+    here = {"hidden_size": _hidden_size(model), "num_hidden_layers": len(_decoder_layers(model))}
+    for key, value in here.items():
+        if saved_bb.get(key) != value:
+            raise AdapterError(
+                f"{path}: the adapter was saved for a backbone with {key} = {saved_bb.get(key)!r} "
+                f"({saved_bb.get('name_or_path') or saved_bb.get('architecture')}), but this model has {key} = {value}"
+            )
+    existing = adapter_layer_indices(model)
+    if existing:
+        current = getattr(model, "twin_adapter_config", None)
+        if tuple(existing) != config.layers or current is None or current.bottleneck != config.bottleneck:
+            raise AdapterError(
+                f"{path}: saved adapters on layers {list(config.layers or ())} with bottleneck {config.bottleneck}, "
+                f"but the model already has adapters on {existing}"
+                + (f" with bottleneck {current.bottleneck}" if current is not None else "")
+            )
+    else:
+        add_twin_adapters(model, config)
+    tensors = load_file(str(w_path))
+    expected = {k: v.shape for k, v in adapter_state_dict(model).items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise AdapterError(f"{w_path}: missing tensors {missing}, unexpected tensors {unexpected}")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != tuple(shape):
+            raise AdapterError(f"{w_path}: tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(shape)}")
+    for i, adapter in adapter_modules(model).items():
+        prefix = f"layers.{i}."
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        adapter.load_state_dict(own, strict=True)
+    return model
+
+
+# ---------------------------------------------------------------------------
+# The LoRA baseline
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraPlan:
+    """A LoRA rank and targets chosen to match a trainable-parameter budget."""
+
+    rank: int
+    target_modules: tuple[str, ...]
+    layers: tuple[int, ...]
+    per_rank: int  #: LoRA parameters per unit of rank: sum over targets of (in + out)
+    trainable: int  #: rank * per_rank
+    target: int  #: the requested count (e.g. the Twin Adapter's)
+
+    @property
+    def relative_difference(self) -> float:
+        """``(trainable - target) / target``."""
+        return (self.trainable - self.target) / self.target
+
+
+def plan_lora(
+    model: nn.Module,
+    target_trainable: int,
+    *,
+    layers: Sequence[int] | None = None,
+    n_top: int = 2,
+    target_modules: Sequence[str] = LORA_DEFAULT_TARGETS,
+) -> LoraPlan:
+    """The LoRA rank whose trainable count is nearest ``target_trainable``.
+
+    A rank-``r`` LoRA on a linear map ``in -> out`` trains ``r (in + out)``
+    parameters, so with ``c`` = the sum of ``in + out`` over the targeted
+    linear maps of the chosen layers the rank is ``max(1, round(target / c))``.
+    ``layers``/``n_top`` pick the decoder layers as in :class:`TwinAdapterConfig`.
+
+    >>> from gentwin.llm import tiny_backbone
+    >>> model, _ = tiny_backbone()  # hidden 64, 4 heads of 16, 2 KV heads: q,o 64->64, k,v 64->32
+    >>> plan = plan_lora(model, 1024, n_top=2)  # per rank: 2 layers x (128 + 96 + 96 + 128) = 896
+    >>> plan.rank, plan.trainable
+    (1, 896)
+    """
+    if isinstance(target_trainable, bool) or not isinstance(target_trainable, int) or target_trainable < 1:
+        raise AdapterError(f"target_trainable = {target_trainable!r}: must be an integer >= 1")
+    if isinstance(target_modules, str) or not target_modules:
+        raise AdapterError(f"target_modules = {target_modules!r}: must be a non-empty list of module names")
+    decoder = _decoder_layers(model)
+    chosen = TwinAdapterConfig(layers=layers, n_top=n_top).resolve_layers(len(decoder))
+    per_rank = 0
+    for i in chosen:
+        found = {name.rsplit(".", 1)[-1]: mod for name, mod in decoder[i].named_modules()
+                 if isinstance(mod, nn.Linear)}
+        absent = [t for t in target_modules if t not in found]
+        if absent:
+            raise AdapterError(
+                f"target_modules = {tuple(target_modules)!r}: layer {i} has no linear module named {absent}; "
+                f"it has {sorted(found)}"
+            )
+        per_rank += sum(found[t].in_features + found[t].out_features for t in target_modules)
+    rank = max(1, round(target_trainable / per_rank))
+    return LoraPlan(rank=rank, target_modules=tuple(target_modules), layers=chosen, per_rank=per_rank,
+                    trainable=rank * per_rank, target=target_trainable)
+
+
+def lora_baseline(
+    model: nn.Module,
+    target_trainable: int,
+    *,
+    layers: Sequence[int] | None = None,
+    n_top: int = 2,
+    target_modules: Sequence[str] = LORA_DEFAULT_TARGETS,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
+    seed: int = 0,
+):
+    """PEFT LoRA on the same top layers, with about ``target_trainable`` trainable parameters.
+
+    The rank comes from :func:`plan_lora` (targets: the attention projections
+    ``q_proj, k_proj, v_proj, o_proj`` unless given); ``lora_alpha`` defaults
+    to ``2 * rank``.  LoRA's ``B`` starts at zero, so like the Twin Adapter the
+    wrapped model starts equal to the backbone.  ``model`` is changed in place
+    by PEFT: pass a freshly loaded backbone without Twin Adapters.
+
+    Returns
+    -------
+    peft.PeftModel
+        ``trainable_parameters(result)["trainable"]`` equals
+        ``plan_lora(...).trainable``.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if adapter_layer_indices(model):
+        raise AdapterError("model has Twin Adapters; the LoRA baseline needs a freshly loaded backbone")
+    if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) or not 0 <= lora_dropout < 1:
+        raise AdapterError(f"lora_dropout = {lora_dropout!r}: must be a number in [0, 1)")
+    plan = plan_lora(model, target_trainable, layers=layers, n_top=n_top, target_modules=target_modules)
+    alpha = 2 * plan.rank if lora_alpha is None else lora_alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise AdapterError(f"lora_alpha = {lora_alpha!r}: must be a number > 0")
+    cfg = LoraConfig(
+        r=plan.rank, lora_alpha=alpha, lora_dropout=float(lora_dropout), bias="none", task_type="CAUSAL_LM",
+        target_modules=list(plan.target_modules), layers_to_transform=list(plan.layers), layers_pattern="layers",
+    )
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # transformers 5 deprecates an attribute that peft 0.21 still reads; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, cfg)
+    got = trainable_parameters(peft_model)["trainable"]
+    if got != plan.trainable:  # pragma: no cover - a PEFT behaviour change would show here
+        raise AdapterError(f"LoRA trains {got} parameters, but the plan expected {plan.trainable}")
+    return peft_model

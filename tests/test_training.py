@@ -1,0 +1,404 @@
+"""Tests of gentwin.training: verbalisation, masking, the cached path, eq. (9), training on a toy topology."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from gentwin import training as T
+from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapters
+from gentwin.config import TopologyConfig, resolve
+from gentwin.llm import BackboneError, char_tokenizer, freeze, load_backbone
+from gentwin.topology import Relation, generate_dataset
+
+QUICK_TOPOLOGY = TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60)
+#: Small enough for the tiny model to memorise in about a second: 4 sensors, 2 gateways, 11 relations.
+TOY_TOPOLOGY = TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1, n_instances=6,
+                              split=(0.5, 0.25, 0.25))
+
+
+def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 64, init: float = 0.3):
+    """A random LLaMA with a character tokenizer, frozen.
+
+    ``initializer_range`` 0.3 (instead of transformers' 0.02) gives attention
+    patterns that tell positions apart, so a top adapter can memorise a few
+    sequences; with 0.02 the hidden states carry little more than the
+    current character.
+    """
+    tok = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+        initializer_range=init,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    freeze(model)
+    return model, tok
+
+
+def randomise_adapters(model, seed: int = 1, scale: float = 0.1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for adapter in adapter_modules(model).values():
+            for p in adapter.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, above all on a shared machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def quick_ds():
+    return generate_dataset(QUICK_TOPOLOGY)
+
+
+@pytest.fixture(scope="module")
+def toy_ds():
+    return generate_dataset(TOY_TOPOLOGY)
+
+
+@pytest.fixture
+def adapted():
+    model, tok = tiny_llama()
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=64, n_top=2))
+    return model, tok
+
+
+# --- verbalisation ----------------------------------------------------------------------------
+
+
+def test_verbalise_sensor_and_gateway_prompts_follow_eq2(quick_ds):
+    topo = quick_ds.topology
+    for inst in quick_ds.instances[:20]:
+        node = topo.nodes[inst.node_id]
+        prompt, _ = T.verbalise(quick_ds, inst)
+        if node.kind == "sensor":
+            assert prompt == f"[:s] {{{node.id}, {node.gateway}}} ->"
+        else:
+            assert prompt == f"[:gw] {{{node.id}, {topo.sensor_count(node.id)}}} ->"
+    kinds = {topo.nodes[i.node_id].kind for i in quick_ds.instances[:20]}
+    assert kinds == {"sensor", "gateway"}
+
+
+def test_target_holds_exactly_the_nodes_own_relations_sorted(quick_ds):
+    topo = quick_ds.topology
+    for node in topo.devices():
+        inst = next(i for i in quick_ds.instances if i.node_id == node.id)
+        _, target = T.verbalise(quick_ds, inst)
+        parsed = T.parse_triples(target)
+        assert parsed == sorted(parsed)
+        assert set(parsed) == {r for r in topo.relations if r.head == node.id}
+        assert target == "; ".join(r.as_text() for r in sorted(parsed))
+
+
+def test_parse_triples_round_trips_and_skips_unknown_types():
+    rels = [Relation("AQ-S001", "SERVES_IN", "AQ"), Relation("AQ-S001", "CONNECTED_TO", "AQ-GW02")]
+    assert T.parse_triples(T.facts_text(rels)) == sorted(rels)
+    assert T.parse_triples("(a, LIKES, b) (a, IN") == []
+
+
+def test_prompt_for_a_service_node_is_an_error(quick_ds):
+    with pytest.raises(T.TrainingError, match="node_id = 'AQ'"):
+        T.node_prompt(quick_ds.topology, "AQ")
+    with pytest.raises(T.TrainingError, match="instance = "):
+        T.verbalise(quick_ds, "AQ-S001")
+
+
+# --- encoding and the loss mask ----------------------------------------------------------------
+
+
+def test_labels_mask_the_prompt_and_padding_and_keep_the_target_and_eos():
+    tok = char_tokenizer()
+    pairs = [("[:s] {a, g} ->", "(a, IN, g); (a, SERVES_IN, s)"), ("[:gw] {g, 1} ->", "(g, IN, s)")]
+    enc = T.encode_pairs(tok, pairs, max_length=128)
+    for k, (prompt, target) in enumerate(pairs):
+        p, n = int(enc.prompt_lengths[k]), int(enc.lengths[k])
+        assert p == len(prompt)  # one id per character
+        assert n == len(prompt) + 1 + len(target) + 1  # " " + target + eos
+        assert (enc.labels[k, :p] == -100).all()
+        assert torch.equal(enc.labels[k, p:n], enc.input_ids[k, p:n])
+        assert int(enc.labels[k, n - 1]) == tok.eos_token_id
+        assert (enc.labels[k, n:] == -100).all() and (enc.attention_mask[k, n:] == 0).all()
+        assert tok.decode(enc.input_ids[k, p:n - 1].tolist()) == " " + target
+    a, b = enc.spans[0][0]
+    c, d = enc.spans[0][1]
+    assert tok.decode(enc.input_ids[0, a:b].tolist()) == " (a, IN, g);"
+    assert tok.decode(enc.input_ids[0, c:d].tolist()) == " (a, SERVES_IN, s)"
+
+
+def test_too_long_sequence_is_an_error_naming_max_length():
+    with pytest.raises(T.TrainingError, match="max_length = 10: .* needs 19 tokens"):
+        T.encode_pairs(char_tokenizer(), [("[:s] ->", "(a, IN, b)")], max_length=10)
+
+
+def test_loss_counts_target_tokens_only(adapted):
+    model, tok = adapted
+    enc = T.encode_pairs(tok, [("[:s] {a, g} ->", "(a, IN, g)")], max_length=64)
+    h = T.full_hidden(model, enc.input_ids, enc.attention_mask)
+    loss = T.target_loss(model, h, enc.labels)
+    # change a prompt token in the labels' eyes only: no effect; change a target label: effect
+    p = int(enc.prompt_lengths[0])
+    logits = T.head_logits(model, h)[0, :-1]
+    manual = torch.nn.functional.cross_entropy(logits[p - 1:], enc.input_ids[0, p:])
+    assert torch.allclose(loss, manual, atol=1e-6)
+
+
+# --- the cached frozen part versus the plain model ------------------------------------------
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_cached_path_gives_the_plain_models_loss(adapted, toy_ds, inside):
+    model, tok = adapted
+    randomise_adapters(model)  # non-zero adapters, so the top really differs from the backbone
+    task = T.prepare_task(model, tok, toy_ds, max_length=256, restrict_vocab=False, inside=inside)
+    assert task.frozen.inside is inside
+    rows = torch.arange(len(task.node_ids))
+    h_cached, labels, _ = T._batch_hidden(model, task, rows, "cached")
+    h_plain, _, _ = T._batch_hidden(model, task, rows, "plain")
+    with torch.no_grad():
+        hf = model(input_ids=task.encoded.input_ids, attention_mask=task.encoded.attention_mask,
+                   labels=task.encoded.labels).loss
+        cached = T.target_loss(model, h_cached, labels)
+        plain = T.target_loss(model, h_plain, labels)
+    assert torch.allclose(cached, hf, atol=1e-5)
+    assert torch.allclose(cached, plain, atol=1e-6)
+
+
+def test_restricted_head_equals_full_head_on_kept_ids(adapted, toy_ds):
+    model, tok = adapted
+    randomise_adapters(model)
+    task = T.prepare_task(model, tok, toy_ds, max_length=256, restrict_vocab=True)
+    full_vocab = model.config.vocab_size
+    assert 2 < len(task.vocab) < full_vocab
+    h, _, _ = T._batch_hidden(model, task, torch.arange(3), "cached")
+    with torch.no_grad():
+        full = T.head_logits(model, h)
+        kept = T.head_logits(model, h, task.vocab)
+    assert torch.equal(kept, full[..., task.vocab.ids])
+    # every target token and eos are kept
+    targets = task.encoded.labels[task.encoded.labels != -100].unique()
+    assert bool((task.vocab.lookup[targets] >= 0).all())
+    assert int(task.vocab.lookup[tok.eos_token_id]) >= 0
+
+
+def test_frozen_part_must_not_hold_trainable_parameters(adapted):
+    model, tok = adapted  # adapters on layers 0 and 1
+    enc = T.encode_pairs(tok, [("[:s] ->", "(a, IN, b)")])
+    assert T.split_layer(model) == 0
+    with pytest.raises(T.TrainingError, match="start_layer = 1: layers below it have trainable parameters"):
+        T.frozen_states(model, enc, 1)
+
+
+# --- eq. (9) and the scores --------------------------------------------------------------------
+
+
+def test_l1_hand_worked():
+    # 5 indexed relations: 3 true; the model produces 2 of them and 1 false one -> |0|+|0|+|1|+|1|+|0| = 2 -> 2/5
+    assert T.l1_loss([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(0.4)
+    assert T.l1_loss([1, 0], [0.25, 0.5]) == pytest.approx(0.625)
+
+
+def test_l1_index_readings():
+    gold = {"a", "b", "c"}
+    produced = {"a", "x", "y"}
+    r, r_hat, rels = T.relation_indicators(gold, produced, index="union")
+    assert rels == ["a", "b", "c", "x", "y"]
+    assert T.l1_loss(r, r_hat) == pytest.approx(4 / 5)  # |G Δ P| / |G ∪ P|
+    r, r_hat, rels = T.relation_indicators(gold, produced, index="gold")
+    assert rels == ["a", "b", "c"] and T.l1_loss(r, r_hat) == pytest.approx(2 / 3)  # 1 - recall
+
+
+@pytest.mark.parametrize(
+    "r, r_hat, match",
+    [([1, 0], [1], "r_hat: has 1 entries but r has 2"), ([], [], "r = "), ([1, 2], [1, 0], r"r = \[1.0, 2.0\]"),
+     ([1, 0], [float("nan"), 0], "r_hat = ")],
+)
+def test_l1_bad_input(r, r_hat, match):
+    with pytest.raises(T.TrainingError, match=match):
+        T.l1_loss(r, r_hat)
+
+
+def test_triple_scores_are_micro_averaged_per_entity():
+    a, b = Relation("s", "IN", "x"), Relation("t", "IN", "x")
+    # entity 0 produces entity 1's fact: it is not correct for entity 0
+    sc = T.triple_scores([{a}, {b}], [{b}, {b}])
+    assert sc["accuracy"] == 0.5 and sc["precision"] == 0.5 and sc["l1"] == pytest.approx(2 / 3)
+    with pytest.raises(T.TrainingError, match="l1_index = 'all'"):
+        T.triple_scores([{a}], [{a}], index="all")
+
+
+def test_pooling_gain_and_round_slices():
+    assert T.pooling_gain([10, 30], [10, 10]) == pytest.approx(100.0)
+    with pytest.raises(T.TrainingError, match="without_pooling"):
+        T.pooling_gain([1, 2], [0, 0])
+    assert T.round_slices(700, 18)[-1] == (0, 700)
+    chunks = T.round_slices(700, 18, mode="chunk")
+    assert chunks[0][0] == 0 and all(chunks[k][1] == chunks[k + 1][0] for k in range(17))
+    with pytest.raises(T.TrainingError, match="rounds = 19"):
+        T.round_slices(18, 19)
+
+
+def test_passes_are_seeded_permutations_or_the_stream_order():
+    rows = torch.arange(50)
+    a = T._pass_rows(rows, True, torch.Generator().manual_seed(3))
+    b = T._pass_rows(rows, True, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, rows)
+    assert sorted(a.tolist()) == rows.tolist()
+    assert torch.equal(T._pass_rows(rows, False, torch.Generator()), rows)
+
+
+def test_teacher_forced_counts_a_triple_only_when_every_token_is_the_argmax(adapted, toy_ds, monkeypatch):
+    model, tok = adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    rows = list(range(len(task.node_ids)))
+    enc = task.encoded
+
+    def fake(shift):
+        def _tf(model, task, rows, path, batch_size):
+            preds = []
+            for r in rows:
+                ids = enc.input_ids[r].tolist()
+                # position t predicts token t + 1 (shift 0: perfect); shift 1 repeats the current token
+                preds.append([ids[t + 1 - shift] for t in range(len(ids) - 1)])
+            return preds, [0.0] * len(rows)
+        return _tf
+
+    monkeypatch.setattr(T, "_teacher_forced", fake(0))
+    assert T.evaluate(model, task, rows)["accuracy"] == 1.0
+    monkeypatch.setattr(T, "_teacher_forced", fake(1))
+    # the shifted copy still contains every triple's text, but not at the right positions
+    sc = T.evaluate(model, task, rows)
+    assert sc["accuracy"] == 0.0 and sc["n_correct"] == 0
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def toy_config(**over):
+    # Table III's learning rate and discount factor, plain SGD (the defaults), small batches
+    return resolve("quick", **{"batch_size": 4, **over}).training
+
+
+@pytest.fixture(scope="module")
+def trained(toy_ds, one_thread):
+    """The toy's training nodes (each seen 4 times per epoch), 60 epochs: trained once for several tests."""
+    model, tok = tiny_llama()
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=64, n_top=2))
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    train = toy_ds.split("train")
+    hist = T.train_twin(model, task, train * 4, toy_config(), seed=0, epochs=60, eval_splits=("train",),
+                        eval_every=20)
+    return model, task, train, hist
+
+
+def test_training_on_a_toy_topology_lowers_the_loss_and_recovers_its_triples(trained):
+    model, task, train, hist = trained
+    cfg = toy_config()
+    assert (cfg.learning_rate, cfg.discount_factor, cfg.optimizer) == (0.08, 0.99, "sgd")
+    ev = hist[hist.split == "train"]
+    assert ev.epoch.tolist() == [0, 20, 40, 60]
+    assert ev.loss.iloc[-1] < 0.05 * ev.loss.iloc[0]
+    assert ev.accuracy.iloc[0] == 0.0 and ev.accuracy.iloc[-1] == 1.0
+    # greedy decoding from the prompts alone gives back exactly the training nodes' facts
+    rows = sorted({task.row_of[i.node_id] for i in train})
+    produced, _ = T.predict_triples(model, task, rows, mode="generate", shortcut=False)
+    assert produced == [set(task.gold[r]) for r in rows]
+    # the learning rate decays by the discount factor every epoch
+    lrs = hist.drop_duplicates("epoch").set_index("epoch").lr
+    assert lrs[2] / lrs[1] == pytest.approx(0.99) and lrs[60] / lrs[1] == pytest.approx(0.99 ** 59)
+
+
+def test_generation_shortcut_equals_plain_greedy_decoding(trained, adapted):
+    model, task, _, _ = trained
+    rows = list(range(len(task.node_ids)))  # seen nodes (exact) and unseen ones (not)
+    fast, _ = T.predict_triples(model, task, rows, mode="generate", shortcut=True)
+    slow, _ = T.predict_triples(model, task, rows, mode="generate", shortcut=False)
+    assert fast == slow
+    # and on an untrained, randomised model, where nearly every row leaves the gold path early
+    other, tok = adapted
+    randomise_adapters(other, scale=0.3)
+    t2 = T.prepare_task(other, tok, task.dataset, max_length=256)
+    assert T.predict_triples(other, t2, rows, mode="generate")[0] == \
+        T.predict_triples(other, t2, rows, mode="generate", shortcut=False)[0]
+
+
+def test_extract_graph_after_training_recovers_the_training_facts(trained, toy_ds):
+    model, task, train, _ = trained
+    graph = T.extract_graph(model, task)
+    facts = {r for i in train for r in toy_ds.topology.relations_of(i.node_id)}
+    assert facts <= graph
+    cmp = T.compare_graph(graph, toy_ds.topology)
+    assert cmp["true"] == 11 and cmp["correct"] >= len(facts) and cmp["recall"] == cmp["correct"] / 11
+
+
+def test_reset_adapters_reproduces_a_fresh_initialisation(adapted, toy_ds):
+    model, tok = adapted
+    randomise_adapters(model)
+    T.reset_adapters(model, seed=7)
+    fresh, _ = tiny_llama()
+    add_twin_adapters(fresh, TwinAdapterConfig(bottleneck=64, n_top=2, seed=7))
+    for i, a in adapter_modules(model).items():
+        b = adapter_modules(fresh)[i]
+        assert torch.equal(a.down.weight, b.down.weight)
+        assert int(a.up.weight.abs().sum()) == 0
+
+
+def test_empty_training_split_is_a_clear_error(adapted, toy_ds):
+    model, tok = adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    with pytest.raises(T.TrainingError, match=r"order = \[\]: the training split is empty"):
+        T.train_twin(model, task, [], toy_config(), seed=0)
+    with pytest.raises(T.TrainingError, match=r"order = \[\]"):
+        T.extraction_curve(model, task, [], toy_config(), seed=0)
+
+
+def test_unknown_backbone_path_is_an_error_from_gentwin_llm(tmp_path):
+    with pytest.raises(BackboneError, match="no/such/model"):
+        load_backbone("no/such/model")
+
+
+def test_model_without_adapters_cannot_use_the_cached_path(toy_ds):
+    model, tok = tiny_llama()
+    with pytest.raises(T.TrainingError, match="has no Twin Adapters"):
+        T.prepare_task(model, tok, toy_ds, max_length=256)
+
+
+def test_extraction_curve_feeds_the_stream_round_by_round(adapted, toy_ds):
+    model, tok = adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    train = toy_ds.split("train") * 3
+    curve = T.extraction_curve(model, task, train, toy_config(round_mode="chunk"), seed=0, rounds=3)
+    assert curve["round"].tolist() == [1, 2, 3]
+    assert curve["fed"].tolist() == [b for _, b in T.round_slices(len(train), 3, "chunk")]
+    true = len(toy_ds.topology.device_relations())
+    assert ((curve.extracted >= 0) & (curve.extracted <= true)).all()
+
+
+def test_qa_pairs_and_the_feedback_pass(adapted, toy_ds):
+    model, tok = adapted
+    rels = [Relation("AQ-S001", "CONNECTED_TO", "AQ-GW01"), Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
+            Relation("AQ-GW01", "SERVES_IN", "AQ")]
+    pairs = T.qa_pairs(rels)
+    assert pairs == [
+        ("Q: What is AQ-GW01 connected to? A:", "AQ-GW02"),
+        ("Q: Which service does AQ-GW01 serve in? A:", "AQ"),
+        ("Q: What is AQ-S001 connected to? A:", "AQ-GW01"),
+    ]
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    before = {k: v.clone() for k, v in adapter_modules(model)[1].state_dict().items()}
+    out = T.qa_feedback(model, task, rels, toy_config(), seed=0, epochs=2)
+    assert out["pairs"] == 3 and out["skipped"] == 0
+    after = adapter_modules(model)[1].state_dict()
+    assert not torch.equal(before["up.weight"], after["up.weight"])
+    with pytest.raises(T.TrainingError, match="generated: no triple"):
+        T.qa_feedback(model, task, [], toy_config(), seed=0)
