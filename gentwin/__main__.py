@@ -2,4 +2,5 @@
 
 from gentwin.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a test collector imports this module
+    raise SystemExit(main())

@@ -143,6 +143,9 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OPTIONS = frozenset({"-p", "--param", "--root", "-h", "--help", "--profile", "--no-build"})
+
+
 def _take_params(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Pull ``-p NAME VALUE`` pairs out of ``argv`` before argparse sees them.
 
@@ -155,7 +158,8 @@ def _take_params(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     while k < len(argv):
         tok = argv[k]
         if tok in ("-p", "--param"):
-            if k + 2 >= len(argv):
+            # a VALUE may start with "-" (it is range-checked later), but an option name is no value
+            if k + 2 >= len(argv) or argv[k + 2] in _OPTIONS or argv[k + 1] in _OPTIONS:
                 raise ParameterError(f"{tok} needs a NAME and a VALUE, e.g. {tok} n_sensors 30")
             pairs.append((argv[k + 1], argv[k + 2]))
             k += 3
@@ -178,11 +182,16 @@ def _root(arg: str | None) -> Path:
 
 
 def _notebook(arg: str, root: Path) -> Path:
+    """A relative NOTEBOOK is looked up in the book's root first, then in the current folder."""
     path = Path(arg)
-    for candidate in (path, root / path):
+    for candidate in (root / path, path):
         if candidate.is_file():
-            return candidate.resolve()
-    raise ParameterError(f"NOTEBOOK = {arg!r}: no such file (looked in {Path.cwd()} and {root})")
+            found = candidate.resolve()
+            try:  # shorter in messages when it lies below the current folder
+                return found.relative_to(Path.cwd().resolve())
+            except ValueError:
+                return found
+    raise ParameterError(f"NOTEBOOK = {arg!r}: no such file (looked in {root} and {Path.cwd()})")
 
 
 def _show(path: Path, root: Path) -> str:
@@ -246,11 +255,11 @@ def _cmd_params(args: argparse.Namespace) -> int:
             lines.append(f"      {comment or 'where the defaults of the other parameters come from'}")
             continue
         spec = config.field_spec(name)
-        defaults = "; ".join(f"{p}: {_fmt(getattr(getattr(config.PROFILES[p], spec.section), name))}"
+        defaults = ", ".join(f"{p} {_fmt(getattr(getattr(config.PROFILES[p], spec.section), name))}"
                              for p in profiles)
-        head = f"  {name}  ({_type_name(spec.type)}; {spec.describe_range()}; {defaults}"
+        head = f"  {name}  ({_type_name(spec.type)}; {spec.describe_range()}; profile defaults: {defaults}"
         if spec.paper:
-            head += f"; the paper: {spec.paper}"
+            head += f"; the paper's value: {spec.paper}"
         if default is not None:
             head += f"; notebook default {default!r}"
         lines.append(head + ")")

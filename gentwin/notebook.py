@@ -276,7 +276,7 @@ def _inject(nb: Any, parameters: Mapping[str, Any]) -> Any:
     nb = parameterize_notebook(nb, jsonable, kernel_name="python3", language="python")
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
-            lines = ["# Parameters given on the command line (gentwin run -p NAME VALUE)"]
+            lines = ["# Parameters passed by gentwin (papermill); they replace the defaults above"]
             lines += [f"{k} = {v!r}" for k, v in parameters.items()]
             cell.source = "\n".join(lines)
             cell.metadata.pop("jupyter", None)  # never hidden
