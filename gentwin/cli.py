@@ -133,6 +133,8 @@ def make_parser() -> argparse.ArgumentParser:
                       help="parameter profile passed to every notebook (default: paper)")
     book.add_argument("--root", metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)")
     book.add_argument("--no-build", action="store_true", help="run the notebooks only, skip jupyter-book")
+    book.add_argument("--no-execute", action="store_true",
+                      help="build from the pages already executed (keeps a page re-run with `gentwin run`)")
 
     params = sub.add_parser(
         "params", help="list a notebook's parameters, ranges and defaults", description=_PARAMS_HELP,
@@ -221,7 +223,7 @@ def _cmd_run(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
 
 def _cmd_book(args: argparse.Namespace) -> int:
     root = _root(args.root)
-    index = build_book(root, args.profile, build=not args.no_build)
+    index = build_book(root, args.profile, build=not args.no_build, execute_notebooks=not args.no_execute)
     if args.no_build:
         print(f"executed every notebook of {root / '_toc.yml'}")
     else:

@@ -439,6 +439,7 @@ def build_book(
     *,
     log: Callable[[str], None] | None = None,
     build: bool = True,
+    execute_notebooks: bool = True,
 ) -> Path:
     """Execute every notebook of the TOC with ``profile``, then build the HTML book.
 
@@ -458,6 +459,9 @@ def build_book(
         Receives one line per step (which notebook runs, how long it took).
     build : bool
         ``False`` runs the notebooks only.
+    execute_notebooks : bool
+        ``False`` builds from the pages already executed (e.g. one re-run with
+        ``gentwin run``); a missing page then fails the build.
 
     Returns
     -------
@@ -470,6 +474,8 @@ def build_book(
         raise ParameterError(f"profile = {profile!r}: must be one of {', '.join(map(repr, config.PROFILES))}")
     sources = toc_notebooks(root)
     plan = [(src, check_parameters(src, {"profile": profile})) for src in sources]
+    if not execute_notebooks:
+        plan = []
     start = time.perf_counter()
     for k, (src, params) in enumerate(plan, 1):
         out = output_path_for(src, root)

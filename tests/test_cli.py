@@ -300,3 +300,13 @@ def test_execute_injects_tuples_as_tuples_and_replaces_atomically(tmp_path: Path
         notebook.execute(src, out, {"split": 3}, cwd=tmp_path)
     assert out.read_bytes() == first
     assert [p.name for p in out.parent.iterdir()] == ["t.ipynb"]
+
+
+def test_book_no_execute_keeps_a_re_run_page(book_root: Path) -> None:
+    out = book_root / "book" / "executed" / "setup.ipynb"
+    assert gentwin("run", "notebooks/setup.md", "-p", "n_sensors", "30", "--root", str(book_root)).returncode == 0
+    before = out.read_bytes()
+    kept = gentwin("book", "--no-execute", "--no-build", "--root", str(book_root))
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["setup.ipynb"]  # nothing else was executed
