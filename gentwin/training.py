@@ -823,11 +823,14 @@ def _teacher_forced(model, task: TwinTask, rows: Sequence[int], path: str, batch
     position ``t + 1`` is not a target token).  The head runs only on the
     target-predicting positions, ``chunk`` rows at a time.
     """
-    preds: list[list[int]] = []
-    losses: list[float] = []
-    idx = torch.as_tensor(list(rows), dtype=torch.long)
-    for s in range(0, len(idx), batch_size):
-        b = idx[s: s + batch_size]
+    rows = list(rows)
+    preds: list[list[int]] = [[] for _ in rows]
+    losses: list[float] = [0.0] * len(rows)
+    # batches of similar length waste less compute on padding; results go back to the caller's order
+    by_len = sorted(range(len(rows)), key=lambda k: int(task.encoded.lengths[rows[k]]))
+    for s in range(0, len(rows), batch_size):
+        pos = by_len[s: s + batch_size]
+        b = torch.as_tensor([rows[k] for k in pos], dtype=torch.long)
         h, labels, _ = _batch_hidden(model, task, b, path)
         nxt = labels[:, 1:]
         keep = nxt != IGNORE
@@ -844,8 +847,8 @@ def _teacher_forced(model, task: TwinTask, rows: Sequence[int], path: str, batch
         grid[keep] = torch.cat(best_parts)
         tok_loss = torch.zeros(nxt.shape, device=h.device)
         tok_loss[keep] = torch.cat(loss_parts)
-        losses.extend((tok_loss.sum(1) / keep.sum(1)).tolist())
-        preds.extend(grid.cpu().tolist())
+        for k, pr, lo in zip(pos, grid.cpu().tolist(), (tok_loss.sum(1) / keep.sum(1)).tolist()):
+            preds[k], losses[k] = pr, lo
     return preds, losses
 
 
