@@ -604,8 +604,8 @@ def run_whatif(
 def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
     """Response-time gap in %: ``(traditional - GenTwin) / traditional * 100`` (positive: GenTwin faster).
 
-    >>> response_gap(550.0, 400.0)
-    27.27272727272727
+    >>> response_gap(200.0, 150.0)
+    25.0
     """
     if not traditional_ms > 0:
         raise WhatIfError(f"traditional_ms = {traditional_ms!r}: must be > 0")
