@@ -45,6 +45,8 @@ __all__ = [
     "Settings",
     "PROFILES",
     "resolve",
+    "page_parameters",
+    "parameters_table",
     "field_spec",
     "field_names",
     "coerce",
@@ -554,6 +556,33 @@ def resolve(profile: str = "paper", **overrides: Any) -> Settings:
     if profile not in PROFILES:
         raise ConfigError(f"profile = {profile!r}: must be one of {', '.join(map(repr, PROFILES))}")
     return _apply(PROFILES[profile], overrides)
+
+
+def page_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The :mod:`gentwin.config` fields that a notebook's parameters cell defined, by name.
+
+    A chapter names each parameter once, in its ``parameters`` cell, and then calls
+    ``resolve(profile, **page_parameters(globals()))``; ``None`` values keep the profile's.
+
+    >>> page_parameters({"profile": "quick", "n_sensors": 30, "rounds": None, "time": 1})
+    {'n_sensors': 30, 'rounds': None}
+    """
+    return {name: namespace[name] for name in _SPECS if name in namespace}
+
+
+def parameters_table(settings: Settings, names: Any):
+    """The "parameters used" table of a page: value used, paper value and meaning of each name.
+
+    Returns a :class:`pandas.DataFrame` indexed by parameter, starting with the profile.
+    """
+    import pandas as pd
+
+    flat = settings.flat()
+    rows = [{"parameter": "profile", "value used": settings.profile, "paper": "",
+             "meaning": "where the defaults come from"}]
+    rows += [{"parameter": n, "value used": flat[n], "paper": field_spec(n).paper or "",
+              "meaning": field_spec(n).help} for n in dict.fromkeys(names)]
+    return pd.DataFrame(rows).set_index("parameter")
 
 
 def coerce(name: str, text: str) -> Any:
