@@ -11,7 +11,7 @@ External closed loop (Physical -> Cyber -> Service -> Cyber -> Physical)
     live gateway of its service" turns a gateway that stayed silent for
     ``detect_slots`` slots while others were heard into a re-homing decision
     (its sensors go to the live gateway of the same service with the fewest
-    sensors); *control flow*: the command reaches the physical space after
+    sensors: :func:`gentwin.topology.failover_least_loaded`); *control flow*: the command reaches the physical space after
     ``control_delay_s`` and its acknowledgement updates the twin's knowledge
     graph (the sensors' ``CONNECTED_TO`` relation).
 
@@ -47,7 +47,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from . import pooling as _pooling
-from .topology import DataSet, Relation, Topology
+from .topology import DataSet, Relation, Topology, failover_least_loaded, gateway_degrees
 
 __all__ = [
     "LoopEvent",
@@ -273,6 +273,7 @@ class GraphStore:
         self._base, rels = graph.twin_from_topology(topology)
         self._relations = set(rels)
         self._gateway_of = {n.id: n.gateway for n in topology.sensors()}
+        self._gateway_index = {g.id: j for j, g in enumerate(topology.gateways())}
         self._prev: TwinModel | None = None
         self.version_alpha = float(version_alpha)
 
@@ -292,9 +293,8 @@ class GraphStore:
     def commit(self, model: TwinModel) -> int:
         """Write ``model`` as the next version of the twin store; returns its number."""
         prev = self._prev
-        degree: dict[str, int] = {}
-        for g in model.assignment:
-            degree[g] = degree.get(g, 0) + 1
+        d = gateway_degrees([self._gateway_index[g] for g in model.assignment], len(self._gateway_index))
+        degree = dict(zip(self._gateway_index, d.tolist()))
         moved = []
         if prev is not None:
             moved = [(s, a, b) for s, a, b in zip(model.sensor_ids, prev.assignment, model.assignment) if a != b]
@@ -391,10 +391,14 @@ class CyberTwin:
     def n_gateways(self) -> int:
         return int(self.gateway_pos.size)
 
+    def gateway_degrees(self) -> np.ndarray:
+        """d_i of every gateway (in ``gateway_ids`` order) under the twin's current ``CONNECTED_TO`` relations."""
+        return gateway_degrees(self.assign, self.n_gateways)
+
     def degree(self) -> np.ndarray:
         """d_i of every device node under the twin's current ``CONNECTED_TO`` relations (0 for sensors)."""
         d = np.zeros(len(self.arrays.node_ids), dtype=np.int64)
-        d[self.gateway_pos] = np.bincount(self.assign, minlength=self.n_gateways)
+        d[self.gateway_pos] = self.gateway_degrees()
         return d
 
     def adopt(self, model: TwinModel) -> None:
@@ -507,8 +511,7 @@ class ExternalLoop:
             if live.size == 0:
                 c.unresolved_failures += 1
                 continue
-            load = np.bincount(self.twin.assign, minlength=self.twin.n_gateways)[live]
-            to = int(live[int(np.argmin(load))])
+            to = int(failover_least_loaded(live, self.twin.gateway_degrees()[live]))
             c.insights += 1
             self._log(time_s, slot, "service", "cyber", "actionable insight: re-home a failed gateway's sensors", 1)
             commands.append(ControlCommand(float(time_s), slot, int(g), to, members))

@@ -38,7 +38,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -57,7 +57,9 @@ __all__ = [
     "generate_topology",
     "generate_instances",
     "generate_dataset",
-    "node_index",
+    "gateway_degrees",
+    "failover_least_loaded",
+    "failover_random",
 ]
 
 NodeKind = Literal["sensor", "gateway", "service", "city"]
@@ -239,16 +241,15 @@ class Topology:
         return [r for r in self.relations if r.head == node_id]
 
     def sensor_count(self, gateway_id: str) -> int:
-        """d_i: the number of sensors connected to a gateway (Table II)."""
-        return sum(1 for n in self.nodes.values() if n.kind == "sensor" and n.gateway == gateway_id)
+        """d_i: the number of sensors connected to a gateway (Table II); 0 for any other node."""
+        return self.gateway_degrees().get(gateway_id, 0)
 
     def gateway_degrees(self) -> dict[str, int]:
-        """d_i for every gateway."""
-        out = {g.id: 0 for g in self.gateways()}
-        for n in self.nodes.values():
-            if n.kind == "sensor" and n.gateway is not None:
-                out[n.gateway] += 1
-        return out
+        """d_i for every gateway, by id (see the module function :func:`gateway_degrees`)."""
+        ids = [g.id for g in self.gateways()]
+        index = {g: j for j, g in enumerate(ids)}
+        d = gateway_degrees([index[str(n.gateway)] for n in self.sensors()], len(ids))
+        return dict(zip(ids, d.tolist()))
 
     def to_networkx(self):
         """A :class:`networkx.MultiDiGraph` with node metadata and typed edges."""
@@ -471,6 +472,99 @@ def generate_dataset(cfg: TopologyConfig | None = None) -> DataSet:
     return DataSet(topology=topo, instances=generate_instances(topo, cfg))
 
 
-def node_index(nodes: Iterable[Node]) -> dict[str, int]:
-    """Position of each node id in a node sequence (for vectorised equations)."""
-    return {n.id: k for k, n in enumerate(nodes)}
+# ---------------------------------------------------------------------------
+# Gateway degrees and fail-over
+# ---------------------------------------------------------------------------
+
+
+def gateway_degrees(assignment: Sequence[int] | np.ndarray, n_gateways: int) -> np.ndarray:
+    """d_i (Table II, eqs. 2 and 5): how many sensors each gateway serves.
+
+    Parameters
+    ----------
+    assignment
+        One gateway index (0 .. n_gateways - 1) per sensor: its ``CONNECTED_TO``.
+    n_gateways : int
+        Number of gateways; a gateway no sensor uses gets d_i = 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer array of shape (n_gateways,).
+
+    Examples
+    --------
+    >>> gateway_degrees([0, 2, 2, 0, 2], 4).tolist()
+    [2, 0, 3, 0]
+    """
+    a = np.asarray(assignment, dtype=np.int64)
+    if a.ndim != 1:
+        raise TopologyError(f"assignment: must be one gateway index per sensor (got shape {a.shape})")
+    if a.size and (a.min() < 0 or a.max() >= n_gateways):
+        raise TopologyError(f"assignment: gateway indices must lie in [0, {n_gateways}) (got {a.min()}..{a.max()})")
+    return np.bincount(a, minlength=n_gateways)
+
+
+def failover_least_loaded(candidates: Sequence | np.ndarray, load: Sequence[int] | np.ndarray):
+    """Fail-over policy "least loaded": every sensor of a failed gateway goes to the candidate with fewest sensors.
+
+    It applies to the physical network's own re-association (the external closed
+    loop of :mod:`gentwin.loops`): one control command moves the failed
+    gateway's sensors to the live gateway of their service with most spare
+    capacity.  Ties go to the first candidate; nothing random is drawn.
+
+    Parameters
+    ----------
+    candidates
+        The live gateways the sensors may move to (ids or indices).
+    load
+        d_i of each candidate, in the order of ``candidates``.
+
+    Returns
+    -------
+    The chosen element of ``candidates``.
+
+    Examples
+    --------
+    >>> failover_least_loaded(["GW1", "GW2", "GW3"], [4, 2, 2])
+    'GW2'
+    """
+    load = np.asarray(load)
+    if len(candidates) == 0 or load.shape != (len(candidates),):
+        raise TopologyError(
+            f"candidates: need at least one, with one load each (got {len(candidates)} and {load.shape})")
+    return candidates[int(np.argmin(load))]
+
+
+def failover_random(sensors: Sequence, candidates: Sequence, rng: np.random.Generator) -> list:
+    """Fail-over policy "random": each sensor of a failed gateway goes to a candidate drawn uniformly.
+
+    It applies to the what-if scenario's gateway failure (:mod:`gentwin.whatif`),
+    which only has to spread the sensors over their service's live gateways,
+    reproducibly from its seed.  It draws ``rng.integers(0, len(candidates))``
+    once per sensor, in the order of ``sensors``, and nothing else.
+
+    Parameters
+    ----------
+    sensors
+        The failed gateway's sensors, in the order they are moved.
+    candidates
+        The gateways they may move to.
+    rng
+        The scenario's random generator.
+
+    Returns
+    -------
+    list
+        One element of ``candidates`` per sensor.
+
+    Examples
+    --------
+    With one candidate every sensor goes there:
+
+    >>> failover_random(["s1", "s2"], ["GW2"], np.random.default_rng(0))
+    ['GW2', 'GW2']
+    """
+    if len(candidates) == 0:
+        raise TopologyError("candidates: need at least one live gateway to move the sensors to")
+    return [candidates[int(rng.integers(0, len(candidates)))] for _ in sensors]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+import numpy as np
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,9 @@ from gentwin.topology import (
     generate_topology,
     DataSet,
     _split_counts,
+    failover_least_loaded,
+    failover_random,
+    gateway_degrees,
 )
 
 
@@ -320,3 +325,51 @@ def test_instances_only_from_their_topology():
     again = generate_instances(ds.topology, _small())
     assert again == ds.instances
     assert isinstance(again[0], Instance)
+
+
+# ---------------------------------------------------------------------------
+# d_i and gateway fail-over
+# ---------------------------------------------------------------------------
+
+
+def test_gateway_degrees_count_sensors_per_gateway_by_hand():
+    assert gateway_degrees([1, 1, 3], 5).tolist() == [0, 2, 0, 1, 0]
+    assert gateway_degrees([], 2).tolist() == [0, 0]
+    with pytest.raises(TopologyError, match="assignment"):
+        gateway_degrees([0, 2], 2)
+
+
+def test_topology_gateway_degrees_agree_with_sensor_lists(paper_ds):
+    topo = paper_ds.topology
+    deg = topo.gateway_degrees()
+    by_hand = Counter(n.gateway for n in topo.sensors())
+    assert deg == {g.id: by_hand.get(g.id, 0) for g in topo.gateways()}
+    assert sum(deg.values()) == 250
+    g = topo.gateways()[0].id
+    assert topo.sensor_count(g) == by_hand[g]
+    assert topo.sensor_count(topo.sensors()[0].id) == 0
+
+
+def test_least_loaded_fail_over_picks_fewest_sensors_first_on_ties():
+    assert failover_least_loaded([7, 3, 5], [2, 0, 1]) == 3
+    assert failover_least_loaded(["A", "B", "C"], [1, 1, 1]) == "A"
+    with pytest.raises(TopologyError, match="candidates"):
+        failover_least_loaded([], [])
+    with pytest.raises(TopologyError, match="candidates"):
+        failover_least_loaded(["A", "B"], [1])
+
+
+def test_random_fail_over_draws_once_per_sensor_like_the_whatif_loop():
+    # the what-if scenario's original loop: one rng.integers(0, len(targets)) per sensor, in order
+    sensors, targets = [f"S{k}" for k in range(40)], ["GW1", "GW2", "GW3"]
+    rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
+    picks = failover_random(sensors, targets, rng_a)
+    expected = []
+    for _ in sensors:
+        expected.append(targets[int(rng_b.integers(0, len(targets)))])
+    assert picks == expected
+    assert rng_a.random() == rng_b.random()  # no extra draw
+    assert set(picks) == set(targets)  # 40 uniform draws over 3 reach every gateway (fails with p < 1e-6)
+    assert failover_random([], targets, rng_a) == []
+    with pytest.raises(TopologyError, match="candidates"):
+        failover_random(sensors, [], rng_a)
