@@ -7,6 +7,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .checks import check_real
+
 __all__ = ["mean_ci", "summarise"]
 
 
@@ -37,14 +39,17 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
         raise ValueError("values: need at least one sample")
     if np.isnan(x).any():
         raise ValueError(f"values: contains NaN ({x.tolist()})")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence = {confidence!r}: must be in (0, 1)")
+    check_real("confidence", confidence, low=0.0, high=1.0, low_open=True, high_open=True)
     mean = float(x.mean())
     if x.size == 1:
         return mean, mean, mean
     from scipy import stats
 
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    # the standard t interval's upper quantile, scaled by the standard error; written as
+    # t * sd / sqrt(n) (not t * sem) and with a zero-spread sample giving (mean, mean) rather than
+    # scipy's NaN for scale 0, so the numbers are bit for bit those the book has always shown
+    _, t_high = stats.t.interval(confidence, df=x.size - 1)
+    half = float(t_high * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
 
 
