@@ -52,6 +52,7 @@ __all__ = [
     "coerce",
     "table_iii",
     "select_device",
+    "check_generator_rules",
 ]
 
 
@@ -190,20 +191,32 @@ def _split_ok(split: tuple) -> str | None:
     return None
 
 
+# Upper bounds of the size parameters: about 100x the paper profile (1000x for counts of at most a few
+# units), generous for any experiment on one machine, but a typo such as n_sensors = 1000000000 is rejected
+# before it fills the memory.  Raise a bound here for a larger study.
+_MAX_NODES = 25_000  # 100 x the paper's 250 sensors
+_MAX_INSTANCES = 100_000  # 100 x the paper's 1000 log instances
+_MAX_SEEDS = 100  # seeds per curve (the paper profile uses 3-5)
+_MAX_EPOCHS = 6_000  # 100 x the paper's 60 epochs
+_MAX_BATCH = 4_096  # 16 x the paper's largest batch of 256
+_MAX_SLOTS = 1_000_000  # reading slots of one simulated run (the paper profile has 300 s / 2 s = 150)
+
+
 @dataclass(frozen=True)
 class TopologyConfig(_Section):
     """The Physical Space data set (Section III.B, Table III)."""
 
     n_services: int = _p(3, "number of smart-city services", ge=1, le=3, paper="{2, 3}")
-    n_gateways: int = _p(50, "number of gateways (fog devices)", ge=1, paper="50")
-    n_sensors: int = _p(250, "number of IoT sensors (edge devices)", ge=1, paper="250")
+    n_gateways: int = _p(50, "number of gateways (fog devices)", ge=1, le=_MAX_NODES, paper="50")
+    n_sensors: int = _p(250, "number of IoT sensors (edge devices)", ge=1, le=_MAX_NODES, paper="250")
     n_gateway_links: int = _p(
         30,
         "fog backhaul links between gateways of one service (the one count the paper does not give; "
         "30 makes the default relation count 580)",
-        ge=0,
+        ge=0, le=100 * _MAX_NODES,
     )
-    n_instances: int = _p(1000, "time-stamped sensor-log instances in the data set", ge=1, paper="1000")
+    n_instances: int = _p(1000, "time-stamped sensor-log instances in the data set", ge=1, le=_MAX_INSTANCES,
+                          paper="1000")
     split: tuple[float, ...] = _p(
         (0.70, 0.15, 0.15),
         "train / validation / test fractions of the instances",
@@ -261,8 +274,8 @@ class PoolingConfig(_Section):
         choices=("nodes", "pool"),
     )
     pool_window: int = _p(10, "log instances per Priority Pooling step (Algorithm 1 lines 1-8 run once per step)",
-                          ge=1)
-    pool_seeds: int = _p(3, "data seeds for mean and 95 % CI of the pooling curves over time", ge=1)
+                          ge=1, le=_MAX_INSTANCES)
+    pool_seeds: int = _p(3, "data seeds for mean and 95 % CI of the pooling curves over time", ge=1, le=_MAX_SEEDS)
 
 
 @dataclass(frozen=True)
@@ -277,19 +290,20 @@ class TrainingConfig(_Section):
     discount_factor: float = _p(
         0.99, "per-epoch learning-rate decay factor (the paper's 'discount factor')", gt=0.0, le=1.0, paper="0.99"
     )
-    batch_size: int = _p(32, "training batch size", ge=1, paper="{32, 128, 256}")
-    batch_sizes: tuple[int, ...] = _p((32, 128, 256), "batch sizes of the Table III sweep", ge=1, paper="{32, 128, 256}")
-    epochs: int = _p(60, "training epochs for Fig. 7", ge=1, paper="60")
-    rounds: int = _p(18, "training rounds for Fig. 6", ge=1, paper="18")
-    bottleneck: int = _p(64, "Twin Adapter bottleneck size (W_D: hidden -> bottleneck)", ge=1)
-    adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1)
+    batch_size: int = _p(32, "training batch size", ge=1, le=_MAX_BATCH, paper="{32, 128, 256}")
+    batch_sizes: tuple[int, ...] = _p((32, 128, 256), "batch sizes of the Table III sweep", ge=1, le=_MAX_BATCH,
+                                      paper="{32, 128, 256}")
+    epochs: int = _p(60, "training epochs for Fig. 7", ge=1, le=_MAX_EPOCHS, paper="60")
+    rounds: int = _p(18, "training rounds for Fig. 6", ge=1, le=_MAX_EPOCHS, paper="18")
+    bottleneck: int = _p(64, "Twin Adapter bottleneck size (W_D: hidden -> bottleneck)", ge=1, le=16_384)
+    adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1, le=1_000)
     max_length: int = _p(
         128, "maximum tokens per training sequence (prompt + target + end); a longer one is an error, never cut",
-        ge=8,
+        ge=8, le=32_768,
     )
-    n_seeds: int = _p(3, "seeds for mean and 95 % CI in Figs. 6-7", ge=1)
+    n_seeds: int = _p(3, "seeds for mean and 95 % CI in Figs. 6-7", ge=1, le=_MAX_SEEDS)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
-    train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0)
+    train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0, le=_MAX_INSTANCES)
     optimizer: str = _p(
         "sgd", "adapter optimiser: 'sgd' (plain SGD; the reading of lr 0.08) or 'adamw'", choices=("sgd", "adamw")
     )
@@ -302,7 +316,7 @@ class TrainingConfig(_Section):
         "'generate' (greedy decoding)",
         choices=("teacher_forced", "generate"),
     )
-    eval_batch_size: int = _p(64, "sequences per batch when evaluating or generating", ge=1)
+    eval_batch_size: int = _p(64, "sequences per batch when evaluating or generating", ge=1, le=_MAX_BATCH)
     l1_index: str = _p(
         "union",
         "eq. (9) index set: 'union' = true and produced relations (false ones count) or 'gold' = true ones only",
@@ -315,7 +329,8 @@ class TrainingConfig(_Section):
         choices=("cumulative", "chunk"),
     )
     qa_feedback: bool = _p(False, "Algorithm 1 line 14: fine-tune on question/answer prompts made from generated triples")
-    qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1)
+    qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1,
+                          le=_MAX_EPOCHS)
     compute_dtype: str = _p(
         "bfloat16",
         "autocast type of the LLM's forward passes (weights stay float32): 'bfloat16' (fast on CPUs with "
@@ -333,7 +348,8 @@ class TrainingConfig(_Section):
         choices=("priority", "weight", "random"),
     )
     demo_epochs: int = _p(
-        10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses epochs)", ge=1
+        10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses epochs)", ge=1,
+        le=_MAX_EPOCHS,
     )
 
 
@@ -354,11 +370,12 @@ class TwinConfig(_Section):
         gt=0.0, le=1.0,
         paper="0.2 - 1.0",
     )
-    n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1)
-    twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1)
-    top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1)
+    n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1, le=2_000)
+    twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1, le=_MAX_SEEDS)
+    top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1, le=1_000)
     question: str = _p("What is a PM2.5 sensor?", "the Fig. 4 question")
-    n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1)
+    n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1,
+                          le=10_000)
     verbaliser: str = _p(
         "template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, conditioned on the "
         "retrieved facts)", choices=("template", "llm"),
@@ -374,16 +391,17 @@ class PhysicalConfig(_Section):
     """The Physical Space simulator and Table IV (Section II.A, III.C)."""
 
     sizes: tuple[int, ...] = _p((30, 100, 250), "topology sizes (sensors): small, medium, large", ge=1,
+                                le=_MAX_NODES,
                                 paper="30 / 100 / 250")
     report_period_s: float = _p(2.0, "seconds between two readings of a sensor", gt=0.0, paper="2 s")
     outage_s: float = _p(10.0, "Scenario 2: length of the cut in the data flow (s)", ge=0.0, paper="10 s")
     outage_start_s: float = _p(60.0, "Scenario 2: when the cut starts (s)", ge=0.0)
-    duration_s: float = _p(300.0, "simulated seconds per run", gt=0.0)
+    duration_s: float = _p(300.0, "simulated seconds per run", gt=0.0, le=30_000.0)
     packet_loss: float = _p(0.001, "probability that one reading is lost in the network", ge=0.0, lt=1.0)
     delay_mean_s: float = _p(0.05, "mean network delay of a reading (s)", ge=0.0)
     gateway_mtbf_s: float = _p(0.0, "mean time between gateway failures (s); 0 = gateways never fail", ge=0.0)
     gateway_mttr_s: float = _p(5.0, "mean time to repair a failed gateway (s)", gt=0.0)
-    physical_seeds: int = _p(5, "seeds for mean and 95 % CI in Table IV", ge=1)
+    physical_seeds: int = _p(5, "seeds for mean and 95 % CI in Table IV", ge=1, le=_MAX_SEEDS)
     sim_seed: int = _p(0, "first simulation seed (runs use sim_seed, sim_seed + 1, ...)", ge=0)
     sensors_per_gateway: float = _p(
         5.0, "sensors per gateway when a Table IV size is turned into a topology", gt=0.0, paper="250 / 50 = 5"
@@ -399,7 +417,7 @@ class PhysicalConfig(_Section):
     )
     detect_slots: int = _p(
         2, "external loop: consecutive silent slots (while others report) before a gateway is declared failed",
-        ge=1,
+        ge=1, le=1_000,
     )
     control_delay_s: float = _p(
         1.0, "external loop: time for a control command (re-homing) to take effect in the physical space (s)",
@@ -424,6 +442,12 @@ class PhysicalConfig(_Section):
             raise ConfigError(
                 f"duration_s = {self.duration_s}: must be >= report_period_s = {self.report_period_s} "
                 "(a run needs at least one reading slot)"
+            )
+        if self.duration_s / self.report_period_s > _MAX_SLOTS:
+            raise ConfigError(
+                f"report_period_s = {self.report_period_s}: duration_s / report_period_s = "
+                f"{self.duration_s / self.report_period_s:g} reading slots; at most {_MAX_SLOTS} (the paper "
+                "profile has 150)"
             )
         if self.presence_dwell_s < self.report_period_s:
             raise ConfigError(
@@ -505,6 +529,48 @@ def field_spec(name: str) -> FieldSpec:
         raise ConfigError(f"unknown parameter {name!r}; known parameters: {', '.join(_SPECS)}") from None
 
 
+def check_generator_rules(t: TopologyConfig) -> None:
+    """Check the sizes of a data set against the rules of :func:`gentwin.topology.generate_dataset`.
+
+    :func:`resolve` and :meth:`Settings.replace` call it, so a city the generator cannot build (a split
+    that gets no node, more fog links than gateway pairs) is rejected with the parameter check, before
+    any cell runs.  A :class:`TopologyConfig` built directly is not checked here; the generator then
+    raises :class:`gentwin.topology.TopologyError` for the same cases.
+
+    >>> check_generator_rules(TopologyConfig(n_services=1, n_gateways=1, n_sensors=1, n_gateway_links=0,
+    ...                                      n_instances=2))
+    Traceback (most recent call last):
+    ...
+    gentwin.config.ConfigError: split = (0.7, 0.15, 0.15): the validation split gets no node with n_sensors = 1 and n_gateways = 1 (nodes are split by kind); use more nodes or a larger fraction
+    """
+    # the rules of gentwin.topology's generator, checked before anything runs (lazy import:
+    # gentwin.topology imports this module)
+    from .topology import _even_split, _split_counts
+
+    per_service = _even_split(t.n_gateways, t.n_services)
+    max_links = sum(m * (m - 1) // 2 for m in per_service)
+    if t.n_gateway_links > max_links:
+        raise ConfigError(
+            f"n_gateway_links = {t.n_gateway_links}: at most {max_links} fog links fit between the gateways "
+            f"of one service (n_gateways = {t.n_gateways} over n_services = {t.n_services})"
+        )
+    # nodes are split by kind with the split fractions, then each split gets its share of the instances
+    nodes = [s + g for s, g in zip(_split_counts(t.n_sensors, t.split),
+                                   _split_counts(t.n_gateways, t.split))]
+    instances = _split_counts(t.n_instances, t.split)
+    for name, n_nodes, n_inst in zip(("train", "validation", "test"), nodes, instances):
+        if n_nodes == 0:
+            raise ConfigError(
+                f"split = {t.split}: the {name} split gets no node with n_sensors = {t.n_sensors} and "
+                f"n_gateways = {t.n_gateways} (nodes are split by kind); use more nodes or a larger fraction"
+            )
+        if n_inst < n_nodes:
+            raise ConfigError(
+                f"n_instances = {t.n_instances}: the {name} split has {n_nodes} nodes but only {n_inst} "
+                f"instances (every node appears in the log)"
+            )
+
+
 def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     by_section: dict[str, dict[str, Any]] = {}
     for name, value in overrides.items():
@@ -515,7 +581,9 @@ def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     changes = {
         sec: dataclasses.replace(getattr(base, sec), **vals) for sec, vals in by_section.items()
     }
-    return dataclasses.replace(base, **changes)
+    settings = dataclasses.replace(base, **changes)
+    check_generator_rules(settings.topology)
+    return settings
 
 
 def _quick() -> Settings:

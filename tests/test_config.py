@@ -69,7 +69,7 @@ def test_overrides_do_not_touch_the_profiles():
 
 
 def test_settings_replace_validates_like_resolve():
-    s = resolve("paper").replace(n_gateways=4)
+    s = resolve("paper").replace(n_gateways=4, n_gateway_links=1)
     assert s.topology.n_gateways == 4
     with pytest.raises(ConfigError, match="n_gateways = -1"):
         resolve("paper").replace(n_gateways=-1)
@@ -152,7 +152,11 @@ def test_too_few_instances_for_the_nodes_is_rejected():
     # 250 sensors + 50 gateways = 300 device nodes must each appear in the log
     with pytest.raises(ConfigError, match=r"n_instances = 299: .*300"):
         resolve("paper", n_instances=299)
-    assert resolve("paper", n_instances=300).topology.n_instances == 300
+    # per split: nodes 250 sensors -> 175/38/37 and 50 gateways -> 35/8/7, i.e. 210/46/44; 300 instances
+    # split 210/45/45 leave a validation node without an instance, 303 split 212/46/45 do not
+    with pytest.raises(ConfigError, match=r"n_instances = 300: the validation split has 46 nodes but only 45"):
+        resolve("paper", n_instances=300)
+    assert resolve("paper", n_instances=303).topology.n_instances == 303
 
 
 def test_outage_past_the_end_of_the_run_is_rejected():
@@ -222,7 +226,7 @@ def test_field_spec_documents_bounds_and_paper_value():
     assert spec.section == "topology"
     assert spec.type is int
     assert spec.paper == "250"
-    assert spec.describe_range() == ">= 1"
+    assert spec.describe_range() == ">= 1; <= 25000"
     assert field_spec("band").describe_range() == "one of 'corrected', 'paper'"
     assert field_spec("p_inactive").describe_range() == ">= 0.0; < 1.0"
     assert field_spec("question").describe_range() == "any"
@@ -296,3 +300,97 @@ def test_select_device():
     assert config.select_device("cpu") == "cpu"
     with pytest.raises(ConfigError, match="device = 'tpu'"):
         config.select_device("tpu")
+
+
+# ---------------------------------------------------------------------------
+# Upper bounds on sizes and the generator's rules, checked before anything runs
+# ---------------------------------------------------------------------------
+
+
+SIZE_FIELDS = ["n_gateways", "n_sensors", "n_gateway_links", "n_instances", "pool_window", "pool_seeds",
+               "batch_size", "batch_sizes", "epochs", "rounds", "bottleneck", "adapter_layers", "max_length",
+               "n_seeds", "train_limit", "eval_batch_size", "qa_epochs", "demo_epochs", "n_episodes",
+               "twin_seeds", "top_k", "n_questions", "sizes", "physical_seeds", "detect_slots", "duration_s"]
+
+
+@pytest.mark.parametrize("name", SIZE_FIELDS)
+def test_every_size_has_an_upper_bound_well_above_the_paper(name):
+    spec = field_spec(name)
+    assert spec.le is not None, name
+    paper = PROFILES["paper"].flat()[name]
+    largest = max(paper) if isinstance(paper, tuple) else paper
+    assert spec.le >= 10 * max(largest, 1), (name, spec.le, largest)  # generous: a real study fits
+    assert f"<= {spec.le}" in spec.describe_range()
+
+
+def test_a_billion_sensors_is_rejected_naming_the_parameter():
+    with pytest.raises(ConfigError, match=r"^n_sensors = 1000000000: must be <= 25000"):
+        resolve("paper", n_sensors=1_000_000_000, n_instances=100_000)
+    with pytest.raises(ConfigError, match=r"^sizes = 1000000000: must be <= 25000"):
+        resolve("paper", sizes=(30, 1_000_000_000))
+
+
+def test_reading_slots_of_a_simulated_run_are_bounded():
+    with pytest.raises(ConfigError, match=r"^report_period_s = 1e-05: .*3e\+07 reading slots; at most 1000000"):
+        resolve("paper", report_period_s=1e-5, presence_dwell_s=1e-5, slot_grace_s=0.0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # one sensor, one gateway, one service: the validation split gets no node
+        (dict(n_services=1, n_gateways=1, n_sensors=1, n_gateway_links=0, n_instances=2),
+         r"^split = \(0\.7, 0\.15, 0\.15\): the validation split gets no node with n_sensors = 1 and n_gateways = 1"),
+        # 2 sensors + 1 gateway fill train and validation only
+        (dict(n_services=1, n_gateways=1, n_sensors=2, n_gateway_links=0, n_instances=10),
+         r"^split = .*: the validation split gets no node"),
+        # 3 sensors -> 2/1/0 and 1 gateway -> 1/0/0: the test part is empty
+        (dict(n_services=1, n_gateways=1, n_sensors=3, n_gateway_links=0, n_instances=10),
+         r"^split = .*: the test split gets no node"),
+        # one gateway per service: no pair of gateways of one service, so no fog link fits
+        (dict(n_services=3, n_gateways=3, n_gateway_links=1),
+         r"^n_gateway_links = 1: at most 0 fog links fit .*n_gateways = 3 over n_services = 3"),
+        # 50 gateways over 3 services (17, 17, 16): 136 + 136 + 120 = 392 pairs
+        (dict(n_gateway_links=393), r"^n_gateway_links = 393: at most 392 fog links"),
+        # enough instances overall (>= 300 nodes) but the validation split's 45 nodes get only 45 of 300 * 0.15
+        (dict(n_instances=303), None),
+        (dict(n_instances=302), r"^n_instances = 302: the validation split has 46 nodes but only 45 instances"),
+    ],
+)
+def test_cities_the_generator_cannot_build_are_rejected_up_front(overrides, message):
+    from gentwin.topology import generate_dataset
+
+    if message is None:  # a borderline city that is accepted is also generated
+        settings = resolve("paper", **overrides)
+        assert generate_dataset(settings.topology).counts()["instances"] == overrides["n_instances"]
+        return
+    with pytest.raises(ConfigError, match=message):
+        resolve("paper", **overrides)
+
+
+def test_generator_rules_match_the_generator_at_every_small_size():
+    # the check accepts exactly the cities the generator builds (both directions can fail)
+    from gentwin.topology import TopologyError, generate_dataset
+
+    for services in (1, 2, 3):
+        for gateways in range(services, 5):
+            for sensors in (1, 2, 3, 4, 6):
+                for links in (0, 1):
+                    cfg = config.TopologyConfig(n_services=services, n_gateways=gateways, n_sensors=sensors,
+                                                n_gateway_links=links, n_instances=12)
+                    try:
+                        config.check_generator_rules(cfg)
+                        accepted = True
+                    except ConfigError:
+                        accepted = False
+                    try:
+                        generate_dataset(cfg)
+                        built = True
+                    except TopologyError:
+                        built = False
+                    assert accepted == built, (services, gateways, sensors, links)
+
+
+def test_replace_checks_the_generator_rules_too():
+    with pytest.raises(ConfigError, match="gets no node"):
+        resolve("quick").replace(n_services=1, n_gateways=1, n_sensors=1, n_gateway_links=0)
