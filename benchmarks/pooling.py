@@ -6,7 +6,7 @@ paper's proportions (1 gateway per 5 sensors, 10/3 log instances per node,
 from the raw log: presence (eq. 1), N_i and priorities (eq. 3), pools (eq. 4),
 node and pool weights and W_C (eqs. 5-6) and α against the previous step
 (eq. 7).  The same step is timed with the plain per-node loops of
-``gentwin.pooling._reference_pools`` / ``_reference_alpha``; both must give
+``tests/pooling_oracle.py`` (``reference_pools`` / ``reference_alpha``); both must give
 identical pools (and the same priorities, weights and α), which is checked
 wherever both ran.
 
@@ -23,17 +23,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from gentwin.pooling import (
-    _reference_alpha,
-    _reference_pools,
     observation_counts,
     pool_arrays,
     presence,
     update_trigger,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the plain-loop oracles live with the tests
+from pooling_oracle import reference_alpha, reference_pools  # noqa: E402
 
 TARGET_S = 1.0  # the target for 10^6 nodes on the 2-core machine
 
@@ -63,9 +65,9 @@ def vectorised_step(d: dict, prev_wc: np.ndarray, upto: int):
 
 
 def loop_step(lists: dict, prev_wc: list, upto: int):
-    ref = _reference_pools(lists["node_index"][:upto], lists["present"][:upto], lists["kinds"], lists["degree"],
+    ref = reference_pools(lists["node_index"][:upto], lists["present"][:upto], lists["kinds"], lists["degree"],
                            lists["owned"], lists["M"])
-    return ref, _reference_alpha(prev_wc, ref["weight_matrix"], "nodes")
+    return ref, reference_alpha(prev_wc, ref["weight_matrix"], "nodes")
 
 
 def best_of(fn, repeats: int):
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         row = dict(n=n, m=m, vec=t_vec, loop=None, same=None)
         if n <= args.loop_max:
             lists = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
-            prev_ref = _reference_pools(lists["node_index"][:upto], lists["present"][:upto], lists["kinds"],
+            prev_ref = reference_pools(lists["node_index"][:upto], lists["present"][:upto], lists["kinds"],
                                         lists["degree"], lists["owned"], lists["M"])
             t_loop, (ref, al_ref) = best_of(lambda: loop_step(lists, prev_ref["weight_matrix"], m),
                                             1 if n >= 10**5 else args.repeats)

@@ -1,40 +1,14 @@
-"""Priority Pooling: eqs. (1)-(7) and Algorithm 1 lines 1-8 (Section II.B.1).
+"""Priority Pooling, eqs. (1)-(7) and Algorithm 1 lines 1-8 of the paper (Section II.B.1), and the training orders it gives.
 
-Priority Pooling ranks the device nodes of the IoT topology (sensors and
-gateways) so the most important relations reach the model first.  Every
-equation is one small, pure, vectorised function on numpy arrays; the
-:class:`PriorityPool` object runs them step by step over the sensor log and
-keeps the history; :func:`training_order` and :func:`pool_snapshot` are what
-the other modules call.
-
-Readings chosen (each is pinned by a test and listed on the errata page)
-------------------------------------------------------------------------
-* **Time and steps.**  "Up to time t" means the log instances with index
-  ``< t``.  A *step* of :class:`PriorityPool` consumes a window of
-  consecutive instances (``pool_window`` in :mod:`gentwin.config`).
-* **Eq. (1)** ``⊥_i(t)`` is the ``present`` flag of node i's latest instance
-  up to t.  A node with no instance yet is *unseen*: ``⊥ = 0``, no priority is
-  calculated for it and it belongs to no pool.
-* **Eq. (3)** ``p_i = ⊥_i N_i / M`` (READING point 1).  ``M`` is the number of
-  unique relations whose head is a sensor or a gateway
-  (``len(set(topology.device_relations()))``, 580 in the paper's data set).
-  ``N_i`` counts node i's own relations (those it is the head of, so that
-  ``Σ_i N_i = M`` once every node has been seen) revealed by the log up to t:
-  ``relation_count="unique"`` counts each once the node has appeared;
-  ``"occurrences"`` counts them once per instance of the node.
-* **Eq. (4)** ``Avg(p)`` is the mean over the nodes seen so far ("all
-  calculated p_i values").  ``band="corrected"`` (default) uses
-  ``Avg/2 < p <= 3Avg/4`` for P_M; ``band="paper"`` keeps the printed
-  ``3Avg/4 <= p < Avg/2``, which is empty, so nodes with
-  ``Avg/2 < p <= 3Avg/4`` fall in no pool.
-* **Eq. (5)** ``n`` is the number of device nodes in the topology.
-* **Eq. (6)** ``pool_weight="degree"``: ``W_p = (1/n) Σ_{i∈p} (1 + d_i)``
-  with ``d_i = 0`` for sensors; ``"sum_w"``: ``W_p = Σ_{i∈p} w_i``.
-  ``W_C`` stacks, per pool, the n-vector of the nodes' contributions to W_p.
-* **Eq. (7)** ``alpha_reading="nodes"`` (default): ``α_p`` is the L1 change
-  of pool p's row of ``W_C`` (the lower-case ``w_{p_i}`` of the paper: the
-  weight values in the pool), so any change of a pool's weighted contents
-  triggers an update; ``"pool"``: ``α_p = |W_p(t) - W_p(t+1)|``.
+Every equation is one small, pure, vectorised function on numpy arrays;
+:class:`PriorityPool` runs them step by step over the sensor log and keeps the
+history; :func:`pool_snapshot` and :func:`training_order` are what the other
+modules call, and :func:`pool_history` / :func:`band_table` the analyses the
+pooling chapter shows.  The readings chosen where the paper is open (time and
+steps, the sum in eq. (3), the printed band of eq. (4), eqs. (6) and (7)) are
+the parameters ``pool_window``, ``relation_count``, ``band``, ``pool_weight``
+and ``alpha_reading`` of :class:`gentwin.config.PoolingConfig`; each is
+explained, with the test that pins it, on the errata page.
 
 Examples
 --------
@@ -50,55 +24,35 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .topology import DataSet, Instance, Topology
+from .checks import check_choice, check_int, check_real
+from .config import field_spec
+from .progress import progress
+from .topology import DataSet, Instance, Topology, generate_dataset
 
 __all__ = [
-    "POOLS",
-    "BANDS",
-    "POOL_WEIGHTS",
-    "ALPHA_READINGS",
-    "RELATION_COUNTS",
-    "ORDERS",
-    "PoolingError",
-    "presence",
-    "observation_counts",
-    "key_value_pairs",
-    "relation_counts",
-    "priority",
-    "pool_bounds",
-    "assign_pools",
-    "node_weights",
-    "pool_contributions",
-    "pool_weights",
-    "weight_matrix",
-    "update_trigger",
-    "TopologyArrays",
-    "topology_arrays",
-    "encode_instances",
-    "PoolArrays",
-    "pool_arrays",
-    "PoolSnapshot",
-    "alpha",
-    "PriorityPool",
-    "pool_snapshot",
-    "training_order",
-    "pool_labels",
+    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "ORDERS", "NO_POOL", "PoolingError",
+    "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
+    "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
+    "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot",
+    "alpha", "PriorityPool", "pool_snapshot", "training_order", "pool_labels", "pool_history", "band_table",
+    "centrality_gap", "order_heads",
 ]
 
 #: Pool names in the order of the rows of W_C (high, medium, low priority).
 POOLS: tuple[str, ...] = ("H", "M", "L")
-BANDS: tuple[str, ...] = ("corrected", "paper")
-POOL_WEIGHTS: tuple[str, ...] = ("degree", "sum_w")
-ALPHA_READINGS: tuple[str, ...] = ("nodes", "pool")
-RELATION_COUNTS: tuple[str, ...] = ("unique", "occurrences")
-ORDERS: tuple[str, ...] = ("priority", "weight", "random")
-DEVICE_KINDS: tuple[str, ...] = ("sensor", "gateway")
+# The readings' choices are declared once, with their help text, in gentwin.config.
+BANDS: tuple[str, ...] = field_spec("band").choices
+POOL_WEIGHTS: tuple[str, ...] = field_spec("pool_weight").choices
+ALPHA_READINGS: tuple[str, ...] = field_spec("alpha_reading").choices
+RELATION_COUNTS: tuple[str, ...] = field_spec("relation_count").choices
+ORDERS: tuple[str, ...] = field_spec("order").choices
 #: Code of a node that belongs to no pool (unseen, or in the gap of the printed eq. (4)).
 NO_POOL = -1
 
@@ -107,19 +61,8 @@ class PoolingError(ValueError):
     """Inputs of Priority Pooling are inconsistent or out of range."""
 
 
-# ---------------------------------------------------------------------------
-# Validation helpers
-# ---------------------------------------------------------------------------
-
-
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise PoolingError(f"{name} = {value!r}: must be one of {', '.join(map(repr, choices))}")
-    return value
-
-
-def _show(x: np.ndarray, k: int) -> str:
-    return repr(x.flat[k].item())
+    return check_choice(name, value, choices, error=PoolingError)
 
 
 def _vector(name: str, x, *, integer: bool = False) -> np.ndarray:
@@ -132,27 +75,23 @@ def _vector(name: str, x, *, integer: bool = False) -> np.ndarray:
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise PoolingError(f"{name}: must hold numbers (got dtype {a.dtype})")
     if np.issubdtype(a.dtype, np.floating):
-        bad = ~np.isfinite(a)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise PoolingError(f"{name}[{k}] = {_show(a, k)}: must be a finite number")
+        checks = [(~np.isfinite(a), "a finite number")] + ([(a != np.floor(a), "a whole number")] if integer else [])
+        for bad, what in checks:
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise PoolingError(f"{name}[{k}] = {a[k].item()!r}: must be {what}")
         if integer:
-            frac = a != np.floor(a)
-            if frac.any():
-                k = int(np.flatnonzero(frac)[0])
-                raise PoolingError(f"{name}[{k}] = {_show(a, k)}: must be a whole number")
             a = a.astype(np.int64)
     if a.size and a.min() < 0:
         k = int(np.argmin(a))
-        raise PoolingError(f"{name}[{k}] = {_show(a, k)}: must be >= 0")
+        raise PoolingError(f"{name}[{k}] = {a[k].item()!r}: must be >= 0")
     return a
 
 
 def _same_length(**arrays: np.ndarray) -> int:
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"len({k}) = {v}" for k, v in lengths.items())
-        raise PoolingError(f"lengths disagree: {shown}")
+        raise PoolingError("lengths disagree: " + ", ".join(f"len({k}) = {v}" for k, v in lengths.items()))
     return next(iter(lengths.values()))
 
 
@@ -161,11 +100,9 @@ def _kinds(kinds) -> tuple[np.ndarray, np.ndarray]:
     k = np.asarray(kinds)
     if k.ndim != 1:
         raise PoolingError(f"kinds: must be a 1-D array (got shape {k.shape})")
-    is_s = k == "sensor"
-    is_g = k == "gateway"
-    bad = ~(is_s | is_g)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
+    is_s, is_g = k == "sensor", k == "gateway"
+    if (~(is_s | is_g)).any():
+        j = int(np.flatnonzero(~(is_s | is_g))[0])
         raise PoolingError(f"kinds[{j}] = {str(k[j])!r}: must be 'sensor' or 'gateway' (eqs. 2, 5)")
     return is_s, is_g
 
@@ -181,25 +118,29 @@ def _pool_codes(pools) -> np.ndarray:
     return c
 
 
-# ---------------------------------------------------------------------------
-# Eq. (1): presence
-# ---------------------------------------------------------------------------
+def _node_index(node_index, n: int) -> np.ndarray:
+    check_int("n", n, low=0, error=PoolingError)
+    idx = np.asarray(node_index)
+    if idx.size == 0:
+        return idx.astype(np.int64).reshape(0)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise PoolingError(f"node_index: must be a 1-D integer array (got {idx.dtype}, shape {idx.shape})")
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise PoolingError(f"node_index[{j}] = {int(idx[j])}: must be in [0, {n}) (n = {n})")
+    return idx.astype(np.int64, copy=False)
 
 
 def presence(node_index, present, n: int) -> np.ndarray:
     """Eq. (1): presence coefficient ⊥_i of every node, from a time-ordered log.
 
-    Paper: ``⊥ = 1`` if the node is active, ``⊥ = 0`` otherwise.  Reading: the
-    log records one observation per instance; node i's ⊥ at time t is the
-    ``present`` flag of its *latest* instance among those given (they must be
-    in time order).  A node without any instance has ``⊥ = 0``.
+    Paper: ``⊥ = 1`` if the node is active, ``⊥ = 0`` otherwise.  Reading: node
+    i's ⊥ is the ``present`` flag of its *latest* instance among those given
+    (in time order); a node without any instance has ``⊥ = 0``.
+    ``node_index`` (m integers in 0..n-1) gives the node of each instance and
+    ``present`` (m booleans) its flag.  Returns n values 0 or 1 (int8).
 
-    ``node_index`` (m integers) gives the node (position 0..n-1) of each
-    instance, in time order, and ``present`` (m booleans) its presence flag;
-    ``n`` is the number of nodes.  Returns n values 0 or 1 (int8).
-
-    Examples
-    --------
     Node 0 seen present then absent, node 1 present, node 2 never seen:
 
     >>> presence([0, 1, 0], [True, True, False], 3).tolist()
@@ -223,36 +164,13 @@ def presence(node_index, present, n: int) -> np.ndarray:
     return out
 
 
-def _node_index(node_index, n: int) -> np.ndarray:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise PoolingError(f"n = {n!r}: must be a whole number >= 0")
-    idx = np.asarray(node_index)
-    if idx.size == 0:
-        return idx.astype(np.int64).reshape(0)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise PoolingError(f"node_index: must be a 1-D integer array (got {idx.dtype}, shape {idx.shape})")
-    bad = (idx < 0) | (idx >= n)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise PoolingError(f"node_index[{j}] = {int(idx[j])}: must be in [0, {n}) (n = {n})")
-    return idx.astype(np.int64, copy=False)
-
-
 def observation_counts(node_index, n: int) -> np.ndarray:
-    """How many instances of each node the log holds (c_i; 0 means unseen).
-
-    Used by eq. (3)'s ``N_i`` and to tell seen from unseen nodes for eq. (4).
+    """How many instances of each node the log holds (c_i; 0 means unseen), for eqs. (3)-(4).
 
     >>> observation_counts([0, 1, 0], 3).tolist()
     [2, 1, 0]
     """
-    idx = _node_index(node_index, n)
-    return np.bincount(idx, minlength=n).astype(np.int64)
-
-
-# ---------------------------------------------------------------------------
-# Eq. (2): (k, v) pairs
-# ---------------------------------------------------------------------------
+    return np.bincount(_node_index(node_index, n), minlength=n).astype(np.int64)
 
 
 def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | None], degree) -> list[tuple]:
@@ -260,13 +178,9 @@ def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | N
 
     Paper: ``k = [:s], v = {s_ID, g_s}`` for a sensor (its id and its
     gateway's id); ``k = [:gw], v = {g_ID, d_i}`` for a gateway (its id and the
-    number of sensors connected to it).
+    number of sensors connected to it).  Returns ``(key, value)`` per node with
+    value ``(id, gateway id)`` or ``(id, d_i)``.
 
-    Returns a list of ``(key, value)`` with value ``(id, gateway id)`` or
-    ``(id, d_i)``.
-
-    Examples
-    --------
     >>> key_value_pairs(["S1", "G1"], ["sensor", "gateway"], ["G1", None], [0, 1])
     [('[:s]', ('S1', 'G1')), ('[:gw]', ('G1', 1))]
     """
@@ -276,31 +190,20 @@ def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | N
                  gateway_of=np.asarray(gateway_of, dtype=object), degree=d)
     out: list[tuple] = []
     for j, (nid, sensor, gw, dj) in enumerate(zip(node_ids, is_s, gateway_of, d)):
-        if sensor:
-            if not gw:
-                raise PoolingError(f"gateway_of[{j}] = {gw!r}: sensor {nid!r} needs its gateway's id (eq. 2)")
-            out.append(("[:s]", (nid, gw)))
-        else:
-            out.append(("[:gw]", (nid, int(dj))))
+        if sensor and not gw:
+            raise PoolingError(f"gateway_of[{j}] = {gw!r}: sensor {nid!r} needs its gateway's id (eq. 2)")
+        out.append(("[:s]", (nid, gw)) if sensor else ("[:gw]", (nid, int(dj))))
     return out
-
-
-# ---------------------------------------------------------------------------
-# Eq. (3): priority
-# ---------------------------------------------------------------------------
 
 
 def relation_counts(owned, observations, reading: str = "unique") -> np.ndarray:
     """Eq. (3)'s N_i: node i's relations revealed by the log up to t.
 
-    Paper: "N_i is the number of relations for the i-th node" over the
-    instances ``i <= m``.  Reading (READING point 1): ``owned[i]`` is the number
-    of relations of S and Gw whose head is node i; ``"unique"`` gives
-    ``N_i = owned_i`` once node i has at least one instance (0 before);
-    ``"occurrences"`` gives ``N_i = owned_i * c_i`` (counted per instance).
+    ``owned[i]`` is the number of relations of S and Gw that are node i's (see
+    :func:`topology_arrays`); ``"unique"`` gives ``N_i = owned_i`` once node i
+    has at least one instance (0 before); ``"occurrences"`` gives
+    ``N_i = owned_i * c_i`` (counted per instance).
 
-    Examples
-    --------
     >>> relation_counts([2, 1, 2], [3, 1, 0]).tolist()
     [2, 1, 0]
     >>> relation_counts([2, 1, 2], [3, 1, 0], "occurrences").tolist()
@@ -310,47 +213,35 @@ def relation_counts(owned, observations, reading: str = "unique") -> np.ndarray:
     r = _vector("owned", owned, integer=True)
     c = _vector("observations", observations, integer=True)
     _same_length(owned=r, observations=c)
-    if reading == "unique":
-        return np.where(c > 0, r, 0).astype(np.int64)
-    return (r * c).astype(np.int64)
+    return (np.where(c > 0, r, 0) if reading == "unique" else r * c).astype(np.int64)
 
 
 def priority(relations, presence, n_relations: int) -> np.ndarray:
     """Eq. (3): priority ``p_i = ⊥_i N_i / M`` of each node at time t.
 
-    Paper: ``p_it = (Σ_i N_i) ⊥_i / M``.  Taken literally the sum runs over all
-    nodes and gives ``M``, so every active node would get ``p = 1``; the
-    reading used is ``p_i = ⊥_i N_i / M`` with N_i from :func:`relation_counts`
-    and M the number of unique relations of S and Gw.
+    Paper: ``p_it = (Σ_i N_i) ⊥_i / M``; summed over all nodes the numerator
+    is ``M`` and every active node would get ``p = 1``, so the per-node count
+    N_i of :func:`relation_counts` is used; M is the number of unique relations
+    of S and Gw.
 
-    Examples
-    --------
     >>> priority([2, 1, 2], [1, 1, 0], 13).round(4).tolist()
     [0.1538, 0.0769, 0.0]
     """
-    if isinstance(n_relations, bool) or not isinstance(n_relations, (int, np.integer, float)) or not (
-        math.isfinite(n_relations) and n_relations > 0
-    ):
-        raise PoolingError(f"n_relations (M) = {n_relations!r}: must be > 0 (the topology has no relations of S, Gw)")
+    m = check_real("n_relations (M)", n_relations, low=0, low_open=True, error=PoolingError)
     N = _vector("relations", relations)
     perp = _vector("presence", presence, integer=True)
     _same_length(relations=N, presence=perp)
     if perp.size and perp.max() > 1:
         j = int(np.argmax(perp))
         raise PoolingError(f"presence[{j}] = {int(perp[j])}: must be 0 or 1 (eq. 1)")
-    return (perp * N) / float(n_relations)
-
-
-# ---------------------------------------------------------------------------
-# Eq. (4): pools
-# ---------------------------------------------------------------------------
+    return (perp * N) / m
 
 
 def pool_bounds(priority_values, seen=None) -> tuple[float, float, float]:
-    """Avg(p), Avg/2 and 3Avg/4 of eq. (4), over the seen nodes.
+    """Avg(p), Avg/2 and 3Avg/4 of eq. (4), over the seen nodes (all 0 when none is seen).
 
-    The mean is exactly rounded (``math.fsum``) so that every implementation
-    draws the same boundaries.  With no seen node all three are 0.
+    The mean is exactly rounded (``math.fsum``) so every implementation draws
+    the same boundaries.
 
     >>> pool_bounds([0.3, 0.1, 0.0, 0.9], [True, True, True, False])
     (0.13333333333333333, 0.06666666666666667, 0.1)
@@ -369,22 +260,14 @@ def assign_pools(priority_values, seen=None, band: str = "corrected", *,
                  bounds: tuple[float, float, float] | None = None) -> np.ndarray:
     """Eq. (4): the pool of each node (0 = P_H, 1 = P_M, 2 = P_L, -1 = none).
 
-    Paper::
+    Paper: ``P_H = {p > 3Avg/4}``, ``P_M = {3Avg/4 <= p < Avg/2}``,
+    ``P_L = {p <= Avg/2}``.  ``band="paper"`` applies this as printed: P_M is
+    empty and nodes with ``Avg/2 < p <= 3Avg/4`` get no pool.
+    ``band="corrected"`` uses ``Avg/2 < p <= 3Avg/4`` for P_M, so the pools
+    partition the seen nodes.  Unseen nodes get no pool and do not enter Avg.
+    ``bounds`` passes :func:`pool_bounds` when already known.
 
-        P_H = {p > 3Avg(p)/4}
-        P_M = {3Avg(p)/4 <= p < Avg(p)/2}
-        P_L = {p <= Avg(p)/2}
-
-    ``band="paper"`` applies this as printed: P_M can never hold a node and
-    nodes with ``Avg/2 < p <= 3Avg/4`` get no pool.  ``band="corrected"``
-    (default) uses ``Avg/2 < p <= 3Avg/4`` for P_M, so the three pools
-    partition the seen nodes.  Unseen nodes (``seen`` False) get no pool and do
-    not enter Avg(p).  ``bounds`` passes :func:`pool_bounds` when already known.
-
-    Examples
-    --------
-    Over the four seen nodes Avg = 0.4, Avg/2 = 0.2, 3Avg/4 = 0.3 (the last
-    node is unseen):
+    Over the four seen nodes Avg = 0.4, Avg/2 = 0.2, 3Avg/4 = 0.3:
 
     >>> assign_pools([1.1, 0.3, 0.2, 0.0, 0.5], [True, True, True, True, False]).tolist()
     [0, 1, 2, 2, -1]
@@ -396,71 +279,54 @@ def assign_pools(priority_values, seen=None, band: str = "corrected", *,
     s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
     _, half, three_q = pool_bounds(p, s) if bounds is None else bounds
     out = np.full(p.size, NO_POOL, dtype=np.int8)
-    high = p > three_q
-    low = p <= half
-    if band == "corrected":
-        mid = ~high & ~low
-    else:  # as printed: 3Avg/4 <= p < Avg/2, empty because Avg/2 <= 3Avg/4
-        mid = (p >= three_q) & (p < half)
-    out[low] = 2
-    out[mid] = 1
-    out[high] = 0
+    high, low = p > three_q, p <= half
+    # as printed the medium band is 3Avg/4 <= p < Avg/2, empty because Avg/2 <= 3Avg/4
+    mid = (~high & ~low) if band == "corrected" else (p >= three_q) & (p < half)
+    out[low], out[mid], out[high] = 2, 1, 0
     out[~s] = NO_POOL
     return out
 
 
-# ---------------------------------------------------------------------------
-# Eqs. (5)-(6): weights
-# ---------------------------------------------------------------------------
-
-
-def _degrees(kinds, degree) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    is_s, is_g = _kinds(kinds)
+def _degrees(kinds, degree) -> tuple[np.ndarray, np.ndarray]:
+    is_s, _ = _kinds(kinds)
     d = _vector("degree", degree, integer=True)
     _same_length(kinds=is_s, degree=d)
-    wrong = is_s & (d != 0)
-    if wrong.any():
-        j = int(np.flatnonzero(wrong)[0])
+    if (is_s & (d != 0)).any():
+        j = int(np.flatnonzero(is_s & (d != 0))[0])
         raise PoolingError(f"degree[{j}] = {int(d[j])}: a sensor has d_i = 0 (only gateways have sensors)")
     if d.size == 0:
         raise PoolingError("kinds: the topology has no device nodes (n = 0)")
-    return is_s, is_g, d
-
-
-def node_weights(kinds, degree) -> np.ndarray:
-    """Eq. (5): node weight ``w_i = 1/n`` for a sensor, ``d_i/n`` for a gateway.
-
-    ``n`` is the number of device nodes (``len(kinds)``) and ``d_i`` the number
-    of sensors connected to gateway i.  On the graph whose edges are the
-    sensor-gateway connections this is networkx's degree centrality times
-    ``(n - 1)/n``: networkx divides the degree by ``n - 1``, eq. (5) by ``n``.
-
-    Examples
-    --------
-    >>> node_weights(["sensor", "sensor", "gateway"], [0, 0, 2]).round(4).tolist()
-    [0.3333, 0.3333, 0.6667]
-    """
-    is_s, _, d = _degrees(kinds, degree)
-    return _weights(is_s, d)
+    return is_s, d
 
 
 def _weights(is_s: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.where(is_s, 1.0, d.astype(float)) / d.size
 
 
-def _contributions(is_s: np.ndarray, d: np.ndarray, reading: str, w: np.ndarray | None = None) -> np.ndarray:
-    if reading == "sum_w":
-        return _weights(is_s, d) if w is None else w
-    return (1.0 + d) / d.size
+def _contributions(is_s: np.ndarray, d: np.ndarray, reading: str) -> np.ndarray:
+    return _weights(is_s, d) if reading == "sum_w" else (1.0 + d) / d.size
+
+
+def node_weights(kinds, degree) -> np.ndarray:
+    """Eq. (5): node weight ``w_i = 1/n`` for a sensor, ``d_i/n`` for a gateway.
+
+    ``n`` is the number of device nodes and ``d_i`` the number of sensors
+    connected to gateway i.  On the graph of sensor-gateway connections this is
+    networkx's degree centrality times ``(n - 1)/n`` (networkx divides by n - 1).
+
+    >>> node_weights(["sensor", "sensor", "gateway"], [0, 0, 2]).round(4).tolist()
+    [0.3333, 0.3333, 0.6667]
+    """
+    return _weights(*_degrees(kinds, degree))
 
 
 def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
     """Each node's term in eq. (6), so that ``W_p`` is their sum over the pool.
 
     Paper: ``W_p = 1/n Σ_i 1 + d_i``.  ``"degree"`` reads it as
-    ``(1/n) Σ_{i∈p} (1 + d_i)`` with ``d_i = 0`` for sensors, giving
-    ``(1 + d_i)/n``; ``"sum_w"`` reads it as the sum of the eq. (5) weights,
-    giving ``w_i``.  They differ by ``1/n`` per gateway.
+    ``(1/n) Σ_{i∈p} (1 + d_i)`` (``d_i = 0`` for sensors), giving
+    ``(1 + d_i)/n``; ``"sum_w"`` as the sum of the eq. (5) weights, giving
+    ``w_i``.  They differ by ``1/n`` per gateway.
 
     >>> pool_contributions(["sensor", "gateway"], [0, 3]).tolist()
     [0.5, 2.0]
@@ -468,15 +334,11 @@ def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
     [0.5, 1.5]
     """
     _choice("pool_weight", reading, POOL_WEIGHTS)
-    is_s, _, d = _degrees(kinds, degree)
-    return _contributions(is_s, d, reading)
+    return _contributions(*_degrees(kinds, degree), reading)
 
 
 def pool_weights(pools, contributions) -> np.ndarray:
-    """Eq. (6): pool weights ``(W_H, W_M, W_L)`` (the vector W_p).
-
-    ``W_p = Σ_{i∈p} u_i`` with ``u`` from :func:`pool_contributions`; nodes in
-    no pool add nothing.
+    """Eq. (6): pool weights ``(W_H, W_M, W_L)``, ``W_p = Σ_{i∈p} u_i``; nodes in no pool add nothing.
 
     >>> pool_weights([0, 0, 2, -1], [0.25, 0.5, 0.25, 0.25]).tolist()
     [0.75, 0.0, 0.25]
@@ -490,9 +352,8 @@ def pool_weights(pools, contributions) -> np.ndarray:
 def weight_matrix(pools, contributions) -> np.ndarray:
     """Eq. (6): the stacked weight matrix ``W_C`` (3 x n; rows P_H, P_M, P_L).
 
-    Paper: ``W_C = ∪_{i=1}^{3} W_{p_i}``.  Row p holds node i's contribution
-    ``u_i`` when i is in pool p and 0 otherwise, so the row sums are the W_p of
-    :func:`pool_weights`.
+    Paper: ``W_C = ∪_{i=1}^{3} W_{p_i}``.  Row p holds node i's term ``u_i``
+    when i is in pool p and 0 otherwise, so the row sums are the W_p.
 
     >>> weight_matrix([0, 2, -1], [0.5, 0.25, 0.25]).tolist()
     [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
@@ -506,26 +367,15 @@ def weight_matrix(pools, contributions) -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------------------
-# Eq. (7): update trigger
-# ---------------------------------------------------------------------------
-
-
 def update_trigger(previous, new, reading: str = "nodes") -> np.ndarray:
-    """Eq. (7): the update trigger α of each pool between two steps.
+    """Eq. (7): the update trigger α of each pool between two W_C matrices (3 x n, same node order).
 
-    Paper: ``α_i = |Δ(w_{p_i(t)} - w_{p_i(t+1)})|``, "Δ checks for the changes
-    in the weight values for the i-th pool".  Both arguments are ``W_C``
-    matrices (3 x n, same node order, from :func:`weight_matrix`).
+    Paper: ``α_i = |Δ(w_{p_i(t)} - w_{p_i(t+1)})|``.  ``"nodes"`` (default)
+    reads ``w_{p_i}`` as the pool's row of W_C: ``α_p = Σ_i |ΔW_C[p, i]|``, 0
+    exactly when no node with a non-zero weight entered or left the pool;
+    ``"pool"`` as the pool weight: ``α_p = |ΔW_p|``, which misses two
+    equal-weight nodes swapping pools.
 
-    ``"nodes"`` (default) reads ``w_{p_i}`` as the pool's weight values, the
-    row of W_C: ``α_p = Σ_i |W_C(t)[p, i] - W_C(t+1)[p, i]|``.  It is 0 exactly
-    when no node with a non-zero weight entered or left the pool.
-    ``"pool"`` reads it as the pool weight: ``α_p = |W_p(t) - W_p(t+1)|``,
-    which misses two equal-weight nodes swapping pools.
-
-    Examples
-    --------
     A sensor (1/4) leaves P_H for P_L while a gateway (1/2) moves M -> H:
 
     >>> before = [[0.25, 0.0], [0.0, 0.5], [0.0, 0.0]]
@@ -536,8 +386,7 @@ def update_trigger(previous, new, reading: str = "nodes") -> np.ndarray:
     [0.25, 0.5, 0.25]
     """
     _choice("alpha_reading", reading, ALPHA_READINGS)
-    a = np.asarray(previous, dtype=float)
-    b = np.asarray(new, dtype=float)
+    a, b = np.asarray(previous, dtype=float), np.asarray(new, dtype=float)
     for name, x in (("previous", a), ("new", b)):
         if x.ndim != 2 or x.shape[0] != len(POOLS):
             raise PoolingError(f"{name}: must be a W_C matrix of shape (3, n) (got shape {x.shape})")
@@ -547,17 +396,10 @@ def update_trigger(previous, new, reading: str = "nodes") -> np.ndarray:
         out = np.abs(a.sum(axis=1) - b.sum(axis=1))
     else:
         diff = np.subtract(a, b)
-        np.abs(diff, out=diff)
-        out = diff.sum(axis=1)
+        out = np.abs(diff, out=diff).sum(axis=1)
     if not np.isfinite(out).all():  # a NaN or inf anywhere in either matrix ends up here
-        bad = "previous" if not np.isfinite(a.sum()) else "new"
-        raise PoolingError(f"{bad}: W_C holds a NaN or infinite value")
+        raise PoolingError(f"{'previous' if not np.isfinite(a.sum()) else 'new'}: W_C holds a NaN or infinite value")
     return out
-
-
-# ---------------------------------------------------------------------------
-# From a topology and a log to arrays
-# ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -574,17 +416,11 @@ class TopologyArrays:
 
 
 def topology_arrays(topology: Topology) -> TopologyArrays:
-    """Read the device nodes, d_i, owned relations and M of a topology.
-
-    Raises :class:`PoolingError` for a topology without device nodes or
-    without relations of S and Gw (M = 0).
-    """
+    """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0)."""
     devices = topology.devices()
     if not devices:
-        raise PoolingError(
-            f"topology: has no device nodes (sensors or gateways) among its {len(topology.nodes)} nodes; "
-            "eqs. (3)-(6) need n >= 1"
-        )
+        raise PoolingError(f"topology: has no device nodes (sensors or gateways) among its {len(topology.nodes)} "
+                           "nodes; eqs. (3)-(6) need n >= 1")
     rels = sorted(set(topology.device_relations()))
     if not rels:
         raise PoolingError("topology: has no relations of S and Gw (M = 0); eq. (3) divides by M")
@@ -594,15 +430,11 @@ def topology_arrays(topology: Topology) -> TopologyArrays:
     for r in rels:
         owned[index[r.head]] += 1
     deg = topology.gateway_degrees()
-    degree = np.array([deg.get(nid, 0) if n.kind == "gateway" else 0 for nid, n in zip(ids, devices)], dtype=np.int64)
     arrays = TopologyArrays(
-        node_ids=ids,
-        kinds=np.array([n.kind for n in devices]),
+        node_ids=ids, kinds=np.array([n.kind for n in devices]),
         gateway_of=tuple(n.gateway if n.kind == "sensor" else None for n in devices),
-        degree=degree,
-        owned=owned,
-        n_relations=len(rels),
-        index=index,
+        degree=np.array([deg.get(n.id, 0) if n.kind == "gateway" else 0 for n in devices], dtype=np.int64),
+        owned=owned, n_relations=len(rels), index=index,
     )
     for a in (arrays.kinds, arrays.degree, arrays.owned):
         a.setflags(write=False)
@@ -610,21 +442,15 @@ def topology_arrays(topology: Topology) -> TopologyArrays:
 
 
 def encode_instances(arrays: TopologyArrays, instances: Sequence[Instance]) -> tuple[np.ndarray, np.ndarray]:
-    """Node positions and presence flags of log instances (in the order given).
-
-    Raises :class:`PoolingError` when an instance names a node that is not a
-    device node of the topology.
-    """
+    """Node positions and presence flags of log instances (PoolingError for a node that is no device)."""
     idx = np.empty(len(instances), dtype=np.int64)
     pres = np.empty(len(instances), dtype=bool)
     for k, inst in enumerate(instances):
         pos = arrays.index.get(inst.node_id)
         if pos is None:
             raise PoolingError(
-                f"instance {inst.index}: node_id = {inst.node_id!r} is not a sensor or gateway of the topology"
-            )
-        idx[k] = pos
-        pres[k] = bool(inst.present)
+                f"instance {inst.index}: node_id = {inst.node_id!r} is not a sensor or gateway of the topology")
+        idx[k], pres[k] = pos, bool(inst.present)
     return idx, pres
 
 
@@ -644,23 +470,11 @@ class PoolArrays(NamedTuple):
     weight_matrix: np.ndarray  #: W_C, eq. (6)
 
 
-def pool_arrays(
-    observations,
-    presence_values,
-    kinds,
-    degree,
-    owned,
-    n_relations: int,
-    *,
-    band: str = "corrected",
-    pool_weight: str = "degree",
-    relation_count: str = "unique",
-) -> PoolArrays:
-    """Eqs. (3)-(6) for all nodes at once, from per-node counts and presence.
+def pool_arrays(observations, presence_values, kinds, degree, owned, n_relations: int, *, band: str = "corrected",
+                pool_weight: str = "degree", relation_count: str = "unique") -> PoolArrays:
+    """Eqs. (3)-(6) for all nodes at once, from per-node counts c_i and presence ⊥_i.
 
-    This is the vectorised core that :class:`PriorityPool` and the scaling
-    benchmark call; ``observations`` (c_i) and ``presence_values`` (⊥_i) come
-    from :func:`observation_counts` and :func:`presence`.
+    The vectorised core of :class:`PriorityPool` and of the scaling benchmark.
 
     >>> r = pool_arrays([1, 1, 0], [1, 1, 0], ["sensor", "gateway", "sensor"], [0, 1, 0], [2, 1, 2], 5)
     >>> r.priority.tolist(), r.pools.tolist(), r.pool_weights.round(4).tolist()
@@ -679,92 +493,11 @@ def pool_arrays(
     bounds = pool_bounds(p, seen)
     pools = assign_pools(p, seen, band, bounds=bounds)
     _choice("pool_weight", pool_weight, POOL_WEIGHTS)
-    is_s, _, d = _degrees(kinds, degree)  # validated once for eqs. (5) and (6)
-    w = _weights(is_s, d)
-    u = _contributions(is_s, d, pool_weight, w)
-    return PoolArrays(
-        observations=c, seen=seen, presence=perp.astype(np.int8), relations=N, priority=p, bounds=bounds,
-        pools=pools, weights=w, contributions=u, pool_weights=pool_weights(pools, u),
-        weight_matrix=weight_matrix(pools, u),
-    )
-
-
-def _reference_pools(
-    node_index: Sequence[int],
-    present: Sequence[bool],
-    kinds: Sequence[str],
-    degree: Sequence[int],
-    owned: Sequence[int],
-    n_relations: int,
-    band: str = "corrected",
-    pool_weight: str = "degree",
-    relation_count: str = "unique",
-) -> dict:
-    """Plain per-node Python loops over eqs. (1), (3)-(6): the cross-check.
-
-    Written independently of the vectorised functions (no numpy) so that tests
-    and ``benchmarks/pooling.py`` can compare both; it must give identical pools.
-    """
-    n = len(kinds)
-    counts = [0] * n
-    last = [0] * n
-    for k, i in enumerate(node_index):  # eq. (1): latest presence wins
-        counts[i] += 1
-        last[i] = 1 if present[k] else 0
-    prio = [0.0] * n
-    for i in range(n):  # eq. (3)
-        if counts[i] == 0:
-            N = 0
-        elif relation_count == "unique":
-            N = owned[i]
-        else:
-            N = owned[i] * counts[i]
-        prio[i] = (last[i] * N) / float(n_relations)
-    seen_p = [prio[i] for i in range(n) if counts[i] > 0]
-    avg = math.fsum(seen_p) / len(seen_p) if seen_p else 0.0
-    half, three_q = avg / 2.0, 3.0 * avg / 4.0
-    pools = [NO_POOL] * n
-    for i in range(n):  # eq. (4)
-        if counts[i] == 0:
-            continue
-        if prio[i] > three_q:
-            pools[i] = 0
-        elif prio[i] <= half:
-            pools[i] = 2
-        elif band == "corrected":
-            pools[i] = 1
-    W = [0.0, 0.0, 0.0]
-    wc = [[0.0] * n for _ in range(3)]
-    weights = [0.0] * n
-    for i in range(n):  # eqs. (5)-(6)
-        d = degree[i] if kinds[i] == "gateway" else 0
-        weights[i] = (1.0 if kinds[i] == "sensor" else float(d)) / n
-        u = weights[i] if pool_weight == "sum_w" else (1.0 + d) / n
-        if pools[i] >= 0:
-            W[pools[i]] += u
-            wc[pools[i]][i] = u
-    return {"presence": last, "observations": counts, "priority": prio, "pools": pools, "weights": weights,
-            "pool_weights": W, "weight_matrix": wc}
-
-
-def _reference_alpha(previous: Sequence[Sequence[float]], new: Sequence[Sequence[float]],
-                     reading: str = "nodes") -> list[float]:
-    """Eq. (7) with plain loops over the rows of two W_C matrices (the cross-check)."""
-    out = []
-    for row_a, row_b in zip(previous, new):
-        if reading == "pool":
-            out.append(abs(sum(row_a) - sum(row_b)))
-        else:
-            total = 0.0
-            for x, y in zip(row_a, row_b):
-                total += abs(x - y)
-            out.append(total)
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Snapshots, alpha, the stream
-# ---------------------------------------------------------------------------
+    is_s, d = _degrees(kinds, degree)  # validated once for eqs. (5) and (6)
+    u = _contributions(is_s, d, pool_weight)
+    return PoolArrays(observations=c, seen=seen, presence=perp.astype(np.int8), relations=N, priority=p,
+                      bounds=bounds, pools=pools, weights=_weights(is_s, d), contributions=u,
+                      pool_weights=pool_weights(pools, u), weight_matrix=weight_matrix(pools, u))
 
 
 def pool_labels(codes) -> tuple[str | None, ...]:
@@ -773,8 +506,7 @@ def pool_labels(codes) -> tuple[str | None, ...]:
     >>> pool_labels([0, 2, -1])
     ('H', 'L', None)
     """
-    c = _pool_codes(codes)
-    return tuple(POOLS[k] if k >= 0 else None for k in c.tolist())
+    return tuple(POOLS[k] if k >= 0 else None for k in _pool_codes(codes).tolist())
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -840,84 +572,54 @@ class PoolSnapshot:
         return {lab: int((self.pool_codes == k).sum()) for k, lab in enumerate(POOLS)}
 
     def kv_pairs(self) -> list[tuple]:
-        """Eq. (2) pairs of all nodes, in ``node_ids`` order."""
+        """Eq. (2) pairs of all nodes, in ``node_ids`` order (:func:`key_value_pairs`)."""
         return key_value_pairs(self.node_ids, list(self.kinds), self.gateway_of, self.degree)
 
     def table(self):
-        """One row per node with its eqs. (1)-(6) values (a ``pandas.DataFrame``)."""
+        """One row per node with its eqs. (1)-(6) values and presence state (a ``pandas.DataFrame``)."""
         import pandas as pd
 
         kv = self.kv_pairs()
-        return pd.DataFrame(
-            {
-                "node": self.node_ids,
-                "kind": self.kinds,
-                "k": [k for k, _ in kv],
-                "v": [str(v) for _, v in kv],
-                "instances": self.observations,
-                "presence": self.presence,
-                "N": self.relations,
-                "p": self.priority,
-                "pool": [p if p is not None else "none" for p in self.pool],
-                "w": self.weights,
-                "u": self.contributions,
-            }
-        )
+        state = np.where(~self.seen, "never seen", np.where(self.presence == 1, "active (⊥ = 1)", "inactive (⊥ = 0)"))
+        return pd.DataFrame({
+            "node": self.node_ids, "kind": self.kinds, "k": [k for k, _ in kv], "v": [str(v) for _, v in kv],
+            "instances": self.observations, "presence": self.presence, "state": state, "N": self.relations,
+            "p": self.priority, "pool": [p if p is not None else "none" for p in self.pool], "w": self.weights,
+            "u": self.contributions,
+        })
 
 
-def _snapshot(arrays: TopologyArrays, res: PoolArrays, *, n_instances: int, band: str, pool_weight: str,
-              alpha_reading: str, relation_count: str, upto: int | None = None) -> PoolSnapshot:
+def _snapshot(arrays: TopologyArrays, res: PoolArrays, *, n_instances: int, readings: dict,
+              upto: int | None = None) -> PoolSnapshot:
     return PoolSnapshot(
-        node_ids=arrays.node_ids,
-        kinds=tuple(arrays.kinds.tolist()),
-        gateway_of=arrays.gateway_of,
-        degree=_frozen(arrays.degree),
-        observations=_frozen(res.observations),
-        seen=_frozen(res.seen),
-        presence=_frozen(res.presence),
-        relations=_frozen(res.relations),
-        priority=_frozen(res.priority),
-        avg=float(res.bounds[0]),
-        pool=pool_labels(res.pools),
-        pool_codes=_frozen(res.pools),
-        weights=_frozen(res.weights),
-        contributions=_frozen(res.contributions),
+        node_ids=arrays.node_ids, kinds=tuple(arrays.kinds.tolist()), gateway_of=arrays.gateway_of,
+        degree=_frozen(arrays.degree), observations=_frozen(res.observations), seen=_frozen(res.seen),
+        presence=_frozen(res.presence), relations=_frozen(res.relations), priority=_frozen(res.priority),
+        avg=float(res.bounds[0]), pool=pool_labels(res.pools), pool_codes=_frozen(res.pools),
+        weights=_frozen(res.weights), contributions=_frozen(res.contributions),
         pool_weight_values={lab: float(v) for lab, v in zip(POOLS, res.pool_weights)},
-        weight_matrix=_frozen(res.weight_matrix),
-        n_relations=arrays.n_relations,
-        n_instances=n_instances,
-        band=band,
-        pool_weight=pool_weight,
-        alpha_reading=alpha_reading,
-        relation_count=relation_count,
-        upto=upto,
+        weight_matrix=_frozen(res.weight_matrix), n_relations=arrays.n_relations, n_instances=n_instances,
+        upto=upto, **readings,
     )
 
 
 def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> dict[str, float]:
-    """Eq. (7): the update trigger α of each pool from ``prev`` to ``new``.
+    """Eq. (7): the update trigger α of each pool from ``prev`` to ``new``, as ``{"H": α_H, ...}``.
 
-    Nodes are matched by id, so the two snapshots may come from topologies
-    that differ (a node deleted or added counts as leaving or entering its
-    pool).  ``reading`` defaults to ``new.alpha_reading``; see
-    :func:`update_trigger`.  Both snapshots must use the same eq. (6) reading.
-
-    Returns ``{"H": α_H, "M": α_M, "L": α_L}``.
+    Nodes are matched by id, so the snapshots may come from topologies that
+    differ (a node deleted or added counts as leaving or entering its pool).
+    ``reading`` defaults to ``new.alpha_reading`` (see :func:`update_trigger`);
+    both snapshots must use the same eq. (6) reading.
     """
-    reading = new.alpha_reading if reading is None else reading
-    _choice("reading", reading, ALPHA_READINGS)
+    reading = _choice("reading", new.alpha_reading if reading is None else reading, ALPHA_READINGS)
     if prev.pool_weight != new.pool_weight:
-        raise PoolingError(
-            f"pool_weight: prev uses {prev.pool_weight!r} and new uses {new.pool_weight!r}; "
-            "α compares weights of the same eq. (6) reading"
-        )
+        raise PoolingError(f"pool_weight: prev uses {prev.pool_weight!r} and new uses {new.pool_weight!r}; "
+                           "α compares weights of the same eq. (6) reading")
     if prev.node_ids == new.node_ids:
         a, b = prev.weight_matrix, new.weight_matrix
     else:
-        ids = list(dict.fromkeys(prev.node_ids + new.node_ids))
-        pos = {nid: k for k, nid in enumerate(ids)}
-        a = np.zeros((len(POOLS), len(ids)))
-        b = np.zeros((len(POOLS), len(ids)))
+        pos = {nid: k for k, nid in enumerate(dict.fromkeys(prev.node_ids + new.node_ids))}
+        a, b = np.zeros((len(POOLS), len(pos))), np.zeros((len(POOLS), len(pos)))
         a[:, [pos[i] for i in prev.node_ids]] = prev.weight_matrix
         b[:, [pos[i] for i in new.node_ids]] = new.weight_matrix
     return {lab: float(v) for lab, v in zip(POOLS, update_trigger(a, b, reading))}
@@ -926,38 +628,25 @@ def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> 
 class PriorityPool:
     """Algorithm 1, lines 1-8: Priority Pooling over a stream of log instances.
 
-    Line 1 initialises empty pools (``W_C = 0``) and ``α = 0``.  Each call of
-    :meth:`step` consumes the next window of instances (in time order), then
+    Line 1 initialises empty pools (``W_C = 0``) and ``α = 0``.  Each
+    :meth:`step` consumes the next window of instances (in time order) and
     runs lines 3-7: presence (eq. 1), (k, v) pairs and priorities (eqs. 2-3),
-    pools (eq. 4), weights (eqs. 5-6) and the update trigger α against the
-    current pools (eq. 7).  Line 2 ("if change in α"): when some α is > 0 the
-    new pools become the current ones and the pool ``version`` is bumped;
-    otherwise the version stays.  Every step is kept in ``history``.
+    pools (eq. 4), weights (eqs. 5-6) and α against the current pools (eq. 7).
+    Line 2 ("if change in α"): when some α > 0 the new pools become the current
+    ones and ``version`` is bumped.  Every step is kept in ``history``.
+    ``band``, ``pool_weight``, ``alpha_reading`` and ``relation_count`` choose
+    the readings of eqs. (4), (6), (7) and (3) (see :mod:`gentwin.config`).
 
-    ``topology`` is a ``gentwin.topology.Topology``; ``band``,
-    ``pool_weight``, ``alpha_reading`` and ``relation_count`` choose the
-    readings of eqs. (4), (6), (7) and (3) (see :mod:`gentwin.config`).
-
-    Examples
-    --------
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_dataset
     >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
-    >>> pp = PriorityPool(ds.topology)
-    >>> snaps = pp.run(ds.instances, window=20)
+    >>> snaps = PriorityPool(ds.topology).run(ds.instances, window=20)
     >>> [s.step for s in snaps], snaps[-1].n_instances
     ([1, 2, 3], 60)
     """
 
-    def __init__(
-        self,
-        topology: Topology,
-        *,
-        band: str = "corrected",
-        pool_weight: str = "degree",
-        alpha_reading: str = "nodes",
-        relation_count: str = "unique",
-    ) -> None:
+    def __init__(self, topology: Topology, *, band: str = "corrected", pool_weight: str = "degree",
+                 alpha_reading: str = "nodes", relation_count: str = "unique") -> None:
         self.band = _choice("band", band, BANDS)
         self.pool_weight = _choice("pool_weight", pool_weight, POOL_WEIGHTS)
         self.alpha_reading = _choice("alpha_reading", alpha_reading, ALPHA_READINGS)
@@ -973,6 +662,12 @@ class PriorityPool:
         self.history: list[PoolSnapshot] = []
 
     @property
+    def readings(self) -> dict[str, str]:
+        """The readings this pool runs with, as keyword arguments."""
+        return dict(band=self.band, pool_weight=self.pool_weight, alpha_reading=self.alpha_reading,
+                    relation_count=self.relation_count)
+
+    @property
     def current(self) -> PoolSnapshot | None:
         """The latest snapshot (None before the first step)."""
         return self.history[-1] if self.history else None
@@ -982,8 +677,7 @@ class PriorityPool:
         for inst in instances:
             if prev is not None and inst.index <= prev:
                 raise PoolingError(
-                    f"instances: index {inst.index} comes after index {prev}; the stream must be in time order"
-                )
+                    f"instances: index {inst.index} comes after index {prev}; the stream must be in time order")
             prev = inst.index
         idx, pres = encode_instances(self.arrays, instances)
         n = len(self.arrays.node_ids)
@@ -999,92 +693,59 @@ class PriorityPool:
         """Consume one window of instances and run Algorithm 1 lines 2-7."""
         self._consume(list(instances))
         a = self.arrays
-        res = pool_arrays(
-            self._counts, self._presence, a.kinds, a.degree, a.owned, a.n_relations,
-            band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count,
-        )
+        res = pool_arrays(self._counts, self._presence, a.kinds, a.degree, a.owned, a.n_relations,
+                          band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count)
         al = update_trigger(self._current_wc, res.weight_matrix, self.alpha_reading)
         updated = bool((al > 0).any())
         if updated:
             self.version += 1
             self._current_wc = res.weight_matrix
-        snap = _snapshot(a, res, n_instances=self._n_instances, band=self.band, pool_weight=self.pool_weight,
-                         alpha_reading=self.alpha_reading, relation_count=self.relation_count, upto=upto)
+        snap = _snapshot(a, res, n_instances=self._n_instances, readings=self.readings, upto=upto)
         snap = replace(snap, alpha={lab: float(v) for lab, v in zip(POOLS, al)}, step=len(self.history) + 1,
                        version=self.version, updated=updated)
         self.history.append(snap)
         return snap
 
-    def run(self, instances: Sequence[Instance], window: int, *, progress: bool = False) -> list[PoolSnapshot]:
-        """Step through ``instances`` in windows of ``window`` instances."""
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-            raise PoolingError(f"window = {window!r}: must be a whole number >= 1")
+    def run(self, instances: Sequence[Instance], window: int, *, show: bool = False) -> list[PoolSnapshot]:
+        """Step through ``instances`` in windows of ``window`` instances (a progress bar when ``show``)."""
+        window = check_int("window", window, low=1, error=PoolingError)
         items = list(instances)
-        starts = range(0, len(items), int(window))
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="priority pooling", leave=False)
         out = []
-        for s in starts:
-            chunk = items[s:s + int(window)]
+        for s in progress(range(0, len(items), window), desc="priority pooling", disable=not show, leave=False):
+            chunk = items[s:s + window]
             out.append(self.step(chunk, upto=chunk[-1].index + 1))
         return out
 
     def history_frame(self):
-        """The history in long form: one row per step and pool.
-
-        Columns: step, upto, instances, pool, size, W (eq. 6), alpha (eq. 7),
-        version, updated.
-        """
+        """The history in long form, one row per step and pool: step, upto, instances, pool, size, W
+        (eq. 6), alpha (eq. 7), version, updated."""
         import pandas as pd
 
-        rows = []
-        for s in self.history:
-            sizes = s.sizes()
-            for lab in POOLS:
-                rows.append({
-                    "step": s.step, "upto": s.upto, "instances": s.n_instances, "pool": lab, "size": sizes[lab],
-                    "W": s.pool_weight_values[lab], "alpha": (s.alpha or {}).get(lab, 0.0), "version": s.version,
-                    "updated": s.updated,
-                })
-        return pd.DataFrame(rows)
-
-    def order(self, instances: Sequence[Instance], by: str, seed: int) -> list[Instance]:
-        """``instances`` ordered by the current pools (see :func:`training_order`)."""
-        if self.current is None:
-            raise PoolingError("order: no step has run yet; call step() first")
-        return _order(self.current, self.arrays, list(instances), by, seed)
+        return pd.DataFrame([
+            {"step": s.step, "upto": s.upto, "instances": s.n_instances, "pool": lab, "size": s.sizes()[lab],
+             "W": s.pool_weight_values[lab], "alpha": (s.alpha or {}).get(lab, 0.0), "version": s.version,
+             "updated": s.updated}
+            for s in self.history for lab in POOLS
+        ])
 
 
-def pool_snapshot(
-    dataset: DataSet,
-    upto: int | None = None,
-    band: str = "corrected",
-    pool_weight: str = "degree",
-    *,
-    alpha_reading: str = "nodes",
-    relation_count: str = "unique",
-) -> PoolSnapshot:
-    """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto``.
+def pool_snapshot(dataset: DataSet, upto: int | None = None, band: str = "corrected", pool_weight: str = "degree",
+                  *, alpha_reading: str = "nodes", relation_count: str = "unique") -> PoolSnapshot:
+    """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None).
 
-    All instances when ``upto`` is None.  ``alpha`` of the result is None (no
-    previous step); compare two snapshots with :func:`alpha`.
+    ``alpha`` of the result is None (no previous step); compare two snapshots
+    with :func:`alpha`.
     """
-    if upto is not None and (isinstance(upto, bool) or not isinstance(upto, (int, np.integer)) or upto < 0):
-        raise PoolingError(f"upto = {upto!r}: must be None or a whole number >= 0")
+    if upto is not None:
+        check_int("upto", upto, low=0, error=PoolingError)
     chosen = sorted((i for i in dataset.instances if upto is None or i.index < upto), key=lambda i: i.index)
     pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
                       relation_count=relation_count)
-    snap = pp.step(chosen, upto=upto)
-    return replace(snap, alpha=None, step=None, version=None, updated=None)
+    return replace(pp.step(chosen, upto=upto), alpha=None, step=None, version=None, updated=None)
 
 
 def _order(snap: PoolSnapshot, arrays: TopologyArrays, instances: list[Instance], by: str, seed: int) -> list[Instance]:
-    _choice("by", by, ORDERS)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise PoolingError(f"seed = {seed!r}: must be a whole number")
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(check_int("seed", seed, error=PoolingError))
     m = len(instances)
     if by == "random":
         return [instances[k] for k in rng.permutation(m)]
@@ -1100,36 +761,25 @@ def _order(snap: PoolSnapshot, arrays: TopologyArrays, instances: list[Instance]
         pool_rank[np.argsort(-W, kind="stable")] = np.arange(len(POOLS))
         rank = np.where(codes >= 0, pool_rank[np.maximum(codes, 0)], len(POOLS))
         key = -snap.weights[idx]
-    order = np.lexsort((tie, key, rank))
-    return [instances[k] for k in order]
+    return [instances[k] for k in np.lexsort((tie, key, rank))]
 
 
-def training_order(
-    dataset: DataSet,
-    instances: Sequence[Instance],
-    by: str,
-    seed: int,
-    band: str = "corrected",
-    pool_weight: str = "degree",
-    *,
-    alpha_reading: str = "nodes",
-    relation_count: str = "unique",
-) -> list[Instance]:
+def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, seed: int, band: str = "corrected",
+                   pool_weight: str = "degree", *, alpha_reading: str = "nodes",
+                   relation_count: str = "unique") -> list[Instance]:
     """The given instances reordered for training by the pools of eqs. (4)-(6).
 
-    * ``by="priority"`` (selection by priority): P_H first, then P_M, then
-      P_L, then nodes in no pool; within a pool by p descending.
-    * ``by="weight"`` (selection by weight): pools by W_p descending (ties in
-      H, M, L order), nodes in no pool last; within a pool by w_i descending.
+    * ``by="priority"``: P_H first, then P_M, then P_L, then nodes in no pool;
+      within a pool by p descending.
+    * ``by="weight"``: pools by W_p descending (ties in H, M, L order), nodes in
+      no pool last; within a pool by w_i descending.
     * ``by="random"`` (no pooling): a seeded permutation.
 
     Remaining ties are broken by a permutation drawn from ``seed``.  The
-    priorities come from ``instances`` only (the topology gives the structure:
-    n, d_i, M), so the order never uses validation or test log records.  The
-    result is a permutation of ``instances`` (same objects).
+    priorities come from ``instances`` only (the topology gives n, d_i, M), so
+    the order never uses validation or test records.  The result is a
+    permutation of ``instances`` (same objects).
 
-    Examples
-    --------
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_dataset
     >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
@@ -1144,5 +794,68 @@ def training_order(
         return []
     pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
                       relation_count=relation_count)
-    snap = pp.step(sorted(items, key=lambda i: i.index))
-    return _order(snap, pp.arrays, items, by, seed)
+    return _order(pp.step(sorted(items, key=lambda i: i.index)), pp.arrays, items, by, seed)
+
+
+def band_table(dataset: DataSet, **readings):
+    """Pool sizes under both eq. (4) bands on the same priorities (a ``pandas.DataFrame``, one column per band).
+
+    Rows: the three pools, the seen nodes in no pool (the printed band's gap)
+    and the nodes never seen.
+    """
+    import pandas as pd
+
+    both = {b: pool_snapshot(dataset, **{**readings, "band": b}) for b in BANDS}
+    out = pd.DataFrame({b: {**s.sizes(), "no pool (seen)": int((s.seen & (s.pool_codes < 0)).sum()),
+                            "never seen": int((~s.seen).sum())} for b, s in both.items()})
+    out.index.name = "nodes in"
+    return out
+
+
+def pool_history(topology_config, seeds: int, window: int, **readings):
+    """Algorithm 1 run over the log of ``seeds`` data sets (data seeds ``data_seed``, ``data_seed + 1``, ...).
+
+    Returns ``(history, versions)``: the :meth:`PriorityPool.history_frame` of
+    every seed with a ``data_seed`` column, and the final pool version per seed.
+    """
+    import pandas as pd
+
+    frames, versions = [], {}
+    for k in range(check_int("seeds", seeds, low=1, error=PoolingError)):
+        seed = topology_config.data_seed + k
+        ds = generate_dataset(dataclasses.replace(topology_config, data_seed=seed))
+        pp = PriorityPool(ds.topology, **readings)
+        pp.run(ds.instances, window=window)
+        frames.append(pp.history_frame().assign(data_seed=seed))
+        versions[seed] = pp.version
+    return pd.concat(frames, ignore_index=True), versions
+
+
+def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
+    """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i.
+
+    c_i is taken on the graph of sensor-gateway connections; the gap is 0 up
+    to rounding when eq. (5) is degree centrality rescaled from n - 1 to n.
+    """
+    import networkx as nx
+
+    g = nx.Graph([(s.id, s.gateway) for s in topology.sensors()])
+    g.add_nodes_from(snapshot.node_ids)
+    centrality = nx.degree_centrality(g)
+    c = np.array([centrality[i] for i in snapshot.node_ids])
+    return float(np.abs(snapshot.weights - (snapshot.n - 1) / snapshot.n * c).max())
+
+
+def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, count: int = 8, **readings):
+    """The first ``count`` instances of each training order as "node (pool)" (a ``pandas.DataFrame``).
+
+    The pools are those of ``instances`` alone, as in :func:`training_order`.
+    """
+    import pandas as pd
+
+    items = list(instances)
+    snap = pool_snapshot(DataSet(dataset.topology, items), **readings)
+    pool_of = dict(zip(snap.node_ids, snap.pool))
+    return pd.DataFrame({by: [f"{i.node_id} ({pool_of[i.node_id] or '-'})"
+                              for i in training_order(dataset, items, by=by, seed=seed, **readings)[:count]]
+                         for by in ORDERS}, index=pd.RangeIndex(1, count + 1, name="position"))

@@ -15,8 +15,6 @@ from gentwin.pooling import (
     POOLS,
     PoolingError,
     PriorityPool,
-    _reference_alpha,
-    _reference_pools,
     alpha,
     assign_pools,
     key_value_pairs,
@@ -36,6 +34,7 @@ from gentwin.pooling import (
     weight_matrix,
 )
 from gentwin.topology import DataSet, Instance, Node, Relation, Topology, generate_dataset
+from pooling_oracle import reference_alpha, reference_pools
 
 # ---------------------------------------------------------------------------
 # The hand-worked example: 2 gateways, 5 sensors, one service
@@ -304,7 +303,7 @@ def test_vectorised_equals_per_node_loop(log, band, pool_weight, relation_count)
     kinds, degree, owned, M, idx, pres = log
     kw = dict(band=band, pool_weight=pool_weight, relation_count=relation_count)
     v = _vectorised(kinds, degree, owned, M, idx, pres, **kw)
-    ref = _reference_pools(idx, pres, kinds, degree, owned, M, **kw)
+    ref = reference_pools(idx, pres, kinds, degree, owned, M, **kw)
     assert v.pools.tolist() == ref["pools"]
     assert v.presence.tolist() == ref["presence"]
     assert v.priority.tolist() == ref["priority"]
@@ -312,10 +311,10 @@ def test_vectorised_equals_per_node_loop(log, band, pool_weight, relation_count)
     assert v.weight_matrix == pytest.approx(np.array(ref["weight_matrix"]).reshape(3, len(kinds)))
     # eq. (7) against the state before the last instance, both readings
     prev = _vectorised(kinds, degree, owned, M, idx[:-1], pres[:-1], **kw)
-    prev_ref = _reference_pools(idx[:-1], pres[:-1], kinds, degree, owned, M, **kw)
+    prev_ref = reference_pools(idx[:-1], pres[:-1], kinds, degree, owned, M, **kw)
     for reading in ("nodes", "pool"):
         assert update_trigger(prev.weight_matrix, v.weight_matrix, reading) == pytest.approx(
-            _reference_alpha(prev_ref["weight_matrix"], ref["weight_matrix"], reading))
+            reference_alpha(prev_ref["weight_matrix"], ref["weight_matrix"], reading))
 
 
 @settings(max_examples=150, deadline=None)
@@ -504,13 +503,3 @@ def test_snapshot_arrays_are_read_only():
         snap.priority[0] = 1.0
     assert list(snap.table().columns[:4]) == ["node", "kind", "k", "v"]
 
-
-def test_config_fields_match_module_choices():
-    from gentwin.config import field_spec
-    from gentwin.pooling import ALPHA_READINGS, BANDS, ORDERS, POOL_WEIGHTS, RELATION_COUNTS
-
-    assert set(field_spec("band").choices) == set(BANDS)
-    assert set(field_spec("pool_weight").choices) == set(POOL_WEIGHTS)
-    assert set(field_spec("order").choices) == set(ORDERS)
-    assert set(field_spec("alpha_reading").choices) == set(ALPHA_READINGS)
-    assert set(field_spec("relation_count").choices) == set(RELATION_COUNTS)
