@@ -17,6 +17,7 @@ import pytest
 
 from gentwin.config import TopologyConfig
 from gentwin.graph import (
+    ALLOWED_RELATIONS,
     LABELS,
     ChangeSet,
     Neo4jStore,
@@ -28,12 +29,12 @@ from gentwin.graph import (
     TwinStoreError,
     VersionError,
     choose_backend,
-    diff,
     label_for,
     open_store,
     relation_type_for,
     twin_from_topology,
 )
+from gentwin.graph.schema import _Plan
 from gentwin.topology import Relation, generate_topology
 
 R = Relation
@@ -87,23 +88,69 @@ def small_graph() -> tuple[dict[str, TwinNode], set[Relation]]:
     return nodes, rels
 
 
+#: The order in which both backends write an update (ended relations, ended states, new states, new relations).
+WRITE_STEPS = ("relations-ended", "nodes-deleted", "nodes-written", "relations-written")
+
+
+def written_before(plan: _Plan, step: str) -> _Plan:
+    """The part of ``plan`` a backend has written when it fails right after ``step``."""
+    k = WRITE_STEPS.index(step)
+    return _Plan(end_relations=plan.end_relations, delete_nodes=plan.delete_nodes if k >= 1 else [],
+                 states=plan.states if k >= 2 else [], new_relations=plan.new_relations if k >= 3 else [])
+
+
+class FailingNetworkxStore(NetworkxStore):
+    """Test double: writes an update up to ``fail_at`` and fails there ("journal": the journal append fails)."""
+
+    fail_at: str | None = None
+
+    def _apply(self, plan, v, undo):
+        if self.fail_at not in WRITE_STEPS:
+            return super()._apply(plan, v, undo)
+        super()._apply(written_before(plan, self.fail_at), v, undo)
+        raise RuntimeError(f"injected failure at {self.fail_at}")
+
+    def _append(self, record):
+        if self.fail_at == "journal":
+            raise OSError("disk full")
+        super()._append(record)
+
+
+class FailingNeo4jStore(Neo4jStore):
+    """Test double: runs an update's statements up to ``fail_at`` inside the transaction, then fails."""
+
+    fail_at: str | None = None
+
+    def _tx_write(self, tx, plan, v, *, new_ids, end_states=True):
+        if self.fail_at is None:
+            return super()._tx_write(tx, plan, v, new_ids=new_ids, end_states=end_states)
+        super()._tx_write(tx, written_before(plan, self.fail_at), v, new_ids=new_ids, end_states=end_states)
+        raise RuntimeError(f"injected failure at {self.fail_at}")
+
+
 @pytest.fixture(params=["networkx", pytest.param("neo4j", marks=pytest.mark.neo4j)])
 def make_store(request, tmp_path):
-    """A factory of fresh, uniquely named twins on one backend; dropped afterwards."""
+    """A factory of fresh, uniquely named twins on one backend; dropped afterwards.
+
+    ``failing=True`` gives the backend's test double that fails an update at its ``fail_at`` step.
+    """
     made = []
 
-    def make(twin: str | None = None, **kwargs):
+    def make(twin: str | None = None, *, failing: bool = False, **kwargs):
         name = twin or f"t-{uuid.uuid4().hex[:12]}"
         if request.param == "networkx":
-            s = NetworkxStore(name, path=tmp_path / f"{name}.jsonl", durable=False, **kwargs)
+            cls = FailingNetworkxStore if failing else NetworkxStore
+            s = cls(name, path=tmp_path / f"{name}.jsonl", durable=False, **kwargs)
         else:
             env = request.getfixturevalue("neo4j_env")
-            s = Neo4jStore(env["uri"], env["user"], env["password"], twin=name, **kwargs)
+            cls = FailingNeo4jStore if failing else Neo4jStore
+            s = cls(env["uri"], env["user"], env["password"], twin=name, **kwargs)
         made.append(s)
         return s
 
     yield make
     for s in made:
+        s.fail_at = None
         s.drop()
         s.close()
 
@@ -190,20 +237,43 @@ def test_twin_from_topology_counts_and_metadata():
     assert {n.label for n in nodes.values()} == set(LABELS.values())
 
 
-def test_diff_full_and_restricted():
-    old, rels = small_graph()
-    new = dict(old)
-    new["S1"] = TwinNode("S1", "sensor", {"category": "PM2.5 sensor", "active": False, "latitude": 41.38})
-    del new["S3"]
-    new["S4"] = TwinNode("S4", "sensor")
-    new_rels = {r for r in rels if "S3" not in (r.head, r.tail)} | {R("S4", "CONNECTED_TO", "GW2")}
-    cs = diff(old, rels, new, new_rels)
-    assert [n.id for n in cs.upsert_nodes] == ["S1", "S4"]
-    assert cs.delete_nodes == ("S3",)
-    assert cs.upsert_relations == (R("S4", "CONNECTED_TO", "GW2"),)
-    assert cs.delete_relations == ()  # S3's relations go with the node (DETACH)
-    only = diff(old, rels, new, new_rels, only=["S1"])
-    assert [n.id for n in only.upsert_nodes] == ["S1"] and not only.delete_nodes and not only.upsert_relations
+def test_self_loops_are_rejected_by_name():
+    with pytest.raises(SchemaError, match=r"upsert_relations: \(GW1, CONNECTED_TO, GW1\): head = tail = 'GW1'"):
+        ChangeSet(upsert_relations=(R("GW1", "CONNECTED_TO", "GW1"),))
+    with pytest.raises(SchemaError, match=r"delete_relations: \(S1, SERVES_IN, S1\): head = tail = 'S1'"):
+        ChangeSet(delete_relations=(R("S1", "SERVES_IN", "S1"),))
+
+
+@pytest.mark.parametrize("head, rel_type, tail, field, value, kind", [
+    ("S1", "CONNECTED_TO", "S2", "tail", "S2", "sensor"),  # a sensor uplinks to a gateway, never a sensor
+    ("GW1", "CONNECTED_TO", "AQ", "tail", "AQ", "service"),
+    ("AQ", "SERVES_IN", "AQ2", "head", "AQ", "service"),  # a service is IN the city, it does not serve in one
+    ("GW1", "IN", "CITY", "head", "GW1", "gateway"),
+    ("S1", "SERVES_IN", "CITY", "tail", "CITY", "city"),
+])
+def test_relations_the_schema_does_not_allow_are_rejected(store, head, rel_type, tail, field, value, kind):
+    nodes, rels = small_graph()
+    nodes["AQ2"] = TwinNode("AQ2", "service")
+    bad = R(head, rel_type, tail)
+    message = rf"\({head}, {rel_type}, {tail}\): {field} = '{value}' is a {kind}; {rel_type} links a "
+    with pytest.raises(SchemaError, match="relations: " + message):
+        store.rebuild(nodes.values(), [*rels, bad])
+    assert store.versions() == []  # nothing was written
+    store.rebuild(nodes.values(), rels)
+    before = store.request()
+    with pytest.raises(SchemaError, match="upsert_relations: " + message):
+        store.commit(ChangeSet(upsert_relations=(bad,)))
+    assert len(store.versions()) == 1 and store.request().same_content(before)
+    # the kinds of nodes upserted in the same change count too
+    with pytest.raises(SchemaError, match=r"upsert_relations: \(S9, CONNECTED_TO, S1\): tail = 'S1' is a sensor"):
+        store.commit(ChangeSet(upsert_nodes=(TwinNode("S9", "sensor"),), upsert_relations=(R("S9", "CONNECTED_TO", "S1"),)))
+
+
+def test_every_relation_of_a_generated_city_is_allowed():
+    topo = generate_topology(TopologyConfig(n_gateways=6, n_sensors=30, n_gateway_links=2, n_instances=40))
+    nodes, rels = twin_from_topology(topo)
+    assert rels and all((nodes[r.head].kind, r.type, nodes[r.tail].kind) in ALLOWED_RELATIONS for r in rels)
+    assert {r.type for r in rels} == {"CONNECTED_TO", "SERVES_IN", "IN"}
 
 
 def test_choose_backend_precedence():
@@ -324,9 +394,9 @@ def test_unknown_versions(store):
         store.request(version=True)
 
 
-@pytest.mark.parametrize("step", ["relations-ended", "nodes-deleted", "nodes-written", "relations-written"])
+@pytest.mark.parametrize("step", WRITE_STEPS)
 def test_failure_mid_commit_leaves_previous_version(make_store, step):
-    store = make_store()
+    store = make_store(failing=True)
     nodes, rels = small_graph()
     store.rebuild(nodes.values(), rels, name="base")
     before = store.request()
@@ -336,15 +406,10 @@ def test_failure_mid_commit_leaves_previous_version(make_store, step):
         upsert_relations=(R("S4", "CONNECTED_TO", "GW2"),),
         delete_relations=(R("GW1", "CONNECTED_TO", "GW2"),),
     )
-
-    def boom(at):
-        if at == step:
-            raise RuntimeError(f"injected failure at {at}")
-
-    store._fault_hook = boom
+    store.fail_at = step
     with pytest.raises(RuntimeError, match=f"injected failure at {step}"):
         store.commit(change, name="broken")
-    store._fault_hook = None
+    store.fail_at = None
     after = store.request()
     assert after.version == 1 and after.same_content(before)
     assert [(v.number, v.name) for v in store.versions()] == [(1, "base")]
@@ -355,19 +420,14 @@ def test_failure_mid_commit_leaves_previous_version(make_store, step):
 
 
 def test_failure_mid_rebuild_leaves_previous_version(make_store):
-    store = make_store()
+    store = make_store(failing=True)
     nodes, rels = small_graph()
     store.rebuild(nodes.values(), rels)
     before = store.request()
-
-    def boom(at):
-        if at == "nodes-written":
-            raise RuntimeError("injected failure")
-
-    store._fault_hook = boom
+    store.fail_at = "nodes-written"
     with pytest.raises(RuntimeError, match="injected failure"):
         store.rebuild([nodes["CITY"]], [])
-    store._fault_hook = None
+    store.fail_at = None
     assert store.request().same_content(before) and len(store.versions()) == 1
 
 
@@ -423,6 +483,8 @@ def test_random_update_sequences_match_a_plain_model(make_store):
     """Property: after any sequence of valid updates, every version reads back as a plain dict model says."""
     store = make_store()
     rng = np.random.default_rng(7)
+    kind_of = {f"n{k}": ("service", "service", "gateway", "gateway", "gateway", "sensor", "sensor", "sensor")[k]
+               for k in range(8)}  # a node keeps its kind; relations only where the schema allows them
     model_nodes: dict[str, TwinNode] = {}
     model_rels: set[Relation] = set()
     history = []
@@ -434,13 +496,14 @@ def test_random_update_sequences_match_a_plain_model(make_store):
             if nid in ids and rng.random() < 0.3 and nid not in [u.id for u in ups] and nid not in dels:
                 dels.append(nid)
             elif nid not in dels and nid not in [u.id for u in ups]:
-                ups.append(TwinNode(nid, "sensor", {"x": int(rng.integers(0, 3))}))
+                ups.append(TwinNode(nid, kind_of[nid], {"x": int(rng.integers(0, 3))}))
         after = (set(ids) - set(dels)) | {u.id for u in ups}
         live = sorted(after)
+        allowed = [R(h, t, o) for h in live for o in live for t in ("CONNECTED_TO", "SERVES_IN")
+                   if h != o and (kind_of[h], t, kind_of[o]) in ALLOWED_RELATIONS]
         for _ in range(int(rng.integers(0, 3))):
-            if len(live) >= 2:
-                h, t = rng.choice(live, 2, replace=False)
-                r = R(str(h), str(rng.choice(["CONNECTED_TO", "SERVES_IN"])), str(t))
+            if allowed:
+                r = allowed[int(rng.integers(0, len(allowed)))]
                 if r not in rel_up:
                     rel_up.append(r)
         for r in sorted(model_rels):
@@ -510,15 +573,10 @@ def test_corrupt_or_foreign_journal_is_an_error(tmp_path):
 def test_failed_journal_write_rolls_back_memory_and_file(tmp_path):
     path = tmp_path / "twin.jsonl"
     nodes, rels = small_graph()
-    s = NetworkxStore("city", path=path)
+    s = FailingNetworkxStore("city", path=path)
     s.rebuild(nodes.values(), rels)
     size = path.stat().st_size
-
-    def boom(at):
-        if at == "journal":
-            raise OSError("disk full")
-
-    s._fault_hook = boom
+    s.fail_at = "journal"
     with pytest.raises(OSError, match="disk full"):
         s.commit(ChangeSet(delete_nodes=("S1",)))
     assert path.stat().st_size == size and "S1" in s.request().nodes and len(s.versions()) == 1

@@ -1,0 +1,437 @@
+"""The twin store in a Neo4j 5 database: versioned records written through parameterised Cypher."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from ..topology import RELATION_TYPES, Relation
+from .schema import (
+    ENV_PASSWORD,
+    ENV_URI,
+    ENV_USER,
+    RESERVED_KEYS,
+    ChangeSet,
+    SchemaError,
+    Subgraph,
+    TwinNode,
+    TwinRequirement,
+    TwinStore,
+    TwinStoreError,
+    VersionError,
+    VersionInfo,
+    _check_name,
+    _rebuild_args,
+    _check_parts,
+    _Plan,
+    _plan,
+    label_for,
+    relation_type_for,
+)
+
+__all__ = ["Neo4jStore"]
+
+#: Schema statements, all idempotent (``IF NOT EXISTS``).
+_SCHEMA = (
+    "CREATE CONSTRAINT gentwin_entity_uid IF NOT EXISTS FOR (e:TwinEntity) REQUIRE e.uid IS UNIQUE",
+    "CREATE CONSTRAINT gentwin_version_uid IF NOT EXISTS FOR (v:TwinVersion) REQUIRE v.uid IS UNIQUE",
+    "CREATE CONSTRAINT gentwin_version_name IF NOT EXISTS FOR (v:TwinVersion) REQUIRE v.name_uid IS UNIQUE",
+    "CREATE CONSTRAINT gentwin_counter_twin IF NOT EXISTS FOR (c:TwinCounter) REQUIRE c.twin IS UNIQUE",
+    "CREATE INDEX gentwin_entity_twin IF NOT EXISTS FOR (e:TwinEntity) ON (e.twin)",
+    "CREATE INDEX gentwin_state_twin IF NOT EXISTS FOR (s:TwinState) ON (s.twin)",
+    "CREATE INDEX gentwin_version_twin IF NOT EXISTS FOR (v:TwinVersion) ON (v.twin)",
+)
+_REL_PATTERN = "|".join(RELATION_TYPES)  # every part comes from the allow-list
+
+
+def _uid(twin: str, node_id: str) -> str:
+    return f"{twin}/{node_id}"
+
+
+def _batches(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for k in range(0, len(rows), size):
+        yield rows[k:k + size]
+
+
+class Neo4jStore(TwinStore):
+    """The twin in a Neo4j 5 database, through the official ``neo4j`` driver.
+
+    Layout: one ``(:TwinEntity:<Label> {uid, twin, id, kind})`` per entity,
+    its metadata in ``(:TwinState {twin, v_from, v_to, ...metadata})`` nodes
+    linked by ``HAS_STATE``, the knowledge-graph relations between entities as
+    ``CONNECTED_TO`` / ``SERVES_IN`` / ``IN`` relationships with ``v_from`` and
+    ``v_to``, and one ``(:TwinVersion)`` per version.  Labels and relation types
+    are only ever taken from :data:`LABELS` and ``RELATION_TYPES``; every
+    id and value travels as a query parameter.  Updates run in one managed
+    write transaction (``execute_write``: retried on transient errors, rolled
+    back on any failure), writes in batched ``UNWIND`` statements.
+
+    Use :meth:`from_env` to connect with ``NEO4J_URI`` / ``NEO4J_USER`` /
+    ``NEO4J_PASSWORD``; the credentials are handed to the driver and kept
+    nowhere else (not in ``repr``, not in error messages).
+    """
+
+    backend = "neo4j"
+
+    def __init__(
+        self,
+        uri: str,
+        user: str,
+        password: str,
+        *,
+        twin: str = "twin",
+        keep_versions: int | None = None,
+        database: str | None = None,
+        batch_size: int = 2000,
+        connection_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(twin, keep_versions)
+        import neo4j
+        from neo4j.exceptions import AuthError, ServiceUnavailable
+
+        if not isinstance(uri, str) or "://" not in uri:
+            raise TwinStoreError(f"{ENV_URI}: must be a URI such as bolt://127.0.0.1:7687")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SchemaError(f"batch_size = {batch_size!r}: must be an integer >= 1")
+        self._where = uri.split("://", 1)[1].split("@")[-1].split("/")[0].split("?")[0]  # host:port only
+        self._database = database
+        self.batch_size = batch_size
+        try:
+            self._driver = neo4j.GraphDatabase.driver(
+                uri, auth=(user, password), connection_timeout=connection_timeout_s,
+                notifications_min_severity="OFF",
+            )
+        except (ValueError, neo4j.exceptions.ConfigurationError) as exc:
+            raise TwinStoreError(f"{ENV_URI}: not a usable Neo4j URI ({type(exc).__name__})") from None
+        try:
+            self._driver.verify_connectivity()  # opens an authenticated connection: AuthError on bad credentials
+        except AuthError:
+            self._driver.close()
+            raise TwinStoreError(
+                f"the Neo4j server at {self._where} rejected the credentials (check {ENV_USER} and {ENV_PASSWORD})"
+            ) from None
+        except (ServiceUnavailable, OSError) as exc:
+            self._driver.close()
+            raise TwinStoreError(
+                f"the Neo4j server at {self._where} is unreachable ({type(exc).__name__}); "
+                f"is it running, and is {ENV_URI} right?"
+            ) from None
+        self.server = self._driver.get_server_info().agent  # e.g. "Neo4j/5.26.0"
+        self._ensure_schema()
+
+    @classmethod
+    def from_env(cls, *, environ: Mapping[str, str] | None = None, **kwargs: Any) -> "Neo4jStore":
+        """Connect with ``NEO4J_URI``, ``NEO4J_USER`` (default ``neo4j``) and ``NEO4J_PASSWORD``."""
+        env = os.environ if environ is None else environ
+        uri = env.get(ENV_URI)
+        if not uri:
+            raise TwinStoreError(f"{ENV_URI} is not set: the Neo4j backend needs a server URI (bolt://host:port)")
+        password = env.get(ENV_PASSWORD)
+        if password is None:
+            raise TwinStoreError(f"{ENV_PASSWORD} is not set: the Neo4j backend needs the password of {ENV_USER}")
+        return cls(uri, env.get(ENV_USER, "neo4j"), password, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Neo4jStore(twin={self.twin!r}, server={self._where!r}, keep_versions={self.keep_versions!r})"
+
+    def close(self) -> None:
+        self._driver.close()
+
+    # -- plumbing --------------------------------------------------------------
+    def _session(self):
+        return self._driver.session(database=self._database) if self._database else self._driver.session()
+
+    def _ensure_schema(self) -> None:
+        from neo4j.exceptions import ClientError
+
+        with self._session() as s:
+            for stmt in _SCHEMA + tuple(
+                f"CREATE INDEX gentwin_rel_{t.lower()}_vto IF NOT EXISTS FOR ()-[r:{relation_type_for(t)}]-() ON (r.v_to)"
+                for t in RELATION_TYPES
+            ):
+                try:
+                    s.run(stmt).consume()
+                except ClientError as exc:  # a concurrent creator won the race: the rule exists, which is the goal
+                    if "AlreadyExists" not in (exc.code or ""):
+                        raise
+
+    # -- the latest version as _plan needs it: one query inside the write transaction --------
+    def _tx_lookup(self, tx, changes: ChangeSet) -> tuple[dict[str, TwinNode], set[Relation], set[Relation]]:
+        """Current states of the touched ids, which of the named relations exist, relations of deleted ids."""
+        twin = self.twin
+        ids = {n.id for n in changes.upsert_nodes} | set(changes.delete_nodes)
+        ids |= {r.head for r in changes.upsert_relations} | {r.tail for r in changes.upsert_relations}
+        rels = list(changes.upsert_relations) + list(changes.delete_relations)
+        if not ids and not rels:
+            return {}, set(), set()
+        # COLLECT subqueries; relations are expanded from their head (the hint), as a tail such as a
+        # service is a hub with hundreds of relations
+        q = (
+            "RETURN COLLECT { UNWIND $uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
+            "WHERE s.v_to IS NULL RETURN [e.id, e.kind, properties(s)] } AS cur, "
+            "COLLECT { UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
+            "(t:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE t.uid = row.t AND r.v_to IS NULL "
+            "AND type(r) = row.type RETURN [h.id, type(r), t.id] } AS ex, "
+            "COLLECT { UNWIND $duids AS u MATCH (e:TwinEntity {uid: u})-[r:" + _REL_PATTERN + "]-(:TwinEntity) "
+            "WHERE r.v_to IS NULL RETURN DISTINCT [startNode(r).id, type(r), endNode(r).id] } AS inc"
+        )
+        rec = tx.run(
+            q, uids=[_uid(twin, i) for i in sorted(ids)],
+            rows=[{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type} for r in rels],
+            duids=[_uid(twin, i) for i in changes.delete_nodes],
+        ).single()
+        current = {i: _node_from_record({"id": i, "kind": k, "props": p}) for i, k, p in rec["cur"]}
+        existing = {Relation(h, t, o) for h, t, o in rec["ex"]}
+        incident = {Relation(h, t, o) for h, t, o in rec["inc"]}
+        return current, existing, incident
+
+    # -- writing -----------------------------------------------------------------
+    def commit(self, changes: ChangeSet, *, name: str | None = None, parts: Sequence[str] = ()) -> VersionInfo:
+        if not isinstance(changes, ChangeSet):
+            raise SchemaError(f"changes = {changes!r}: must be a ChangeSet")
+        _check_name(name)
+        parts = _check_parts(parts)
+
+        def work(tx) -> VersionInfo:
+            current, existing, incident = self._tx_lookup(tx, changes)
+            plan = _plan(
+                changes,
+                lambda ids: {i: current[i] for i in ids if i in current},
+                lambda rels: {r for r in rels if r in existing},
+                lambda ids: {r for r in incident if r.head in ids or r.tail in ids},
+            )
+            info = self._tx_open_version(tx, name, parts, plan.n_written)
+            new_ids = {n.id for n in plan.states if n.id not in current}
+            self._tx_write(tx, plan, info.number, new_ids=new_ids)
+            self._tx_prune(tx, info.number)
+            return info
+
+        return self._write(work)
+
+    def rebuild(
+        self, nodes: Iterable[TwinNode], relations: Iterable[Relation], *, name: str | None = None
+    ) -> VersionInfo:
+        _check_name(name)
+        nodes, rels, cs = _rebuild_args(nodes, relations)
+
+        def work(tx) -> VersionInfo:
+            ended = tx.run(
+                "CALL { MATCH (e:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
+                "RETURN count(s) AS a } "
+                "CALL { MATCH (h:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
+                "RETURN count(r) AS b } RETURN a + b AS n", twin=self.twin,
+            ).single()["n"]
+            plan = _Plan(states=list(cs.upsert_nodes), new_relations=rels)
+            info = self._tx_open_version(tx, name, ("ALL",), ended + plan.n_written)
+            v = info.number
+            tx.run(
+                "MATCH (e:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL SET s.v_to = $v",
+                twin=self.twin, v=v,
+            ).consume()
+            tx.run(
+                "MATCH (e:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
+                "AND r.v_from < $v SET r.v_to = $v", twin=self.twin, v=v,
+            ).consume()
+            self._tx_write(tx, plan, v, new_ids={n.id for n in nodes}, end_states=False)
+            self._tx_prune(tx, v)
+            return info
+
+        return self._write(work)
+
+    def _write(self, work: Callable[[Any], VersionInfo]) -> VersionInfo:
+        from neo4j.exceptions import ConstraintError
+
+        try:
+            with self._session() as s:
+                return s.execute_write(work)
+        except ConstraintError as exc:  # the name constraint: a concurrent writer took the name
+            raise VersionError(f"version name already used ({exc.code})") from None
+
+    def _tx_open_version(self, tx, name: str | None, parts: tuple[str, ...], n_written: int) -> VersionInfo:
+        """Check the name, take the next number and record the version (one statement, or two with a name)."""
+        twin = self.twin
+        if name is not None:
+            hit = tx.run("MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS n", nu=_uid(twin, name)).single()
+            if hit is not None:
+                raise VersionError(f"name = {name!r}: version {hit['n']} already has this name")
+        created = time.time()
+        rec = tx.run(
+            "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
+            "CREATE (x:TwinVersion {uid: $twin + '/' + toString(c.latest), twin: $twin, number: c.latest, "
+            "name: $name, name_uid: $nu, parts: $parts, created: $created, n_written: $w}) RETURN c.latest AS v",
+            twin=twin, name=name, nu=None if name is None else _uid(twin, name), parts=list(parts),
+            created=created, w=n_written,
+        ).single()
+        return VersionInfo(int(rec["v"]), name, parts, created, n_written)
+
+    def _tx_write(self, tx, plan: _Plan, v: int, *, new_ids: set[str], end_states: bool = True) -> None:
+        twin, size = self.twin, self.batch_size
+        ended = [{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type} for r in plan.end_relations]
+        for chunk in _batches(ended, size):
+            tx.run(
+                "UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->(x:TwinEntity) "
+                "USING INDEX h:TwinEntity(uid) WHERE x.uid = row.t AND type(r) = row.type "
+                "AND r.v_to IS NULL SET r.v_to = $v",
+                rows=list(chunk), v=v,
+            ).consume()
+        ending = [_uid(twin, i) for i in plan.delete_nodes]
+        if end_states:
+            ending += [_uid(twin, n.id) for n in plan.states if n.id not in new_ids]
+        for chunk in _batches(ending, size):
+            tx.run(
+                "UNWIND $uids AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
+                "SET s.v_to = $v", uids=list(chunk), v=v,
+            ).consume()
+        rows = [{"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata} for n in plan.states]
+        for chunk in _batches(rows, size):
+            tx.run(
+                "UNWIND $rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
+                "ON CREATE SET e.twin = $twin, e.id = row.id, e.kind = row.kind "
+                "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $twin, s.v_from = $v",
+                rows=list(chunk), twin=twin, v=v,
+            ).consume()
+        by_kind: dict[str, list[str]] = {}
+        for n in plan.states:
+            if n.id in new_ids:
+                by_kind.setdefault(n.kind, []).append(_uid(twin, n.id))
+        for kind, uids in sorted(by_kind.items()):
+            for chunk in _batches(uids, size):  # the label comes from the allow-list only
+                tx.run(f"UNWIND $uids AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)}",
+                       uids=list(chunk)).consume()
+        by_type: dict[str, list[dict]] = {}
+        for r in plan.new_relations:
+            by_type.setdefault(r.type, []).append({"h": _uid(twin, r.head), "t": _uid(twin, r.tail)})
+        for t, rel_rows in sorted(by_type.items()):
+            for chunk in _batches(rel_rows, size):
+                res = tx.run(
+                    "UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h}), (x:TwinEntity {uid: row.t}) "
+                    f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: $v}}]->(x) RETURN count(r) AS n",
+                    rows=list(chunk), v=v,
+                ).single()
+                if res["n"] != len(chunk):  # cannot happen after _plan's checks; never write half a relation set
+                    raise TwinStoreError(f"relations of type {t}: {res['n']} of {len(chunk)} endpoints found")
+
+    def _tx_prune(self, tx, v: int) -> None:
+        if self.keep_versions is None:
+            return
+        oldest = v - self.keep_versions + 1
+        if oldest <= 1:
+            return
+        tx.run(
+            f"MATCH ()-[r:{_REL_PATTERN}]->() WHERE r.v_to <= $o AND startNode(r).twin = $twin DELETE r",
+            o=oldest, twin=self.twin,
+        ).consume()
+        tx.run("MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $o DETACH DELETE s", o=oldest, twin=self.twin).consume()
+        tx.run(
+            "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() DETACH DELETE e", twin=self.twin
+        ).consume()
+        tx.run("MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $o DELETE x", o=oldest, twin=self.twin).consume()
+
+    # -- reading -----------------------------------------------------------------
+    def versions(self) -> list[VersionInfo]:
+        with self._session() as s:
+            recs = s.execute_read(
+                lambda tx: list(tx.run(
+                    "MATCH (x:TwinVersion {twin: $twin}) RETURN x.number AS number, x.name AS name, x.parts AS parts, "
+                    "x.created AS created, x.n_written AS n_written ORDER BY x.number", twin=self.twin,
+                ))
+            )
+        return [VersionInfo(r["number"], r["name"], tuple(r["parts"]), r["created"], r["n_written"]) for r in recs]
+
+    def _tx_resolve(self, tx, version: int | str | None) -> int:
+        if version is None:
+            rec = tx.run("MATCH (c:TwinCounter {twin: $twin}) RETURN c.latest AS v", twin=self.twin).single()
+            return 0 if rec is None else int(rec["v"])
+        if isinstance(version, str):
+            rec = tx.run(
+                "MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS v", nu=_uid(self.twin, version)
+            ).single()
+            if rec is None:
+                raise VersionError(f"version = {version!r}: no version of twin {self.twin!r} has this name")
+            return int(rec["v"])
+        rec = tx.run("MATCH (x:TwinVersion {uid: $u}) RETURN x.number AS v", u=_uid(self.twin, str(version))).single()
+        if rec is None:
+            raise VersionError(f"version = {version}: twin {self.twin!r} holds no such version (or it was pruned)")
+        return version
+
+    def request(self, requirement: TwinRequirement | None = None, *, version: int | str | None = None) -> Subgraph:
+        req = self._requirement_arg(requirement)
+        version = self._version_arg(version)
+        twin = self.twin
+        types = "|".join(relation_type_for(t) for t in req.relation_types)
+        valid_s = "s.v_from <= v AND (s.v_to IS NULL OR s.v_to > v)"
+        valid_r = "r.v_from <= v AND (r.v_to IS NULL OR r.v_to > v)"
+        # One statement (one round trip): resolve the version, expand the requirement, return the subgraph.
+        if version is None:
+            head = "MATCH (c:TwinCounter {twin: $twin}) WITH c.latest AS v "
+            params: dict[str, Any] = {"twin": twin}
+        elif isinstance(version, str):
+            head = "MATCH (x:TwinVersion {name_uid: $vk}) WITH x.number AS v "
+            params = {"vk": _uid(twin, version)}
+        else:
+            head = "MATCH (x:TwinVersion {uid: $vk}) WITH x.number AS v "
+            params = {"vk": _uid(twin, str(version))}
+        if not req.seeds:
+            body = (
+                "MATCH (n:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
+                f"OPTIONAL MATCH (n)-[r:{types}]->(o:TwinEntity) WHERE " + valid_r + " "
+                "RETURN v, [] AS found, n.id AS id, n.kind AS kind, properties(s) AS props, "
+                "collect([type(r), o.id]) AS out"
+            )
+            params["twin"] = twin
+        else:
+            hops = int(req.hops)
+            expand = (
+                f"OPTIONAL MATCH (e)-[rs:{types}*1..{hops}]-(o:TwinEntity) "
+                "WHERE all(r IN rs WHERE " + valid_r + ") "
+                if hops > 0 else "WITH v, e, null AS o "
+            )
+            body = (
+                "UNWIND $seeds AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
+                + expand
+                + "WITH v, collect(DISTINCT e.uid) AS found, collect(DISTINCT e) + collect(DISTINCT o) AS ns "
+                "UNWIND ns AS n WITH DISTINCT v, found, ns, n "
+                "MATCH (n)-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
+                f"OPTIONAL MATCH (n)-[r:{types}]->(o2:TwinEntity) WHERE o2 IN ns AND " + valid_r + " "
+                "RETURN v, found, n.id AS id, n.kind AS kind, properties(s) AS props, collect([type(r), o2.id]) AS out"
+            )
+            params["seeds"] = [_uid(twin, x) for x in req.seeds]
+        query = head + body
+
+        def work(tx) -> tuple[list, int | None]:
+            recs = list(tx.run(query, **params))
+            if recs:
+                return recs, int(recs[0]["v"])
+            return recs, self._tx_resolve(tx, version)  # empty: tell "no such version" from "nothing there"
+
+        with self._session() as session:
+            recs, v = session.execute_read(work)
+        nodes: dict[str, TwinNode] = {}
+        rels: set[Relation] = set()
+        found: set[str] = set()
+        for rec in recs:
+            nodes[rec["id"]] = _node_from_record(rec)
+            for t, o in rec["out"]:
+                if t is not None:
+                    rels.add(Relation(rec["id"], t, o))
+            found.update(rec["found"])
+        missing = tuple(x for x in req.seeds if _uid(twin, x) not in found)
+        return Subgraph(int(v or 0), dict(sorted(nodes.items())), frozenset(rels), missing)
+
+    def drop(self) -> None:
+        with self._session() as s:
+            while True:
+                n = s.execute_write(
+                    lambda tx: tx.run(
+                        "MATCH (n) WHERE (n:TwinEntity OR n:TwinState OR n:TwinVersion OR n:TwinCounter) "
+                        "AND n.twin = $twin WITH n LIMIT 5000 DETACH DELETE n RETURN count(*) AS n", twin=self.twin,
+                    ).single()["n"]
+                )
+                if n == 0:
+                    break
+
+
+def _node_from_record(rec) -> TwinNode:
+    props = {k: v for k, v in dict(rec["props"]).items() if k not in RESERVED_KEYS}
+    return TwinNode(rec["id"], rec["kind"], props)
