@@ -267,6 +267,12 @@ class PoolingConfig(_Section):
         "'occurrences' = its relations counted once per log instance of the node",
         choices=("unique", "occurrences"),
     )
+    relation_owner: str = _p(
+        "head",
+        "eq. (3) N_i, whose relation it is: 'incident' = every relation of S and Gw touching the node "
+        "(head or tail, so a gateway counts the links of its sensors); 'head' = only those it is the head of",
+        choices=("incident", "head"),
+    )
     alpha_reading: str = _p(
         "nodes",
         "eq. (7) reading: 'nodes' = L1 change of the pool's row of W_C (node weights in the pool); "

@@ -1,4 +1,4 @@
-"""Priority Pooling, eqs. (1)-(7) and Algorithm 1 lines 1-8 of the paper (Section II.B.1), and the training orders it gives.
+"""Priority Pooling: eqs. (1)-(7) and Algorithm 1 lines 1-8 (Section II.B.1), and the training orders it gives.
 
 Every equation is one small, pure, vectorised function on numpy arrays;
 :class:`PriorityPool` runs them step by step over the sensor log and keeps the
@@ -6,8 +6,8 @@ history; :func:`pool_snapshot` and :func:`training_order` are what the other
 modules call, and :func:`pool_history` / :func:`band_table` the analyses the
 pooling chapter shows.  The readings chosen where the paper is open (time and
 steps, the sum in eq. (3), the printed band of eq. (4), eqs. (6) and (7)) are
-the parameters ``pool_window``, ``relation_count``, ``band``, ``pool_weight``
-and ``alpha_reading`` of :class:`gentwin.config.PoolingConfig`; each is
+the parameters ``pool_window``, ``relation_count``, ``relation_owner``, ``band``,
+``pool_weight`` and ``alpha_reading`` of :class:`gentwin.config.PoolingConfig`; each is
 explained, with the test that pins it, on the errata page.
 
 Examples
@@ -37,12 +37,13 @@ from .progress import progress
 from .topology import DataSet, Instance, Topology, generate_dataset
 
 __all__ = [
-    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "ORDERS", "NO_POOL", "PoolingError",
+    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "RELATION_OWNERS", "ORDERS", "NO_POOL",
+    "PoolingError",
     "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
     "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
     "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot",
     "alpha", "PriorityPool", "pool_snapshot", "training_order", "pool_labels", "pool_history", "band_table",
-    "centrality_gap", "order_heads",
+    "centrality_gap", "order_heads", "tie_share", "tie_shares",
 ]
 
 #: Pool names in the order of the rows of W_C (high, medium, low priority).
@@ -52,6 +53,7 @@ BANDS: tuple[str, ...] = field_spec("band").choices
 POOL_WEIGHTS: tuple[str, ...] = field_spec("pool_weight").choices
 ALPHA_READINGS: tuple[str, ...] = field_spec("alpha_reading").choices
 RELATION_COUNTS: tuple[str, ...] = field_spec("relation_count").choices
+RELATION_OWNERS: tuple[str, ...] = field_spec("relation_owner").choices
 ORDERS: tuple[str, ...] = field_spec("order").choices
 #: Code of a node that belongs to no pool (unseen, or in the gap of the printed eq. (4)).
 NO_POOL = -1
@@ -199,10 +201,10 @@ def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | N
 def relation_counts(owned, observations, reading: str = "unique") -> np.ndarray:
     """Eq. (3)'s N_i: node i's relations revealed by the log up to t.
 
-    ``owned[i]`` is the number of relations of S and Gw that are node i's (see
-    :func:`topology_arrays`); ``"unique"`` gives ``N_i = owned_i`` once node i
-    has at least one instance (0 before); ``"occurrences"`` gives
-    ``N_i = owned_i * c_i`` (counted per instance).
+    ``owned[i]`` is the number of relations of S and Gw that are node i's
+    (whose they are is ``relation_owner``, see :func:`topology_arrays`);
+    ``"unique"`` gives ``N_i = owned_i`` once node i has at least one instance
+    (0 before); ``"occurrences"`` gives ``N_i = owned_i * c_i`` (per instance).
 
     >>> relation_counts([2, 1, 2], [3, 1, 0]).tolist()
     [2, 1, 0]
@@ -410,13 +412,22 @@ class TopologyArrays:
     kinds: np.ndarray  #: "sensor" or "gateway"
     gateway_of: tuple[str | None, ...]  #: a sensor's gateway (eq. 2), None for gateways
     degree: np.ndarray  #: d_i, the sensors connected to a gateway (0 for sensors)
-    owned: np.ndarray  #: relations of S and Gw whose head is the node
+    owned: np.ndarray  #: relations of S and Gw that are the node's (eq. 3's N_i once seen), by ``relation_owner``
     n_relations: int  #: M, the unique relations of S and Gw
     index: dict[str, int] = field(repr=False)  #: node id -> position
+    relation_owner: str = "head"  #: whose relation is it: "head" (its head) or "incident" (head or tail)
 
 
-def topology_arrays(topology: Topology) -> TopologyArrays:
-    """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0)."""
+def topology_arrays(topology: Topology, relation_owner: str = "head") -> TopologyArrays:
+    """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0).
+
+    A relation of S and Gw (its head is a device) is node i's when i is its
+    head (``relation_owner="head"``), or when i is its head or its tail
+    (``"incident"``: a gateway then also owns its sensors' links and the fog
+    links that end at it, so ``Σ owned`` exceeds M by the relations whose tail
+    is a device).
+    """
+    _choice("relation_owner", relation_owner, RELATION_OWNERS)
     devices = topology.devices()
     if not devices:
         raise PoolingError(f"topology: has no device nodes (sensors or gateways) among its {len(topology.nodes)} "
@@ -429,12 +440,14 @@ def topology_arrays(topology: Topology) -> TopologyArrays:
     owned = np.zeros(len(ids), dtype=np.int64)
     for r in rels:
         owned[index[r.head]] += 1
+        if relation_owner == "incident" and r.tail in index:
+            owned[index[r.tail]] += 1
     deg = topology.gateway_degrees()
     arrays = TopologyArrays(
         node_ids=ids, kinds=np.array([n.kind for n in devices]),
         gateway_of=tuple(n.gateway if n.kind == "sensor" else None for n in devices),
         degree=np.array([deg.get(n.id, 0) if n.kind == "gateway" else 0 for n in devices], dtype=np.int64),
-        owned=owned, n_relations=len(rels), index=index,
+        owned=owned, n_relations=len(rels), index=index, relation_owner=relation_owner,
     )
     for a in (arrays.kinds, arrays.degree, arrays.owned):
         a.setflags(write=False)
@@ -546,6 +559,7 @@ class PoolSnapshot:
     pool_weight: str
     alpha_reading: str
     relation_count: str
+    relation_owner: str = "head"
     upto: int | None = None  #: instances with index < upto were used (None means all given)
     alpha: dict[str, float] | None = None  #: eq. (7) against the previous step, when there was one
     step: int | None = None
@@ -580,7 +594,8 @@ class PoolSnapshot:
         import pandas as pd
 
         kv = self.kv_pairs()
-        state = np.where(~self.seen, "never seen", np.where(self.presence == 1, "active (⊥ = 1)", "inactive (⊥ = 0)"))
+        state = np.where(~self.seen, "never seen",
+                         np.where(self.presence == 1, "active (⊥ = 1)", "inactive (⊥ = 0)"))
         return pd.DataFrame({
             "node": self.node_ids, "kind": self.kinds, "k": [k for k, _ in kv], "v": [str(v) for _, v in kv],
             "instances": self.observations, "presence": self.presence, "state": state, "N": self.relations,
@@ -634,8 +649,9 @@ class PriorityPool:
     pools (eq. 4), weights (eqs. 5-6) and α against the current pools (eq. 7).
     Line 2 ("if change in α"): when some α > 0 the new pools become the current
     ones and ``version`` is bumped.  Every step is kept in ``history``.
-    ``band``, ``pool_weight``, ``alpha_reading`` and ``relation_count`` choose
-    the readings of eqs. (4), (6), (7) and (3) (see :mod:`gentwin.config`).
+    ``band``, ``pool_weight``, ``alpha_reading``, ``relation_count`` and
+    ``relation_owner`` choose the readings of eqs. (4), (6), (7) and (3) (see
+    :mod:`gentwin.config`).
 
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_dataset
@@ -646,12 +662,14 @@ class PriorityPool:
     """
 
     def __init__(self, topology: Topology, *, band: str = "corrected", pool_weight: str = "degree",
-                 alpha_reading: str = "nodes", relation_count: str = "unique") -> None:
+                 alpha_reading: str = "nodes", relation_count: str = "unique",
+                 relation_owner: str = "head") -> None:
         self.band = _choice("band", band, BANDS)
         self.pool_weight = _choice("pool_weight", pool_weight, POOL_WEIGHTS)
         self.alpha_reading = _choice("alpha_reading", alpha_reading, ALPHA_READINGS)
         self.relation_count = _choice("relation_count", relation_count, RELATION_COUNTS)
-        self.arrays = topology_arrays(topology)
+        self.arrays = topology_arrays(topology, relation_owner)
+        self.relation_owner = relation_owner
         n = len(self.arrays.node_ids)
         self._counts = np.zeros(n, dtype=np.int64)
         self._presence = np.zeros(n, dtype=np.int8)
@@ -665,7 +683,7 @@ class PriorityPool:
     def readings(self) -> dict[str, str]:
         """The readings this pool runs with, as keyword arguments."""
         return dict(band=self.band, pool_weight=self.pool_weight, alpha_reading=self.alpha_reading,
-                    relation_count=self.relation_count)
+                    relation_count=self.relation_count, relation_owner=self.relation_owner)
 
     @property
     def current(self) -> PoolSnapshot | None:
@@ -730,7 +748,8 @@ class PriorityPool:
 
 
 def pool_snapshot(dataset: DataSet, upto: int | None = None, band: str = "corrected", pool_weight: str = "degree",
-                  *, alpha_reading: str = "nodes", relation_count: str = "unique") -> PoolSnapshot:
+                  *, alpha_reading: str = "nodes", relation_count: str = "unique",
+                  relation_owner: str = "head") -> PoolSnapshot:
     """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None).
 
     ``alpha`` of the result is None (no previous step); compare two snapshots
@@ -740,7 +759,7 @@ def pool_snapshot(dataset: DataSet, upto: int | None = None, band: str = "correc
         check_int("upto", upto, low=0, error=PoolingError)
     chosen = sorted((i for i in dataset.instances if upto is None or i.index < upto), key=lambda i: i.index)
     pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
-                      relation_count=relation_count)
+                      relation_count=relation_count, relation_owner=relation_owner)
     return replace(pp.step(chosen, upto=upto), alpha=None, step=None, version=None, updated=None)
 
 
@@ -766,7 +785,7 @@ def _order(snap: PoolSnapshot, arrays: TopologyArrays, instances: list[Instance]
 
 def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, seed: int, band: str = "corrected",
                    pool_weight: str = "degree", *, alpha_reading: str = "nodes",
-                   relation_count: str = "unique") -> list[Instance]:
+                   relation_count: str = "unique", relation_owner: str = "head") -> list[Instance]:
     """The given instances reordered for training by the pools of eqs. (4)-(6).
 
     * ``by="priority"``: P_H first, then P_M, then P_L, then nodes in no pool;
@@ -793,7 +812,7 @@ def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, see
     if not items:
         return []
     pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
-                      relation_count=relation_count)
+                      relation_count=relation_count, relation_owner=relation_owner)
     return _order(pp.step(sorted(items, key=lambda i: i.index)), pp.arrays, items, by, seed)
 
 
@@ -859,3 +878,32 @@ def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, coun
     return pd.DataFrame({by: [f"{i.node_id} ({pool_of[i.node_id] or '-'})"
                               for i in training_order(dataset, items, by=by, seed=seed, **readings)[:count]]
                          for by in ORDERS}, index=pd.RangeIndex(1, count + 1, name="position"))
+
+
+def tie_share(priority_values, seen=None) -> float:
+    """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen).
+
+    Ties are what the seeded tie-break of :func:`training_order` decides, so a
+    reading of N_i that gives many nodes the same p_i ranks them less.
+
+    Two of the three seen nodes share p = 0.2 (the fourth is unseen):
+
+    >>> tie_share([0.2, 0.2, 0.1, 0.2], [True, True, True, False])
+    0.6666666666666666
+    """
+    p = _vector("priority", priority_values)
+    s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
+    _same_length(priority=p, seen=s)
+    if not s.any():
+        return 0.0
+    _, inverse, counts = np.unique(p[s], return_inverse=True, return_counts=True)
+    return float((counts[inverse] > 1).mean())
+
+
+def tie_shares(dataset: DataSet, instances: Sequence[Instance], **readings) -> dict[str, float]:
+    """:func:`tie_share` of the pools of ``instances`` alone, under each ``relation_owner`` reading."""
+    out = {}
+    for owner in RELATION_OWNERS:
+        snap = pool_snapshot(DataSet(dataset.topology, list(instances)), **{**readings, "relation_owner": owner})
+        out[owner] = tie_share(snap.priority, snap.seen)
+    return out

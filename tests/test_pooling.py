@@ -28,6 +28,7 @@ from gentwin.pooling import (
     presence,
     priority,
     relation_counts,
+    tie_share,
     topology_arrays,
     training_order,
     update_trigger,
@@ -203,6 +204,112 @@ def test_alpha_matches_nodes_by_id_across_topologies():
     assert alpha(s1, s1) == {"H": 0.0, "M": 0.0, "L": 0.0}
     with pytest.raises(PoolingError, match="pool_weight"):
         alpha(s1, pool_snapshot(ds, upto=8, pool_weight="sum_w"))
+
+
+
+# ---------------------------------------------------------------------------
+# Eq. (3), whose relation it is: relation_owner "head" against "incident" (worked by hand)
+# ---------------------------------------------------------------------------
+#
+# The same topology as above (g1 serves s1, s2, s3, belongs to AQ and has the fog link g1 -> g2; g2 serves s4, s5
+# and belongs to AQ; M = 13, n = 7).  New log: every node once, present, then s3 absent; later s3 returns.
+#
+#   0:G1 T  1:G2 T  2:S1 T  3:S2 T  4:S3 T  5:S4 T  6:S5 T  7:S3 F  | step 2:  8:S3 T
+#
+# N_i ("unique": all seen, so N_i = owned_i):
+#   head:      G1 2 (SERVES_IN, fog link)  G2 1 (SERVES_IN)                            S_i 2 (CONNECTED_TO, SERVES_IN)
+#   incident:  G1 5 (+ S1, S2, S3 links)   G2 4 (SERVES_IN, fog link tail, S4, S5)      S_i 2 (their tails G/AQ: the
+#              gateway tail is counted for the gateway, AQ is no device)          sum 19 = 13 + 6 device-tail relations
+# Priorities in units of 1/364 (364 = 13 * 28, so k/13 = 28k/364); w: G1 3/7, G2 2/7, sensors 1/7;
+# eq. (6) "degree" terms u = (1 + d)/7: G1 4/7, G2 3/7, sensors 1/7.
+#
+# head, step 1: p*13 = G1 2, G2 1, S1 2, S2 2, S3 0 (absent), S4 2, S5 2 -> sum 11, Avg = 11/91 = 44/364
+#   Avg/2 = 22/364, 3Avg/4 = 33/364.  2/13 = 56/364 > 33 -> H (G1, S1, S2, S4, S5); G2 1/13 = 28/364 in (22, 33]
+#   -> M (corrected) / no pool (paper); S3 0 -> L.  The gateway ranks with (G1) or below (G2) its own sensors.
+#   degree: W_H = 4/7 + 4 * 1/7 = 8/7, W_M = 3/7, W_L = 1/7 (paper: 8/7, 0, 1/7)
+#   sum_w:  W_H = 3/7 + 4/7 = 1,       W_M = 2/7, W_L = 1/7 (paper: 1, 0, 1/7)
+#   ties: five nodes share 2/13 -> 5/7.
+# head, step 2 (S3 back): sum 13, Avg = 52/364, Avg/2 = 26, 3Avg/4 = 39: S3 56 -> H, G2 28 stays M (paper: none).
+#   alpha "nodes", degree: H gains S3 (1/7), M unchanged 0, L loses S3 1/7 -> (1/7, 0, 1/7), both bands.
+#
+# incident, step 1: p*13 = G1 5, G2 4, S1 2, S2 2, S3 0, S4 2, S5 2 -> sum 17, Avg = 68/364, Avg/2 = 34, 3Avg/4 = 51
+#   G1 140, G2 112, sensors 56 > 51 -> all active nodes H; S3 -> L; M empty (paper band: the same, no gap node).
+#   degree: W_H = 4/7 + 3/7 + 4/7 = 11/7, W_M = 0, W_L = 1/7;  sum_w: W_H = 3/7 + 2/7 + 4/7 = 9/7, 0, 1/7.
+#   ties: four sensors share 2/13 -> 4/7.
+# incident, step 2: sum 19, Avg = 76/364, Avg/2 = 38, 3Avg/4 = 57: sensors 56 in (38, 57] -> M (paper: no pool);
+#   G1, G2 stay H; L empty.
+#   corrected, degree: W = (1, 5/7, 0); alpha "nodes": H loses S1, S2, S4, S5 (4/7), M gains five sensors (5/7),
+#   L loses S3 (1/7).  paper, degree: W = (1, 0, 0); alpha: H 4/7, M 0, L 1/7.
+
+OWNER_LOG = [("G1", True), ("G2", True), ("S1", True), ("S2", True), ("S3", True), ("S4", True), ("S5", True),
+             ("S3", False), ("S3", True)]
+
+
+def _owner_dataset() -> DataSet:
+    inst = [Instance(index=k, timestamp=2.0 * k, node_id=nid, present=pres, split="train")
+            for k, (nid, pres) in enumerate(OWNER_LOG)]
+    return DataSet(topology=_hand_topology(), instances=inst)
+
+
+# per reading: N, p*13 at step 1, Avg at step 1, pools (corrected, paper) at steps 1 and 2,
+# W_p (degree, sum_w) at step 1 per band, alpha ("nodes", degree) at step 2 per band
+OWNER_CASES = {
+    "head": dict(
+        N={"G1": 2, "G2": 1, "S1": 2, "S2": 2, "S3": 2, "S4": 2, "S5": 2},
+        p13={"G1": 2, "G2": 1, "S1": 2, "S2": 2, "S3": 0, "S4": 2, "S5": 2}, avg=11 / 91, ties=5 / 7,
+        pools1={"corrected": "HMHHLHH", "paper": "H-HHLHH"}, pools2={"corrected": "HMHHHHH", "paper": "H-HHHHH"},
+        W1={("corrected", "degree"): (8 / 7, 3 / 7, 1 / 7), ("paper", "degree"): (8 / 7, 0, 1 / 7),
+            ("corrected", "sum_w"): (1, 2 / 7, 1 / 7), ("paper", "sum_w"): (1, 0, 1 / 7)},
+        alpha2={"corrected": (1 / 7, 0, 1 / 7), "paper": (1 / 7, 0, 1 / 7)},
+    ),
+    "incident": dict(
+        N={"G1": 5, "G2": 4, "S1": 2, "S2": 2, "S3": 2, "S4": 2, "S5": 2},
+        p13={"G1": 5, "G2": 4, "S1": 2, "S2": 2, "S3": 0, "S4": 2, "S5": 2}, avg=17 / 91, ties=4 / 7,
+        pools1={"corrected": "HHHHLHH", "paper": "HHHHLHH"}, pools2={"corrected": "HHMMMMM", "paper": "HH-----"},
+        W1={("corrected", "degree"): (11 / 7, 0, 1 / 7), ("paper", "degree"): (11 / 7, 0, 1 / 7),
+            ("corrected", "sum_w"): (9 / 7, 0, 1 / 7), ("paper", "sum_w"): (9 / 7, 0, 1 / 7)},
+        alpha2={"corrected": (4 / 7, 5 / 7, 1 / 7), "paper": (4 / 7, 0, 1 / 7)},
+    ),
+}
+
+
+def _pools_string(snap) -> str:  # pools in IDS order (G1, G2, S1..S5), "-" for no pool
+    codes = _by_id(snap, snap.pool_codes)
+    return "".join("HML"[codes[i]] if codes[i] >= 0 else "-" for i in IDS)
+
+
+@pytest.mark.parametrize("owner", ["head", "incident"])
+@pytest.mark.parametrize("band", ["corrected", "paper"])
+def test_relation_owner_worked_by_hand(owner, band):
+    case, ds = OWNER_CASES[owner], _owner_dataset()
+    s1 = pool_snapshot(ds, upto=8, band=band, relation_owner=owner)
+    assert _by_id(s1, s1.relations) == case["N"]
+    assert _by_id(s1, s1.priority) == pytest.approx({k: v / 13 for k, v in case["p13"].items()})
+    assert s1.avg == pytest.approx(case["avg"])
+    assert _pools_string(s1) == case["pools1"][band]
+    assert tie_share(s1.priority, s1.seen) == pytest.approx(case["ties"])
+    for pw in ("degree", "sum_w"):
+        w = pool_snapshot(ds, upto=8, band=band, pool_weight=pw, relation_owner=owner).pool_weight_values
+        assert [w[p] for p in POOLS] == pytest.approx(case["W1"][(band, pw)])
+    # s3 returns: Algorithm 1's step 2 against the pools of step 1
+    pp = PriorityPool(ds.topology, band=band, relation_owner=owner)
+    pp.step(ds.instances[:8])
+    s2 = pp.step(ds.instances[8:])
+    assert _pools_string(s2) == case["pools2"][band]
+    assert [s2.alpha[p] for p in POOLS] == pytest.approx(case["alpha2"][band])
+    assert s2.relation_owner == owner and pp.arrays.relation_owner == owner
+
+
+def test_relation_owner_incident_counts_tails_and_threads_through():
+    head, inc = topology_arrays(_hand_topology()), topology_arrays(_hand_topology(), "incident")
+    assert head.owned.sum() == head.n_relations == inc.n_relations == 13  # M does not depend on the reading
+    assert inc.owned.sum() == 13 + 6  # five sensor links and the fog link end at a device
+    ds = _owner_dataset()
+    a = training_order(ds, ds.instances[:8], by="priority", seed=0, relation_owner="incident")
+    # incident: G1 (5/13) then G2 (4/13) lead; head: G1 ties with four sensors, so G2 is never second
+    assert [i.node_id for i in a[:2]] == ["G1", "G2"]
+    with pytest.raises(PoolingError, match="relation_owner = 'tail'"):
+        PriorityPool(ds.topology, relation_owner="tail")
 
 
 # ---------------------------------------------------------------------------
