@@ -22,8 +22,9 @@ import dataclasses
 import time
 
 from gentwin.config import resolve
+from gentwin.experiments.table4 import simulate
 from gentwin.loops import VersionLog
-from gentwin.physical import simulate, topology_config_for
+from gentwin.physical import topology_config_for
 from gentwin.topology import generate_dataset
 
 

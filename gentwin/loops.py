@@ -41,12 +41,13 @@ The traditional twin holds observed records only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from . import pooling as _pooling
+from .checks import check_int, check_real
 from .topology import DataSet, Relation, Topology, failover_least_loaded, gateway_degrees
 
 __all__ = [
@@ -352,9 +353,7 @@ class CyberTwin:
     """
 
     def __init__(self, topology: Topology, history: DataSet, *, period_s: float) -> None:
-        if not (isinstance(period_s, (int, float)) and np.isfinite(period_s) and period_s > 0):
-            raise LoopError(f"period_s = {period_s!r}: must be a number > 0 (report_period_s)")
-        self.period_s = float(period_s)
+        self.period_s = check_real("period_s", period_s, low=0.0, low_open=True, error=LoopError)
         self.arrays = _pooling.topology_arrays(topology)
         kinds = self.arrays.kinds
         self.sensor_pos = np.flatnonzero(kinds == "sensor")
@@ -468,10 +467,8 @@ class ExternalLoop:
     """Data collection -> information -> actionable insight -> control flow, with counters."""
 
     def __init__(self, twin: CyberTwin, *, detect_slots: int, keep_events: bool = True) -> None:
-        if isinstance(detect_slots, bool) or not isinstance(detect_slots, (int, np.integer)) or detect_slots < 1:
-            raise LoopError(f"detect_slots = {detect_slots!r}: must be an integer >= 1")
         self.twin = twin
-        self.detect_slots = int(detect_slots)
+        self.detect_slots = check_int("detect_slots", detect_slots, low=1, error=LoopError)
         self.counters = ExternalCounters()
         self.events: list[LoopEvent] = []
         self.keep_events = keep_events
@@ -543,11 +540,9 @@ class InternalLoop:
     def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",
                  relation_count: str = "unique", version_alpha: float = 0.0, store: VersionSink | None = None,
                  keep_events: bool = True) -> None:
-        if not (isinstance(version_alpha, (int, float)) and np.isfinite(version_alpha) and version_alpha >= 0):
-            raise LoopError(f"version_alpha = {version_alpha!r}: must be a finite number >= 0")
+        self.version_alpha = check_real("version_alpha", version_alpha, low=0.0, error=LoopError)
         self.band, self.pool_weight = band, pool_weight
         self.alpha_reading, self.relation_count = alpha_reading, relation_count
-        self.version_alpha = float(version_alpha)
         self.store: VersionSink = store if store is not None else VersionLog()
         self.counters = InternalCounters()
         self.events: list[LoopEvent] = []
