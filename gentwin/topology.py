@@ -1,4 +1,4 @@
-"""The Physical Space data set: a seeded smart-city IoT topology and its sensor log.
+"""The Physical Space data set: a seeded smart-city IoT topology, its sensor log, the gateways' d_i and their fail-over.
 
 Section II.A.1 and III.B of the paper describe a smart city whose services (air
 quality, transportation, waste management) each have gateways in the fog and
@@ -27,6 +27,12 @@ number of fog backhaul links is the one count the paper does not give, and
 graph also holds ``Service -IN-> SmartCity`` (one per service), which is not a
 relation of S or Gw and so is not part of M.
 
+When a gateway fails, its sensors move to another gateway of their service.
+Two named policies choose where: :func:`failover_least_loaded` (the physical
+network's own re-association, used by the external loop of
+:mod:`gentwin.loops`) and :func:`failover_random` (the what-if scenario's
+gateway failure, :mod:`gentwin.whatif`).
+
 Examples
 --------
 >>> from gentwin.config import TopologyConfig
@@ -38,7 +44,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -62,7 +68,6 @@ __all__ = [
     "failover_random",
 ]
 
-NodeKind = Literal["sensor", "gateway", "service", "city"]
 NODE_KINDS: tuple[str, ...] = ("sensor", "gateway", "service", "city")
 RELATION_TYPES: tuple[str, ...] = ("CONNECTED_TO", "SERVES_IN", "IN")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
