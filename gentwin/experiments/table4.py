@@ -471,8 +471,12 @@ class Table4:
         return pd.concat([wide, pd.DataFrame(paper_rows)]).sort_index(level=0, sort_remaining=False)
 
     def glue_values(self) -> dict[str, float | str]:
-        """The values the chapter publishes for the comparison page: GenTwin's completeness, CI and a note per cell."""
-        from ..audit import comparison_status
+        """The values the chapter publishes for the comparison page: GenTwin's completeness, CI and a note per cell.
+
+        The note says whether the paper's value lies inside our interval (the
+        comparison page's own verdict, :func:`gentwin.audit.comparison_status`,
+        applies its stated margins on top).
+        """
         from ..reference import by_key
 
         phys = self.settings.physical
@@ -487,7 +491,7 @@ class Table4:
                 ref = by_key(key)
                 if self.settings.profile != "paper":
                     note = f"quick profile: {size} sensors, {phys.duration_s:g} s runs"
-                elif comparison_status(ref, out[key], out[key + "_low"], out[key + "_high"]) == "reproduced":
+                elif r.completeness_low <= ref.paper <= r.completeness_high:
                     note = "the paper's value lies inside our interval"
                 else:
                     note = (f"ours is {r.completeness - ref.paper:+.2f} points; the paper reports neither its loss "
