@@ -115,6 +115,22 @@ def test_external_loop_rehomes_after_detect_slots(twin):
     assert c.information_reports == 3 and c.gateway_statuses == 3 * t.n_gateways
 
 
+def test_external_loop_rehomes_to_the_least_loaded_live_gateway():
+    # one service, three gateways: gateway 0 (2 sensors) fails; 1 serves 3 sensors, 2 serves 1 -> 2 takes them
+    ds = generate_dataset(TopologyConfig(n_services=1, n_gateways=3, n_sensors=6, n_gateway_links=0, n_instances=10,
+                                         p_inactive=0.0, split=(0.34, 0.33, 0.33)))
+    t = CyberTwin(ds.topology, ds, period_s=P)
+    InternalLoop().start(0.0, t)
+    t.rehome(range(6), 1)
+    t.rehome([0, 1], 0)
+    t.rehome([5], 2)
+    assert t.gateway_degrees().tolist() == [2, 3, 1]
+    ext = ExternalLoop(t, detect_slots=1)
+    recv = [bool(t.assign[s] != 0) for s in range(t.n_sensors)]
+    cmds = ext.step(0, 3.0, t.close_slot(0, 3.0, delivery(t, 0, recv, [False, True, True])))
+    assert [(c.from_gateway, c.to_gateway, c.sensors) for c in cmds] == [(0, 2, (0, 1))]
+
+
 def test_external_loop_does_not_act_on_a_global_cut(twin):
     t, _ = twin
     ext = ExternalLoop(t, detect_slots=1)
