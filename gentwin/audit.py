@@ -25,8 +25,11 @@ from .reference import PAPER_VALUES, PaperValue
 __all__ = [
     "GLUE_PREFIX",
     "glued_values",
+    "MIN_SEEDS",
+    "STATUSES",
     "comparison_status",
     "comparison_table",
+    "status_counts",
     "EQUATIONS",
     "ALGORITHM_LINES",
     "CodeRef",
@@ -78,73 +81,107 @@ def _number(x: Any) -> float | None:
     return float(x) if math.isfinite(float(x)) else None
 
 
-def comparison_status(row: PaperValue, ours: float | None, low: float | None = None,
-                      high: float | None = None) -> str:
-    """The verdict for one row of the comparison page.
+#: Fewer seeds than this leave a row inconclusive, whatever its interval says.
+MIN_SEEDS = 5
 
-    * ``"not comparable"`` where our set-up cannot measure the paper's quantity;
-    * ``"not run"`` where no executed notebook published our value;
-    * ``"reproduced"`` where the paper's number lies inside our confidence
-      interval ``[low, high]``, or (for counts fixed by construction) within the
-      row's absolute tolerance;
-    * ``"differs"`` otherwise (also when we have a value but no interval to
-      judge it by).
+
+def comparison_status(row: PaperValue, ours: float | None, low: float | None = None,
+                      high: float | None = None, *, n_seeds: int | None = None) -> str:
+    """The verdict for one row of the comparison page, by the rule stated before the run.
+
+    * ``"not comparable"``: the row's quantity cannot be measured here (absolute
+      times on other hardware, a quantity given only as a shape);
+    * ``"not run"``: no executed notebook published our value;
+    * ``"set by input"``: our construction fixes the value (a data-set count,
+      rounds, epochs), so it is an input chosen to match, not a result;
+    * ``"reproduced"``: our confidence interval ``[low, high]`` lies inside
+      ``paper ± margin``; for a direction row, wholly above 0;
+    * ``"differs"``: our interval lies wholly outside ``paper ± margin``; for
+      a direction row, wholly below 0;
+    * ``"inconclusive"``: anything else, including an effect or direction whose
+      interval contains 0, a value without an interval, and any row with fewer
+      than :data:`MIN_SEEDS` seeds (or an unknown number).
 
     >>> from gentwin.reference import by_key
-    >>> comparison_status(by_key("fig6_gain_pct"), 12.0, 5.0, 20.0)
+    >>> comparison_status(by_key("table4_s1_small"), 99.8, 99.77, 99.83, n_seeds=5)
     'reproduced'
-    >>> comparison_status(by_key("fig6_gain_pct"), 2.0, 1.0, 3.0)
+    >>> comparison_status(by_key("table4_s1_small"), 97.0, 96.5, 97.5, n_seeds=5)
     'differs'
+    >>> comparison_status(by_key("fig6_gain_pct"), 0.6, -37.7, 38.9, n_seeds=5)
+    'inconclusive'
     >>> comparison_status(by_key("dataset_relations"), 580)
-    'reproduced'
-    >>> comparison_status(by_key("fig7_val_l1"), 0.1)
-    'not comparable'
+    'set by input'
     """
-    if not row.comparable or row.paper is None:
+    if row.judge == "not comparable":
         return "not comparable"
     if ours is None:
         return "not run"
-    if low is not None and high is not None:
-        return "reproduced" if low <= row.paper <= high else "differs"
-    if row.tolerance is not None:
-        return "reproduced" if abs(ours - row.paper) <= row.tolerance else "differs"
-    return "differs"
+    if row.judge == "input":
+        return "set by input"
+    if low is None or high is None or n_seeds is None or n_seeds < MIN_SEEDS:
+        return "inconclusive"
+    if low > high:
+        raise ValueError(f"{row.key}: low = {low!r} > high = {high!r}")
+    if row.judge in ("effect", "direction") and low <= 0.0 <= high:
+        return "inconclusive"
+    if row.judge == "direction":
+        return "reproduced" if low > 0.0 else "differs"
+    lo, hi = row.paper - row.margin, row.paper + row.margin
+    if lo <= low and high <= hi:
+        return "reproduced"
+    if high < lo or low > hi:
+        return "differs"
+    return "inconclusive"
 
 
-def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPER_VALUES):
+#: every status the comparison page can show, in the order it lists them
+STATUSES: tuple[str, ...] = ("reproduced", "differs", "inconclusive", "set by input", "not comparable", "not run")
+
+
+def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPER_VALUES, settings: Any = None):
     """The "Paper versus reproduction" table as a :class:`pandas.DataFrame`.
 
-    Our value for key ``k`` is the glued ``k``; its confidence interval, where
-    the notebook has one, is the glued ``k_low`` and ``k_high``; the notebook
-    may glue ``k_note`` with a sentence on why the two differ.
+    Our value for a row is the glued ``k`` (``k = row.glue_key``); its
+    confidence interval the glued ``k_low`` and ``k_high``; the number of
+    seeds behind it the glued ``k_n`` or, failing that, the row's
+    ``seeds_field`` in ``settings`` (a :class:`gentwin.config.Settings`); the
+    notebook may glue ``k_note`` with a sentence on why the two differ.
     """
     import pandas as pd
 
     glued = glued_values(executed_dir)
+    flat = settings.flat() if settings is not None else {}
 
     def val(key: str) -> float | None:
         return _number(glued[key]["value"]) if key in glued else None
 
     records = []
     for row in rows:
-        ours, low, high = val(row.key), val(row.key + "_low"), val(row.key + "_high")
-        status = comparison_status(row, ours, low, high)
-        note = glued.get(row.key + "_note", {}).get("value") or row.explanation
+        k = row.glue_key
+        ours, low, high = val(k), val(k + "_low"), val(k + "_high")
+        n = val(k + "_n")
+        if n is None and row.seeds_field in flat:
+            n = flat[row.seeds_field]
+        judged = ours is not None and row.judge not in ("input", "not comparable")
+        seeds = int(n) if n is not None and judged else None
+        status = comparison_status(row, ours, low, high, n_seeds=seeds)
+        note = glued.get(k + "_note", {}).get("value") or row.explanation
         if status == "not run":
-            note = f"the {row.notebook} chapter has not published this value in this build"
-        records.append(
-            {
-                "quantity": row.quantity,
-                "where": row.where,
-                "paper": row.paper_text,
-                "ours": _fmt(ours),
-                "95 % CI": f"[{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else "",
-                "status": status,
-                "why": note,
-                "chapter": row.notebook,
-            }
-        )
+            note = f"the {row.notebook} chapter has not published {k!r} in this build"
+        records.append({
+            "quantity": row.quantity, "where": row.where, "paper": row.paper_text,
+            "± δ": _fmt(row.margin) if row.margin is not None else "", "ours": _fmt(ours),
+            "95 % CI": f"[{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else "",
+            "seeds": seeds if seeds is not None else "", "status": status, "judged by": row.margin_reason,
+            "why": note, "chapter": row.notebook,
+        })
     return pd.DataFrame(records)
+
+
+def status_counts(table) -> dict[str, int]:
+    """How many rows of a :func:`comparison_table` have each status (every status, zeros included)."""
+    counts = table["status"].value_counts()
+    return {status: int(counts.get(status, 0)) for status in STATUSES}
 
 
 def _fmt(x: float | None) -> str:

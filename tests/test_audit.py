@@ -52,34 +52,90 @@ def test_real_glue_output_format_is_what_we_parse() -> None:
     assert bundle["text/plain"] == "0.25"
 
 
+# Rows built here, not taken from gentwin.reference, so the rule is pinned whatever margins the paper rows get.
+VALUE = PaperValue("v", "a share", 99.8, "99.8", "%", "T", "nb", "value", 0.05, "one decimal")
+EFFECT = PaperValue("e", "a gain", 19.0, "19 %", "%", "F", "nb", "effect", 5.0, "one run")
+WIDE_EFFECT = PaperValue("w", "a gain", 1.0, "1 %", "%", "F", "nb", "effect", 50.0, "a margin wider than any CI")
+DIRECTION = PaperValue("d", "A beats B", None, "more", "", "F", "nb", "direction", source="e")
+INPUT = PaperValue("i", "a count", 580, "580", "", "III.B", "nb", "input")
+SHAPE = PaperValue("s", "a curve", None, "falls", "", "F", "nb", "not comparable")
+
+
 @pytest.mark.parametrize(
-    "key, ours, low, high, expected",
+    "row, ours, low, high, n, expected",
     [
-        ("fig6_gain_pct", 12.0, 5.0, 20.0, "reproduced"),  # 19 inside [5, 20]
-        ("fig6_gain_pct", 25.0, 20.5, 30.0, "differs"),  # 19 below the interval
-        ("fig6_gain_pct", 19.0, None, None, "differs"),  # no interval, no tolerance: cannot call it reproduced
-        ("fig6_gain_pct", None, None, None, "not run"),
-        ("dataset_relations", 580.0, None, None, "reproduced"),  # tolerance 0
-        ("dataset_relations", 579.0, None, None, "differs"),
-        ("fig7_val_l1", 0.2, 0.1, 0.3, "not comparable"),
+        (VALUE, 99.8, 99.76, 99.84, 5, "reproduced"),  # [99.76, 99.84] inside [99.75, 99.85]
+        (VALUE, 99.8, 99.75, 99.85, 20, "reproduced"),  # the edges of paper ± δ count as inside
+        (VALUE, 99.2, 99.0, 99.5, 5, "differs"),  # wholly below 99.75
+        (VALUE, 99.95, 99.9, 100.0, 5, "differs"),  # wholly above 99.85
+        (VALUE, 99.8, 99.7, 99.9, 5, "inconclusive"),  # straddles both edges: neither inside nor outside
+        (VALUE, 99.78, 99.7, 99.8, 5, "inconclusive"),  # straddles the lower edge
+        (VALUE, 99.8, 99.79, 99.81, 3, "inconclusive"),  # inside, but 3 seeds
+        (VALUE, 99.8, 99.79, 99.81, 4, "inconclusive"),  # one short of MIN_SEEDS
+        (VALUE, 99.8, 99.79, 99.81, None, "inconclusive"),  # seeds unknown
+        (VALUE, 99.8, None, None, 5, "inconclusive"),  # no interval to judge by
+        (EFFECT, 0.6, -37.7, 38.9, 5, "inconclusive"),  # the Fig. 6 case: CI contains 0
+        (EFFECT, 0.6, -37.7, 38.9, 3, "inconclusive"),
+        (EFFECT, 19.0, 16.0, 22.0, 5, "reproduced"),  # inside [14, 24]
+        (EFFECT, 40.0, 30.0, 50.0, 5, "differs"),  # wholly above 24
+        (WIDE_EFFECT, 0.6, -37.7, 38.9, 5, "inconclusive"),  # inside paper ± δ, but an effect whose CI contains 0
+        (DIRECTION, 5.0, 2.0, 8.0, 5, "reproduced"),  # wholly above 0
+        (DIRECTION, -5.0, -8.0, -2.0, 5, "differs"),  # wholly below 0
+        (DIRECTION, 1.0, -1.0, 3.0, 5, "inconclusive"),  # contains 0
+        (DIRECTION, 5.0, 2.0, 8.0, 3, "inconclusive"),  # right sign, 3 seeds
+        (DIRECTION, None, None, None, None, "not run"),  # the value it needs is not glued yet
+        (INPUT, 580.0, None, None, None, "set by input"),
+        (INPUT, 57.0, None, None, None, "set by input"),  # an input is never a result, whatever its value
+        (INPUT, None, None, None, None, "not run"),
+        (SHAPE, 0.2, 0.1, 0.3, 5, "not comparable"),
+        (VALUE, None, None, None, 5, "not run"),
     ],
 )
-def test_comparison_status(key, ours, low, high, expected) -> None:
-    assert audit.comparison_status(by_key(key), ours, low, high) == expected
+def test_comparison_status(row, ours, low, high, n, expected) -> None:
+    assert audit.comparison_status(row, ours, low, high, n_seeds=n) == expected
+
+
+def test_comparison_status_rejects_an_inverted_interval() -> None:
+    with pytest.raises(ValueError, match="low = 2.0 > high = 1.0"):
+        audit.comparison_status(VALUE, 1.5, 2.0, 1.0, n_seeds=5)
+
+
+def test_the_paper_rows_judge_the_fig6_case_inconclusive() -> None:
+    # the paper-profile book once called this "reproduced" because 19 lies inside [-37.7, 38.9]
+    for key in ("fig6_gain_pct", "fig6_pooling_helps"):
+        assert audit.comparison_status(by_key(key), 0.6, -37.7, 38.9, n_seeds=5) == "inconclusive"
+    assert audit.comparison_status(by_key("fig6_gain_pct"), 19.0, 18.0, 20.0, n_seeds=3) == "inconclusive"
 
 
 def test_comparison_table_has_every_row_and_marks_missing_chapters(tmp_path: Path) -> None:
     _write_nb(tmp_path / "setup.ipynb", [_glue_output("dataset_relations", "580")])
     _write_nb(tmp_path / "fig6.ipynb", [_glue_output("fig6_gain_pct", "4.0"), _glue_output("fig6_gain_pct_low", "1.0"),
-                                         _glue_output("fig6_gain_pct_high", "7.0")])
-    table = audit.comparison_table(tmp_path)
-    assert list(table["quantity"]) == [r.quantity for r in PAPER_VALUES]
-    status = dict(zip(table["quantity"], table["status"]))
-    assert status[by_key("dataset_relations").quantity] == "reproduced"
-    assert status[by_key("fig6_gain_pct").quantity] == "differs"
-    assert status[by_key("fig8_gap_low_pct").quantity] == "not run"
-    ci = dict(zip(table["quantity"], table["95 % CI"]))
-    assert ci[by_key("fig6_gain_pct").quantity] == "[1, 7]"
+                                         _glue_output("fig6_gain_pct_high", "7.0"), _glue_output("fig6_gain_pct_n", "6")])
+    _write_nb(tmp_path / "table4.ipynb", [_glue_output("table4_s1_small", "99.8"),
+                                          _glue_output("table4_s1_small_low", "99.78"),
+                                          _glue_output("table4_s1_small_high", "99.82")])
+    table = audit.comparison_table(tmp_path).set_index("quantity")
+    assert list(table.index) == [r.quantity for r in PAPER_VALUES]
+    row = lambda key: table.loc[by_key(key).quantity]  # noqa: E731
+    assert row("dataset_relations")["status"] == "set by input"
+    assert row("fig6_gain_pct")["status"] == "differs"  # [1, 7] wholly below 19 - 5, with 6 seeds
+    assert row("fig6_gain_pct")["95 % CI"] == "[1, 7]" and row("fig6_gain_pct")["seeds"] == 6
+    assert row("fig6_gain_pct")["± δ"] == "5"
+    assert row("fig6_pooling_helps")["status"] == "reproduced"  # the same CI, wholly above 0
+    assert row("fig8_gap_low_pct")["status"] == "not run"
+    assert row("fig8_gap_widens")["status"] == "not run"  # its glue key is not published yet
+    assert "fig8_gap_widening_pct" in row("fig8_gap_widens")["why"]
+    # no glued seed count and no settings: the seeds are unknown, so the row cannot be reproduced
+    assert row("table4_s1_small")["status"] == "inconclusive" and row("table4_s1_small")["seeds"] == ""
+    assert row("table4_s1_small")["± δ"] == "0.05"
+    # with the settings the seed count comes from the row's config field (physical_seeds)
+    from gentwin.config import resolve
+
+    with_settings = audit.comparison_table(tmp_path, settings=resolve("paper", physical_seeds=5)).set_index("quantity")
+    assert with_settings.loc[by_key("table4_s1_small").quantity, "status"] == "reproduced"
+    assert with_settings.loc[by_key("table4_s1_small").quantity, "seeds"] == 5
+    counts = audit.status_counts(table)
+    assert list(counts) == list(audit.STATUSES) and sum(counts.values()) == len(PAPER_VALUES)
 
 
 def test_every_reference_key_is_unique_and_named_for_its_notebook() -> None:
