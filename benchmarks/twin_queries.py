@@ -44,7 +44,7 @@ import pandas as pd
 from gentwin.config import TopologyConfig
 from gentwin.graph import TwinRequirement, open_store
 from gentwin.topology import generate_dataset
-from gentwin.whatif import GenTwin, PhysicalSpace, TraditionalTwin
+from gentwin.whatif import GenTwin, TraditionalTwin, WhatIfCity
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / ".ci" / "neo4j" / "neo4j-server"
@@ -87,7 +87,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 def run_size(n: int, backend: str, env: dict | None, requests: int, repeats: int, sweep: bool) -> tuple[list, list]:
     ds = generate_dataset(config_for(n))
-    space = PhysicalSpace(ds, seed=[n, 1])
+    space = WhatIfCity(ds, seed=[n, 1])
     state = space.state()
     n_dev = len(ds.topology.devices())
     tag = f"bench-{n}-{os.getpid()}"

@@ -4,7 +4,97 @@ from __future__ import annotations
 # Sections (one owner each while the library is restructured; keep these markers):
 # --- eq. (9): L1 and accuracy over relations; the pooling gain (Fig. 6) ---
 # --- eq. (10): retrieval recall@k ---
+
+
+def recall_at_k(retrieved, gold, k: int) -> float:
+    """Eq. (10)'s retrieval measure: the share of the gold facts among the first ``k`` retrieved.
+
+    .. math:: \\mathrm{recall@}k = |\\mathrm{gold} \\cap \\mathrm{top}_k| / |\\mathrm{gold}|
+
+    ``retrieved`` is the retriever's ranking (best first), ``gold`` the facts
+    that answer the question (any hashable items).
+
+    Examples
+    --------
+    Gold {a, b}; the ranking a, c, b has one of two in its top 2 and both in its top 3:
+
+    >>> recall_at_k(["a", "c", "b"], {"a", "b"}, k=2), recall_at_k(["a", "c", "b"], {"a", "b"}, k=3)
+    (0.5, 1.0)
+    >>> recall_at_k(["a"], {"a"}, k=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: k = 0: must be an integer >= 1
+    """
+    gold = set(gold)
+    if not gold:
+        raise ValueError("gold: a question needs at least one gold fact")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k = {k!r}: must be an integer >= 1")
+    return len(gold & set(retrieved[:k])) / len(gold)
+
+
 # --- Fig. 8: response gap ---
+
+
+def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
+    """Fig. 8's response-time gap in %: ``(traditional - GenTwin) / traditional * 100`` (positive: GenTwin faster).
+
+    >>> response_gap(200.0, 150.0), response_gap(100.0, 120.0)
+    (25.0, -20.0)
+    >>> response_gap(0.0, 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: traditional_ms = 0.0: must be > 0
+    """
+    if not traditional_ms > 0:
+        raise ValueError(f"traditional_ms = {traditional_ms!r}: must be > 0")
+    return (traditional_ms - gentwin_ms) / traditional_ms * 100.0
+
+
+def response_gaps(per_seed, confidence: float = 0.95):
+    """Fig. 8's gap per update rate, from one mean response time per twin, rate and seed.
+
+    ``per_seed`` has columns ``twin`` (``"GenTwin"``, ``"traditional"``),
+    ``rate``, ``seed`` and ``response_ms``.  The twins' times are means over
+    seeds and ``gap %`` is :func:`response_gap` of those means; its interval
+    comes from the per-seed gaps (:func:`gentwin.stats.mean_ci`).
+
+    Returns a DataFrame indexed by rate with columns ``GenTwin (ms)``,
+    ``traditional (ms)``, ``gap %``, ``gap % CI low (per seed)`` and
+    ``gap % CI high (per seed)``.
+
+    Examples
+    --------
+    Two seeds at one rate: means 150 ms and 200 ms give a 25 % gap; the
+    per-seed gaps are 20 % and 30 %, so the interval is centred on 25 %:
+
+    >>> import pandas as pd
+    >>> per_seed = pd.DataFrame({"twin": ["GenTwin", "GenTwin", "traditional", "traditional"],
+    ...                          "rate": [0.2] * 4, "seed": [0, 1, 0, 1], "response_ms": [160.0, 140.0, 200.0, 200.0]})
+    >>> g = response_gaps(per_seed)
+    >>> g.loc[0.2, ["GenTwin (ms)", "traditional (ms)", "gap %"]].tolist()
+    [150.0, 200.0, 25.0]
+    >>> round(float(g.loc[0.2, "gap % CI low (per seed)"] + g.loc[0.2, "gap % CI high (per seed)"]), 9)
+    50.0
+    """
+    import pandas as pd
+
+    from .stats import mean_ci, summarise
+
+    curve = summarise(per_seed, ["twin", "rate"], "response_ms", confidence)
+    wide = curve.pivot(index="rate", columns="twin", values="mean")
+    gaps = pd.Series([response_gap(wide.loc[r, "traditional"], wide.loc[r, "GenTwin"]) for r in wide.index],
+                     index=wide.index, name="gap %")
+    seed_wide = per_seed.pivot_table(index=["rate", "seed"], columns="twin", values="response_ms")
+    seed_gaps = (seed_wide["traditional"] - seed_wide["GenTwin"]) / seed_wide["traditional"] * 100
+    gap_ci = pd.DataFrame([dict(zip(("mean", "low", "high"), mean_ci(seed_gaps.loc[r], confidence)))
+                           for r in wide.index], index=wide.index)
+    return pd.DataFrame({
+        "GenTwin (ms)": wide["GenTwin"], "traditional (ms)": wide["traditional"], "gap %": gaps,
+        "gap % CI low (per seed)": gap_ci["low"], "gap % CI high (per seed)": gap_ci["high"],
+    })
+
+
 # --- Table IV: completeness ---
 
 import math

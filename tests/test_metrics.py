@@ -4,7 +4,57 @@ from __future__ import annotations
 # Sections (one owner each while the library is restructured; keep these markers):
 # --- eq. (9): L1 and accuracy over relations; the pooling gain (Fig. 6) ---
 # --- eq. (10): retrieval recall@k ---
+
+
+def test_recall_at_k_by_hand():
+    from gentwin.metrics import recall_at_k
+
+    ranking = ["a", "c", "b", "d"]
+    assert recall_at_k(ranking, {"a", "b"}, 1) == 0.5  # a is in the top 1, b is not
+    assert recall_at_k(ranking, {"a", "b"}, 2) == 0.5
+    assert recall_at_k(ranking, {"a", "b"}, 3) == 1.0
+    assert recall_at_k(ranking, {"x"}, 4) == 0.0
+    assert recall_at_k(ranking, {"b", "d", "x"}, 10) == 2 / 3  # k past the end: what was retrieved counts
+    with pytest.raises(ValueError, match="gold: a question needs at least one gold fact"):
+        recall_at_k(ranking, set(), 1)
+    for bad in (0, True, 1.0):
+        with pytest.raises(ValueError, match="k = "):
+            recall_at_k(ranking, {"a"}, bad)
+
+
 # --- Fig. 8: response gap ---
+
+
+def test_response_gap_by_hand():
+    from gentwin.metrics import response_gap
+
+    assert response_gap(200.0, 150.0) == 25.0
+    assert response_gap(100.0, 120.0) == -20.0
+    with pytest.raises(ValueError, match="traditional_ms = 0"):
+        response_gap(0, 1.0)
+
+
+def test_response_gaps_by_hand():
+    import pandas as pd
+
+    from gentwin.metrics import response_gaps
+
+    # rate 0.2: seeds give GenTwin 100 / 300 ms, traditional 200 / 400 ms -> means 200 / 300, gap 100/300 = 33.3 %;
+    # per-seed gaps 50 % and 25 %; rate 1.0: GenTwin slower (gap -50 %)
+    rows = [("GenTwin", 0.2, 0, 100.0), ("GenTwin", 0.2, 1, 300.0), ("traditional", 0.2, 0, 200.0),
+            ("traditional", 0.2, 1, 400.0), ("GenTwin", 1.0, 0, 150.0), ("GenTwin", 1.0, 1, 150.0),
+            ("traditional", 1.0, 0, 100.0), ("traditional", 1.0, 1, 100.0)]
+    per_seed = pd.DataFrame(rows, columns=["twin", "rate", "seed", "response_ms"])
+    g = response_gaps(per_seed, confidence=0.95)
+    assert g.index.tolist() == [0.2, 1.0]
+    assert g.loc[0.2, "GenTwin (ms)"] == 200.0 and g.loc[0.2, "traditional (ms)"] == 300.0
+    assert g.loc[0.2, "gap %"] == pytest.approx(100 / 3)
+    low, high = g.loc[0.2, "gap % CI low (per seed)"], g.loc[0.2, "gap % CI high (per seed)"]
+    assert (low + high) / 2 == pytest.approx(37.5) and low < 25.0 and high > 50.0  # t interval, 2 seeds: wide
+    assert g.loc[1.0, "gap %"] == pytest.approx(-50.0)
+    assert g.loc[1.0, "gap % CI low (per seed)"] == g.loc[1.0, "gap % CI high (per seed)"] == pytest.approx(-50.0)
+
+
 # --- Table IV: completeness ---
 
 import math

@@ -1,4 +1,4 @@
-"""Tests of gentwin.whatif: scenarios, the two twins, response-time rows (Algorithm 1 lines 15-21)."""
+"""Tests of gentwin.whatif: the what-if city's scenarios, the two twins, response-time rows (Algorithm 1 lines 15-21)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ from gentwin.config import TopologyConfig
 from gentwin.graph import NetworkxStore, TwinRequirement, twin_from_topology
 from gentwin.topology import CITY_ID, generate_dataset
 from gentwin.whatif import (
-    SCENARIOS,
+    WHATIF_SCENARIOS,
     GenTwin,
-    PhysicalSpace,
     TraditionalTwin,
+    WhatIfCity,
     WhatIfError,
     changes_for_rate,
     kv_pairs,
     respond,
-    response_gap,
-    run_whatif,
 )
 
 CFG = TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60)
@@ -34,10 +32,10 @@ def truth(state):
     return twin_from_topology(state.topology, state.presence)
 
 
-def check_consistent(space: PhysicalSpace) -> None:
+def check_consistent(space: WhatIfCity) -> None:
     """The space's own indices agree with its topology and log."""
     st = space.state()  # Topology(...) validates dangling references
-    assert st.degrees == {g: d for g, d in st.topology.gateway_degrees().items()}
+    assert {g: len(m) for g, m in space.members.items()} == st.topology.gateway_degrees() == st.degrees
     ids = set(st.topology.nodes)
     assert all(i.node_id in ids for i in st.instances)
     for nid, present in st.presence.items():
@@ -61,7 +59,7 @@ def test_changes_for_rate_by_hand():
 
 
 def test_sensor_churn_keeps_size_and_logs_presence(dataset):
-    space = PhysicalSpace(dataset, seed=1)
+    space = WhatIfCity(dataset, seed=1)
     n0 = {k: len(space.state().topology.of_kind(k)) for k in ("sensor", "gateway")}
     before = dict(space.presence)
     ep = space.apply("sensor_churn", 0.2)
@@ -79,7 +77,7 @@ def test_sensor_churn_keeps_size_and_logs_presence(dataset):
 
 
 def test_gateway_failure_moves_sensors_to_active_gateways(dataset):
-    space = PhysicalSpace(dataset, seed=2)
+    space = WhatIfCity(dataset, seed=2)
     ep = space.apply("gateway_failure", 0.1)
     st = space.state()
     failed = [g for g in ep.changed if st.topology.nodes[g].kind == "gateway" and not st.presence[g]]
@@ -96,8 +94,29 @@ def test_gateway_failure_moves_sensors_to_active_gateways(dataset):
     check_consistent(space)
 
 
+def test_gateway_failure_uses_the_random_failover_policy():
+    """The first failing gateway's sensors go where topology.failover_random sends them with the same draws."""
+    import copy
+
+    import numpy as np
+
+    from gentwin.topology import failover_random
+
+    space = WhatIfCity(generate_dataset(TopologyConfig(n_gateways=12, n_sensors=48, n_gateway_links=6, n_instances=60)), seed=4)
+    rng = np.random.default_rng(4)
+    gateways = sorted(space.members)
+    first = gateways[int(rng.permutation(len(gateways))[0])]  # the draw apply() makes first
+    service = space.nodes[first].service
+    targets = sorted(g for g in space.members if g != first and space.nodes[g].service == service and space.presence[g])
+    moving = sorted(space.members[first])
+    assert moving and len(targets) > 1  # a choice to make, so the test can fail
+    expected = failover_random(moving, targets, copy.deepcopy(rng))
+    space.apply("gateway_failure", 1 / space.n_devices0)  # m = 1: only the first gateway fails
+    assert [space.nodes[s].gateway for s in moving] == expected
+
+
 def test_service_added_then_removed(dataset):
-    space = PhysicalSpace(dataset, seed=3)
+    space = WhatIfCity(dataset, seed=3)
     ids0 = set(space.state().topology.nodes)
     ep = space.apply("service_added", 0.5)  # m = 15: 2 gateways + 13 sensors + the service
     st = space.state()
@@ -112,15 +131,15 @@ def test_service_added_then_removed(dataset):
 
 
 def test_scenarios_are_seeded(dataset):
-    a, b = PhysicalSpace(dataset, seed=5), PhysicalSpace(dataset, seed=5)
-    for kind in SCENARIOS:
+    a, b = WhatIfCity(dataset, seed=5), WhatIfCity(dataset, seed=5)
+    for kind in WHATIF_SCENARIOS:
         assert a.apply(kind, 0.3) == b.apply(kind, 0.3)
     with pytest.raises(WhatIfError, match="kind = 'flood'"):
         a.apply("flood", 0.3)
 
 
 def test_kv_pairs_follow_eq2(dataset):
-    st = PhysicalSpace(dataset, seed=0).state()
+    st = WhatIfCity(dataset, seed=0).state()
     s = st.topology.sensors()[0]
     g = st.topology.gateways()[0]
     assert kv_pairs(st, [s.id, g.id, "AQ", "nope"]) == [
@@ -133,10 +152,10 @@ def test_kv_pairs_follow_eq2(dataset):
 
 
 def test_gentwin_tracks_the_network_except_what_it_defers(dataset):
-    space = PhysicalSpace(dataset, seed=7)
+    space = WhatIfCity(dataset, seed=7)
     g = GenTwin(NetworkxStore("g"), space.state())
     for k in range(9):
-        ep = space.apply(SCENARIOS[k % 3], 0.3)
+        ep = space.apply(WHATIF_SCENARIOS[k % 3], 0.3)
         st = space.state()
         info = g.update(st, ep.changed)
         nodes, rels = truth(st)
@@ -151,7 +170,7 @@ def test_gentwin_tracks_the_network_except_what_it_defers(dataset):
 
 
 def test_gentwin_writes_nothing_without_a_change(dataset):
-    space = PhysicalSpace(dataset, seed=8)
+    space = WhatIfCity(dataset, seed=8)
     g = GenTwin(NetworkxStore("g"), space.state())
     info = g.update(space.state(), [])
     assert (info.version, info.n_written) == (None, 0)
@@ -159,7 +178,7 @@ def test_gentwin_writes_nothing_without_a_change(dataset):
 
 
 def test_gentwin_defers_pools_whose_alpha_did_not_fire(dataset):
-    space = PhysicalSpace(dataset, seed=9)
+    space = WhatIfCity(dataset, seed=9)
     g = GenTwin(NetworkxStore("g"), space.state(), alpha_threshold=1e9)  # no pool can fire
     ep = space.apply("sensor_churn", 0.2)
     info = g.update(space.state(), ep.changed)
@@ -178,9 +197,9 @@ def test_gentwin_defers_pools_whose_alpha_did_not_fire(dataset):
 
 
 def test_traditional_twin_is_rebuilt_every_time(dataset):
-    space = PhysicalSpace(dataset, seed=10)
+    space = WhatIfCity(dataset, seed=10)
     t = TraditionalTwin(NetworkxStore("t", keep_versions=1), space.state())
-    for kind in SCENARIOS:
+    for kind in WHATIF_SCENARIOS:
         ep = space.apply(kind, 0.3)
         st = space.state()
         info = t.update(st, ep.changed)
@@ -193,7 +212,7 @@ def test_traditional_twin_is_rebuilt_every_time(dataset):
 
 
 def test_respond_times_the_whole_answer_and_both_twins_agree(dataset):
-    space = PhysicalSpace(dataset, seed=11)
+    space = WhatIfCity(dataset, seed=11)
     st = space.state()
     g = GenTwin(NetworkxStore("g"), st)
     t = TraditionalTwin(NetworkxStore("t", keep_versions=1), st)
@@ -210,37 +229,16 @@ def test_respond_times_the_whole_answer_and_both_twins_agree(dataset):
     assert math.isnan(row_t["alpha_max"]) and row_g["alpha_max"] > 0
 
 
-def test_run_whatif_rows_and_validation(dataset):
-    df = run_whatif(dataset, backend="networkx", rates=(0.2, 1.0), seeds=(0, 1), episodes=2)
-    assert len(df) == 2 * 2 * 2 * 2
-    assert set(df["twin"]) == {"GenTwin", "traditional"} and set(df["episode"]) == {0, 1}
-    paired = df.pivot_table(index=["seed", "rate", "episode"], columns="twin", values="answered_nodes")
-    ok = df[df.twin == "GenTwin"].set_index(["seed", "rate", "episode"])["stale"] == 0
-    assert (paired.loc[ok[ok].index, "GenTwin"] == paired.loc[ok[ok].index, "traditional"]).all()
-    assert (df.groupby("rate")["changes"].first() == [6, 30]).all()
-    with pytest.raises(WhatIfError, match="episodes = 0"):
-        run_whatif(dataset, backend="networkx", rates=(0.2,), seeds=(0,), episodes=0)
-    with pytest.raises(WhatIfError, match="rate = 2"):
-        run_whatif(dataset, backend="networkx", rates=(2,), seeds=(0,), episodes=1)
-
-
-def test_response_gap_by_hand():
-    assert response_gap(200.0, 150.0) == 25.0
-    assert response_gap(100.0, 120.0) == -20.0
-    with pytest.raises(WhatIfError, match="traditional_ms = 0"):
-        response_gap(0, 1.0)
-
-
 @pytest.mark.neo4j
 def test_gentwin_answers_the_same_on_neo4j(dataset, neo4j_env, monkeypatch):
     from gentwin.graph import Neo4jStore
 
-    space_a, space_b = PhysicalSpace(dataset, seed=12), PhysicalSpace(dataset, seed=12)
+    space_a, space_b = WhatIfCity(dataset, seed=12), WhatIfCity(dataset, seed=12)
     neo = Neo4jStore(neo4j_env["uri"], neo4j_env["user"], neo4j_env["password"], twin="whatif-parity")
     neo.drop()
     try:
         ga, gb = GenTwin(NetworkxStore("a"), space_a.state()), GenTwin(neo, space_b.state())
-        for kind in SCENARIOS:
+        for kind in WHATIF_SCENARIOS:
             ea, eb = space_a.apply(kind, 0.3), space_b.apply(kind, 0.3)
             _, sa = respond(ga, space_a.state(), ea)
             _, sb = respond(gb, space_b.state(), eb)

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from ..checks import check_int
 from ..topology import RELATION_TYPES, Relation
 from .schema import (
     ENV_PASSWORD,
@@ -92,8 +93,7 @@ class Neo4jStore(TwinStore):
 
         if not isinstance(uri, str) or "://" not in uri:
             raise TwinStoreError(f"{ENV_URI}: must be a URI such as bolt://127.0.0.1:7687")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise SchemaError(f"batch_size = {batch_size!r}: must be an integer >= 1")
+        check_int("batch_size", batch_size, low=1, error=SchemaError)
         self._where = uri.split("://", 1)[1].split("@")[-1].split("/")[0].split("?")[0]  # host:port only
         self._database = database
         self.batch_size = batch_size

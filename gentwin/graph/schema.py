@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
+from ..checks import check_int
 from ..topology import NODE_KINDS, RELATION_TYPES, Node, Relation, Topology
 
 __all__ = [
@@ -322,8 +323,7 @@ class TwinRequirement:
         for s in self.seeds:
             if not isinstance(s, str) or not s:
                 raise SchemaError(f"seeds: node id = {s!r}: must be a non-empty string")
-        if isinstance(self.hops, bool) or not isinstance(self.hops, int) or not 0 <= self.hops <= 8:
-            raise SchemaError(f"hops = {self.hops!r}: must be an integer in 0..8")
+        check_int("hops", self.hops, low=0, high=8, error=SchemaError)
         if isinstance(self.relation_types, str):
             raise SchemaError(f"relation_types = {self.relation_types!r}: must be a sequence of relation types")
         object.__setattr__(self, "relation_types", tuple(relation_type_for(t) for t in self.relation_types))
@@ -506,10 +506,8 @@ class TwinStore(abc.ABC):
     def __init__(self, twin: str, keep_versions: int | None) -> None:
         if not isinstance(twin, str) or not _TWIN_NAME.match(twin):
             raise SchemaError(f"twin = {twin!r}: must be 1-64 letters, digits, '_', '.' or '-'")
-        if keep_versions is not None and (
-            isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1
-        ):
-            raise SchemaError(f"keep_versions = {keep_versions!r}: must be an integer >= 1 or None")
+        if keep_versions is not None:
+            check_int("keep_versions", keep_versions, low=1, error=SchemaError)
         self.twin = twin
         self.keep_versions = keep_versions
 
