@@ -54,6 +54,8 @@ POOL_WEIGHTS: tuple[str, ...] = field_spec("pool_weight").choices
 ALPHA_READINGS: tuple[str, ...] = field_spec("alpha_reading").choices
 RELATION_COUNTS: tuple[str, ...] = field_spec("relation_count").choices
 RELATION_OWNERS: tuple[str, ...] = field_spec("relation_owner").choices
+# Whose relations N_i counts defaults to the config's default, so one flip there moves every caller.
+_OWNER: str = field_spec("relation_owner").default
 ORDERS: tuple[str, ...] = field_spec("order").choices
 #: Code of a node that belongs to no pool (unseen, or in the gap of the printed eq. (4)).
 NO_POOL = -1
@@ -415,17 +417,17 @@ class TopologyArrays:
     owned: np.ndarray  #: relations of S and Gw that are the node's (eq. 3's N_i once seen), by ``relation_owner``
     n_relations: int  #: M, the unique relations of S and Gw
     index: dict[str, int] = field(repr=False)  #: node id -> position
-    relation_owner: str = "head"  #: whose relation is it: "head" (its head) or "incident" (head or tail)
+    relation_owner: str = _OWNER  #: whose relation is it: "head" (its head) or "incident" (head or tail)
 
 
-def topology_arrays(topology: Topology, relation_owner: str = "head") -> TopologyArrays:
+def topology_arrays(topology: Topology, relation_owner: str = _OWNER) -> TopologyArrays:
     """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0).
 
     A relation of S and Gw (its head is a device) is node i's when i is its
     head (``relation_owner="head"``), or when i is its head or its tail
     (``"incident"``: a gateway then also owns its sensors' links and the fog
     links that end at it, so ``Σ owned`` exceeds M by the relations whose tail
-    is a device).
+    is a device).  The default is :class:`gentwin.config.PoolingConfig`'s.
     """
     _choice("relation_owner", relation_owner, RELATION_OWNERS)
     devices = topology.devices()
@@ -559,7 +561,7 @@ class PoolSnapshot:
     pool_weight: str
     alpha_reading: str
     relation_count: str
-    relation_owner: str = "head"
+    relation_owner: str = _OWNER
     upto: int | None = None  #: instances with index < upto were used (None means all given)
     alpha: dict[str, float] | None = None  #: eq. (7) against the previous step, when there was one
     step: int | None = None
@@ -663,7 +665,7 @@ class PriorityPool:
 
     def __init__(self, topology: Topology, *, band: str = "corrected", pool_weight: str = "degree",
                  alpha_reading: str = "nodes", relation_count: str = "unique",
-                 relation_owner: str = "head") -> None:
+                 relation_owner: str = _OWNER) -> None:
         self.band = _choice("band", band, BANDS)
         self.pool_weight = _choice("pool_weight", pool_weight, POOL_WEIGHTS)
         self.alpha_reading = _choice("alpha_reading", alpha_reading, ALPHA_READINGS)
@@ -749,7 +751,7 @@ class PriorityPool:
 
 def pool_snapshot(dataset: DataSet, upto: int | None = None, band: str = "corrected", pool_weight: str = "degree",
                   *, alpha_reading: str = "nodes", relation_count: str = "unique",
-                  relation_owner: str = "head") -> PoolSnapshot:
+                  relation_owner: str = _OWNER) -> PoolSnapshot:
     """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None).
 
     ``alpha`` of the result is None (no previous step); compare two snapshots
@@ -785,7 +787,7 @@ def _order(snap: PoolSnapshot, arrays: TopologyArrays, instances: list[Instance]
 
 def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, seed: int, band: str = "corrected",
                    pool_weight: str = "degree", *, alpha_reading: str = "nodes",
-                   relation_count: str = "unique", relation_owner: str = "head") -> list[Instance]:
+                   relation_count: str = "unique", relation_owner: str = _OWNER) -> list[Instance]:
     """The given instances reordered for training by the pools of eqs. (4)-(6).
 
     * ``by="priority"``: P_H first, then P_M, then P_L, then nodes in no pool;

@@ -83,12 +83,16 @@ def _hand_dataset() -> DataSet:
     return DataSet(topology=_hand_topology(), instances=inst)
 
 
+#: The examples above are worked with N_i = the relations a node is the head of (relation_owner "head").
+HEAD = {"relation_owner": "head"}
+
+
 def _by_id(snap, values):
     return dict(zip(snap.node_ids, np.asarray(values).tolist()))
 
 
 def test_hand_example_structure():
-    arr = topology_arrays(_hand_topology())
+    arr = topology_arrays(_hand_topology(), **HEAD)
     assert list(arr.node_ids) == IDS
     assert arr.n_relations == 13  # M: 5 + 5 + 2 + 1
     assert arr.owned.tolist() == [2, 1, 2, 2, 2, 2, 2]  # G1, G2, S1..S5
@@ -101,7 +105,7 @@ def test_hand_example_structure():
 
 
 def test_hand_example_eqs_1_to_6_step_1():
-    snap = pool_snapshot(_hand_dataset(), upto=8)
+    snap = pool_snapshot(_hand_dataset(), upto=8, **HEAD)
     assert snap.n_relations == 13 and snap.n == 7 and snap.n_instances == 8
     # eq. (1): latest presence; S2's latest (index 7) is absent, S5 never seen
     assert _by_id(snap, snap.presence) == {"G1": 1, "G2": 1, "S1": 1, "S2": 0, "S3": 1, "S4": 1, "S5": 0}
@@ -129,12 +133,12 @@ def test_hand_example_eqs_1_to_6_step_1():
     assert snap.weight_matrix[:, IDS.index("S5")].tolist() == [0.0, 0.0, 0.0]
     assert snap.weight_matrix[0, IDS.index("G1")] == pytest.approx(4 / 7)
     # eq. (6) "sum_w": W_H = 3/7 + 3 * 1/7 = 6/7;  W_M = 2/7;  W_L = 1/7
-    sw = pool_snapshot(_hand_dataset(), upto=8, pool_weight="sum_w")
+    sw = pool_snapshot(_hand_dataset(), upto=8, pool_weight="sum_w", **HEAD)
     assert sw.pool_weight_values == pytest.approx({"H": 6 / 7, "M": 2 / 7, "L": 1 / 7})
 
 
 def test_hand_example_occurrences_reading():
-    snap = pool_snapshot(_hand_dataset(), upto=8, relation_count="occurrences")
+    snap = pool_snapshot(_hand_dataset(), upto=8, relation_count="occurrences", **HEAD)
     # N = own relations * instances: S1 2*2 = 4, S2 2*2 = 4, others 2*1 or 1*1
     assert _by_id(snap, snap.relations) == {"G1": 2, "G2": 1, "S1": 4, "S2": 4, "S3": 2, "S4": 2, "S5": 0}
     # p*13: G1 2, G2 1, S1 4, S2 0 (absent), S3 2, S4 2 -> sum 11, Avg = 11/78
@@ -144,7 +148,7 @@ def test_hand_example_occurrences_reading():
 
 
 def test_hand_example_paper_band_leaves_g2_in_no_pool():
-    snap = pool_snapshot(_hand_dataset(), upto=8, band="paper")
+    snap = pool_snapshot(_hand_dataset(), upto=8, band="paper", **HEAD)
     # as printed, P_M = {9/104 <= p < 6/104} is empty; G2 (8/104) satisfies no condition
     assert _by_id(snap, snap.pool)["G2"] is None
     assert snap.sizes() == {"H": 4, "M": 0, "L": 1}
@@ -153,7 +157,7 @@ def test_hand_example_paper_band_leaves_g2_in_no_pool():
 
 def test_hand_example_eq_7_and_algorithm_steps():
     ds = _hand_dataset()
-    pp = PriorityPool(ds.topology)
+    pp = PriorityPool(ds.topology, **HEAD)
     s1 = pp.step(ds.instances[:8])
     # line 1 starts from empty pools: α = the row sums of W_C = W_p
     assert s1.alpha == pytest.approx({"H": 1.0, "M": 3 / 7, "L": 1 / 7})
@@ -177,7 +181,7 @@ def test_hand_example_eq_7_and_algorithm_steps():
     assert frame.shape[0] == 3 * len(POOLS)
     assert frame.loc[(frame.step == 2) & (frame.pool == "H"), "alpha"].item() == pytest.approx(4 / 7)
     # stepping reaches the same state as the snapshot of the whole prefix
-    whole = pool_snapshot(ds)
+    whole = pool_snapshot(ds, **HEAD)
     assert whole.pool == s3.pool and np.array_equal(whole.priority, s3.priority)
 
 
@@ -191,19 +195,19 @@ def test_eq_7_readings_differ_on_a_swap():
 
 def test_alpha_matches_nodes_by_id_across_topologies():
     ds = _hand_dataset()
-    s1 = pool_snapshot(ds, upto=8)
+    s1 = pool_snapshot(ds, upto=8, **HEAD)
     # delete S4 from the topology (and its instance): it leaves P_H
     topo = _hand_topology()
     del topo.nodes["S4"]
     topo.relations = [r for r in topo.relations if r.head != "S4"]
     topo.validate()
     ds2 = DataSet(topology=topo, instances=[i for i in ds.instances[:8] if i.node_id != "S4"])
-    s2 = pool_snapshot(ds2)
+    s2 = pool_snapshot(ds2, **HEAD)
     a = alpha(s1, s2)
     assert a["H"] > 0
     assert alpha(s1, s1) == {"H": 0.0, "M": 0.0, "L": 0.0}
     with pytest.raises(PoolingError, match="pool_weight"):
-        alpha(s1, pool_snapshot(ds, upto=8, pool_weight="sum_w"))
+        alpha(s1, pool_snapshot(ds, upto=8, pool_weight="sum_w", **HEAD))
 
 
 
@@ -301,7 +305,7 @@ def test_relation_owner_worked_by_hand(owner, band):
 
 
 def test_relation_owner_incident_counts_tails_and_threads_through():
-    head, inc = topology_arrays(_hand_topology()), topology_arrays(_hand_topology(), "incident")
+    head, inc = topology_arrays(_hand_topology(), "head"), topology_arrays(_hand_topology(), "incident")
     assert head.owned.sum() == head.n_relations == inc.n_relations == 13  # M does not depend on the reading
     assert inc.owned.sum() == 13 + 6  # five sensor links and the fog link end at a device
     ds = _owner_dataset()
@@ -310,6 +314,10 @@ def test_relation_owner_incident_counts_tails_and_threads_through():
     assert [i.node_id for i in a[:2]] == ["G1", "G2"]
     with pytest.raises(PoolingError, match="relation_owner = 'tail'"):
         PriorityPool(ds.topology, relation_owner="tail")
+    # the functions' default is the config's, so flipping it there moves every caller
+    from gentwin.config import field_spec
+
+    assert pool_snapshot(ds).relation_owner == field_spec("relation_owner").default
 
 
 # ---------------------------------------------------------------------------
@@ -320,25 +328,25 @@ def test_relation_owner_incident_counts_tails_and_threads_through():
 def test_training_order_hand_example():
     ds = _hand_dataset()
     step1 = ds.instances[:8]
-    pri = training_order(ds, step1, by="priority", seed=0)
+    pri = training_order(ds, step1, by="priority", seed=0, **HEAD)
     # H: S1 (0, 5), G1 (1), S3 (4), S4 (6) -- all p = 2/13; then M: G2 (3); then L: S2 (2, 7)
     assert {i.index for i in pri[:5]} == {0, 1, 4, 5, 6}
     assert pri[5].index == 3
     assert {i.index for i in pri[6:]} == {2, 7}
     # ties are shuffled by the seed, reproducibly
-    assert [i.index for i in training_order(ds, step1, by="priority", seed=0)] == [i.index for i in pri]
-    heads = {tuple(i.index for i in training_order(ds, step1, by="priority", seed=s)[:5]) for s in range(10)}
+    assert [i.index for i in training_order(ds, step1, by="priority", seed=0, **HEAD)] == [i.index for i in pri]
+    heads = {tuple(i.index for i in training_order(ds, step1, by="priority", seed=s, **HEAD)[:5]) for s in range(10)}
     assert len(heads) > 1
     # by weight: W_H = 1 > W_M = 3/7 > W_L = 1/7; within H, G1 (w = 3/7) before the sensors (1/7)
-    wt = training_order(ds, step1, by="weight", seed=0)
+    wt = training_order(ds, step1, by="weight", seed=0, **HEAD)
     assert wt[0].node_id == "G1"
     assert {i.index for i in wt[1:5]} == {0, 4, 5, 6} and wt[5].index == 3
     # the printed band: G2 is in no pool and goes last
-    paper = training_order(ds, step1, by="priority", seed=0, band="paper")
+    paper = training_order(ds, step1, by="priority", seed=0, band="paper", **HEAD)
     assert paper[-1].index == 3
-    rnd = training_order(ds, step1, by="random", seed=3)
+    rnd = training_order(ds, step1, by="random", seed=3, **HEAD)
     assert [i.index for i in rnd] == [step1[k].index for k in np.random.default_rng(3).permutation(8)]
-    assert training_order(ds, [], by="priority", seed=0) == []
+    assert training_order(ds, [], by="priority", seed=0, **HEAD) == []
 
 
 def test_training_order_uses_only_the_given_instances():
@@ -511,7 +519,7 @@ def test_node_weights_are_degree_centrality_times_n_minus_1_over_n(which):
 
 
 def test_degree_and_sum_w_readings_differ_by_one_over_n_per_gateway():
-    arr = topology_arrays(_hand_topology())
+    arr = topology_arrays(_hand_topology(), **HEAD)
     diff = pool_contributions(arr.kinds, arr.degree, "degree") - pool_contributions(arr.kinds, arr.degree, "sum_w")
     assert diff == pytest.approx([1 / 7, 1 / 7, 0, 0, 0, 0, 0])
 
