@@ -5,7 +5,7 @@ One run, same data, same backbone, same training order, optimiser and epochs:
 * **Twin Adapter pipeline** (gentwin.training): the frozen part below the lowest adapter is computed
   once; every step runs only the adapter(s), the layers above, the final norm and an output head
   restricted to the task's token ids.
-* **LoRA baseline** (gentwin.adapter.lora_baseline): PEFT LoRA on the same top layers with about the
+* **LoRA baseline** (benchmarks/lora_budget.py): PEFT LoRA on the same top layers with about the
   same number of trainable parameters; every step is a full forward and backward pass of the whole
   model with the full output head (what a plain fine-tune does).
 
@@ -59,17 +59,16 @@ def run_one(args) -> dict:
     import torch
 
     from gentwin import training as T
-    from gentwin.adapter import TwinAdapterConfig, add_twin_adapters, lora_baseline, trainable_parameters
-    from gentwin.llm import describe_backbone
-    from gentwin.pooling import training_order
+    from gentwin.adapter import TwinAdapterConfig, add_twin_adapters
+    from gentwin.llm import count_parameters, describe_backbone
     from gentwin.topology import generate_dataset
+    from lora_budget import lora_baseline  # beside this script
 
     settings = _settings(args)
     cfg = settings.training
     dataset = generate_dataset(settings.topology)
     train = T.training_instances(dataset, cfg)
-    order = training_order(dataset, train, by="priority", seed=args.seed, band=settings.pooling.band,
-                           pool_weight=settings.pooling.pool_weight)
+    order = T.stream_order(settings, dataset, train, "priority", args.seed)
     model, tok = _model(args, settings)
     name = describe_backbone(model)["name"]
     adapter_cfg = TwinAdapterConfig.from_settings(settings, seed=args.seed)
@@ -96,7 +95,7 @@ def run_one(args) -> dict:
     gen = T.evaluate(model, task, val_rows, mode="generate", path=path, batch_size=16)
     eval_s = time.perf_counter() - t1
     return {
-        "pipeline": args.only, "backbone": name, "trainable": trainable_parameters(model)["trainable"],
+        "pipeline": args.only, "backbone": name, "trainable": count_parameters(model)["trainable"],
         "prepare_s": prepare_s, "epoch_s": epoch_s, "mean_epoch_s": sum(epoch_s) / len(epoch_s),
         "val_tf_accuracy": tf["accuracy"], "val_gen_accuracy": gen["accuracy"], "val_gen_precision": gen["precision"],
         "val_gen_l1": gen["l1"], "train_loss_last": float(hist["train_loss"].iloc[-1]), "eval_s": eval_s,

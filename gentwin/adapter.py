@@ -1,4 +1,4 @@
-r"""The Twin Adapter (Section II.B.2, eq. (8), Fig. 3) and its LoRA baseline.
+r"""The Twin Adapter (Section II.B.2, eq. (8), Fig. 3): its config, the layer, its injection into a backbone, saving and loading.
 
 A Twin Adapter is a bottleneck adapter placed after the feed-forward (MLP)
 block of chosen decoder layers of a frozen causal LM.  For the MLP output
@@ -25,8 +25,8 @@ The layout follows PEFT's split into a config, a layer and an injection step:
 The adapter is a plain ``torch.nn.Module`` rather than a registered PEFT
 method: peft 0.21's ``register_peft_method`` only accepts names that are
 already members of its ``PeftType`` enum, so registering a new method would
-mean editing that enum at run time.  :func:`lora_baseline` uses PEFT's own
-LoRA, sized to the same number of trainable parameters.
+mean editing that enum at run time.  The PEFT LoRA baseline of the same
+trainable budget lives in ``benchmarks/lora_budget.py``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -47,26 +44,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llm import count_parameters
+from .checks import check_int, check_real
+from .files import atomic_folder, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "AdapterError",
     "TwinAdapterConfig",
     "TwinAdapter",
     "AdaptedMLP",
-    "twin_adapter_forward",
     "add_twin_adapters",
     "adapter_layer_indices",
     "adapter_modules",
     "adapter_parameter_count",
-    "trainable_parameters",
     "parameter_breakdown",
     "adapter_state_dict",
     "save_adapter",
     "load_adapter",
-    "LoraPlan",
-    "plan_lora",
-    "lora_baseline",
     "ADAPTER_CONFIG_NAME",
     "ADAPTER_WEIGHTS_NAME",
 ]
@@ -75,8 +68,6 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_TYPE = "gentwin-twin-adapter"
 FORMAT_VERSION = 1
-#: LoRA targets of the baseline by default: the attention projections of the chosen layers.
-LORA_DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class AdapterError(ValueError):
@@ -103,7 +94,7 @@ class TwinAdapterConfig:
     >>> TwinAdapterConfig(bottleneck=0)
     Traceback (most recent call last):
     ...
-    gentwin.adapter.AdapterError: bottleneck = 0: must be an integer >= 1 (size l of the down-projection W_D: hidden -> l)
+    gentwin.adapter.AdapterError: bottleneck = 0: must be >= 1 (size l of the down-projection W_D: hidden -> l)
     """
 
     bottleneck: int = field(default=64, metadata=_h("size l of the down-projection W_D: hidden -> l"))
@@ -122,38 +113,32 @@ class TwinAdapterConfig:
     seed: int = field(default=0, metadata=_h("seed of the W_D initialisation"))
 
     def __post_init__(self) -> None:
-        def bad(name: str, value: Any, rule: str) -> AdapterError:
-            return AdapterError(f"{name} = {value!r}: {rule} ({self.help(name)})")
+        def checked(check, name: str, **bounds: Any) -> Any:
+            try:
+                return check(name, getattr(self, name), error=AdapterError, **bounds)
+            except AdapterError as err:
+                raise AdapterError(f"{err} ({self.help(name)})") from None
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not is_int(self.bottleneck) or self.bottleneck < 1:
-            raise bad("bottleneck", self.bottleneck, "must be an integer >= 1")
-        if not is_int(self.n_top) or self.n_top < 1:
-            raise bad("n_top", self.n_top, "must be an integer >= 1")
+        checked(check_int, "bottleneck", low=1)
+        checked(check_int, "n_top", low=1)
         if self.layers is not None:
-            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence):
-                raise bad("layers", self.layers, "must be None or a list of layer indices")
-            if len(self.layers) == 0:
-                raise bad("layers", self.layers, "must name at least one layer (or be None)")
-            if not all(is_int(i) for i in self.layers):
-                raise bad("layers", self.layers, "every layer index must be an integer")
+            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence) or not self.layers:
+                raise AdapterError(f"layers = {self.layers!r}: must be None or a non-empty list of layer indices "
+                                   f"({self.help('layers')})")
+            try:
+                for i in self.layers:
+                    check_int("layers", i, error=AdapterError)
+            except AdapterError:
+                raise AdapterError(f"layers = {self.layers!r}: every layer index must be an integer "
+                                   f"({self.help('layers')})") from None
             if len(set(self.layers)) != len(self.layers):
-                raise bad("layers", self.layers, "layer indices must not repeat")
+                raise AdapterError(f"layers = {self.layers!r}: layer indices must not repeat ({self.help('layers')})")
             object.__setattr__(self, "layers", tuple(sorted(self.layers)))
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
-            0.0 <= self.dropout < 1.0
-        ):
-            raise bad("dropout", self.dropout, "must be a number in [0, 1)")
-        if isinstance(self.init_scale, bool) or not isinstance(self.init_scale, (int, float)) or not (
-            math.isfinite(self.init_scale) and self.init_scale > 0
-        ):
-            raise bad("init_scale", self.init_scale, "must be a finite number > 0")
+        checked(check_real, "dropout", low=0.0, high=1.0, high_open=True)
+        checked(check_real, "init_scale", low=0.0, low_open=True)
         if not isinstance(self.bias, bool):
-            raise bad("bias", self.bias, "must be true or false")
-        if not is_int(self.seed) or self.seed < 0:
-            raise bad("seed", self.seed, "must be an integer >= 0")
+            raise AdapterError(f"bias = {self.bias!r}: must be true or false ({self.help('bias')})")
+        checked(check_int, "seed", low=0)
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -228,59 +213,13 @@ class TwinAdapterConfig:
 # ---------------------------------------------------------------------------
 
 
-def twin_adapter_forward(
-    h: torch.Tensor,
-    w_down: torch.Tensor,
-    w_up: torch.Tensor,
-    b_down: torch.Tensor | None = None,
-    b_up: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""Eq. (8): the Twin Adapter's output ``h + ReLU(h W_D) W_U``.
+class TwinAdapter(nn.Module):
+    r"""One Twin Adapter: eq. (8), ``h' = h + ReLU(h W_D) W_U``, on the hidden states.
 
     The paper prints :math:`W_A = W_A + \mathrm{ReLU}((\mathcal{P}(\cdot) W_D) W_U)`;
     the reading used is down-projection, ReLU, up-projection, plus the residual
-    (the order of the paper's text), i.e. with row vectors
-
-    .. math:: h' = h + \mathrm{ReLU}(h W_D + b_D)\, W_U + b_U .
-
-    Parameters
-    ----------
-    h : Tensor, shape (..., k)
-        The feed-forward block's output (``k`` = hidden size).
-    w_down : Tensor, shape (k, l)
-        ``W_D``, the down-projection to the bottleneck ``l``.
-    w_up : Tensor, shape (l, k)
-        ``W_U``, the up-projection back to ``k``.
-    b_down, b_up : Tensor, shape (l,) and (k,), optional
-        Biases (eq. (8) has none).
-
-    Examples
-    --------
-    ``W_D = [[1], [-1]]`` takes ``h = (3, 1)`` to ``3 - 1 = 2``, ReLU keeps 2,
-    ``W_U = [[2, 3]]`` gives ``(4, 6)``, so ``h' = (7, 7)``; for ``h = (1, 3)``
-    the bottleneck value is ``-2``, ReLU gives 0 and ``h`` passes unchanged.
-
-    >>> h = torch.tensor([[3.0, 1.0], [1.0, 3.0]])
-    >>> twin_adapter_forward(h, torch.tensor([[1.0], [-1.0]]), torch.tensor([[2.0, 3.0]]))
-    tensor([[7., 7.],
-            [1., 3.]])
-    """
-    if h.shape[-1] != w_down.shape[0] or w_down.shape[1] != w_up.shape[0] or w_up.shape[1] != h.shape[-1]:
-        raise AdapterError(
-            f"shapes: h {tuple(h.shape)}, w_down {tuple(w_down.shape)}, w_up {tuple(w_up.shape)} do not chain as "
-            "(..., k) @ (k, l) @ (l, k)"
-        )
-    z = h @ w_down
-    if b_down is not None:
-        z = z + b_down
-    delta = F.relu(z) @ w_up
-    if b_up is not None:
-        delta = delta + b_up
-    return h + delta
-
-
-class TwinAdapter(nn.Module):
-    """One Twin Adapter: ``h + W_U ReLU(W_D h)`` (eq. (8)) on the hidden states.
+    (the order of the paper's text): with row vectors
+    :math:`h' = h + \mathrm{ReLU}(h W_D + b_D)\, W_U + b_U` (biases only with ``bias``).
 
     ``down`` and ``up`` are ``nn.Linear`` layers; PyTorch stores a linear map's
     weight as (out, in), so ``down.weight`` is :math:`W_D^\\top` with shape
@@ -295,6 +234,19 @@ class TwinAdapter(nn.Module):
     >>> x = torch.randn(3, 5, 8)
     >>> torch.equal(a(x), x)  # zero-initialised W_U: the identity
     True
+
+    By hand: ``W_D = [[1], [-1]]`` takes ``h = (3, 1)`` to ``3 - 1 = 2``, ReLU
+    keeps 2, ``W_U = [[2, 3]]`` gives ``(4, 6)``, so ``h' = (7, 7)``; for
+    ``h = (1, 3)`` the bottleneck value is ``-2``, ReLU gives 0 and ``h``
+    passes unchanged.
+
+    >>> b = TwinAdapter(hidden_size=2, bottleneck=1)
+    >>> with torch.no_grad():
+    ...     _ = b.down.weight.copy_(torch.tensor([[1.0, -1.0]]))  # W_D^T
+    ...     _ = b.up.weight.copy_(torch.tensor([[2.0], [3.0]]))  # W_U^T
+    >>> b(torch.tensor([[3.0, 1.0], [1.0, 3.0]]))
+    tensor([[7., 7.],
+            [1., 3.]], grad_fn=<AddBackward0>)
     """
 
     def __init__(
@@ -309,8 +261,7 @@ class TwinAdapter(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-            raise AdapterError(f"hidden_size = {hidden_size!r}: must be an integer >= 1")
+        check_int("hidden_size", hidden_size, low=1, error=AdapterError)
         TwinAdapterConfig(bottleneck=bottleneck, dropout=dropout, bias=bias, init_scale=init_scale)  # validation
         self.hidden_size = hidden_size
         self.bottleneck = bottleneck
@@ -475,19 +426,6 @@ def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
     return model
 
 
-def trainable_parameters(model: nn.Module) -> dict[str, int]:
-    """``{"total", "frozen", "trainable"}`` parameter counts (shared tensors counted once).
-
-    >>> from gentwin.llm import tiny_backbone
-    >>> model, _ = tiny_backbone()
-    >>> add_twin_adapters(model, TwinAdapterConfig(bottleneck=4, n_top=1)) is model
-    True
-    >>> trainable_parameters(model)["trainable"]  # 2 * 64 * 4
-    512
-    """
-    return count_parameters(model)
-
-
 def _block_of(name: str) -> tuple[str, str]:
     """(part, block) of a parameter name, e.g. ("layer 29", "Twin Adapter")."""
     parts = name.split(".")
@@ -525,11 +463,9 @@ def parameter_breakdown(model: nn.Module):
     ``"feed-forward"``, ``"norms"``, ``"Twin Adapter"``, ``"LoRA"`` ...;
     ``layer`` is the decoder-layer index (or -1).  A tied output head shares
     the embedding matrix and is counted once, under ``"embeddings"``.  The
-    columns ``frozen`` and ``trainable`` add up to :func:`trainable_parameters`.
+    columns ``frozen`` and ``trainable`` add up to :func:`gentwin.llm.count_parameters`.
     """
     import pandas as pd
-
-    from .llm import _param_numel
 
     rows: dict[tuple[str, str], list[int]] = {}
     seen: set[int] = set()
@@ -539,7 +475,8 @@ def parameter_breakdown(model: nn.Module):
         seen.add(id(p))
         key = _block_of(name)
         counts = rows.setdefault(key, [0, 0])
-        counts[1 if p.requires_grad else 0] += _param_numel(p)
+        # bitsandbytes 4-bit weights pack two values per stored element (as transformers' num_parameters counts)
+        counts[1 if p.requires_grad else 0] += p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
     out = pd.DataFrame(
         [
             {"part": part, "block": block, "layer": int(part.split()[1]) if part.startswith("layer ") else -1,
@@ -583,26 +520,13 @@ def _backbone_record(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _write_files(folder: pathlib.Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Weights first, then the config that records their checksum; each via temp file + os.replace."""
-    from safetensors.torch import save_file
+def _adapter_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, bytes | str]:
+    """The two files of a saved adapter; the config records the weights' checksum."""
+    from safetensors.torch import save
 
-    fd, tmp_w = tempfile.mkstemp(prefix=".adapter-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    fd, tmp_c = tempfile.mkstemp(prefix=".adapter-", suffix=".json", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_w, metadata={"format": "pt", "adapter_type": ADAPTER_TYPE})
-        meta = dict(meta, weights_sha256=_sha256(pathlib.Path(tmp_w)))
-        pathlib.Path(tmp_c).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        for tmp in (tmp_w, tmp_c):
-            os.chmod(tmp, 0o644)
-        os.replace(tmp_w, folder / ADAPTER_WEIGHTS_NAME)
-        os.replace(tmp_c, folder / ADAPTER_CONFIG_NAME)
-    finally:
-        for tmp in (tmp_w, tmp_c):
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    weights = save(tensors, metadata={"format": "pt", "adapter_type": ADAPTER_TYPE})
+    meta = dict(meta, weights_sha256=hashlib.sha256(weights).hexdigest())
+    return {ADAPTER_WEIGHTS_NAME: weights, ADAPTER_CONFIG_NAME: json.dumps(meta, indent=2, sort_keys=True) + "\n"}
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
@@ -610,10 +534,11 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
 
     Only the adapter is saved (the backbone stays where it was loaded from).
     The JSON holds the config, the backbone's architecture, hidden size and
-    layer count, and the SHA-256 of the weights file.  A new directory is
-    built under a temporary name and renamed; into an existing directory each
-    file is written to a temporary file and moved into place, and the
-    checksum lets :func:`load_adapter` detect a mismatched pair.
+    layer count, and the SHA-256 of the weights file.  A new directory (or
+    one holding only these two files) is swapped in whole
+    (:func:`gentwin.files.atomic_folder`); into a directory holding other
+    files each file is written atomically, weights first, and the checksum
+    lets :func:`load_adapter` detect a mismatched pair.
     """
     cfg = getattr(model, "twin_adapter_config", None)
     indices = adapter_layer_indices(model)
@@ -627,22 +552,15 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
         "config": cfg.to_dict(),
         "backbone": _backbone_record(model),
     }
-    tensors = adapter_state_dict(model)
+    files = _adapter_files(adapter_state_dict(model), meta)
     target = pathlib.Path(directory).expanduser()
     if target.exists() and not target.is_dir():
         raise AdapterError(f"directory = {str(directory)!r}: exists and is not a folder")
-    if target.is_dir():
-        _write_files(target, tensors, meta)
+    if target.is_dir() and any(p.name not in files for p in target.iterdir()):
+        atomic_write_bytes(target / ADAPTER_WEIGHTS_NAME, files[ADAPTER_WEIGHTS_NAME])
+        atomic_write_text(target / ADAPTER_CONFIG_NAME, files[ADAPTER_CONFIG_NAME])
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        _write_files(tmp, tensors, meta)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_folder(target, files)
 
 
 def _read_saved(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
@@ -717,118 +635,3 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
         own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         adapter.load_state_dict(own, strict=True)
     return model
-
-
-# ---------------------------------------------------------------------------
-# The LoRA baseline
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoraPlan:
-    """A LoRA rank and targets chosen to match a trainable-parameter budget."""
-
-    rank: int
-    target_modules: tuple[str, ...]
-    layers: tuple[int, ...]
-    per_rank: int  #: LoRA parameters per unit of rank: sum over targets of (in + out)
-    trainable: int  #: rank * per_rank
-    target: int  #: the requested count (e.g. the Twin Adapter's)
-
-    @property
-    def relative_difference(self) -> float:
-        """``(trainable - target) / target``."""
-        return (self.trainable - self.target) / self.target
-
-
-def plan_lora(
-    model: nn.Module,
-    target_trainable: int,
-    *,
-    layers: Sequence[int] | None = None,
-    n_top: int = 2,
-    target_modules: Sequence[str] = LORA_DEFAULT_TARGETS,
-) -> LoraPlan:
-    """The LoRA rank whose trainable count is nearest ``target_trainable``.
-
-    A rank-``r`` LoRA on a linear map ``in -> out`` trains ``r (in + out)``
-    parameters, so with ``c`` = the sum of ``in + out`` over the targeted
-    linear maps of the chosen layers the rank is ``max(1, round(target / c))``.
-    ``layers``/``n_top`` pick the decoder layers as in :class:`TwinAdapterConfig`.
-
-    >>> from gentwin.llm import tiny_backbone
-    >>> model, _ = tiny_backbone()  # hidden 64, 4 heads of 16, 2 KV heads: q,o 64->64, k,v 64->32
-    >>> plan = plan_lora(model, 1024, n_top=2)  # per rank: 2 layers x (128 + 96 + 96 + 128) = 896
-    >>> plan.rank, plan.trainable
-    (1, 896)
-    """
-    if isinstance(target_trainable, bool) or not isinstance(target_trainable, int) or target_trainable < 1:
-        raise AdapterError(f"target_trainable = {target_trainable!r}: must be an integer >= 1")
-    if isinstance(target_modules, str) or not target_modules:
-        raise AdapterError(f"target_modules = {target_modules!r}: must be a non-empty list of module names")
-    decoder = _decoder_layers(model)
-    chosen = TwinAdapterConfig(layers=layers, n_top=n_top).resolve_layers(len(decoder))
-    per_rank = 0
-    for i in chosen:
-        found = {name.rsplit(".", 1)[-1]: mod for name, mod in decoder[i].named_modules()
-                 if isinstance(mod, nn.Linear)}
-        absent = [t for t in target_modules if t not in found]
-        if absent:
-            raise AdapterError(
-                f"target_modules = {tuple(target_modules)!r}: layer {i} has no linear module named {absent}; "
-                f"it has {sorted(found)}"
-            )
-        per_rank += sum(found[t].in_features + found[t].out_features for t in target_modules)
-    rank = max(1, round(target_trainable / per_rank))
-    return LoraPlan(rank=rank, target_modules=tuple(target_modules), layers=chosen, per_rank=per_rank,
-                    trainable=rank * per_rank, target=target_trainable)
-
-
-def lora_baseline(
-    model: nn.Module,
-    target_trainable: int,
-    *,
-    layers: Sequence[int] | None = None,
-    n_top: int = 2,
-    target_modules: Sequence[str] = LORA_DEFAULT_TARGETS,
-    lora_alpha: float | None = None,
-    lora_dropout: float = 0.0,
-    seed: int = 0,
-):
-    """PEFT LoRA on the same top layers, with about ``target_trainable`` trainable parameters.
-
-    The rank comes from :func:`plan_lora` (targets: the attention projections
-    ``q_proj, k_proj, v_proj, o_proj`` unless given); ``lora_alpha`` defaults
-    to ``2 * rank``.  LoRA's ``B`` starts at zero, so like the Twin Adapter the
-    wrapped model starts equal to the backbone.  ``model`` is changed in place
-    by PEFT: pass a freshly loaded backbone without Twin Adapters.
-
-    Returns
-    -------
-    peft.PeftModel
-        ``trainable_parameters(result)["trainable"]`` equals
-        ``plan_lora(...).trainable``.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    if adapter_layer_indices(model):
-        raise AdapterError("model has Twin Adapters; the LoRA baseline needs a freshly loaded backbone")
-    if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) or not 0 <= lora_dropout < 1:
-        raise AdapterError(f"lora_dropout = {lora_dropout!r}: must be a number in [0, 1)")
-    plan = plan_lora(model, target_trainable, layers=layers, n_top=n_top, target_modules=target_modules)
-    alpha = 2 * plan.rank if lora_alpha is None else lora_alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise AdapterError(f"lora_alpha = {lora_alpha!r}: must be a number > 0")
-    cfg = LoraConfig(
-        r=plan.rank, lora_alpha=alpha, lora_dropout=float(lora_dropout), bias="none", task_type="CAUSAL_LM",
-        target_modules=list(plan.target_modules), layers_to_transform=list(plan.layers), layers_pattern="layers",
-    )
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        # transformers 5 deprecates an attribute that peft 0.21 still reads; not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        torch.manual_seed(seed)
-        peft_model = get_peft_model(model, cfg)
-    got = trainable_parameters(peft_model)["trainable"]
-    if got != plan.trainable:  # pragma: no cover - a PEFT behaviour change would show here
-        raise AdapterError(f"LoRA trains {got} parameters, but the plan expected {plan.trainable}")
-    return peft_model

@@ -1,4 +1,4 @@
-"""The frozen backbone: a real causal language model, loaded offline.
+"""The frozen backbone: loading a causal language model offline, running its frozen part once, greedy decoding.
 
 Section III.A of the paper fine-tunes "Llama-2-8B", a model that was never
 released (Llama 2 came in 7B, 13B and 70B).  The reproduction accepts any
@@ -22,6 +22,12 @@ message saying what is missing.
 
 The cache directory is ``$GENTWIN_CACHE`` when set, else ``~/.cache/gentwin``;
 the converted SmolLM2 lives in its sub-folder ``smollm2-135m-instruct``.
+
+**Decoding.**  :func:`head_logits` can keep only some rows of the output head
+(a restricted output vocabulary: the kept logits are the full head's logits
+at those ids) and :func:`greedy_generate` decodes under the same restriction.
+:func:`causal_lm` and :func:`compute_autocast` are shared with
+:mod:`gentwin.frozen`, which runs the frozen part of the model once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import pathlib
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
+
+from .files import atomic_folder
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,6 +57,13 @@ __all__ = [
     "describe_backbone",
     "tiny_backbone",
     "char_tokenizer",
+    "freeze",
+    "count_parameters",
+    "causal_lm",
+    "model_device",
+    "compute_autocast",
+    "head_logits",
+    "greedy_generate",
 ]
 
 #: The name that selects the default backbone.
@@ -159,9 +174,8 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
     ``save_pretrained``, so its state dict is copied into a plain
     ``LlamaForCausalLM(config)`` built without the GGUF quantisation record and
     that copy is saved.  The folder is written under a temporary name and
-    renamed when complete, so an interrupted conversion never leaves a folder
-    that looks usable; two processes converting at once both end with the same
-    complete folder.
+    swapped in when complete (:func:`gentwin.files.atomic_folder`), so an
+    interrupted conversion never leaves a folder that looks usable.
     """
     gguf = _smollm2_gguf()
     root = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
@@ -191,25 +205,15 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
     plain.generation_config = gguf_model.generation_config
     del gguf_model
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_FOLDER}-", dir=root))
-    try:
+    # written beside the cache, then swapped in as one folder: an interrupted conversion leaves nothing usable
+    with tempfile.TemporaryDirectory(prefix=f".{SMOLLM2_FOLDER}-", dir=root) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps(_marker_for(gguf), indent=2) + "\n")
-        # mkdtemp makes the folder private; the cache is meant to be shared like any model folder
-        os.chmod(tmp, 0o755)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # another process finished first; keep its (identical) folder
-            if not _cache_is_valid(final, gguf):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        files: dict[str, Any] = {f.name: (lambda dst, f=f: shutil.move(f, dst)) for f in pathlib.Path(tmp).iterdir()}
+        files[MARKER] = json.dumps(_marker_for(gguf), indent=2) + "\n"
+        if final.exists():  # another process converted it meanwhile; keep that (identical) folder
+            shutil.rmtree(final)
+        atomic_folder(final, files)
     return final
 
 
@@ -385,26 +389,18 @@ def load_backbone(
 # ---------------------------------------------------------------------------
 
 
-def _param_numel(p) -> int:
-    """Number of values a parameter stands for (bitsandbytes 4-bit packs two per byte)."""
-    n = p.numel()
-    if type(p).__name__ == "Params4bit":
-        n *= 2
-    return int(n)
-
-
 def count_parameters(model) -> dict[str, int]:
-    """Total, frozen and trainable parameter counts (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = trainable = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        n = _param_numel(p)
-        total += n
-        if p.requires_grad:
-            trainable += n
+    """Total, frozen and trainable parameter counts (shared tensors counted once; 4-bit weights unpacked).
+
+    The counts are transformers' own ``num_parameters`` of the model inside a
+    PEFT wrapper (which includes the LoRA or Twin Adapter layers added to it).
+    """
+    unwrap = getattr(model, "get_base_model", None)
+    base = unwrap() if callable(unwrap) else model
+    if not callable(getattr(base, "num_parameters", None)):
+        raise BackboneError(f"model = {type(model).__name__}: not a transformers model (no num_parameters)")
+    total = int(base.num_parameters())
+    trainable = int(base.num_parameters(only_trainable=True))
     return {"total": total, "frozen": total - trainable, "trainable": trainable}
 
 
@@ -528,3 +524,111 @@ def tiny_backbone(
     model.config.name_or_path = f"tiny-llama-seed{seed}"
     freeze(model)
     return model, tok
+
+
+# ---------------------------------------------------------------------------
+# Running the model: the output head and greedy decoding
+# ---------------------------------------------------------------------------
+
+
+def causal_lm(model):
+    """The transformers causal LM inside ``model`` (unwraps a PEFT model)."""
+    inner = getattr(model, "get_base_model", None)
+    base = inner() if callable(inner) else model
+    if not hasattr(base, "model") or not hasattr(base.model, "layers") or not hasattr(base, "lm_head"):
+        raise BackboneError(
+            f"model = {type(base).__name__}: need a LLaMA-style causal LM (model.model.layers, model.lm_head)"
+        )
+    return base
+
+
+def model_device(model):
+    """The device of the model's first parameter."""
+    return next(causal_lm(model).parameters()).device
+
+
+def compute_autocast(model, compute_dtype: str):
+    """The autocast context of ``compute_dtype``: ``"float32"`` (autocast off) or ``"bfloat16"``."""
+    import torch
+
+    dev = model_device(model)
+    if compute_dtype == "float32":
+        return torch.autocast(dev.type, enabled=False)
+    if compute_dtype == "bfloat16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    raise BackboneError(f"compute_dtype = {compute_dtype!r}: must be 'float32' or 'bfloat16'")
+
+
+def head_logits(model, hidden, kept_ids=None):
+    """The output head on ``hidden``: all words, or only the rows ``kept_ids`` (same values at those ids)."""
+    import torch.nn.functional as F
+
+    head = causal_lm(model).lm_head
+    weight, bias = head.weight, getattr(head, "bias", None)
+    if kept_ids is not None:
+        ids = kept_ids.to(weight.device)
+        weight = weight[ids]
+        bias = bias[ids] if bias is not None else None
+    return F.linear(hidden, weight, bias)
+
+
+def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=None, batch_size: int = 64,
+                    compute_dtype: str = "float32", progress: bool = False) -> list[list[int]]:
+    """Greedy decoding of token-id prompts (left-padded batches, KV cache), stopping at end-of-sequence.
+
+    With ``kept_ids`` (a restricted output vocabulary) the arg-max runs over
+    those token ids only.  Returns the new token ids of each prompt (without
+    the end-of-sequence token).
+    """
+    import torch
+    from transformers import DynamicCache
+
+    from .progress import progress as bar
+
+    if max_new_tokens < 1:
+        raise BackboneError(f"max_new_tokens = {max_new_tokens}: must be >= 1")
+    base = causal_lm(model)
+    dev = model_device(model)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    kept = kept_ids.to(dev) if kept_ids is not None else None
+    out: list[list[int]] = []
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad(), compute_autocast(model, compute_dtype):
+            for s in bar(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
+                chunk = [list(p) for p in prompts[s: s + batch_size]]
+                t = max(len(p) for p in chunk)
+                ids = torch.full((len(chunk), t), pad, dtype=torch.long)
+                att = torch.zeros((len(chunk), t), dtype=torch.long)
+                for k, p in enumerate(chunk):
+                    if len(p) == 0:
+                        raise BackboneError(f"prompts[{s + k}]: is empty")
+                    ids[k, t - len(p):] = torch.tensor(p)
+                    att[k, t - len(p):] = 1
+                ids, att = ids.to(dev), att.to(dev)
+                step_pos = (att.cumsum(1) - 1).clamp(min=0)
+                cache = DynamicCache(config=base.config)
+                done = torch.zeros(len(chunk), dtype=torch.bool, device=dev)
+                new = []
+                step_ids = ids
+                for _ in range(max_new_tokens):
+                    h = base.model(input_ids=step_ids, attention_mask=att, position_ids=step_pos,
+                                   past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+                    nxt = head_logits(model, h, kept).argmax(-1)
+                    if kept is not None:
+                        nxt = kept[nxt]
+                    nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                    new.append(nxt)
+                    done |= nxt == eos
+                    if bool(done.all()):
+                        break
+                    step_ids = nxt.unsqueeze(1)
+                    step_pos = step_pos[:, -1:] + 1
+                    att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
+                for row in torch.stack(new, 1).cpu().tolist():
+                    out.append(row[: row.index(eos)] if eos in row else row)
+    finally:
+        base.train(was_training)
+    return out

@@ -3,6 +3,146 @@ from __future__ import annotations
 
 # Sections (one owner each while the library is restructured; keep these markers):
 # --- eq. (9): L1 and accuracy over relations; the pooling gain (Fig. 6) ---
+
+
+def l1_loss(r, r_hat) -> float:
+    r"""Eq. (9): mean absolute error between the true and produced relation indicators.
+
+    .. math:: L_1 = \frac{\sum_{i=1}^{M} |r_i - \hat r_i|}{M}
+
+    ``r_i = 1`` when relation ``i`` is true, ``r̂_i = 1`` when the model
+    produces it (values in [0, 1] are accepted, e.g. probabilities).  Which
+    ``M`` relations are indexed is chosen by :func:`relation_indicators`.
+
+    Examples
+    --------
+    Four indexed relations; three are true, the model produces the first two
+    true ones and one false one: ``(|1-1| + |1-1| + |1-0| + |0-1|) / 4 = 0.5``.
+
+    >>> l1_loss([1, 1, 1, 0], [1, 1, 0, 1])
+    0.5
+    >>> l1_loss([1, 0], [1])
+    Traceback (most recent call last):
+    ...
+    ValueError: r_hat: has 1 entries but r has 2 (one per indexed relation)
+    """
+    import numpy as np
+
+    a = np.asarray(r, dtype=float)
+    b = np.asarray(r_hat, dtype=float)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"r = {r!r}: must be a non-empty vector (one entry per indexed relation)")
+    if b.shape != a.shape:
+        raise ValueError(f"r_hat: has {b.size} entries but r has {a.size} (one per indexed relation)")
+    for name, x in (("r", a), ("r_hat", b)):
+        if not np.isfinite(x).all() or (x < 0).any() or (x > 1).any():
+            raise ValueError(f"{name} = {x.tolist()}: entries must be in [0, 1]")
+    return float(np.abs(a - b).sum() / a.size)
+
+
+def relation_indicators(gold, produced, index: str = "union"):
+    """The vectors ``r`` and ``r̂`` of eq. (9) and the relations they index.
+
+    ``index="union"``: the M relations are the true ones and the produced ones
+    together, so a produced false relation counts as an error
+    (``L1 = |G Δ P| / |G ∪ P|``).  ``index="gold"``: only the true ones
+    (``L1 = 1 - recall``; false relations are invisible).
+
+    >>> r, r_hat, rels = relation_indicators({"a", "b", "c"}, {"a", "b", "x"})
+    >>> rels, r.tolist(), r_hat.tolist()
+    (['a', 'b', 'c', 'x'], [1, 1, 1, 0], [1, 1, 0, 1])
+    >>> relation_indicators({"a", "b"}, {"a", "x"}, index="gold")[1].tolist()
+    [1, 0]
+    """
+    import numpy as np
+
+    if index not in ("union", "gold"):
+        raise ValueError(f"l1_index = {index!r}: must be 'union' or 'gold'")
+    g, p = set(gold), set(produced)
+    rels = sorted(g | p) if index == "union" else sorted(g)
+    r = np.array([1 if x in g else 0 for x in rels], dtype=int)
+    r_hat = np.array([1 if x in p else 0 for x in rels], dtype=int)
+    return r, r_hat, rels
+
+
+def triple_scores(gold, produced, index: str = "union") -> dict[str, float]:
+    """Micro-averaged accuracy, precision and eq. (9) L1 over entities.
+
+    ``gold[e]`` and ``produced[e]`` are entity ``e``'s true and produced
+    triples; a produced triple is correct only for the entity whose prompt
+    produced it.  accuracy ``= Σ|P_e ∩ G_e| / Σ|G_e|``, precision
+    ``= Σ|P_e ∩ G_e| / Σ|P_e|`` (0 when nothing is produced).
+
+    >>> g = [{("s", "IN", "a"), ("s", "SERVES_IN", "b")}, {("t", "IN", "a")}]
+    >>> p = [{("s", "IN", "a"), ("s", "IN", "z")}, set()]
+    >>> sc = triple_scores(g, p)
+    >>> sc["accuracy"], sc["precision"], sc["l1"]  # 1/3, 1/2, (0+1+1 + 1) / 4
+    (0.3333333333333333, 0.5, 0.75)
+    """
+    if len(gold) != len(produced):
+        raise ValueError(f"produced: {len(produced)} entities but gold has {len(gold)}")
+    if len(gold) == 0:
+        raise ValueError("gold = []: no entity to score")
+    g_all = {(e, x) for e, s in enumerate(gold) for x in s}
+    p_all = {(e, x) for e, s in enumerate(produced) for x in s}
+    if not g_all:
+        raise ValueError("gold: the entities have no true relation")
+    correct = len(g_all & p_all)
+    r, r_hat, _ = relation_indicators(g_all, p_all, index)
+    return {
+        "accuracy": correct / len(g_all),
+        "precision": correct / len(p_all) if p_all else 0.0,
+        "l1": l1_loss(r, r_hat),
+        "n_gold": float(len(g_all)),
+        "n_produced": float(len(p_all)),
+        "n_correct": float(correct),
+    }
+
+
+def compare_graph(generated, truth) -> dict[str, float]:
+    """Precision and recall of a generated edge set against the true relations.
+
+    ``truth`` is a set of relations or anything with ``device_relations()``
+    (a :class:`gentwin.topology.Topology`: the M relations of eq. (3)).
+
+    >>> t = {("a", "IN", "b"), ("c", "IN", "b")}
+    >>> compare_graph({("a", "IN", "b"), ("a", "IN", "c")}, t)
+    {'true': 2, 'produced': 2, 'correct': 1, 'precision': 0.5, 'recall': 0.5}
+    """
+    true = set(truth.device_relations()) if hasattr(truth, "device_relations") else set(truth)
+    gen = set(generated)
+    if not true:
+        raise ValueError("truth: has no relation")
+    correct = len(gen & true)
+    return {"true": len(true), "produced": len(gen), "correct": correct,
+            "precision": correct / len(gen) if gen else 0.0, "recall": correct / len(true)}
+
+
+def pooling_gain(with_pooling, without_pooling) -> float:
+    """Extra relations extracted with pooling, in % of those without, summed over rounds (Fig. 6).
+
+    ``100 (Σ_r E_pool(r) - Σ_r E_random(r)) / Σ_r E_random(r)``: the ratio of the
+    areas under the two Fig. 6 curves (a per-round ratio would explode on
+    rounds where the random order extracts almost nothing).
+
+    >>> pooling_gain([12, 24], [10, 20])  # 100 (36 - 30) / 30
+    20.0
+    >>> pooling_gain([3, 5], [0, 0])
+    Traceback (most recent call last):
+    ...
+    ValueError: without_pooling: extracted nothing in any round; the gain is undefined
+    """
+    import numpy as np
+
+    a = np.asarray(with_pooling, dtype=float)
+    b = np.asarray(without_pooling, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"with_pooling, without_pooling: need two non-empty curves of equal length ({a.shape}, {b.shape})")
+    if b.sum() <= 0:
+        raise ValueError("without_pooling: extracted nothing in any round; the gain is undefined")
+    return float(100.0 * (a.sum() - b.sum()) / b.sum())
+
+
 # --- eq. (10): retrieval recall@k ---
 
 

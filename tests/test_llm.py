@@ -1,4 +1,4 @@
-"""Tests of gentwin.llm: resolving and loading the frozen backbone offline."""
+"""Tests of gentwin.llm and gentwin.frozen: loading the frozen backbone offline, its frozen part run once, decoding."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import pytest
 import torch
 
 from gentwin import llm
+from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapters
+from gentwin.frozen import frozen_states, full_hidden, top_hidden
 from gentwin.llm import (
     BackboneError,
     char_tokenizer,
+    count_parameters,
     describe_backbone,
+    greedy_generate,
+    head_logits,
     load_backbone,
     resolve_backbone,
     tiny_backbone,
@@ -190,3 +195,101 @@ def test_smollm2_from_wheel_matches_gguf(no_network):
         ours = model.generate(**enc, max_new_tokens=6, do_sample=False)
         theirs = ref.generate(**enc, max_new_tokens=6, do_sample=False)
     assert torch.equal(ours, theirs)
+
+
+# --- the frozen part run once, and decoding ------------------------------------------------
+
+
+class Batch:
+    """Right-padded token ids with lengths: what frozen_states reads."""
+
+    def __init__(self, tok, texts):
+        rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        t = max(map(len, rows))
+        self.input_ids = torch.full((len(rows), t), tok.pad_token_id, dtype=torch.long)
+        self.attention_mask = torch.zeros((len(rows), t), dtype=torch.long)
+        for k, r in enumerate(rows):
+            self.input_ids[k, : len(r)] = torch.tensor(r)
+            self.attention_mask[k, : len(r)] = 1
+        self.lengths = self.attention_mask.sum(1)
+
+
+def adapted_tiny(n_top=2, seed=0):
+    """The tiny LLaMA (3 layers) with non-zero Twin Adapters on its top ``n_top`` layers."""
+    model, tok = tiny_backbone(seed=seed)
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=8, n_top=n_top))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for a in adapter_modules(model).values():
+            for p in a.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model, tok
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_frozen_part_plus_top_equals_the_models_own_forward(inside):
+    """The hand-rebuilt LlamaModel.forward must match transformers' own; an upgrade that changes it fails here."""
+    model, tok = adapted_tiny()
+    batch = Batch(tok, ["(AQ-S001, IN, AQ)", "[:gw] {AQ-GW01, 5} ->", "x"])
+    start = min(adapter_modules(model))
+    adapter = adapter_modules(model)[start] if inside else None
+    states = frozen_states(model, batch, start, adapter=adapter, batch_size=2)
+    assert states.inside is inside and states.layer == start
+    t = int(batch.lengths.max())
+    with torch.no_grad():
+        mine = top_hidden(model, states.take(torch.arange(3), t, "cpu"), batch.attention_mask, start, adapter)
+        theirs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       output_hidden_states=True).hidden_states[-1]
+        plain = full_hidden(model, batch.input_ids, batch.attention_mask)
+    keep = batch.attention_mask.bool()
+    torch.testing.assert_close(mine[keep], theirs[keep], rtol=0, atol=1e-5)
+    torch.testing.assert_close(plain[keep], theirs[keep], rtol=0, atol=0)
+
+
+def test_frozen_part_errors_name_the_argument():
+    model, tok = adapted_tiny(n_top=2)  # adapters on layers 1 and 2
+    batch = Batch(tok, ["ab"])
+    with pytest.raises(BackboneError, match="start_layer = 2: layers below it have trainable parameters"):
+        frozen_states(model, batch, 2)
+    with pytest.raises(BackboneError, match="start_layer = 3: must be in 0..2"):
+        frozen_states(model, batch, 3)
+    with pytest.raises(BackboneError, match="compute_dtype = 'float16'"):
+        frozen_states(model, batch, 1, compute_dtype="float16")
+
+
+def test_restricted_head_keeps_the_full_heads_logits():
+    model, _ = tiny_backbone(seed=0)
+    h = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
+    kept = torch.tensor([2, 7, 40])
+    with torch.no_grad():
+        torch.testing.assert_close(head_logits(model, h, kept), head_logits(model, h)[:, kept], rtol=0, atol=1e-6)
+        assert torch.equal(head_logits(model, h), model.lm_head(h))
+
+
+def test_greedy_generate_equals_a_step_by_step_argmax_and_respects_kept_ids():
+    model, tok = adapted_tiny()
+    prompts = [tok("(a, IN", add_special_tokens=False)["input_ids"], tok("x", add_special_tokens=False)["input_ids"]]
+    got = greedy_generate(model, tok, prompts, max_new_tokens=5)
+    for p, out in zip(prompts, got):  # one prompt at a time, no cache, no padding: the plain definition
+        ids = list(p)
+        ref = []
+        for _ in range(5):
+            with torch.no_grad():
+                nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            ref.append(nxt)
+            ids.append(nxt)
+        assert out == ref
+    kept = torch.tensor([tok.eos_token_id, 10, 20, 30])
+    restricted = greedy_generate(model, tok, prompts, max_new_tokens=4, kept_ids=kept)
+    assert all(set(out) <= {10, 20, 30} for out in restricted)
+    with pytest.raises(BackboneError, match="max_new_tokens = 0"):
+        greedy_generate(model, tok, prompts, max_new_tokens=0)
+
+
+def test_parameter_counts_include_adapters_and_count_tied_weights_once():
+    model, _ = tiny_backbone(seed=0)
+    assert count_parameters(model) == {"total": 117_440, "frozen": 117_440, "trainable": 0}
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=8, n_top=1))
+    assert count_parameters(model) == {"total": 117_440 + 2 * 64 * 8, "frozen": 117_440, "trainable": 2 * 64 * 8}

@@ -3,6 +3,65 @@ from __future__ import annotations
 
 # Sections (one owner each while the library is restructured; keep these markers):
 # --- eq. (9): L1 and accuracy over relations; the pooling gain (Fig. 6) ---
+
+import pytest  # noqa: E402 - each section imports what it needs
+
+from gentwin import metrics  # noqa: E402
+
+
+def test_l1_hand_worked():
+    # 5 indexed relations: 3 true; the model produces 2 of them and 1 false one -> |0|+|0|+|1|+|1|+|0| = 2 -> 2/5
+    assert metrics.l1_loss([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(0.4)
+    assert metrics.l1_loss([1, 0], [0.25, 0.5]) == pytest.approx(0.625)
+
+
+def test_l1_index_readings():
+    gold = {"a", "b", "c"}
+    produced = {"a", "x", "y"}
+    r, r_hat, rels = metrics.relation_indicators(gold, produced, index="union")
+    assert rels == ["a", "b", "c", "x", "y"]
+    assert metrics.l1_loss(r, r_hat) == pytest.approx(4 / 5)  # |G Δ P| / |G ∪ P|
+    r, r_hat, rels = metrics.relation_indicators(gold, produced, index="gold")
+    assert rels == ["a", "b", "c"] and metrics.l1_loss(r, r_hat) == pytest.approx(2 / 3)  # 1 - recall
+
+
+@pytest.mark.parametrize(
+    "r, r_hat, match",
+    [([1, 0], [1], "r_hat: has 1 entries but r has 2"), ([], [], "r = "), ([1, 2], [1, 0], r"r = \[1.0, 2.0\]"),
+     ([1, 0], [float("nan"), 0], "r_hat = ")],
+)
+def test_l1_bad_input(r, r_hat, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.l1_loss(r, r_hat)
+
+
+def test_triple_scores_are_micro_averaged_per_entity():
+    a, b = ("s", "IN", "x"), ("t", "IN", "x")
+    # entity 0 produces entity 1's fact: it is not correct for entity 0
+    sc = metrics.triple_scores([{a}, {b}], [{b}, {b}])
+    assert sc["accuracy"] == 0.5 and sc["precision"] == 0.5 and sc["l1"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="l1_index = 'all'"):
+        metrics.triple_scores([{a}], [{a}], index="all")
+
+
+def test_pooling_gain_is_the_ratio_of_the_areas_under_the_curves():
+    assert metrics.pooling_gain([10, 30], [10, 10]) == pytest.approx(100.0)  # (40 - 20) / 20
+    assert metrics.pooling_gain([5, 5], [10, 10]) == pytest.approx(-50.0)
+    with pytest.raises(ValueError, match="without_pooling"):
+        metrics.pooling_gain([1, 2], [0, 0])
+    with pytest.raises(ValueError, match="equal length"):
+        metrics.pooling_gain([1, 2, 3], [1, 2])
+
+
+def test_compare_graph_precision_and_recall_by_hand():
+    truth = {("a", "IN", "b"), ("c", "IN", "b"), ("d", "IN", "b"), ("e", "IN", "b")}
+    cmp = metrics.compare_graph({("a", "IN", "b"), ("c", "IN", "b"), ("x", "IN", "y")}, truth)
+    assert (cmp["correct"], cmp["precision"], cmp["recall"]) == (2, pytest.approx(2 / 3), 0.5)
+    assert metrics.compare_graph(set(), truth)["precision"] == 0.0
+    with pytest.raises(ValueError, match="truth: has no relation"):
+        metrics.compare_graph({("a", "IN", "b")}, set())
+
+
 # --- eq. (10): retrieval recall@k ---
 
 

@@ -1,4 +1,4 @@
-"""Tests of gentwin.training: verbalisation, masking, the cached path, eq. (9), training on a toy topology."""
+"""Tests of gentwin.training and gentwin.verbalise: verbalisation, masking, the cached path, training on a toy topology."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from gentwin import training as T
+from gentwin import verbalise as V
 from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapters
 from gentwin.config import TopologyConfig, resolve
-from gentwin.llm import BackboneError, char_tokenizer, freeze, load_backbone
+from gentwin.frozen import frozen_states, full_hidden
+from gentwin.llm import BackboneError, char_tokenizer, freeze, head_logits, load_backbone
+from gentwin.metrics import compare_graph
 from gentwin.topology import Relation, generate_dataset
 
 QUICK_TOPOLOGY = TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60)
@@ -81,7 +84,7 @@ def test_verbalise_sensor_and_gateway_prompts_follow_eq2(quick_ds):
     topo = quick_ds.topology
     for inst in quick_ds.instances[:20]:
         node = topo.nodes[inst.node_id]
-        prompt, _ = T.verbalise(quick_ds, inst)
+        prompt, _ = V.verbalise(quick_ds, inst)
         if node.kind == "sensor":
             assert prompt == f"[:s] {{{node.id}, {node.gateway}}} ->"
         else:
@@ -94,8 +97,8 @@ def test_target_holds_exactly_the_nodes_own_relations_sorted(quick_ds):
     topo = quick_ds.topology
     for node in topo.devices():
         inst = next(i for i in quick_ds.instances if i.node_id == node.id)
-        _, target = T.verbalise(quick_ds, inst)
-        parsed = T.parse_triples(target)
+        _, target = V.verbalise(quick_ds, inst)
+        parsed = V.parse_triples(target)
         assert parsed == sorted(parsed)
         assert set(parsed) == {r for r in topo.relations if r.head == node.id}
         assert target == "; ".join(r.as_text() for r in sorted(parsed))
@@ -103,15 +106,15 @@ def test_target_holds_exactly_the_nodes_own_relations_sorted(quick_ds):
 
 def test_parse_triples_round_trips_and_skips_unknown_types():
     rels = [Relation("AQ-S001", "SERVES_IN", "AQ"), Relation("AQ-S001", "CONNECTED_TO", "AQ-GW02")]
-    assert T.parse_triples(T.facts_text(rels)) == sorted(rels)
-    assert T.parse_triples("(a, LIKES, b) (a, IN") == []
+    assert V.parse_triples(V.facts_text(rels)) == sorted(rels)
+    assert V.parse_triples("(a, LIKES, b) (a, IN") == []
 
 
 def test_prompt_for_a_service_node_is_an_error(quick_ds):
-    with pytest.raises(T.TrainingError, match="node_id = 'AQ'"):
-        T.node_prompt(quick_ds.topology, "AQ")
-    with pytest.raises(T.TrainingError, match="instance = "):
-        T.verbalise(quick_ds, "AQ-S001")
+    with pytest.raises(V.VerbaliseError, match="node_id = 'AQ'"):
+        V.node_prompt(quick_ds.topology, "AQ")
+    with pytest.raises(V.VerbaliseError, match="instance = "):
+        V.verbalise(quick_ds, "AQ-S001")
 
 
 # --- encoding and the loss mask ----------------------------------------------------------------
@@ -120,7 +123,7 @@ def test_prompt_for_a_service_node_is_an_error(quick_ds):
 def test_labels_mask_the_prompt_and_padding_and_keep_the_target_and_eos():
     tok = char_tokenizer()
     pairs = [("[:s] {a, g} ->", "(a, IN, g); (a, SERVES_IN, s)"), ("[:gw] {g, 1} ->", "(g, IN, s)")]
-    enc = T.encode_pairs(tok, pairs, max_length=128)
+    enc = V.encode_pairs(tok, pairs, max_length=128)
     for k, (prompt, target) in enumerate(pairs):
         p, n = int(enc.prompt_lengths[k]), int(enc.lengths[k])
         assert p == len(prompt)  # one id per character
@@ -137,18 +140,18 @@ def test_labels_mask_the_prompt_and_padding_and_keep_the_target_and_eos():
 
 
 def test_too_long_sequence_is_an_error_naming_max_length():
-    with pytest.raises(T.TrainingError, match="max_length = 10: .* needs 19 tokens"):
-        T.encode_pairs(char_tokenizer(), [("[:s] ->", "(a, IN, b)")], max_length=10)
+    with pytest.raises(V.VerbaliseError, match="max_length = 10: .* needs 19 tokens"):
+        V.encode_pairs(char_tokenizer(), [("[:s] ->", "(a, IN, b)")], max_length=10)
 
 
 def test_loss_counts_target_tokens_only(adapted):
     model, tok = adapted
-    enc = T.encode_pairs(tok, [("[:s] {a, g} ->", "(a, IN, g)")], max_length=64)
-    h = T.full_hidden(model, enc.input_ids, enc.attention_mask)
+    enc = V.encode_pairs(tok, [("[:s] {a, g} ->", "(a, IN, g)")], max_length=64)
+    h = full_hidden(model, enc.input_ids, enc.attention_mask)
     loss = T.target_loss(model, h, enc.labels)
     # change a prompt token in the labels' eyes only: no effect; change a target label: effect
     p = int(enc.prompt_lengths[0])
-    logits = T.head_logits(model, h)[0, :-1]
+    logits = head_logits(model, h)[0, :-1]
     manual = torch.nn.functional.cross_entropy(logits[p - 1:], enc.input_ids[0, p:])
     assert torch.allclose(loss, manual, atol=1e-6)
 
@@ -182,8 +185,8 @@ def test_restricted_head_equals_full_head_on_kept_ids(adapted, toy_ds):
     assert 2 < len(task.vocab) < full_vocab
     h, _, _ = T._batch_hidden(model, task, torch.arange(3), "cached")
     with torch.no_grad():
-        full = T.head_logits(model, h)
-        kept = T.head_logits(model, h, task.vocab)
+        full = head_logits(model, h)
+        kept = head_logits(model, h, task.vocab.ids)
     assert torch.equal(kept, full[..., task.vocab.ids])
     # every target token and eos are kept
     targets = task.encoded.labels[task.encoded.labels != -100].unique()
@@ -193,68 +196,22 @@ def test_restricted_head_equals_full_head_on_kept_ids(adapted, toy_ds):
 
 def test_frozen_part_must_not_hold_trainable_parameters(adapted):
     model, tok = adapted  # adapters on layers 0 and 1
-    enc = T.encode_pairs(tok, [("[:s] ->", "(a, IN, b)")])
+    enc = V.encode_pairs(tok, [("[:s] ->", "(a, IN, b)")])
     assert T.split_layer(model) == 0
-    with pytest.raises(T.TrainingError, match="start_layer = 1: layers below it have trainable parameters"):
-        T.frozen_states(model, enc, 1)
+    with pytest.raises(BackboneError, match="start_layer = 1: layers below it have trainable parameters"):
+        frozen_states(model, enc, 1)
 
 
-# --- eq. (9) and the scores --------------------------------------------------------------------
-
-
-def test_l1_hand_worked():
-    # 5 indexed relations: 3 true; the model produces 2 of them and 1 false one -> |0|+|0|+|1|+|1|+|0| = 2 -> 2/5
-    assert T.l1_loss([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(0.4)
-    assert T.l1_loss([1, 0], [0.25, 0.5]) == pytest.approx(0.625)
-
-
-def test_l1_index_readings():
-    gold = {"a", "b", "c"}
-    produced = {"a", "x", "y"}
-    r, r_hat, rels = T.relation_indicators(gold, produced, index="union")
-    assert rels == ["a", "b", "c", "x", "y"]
-    assert T.l1_loss(r, r_hat) == pytest.approx(4 / 5)  # |G Δ P| / |G ∪ P|
-    r, r_hat, rels = T.relation_indicators(gold, produced, index="gold")
-    assert rels == ["a", "b", "c"] and T.l1_loss(r, r_hat) == pytest.approx(2 / 3)  # 1 - recall
-
-
-@pytest.mark.parametrize(
-    "r, r_hat, match",
-    [([1, 0], [1], "r_hat: has 1 entries but r has 2"), ([], [], "r = "), ([1, 2], [1, 0], r"r = \[1.0, 2.0\]"),
-     ([1, 0], [float("nan"), 0], "r_hat = ")],
-)
-def test_l1_bad_input(r, r_hat, match):
-    with pytest.raises(T.TrainingError, match=match):
-        T.l1_loss(r, r_hat)
-
-
-def test_triple_scores_are_micro_averaged_per_entity():
-    a, b = Relation("s", "IN", "x"), Relation("t", "IN", "x")
-    # entity 0 produces entity 1's fact: it is not correct for entity 0
-    sc = T.triple_scores([{a}, {b}], [{b}, {b}])
-    assert sc["accuracy"] == 0.5 and sc["precision"] == 0.5 and sc["l1"] == pytest.approx(2 / 3)
-    with pytest.raises(T.TrainingError, match="l1_index = 'all'"):
-        T.triple_scores([{a}], [{a}], index="all")
-
-
-def test_pooling_gain_and_round_slices():
-    assert T.pooling_gain([10, 30], [10, 10]) == pytest.approx(100.0)
-    with pytest.raises(T.TrainingError, match="without_pooling"):
-        T.pooling_gain([1, 2], [0, 0])
-    assert T.round_slices(700, 18)[-1] == (0, 700)
-    chunks = T.round_slices(700, 18, mode="chunk")
-    assert chunks[0][0] == 0 and all(chunks[k][1] == chunks[k + 1][0] for k in range(17))
-    with pytest.raises(T.TrainingError, match="rounds = 19"):
-        T.round_slices(18, 19)
+# --- training passes and the read-out -------------------------------------------------------
 
 
 def test_passes_are_seeded_permutations_or_the_stream_order():
     rows = torch.arange(50)
-    a = T._pass_rows(rows, True, torch.Generator().manual_seed(3))
-    b = T._pass_rows(rows, True, torch.Generator().manual_seed(3))
+    a = T.pass_rows(rows, True, torch.Generator().manual_seed(3))
+    b = T.pass_rows(rows, True, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and not torch.equal(a, rows)
     assert sorted(a.tolist()) == rows.tolist()
-    assert torch.equal(T._pass_rows(rows, False, torch.Generator()), rows)
+    assert torch.equal(T.pass_rows(rows, False, torch.Generator()), rows)
 
 
 def test_teacher_forced_counts_a_triple_only_when_every_token_is_the_argmax(adapted, toy_ds, monkeypatch):
@@ -337,7 +294,7 @@ def test_extract_graph_after_training_recovers_the_training_facts(trained, toy_d
     graph = T.extract_graph(model, task)
     facts = {r for i in train for r in toy_ds.topology.relations_of(i.node_id)}
     assert facts <= graph
-    cmp = T.compare_graph(graph, toy_ds.topology)
+    cmp = compare_graph(graph, toy_ds.topology)
     assert cmp["true"] == 11 and cmp["correct"] >= len(facts) and cmp["recall"] == cmp["correct"] / 11
 
 
@@ -358,8 +315,6 @@ def test_empty_training_split_is_a_clear_error(adapted, toy_ds):
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
     with pytest.raises(T.TrainingError, match=r"order = \[\]: the training split is empty"):
         T.train_twin(model, task, [], toy_config(), seed=0)
-    with pytest.raises(T.TrainingError, match=r"order = \[\]"):
-        T.extraction_curve(model, task, [], toy_config(), seed=0)
 
 
 def test_unknown_backbone_path_is_an_error_from_gentwin_llm(tmp_path):
@@ -371,34 +326,3 @@ def test_model_without_adapters_cannot_use_the_cached_path(toy_ds):
     model, tok = tiny_llama()
     with pytest.raises(T.TrainingError, match="has no Twin Adapters"):
         T.prepare_task(model, tok, toy_ds, max_length=256)
-
-
-def test_extraction_curve_feeds_the_stream_round_by_round(adapted, toy_ds):
-    model, tok = adapted
-    task = T.prepare_task(model, tok, toy_ds, max_length=256)
-    train = toy_ds.split("train") * 3
-    curve = T.extraction_curve(model, task, train, toy_config(round_mode="chunk"), seed=0, rounds=3)
-    assert curve["round"].tolist() == [1, 2, 3]
-    assert curve["fed"].tolist() == [b for _, b in T.round_slices(len(train), 3, "chunk")]
-    true = len(toy_ds.topology.device_relations())
-    assert ((curve.extracted >= 0) & (curve.extracted <= true)).all()
-
-
-def test_qa_pairs_and_the_feedback_pass(adapted, toy_ds):
-    model, tok = adapted
-    rels = [Relation("AQ-S001", "CONNECTED_TO", "AQ-GW01"), Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
-            Relation("AQ-GW01", "SERVES_IN", "AQ")]
-    pairs = T.qa_pairs(rels)
-    assert pairs == [
-        ("Q: What is AQ-GW01 connected to? A:", "AQ-GW02"),
-        ("Q: Which service does AQ-GW01 serve in? A:", "AQ"),
-        ("Q: What is AQ-S001 connected to? A:", "AQ-GW01"),
-    ]
-    task = T.prepare_task(model, tok, toy_ds, max_length=256)
-    before = {k: v.clone() for k, v in adapter_modules(model)[1].state_dict().items()}
-    out = T.qa_feedback(model, task, rels, toy_config(), seed=0, epochs=2)
-    assert out["pairs"] == 3 and out["skipped"] == 0
-    after = adapter_modules(model)[1].state_dict()
-    assert not torch.equal(before["up.weight"], after["up.weight"])
-    with pytest.raises(T.TrainingError, match="generated: no triple"):
-        T.qa_feedback(model, task, [], toy_config(), seed=0)

@@ -1,0 +1,229 @@
+"""Fig. 6: relations extracted per training round, with and without Priority Pooling, and the pooling gain.
+
+A run trains the Twin Adapters on a training stream cut into rounds
+(:func:`round_slices`) and counts, after every round, the unique true triples
+the model produces over the whole topology (:func:`extraction_curve`,
+Algorithm 1 lines 9-11).  :func:`runs` repeats that for every order in
+``fig6_orders`` and every seed; :func:`gains` and :func:`gain_table` turn the
+curves into the pooling gain of :func:`gentwin.metrics.pooling_gain`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+
+from ..config import TrainingConfig
+from ..metrics import compare_graph, pooling_gain
+from ..progress import progress as progress_bar
+from ..stats import mean_ci
+from ..topology import Instance
+from ..training import (TrainingError, TwinTask, make_optimizer, pass_rows, predict_triples, reset_adapters,
+                        run_seeds, stream_order, train_pass, training_instances)
+
+__all__ = ["ORDER_LABELS", "round_slices", "extraction_curve", "runs", "gains", "gain_table", "headline",
+           "first_chunks"]
+
+#: How the chapter names each order.
+ORDER_LABELS = {"priority": "with pooling: selection by priority", "weight": "with pooling: selection by weight",
+                "random": "without pooling (random order)"}
+
+
+def round_slices(n: int, rounds: int, mode: str = "cumulative") -> list[tuple[int, int]]:
+    """Which part ``[start, end)`` of an ``n``-instance training stream each round trains on.
+
+    The stream is cut into ``rounds`` consecutive chunks of (nearly) equal
+    size.  ``"cumulative"``: round r is one pass over everything fed so far
+    (chunks 1..r, in stream order).  ``"chunk"``: round r is one pass over
+    chunk r only (each instance is seen once in all).
+
+    >>> round_slices(10, 3)
+    [(0, 4), (0, 7), (0, 10)]
+    >>> round_slices(10, 3, mode="chunk")
+    [(0, 4), (4, 7), (7, 10)]
+    """
+    if n < 1:
+        raise TrainingError(f"n = {n}: the training stream is empty")
+    if rounds < 1 or rounds > n:
+        raise TrainingError(f"rounds = {rounds}: must be between 1 and the {n} training instances")
+    if mode not in ("cumulative", "chunk"):
+        raise TrainingError(f"round_mode = {mode!r}: must be 'cumulative' or 'chunk'")
+    ends = [int(math.ceil(n * (r + 1) / rounds)) for r in range(rounds)]
+    starts = [0] * rounds if mode == "cumulative" else [0] + ends[:-1]
+    return list(zip(starts, ends))
+
+
+def extraction_curve(
+    model,
+    task: TwinTask,
+    order: Sequence[Instance],
+    config: TrainingConfig,
+    *,
+    seed: int,
+    rounds: int | None = None,
+    eval_mode: str | None = None,
+    progress: bool = False,
+):
+    """Fig. 6: unique correct triples over the whole topology after each training round (Algorithm 1 lines 9-11).
+
+    The training stream is ``order``; round r trains one pass over the part
+    :func:`round_slices` gives (``config.round_mode``), shuffled with ``seed``
+    when ``config.shuffle_passes`` (the order decides *which* instances have
+    been fed by round r; inside a pass they come in random order), the
+    learning rate decays by ``discount_factor`` per round, and after every
+    round the model produces triples for every device node (``eval_mode``).  Columns: ``round``,
+    ``extracted`` (unique produced triples that are true relations of the
+    topology), ``produced``, ``precision``, ``recall``, ``fed`` (instances fed
+    so far), ``train_loss``.
+    """
+    import pandas as pd
+
+    items = list(order)
+    if not items:
+        raise TrainingError("order = []: the training split is empty; nothing to train on")
+    n_rounds = config.rounds if rounds is None else int(rounds)
+    mode = config.eval_mode if eval_mode is None else eval_mode
+    rows = task.rows(items)
+    truth = set(task.dataset.topology.device_relations())
+    all_rows = list(range(len(task.node_ids)))
+    records = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        optimizer = make_optimizer(model.parameters(), config.optimizer, config.learning_rate)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.discount_factor)
+        gen = torch.Generator().manual_seed(int(seed))
+        slices = round_slices(len(rows), n_rounds, config.round_mode)
+        for r, (a, b) in enumerate(progress_bar(slices, desc=f"rounds (seed {seed})", disable=not progress,
+                                                leave=False), start=1):
+            loss = train_pass(model, task, pass_rows(rows[a:b], config.shuffle_passes, gen), optimizer,
+                              config.batch_size, "cached")
+            scheduler.step()
+            produced, _ = predict_triples(model, task, all_rows, mode=mode, batch_size=config.eval_batch_size)
+            graph = set().union(*produced)
+            cmp = compare_graph(graph, truth)
+            records.append(dict(round=r, seed=seed, fed=b, train_loss=loss, extracted=cmp["correct"],
+                                produced=cmp["produced"], precision=cmp["precision"], recall=cmp["recall"]))
+    return pd.DataFrame(records)
+
+
+def runs(model, task: TwinTask, settings, *, progress: bool = False):
+    """Fig. 6: :func:`extraction_curve` for every order in ``fig6_orders`` and every seed.
+
+    Returns one table with columns ``order, seed, round, extracted, ...``.
+    The frozen part of ``task`` is shared by all runs.
+    """
+    import pandas as pd
+
+    cfg = settings.training
+    if "random" not in cfg.fig6_orders:
+        raise TrainingError(f"fig6_orders = {cfg.fig6_orders!r}: must include 'random' (no pooling)")
+    train = training_instances(task.dataset, cfg)
+    curves = []
+    plan = [(by, seed) for seed in run_seeds(cfg) for by in cfg.fig6_orders]
+    for by, seed in progress_bar(plan, desc="order x seed", disable=not progress, leave=False):
+        reset_adapters(model, seed)
+        order = stream_order(settings, task.dataset, train, by, seed)
+        curve = extraction_curve(model, task, order, cfg, seed=seed, progress=progress)
+        curve.insert(0, "order", by)
+        curves.append(curve)
+    return pd.concat(curves, ignore_index=True)
+
+
+def gains(curves, baseline: str = "random"):
+    """Per-seed :func:`gentwin.metrics.pooling_gain` of every order in ``curves`` against ``baseline`` (same seed).
+
+    ``curves`` is :func:`runs`' table.  Returns columns ``order, seed,
+    gain_pct`` (NaN where the baseline extracted nothing in any round, so the
+    gain is undefined).
+
+    >>> import pandas as pd
+    >>> c = pd.DataFrame({"order": ["priority"] * 2 + ["random"] * 2, "seed": 0, "round": [1, 2, 1, 2],
+    ...                   "extracted": [12, 24, 10, 20]})
+    >>> gains(c).to_dict("records")  # 100 (36 - 30) / 30
+    [{'order': 'priority', 'seed': 0, 'gain_pct': 20.0}]
+    """
+    import pandas as pd
+
+    if baseline not in set(curves["order"]):
+        raise TrainingError(f"baseline = {baseline!r}: not among the orders {sorted(set(curves['order']))}")
+    rows = []
+    for (order, seed), sub in curves.groupby(["order", "seed"], sort=False):
+        if order == baseline:
+            continue
+        base = curves[(curves["order"] == baseline) & (curves["seed"] == seed)].sort_values("round")
+        mine = sub.sort_values("round")
+        if base.empty or base["round"].tolist() != mine["round"].tolist():
+            raise TrainingError(f"curves: seed {seed} has no matching {baseline!r} curve over the same rounds")
+        base_sum = float(base["extracted"].sum())
+        gain = pooling_gain(mine["extracted"].to_numpy(), base["extracted"].to_numpy()) if base_sum > 0 else math.nan
+        rows.append({"order": order, "seed": int(seed), "gain_pct": gain})
+    return pd.DataFrame(rows, columns=["order", "seed", "gain_pct"])
+
+
+def gain_table(curves, confidence: float, paper_text: str = ""):
+    """Mean pooling gain and its confidence interval over seeds, per order (seeds without a gain left out).
+
+    Columns ``order`` (as :data:`ORDER_LABELS` names it), ``mean gain (%)``,
+    ``low``, ``high``, ``seeds`` (NaN and 0 seeds when no seed has a gain) and
+    ``paper (reference)``.
+
+    >>> import pandas as pd
+    >>> c = pd.DataFrame({"order": ["priority"] * 4 + ["random"] * 4, "seed": [0, 0, 1, 1] * 2,
+    ...                   "round": [1, 2] * 4, "extracted": [12, 24, 5, 5, 10, 20, 0, 0]})
+    >>> t = gain_table(c, 0.95, "p")  # seed 0: +20 %; seed 1: random extracted nothing, so no gain
+    >>> t["order"].tolist(), t["mean gain (%)"].tolist(), t["seeds"].tolist()
+    (['with pooling: selection by priority'], [20.0], [1])
+    """
+    import pandas as pd
+
+    rows = []
+    for order, sub in gains(curves).groupby("order", sort=False):
+        vals = sub["gain_pct"].dropna()
+        m, lo, hi = mean_ci(vals, confidence) if len(vals) else (math.nan, math.nan, math.nan)
+        rows.append({"order": ORDER_LABELS[order], "mean gain (%)": m, "low": lo, "high": hi, "seeds": len(vals)})
+    table = pd.DataFrame(rows, columns=["order", "mean gain (%)", "low", "high", "seeds"])
+    table["paper (reference)"] = paper_text
+    return table
+
+
+def headline(curves, table, rounds: int) -> dict[str, Any]:
+    """The chapter's glued values: the priority order's mean gain (or a note why there is none) and the
+    mean extracted relations after the last round with priority and random order."""
+    out: dict[str, Any] = {}
+    head = table[table["order"] == ORDER_LABELS["priority"]]
+    if len(head) and head["seeds"].iloc[0] > 0:
+        out.update(fig6_gain_pct=float(head["mean gain (%)"].iloc[0]), fig6_gain_pct_low=float(head["low"].iloc[0]),
+                   fig6_gain_pct_high=float(head["high"].iloc[0]),
+                   fig6_gain_text=f"{head['mean gain (%)'].iloc[0]:+.1f} %")
+    else:
+        out.update(fig6_gain_pct_note="the run without pooling extracted no relation in any round, so no gain "
+                   "can be computed (the quick profile trains too little for that)",
+                   fig6_gain_text="undefined (nothing was extracted without pooling)")
+    final = curves[curves["round"] == rounds].groupby("order")["extracted"].mean()
+    out["fig6_final_random"] = float(final.get("random", math.nan))
+    out["fig6_final_priority"] = float(final.get("priority", math.nan))
+    return out
+
+
+def first_chunks(settings, dataset):
+    """What the first round's chunk of the training stream holds, per order (seed ``train_seed``).
+
+    One row per order in ``fig6_orders``: instances, sensors, gateways,
+    distinct nodes and the true relations of those nodes.
+    """
+    import pandas as pd
+
+    cfg = settings.training
+    train = training_instances(dataset, cfg)
+    first = int(round(len(train) / cfg.rounds))
+    rows = []
+    for by in cfg.fig6_orders:
+        head = stream_order(settings, dataset, train, by, cfg.train_seed)[:first]
+        kinds = [dataset.topology.nodes[i.node_id].kind for i in head]
+        rows.append({"order": ORDER_LABELS[by], "instances": len(head), "sensors": kinds.count("sensor"),
+                     "gateways": kinds.count("gateway"), "distinct nodes": len({i.node_id for i in head}),
+                     "true relations of those nodes": len({r for i in head
+                                                           for r in dataset.topology.relations_of(i.node_id)})})
+    return pd.DataFrame(rows).set_index("order")

@@ -1,0 +1,154 @@
+"""The frozen part of the backbone, run once: its output for every sequence, and the forward pass finished from it.
+
+The Twin Adapters sit after the feed-forward block of the top decoder layers
+(Fig. 3 of the paper: a frozen part and a tunable part), so everything below
+the lowest adapter depends only on the input tokens.  :func:`frozen_states`
+runs that part once per data set (the lower layers plus the lowest adapted
+layer's attention and feed-forward block) and :func:`top_hidden` finishes a
+forward pass from it: a training step then runs only the adapters, the layers
+above them, the final norm and the output head.  With float32 this equals the
+model's own forward exactly; ``tests/test_frozen.py`` checks that on a tiny
+LLaMA, so a transformers upgrade that changes ``LlamaModel.forward`` fails a
+test rather than silently changing results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .llm import BackboneError, causal_lm, compute_autocast, model_device
+
+__all__ = ["run_layers", "FrozenStates", "frozen_states", "top_hidden", "full_hidden"]
+
+
+def run_layers(model, hidden, attention_mask, start: int, stop: int | None):
+    """Decoder layers ``start:stop`` on right-padded hidden states (positions 0..T-1).
+
+    This repeats what ``LlamaModel.forward`` does around its layers (causal
+    mask, rotary embeddings); ``tests/test_llm.py`` checks it against the
+    model's own forward, so a transformers upgrade that changes the layout
+    fails a test instead of silently changing results.
+    """
+    import torch
+    from transformers.masking_utils import create_causal_mask
+
+    inner = causal_lm(model).model
+    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = create_causal_mask(config=inner.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                              past_key_values=None, position_ids=position_ids)
+    pos = inner.rotary_emb(hidden, position_ids=position_ids)
+    for layer in inner.layers[start:stop]:
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=pos, position_ids=position_ids)
+    return hidden
+
+
+@dataclass(frozen=True)
+class FrozenStates:
+    """The frozen part's output for every sequence, computed once (see :func:`frozen_states`).
+
+    ``inside=False``: ``residual`` is the input of decoder layer ``layer``.
+    ``inside=True``: the cache reaches into layer ``layer`` up to its adapter:
+    ``residual`` is the residual stream after the layer's attention block and
+    ``mlp_out`` the frozen feed-forward output, so the layer's output is
+    ``residual + adapter(mlp_out)`` and a training step runs only the adapter
+    and the layers above it.
+    """
+
+    residual: Any
+    mlp_out: Any
+    layer: int
+
+    @property
+    def inside(self) -> bool:
+        return self.mlp_out is not None
+
+    def take(self, rows, t: int, device):
+        """The states of ``rows``, cut to the first ``t`` positions, on ``device``."""
+        r = self.residual[rows, :t].to(device)
+        m = self.mlp_out[rows, :t].to(device) if self.mlp_out is not None else None
+        return r, m
+
+
+def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size: int = 32,
+                  compute_dtype: str = "float32", progress: bool = False) -> FrozenStates:
+    """Run the frozen part once over every sequence and keep its output.
+
+    ``encoded`` has ``input_ids``, ``attention_mask`` (right-padded) and
+    ``lengths``.  Layers below ``start_layer`` must carry no trainable
+    parameter.  With ``adapter`` (the module that layer ``start_layer``'s
+    feed-forward block ``mlp.base_layer`` feeds) the cache also holds that
+    layer's post-attention residual and frozen MLP output; this is checked on
+    the first batch (the layer's output must equal ``residual +
+    adapter(mlp_out)`` exactly), otherwise the cache stops at the layer
+    boundary.  Sequences are processed in order of length, each batch cut to
+    its own longest sequence.
+    """
+    import torch
+
+    from .progress import progress as bar
+
+    base = causal_lm(model)
+    layers = base.model.layers
+    if not 0 <= start_layer < len(layers):
+        raise BackboneError(f"start_layer = {start_layer}: must be in 0..{len(layers) - 1}")
+    if any(p.requires_grad for layer in layers[:start_layer] for p in layer.parameters()):
+        raise BackboneError(f"start_layer = {start_layer}: layers below it have trainable parameters; they are not frozen")
+    dev = model_device(model)
+    store = torch.device("cpu") if dev.type == "cpu" else dev
+    n, t_all = encoded.input_ids.shape
+    residual = torch.zeros((n, t_all, base.config.hidden_size), dtype=torch.float32, device=store)
+    mlp_out = torch.zeros_like(residual) if adapter is not None else None
+    order = torch.argsort(encoded.lengths, descending=True, stable=True)
+    layer = layers[start_layer]
+    captured: dict[str, Any] = {}
+    hooks = []
+    if adapter is not None:
+        hooks.append(layer.post_attention_layernorm.register_forward_pre_hook(
+            lambda mod, args: captured.__setitem__("residual", args[0])))
+        hooks.append(layer.mlp.base_layer.register_forward_hook(
+            lambda mod, args, out: captured.__setitem__("mlp_out", out)))
+    try:
+        with torch.no_grad(), compute_autocast(model, compute_dtype):
+            for s in bar(range(0, n, batch_size), desc="frozen part", disable=not progress, leave=False):
+                rows = order[s: s + batch_size]
+                t = int(encoded.lengths[rows].max())
+                att = encoded.attention_mask[rows, :t].to(dev)
+                h = run_layers(model, base.model.embed_tokens(encoded.input_ids[rows, :t].to(dev)), att, 0, start_layer)
+                if mlp_out is not None:
+                    out = run_layers(model, h, att, start_layer, start_layer + 1)
+                    h, m = captured["residual"], captured["mlp_out"]
+                    if s == 0 and not torch.equal(out, h + adapter(m)):
+                        # not a LLaMA-style residual layout: cache at the layer boundary instead
+                        for hk in hooks:
+                            hk.remove()
+                        hooks.clear()
+                        return frozen_states(model, encoded, start_layer, batch_size=batch_size,
+                                             compute_dtype=compute_dtype, progress=progress)
+                    mlp_out[rows.to(store), :t] = m.float().to(store)
+                residual[rows.to(store), :t] = h.float().to(store)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return FrozenStates(residual=residual, mlp_out=mlp_out, layer=start_layer)
+
+
+def top_hidden(model, states, attention_mask, start_layer: int, adapter=None):
+    """Final normed hidden states from cached frozen states (see :class:`FrozenStates`).
+
+    ``states`` is ``(residual, mlp_out)`` from :meth:`FrozenStates.take`;
+    with ``mlp_out`` the layer ``start_layer`` is finished as
+    ``residual + adapter(mlp_out)``, then the layers above it and the final
+    norm run.
+    """
+    residual, mlp_out = states
+    if mlp_out is None:
+        h = run_layers(model, residual, attention_mask, start_layer, None)
+    else:
+        h = run_layers(model, residual + adapter(mlp_out), attention_mask, start_layer + 1, None)
+    return causal_lm(model).model.norm(h)
+
+
+def full_hidden(model, input_ids, attention_mask):
+    """Final normed hidden states from a plain forward pass of the whole (possibly PEFT-wrapped) model."""
+    return causal_lm(model).model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -1,0 +1,292 @@
+r"""Verbalising the topology for the LLM: eq. (2) prompts, triple targets, their tokens and the output vocabulary.
+
+Each log instance names a device node; eq. (2) gives its key-value pair
+``(k, v)``.  The twin-modelling task verbalises that pair as a short *prompt*
+and asks the model to continue it with the node's own facts -- the relations
+it is the head of -- as triples in one fixed text form (the *target*)::
+
+    [:s] {AQ-S017, AQ-GW03} ->  (AQ-S017, CONNECTED_TO, AQ-GW03); (AQ-S017, SERVES_IN, AQ)<eos>
+    [:gw] {AQ-GW03, 5} ->  (AQ-GW03, CONNECTED_TO, AQ-GW07); (AQ-GW03, SERVES_IN, AQ)<eos>
+
+:func:`encode_pairs` tokenises (prompt, target) pairs with the loss on the
+target tokens only; :func:`output_vocabulary` collects the token ids the
+targets use, so the output head can be restricted to them (the kept logits
+are exactly the full head's; what changes is the normaliser of the softmax
+and the set of tokens decoding may emit).  :func:`qa_pairs` verbalises
+triples as the question/answer prompts of Algorithm 1 line 14.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from .topology import DataSet, Instance, Relation, Topology, TopologyError
+
+__all__ = [
+    "VerbaliseError",
+    "IGNORE",
+    "TRIPLE_SEPARATOR",
+    "node_prompt",
+    "node_facts",
+    "facts_text",
+    "verbalise",
+    "parse_triples",
+    "qa_pairs",
+    "Encoded",
+    "encode_pairs",
+    "OutputVocab",
+    "output_vocabulary",
+]
+
+#: Label of a token that is not scored (Hugging Face convention).
+IGNORE = -100
+#: Between two triples of a target.
+TRIPLE_SEPARATOR = "; "
+_TRIPLE_RE = re.compile(r"\(\s*([^(),;\s]+)\s*,\s*([A-Za-z_]+)\s*,\s*([^(),;\s]+)\s*\)")
+
+
+class VerbaliseError(ValueError):
+    """Bad input to the verbalisation or tokenisation (the message names the argument and value)."""
+
+
+# ---------------------------------------------------------------------------
+# Verbalisation: eq. (2) as a prompt, the node's facts as the target
+# ---------------------------------------------------------------------------
+
+
+def node_prompt(topology: Topology, node_id: str, degree: int | None = None) -> str:
+    """The (k, v) pair of eq. (2) for one device node, as prompt text.
+
+    ``[:s] {sensor id, gateway id} ->`` for a sensor, ``[:gw] {gateway id, d_i} ->``
+    for a gateway (``d_i`` = connected sensors).  The presence of eq. (1) is
+    not part of the prompt: it changes a node's priority, not its facts.
+
+    >>> from gentwin.config import TopologyConfig
+    >>> from gentwin.topology import generate_topology
+    >>> topo = generate_topology(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
+    >>> gateway = topo.nodes["AQ-S001"].gateway  # the sensor's gateway g_{s_i}
+    >>> node_prompt(topo, "AQ-S001") == "[:s] {AQ-S001, " + gateway + "} ->"
+    True
+    >>> node_prompt(topo, "AQ-GW01", degree=5)
+    '[:gw] {AQ-GW01, 5} ->'
+    >>> node_prompt(topo, "AQ")
+    Traceback (most recent call last):
+    ...
+    gentwin.verbalise.VerbaliseError: node_id = 'AQ': a service node has no (k, v) pair (eq. 2 covers sensors and gateways)
+    """
+    node = topology.nodes.get(node_id)
+    if node is None:
+        raise VerbaliseError(f"node_id = {node_id!r}: not a node of the topology")
+    if node.kind == "sensor":
+        return f"[:s] {{{node.id}, {node.gateway}}} ->"
+    if node.kind == "gateway":
+        d = topology.sensor_count(node.id) if degree is None else degree
+        return f"[:gw] {{{node.id}, {d}}} ->"
+    raise VerbaliseError(f"node_id = {node_id!r}: a {node.kind} node has no (k, v) pair (eq. 2 covers sensors and gateways)")
+
+
+def node_facts(topology: Topology, node_id: str) -> list[Relation]:
+    """The relations ``node_id`` is the head of, sorted (head, type, tail)."""
+    if node_id not in topology.nodes:
+        raise VerbaliseError(f"node_id = {node_id!r}: not a node of the topology")
+    return sorted(topology.relations_of(node_id))
+
+
+def facts_text(relations: Iterable[Relation]) -> str:
+    """Triples in the one fixed text form: sorted ``Relation.as_text()`` joined by ``"; "``.
+
+    >>> facts_text([Relation("b", "IN", "c"), Relation("a", "SERVES_IN", "b")])
+    '(a, SERVES_IN, b); (b, IN, c)'
+    """
+    return TRIPLE_SEPARATOR.join(r.as_text() for r in sorted(relations))
+
+
+def verbalise(dataset: DataSet, instance: Instance) -> tuple[str, str]:
+    """The (prompt, target) pair of one log instance.
+
+    >>> from gentwin.config import TopologyConfig
+    >>> from gentwin.topology import generate_dataset
+    >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
+    >>> inst = next(i for i in ds.instances if i.node_id == "AQ-S001")
+    >>> prompt, target = verbalise(ds, inst)
+    >>> prompt.startswith("[:s] {AQ-S001, "), parse_triples(target) == node_facts(ds.topology, "AQ-S001")
+    (True, True)
+    >>> [r.type for r in parse_triples(target)]  # a sensor's facts: its gateway and its service
+    ['CONNECTED_TO', 'SERVES_IN']
+    """
+    if not isinstance(instance, Instance):
+        raise VerbaliseError(f"instance = {instance!r}: must be a gentwin.topology.Instance")
+    return node_prompt(dataset.topology, instance.node_id), facts_text(node_facts(dataset.topology, instance.node_id))
+
+
+def parse_triples(text: str) -> list[Relation]:
+    """Every well-formed ``(head, TYPE, tail)`` in ``text`` with a known relation type, in order.
+
+    >>> parse_triples("(a, IN, b); (x, FOO, y); (c, SERVES_IN, d")
+    [Relation(head='a', type='IN', tail='b')]
+    """
+    out = []
+    for head, typ, tail in _TRIPLE_RE.findall(text):
+        try:
+            out.append(Relation(head, typ, tail))
+        except TopologyError:
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Algorithm 1 line 14: triples as question/answer prompts
+# ---------------------------------------------------------------------------
+
+_QUESTIONS = {
+    "CONNECTED_TO": "Q: What is {head} connected to? A:",
+    "SERVES_IN": "Q: Which service does {head} serve in? A:",
+    "IN": "Q: Where is {head}? A:",
+}
+
+
+def qa_pairs(relations: Iterable[Relation]) -> list[tuple[str, str]]:
+    """Question/answer prompts verbalised from triples: one per (head, relation type).
+
+    The answer lists the tails, sorted, joined by ``", "``.
+
+    >>> qa_pairs([Relation("AQ-S017", "CONNECTED_TO", "AQ-GW03"), Relation("AQ-S017", "SERVES_IN", "AQ")])
+    [('Q: What is AQ-S017 connected to? A:', 'AQ-GW03'), ('Q: Which service does AQ-S017 serve in? A:', 'AQ')]
+    """
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for rel in relations:
+        grouped.setdefault((rel.head, rel.type), []).append(rel.tail)
+    return [(_QUESTIONS[typ].format(head=head), ", ".join(sorted(tails))) for (head, typ), tails in sorted(grouped.items())]
+
+
+# ---------------------------------------------------------------------------
+# Tokenised sequences
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Right-padded token sequences ``prompt + " " + target + <eos>``.
+
+    ``labels`` follows the Hugging Face convention (aligned with
+    ``input_ids``; the model shifts): the target tokens and the final
+    end-of-sequence token, ``-100`` on the prompt and the padding.  ``spans``
+    gives, per sequence, the token range ``[start, end)`` of each target piece
+    (one triple with its separator).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    prompt_lengths: torch.Tensor
+    lengths: torch.Tensor
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+    prompts: tuple[str, ...]
+    targets: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def _pieces(target: str) -> list[str]:
+    parts = target.split(TRIPLE_SEPARATOR)
+    return [" " + p + (";" if k < len(parts) - 1 else "") for k, p in enumerate(parts)]
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = 128) -> Encoded:
+    """Tokenise (prompt, target) pairs for training and teacher-forced evaluation.
+
+    Each target piece (``" " + triple`` plus ``";"`` before the next one) is
+    tokenised on its own, so every triple owns a known token range; no special
+    tokens are added except one end-of-sequence token after the target.
+
+    Raises
+    ------
+    VerbaliseError
+        Empty ``pairs``, an empty target, a tokenizer without an
+        end-of-sequence token, or a sequence longer than ``max_length`` (the
+        message names the prompt and the length it needs).
+    """
+    if len(pairs) == 0:
+        raise VerbaliseError("pairs = []: nothing to encode")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise VerbaliseError(f"tokenizer = {type(tokenizer).__name__}: has no end-of-sequence token")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows, prompt_lens, spans = [], [], []
+    for prompt, target in pairs:
+        if not target:
+            raise VerbaliseError(f"target = {target!r} for prompt {prompt!r}: must not be empty")
+        ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        p_len = len(ids)
+        sp = []
+        for piece in _pieces(target):
+            pids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+            sp.append((len(ids), len(ids) + len(pids)))
+            ids.extend(pids)
+        ids.append(eos)
+        if len(ids) > max_length:
+            raise VerbaliseError(
+                f"max_length = {max_length}: the sequence for prompt {prompt!r} needs {len(ids)} tokens; "
+                "raise max_length"
+            )
+        rows.append(ids)
+        prompt_lens.append(p_len)
+        spans.append(tuple(sp))
+    t = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), t), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), t), dtype=torch.long)
+    labels = torch.full((len(rows), t), IGNORE, dtype=torch.long)
+    for k, (ids, p_len) in enumerate(zip(rows, prompt_lens)):
+        input_ids[k, : len(ids)] = torch.tensor(ids)
+        attention[k, : len(ids)] = 1
+        labels[k, p_len: len(ids)] = torch.tensor(ids[p_len:])
+    return Encoded(
+        input_ids=input_ids, attention_mask=attention, labels=labels,
+        prompt_lengths=torch.tensor(prompt_lens), lengths=torch.tensor([len(r) for r in rows]),
+        spans=tuple(spans), prompts=tuple(p for p, _ in pairs), targets=tuple(t_ for _, t_ in pairs),
+    )
+
+
+@dataclass(frozen=True)
+class OutputVocab:
+    """The token ids the output head keeps, and the map from full ids to kept positions."""
+
+    ids: torch.Tensor  #: (V',) sorted kept token ids
+    lookup: torch.Tensor  #: (V,) kept position of each full id, -1 if dropped
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+    def restrict(self, labels: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary labels -> positions in the kept list (``-100`` stays)."""
+        lookup = self.lookup.to(labels.device)
+        out = torch.where(labels == IGNORE, labels, lookup[labels.clamp(min=0)])
+        if (out == -1).any():
+            bad = sorted(set(labels[out == -1].tolist()))[:5]
+            raise VerbaliseError(f"labels: token ids {bad} are not in the restricted output vocabulary")
+        return out
+
+
+def output_vocabulary(encodings: Sequence[Encoded], vocab_size: int, eos_id: int) -> OutputVocab:
+    """The ids that occur as labels in ``encodings``, plus ``eos_id``.
+
+    >>> e = Encoded(torch.tensor([[5, 7, 9, 2]]), torch.ones(1, 4, dtype=torch.long),
+    ...             torch.tensor([[-100, 7, 9, 2]]), torch.tensor([1]), torch.tensor([4]), ((),), ("",), ("",))
+    >>> v = output_vocabulary([e], vocab_size=12, eos_id=2)
+    >>> v.ids.tolist(), v.restrict(torch.tensor([-100, 9, 2])).tolist()
+    ([2, 7, 9], [-100, 2, 0])
+    """
+    kept = {int(eos_id)}
+    for enc in encodings:
+        kept.update(int(x) for x in enc.labels[enc.labels != IGNORE].unique().tolist())
+    ids = torch.tensor(sorted(kept), dtype=torch.long)
+    if int(ids.max()) >= vocab_size:
+        raise VerbaliseError(f"vocab_size = {vocab_size}: the data use token id {int(ids.max())}")
+    lookup = torch.full((vocab_size,), -1, dtype=torch.long)
+    lookup[ids] = torch.arange(len(ids))
+    return OutputVocab(ids=ids, lookup=lookup)

@@ -1,0 +1,119 @@
+"""Tests of gentwin.experiments.fig6: round slices, the extraction curve, the gain tables and the runner."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from gentwin import training as T
+from gentwin.adapter import TwinAdapterConfig, add_twin_adapters
+from gentwin.config import TopologyConfig, resolve
+from gentwin.experiments import fig6
+from gentwin.llm import tiny_backbone
+from gentwin.topology import generate_dataset
+
+TOY_TOPOLOGY = TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1, n_instances=6,
+                              split=(0.5, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_ds():
+    return generate_dataset(TOY_TOPOLOGY)
+
+
+@pytest.fixture
+def adapted():
+    model, tok = tiny_backbone(seed=0)
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=16, n_top=2))
+    return model, tok
+
+
+def toy_config(**over):
+    return resolve("quick", **{"batch_size": 4, **over}).training
+
+
+def test_round_slices_cumulative_and_chunks():
+    assert fig6.round_slices(10, 3) == [(0, 4), (0, 7), (0, 10)]  # ceil(10/3), ceil(20/3), 10
+    assert fig6.round_slices(700, 18)[-1] == (0, 700)
+    chunks = fig6.round_slices(700, 18, mode="chunk")
+    assert chunks[0][0] == 0 and all(chunks[k][1] == chunks[k + 1][0] for k in range(17))
+    with pytest.raises(T.TrainingError, match="rounds = 19"):
+        fig6.round_slices(18, 19)
+    with pytest.raises(T.TrainingError, match="round_mode = 'all'"):
+        fig6.round_slices(18, 2, mode="all")
+
+
+def test_extraction_curve_feeds_the_stream_round_by_round(adapted, toy_ds):
+    model, tok = adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    train = toy_ds.split("train") * 3
+    curve = fig6.extraction_curve(model, task, train, toy_config(round_mode="chunk"), seed=0, rounds=3)
+    assert curve["round"].tolist() == [1, 2, 3]
+    assert curve["fed"].tolist() == [b for _, b in fig6.round_slices(len(train), 3, "chunk")]
+    true = len(toy_ds.topology.device_relations())
+    assert ((curve.extracted >= 0) & (curve.extracted <= true)).all()
+    assert (curve.extracted <= curve.produced).all()
+    with pytest.raises(T.TrainingError, match=r"order = \[\]"):
+        fig6.extraction_curve(model, task, [], toy_config(), seed=0)
+
+
+def curves(extracted: dict[tuple[str, int], list[int]]) -> pd.DataFrame:
+    return pd.DataFrame([{"order": o, "seed": s, "round": r + 1, "extracted": e}
+                         for (o, s), values in extracted.items() for r, e in enumerate(values)])
+
+
+def test_gains_per_seed_and_nan_where_the_baseline_extracted_nothing():
+    c = curves({("priority", 0): [12, 24], ("random", 0): [10, 20], ("priority", 1): [3, 4], ("random", 1): [0, 0],
+                ("weight", 0): [5, 10], ("weight", 1): [0, 0]})
+    g = fig6.gains(c).set_index(["order", "seed"])["gain_pct"]
+    assert g[("priority", 0)] == pytest.approx(20.0) and math.isnan(g[("priority", 1)])
+    assert g[("weight", 0)] == pytest.approx(-50.0)
+    with pytest.raises(T.TrainingError, match="baseline = 'none'"):
+        fig6.gains(c, baseline="none")
+    with pytest.raises(T.TrainingError, match="seed 0 has no matching 'random' curve"):
+        fig6.gains(c[~((c.order == "random") & (c["round"] == 2))])
+
+
+def test_gain_table_and_headline_when_no_seed_has_a_gain():
+    c = curves({("priority", 0): [1, 2], ("random", 0): [0, 0]})
+    table = fig6.gain_table(c, 0.95, "19 %")
+    assert table["seeds"].tolist() == [0] and table["mean gain (%)"].isna().all()
+    out = fig6.headline(c, table, rounds=2)
+    assert out["fig6_gain_text"].startswith("undefined") and "fig6_gain_pct" not in out
+    assert (out["fig6_final_priority"], out["fig6_final_random"]) == (2.0, 0.0)
+
+
+def test_gain_table_and_headline_with_gains():
+    c = curves({("priority", 0): [12, 24], ("random", 0): [10, 20], ("priority", 1): [13, 20], ("random", 1): [10, 20]})
+    table = fig6.gain_table(c, 0.95)
+    row = table.iloc[0]
+    assert row["order"] == fig6.ORDER_LABELS["priority"] and row["seeds"] == 2
+    assert row["mean gain (%)"] == pytest.approx(15.0) and row["low"] < 15.0 < row["high"]  # gains 20 and 10
+    out = fig6.headline(c, table, rounds=2)
+    assert out["fig6_gain_text"] == "+15.0 %" and out["fig6_final_priority"] == 22.0
+
+
+def test_runner_needs_the_random_order_and_uses_the_stream_order(adapted, toy_ds):
+    model, tok = adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    settings = resolve("quick", fig6_orders=("priority",), rounds=2, n_seeds=1, batch_size=4, train_limit=0)
+    with pytest.raises(T.TrainingError, match="must include 'random'"):
+        fig6.runs(model, task, settings)
+    settings = resolve("quick", fig6_orders=("priority", "random"), rounds=2, n_seeds=1, batch_size=4, train_limit=0)
+    out = fig6.runs(model, task, settings)
+    assert sorted(set(out.order)) == ["priority", "random"] and out["round"].tolist() == [1, 2, 1, 2]
+    first = fig6.first_chunks(settings, toy_ds)
+    n = len(T.training_instances(toy_ds, settings.training))
+    assert (first["instances"] == round(n / 2)).all()
+    assert (first["sensors"] + first["gateways"] == first["instances"]).all()

@@ -1,0 +1,93 @@
+"""Tests of gentwin.experiments.fig7: the question/answer pass, the runner and the chapter's tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from gentwin import training as T
+from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapters
+from gentwin.config import TopologyConfig, resolve
+from gentwin.experiments import fig7
+from gentwin.llm import tiny_backbone
+from gentwin.topology import Relation, generate_dataset
+from gentwin.verbalise import qa_pairs
+
+TOY_TOPOLOGY = TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1, n_instances=6,
+                              split=(0.5, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_ds():
+    return generate_dataset(TOY_TOPOLOGY)
+
+
+@pytest.fixture
+def adapted():
+    model, tok = tiny_backbone(seed=0)
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=16, n_top=2))
+    return model, tok
+
+
+def toy_config(**over):
+    return resolve("quick", **{"batch_size": 4, **over}).training
+
+
+def test_qa_pairs_and_the_feedback_pass(adapted, toy_ds):
+    model, tok = adapted
+    rels = [Relation("AQ-S001", "CONNECTED_TO", "AQ-GW01"), Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
+            Relation("AQ-GW01", "SERVES_IN", "AQ")]
+    pairs = qa_pairs(rels)
+    assert pairs == [
+        ("Q: What is AQ-GW01 connected to? A:", "AQ-GW02"),
+        ("Q: Which service does AQ-GW01 serve in? A:", "AQ"),
+        ("Q: What is AQ-S001 connected to? A:", "AQ-GW01"),
+    ]
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    top = max(adapter_modules(model))
+    before = {k: v.clone() for k, v in adapter_modules(model)[top].state_dict().items()}
+    out = fig7.qa_feedback(model, task, rels, toy_config(), seed=0, epochs=2)
+    assert out["pairs"] == 3 and out["skipped"] == 0
+    after = adapter_modules(model)[top].state_dict()
+    assert not torch.equal(before["up.weight"], after["up.weight"])
+    with pytest.raises(T.TrainingError, match="generated: no triple"):
+        fig7.qa_feedback(model, task, [], toy_config(), seed=0)
+
+
+def test_runner_tables_and_headline(adapted, toy_ds):
+    model, tok = adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    settings = resolve("quick", epochs=2, n_seeds=2, batch_size=4, train_limit=0)
+    history, final = fig7.runs(model, task, settings)
+    assert sorted(set(history.seed)) == [0, 1] == sorted(set(final.seed))
+    assert set(history[history.split == "train"].epoch) == {0, 1, 2}
+    assert set(final.stage) == {"trained"} and set(final.split) == {"train", "validation"}
+    table = fig7.final_table(final, 0.95, qa=False, paper={("train", "accuracy"): "ref"})
+    assert table[["split", "metric"]].values.tolist() == [[s, m] for s in ("train", "validation")
+                                                          for m in ("accuracy", "precision", "l1")]
+    assert table["seeds"].tolist() == [2] * 6 and table["paper (reference)"].tolist() == ["ref"] + [""] * 5
+    mean_acc = final[(final.split == "validation")]["accuracy"].mean()
+    out = fig7.headline(table, history, epochs=2)
+    assert out["fig7_epochs"] == 2 and out["fig7_val_accuracy"] == pytest.approx(mean_acc)
+    assert out["fig7_val_accuracy_low"] <= out["fig7_val_accuracy"] <= out["fig7_val_accuracy_high"]
+    by_kind, produced = fig7.triples_by_kind(model, task)
+    val = task.split_rows("validation")
+    assert len(produced) == len(val) and by_kind["true"].sum() == sum(len(task.gold[r]) for r in val)
+    assert ((0 <= by_kind["fraction"]) & (by_kind["fraction"] <= 1)).all()
+
+
+def test_headline_reads_the_last_epochs_teacher_forced_validation_accuracy():
+    table = pd.DataFrame([{"split": s, "metric": m, "mean": 0.5, "low": 0.4, "high": 0.6, "seeds": 2}
+                          for s in ("train", "validation") for m in ("accuracy", "precision", "l1")])
+    history = pd.DataFrame({"split": ["validation", "validation", "train", "none"], "epoch": [3, 3, 3, 3],
+                            "accuracy": [0.2, 0.4, 1.0, 0.0]})
+    assert fig7.headline(table, history, epochs=3)["fig7_val_tf_accuracy"] == pytest.approx(0.3)
