@@ -9,11 +9,12 @@ PROFILE ?= paper
 # the environment is rebuilt when what it is built from changes
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 
-.PHONY: help env system neo4j test book lock clean
+.PHONY: help env system neo4j test book publish publish-html lock clean
 
 help:
 	@echo "make book   - set up, run every notebook (profile $(PROFILE)) and build the HTML book"
 	@echo "make test   - set up (Python env, Chromium, Neo4j from Maven Central) and run the tests"
+	@echo "make publish - make book, then put _build/html on the gh-pages branch (pushed to PUBLISH_REMOTE)"
 	@echo "make env    - only create/refresh the virtual environment $(VENV)"
 
 env: $(STAMP)
@@ -39,6 +40,18 @@ test: env neo4j
 
 book: env
 	$(BIN)/gentwin book --profile $(PROFILE)
+
+# The built HTML goes onto the gh-pages branch (ghp-import, one commit replacing the last) and is
+# pushed to PUBLISH_REMOTE: origin when the clone has one; PUBLISH_REMOTE= keeps it local.
+PUBLISH_REMOTE ?= $(shell git remote 2>/dev/null | grep -x origin)
+publish: book publish-html
+
+publish-html:
+	@test -f _build/html/index.html || { echo "error: _build/html/index.html is missing; run make book first" >&2; exit 1; }
+	$(BIN)/ghp-import --no-jekyll --force --branch gh-pages \
+	  --message "Book built from $$(git rev-parse --short HEAD 2>/dev/null || echo an untracked tree)" \
+	  $(if $(PUBLISH_REMOTE),--push --remote $(PUBLISH_REMOTE)) _build/html
+	@echo "published _build/html to gh-pages$(if $(PUBLISH_REMOTE), and pushed it to $(PUBLISH_REMOTE))"
 
 lock: env
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^gentwin' > requirements.lock.new

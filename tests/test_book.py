@@ -74,8 +74,11 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="gentwin-chromium-")
+    # The browser is offline: every host resolves to nothing and any proxied request goes to a closed
+    # port, so a page that needs a CDN (MathJax, fonts) shows it here as it would to an offline reader.
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
                 f"--user-data-dir={profile}", "--window-size=1280,2000"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -146,3 +149,50 @@ def test_no_broken_internal_links(built_book: Path, browser) -> None:
             elif fragment and path.suffix == ".html" and unquote(fragment) not in ids_of(path):
                 broken.append(f"{page.relative_to(built_book)} -> {href} (no such anchor)")
     assert not broken, "\n".join(broken)
+
+
+# MathJax has typeset a page when its startup promise resolves; raw delimiters left in the visible
+# text mean it never ran (e.g. fetched from a CDN by an offline reader).
+_TYPESET = """
+const done = arguments[arguments.length - 1];
+const start = Date.now();
+(function wait() {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(() => done(document.querySelectorAll('mjx-container').length));
+  } else if (Date.now() - start > 10000) { done(-1); } else { setTimeout(wait, 100); }
+})();
+"""
+RAW_TEX = ("\\(", "\\)", "\\[", "\\]", "$$")
+
+
+def raw_tex_in(text: str) -> list[str]:
+    """The raw TeX delimiters left in a page's visible text."""
+    return [d for d in RAW_TEX if d in text]
+
+
+def test_raw_tex_in_finds_delimiters_and_nothing_else():
+    assert raw_tex_in(r"weights W_p and \(P_H\)") == ["\\(", "\\)"]
+    assert raw_tex_in(r"display $$x$$ and \[y\]") == ["\\[", "\\]", "$$"]
+    assert raw_tex_in("typeset math leaves no delimiter (none) [here]") == []
+
+
+@pytest.mark.browser
+def test_math_renders_offline_on_every_page(built_book: Path, browser) -> None:
+    pages = [p for p in sorted(built_book.rglob("*.html"))
+             if "_static" not in p.parts and "_sources" not in p.parts and p.name not in ("search.html", "genindex.html")]
+    typeset_somewhere = 0
+    problems = []
+    browser.set_script_timeout(30)
+    for page in pages:
+        browser.get(page.as_uri())
+        has_math = browser.execute_script("return document.querySelectorAll('main .math').length")
+        containers = browser.execute_async_script(_TYPESET) if has_math else 0
+        if containers == -1:
+            problems.append(f"{page.relative_to(built_book)}: has math but MathJax never started")
+            continue
+        typeset_somewhere += containers
+        left = raw_tex_in(browser.execute_script("return document.querySelector('main').innerText"))
+        if left:
+            problems.append(f"{page.relative_to(built_book)}: raw TeX {left}")
+    assert not problems, "\n".join(problems)
+    assert typeset_somewhere > 0, "no page had any math typeset"

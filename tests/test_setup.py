@@ -41,7 +41,7 @@ def test_system_deps_installs_every_executable_the_tests_look_up():
     table = _system_deps_table()
     looked_up = _executables_looked_up()
     # the scan itself must see the known look-ups, or it is checking nothing
-    assert {"chromium", "chromedriver", "java", "mvn"} <= set(looked_up), looked_up
+    assert {"chromium", "chromedriver", "java", "mvn", "actionlint"} <= set(looked_up), looked_up
     missing = {exe: files for exe, files in looked_up.items() if exe not in table}
     assert not missing, f"looked up by tests but not installed by .ci/system-deps: {missing}"
 
@@ -49,8 +49,8 @@ def test_system_deps_installs_every_executable_the_tests_look_up():
 def test_system_deps_table_maps_the_driver_to_its_own_package():
     # Debian ships chromedriver apart from chromium: installing chromium alone left the driver out
     table = _system_deps_table()
-    assert table["chromedriver"] == "chromium-driver"
-    assert table["chromium"] == "chromium"
+    assert table["chromedriver"] == "apt:chromium-driver"
+    assert table["chromium"] == "apt:chromium"
 
 
 def test_make_test_runs_system_deps_before_pytest():
