@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gentwin.config import TopologyConfig, resolve
+from gentwin.config import resolve
 from gentwin.pooling import (
     POOLS,
     PoolingError,
