@@ -264,6 +264,24 @@ class CompletenessScore:
     generated_precision: float
     false_record_rate: float
 
+    @property
+    def net_completeness(self) -> float:
+        """Completeness with wrong generated records counted against: see :func:`net_completeness`."""
+        wrong = self.n_generated - self.n_generated_correct
+        return (self.n_observed + self.n_generated_correct - wrong) / self.n_truth
+
+    @property
+    def record_precision(self) -> float:
+        """Share of all the records the twin holds (observed or generated) that are right: see :func:`record_f1`."""
+        held = self.n_observed + self.n_generated
+        return (self.n_observed + self.n_generated_correct) / held if held else math.nan
+
+    @property
+    def record_f1(self) -> float:
+        """Harmonic mean of :attr:`record_precision` and completeness (0 when the twin holds nothing right)."""
+        p, r = self.record_precision, self.completeness
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
 
 def _completeness_grid(name: str, a: object, shape: tuple[int, ...] | None = None) -> np.ndarray:
     arr = np.asarray(a)
@@ -366,3 +384,47 @@ def completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray 
         generated_precision=(n_good / n_gen) if n_gen else math.nan,
         false_record_rate=(n_gen - n_good) / n_truth,
     )
+
+
+def net_completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray | None = None) -> float:
+    """Table IV's completeness with wrong generated records counted against: a precision-aware companion.
+
+    :func:`completeness` ignores a generated record that is wrong, so a twin
+    that generates a record for every missing reading scores 1.  Here each
+    wrong record cancels a right one:
+
+    .. math::
+
+        \\text{net completeness} = \\frac{|O| + |G \\cap T| - |G \\setminus T|}{|T|}
+        = \\text{completeness} - \\text{false-record rate}
+
+    (``T``, ``O``, ``G`` as in :func:`completeness`).  It is 1 only when the
+    twin holds every true record and no wrong one, equals completeness for a
+    twin that never generates (the traditional twin), and can be negative
+    when the wrong records outnumber the right ones.  An F1-style reading
+    over records, :attr:`CompletenessScore.record_f1`, is kept beside it
+    (record precision ``(|O| + |G ∩ T|) / (|O| + |G|)``, recall = completeness).
+
+    Examples
+    --------
+    The example of :func:`completeness`: 3 observed, 2 right and 1 wrong
+    generated records, 5 true records: ``(3 + 2 - 1) / 5 = 0.8`` (against a
+    completeness of 1.0); record precision 5 / 6, so F1 = ``2 (5/6) 1 / (5/6 + 1) = 10/11``:
+
+    >>> T = np.array([[1, 1, 1], [1, 1, 0]], bool)
+    >>> O = np.array([[1, 0, 1], [1, 0, 0]], bool)
+    >>> G = np.array([[0, 1, 0], [0, 1, 1]], bool)
+    >>> net_completeness(T, O, G)
+    0.8
+    >>> s = completeness(T, O, G)
+    >>> round(s.record_precision, 4), round(s.record_f1, 4)
+    (0.8333, 0.9091)
+
+    Generating a record in every cell of a sensor that sent once in four slots:
+    completeness 1, net ``(0 + 1 - 3) / 1 = -2``:
+
+    >>> T1 = np.array([[1, 0, 0, 0]], bool)
+    >>> completeness(T1, ~T1 & T1, np.ones_like(T1)).completeness, net_completeness(T1, ~T1 & T1, np.ones_like(T1))
+    (1.0, -2.0)
+    """
+    return completeness(truth, observed, generated).net_completeness

@@ -166,3 +166,34 @@ def test_completeness_rejects_generated_counted_as_observed():
 def test_completeness_bad_input(T, O, G, field):
     with pytest.raises(ValueError, match=field):
         completeness(T, O, G)
+
+
+def test_net_completeness_counts_wrong_generated_records_against():
+    from gentwin.metrics import net_completeness
+
+    # 2 sensors x 4 slots, |T| = 7; 4 observed; 3 generated: 2 right, 1 in the inactive cell
+    T = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    O = np.array([[1, 0, 0, 1], [1, 0, 1, 0]], bool)
+    G = np.array([[0, 1, 1, 0], [0, 0, 0, 1]], bool)
+    assert net_completeness(T, O, G) == pytest.approx((4 + 2 - 1) / 7)
+    s = completeness(T, O, G)
+    assert s.net_completeness == pytest.approx(s.completeness - s.false_record_rate)
+    assert s.record_precision == pytest.approx(6 / 7)  # 6 right of the 7 records held
+    assert s.record_f1 == pytest.approx(2 * (6 / 7) * (6 / 7) / (12 / 7))
+    # a twin that never generates: net completeness is completeness
+    assert net_completeness(T, O) == pytest.approx(4 / 7) == completeness(T, O).completeness
+
+
+def test_net_completeness_ranks_always_generate_below_a_careful_twin():
+    # one sensor sends in slots 0-1, sleeps in 2-5; slots 1-5 are not received
+    T = np.array([[1, 1, 0, 0, 0, 0]], bool)
+    O = np.array([[1, 0, 0, 0, 0, 0]], bool)
+    careful = np.array([[0, 1, 0, 0, 0, 0]], bool)  # fills only the slot it was present in
+    always = ~O  # fills every missing slot: 1 right, 4 wrong
+    c, a = completeness(T, O, careful), completeness(T, O, always)
+    assert c.completeness == a.completeness == 1.0  # completeness cannot tell them apart ...
+    assert c.net_completeness == 1.0 and a.net_completeness == pytest.approx((1 + 1 - 4) / 2)  # ... this can
+    assert c.record_f1 == 1.0 and a.record_f1 == pytest.approx(2 * (2 / 6) / (2 / 6 + 1))
+    # holding nothing: record precision undefined, F1 0
+    empty = completeness(T, np.zeros_like(T))
+    assert math.isnan(empty.record_precision) and empty.record_f1 == 0.0
