@@ -58,6 +58,7 @@ __all__ = [
     "prepare_task",
     "reset_adapters",
     "predict_triples",
+    "decode_triples",
     "evaluate",
     "extract_graph",
     "make_optimizer",
@@ -379,6 +380,15 @@ def predict_triples(
             for (k, _, target_ids), g in zip(open_rows, gen):
                 produced[k] = set(parse_triples(tok.decode((target_ids + g)[:budget])))
     return produced, losses
+
+
+def decode_triples(model, task: TwinTask, rows: Sequence[int], max_new_tokens: int) -> list[set[Relation]]:
+    """Greedy decoding from the prompts of ``rows`` alone (under the task's output vocabulary), parsed into triples."""
+    enc = task.encoded
+    prompts = [enc.input_ids[r, : int(enc.prompt_lengths[r])].tolist() for r in rows]
+    out = greedy_generate(model, task.tokenizer, prompts, max_new_tokens=max_new_tokens, kept_ids=_kept(task.vocab),
+                          compute_dtype=task.compute_dtype)
+    return [set(parse_triples(task.tokenizer.decode(ids))) for ids in out]
 
 
 def evaluate(

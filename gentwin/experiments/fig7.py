@@ -19,6 +19,7 @@ from ..adapter import adapter_modules
 from ..config import TrainingConfig
 from ..frozen import frozen_states
 from ..progress import progress as progress_bar
+from ..reference import by_key
 from ..stats import summarise
 from ..topology import Relation
 from ..training import (TrainingError, TwinTask, eval_rows, evaluate, extract_graph, make_optimizer, pass_rows,
@@ -26,7 +27,7 @@ from ..training import (TrainingError, TwinTask, eval_rows, evaluate, extract_gr
                         training_instances)
 from ..verbalise import IGNORE, encode_pairs, qa_pairs
 
-__all__ = ["qa_feedback", "runs", "final_table", "headline", "triples_by_kind"]
+__all__ = ["PAPER_KEYS", "qa_feedback", "runs", "final_table", "headline", "triples_by_kind"]
 
 
 def qa_feedback(
@@ -118,12 +119,17 @@ def runs(model, task: TwinTask, settings, *, progress: bool = False):
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
 
 
-def final_table(final, confidence: float, qa: bool, paper: dict[tuple[str, str], str] | None = None):
+#: The paper's reference values (gentwin.reference keys) beside our (split, metric).
+PAPER_KEYS = {("train", "accuracy"): "fig7_train_accuracy", ("validation", "accuracy"): "fig7_val_accuracy",
+              ("validation", "l1"): "fig7_val_l1"}
+
+
+def final_table(final, confidence: float, qa: bool):
     """Mean and confidence interval over seeds of greedy decoding's accuracy, precision and L1, per split.
 
     ``final`` is :func:`runs`' second table; ``qa`` picks the stage after the
-    question/answer pass.  ``paper`` maps (split, metric) to a reference text
-    for the ``paper (reference)`` column.
+    question/answer pass.  The ``paper (reference)`` column holds the paper's
+    value where it reports one (:data:`PAPER_KEYS`, from :mod:`gentwin.reference`).
     """
     import pandas as pd
 
@@ -136,7 +142,8 @@ def final_table(final, confidence: float, qa: bool, paper: dict[tuple[str, str],
             rows.append({"split": split, "metric": metric, "mean": m["mean"], "low": m["low"], "high": m["high"],
                          "seeds": int(m["n"])})
     table = pd.DataFrame(rows)
-    table["paper (reference)"] = [(paper or {}).get((s, m), "") for s, m in zip(table.split, table.metric)]
+    table["paper (reference)"] = [by_key(PAPER_KEYS[key]).paper_text if key in PAPER_KEYS else ""
+                                  for key in zip(table.split, table.metric)]
     return table
 
 

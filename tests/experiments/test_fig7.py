@@ -11,6 +11,7 @@ from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapter
 from gentwin.config import TopologyConfig, resolve
 from gentwin.experiments import fig7
 from gentwin.llm import tiny_backbone
+from gentwin.reference import by_key
 from gentwin.topology import Relation, generate_dataset
 from gentwin.verbalise import qa_pairs
 
@@ -71,10 +72,12 @@ def test_runner_tables_and_headline(adapted, toy_ds):
     assert sorted(set(history.seed)) == [0, 1] == sorted(set(final.seed))
     assert set(history[history.split == "train"].epoch) == {0, 1, 2}
     assert set(final.stage) == {"trained"} and set(final.split) == {"train", "validation"}
-    table = fig7.final_table(final, 0.95, qa=False, paper={("train", "accuracy"): "ref"})
+    table = fig7.final_table(final, 0.95, qa=False)
     assert table[["split", "metric"]].values.tolist() == [[s, m] for s in ("train", "validation")
                                                           for m in ("accuracy", "precision", "l1")]
-    assert table["seeds"].tolist() == [2] * 6 and table["paper (reference)"].tolist() == ["ref"] + [""] * 5
+    assert table["seeds"].tolist() == [2] * 6
+    refs = table.set_index(["split", "metric"])["paper (reference)"]
+    assert refs[("train", "accuracy")] == by_key("fig7_train_accuracy").paper_text and refs[("train", "l1")] == ""
     mean_acc = final[(final.split == "validation")]["accuracy"].mean()
     out = fig7.headline(table, history, epochs=2)
     assert out["fig7_epochs"] == 2 and out["fig7_val_accuracy"] == pytest.approx(mean_acc)
