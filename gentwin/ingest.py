@@ -1,271 +1,299 @@
-"""Heterogeneous inputs into one relational form: NGSI-LD entities and sensor logs.
+"""Heterogeneous inputs into one relational form: Smart Data Models / NGSI-LD entities and sensor logs.
 
-The first paragraph of Section II.B describes the paper's *data preprocessing*:
-the topology arrives in heterogeneous formats (Smart Data Models entities,
-unstructured sensor logs) and is parsed into one relational form, nodes plus
-typed relations, before it goes into the knowledge graph.  This module does
-that for :mod:`gentwin.topology`: it reads and writes
+Section II.B of the paper parses the topology, delivered as Smart Data Models
+entities and unstructured sensor logs, into nodes plus typed relations before
+it goes into the knowledge graph.  This module is that door:
 
-* **NGSI-LD entities** modelled on Smart Data Models, in both the
-  *normalized* form (``{"type": "Property", "value": ...}``,
-  ``{"type": "Relationship", "object": "urn:..."}``) and the *key-values* form
-  (plain values), into a :class:`~gentwin.topology.Topology`;
-* **plain-text sensor logs**, one line per :class:`~gentwin.topology.Instance`;
-* a **data-set folder** holding both (:data:`ENTITIES_FILE`, :data:`LOG_FILE`).
+* :func:`read_graph` reads **any NGSI-LD entity** (normalized, key-values or
+  concise; a single entity, an array or an ``@graph``; ``.json`` or
+  ``.jsonld``; a file, a folder, a list of files or of mappings) into an
+  :class:`~gentwin.sdm.EntityGraph`, mapping types and relationships through
+  the one table :data:`gentwin.sdm.SDM_MAPPING`; attributes it does not map are
+  kept as node properties;
+* :func:`read_entities` projects that graph onto a
+  :class:`~gentwin.topology.Topology` (the node kinds and relation types the
+  topology knows); :func:`to_entities` / :func:`write_entities` write a
+  topology in gentwin's vocabulary, which reads back to the identical topology;
+* :func:`parse_log` / :func:`read_log` / :func:`write_log` handle the
+  plain-text sensor log, one :class:`~gentwin.topology.Instance` per line;
+* :func:`read_dataset` / :func:`write_dataset` a folder holding both, and
+  :func:`book_dataset` the book's data set, always read back through here.
 
-Entities
---------
-Every node is one entity whose id is ``urn:ngsi-ld:<Type>:<node id>``:
+gentwin's vocabulary: sensors and gateways are ``Device`` entities told apart
+by ``deviceCategory`` (``sensor`` / ``network``); services and the city are
+our own ``SmartCityService`` and ``SmartCity``; ids are
+``urn:ngsi-ld:<Type>:<node id>``; ``refGateway``, ``refService`` and
+``refSmartCity`` carry the relations; ``name``, ``location`` (GeoJSON Point,
+``[lon, lat]``), ``controlledProperty``, ``sensorCategory`` and
+``observedEntityType`` carry the node fields.  The relation list is read in a
+fixed order (service -> city links, then each device's uplink and service in
+node order, then links between gateways, then the rest), the order
+:func:`gentwin.topology.generate_topology` produces.
 
-=========  ==============================  =======================================
-node kind  NGSI type                       told apart by
-=========  ==============================  =======================================
-sensor     ``Device`` (Smart Data Models)  ``deviceCategory`` holds ``"sensor"``
-gateway    ``Device`` (Smart Data Models)  ``deviceCategory`` holds ``"network"``
-service    ``SmartCityService`` (ours)     its type
-city       ``SmartCity`` (ours)            its type
-=========  ==============================  =======================================
-
-Node metadata travel as ``name``, ``location`` (a GeoJSON ``Point``; GeoJSON
-puts longitude first), ``controlledProperty`` (a one-element list),
-``sensorCategory`` and ``observedEntityType`` (our own attribute names for
-``Node.category`` and ``Node.sdm_type``).  Relations are the relationship
-properties of :data:`REF_PROPERTIES`, an explicit allow-list:
-
-===================  ===============  ===============  ==================================
-property             on               points at        relation
-===================  ===============  ===============  ==================================
-``refGateway``       sensor, gateway  gateway          holder ``CONNECTED_TO`` target
-``refService``       sensor, gateway  service          holder ``SERVES_IN`` target
-``refSmartCity``     service          city             holder ``IN`` target
-``controlledAsset``  gateway          sensor, gateway  target ``CONNECTED_TO`` holder
-===================  ===============  ===============  ==================================
-
-Any other relationship (a ``ref*`` name, or a normalized ``Relationship``) is
-an error naming the entity and the field; any other property is ignored.
-Reading accepts either form per entity (or ``form=`` forces one); writing
-produces the form asked for, and checks that what it writes reads back to the
-same topology before it touches the disk.
-
-Sensor logs
------------
-One record per line, fields separated by white space (written with tabs)::
+The sensor log has one record per line, fields separated by white space::
 
     # gentwin sensor log v1
     # index  timestamp_s  node_id  presence  split
     0        0.0          AQ-S017  1         train
 
-``index`` is the instance number, ``timestamp_s`` seconds since the start of
-the log, ``presence`` eq. (1)'s coefficient (1 active, 0 inactive) and
-``split`` one of train / validation / test.  Blank lines and lines starting
-with ``#`` are skipped.  The (k, v) pairs of eq. (2) need nothing more: the
-node's kind, its gateway and the gateway's sensor count d_i come from the
-topology the log is read against.
-
-Errors
-------
-Bad input raises :class:`IngestError` (a :class:`~gentwin.topology.TopologyError`,
-hence a ``ValueError``) whose message names the file, the line where there is
-one (logs, JSON syntax), the entity and the field.  Nothing is written unless
-everything was valid; writes go to a temporary file (or folder) beside the
-target and are then moved into place.
+Bad input raises :class:`IngestError` (a ``ValueError``) naming the file, the
+line where there is one, the entity (with its position) and the field.  Writes
+are atomic (:mod:`gentwin.files`).
 
 Examples
 --------
 >>> from gentwin.config import resolve
 >>> from gentwin.topology import generate_dataset
 >>> ds = generate_dataset(resolve("quick").topology)
->>> back = read_entities(to_entities(ds.topology, form="keyValues"))
->>> back.nodes == ds.topology.nodes, set(back.relations) == set(ds.topology.relations)
-(True, True)
+>>> read_entities(to_entities(ds.topology, form="keyValues")) == ds.topology
+True
 >>> parse_log(format_log(ds.instances), ds.topology) == ds.instances
 True
 """
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import json
 import math
 import os
 import re
-import shutil
-import tempfile
-import uuid
-from dataclasses import dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence, Union
+from typing import Any, Iterable, NoReturn, Sequence, Union
 
-from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology, TopologyError
+import numpy as np
+
+from .checks import check_choice, check_int, check_real
+from .files import atomic_folder, atomic_write_text
+from .sdm import (SDM_MAPPING, STRICT_RELATIONSHIPS, EntityGraph, GraphNode, GraphRelation, IngestError,
+                  device_kind, kind_of_type, relationship_rules, relation_phase)
+from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology
 
 __all__ = [
-    "IngestError",
-    "RefProperty",
-    "REF_PROPERTIES",
-    "ENTITY_TYPES",
-    "DEVICE_CATEGORIES",
-    "FORMS",
-    "CONTEXT",
-    "ENTITIES_FILE",
-    "LOG_FILE",
-    "LOG_FIELDS",
-    "to_urn",
-    "split_urn",
-    "to_entities",
-    "read_entities",
-    "write_entities",
-    "format_log_line",
-    "format_log",
-    "parse_log",
-    "read_log",
-    "write_log",
-    "read_dataset",
-    "write_dataset",
+    "IngestError", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT", "ENTITIES_FILE", "LOG_FILE",
+    "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES", "to_urn", "split_urn",
+    "read_graph", "read_entities", "to_entities", "write_entities", "format_log_line", "format_log",
+    "parse_log", "read_log", "write_log", "read_dataset", "write_dataset", "book_dataset",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-_Fail = Callable[[str, str], NoReturn]  # fail(field, problem) raises IngestError
 
-#: The two NGSI-LD representations (attribute objects, or plain values).
+#: The two NGSI-LD representations the writer produces.
 FORMS: tuple[str, ...] = ("normalized", "keyValues")
-
-#: NGSI type of each node kind.  ``Device`` is the Smart Data Models type; the
-#: Smart Data Models have no entity for a city service or the city itself, so
-#: these two types are ours.
-ENTITY_TYPES: dict[str, str] = {
-    "sensor": "Device",
-    "gateway": "Device",
-    "service": "SmartCityService",
-    "city": "SmartCity",
-}
-_KIND_OF_TYPE: dict[str, str] = {"SmartCityService": "service", "SmartCity": "city"}
-_KNOWN_TYPES: tuple[str, ...] = ("Device", "SmartCityService", "SmartCity")
-
-#: ``deviceCategory`` value (Smart Data Models enum) of each device kind.
+#: NGSI type of each node kind (the writer's vocabulary).
+ENTITY_TYPES: dict[str, str] = {"sensor": "Device", "gateway": "Device", "service": "SmartCityService",
+                                "city": "SmartCity"}
+#: ``deviceCategory`` value (SDM enumeration) the writer gives each device kind.
 DEVICE_CATEGORIES: dict[str, str] = {"sensor": "sensor", "gateway": "network"}
-
-#: File name of the entities inside a data-set folder.
 ENTITIES_FILE = "entities.json"
-#: File name of the sensor log inside a data-set folder.
 LOG_FILE = "log.txt"
-
-#: The fields of one log line, in order.
+#: File names of the book's data-set folder (:func:`book_dataset`).
+BOOK_FILES: dict[str, str] = {"normalized": "entities.normalized.jsonld", "keyValues": "entities.keyValues.json",
+                              "log": LOG_FILE, "settings": "settings.json"}
 LOG_FIELDS: tuple[str, ...] = ("index", "timestamp_s", "node_id", "presence", "split")
 _LOG_HEADER = "# gentwin sensor log v1\n# " + "\t".join(LOG_FIELDS) + "\n"
-
 #: JSON-LD contexts written into every entity (strings only; nothing is fetched).
 CONTEXT: tuple[str, ...] = (
     "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
     "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld",
 )
+#: Deepest JSON nesting a file may have (a GeoJSON MultiPolygon attribute needs about 8).
+MAX_DEPTH = 64
+#: Longest number literal, in characters, a file may hold.
+MAX_NUMBER_CHARS = 100
+#: The hand-written second city shipped with the package (Smart Data Models form).
+SDM_SAMPLE = Path(__file__).parent / "data" / "sdm_sample"
 
-_NGSI_ATTRIBUTE_TYPES = frozenset(
-    {"Property", "Relationship", "GeoProperty", "LanguageProperty", "VocabProperty", "ListProperty",
-     "ListRelationship", "JsonProperty"}
-)
-_URN = re.compile(r"urn:ngsi-ld:([A-Za-z][A-Za-z0-9_]*):(\S+)\Z")
+_ATTRIBUTE_TYPES = frozenset({"Property", "Relationship", "GeoProperty", "LanguageProperty", "VocabProperty",
+                              "ListProperty", "ListRelationship", "JsonProperty"})
+_PAYLOAD_KEYS = ("languageMap", "vocab", "valueList", "json")
+_SKIPPED = frozenset({"id", "type", "@context"})
 _REF_NAME = re.compile(r"ref[A-Z]")
+_NGSI_LD_URN = re.compile(r"urn:ngsi-ld:([^:]*):(.+)\Z", re.S)
 _INDEX = re.compile(r"\d+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
-
-
-class IngestError(TopologyError):
-    """An input file (or an object to export) is malformed.
-
-    The message names, where known, the file (``source``), the ``line``, the
-    ``entity`` (an NGSI id, or ``#k`` for the k-th entity of a file when it
-    has no usable id; the node id for log lines) and the ``field``.
-
-    >>> str(IngestError("missing", source="a.json", entity="#2", field="id"))
-    "a.json, entity #2, field 'id': missing"
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        source: str | os.PathLike | None = None,
-        line: int | None = None,
-        entity: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.problem = problem
-        self.source = None if source is None else str(source)
-        self.line = line
-        self.entity = entity
-        self.field = field
-        where = []
-        if self.source is not None:
-            where.append(self.source)
-        if line is not None:
-            where.append(f"line {line}")
-        if entity is not None:
-            where.append(f"entity {entity}" if entity.startswith("#") else f"entity {entity!r}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(", ".join(where) + ": " + problem if where else problem)
-
-
-@dataclass(frozen=True)
-class RefProperty:
-    """How one NGSI relationship property becomes a typed relation.
-
-    ``holders`` are the node kinds allowed to carry the property, ``targets``
-    the kinds it may point at.  The relation runs holder -> target, or
-    target -> holder when ``inverse`` is true.
-    """
-
-    name: str
-    relation: str
-    holders: tuple[str, ...]
-    targets: tuple[str, ...]
-    inverse: bool = False
-
-    def describe(self) -> str:
-        arrow = "target -> holder" if self.inverse else "holder -> target"
-        return f"{self.name} ({self.relation}, {arrow})"
-
-
-#: The allow-list of relationship properties (see the module docstring).
-REF_PROPERTIES: tuple[RefProperty, ...] = (
-    RefProperty("refGateway", "CONNECTED_TO", ("sensor", "gateway"), ("gateway",)),
-    RefProperty("refService", "SERVES_IN", ("sensor", "gateway"), ("service",)),
-    RefProperty("refSmartCity", "IN", ("service",), ("city",)),
-    RefProperty("controlledAsset", "CONNECTED_TO", ("gateway",), ("sensor", "gateway"), inverse=True),
-)
-_REF_BY_NAME: dict[str, RefProperty] = {p.name: p for p in REF_PROPERTIES}
-_KNOWN_REFS = ", ".join(_REF_BY_NAME)
-
-# Node fields carried by plain properties (the ids, kind, service and gateway come from id/type/relations).
-_STRING_ATTRIBUTES: dict[str, str] = {"name": "name", "sensorCategory": "category", "observedEntityType": "sdm_type"}
-
-
-# ---------------------------------------------------------------------------
-# Ids
-# ---------------------------------------------------------------------------
+_REL, _VALUE = "rel", "value"
+_RULE_NAMES = frozenset(r.sdm for r in SDM_MAPPING if r.source == "relationship")
+_SKIP, _REF, _OTHER = "skip", "ref", "other"
+_STRING_FIELDS = ("name", "category", "sdm_type")  # Node fields carried by plain strings
+# what each attribute name is for (a dict look-up per attribute keeps reading fast)
+_ROLES: dict[str, str] = {"id": _SKIP, "type": _SKIP, "@context": _SKIP, "location": "location",
+                          "deviceCategory": "device_category", "category": "device_category",
+                          "controlledProperty": "controlled_property", "name": "name",
+                          "sensorCategory": "category", "observedEntityType": "sdm_type",
+                          **{name: _REF for name in _RULE_NAMES}}
+_KIND_OF_TYPE: dict[str, str] = {}  # caches of the SDM_MAPPING look-ups
+_DEVICE_KIND: dict[tuple[str, ...], str] = {}
+_Fail = Any
 
 
 def to_urn(node: Node) -> str:
-    """The NGSI-LD id of a node: ``urn:ngsi-ld:<Type>:<node id>``.
+    """The NGSI-LD id gentwin writes for a node.
 
-    >>> to_urn(Node("AQ-GW01", "gateway"))
-    'urn:ngsi-ld:Device:AQ-GW01'
-    >>> to_urn(Node("CITY", "city"))
-    'urn:ngsi-ld:SmartCity:CITY'
+    >>> to_urn(Node("AQ-GW01", "gateway")), to_urn(Node("CITY", "city"))
+    ('urn:ngsi-ld:Device:AQ-GW01', 'urn:ngsi-ld:SmartCity:CITY')
     """
     return f"urn:ngsi-ld:{ENTITY_TYPES[node.kind]}:{node.id}"
 
 
 def split_urn(urn: str) -> tuple[str, str] | None:
-    """``(type, local id)`` of an NGSI-LD id, or None if it is not of that shape.
+    """``(type segment, local id)`` of an ``urn:ngsi-ld:`` id, or None for any other id.
 
-    >>> split_urn("urn:ngsi-ld:Device:AQ-S001")
-    ('Device', 'AQ-S001')
-    >>> split_urn("AQ-S001") is None
-    True
+    >>> split_urn("urn:ngsi-ld:Device:AQ-S001"), split_urn("urn:ngsi-ld::bin-7"), split_urn("device-9845A")
+    (('Device', 'AQ-S001'), ('', 'bin-7'), None)
     """
-    m = _URN.match(urn) if isinstance(urn, str) else None
+    m = _NGSI_LD_URN.match(urn) if isinstance(urn, str) else None
     return (m.group(1), m.group(2)) if m else None
+
+
+# ---------------------------------------------------------------------------
+# JSON files, with limits
+# ---------------------------------------------------------------------------
+
+
+class _BadLiteral(Exception):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadLiteral(text, f"a number of {len(text)} characters (limit MAX_NUMBER_CHARS = {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadLiteral(text, f"a number of {len(text)} characters (limit MAX_NUMBER_CHARS = {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadLiteral(text, f"the number {text[:20]} overflows a float")
+    return value
+
+
+def _parse_constant(text: str) -> NoReturn:
+    raise _BadLiteral(text, f"{text} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{},]', re.S)
+
+
+def _locate(text: str, offset: int) -> tuple[int, int, int | None, str | None]:
+    """``(line, column, entity position, field)`` of character ``offset`` (error path only: slow)."""
+    stack: list[list[Any]] = []  # [bracket, commas seen, last key]
+    for m in _TOKEN.finditer(text, 0, offset):
+        tok = m.group()
+        if tok in "[{":
+            stack.append([tok, 0, None])
+        elif tok in "]}":
+            stack and stack.pop()
+        elif tok == ",":
+            stack and stack[-1].__setitem__(1, stack[-1][1] + 1)
+        elif m.group(1) and stack:
+            stack[-1][2] = json.loads(tok[: tok.rindex(":")].rstrip())
+    line = text.count("\n", 0, offset) + 1
+    col = offset - text.rfind("\n", 0, offset)
+    level = 1 if stack and stack[0][0] == "{" and stack[0][2] == "@graph" and len(stack) > 1 else 0
+    position = stack[level][1] + 1 if stack and stack[level][0] == "[" else (1 if stack else None)
+    obj = level + 1 if stack and stack[level][0] == "[" else level
+    field = stack[obj][2] if len(stack) > obj else None
+    return line, col, position, field
+
+
+_BRACKET_CHARS = np.zeros(256, dtype=bool)
+_BRACKET_CHARS[list(b'"\\[]{}')] = True
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)
+_BRACKET_STEP[list(b"[{")], _BRACKET_STEP[list(b"]}")] = 1, -1
+
+
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'"\\[]{}')))
+
+
+def _too_deep(data: bytes) -> int | None:
+    """Byte offset where the JSON nesting first exceeds :data:`MAX_DEPTH`, or None (vectorised scan).
+
+    >>> _too_deep(b'[{"a": "[[[", "b": [1]}]'), _too_deep(b'[' * 70 + b']' * 70)
+    (None, 64)
+    """
+    quick = data.translate(None, _NOT_BRACKETS)
+    if b"\\" not in quick:  # without escapes, a string's brackets sit between two quotes: drop quote pairs
+        quick = quick.replace(b'""', b"")
+        if b'"' not in quick:  # no string holds a bracket: the depth is a running sum over the brackets alone
+            steps = _BRACKET_STEP[np.frombuffer(quick, dtype=np.uint8)]
+            if len(steps) == 0 or np.cumsum(steps, dtype=np.int32).max() <= MAX_DEPTH:
+                return None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    where = np.flatnonzero(_BRACKET_CHARS[raw])
+    chars = raw[where]
+    backslashes = where[chars == 92]
+    if len(backslashes):  # drop escaped characters (a quote or bracket after a live backslash)
+        escaped, last = set(), -2
+        for p in backslashes.tolist():
+            if p != last:
+                escaped.add(p + 1)
+                last = p + 1
+        keep = ~np.isin(where, np.fromiter(escaped, dtype=np.int64)) & (chars != 92)
+        where, chars = where[keep], chars[keep]
+    quote = chars == 34
+    outside = (np.cumsum(quote) & 1) == 0
+    step = (((chars == 91) | (chars == 123)).astype(np.int32) - ((chars == 93) | (chars == 125))) * outside
+    depth = np.cumsum(step)
+    if len(depth) == 0 or depth.max() <= MAX_DEPTH:
+        return None
+    return int(where[int(np.argmax(depth > MAX_DEPTH))])
+
+
+def _load_json(path: Path) -> list[Any]:
+    """The entities of one file: a single entity, an array, or an object with an ``@graph`` array."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"not UTF-8 text (byte {exc.start})", source=path,
+                          line=data[: exc.start].count(b"\n") + 1) from None
+    deep = _too_deep(data)
+    if deep is not None:
+        offset = len(data[:deep].decode("utf-8-sig", errors="ignore"))
+        line, col, position, field = _locate(text, offset)
+        raise IngestError(f"nesting deeper than MAX_DEPTH = {MAX_DEPTH} levels at column {col}", source=path,
+                          line=line, position=position, field=field)
+    try:
+        loaded = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"invalid JSON at column {exc.colno}: {exc.msg}", source=path, line=exc.lineno) from None
+    except _BadLiteral as exc:
+        literal, problem = exc.args
+        hit = re.search(r"(?<![\w.\"])" + re.escape(literal), text)
+        line, col, position, field = _locate(text, hit.start() if hit else 0)
+        raise IngestError(f"{problem} at column {col}", source=path, line=line, position=position,
+                          field=field) from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("@graph"), list):
+        return loaded["@graph"]
+    if isinstance(loaded, (dict, list)):
+        return [loaded] if isinstance(loaded, dict) else loaded
+    raise IngestError(f"must hold an entity, an array of entities or an @graph, not a JSON "
+                      f"{type(loaded).__name__}", source=path)
+
+
+def _sources(source: Any) -> list[tuple[str, list[Any], bool]]:
+    """``[(label, entities, from a file), ...]`` for a path, a folder, a list of paths or of mappings."""
+    if isinstance(source, dict):
+        return [("<entities>", [source], False)]
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonld") and p.is_file())
+            if not files:
+                raise IngestError("holds no .json or .jsonld file", source=path)
+            return [(str(p), _load_json(p), True) for p in files]
+        return [(str(path), _load_json(path), True)]
+    if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)) and source:
+        if all(isinstance(s, (str, os.PathLike)) for s in source):
+            return [entry for s in source for entry in _sources(s)]
+        if all(isinstance(s, dict) for s in source):
+            return [("<entities>", list(source), False)]
+    raise TypeError("source must be a path (file or folder), a list of paths, an entity mapping or a list of "
+                    f"them, got {type(source).__name__}")
 
 
 # ---------------------------------------------------------------------------
@@ -273,331 +301,283 @@ def split_urn(urn: str) -> tuple[str, str] | None:
 # ---------------------------------------------------------------------------
 
 
-@dataclass
-class _Entity:
-    """One entity after the first pass: checked on its own, references not yet resolved."""
-
-    source: str
-    urn: str
-    node_id: str
-    kind: str
-    attrs: dict[str, Any]  # Node keyword arguments from plain properties
-    refs: list[tuple[RefProperty, list[str]]]
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def _load_json_entities(path: Path) -> list[Any]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise IngestError(f"not UTF-8 text (byte {exc.start})", source=path, line=line) from None
-    try:
-        loaded = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise IngestError(f"invalid JSON at column {exc.colno}: {exc.msg}", source=path, line=exc.lineno) from None
-    except _DuplicateKey as exc:
-        raise IngestError(f"invalid JSON: key {exc.args[0]!r} appears twice in one object", source=path) from None
-    if not isinstance(loaded, list):
-        raise IngestError(f"must hold a JSON array of entities, not a JSON {type(loaded).__name__}", source=path)
-    return loaded
-
-
-def _sources(source: Any) -> list[tuple[str, list[Any]]]:
-    """``[(label, entities), ...]`` for a path, a list of paths or a list of entity mappings."""
-    if isinstance(source, (str, os.PathLike)):
-        return [(str(source), _load_json_entities(Path(source)))]
-    if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
-        items = list(source)
-        if all(isinstance(s, (str, os.PathLike)) for s in items) and items:
-            return [(str(s), _load_json_entities(Path(s))) for s in items]
-        if all(isinstance(s, Mapping) for s in items):
-            return [("<entities>", items)]
-    raise TypeError(
-        "source must be a path, a list of paths or a list of entity mappings, "
-        f"got {type(source).__name__}"
-    )
-
-
-def _has_nonfinite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_has_nonfinite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_nonfinite(v) for v in value)
-    return False
-
-
-def _is_attribute_object(value: Any) -> bool:
-    """Whether ``value`` looks like a normalized NGSI-LD attribute (or a list of instances of one)."""
-    if isinstance(value, Mapping):
-        return value.get("type") in _NGSI_ATTRIBUTE_TYPES
-    if isinstance(value, list) and value:
-        return all(isinstance(v, Mapping) and v.get("type") in _NGSI_ATTRIBUTE_TYPES for v in value)
-    return False
-
-
 def _short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _unwrap(name: str, value: Any, fail: _Fail) -> tuple[str, Any]:
-    """``(attribute type, payload)`` of a normalized attribute; relationships give a list of objects."""
-    instances = value if isinstance(value, list) else [value]
-    if not instances or not all(isinstance(v, Mapping) for v in instances):
-        fail(name, f"must be an NGSI-LD attribute object such as {{\"type\": \"Property\", \"value\": ...}}, "
-                   f"got {_short(value)}")
-    kinds = set()
-    objects: list[Any] = []
-    payload: Any = None
-    for inst in instances:
-        typ = inst.get("type")
-        if typ not in _NGSI_ATTRIBUTE_TYPES:
-            fail(name, f"attribute type = {_short(typ)} is not an NGSI-LD attribute type "
-                       f"({', '.join(sorted(_NGSI_ATTRIBUTE_TYPES))})")
-        kinds.add(typ)
-        if typ == "Relationship":
-            if "object" not in inst:
-                fail(name, "a Relationship without 'object'")
-            obj = inst["object"]
-            objects.extend(obj if isinstance(obj, list) else [obj])
-        else:
-            if "value" not in inst:
-                fail(name, f"a {typ} without 'value'")
-            payload = inst["value"]
-    if len(kinds) > 1:
-        fail(name, f"mixes attribute types {sorted(kinds)}")
-    (typ,) = kinds
-    if typ == "Relationship":
-        return typ, objects
-    if len(instances) > 1:
-        fail(name, f"has {len(instances)} instances; only a Relationship may have several")
-    return typ, payload
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    return isinstance(value, list) and any(_has_nonfinite(v) for v in value)
 
 
-def _as_string_list(name: str, value: Any, fail: _Fail) -> list[str]:
+def _decode(name: str, value: dict, fail: _Fail) -> tuple[str, Any] | None:
+    """``(_REL, targets)`` or ``(_VALUE, payload)`` of an attribute object; None for a plain mapping."""
+    if "object" in value:
+        obj = value["object"]
+        return _REL, obj if isinstance(obj, list) else [obj]
+    if "objectList" in value:
+        items = value["objectList"] if isinstance(value["objectList"], list) else [value["objectList"]]
+        return _REL, [o.get("object") if isinstance(o, dict) else o for o in items]
+    if "value" in value:
+        if value.get("type") == "Relationship":  # NGSI v2 normalized
+            return _REL, value["value"] if isinstance(value["value"], list) else [value["value"]]
+        return _VALUE, value["value"]
+    for key in _PAYLOAD_KEYS:
+        if key in value:
+            return _VALUE, value[key]
+    if value.get("type") in _ATTRIBUTE_TYPES:
+        fail(name, f"a {value['type']} attribute without its value ('value', 'object', 'languageMap', ...)")
+    return None
+
+
+def _attribute(name: str, value: Any, fail: _Fail, form: str | None) -> tuple[str, Any]:
+    """How one attribute reads: ``(_REL, targets)`` or ``(_VALUE, payload)``, in any encoding."""
+    if form != "keyValues":
+        if type(value) is dict:
+            decoded = _decode(name, value, fail)
+            if decoded is not None:
+                if decoded[0] is _VALUE and relationship_rules(name) and isinstance(decoded[1], str):
+                    return _REL, [decoded[1]]  # an allow-listed reference written as a Property (or v2 Text)
+                return decoded
+        elif type(value) is list and value and type(value[0]) is dict and _decode(name, value[0], fail):
+            decoded_all = [_decode(name, v, fail) if type(v) is dict else None for v in value]  # multi-attribute
+            if all(decoded_all):
+                if all(d[0] == _REL for d in decoded_all):
+                    return _REL, [t for d in decoded_all for t in d[1]]
+                default = [d for d, v in zip(decoded_all, value) if "datasetId" not in v]
+                return (default or decoded_all)[0]
+        if form == "normalized":
+            fail(name, f"must be an NGSI-LD attribute object such as {{\"type\": \"Property\", \"value\": ...}}, "
+                       f"got {_short(value)}")
+    if name in _RULE_NAMES:  # an allow-listed relationship: its ids are checked by the caller
+        return _REL, value if type(value) is list else [value]
+    if _REF_NAME.match(name) and (isinstance(value, str) or (
+            type(value) is list and value and all(isinstance(v, str) for v in value))):
+        return _REL, value if type(value) is list else [value]
+    return _VALUE, value
+
+
+def _strings(name: str, value: Any, fail: _Fail) -> list[str]:
+    if type(value) is list and len(value) == 1 and type(value[0]) is str and value[0]:  # the common case, fast
+        return value
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(v, str) and v for v in items):
         fail(name, f"must be a non-empty string or a list of them, got {_short(value)}")
-    return list(items)
+    return items
 
 
-def _location(value: Any, fail: _Fail) -> tuple[float, float]:
-    """``(latitude, longitude)`` of a GeoJSON Point (whose coordinates are [longitude, latitude])."""
-    if not isinstance(value, Mapping) or value.get("type") != "Point":
-        fail("location", f"must be a GeoJSON Point {{\"type\": \"Point\", \"coordinates\": [lon, lat]}}, "
+def _location(value: Any, fail: _Fail) -> tuple[float, float] | None:
+    """``(latitude, longitude)`` of a GeoJSON Point; None for another geometry (kept as a property)."""
+    if not isinstance(value, dict) or value.get("type") != "Point":
+        if isinstance(value, dict) and isinstance(value.get("type"), str) and "coordinates" in value:
+            return None
+        fail("location", f"must be a GeoJSON geometry such as {{\"type\": \"Point\", \"coordinates\": [lon, lat]}}, "
                          f"got {_short(value)}")
     coords = value.get("coordinates")
-    if not isinstance(coords, list) or len(coords) != 2:
-        fail("location", f"coordinates must be [longitude, latitude], got {_short(coords)}")
-    for c in coords:
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-            fail("location", f"coordinates = {_short(coords)} must be two finite numbers")
+    if not isinstance(coords, list) or len(coords) not in (2, 3) or not all(
+            type(c) in (int, float) and math.isfinite(c) for c in coords):
+        fail("location", f"coordinates must be [longitude, latitude] (finite numbers), got {_short(coords)}")
     lon, lat = float(coords[0]), float(coords[1])
-    if not -180.0 <= lon <= 180.0:
-        fail("location", f"longitude = {coords[0]!r} is outside [-180, 180] (GeoJSON order is [lon, lat])")
-    if not -90.0 <= lat <= 90.0:
-        fail("location", f"latitude = {coords[1]!r} is outside [-90, 90] (GeoJSON order is [lon, lat])")
+    if not -180.0 <= lon <= 180.0 or not -90.0 <= lat <= 90.0:
+        fail("location", f"[longitude, latitude] = {_short(coords)} is outside [-180, 180] x [-90, 90]")
     return lat, lon
 
 
-def _parse_entity(raw: Any, source: str, number: int, form: str | None) -> _Entity:
-    """First pass over one entity: id, type, form, plain properties and reference lists."""
-    label = f"#{number}"
+def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_numbers: bool) -> GraphNode:
+    """First pass over one entity: id, type, kind, node fields, properties and (unresolved) references."""
+    label: str | None = None
 
     def fail(field: str | None, problem: str) -> NoReturn:
-        raise IngestError(problem, source=source, entity=label, field=field)
+        raise IngestError(problem, source=source, position=position, entity=label, field=field)
 
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict:
         fail(None, f"must be a JSON object, got {_short(raw)}")
-    if "id" not in raw:
-        fail("id", "missing")
-    urn = raw["id"]
-    if not isinstance(urn, str):
-        fail("id", f"must be a string, got {_short(urn)}")
+    urn = raw.get("id")
+    if not isinstance(urn, str) or not urn.strip():
+        fail("id", "missing" if urn is None else f"must be a non-empty string, got {_short(urn)}")
     label = urn
-    if "type" not in raw:
-        fail("type", "missing")
-    etype = raw["type"]
-    if not isinstance(etype, str):
-        fail("type", f"must be a string, got {_short(etype)}")
-    parts = split_urn(urn)
-    if parts is None:
-        fail("id", f"{urn!r} is not of the form urn:ngsi-ld:<Type>:<local id>")
-    if parts[0] != etype:
-        fail("id", f"type segment {parts[0]!r} differs from type = {etype!r}")
-    if etype not in _KNOWN_TYPES:
-        fail("type", f"{etype!r} is not one of {', '.join(_KNOWN_TYPES)} (the entity types a topology holds)")
-
-    body = {k: v for k, v in raw.items() if k not in ("id", "type", "@context")}
-    for name, value in body.items():
-        if _has_nonfinite(value):
+    etype = raw.get("type")
+    if isinstance(etype, list) and etype and all(isinstance(t, str) and t for t in etype):  # multi-typed
+        etype = next((t for t in etype if kind_of_type(t) != "entity"), etype[0])
+    if not isinstance(etype, str) or not etype:
+        fail("type", "missing" if etype is None else f"must be a non-empty string, got {_short(etype)}")
+    fields: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    refs: list[tuple[str, list[str]]] = []
+    categories: list[str] | None = None
+    for name, value in raw.items():
+        role = _ROLES.get(name, _OTHER)
+        if role is _SKIP:
+            continue
+        if check_numbers and _has_nonfinite(value):
             fail(name, f"holds a non-finite number (NaN or Infinity), which JSON does not allow: {_short(value)}")
-    normalized = form == "normalized" or (form is None and any(_is_attribute_object(v) for v in body.values()))
-
-    attrs: dict[str, Any] = {}
-    refs: list[tuple[RefProperty, list[str]]] = []
-    categories: dict[str, list[str]] = {}
-    for name, value in body.items():
-        atype = None
-        if normalized:
-            atype, value = _unwrap(name, value, fail)
-        is_ref = name in _REF_BY_NAME or bool(_REF_NAME.match(name)) or atype in ("Relationship", "ListRelationship")
-        if is_ref:
-            if name not in _REF_BY_NAME:
-                fail(name, f"is a relationship gentwin does not map to a relation (known: {_KNOWN_REFS})")
-            if normalized and atype != "Relationship":
-                fail(name, f"must be a Relationship with 'object', got a {atype}")
-            refs.append((_REF_BY_NAME[name], _as_string_list(name, value, fail)))
-        elif name == "location":
-            if normalized and atype != "GeoProperty":
-                fail(name, f"must be a GeoProperty, got a {atype}")
-            attrs["latitude"], attrs["longitude"] = _location(value, fail)
-        elif name in ("deviceCategory", "category") and etype == "Device":
-            categories[name] = _as_string_list(name, value, fail)
-        elif name == "controlledProperty":
-            props = _as_string_list(name, value, fail)
-            if len(props) != 1:
-                fail(name, f"has {len(props)} values {props}; a gentwin node carries exactly one")
-            attrs["controlled_property"] = props[0]
-        elif name in _STRING_ATTRIBUTES:
-            if not isinstance(value, str):
-                fail(name, f"must be a string, got {_short(value)}")
-            attrs[_STRING_ATTRIBUTES[name]] = value
-        # any other property is metadata the relational form does not need (documented)
-
-    if etype == "Device":
-        if not categories:
-            fail("deviceCategory", "missing; a Device needs 'sensor' (a sensor) or 'network' (a gateway)")
-        cats = {c for values in categories.values() for c in values}
-        found = [kind for kind, cat in DEVICE_CATEGORIES.items() if cat in cats]
-        field = "deviceCategory" if "deviceCategory" in categories else "category"
-        if len(found) != 1:
-            fail(field, f"= {sorted(cats)} must contain exactly one of 'sensor' (a sensor) or 'network' (a gateway)")
-        kind = found[0]
-    else:
-        kind = _KIND_OF_TYPE[etype]
-    return _Entity(source, urn, parts[1], kind, attrs, refs)
+        # fast paths for the two commonest normalized shapes; _attribute handles everything else
+        kind_of_value = value.get("type") if type(value) is dict and form != "keyValues" else None
+        if kind_of_value == "Property" and "value" in value and role is not _REF:
+            what, payload = _VALUE, value["value"]
+        elif kind_of_value == "Relationship" and "object" in value:
+            payload = value["object"]
+            what, payload = _REL, payload if type(payload) is list else [payload]
+        else:
+            what, payload = _attribute(name, value, fail, form)
+        if what is _REL:
+            if role is _REF:
+                ok = len(payload) == 1 and type(payload[0]) is str and payload[0]
+                refs.append((name, payload if ok else _strings(name, payload, fail)))
+            else:
+                properties[name] = payload  # a relationship outside the allow-list: kept, not followed
+        elif role is _OTHER:
+            properties[name] = payload
+        elif role == "location":
+            coords = payload.get("coordinates") if type(payload) is dict and payload.get("type") == "Point" else None
+            point = (coords[1], coords[0]) if (type(coords) is list and len(coords) == 2 and type(coords[0]) is float
+                                               and type(coords[1]) is float and -180.0 <= coords[0] <= 180.0
+                                               and -90.0 <= coords[1] <= 90.0) else _location(payload, fail)
+            if point is None:
+                properties[name] = payload
+            else:
+                fields["latitude"], fields["longitude"] = point
+        elif role == "device_category" and etype == "Device" and categories is None:
+            categories = _strings(name, payload, fail)
+        elif role == "controlled_property" and isinstance(payload, (str, list)):
+            values = _strings(name, payload, fail)
+            if len(values) == 1:
+                fields["controlled_property"] = values[0]
+            else:
+                properties[name] = values
+        elif role in _STRING_FIELDS and isinstance(payload, str):
+            fields[role] = payload
+        else:
+            properties[name] = payload
+    kind = _KIND_OF_TYPE.get(etype) or _KIND_OF_TYPE.setdefault(etype, kind_of_type(etype))
+    if kind == "device":  # by category; without one, by role in _assemble
+        key = tuple(categories or ())
+        kind = _DEVICE_KIND.get(key) or _DEVICE_KIND.setdefault(key, device_kind(list(key)) or "device")
+    return GraphNode(urn, kind, etype, urn, source, position, fields, properties, refs)
 
 
-def _assemble(entities: list[_Entity]) -> Topology:
-    """Second pass: resolve references into relations and build the topology."""
-    by_urn: dict[str, _Entity] = {}
-    by_node: dict[str, _Entity] = {}
-    for ent in entities:
-        for index, key, what in ((by_urn, ent.urn, "id"), (by_node, ent.node_id, "local id")):
-            if key in index:
-                first = index[key]
-                raise IngestError(
-                    f"duplicate {what} {key!r} (also entity {first.urn!r} in {first.source})",
-                    source=ent.source, entity=ent.urn, field="id",
-                )
-            index[key] = ent
+def _local(urn: str) -> str:
+    """The node id an NGSI-LD id gives: the part after ``urn:ngsi-ld:<Type>:``, else the whole id."""
+    if urn.startswith("urn:ngsi-ld:"):
+        cut = urn.find(":", 12)
+        if 0 < cut < len(urn) - 1:
+            return urn[cut + 1:]
+    return urn
 
-    relations: list[Relation] = []
-    seen: set[Relation] = set()
-    # where each sensor's gateway and each device's service came from, for cardinality errors
-    stated: dict[tuple[str, str], list[str]] = {}
-    for ent in entities:
-        for prop, targets in ent.refs:
-            if ent.kind not in prop.holders:
-                raise IngestError(
-                    f"is allowed on {' or '.join(prop.holders)} entities only, not on a {ent.kind}",
-                    source=ent.source, entity=ent.urn, field=prop.name,
-                )
-            for urn in targets:
-                target = by_urn.get(urn)
+
+def _assemble(parsed: list[GraphNode]) -> EntityGraph:
+    """Second pass: node ids, device roles, references into typed relations, structural checks."""
+    by_urn: dict[str, GraphNode] = {}
+    by_local: dict[str, GraphNode | None] = {}  # None: two entities share the local id
+    locals_ = [_local(ent.urn) for ent in parsed]
+    for ent, local in zip(parsed, locals_):
+        first = by_urn.get(ent.urn)
+        if first is not None:
+            raise IngestError(f"duplicate id (also entity #{first.position} in {first.source})", source=ent.source,
+                              position=ent.position, entity=ent.urn, field="id")
+        by_urn[ent.urn] = ent
+        by_local[local] = None if local in by_local else ent
+
+    def resolve(ref: str) -> GraphNode | None:
+        return by_urn.get(ref) or by_local.get(_local(ref))
+
+    gateways_by_role = {id(t) for ent in parsed for name, targets in ent.refs if name == "refGateway"
+                        for t in map(resolve, targets) if t is not None}
+    for k, (ent, local) in enumerate(zip(parsed, locals_)):
+        ent.id, ent.index = (local if by_local[local] is ent else ent.urn), k
+        if ent.kind == "device":
+            ent.kind = "gateway" if id(ent) in gateways_by_role else "sensor"
+
+    relations: dict[tuple[str, str, str], tuple[tuple[int, int, int], GraphRelation]] = {}
+    holder_rules: dict[tuple[str, str], list] = {}
+    target_rules: dict[tuple[str, str, str], Any] = {}  # -> (rule, phase) or None
+    for ent in parsed:
+        for name, targets in ent.refs:
+            rules = holder_rules.get((name, ent.kind))
+            if rules is None:
+                rules = holder_rules[name, ent.kind] = [r for r in relationship_rules(name)
+                                                        if not r.holders or ent.kind in r.holders]
+            if not rules:
+                if name in STRICT_RELATIONSHIPS:
+                    allowed = sorted({h for r in relationship_rules(name) for h in r.holders})
+                    _fail_ref(ent, name, f"is allowed on {' or '.join(allowed)} entities only, not on a {ent.kind}")
+                ent.properties[name] = targets  # an SDM relationship on an unexpected holder: kept, not followed
+                continue
+            for ref in targets:
+                target = by_urn.get(ref) or resolve(ref)
                 if target is None:
-                    raise IngestError(
-                        f"refers to {urn!r}, which is not an entity of the input (dangling reference)",
-                        source=ent.source, entity=ent.urn, field=prop.name,
-                    )
-                if target.kind not in prop.targets:
-                    raise IngestError(
-                        f"must point at a {' or '.join(prop.targets)}, but {urn!r} is a {target.kind}",
-                        source=ent.source, entity=ent.urn, field=prop.name,
-                    )
-                head, tail = (target, ent) if prop.inverse else (ent, target)
-                rel = Relation(head.node_id, prop.relation, tail.node_id)
-                if rel not in seen:  # a relation stated twice (e.g. refGateway and controlledAsset) is kept once
-                    seen.add(rel)
-                    relations.append(rel)
-                    stated.setdefault((head.node_id, rel.type), []).append(tail.node_id)
+                    _fail_ref(ent, name, f"refers to {ref!r}, which is not an entity of the input (dangling reference)")
+                if target is ent:
+                    _fail_ref(ent, name, f"refers to the entity itself ({ref!r}): a self-loop is not a relation")
+                found = target_rules.get((name, ent.kind, target.kind), False)
+                if found is False:
+                    rule = next((r for r in rules if not r.targets or target.kind in r.targets), None)
+                    found = target_rules[name, ent.kind, target.kind] = rule and (rule, (
+                        relation_phase(target.kind, rule.gentwin, ent.kind) if rule.inverse
+                        else relation_phase(ent.kind, rule.gentwin, target.kind)))
+                if not found:
+                    wanted = sorted({k for r in rules for k in r.targets})
+                    _fail_ref(ent, name, f"must point at a {' or '.join(wanted)}, but {ref!r} is a {target.kind}")
+                rule, phase = found
+                head, tail = (target, ent) if rule.inverse else (ent, target)
+                key = (head.id, rule.gentwin, tail.id)
+                if key not in relations:  # a relation stated twice (refGateway and controlledAsset) is kept once
+                    relations[key] = ((phase, head.index, len(relations)),
+                                      GraphRelation(head.id, rule.gentwin, tail.id, name))
+    ordered = [r for _, r in sorted(relations.values())]  # the order keys are unique: relations never compared
+    graph = EntityGraph({e.id: e for e in parsed}, ordered)
+    graph.check_structure()
+    return graph
 
-    nodes: dict[str, Node] = {}
-    for ent in entities:
-        gateway = service = None
-        if ent.kind == "sensor":
-            gws = [t for t in stated.get((ent.node_id, "CONNECTED_TO"), []) if by_node[t].kind == "gateway"]
-            if len(gws) != 1:
-                found = "none" if not gws else f"{len(gws)}: {', '.join(gws)}"
-                raise IngestError(
-                    f"a sensor is connected to exactly one gateway (eq. 2's g_s); found {found}",
-                    source=ent.source, entity=ent.urn, field="refGateway",
-                )
-            gateway = gws[0]
-        if ent.kind in ("sensor", "gateway"):
-            svcs = stated.get((ent.node_id, "SERVES_IN"), [])
-            if len(svcs) > 1:
-                raise IngestError(
-                    f"a device serves at most one service; found {len(svcs)}: {', '.join(svcs)}",
-                    source=ent.source, entity=ent.urn, field="refService",
-                )
-            service = svcs[0] if svcs else None
-        nodes[ent.node_id] = Node(ent.node_id, ent.kind, service=service, gateway=gateway, **ent.attrs)
-    sources = {e.source for e in entities}
-    label = sources.pop() if len(sources) == 1 else "<inputs>"
+
+def _fail_ref(ent: GraphNode, name: str, problem: str) -> NoReturn:
+    raise IngestError(problem, source=ent.source, position=ent.position, entity=ent.urn, field=name)
+
+
+def read_graph(source: Any, *, form: str | None = None) -> EntityGraph:
+    """Read NGSI-LD / Smart Data Models entities into an :class:`~gentwin.sdm.EntityGraph`.
+
+    ``source`` is a file (``.json`` / ``.jsonld``: one entity, an array or an
+    ``@graph``), a folder (all such files, sorted by name), a list of files,
+    an entity mapping or a list of them; references may cross files.  Each
+    attribute is decoded in whichever encoding it comes (normalized,
+    key-values, concise, NGSI v2); ``form`` forces ``"normalized"`` or
+    ``"keyValues"``.  A node's id is the local part of an ``urn:ngsi-ld:``
+    id (the whole id otherwise, or when two entities share a local part).
+
+    >>> g = read_graph([
+    ...     {"id": "urn:ngsi-ld:Device:d1", "type": "Device", "deviceCategory": ["sensor"],
+    ...      "controlledProperty": ["fillingLevel", "temperature"], "batteryLevel": 0.75},
+    ...     {"id": "obs-1", "type": "AirQualityObserved", "refDevice": "urn:ngsi-ld:Device:d1",
+    ...      "no2": {"type": "Property", "value": 22, "unitCode": "GQ"}}])
+    >>> [r.as_text() for r in g.relations], g.nodes["d1"].kind, g.nodes["obs-1"].properties
+    (['(obs-1, OBSERVED_BY, d1)'], 'sensor', {'no2': 22})
+    """
+    if form is not None:
+        check_choice("form", form, FORMS)
+    # Reading allocates millions of small acyclic containers; the cyclic collector would rescan them
+    # over and over (about half the run time at 10^5 entities), so it is paused, then restored.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        return Topology(nodes=nodes, relations=relations)
-    except IngestError:
-        raise
-    except TopologyError as exc:  # defensive: the checks above should leave nothing for validate()
-        raise IngestError(str(exc), source=label) from None
+        parsed = [_parse_entity(raw, label, k + 1, form, not from_file)
+                  for label, raws, from_file in _sources(source) for k, raw in enumerate(raws)]
+        return _assemble(parsed)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def read_entities(source: Any, *, form: str | None = None) -> Topology:
-    """Parse NGSI-LD entities into a :class:`~gentwin.topology.Topology`.
+    """Read entities (see :func:`read_graph`) into a :class:`~gentwin.topology.Topology`.
 
-    Parameters
-    ----------
-    source
-        A path to a JSON file holding an array of entities, a list of such
-        paths (their entities are read together, so references may cross
-        files), or a list of entity mappings.
-    form
-        ``None`` (default) detects the form per entity: normalized if any
-        attribute is an NGSI-LD attribute object, key-values otherwise.
-        ``"normalized"`` or ``"keyValues"`` forces one.
+    The topology holds the nodes whose kind it knows and the relations between
+    them whose type it knows (:meth:`~gentwin.sdm.EntityGraph.to_topology`).
 
-    Returns
-    -------
-    Topology
-        One node per entity (in input order, node id = the id's local part)
-        and one relation per reference (in input order, each kept once).
-
-    Raises
-    ------
-    IngestError
-        For malformed input; the message names the file, line (JSON syntax
-        errors), entity and field.
-
-    Examples
-    --------
     >>> topo = read_entities([
     ...     {"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity"},
     ...     {"id": "urn:ngsi-ld:SmartCityService:AQ", "type": "SmartCityService",
@@ -606,90 +586,71 @@ def read_entities(source: Any, *, form: str | None = None) -> Topology:
     ...      "refService": "urn:ngsi-ld:SmartCityService:AQ"},
     ...     {"id": "urn:ngsi-ld:Device:S1", "type": "Device",
     ...      "deviceCategory": {"type": "Property", "value": ["sensor"]},
-    ...      "refGateway": {"type": "Relationship", "object": "urn:ngsi-ld:Device:G1"}},
-    ... ])
-    >>> [r.as_text() for r in topo.relations]
-    ['(AQ, IN, C)', '(G1, SERVES_IN, AQ)', '(S1, CONNECTED_TO, G1)']
-    >>> topo.nodes["S1"].gateway, topo.nodes["G1"].kind
-    ('G1', 'gateway')
+    ...      "refGateway": {"type": "Relationship", "object": "urn:ngsi-ld:Device:G1"}}])
+    >>> [r.as_text() for r in topo.relations], topo.nodes["S1"].gateway
+    (['(AQ, IN, C)', '(G1, SERVES_IN, AQ)', '(S1, CONNECTED_TO, G1)'], 'G1')
     """
-    if form is not None and form not in FORMS:
-        raise ValueError(f"form = {form!r}: must be None (detect) or one of {', '.join(FORMS)}")
-    parsed = [
-        _parse_entity(raw, label, k + 1, form)
-        for label, raws in _sources(source)
-        for k, raw in enumerate(raws)
-    ]
-    return _assemble(parsed)
+    graph = read_graph(source, form=form)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return graph.to_topology()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------
-# Writing entities
+# Writing entities (gentwin's vocabulary)
 # ---------------------------------------------------------------------------
 
-
-def _export_property(head: Node, tail: Node) -> Iterator[RefProperty]:
-    """The writable (non-inverse) properties that can carry a relation from ``head`` to ``tail``."""
-    for prop in REF_PROPERTIES:
-        if not prop.inverse and head.kind in prop.holders and tail.kind in prop.targets:
-            yield prop
+_WRITTEN = {("sensor", "CONNECTED_TO", "gateway"): "refGateway", ("gateway", "CONNECTED_TO", "gateway"): "refGateway",
+            ("sensor", "SERVES_IN", "service"): "refService", ("gateway", "SERVES_IN", "service"): "refService",
+            ("service", "IN", "city"): "refSmartCity"}
+_FIELD_ATTRIBUTES = (("name", "name"), ("category", "sensorCategory"), ("sdm_type", "observedEntityType"))
 
 
 def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, Any]]:
-    """The topology as a list of NGSI-LD entities (one per node, in node order).
+    """The topology as NGSI-LD entities in gentwin's vocabulary, one per node in node order.
 
-    Each relation is written on its head's entity, under the non-inverse
-    property of :data:`REF_PROPERTIES` for its type and end kinds
-    (``controlledAsset`` is read, never written).  A relation with no such
-    property raises :class:`IngestError`.  This does not check that the
-    entities read back to the same topology; :func:`write_entities` does.
+    Each relation is written on its head's entity (``refGateway``,
+    ``refService`` or ``refSmartCity``); one with no such property raises
+    :class:`IngestError`.
 
-    >>> from gentwin.topology import Relation, Topology
     >>> topo = Topology({"C": Node("C", "city"), "W": Node("W", "service", name="waste")},
     ...                 [Relation("W", "IN", "C")])
-    >>> to_entities(topo, form="keyValues")[1]["refSmartCity"]
-    'urn:ngsi-ld:SmartCity:C'
-    >>> to_entities(topo)[1]["name"]
-    {'type': 'Property', 'value': 'waste'}
+    >>> to_entities(topo, form="keyValues")[1]["refSmartCity"], to_entities(topo)[1]["name"]
+    ('urn:ngsi-ld:SmartCity:C', {'type': 'Property', 'value': 'waste'})
     """
-    if form not in FORMS:
-        raise ValueError(f"form = {form!r}: must be one of {', '.join(FORMS)}")
+    check_choice("form", form, FORMS)
     normalized = form == "normalized"
 
     def prop(value: Any) -> Any:
         return {"type": "Property", "value": value} if normalized else value
 
-    outgoing: dict[str, list[Relation]] = {nid: [] for nid in topology.nodes}
+    outgoing: dict[str, dict[str, list[str]]] = {nid: {} for nid in topology.nodes}
     for rel in topology.relations:
-        outgoing[rel.head].append(rel)
-
+        head, tail = topology.nodes[rel.head], topology.nodes[rel.tail]
+        name = _WRITTEN.get((head.kind, rel.type, tail.kind))
+        if name is None:
+            raise IngestError(f"relation {rel.as_text()} from a {head.kind} to a {tail.kind} has no NGSI property "
+                              f"(written: {', '.join(sorted(set(_WRITTEN.values())))})", entity=to_urn(head),
+                              field=rel.type)
+        outgoing[rel.head].setdefault(name, []).append(to_urn(tail))
     entities = []
     for node in topology.nodes.values():
-        urn = to_urn(node)
-        ent: dict[str, Any] = {"id": urn, "type": ENTITY_TYPES[node.kind]}
+        ent: dict[str, Any] = {"id": to_urn(node), "type": ENTITY_TYPES[node.kind]}
         if node.kind in DEVICE_CATEGORIES:
             ent["deviceCategory"] = prop([DEVICE_CATEGORIES[node.kind]])
-        for attr, fieldname in _STRING_ATTRIBUTES.items():
-            value = getattr(node, fieldname)
-            if value is not None:
-                ent[attr] = prop(value)
+        for fieldname, attr in _FIELD_ATTRIBUTES:
+            if getattr(node, fieldname) is not None:
+                ent[attr] = prop(getattr(node, fieldname))
         if node.controlled_property is not None:
             ent["controlledProperty"] = prop([node.controlled_property])
         if node.latitude is not None or node.longitude is not None:
             point = {"type": "Point", "coordinates": [node.longitude, node.latitude]}
             ent["location"] = {"type": "GeoProperty", "value": point} if normalized else point
-        targets: dict[str, list[str]] = {}
-        for rel in outgoing[node.id]:
-            tail = topology.nodes[rel.tail]
-            names = [p.name for p in _export_property(node, tail) if p.relation == rel.type]
-            if not names:
-                raise IngestError(
-                    f"relation {rel.as_text()} from a {node.kind} to a {tail.kind} has no NGSI property "
-                    f"(mapped relations: {'; '.join(p.describe() for p in REF_PROPERTIES if not p.inverse)})",
-                    entity=urn, field=rel.type,
-                )
-            targets.setdefault(names[0], []).append(to_urn(tail))
-        for name, urns in targets.items():
+        for name, urns in outgoing[node.id].items():
             obj: Any = urns[0] if len(urns) == 1 else urns
             ent[name] = {"type": "Relationship", "object": obj} if normalized else obj
         ent["@context"] = list(CONTEXT)
@@ -698,43 +659,34 @@ def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, 
 
 
 def _render_entities(topology: Topology, path: Path, form: str) -> str:
-    """JSON text of the entities, after checking that it reads back to ``topology``."""
+    """JSON text of the entities, after checking that it reads back to the identical ``topology``."""
     try:
         entities = to_entities(topology, form)
+        text = json.dumps(entities, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except IngestError as exc:
         raise IngestError(exc.problem, source=path, entity=exc.entity, field=exc.field) from None
+    except ValueError as exc:  # NaN / Infinity in a node field
+        raise IngestError(f"cannot be written as JSON: {exc}", source=path) from None
     try:
-        back = _assemble([_parse_entity(e, str(path), k + 1, form) for k, e in enumerate(entities)])
+        back = read_entities(entities, form=form)
     except IngestError as exc:
         raise IngestError(f"would not read back: {exc.problem}", source=path, entity=exc.entity,
                           field=exc.field) from None
     for nid, node in topology.nodes.items():
-        other = back.nodes[nid]
-        for f in fields(Node):
-            if getattr(node, f.name) != getattr(other, f.name):
-                raise IngestError(
-                    f"node field {f.name} = {getattr(node, f.name)!r} would read back as {getattr(other, f.name)!r} "
-                    "(the relations or the node kind do not carry it)",
-                    source=path, entity=to_urn(node), field=f.name,
-                )
-    if set(back.relations) != set(topology.relations):  # cannot happen: every relation was mapped above
-        missing = sorted(set(topology.relations) - set(back.relations))
-        raise IngestError(f"relations {[r.as_text() for r in missing[:3]]} would not read back", source=path)
-    try:
-        return json.dumps(entities, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    except ValueError as exc:  # NaN / Infinity in a node field
-        raise IngestError(f"cannot be written as JSON: {exc}", source=path) from None
+        for name, value in vars(node).items():
+            if vars(back.nodes[nid])[name] != value:
+                raise IngestError(f"node field {name} = {value!r} would read back as {vars(back.nodes[nid])[name]!r} "
+                                  "(the relations or the node kind do not carry it)", source=path,
+                                  entity=to_urn(node), field=name)
+    if set(back.relations) != set(topology.relations):  # cannot happen: to_entities wrote every relation
+        raise IngestError("relations would not read back", source=path)
+    return text
 
 
 def write_entities(topology: Topology, path: PathLike, form: str = "normalized") -> None:
-    """Write the topology as a JSON array of NGSI-LD entities, atomically.
-
-    The entities are checked to read back (with :func:`read_entities`) to the
-    same nodes and relation set before anything is written; otherwise
-    :class:`IngestError` names the node and field, and ``path`` is untouched.
-    """
+    """Write the topology as a JSON array of NGSI-LD entities, atomically, after checking it reads back."""
     path = Path(path)
-    _atomic_write_text(path, _render_entities(topology, path, form))
+    atomic_write_text(path, _render_entities(topology, path, form))
 
 
 # ---------------------------------------------------------------------------
@@ -747,11 +699,11 @@ def _check_instance(inst: Instance, source: str | None) -> None:
         raise IngestError(problem, source=source, entity=f"#{inst.index}" if field == "node_id" else str(inst.node_id),
                           field=field)
 
-    if isinstance(inst.index, bool) or not isinstance(inst.index, int) or inst.index < 0:
-        fail("index", f"= {inst.index!r} must be an integer >= 0")
-    ts = inst.timestamp
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
-        fail("timestamp_s", f"= {ts!r} must be a finite number of seconds >= 0")
+    for name, value, check in (("index", inst.index, check_int), ("timestamp_s", inst.timestamp, check_real)):
+        try:
+            check(name, value, low=0)
+        except ValueError as exc:
+            fail(name, f"= {value!r}: {str(exc).split(': ', 1)[1]}" + (" (seconds)" if name == "timestamp_s" else ""))
     if not isinstance(inst.node_id, str) or not inst.node_id or any(c.isspace() for c in inst.node_id):
         fail("node_id", f"= {inst.node_id!r} must be a non-empty string without white space")
     if not isinstance(inst.present, bool):
@@ -855,7 +807,7 @@ def write_log(instances: Sequence[Instance], path: PathLike, topology: Topology 
         raise IngestError(exc.problem, source=path, entity=exc.entity, field=exc.field) from None
     if topology is not None:
         parse_log(text, topology, source=str(path))
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------
@@ -891,74 +843,60 @@ def write_dataset(dataset: DataSet, folder: PathLike, form: str = "normalized") 
     except IngestError as exc:
         raise IngestError(exc.problem, source=log_path, entity=exc.entity, field=exc.field) from None
     parse_log(log, dataset.topology, source=str(log_path))
-    _write_folder_atomically(folder, {ENTITIES_FILE: entities, LOG_FILE: log})
+    atomic_folder(folder, {ENTITIES_FILE: entities, LOG_FILE: log})
 
 
-# ---------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _book_settings(topology_config: Any) -> dict[str, Any]:
+    return {"format": "gentwin book data set v1", "topology": json.loads(json.dumps(asdict(topology_config)))}
 
 
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
+    """The book's data set, always read back through this module.
 
+    When ``folder`` is absent (or empty) the city of ``topology_config`` is
+    generated (seeded by its ``data_seed``) and written atomically as NGSI-LD
+    in both encodings (:data:`BOOK_FILES`), the sensor log and the settings it
+    came from.  The folder is then read back: both encodings must give the
+    identical topology, and the log is read against it.  A folder written from
+    other settings raises :class:`IngestError` instead of being reused.
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then move it into place."""
-    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _write_synced(Path(tmp), text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    >>> import tempfile
+    >>> from gentwin.config import resolve
+    >>> from gentwin.topology import generate_dataset
+    >>> cfg = resolve("quick").topology
+    >>> folder = Path(tempfile.mkdtemp()) / "city"
+    >>> ds = book_dataset(cfg, folder)
+    >>> ds.topology == generate_dataset(cfg).topology, sorted(p.name for p in folder.iterdir())
+    (True, ['entities.keyValues.json', 'entities.normalized.jsonld', 'log.txt', 'settings.json'])
+    """
+    from .topology import generate_dataset
 
-
-def _write_folder_atomically(folder: Path, files: Mapping[str, str]) -> None:
-    """Write ``files`` into a temporary folder beside ``folder``, then swap it in."""
-    if folder.exists():
-        if not folder.is_dir():
-            raise NotADirectoryError(f"{str(folder)!r} exists and is not a folder")
-        extra = sorted(p.name for p in folder.iterdir() if p.name not in files)
-        if extra:
-            raise FileExistsError(
-                f"{str(folder)!r} holds files other than {', '.join(files)} ({', '.join(extra[:5])}); "
-                "refusing to replace it"
-            )
-        mode = folder.stat().st_mode & 0o777
+    folder = Path(folder)
+    settings = _book_settings(topology_config)
+    settings_path = folder / BOOK_FILES["settings"]
+    if folder.is_dir() and any(folder.iterdir()):
+        if not settings_path.is_file():
+            raise IngestError(f"holds no {BOOK_FILES['settings']}: not a book data-set folder; refusing to reuse "
+                              "or replace it", source=folder)
+        recorded = json.loads(settings_path.read_text(encoding="utf-8"))
+        if recorded != settings:
+            changed = sorted(k for k in settings["topology"] if recorded.get("topology", {}).get(k)
+                             != settings["topology"][k])
+            raise IngestError(f"was written from other settings (differs in {', '.join(changed) or 'format'}); "
+                              "delete the folder or use another one", source=settings_path)
+        missing = [n for n in BOOK_FILES.values() if not (folder / n).is_file()]
+        if missing:
+            raise IngestError(f"lacks {', '.join(missing)}; delete the folder to write it again", source=folder)
     else:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o777 & ~_umask()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        for name, text in files.items():
-            _write_synced(tmp / name, text)
-            os.chmod(tmp / name, 0o666 & ~_umask())
-        os.chmod(tmp, mode)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.old"
-            os.rename(folder, old)
-            try:
-                os.rename(tmp, folder)
-            except BaseException:
-                os.rename(old, folder)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        ds = generate_dataset(topology_config)
+        files = {BOOK_FILES[form]: _render_entities(ds.topology, folder / BOOK_FILES[form], form) for form in FORMS}
+        files[BOOK_FILES["log"]] = format_log(ds.instances)
+        files[BOOK_FILES["settings"]] = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+        atomic_folder(folder, files)
+    topology = read_entities(folder / BOOK_FILES["normalized"])
+    if read_entities(folder / BOOK_FILES["keyValues"]) != topology:
+        raise IngestError("reads back to another topology than the normalized file",
+                          source=folder / BOOK_FILES["keyValues"])
+    return DataSet(topology=topology, instances=read_log(folder / BOOK_FILES["log"], topology))

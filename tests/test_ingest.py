@@ -20,6 +20,7 @@ from gentwin.ingest import (
     parse_log,
     read_dataset,
     read_entities,
+    read_graph,
     read_log,
     to_entities,
     write_dataset,
@@ -50,21 +51,21 @@ EXPECTED_NODES = {
     "WM-S001": Node("WM-S001", "sensor", service="WM", gateway="WM-GW01"),
     "WM-S002": Node("WM-S002", "sensor", service="WM", gateway="WM-GW01", name="fill-level sensor"),
 }
-EXPECTED_RELATIONS = [  # in reading order; WM-S001's refGateway repeats WM-GW01's controlledAsset and is kept once
+EXPECTED_RELATIONS = [  # in reading order: service -> city; each device's uplink and service, by node; gateway links
     Relation("AQ", "IN", "TOWN"),
     Relation("WM", "IN", "TOWN"),
     Relation("AQ-GW01", "SERVES_IN", "AQ"),
-    Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
     Relation("AQ-GW02", "SERVES_IN", "AQ"),
     Relation("WM-GW01", "SERVES_IN", "WM"),
-    Relation("WM-S001", "CONNECTED_TO", "WM-GW01"),
-    Relation("WM-S002", "CONNECTED_TO", "WM-GW01"),
     Relation("AQ-S001", "CONNECTED_TO", "AQ-GW01"),
     Relation("AQ-S001", "SERVES_IN", "AQ"),
     Relation("AQ-S002", "CONNECTED_TO", "AQ-GW02"),
     Relation("AQ-S002", "SERVES_IN", "AQ"),
+    Relation("WM-S001", "CONNECTED_TO", "WM-GW01"),  # stated by WM-GW01's controlledAsset and WM-S001's refGateway
     Relation("WM-S001", "SERVES_IN", "WM"),
+    Relation("WM-S002", "CONNECTED_TO", "WM-GW01"),
     Relation("WM-S002", "SERVES_IN", "WM"),
+    Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
 ]
 EXPECTED_LOG = [
     Instance(0, 0.0, "AQ-S001", True, "train"),
@@ -225,13 +226,8 @@ REL = {"type": "Relationship", "object": "urn:ngsi-ld:Device:AQ-GW01"}
 ENTITY_CASES = {
     # name: (base file, mutation, entity named, field named, words in the problem)
     "missing id": (KEYVALUES, _delete("AQ-S001", "id"), "entity #7", "id", "missing"),
-    "missing type": (KEYVALUES, _delete("AQ-S001", "type"), S1, "type", "missing"),
-    "id not a urn": (KEYVALUES, _set("AQ-S001", "id", "AQ-S001"), "entity 'AQ-S001'", "id", "urn:ngsi-ld"),
-    "id type differs": (KEYVALUES, _set("AQ-S001", "type", "SmartCity"), S1, "id", "differs"),
-    "unknown entity type": (
-        KEYVALUES, _append({"id": "urn:ngsi-ld:AirQualityObserved:X", "type": "AirQualityObserved"}),
-        "urn:ngsi-ld:AirQualityObserved:X", "type", "not one of",
-    ),
+    "missing type": (KEYVALUES, _delete("AQ-S001", "type"), f"entity #7 '{S1}'", "type", "missing"),
+    "type not a string": (KEYVALUES, _set("AQ-S001", "type", 3), S1, "type", "non-empty string"),
     "dangling reference": (
         KEYVALUES, _set("AQ-S001", "refGateway", "urn:ngsi-ld:Device:AQ-GW99"), S1, "refGateway", "dangling",
     ),
@@ -239,27 +235,16 @@ ENTITY_CASES = {
         NORMALIZED, _set("AQ-S001", "refService", {"type": "Relationship", "object": "urn:ngsi-ld:SmartCityService:X"}),
         S1, "refService", "urn:ngsi-ld:SmartCityService:X",
     ),
-    "duplicate id": (KEYVALUES, _duplicate("AQ-S002"), "urn:ngsi-ld:Device:AQ-S002", "id", "duplicate"),
-    "duplicate local id": (
-        KEYVALUES, _append({"id": "urn:ngsi-ld:SmartCity:AQ", "type": "SmartCity"}),
-        "urn:ngsi-ld:SmartCity:AQ", "id", "duplicate local id 'AQ'",
+    "dangling device model": (
+        KEYVALUES, _set("AQ-S001", "refDeviceModel", "urn:ngsi-ld:DeviceModel:m"), S1, "refDeviceModel", "dangling",
     ),
+    "duplicate id": (KEYVALUES, _duplicate("AQ-S002"), "entity #11 'urn:ngsi-ld:Device:AQ-S002'", "id",
+                     "duplicate id (also entity #8 in"),
     "relationship without object": (
-        NORMALIZED, _set("AQ-S001", "refGateway", {"type": "Relationship"}), S1, "refGateway", "without 'object'",
+        NORMALIZED, _set("AQ-S001", "refGateway", {"type": "Relationship"}), S1, "refGateway", "without its value",
     ),
     "property without value": (
-        NORMALIZED, _set("AQ-S001", "name", {"type": "Property"}), S1, "name", "without 'value'",
-    ),
-    "ref as a Property": (
-        NORMALIZED, _set("AQ-S001", "refGateway", {"type": "Property", "value": REL["object"]}), S1, "refGateway",
-        "must be a Relationship",
-    ),
-    "mixed forms in one entity": (NORMALIZED, _set("AQ-S001", "name", "plain"), S1, "name", "attribute object"),
-    "unknown ref property": (
-        KEYVALUES, _set("AQ-S001", "refDeviceModel", "urn:ngsi-ld:DeviceModel:m"), S1, "refDeviceModel", "known:",
-    ),
-    "unknown relationship": (
-        NORMALIZED, _set("AQ-S001", "owner", REL), S1, "owner", "does not map",
+        NORMALIZED, _set("AQ-S001", "name", {"type": "Property"}), S1, "name", "without its value",
     ),
     "ref on the wrong entity": (
         KEYVALUES, _set("AQ-S001", "refSmartCity", "urn:ngsi-ld:SmartCity:TOWN"), S1, "refSmartCity",
@@ -269,29 +254,34 @@ ENTITY_CASES = {
         KEYVALUES, _set("AQ-S001", "refGateway", "urn:ngsi-ld:SmartCityService:AQ"), S1, "refGateway",
         "must point at a gateway",
     ),
-    "sensor without gateway": (KEYVALUES, _delete("AQ-S001", "refGateway"), S1, "refGateway", "found none"),
+    "model ref to a sensor": (
+        KEYVALUES, _set("AQ-S001", "refDeviceModel", "urn:ngsi-ld:Device:AQ-S002"), S1, "refDeviceModel",
+        "must point at a model, but 'urn:ngsi-ld:Device:AQ-S002' is a sensor",
+    ),
+    "gateway is its own gateway": (
+        KEYVALUES, _set("AQ-GW01", "refGateway", "urn:ngsi-ld:Device:AQ-GW01"), "urn:ngsi-ld:Device:AQ-GW01",
+        "refGateway", "self-loop",
+    ),
+    "gateway controls itself": (
+        NORMALIZED, _set("WM-GW01", "controlledAsset", {"type": "Relationship", "object": "urn:ngsi-ld:Device:WM-GW01"}),
+        "urn:ngsi-ld:Device:WM-GW01", "controlledAsset", "self-loop",
+    ),
+    "sensor without gateway": (KEYVALUES, _delete("AQ-S001", "refGateway"), S1, "refGateway", "needs a gateway"),
     "sensor with two gateways": (
         KEYVALUES, _set("AQ-S001", "refGateway", ["urn:ngsi-ld:Device:AQ-GW01", "urn:ngsi-ld:Device:AQ-GW02"]),
-        S1, "refGateway", "found 2",
+        S1, "refGateway", "at most one gateway",
     ),
     "device with two services": (
         KEYVALUES, _set("AQ-S001", "refService", ["urn:ngsi-ld:SmartCityService:AQ", "urn:ngsi-ld:SmartCityService:WM"]),
-        S1, "refService", "found 2",
-    ),
-    "device category missing": (KEYVALUES, _delete("AQ-S001", "deviceCategory"), S1, "deviceCategory", "missing"),
-    "device category ambiguous": (
-        KEYVALUES, _set("AQ-S001", "deviceCategory", ["sensor", "network"]), S1, "deviceCategory", "exactly one",
-    ),
-    "device category unknown": (
-        KEYVALUES, _set("AQ-S001", "deviceCategory", ["actuator"]), S1, "deviceCategory", "'actuator'",
+        S1, "refService", "at most one service",
     ),
     "latitude out of range": (
         KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [2.0, -95.0]}), S1, "location",
-        "latitude = -95.0",
+        "[2.0, -95.0] is outside",
     ),
     "longitude out of range": (
         KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [-200.0, 41.0]}), S1, "location",
-        "longitude = -200.0",
+        "is outside",
     ),
     "coordinates wrong length": (
         KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [2.0]}), S1, "location",
@@ -301,19 +291,12 @@ ENTITY_CASES = {
         KEYVALUES, _set("AQ-S001", "location", {"type": "Point", "coordinates": [True, 41.0]}), S1, "location",
         "finite numbers",
     ),
-    "location not a point": (
+    "location not a geometry": (
         NORMALIZED, _set("AQ-S001", "location", {"type": "GeoProperty", "value": {"type": "Polygon"}}), S1,
-        "location", "GeoJSON Point",
+        "location", "GeoJSON geometry",
     ),
-    "location as a Property": (
-        NORMALIZED, _set("AQ-S001", "location", {"type": "Property", "value": {"type": "Point"}}), S1,
-        "location", "GeoProperty",
-    ),
-    "two controlled properties": (
-        KEYVALUES, _set("AQ-S001", "controlledProperty", ["fillingLevel", "temperature"]), S1,
-        "controlledProperty", "exactly one",
-    ),
-    "name not a string": (KEYVALUES, _set("AQ-S001", "name", 7), S1, "name", "must be a string"),
+    "ref list with a number": (KEYVALUES, _set("AQ-S001", "refService", ["urn:x", 3]), S1, "refService",
+                               "non-empty string"),
     "entity not an object": (KEYVALUES, _append(["not", "an", "entity"]), "entity #11", None, "JSON object"),
 }
 
@@ -333,13 +316,102 @@ def test_malformed_entities_are_named(tmp_path, case):
     if field is not None:
         assert f"field {field!r}" in msg and info.value.field == field
     assert words in msg
+    assert info.value.position is not None  # every entity error says where the entity sits in its file
     assert isinstance(info.value, TopologyError) and isinstance(info.value, ValueError)
+
+
+# What used to be refused and is valid NGSI-LD / Smart Data Models: each now reads, and the attribute is kept.
+ACCEPTED_CASES = {
+    # name: (base file, mutation, node, where the value lands: ("field"|"property", name, value))
+    "id not a urn": (KEYVALUES, _set("AQ-S001", "id", "AQ-S001"), "AQ-S001", ("field", "name", "PM2.5 sensor")),
+    "id type segment differs": (KEYVALUES, _set("AQ-S002", "id", "urn:ngsi-ld:device:AQ-S002"), "AQ-S002",
+                                ("field", "controlled_property", "no2")),
+    "two controlled properties": (KEYVALUES, _set("AQ-S001", "controlledProperty", ["fillingLevel", "temperature"]),
+                                  "AQ-S001", ("property", "controlledProperty", ["fillingLevel", "temperature"])),
+    "unknown ref property": (KEYVALUES, _set("AQ-S001", "refThing", "urn:ngsi-ld:Thing:t"), "AQ-S001",
+                             ("property", "refThing", ["urn:ngsi-ld:Thing:t"])),  # kept as a list of ids
+    "unknown relationship": (NORMALIZED, _set("AQ-S001", "owner", REL), "AQ-S001",
+                             ("property", "owner", ["urn:ngsi-ld:Device:AQ-GW01"])),
+    "ref as a Property": (NORMALIZED, _set("AQ-S002", "refGateway", {"type": "Property", "value": REL["object"]}),
+                          "AQ-S002", ("field", "gateway", "AQ-GW01")),
+    "mixed encodings in one entity": (NORMALIZED, _set("AQ-S001", "name", "plain"), "AQ-S001",
+                                      ("field", "name", "plain")),
+    "device category missing": (KEYVALUES, _delete("AQ-S002", "deviceCategory"), "AQ-S002",
+                                 ("field", "kind", "sensor")),
+    "gateway by role": (KEYVALUES, _delete("AQ-GW01", "deviceCategory"), "AQ-GW01", ("field", "kind", "gateway")),
+    "network and sensor": (KEYVALUES, _set("AQ-GW02", "deviceCategory", ["sensor", "network"]), "AQ-GW02",
+                           ("field", "kind", "gateway")),
+    "language property": (NORMALIZED, _set("AQ-S001", "description", {"type": "LanguageProperty",
+                                                                      "languageMap": {"en": "kiosk"}}),
+                          "AQ-S001", ("property", "description", {"en": "kiosk"})),
+    "vocab property": (NORMALIZED, _set("AQ-S001", "status", {"type": "VocabProperty", "vocab": "ok"}), "AQ-S001",
+                       ("property", "status", "ok")),
+    "list property": (NORMALIZED, _set("AQ-S001", "readings", {"type": "ListProperty", "valueList": [1, 2]}),
+                      "AQ-S001", ("property", "readings", [1, 2])),
+    "json property": (NORMALIZED, _set("AQ-S001", "raw", {"type": "JsonProperty", "json": {"a": [1]}}), "AQ-S001",
+                      ("property", "raw", {"a": [1]})),
+    "list relationship": (NORMALIZED, _set("AQ-S001", "seeAlso", {"type": "ListRelationship", "objectList": [
+        {"object": "urn:a"}, {"object": "urn:b"}]}), "AQ-S001", ("property", "seeAlso", ["urn:a", "urn:b"])),
+    "multi-attribute datasetId": (NORMALIZED, _set("AQ-S001", "temperature", [
+        {"type": "Property", "value": 20.5, "datasetId": "urn:ngsi-ld:Dataset:b"},
+        {"type": "Property", "value": 21.0}]), "AQ-S001", ("property", "temperature", 21.0)),
+    "polygon location": (KEYVALUES, _set("WM", "location", {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 1],
+                                                                                               [0, 0]]]}),
+                         "WM", ("property", "location", {"type": "Polygon",
+                                                         "coordinates": [[[0, 0], [1, 0], [0, 1], [0, 0]]]})),
+    "name not a string": (KEYVALUES, _set("AQ-S001", "name", 7), "AQ-S001", ("property", "name", 7)),
+}
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED_CASES))
+def test_valid_ngsi_ld_is_accepted_and_kept(case):
+    base, mutate, node_id, (where, name, value) = ACCEPTED_CASES[case]
+    entities = json.loads(base.read_text())
+    mutate(entities)
+    graph = read_graph(entities)
+    node = graph.nodes[node_id]
+    if where == "property":
+        assert node.properties[name] == value
+    elif name == "kind":
+        assert node.kind == value
+    else:
+        topo = read_entities(entities)
+        assert getattr(topo.nodes[node_id], name) == value
+        assert name not in node.properties  # what the topology carries is not also a property
+
+
+def test_a_file_may_hold_one_entity_an_array_or_a_graph(tmp_path):
+    city = {"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "name": "c"}
+    service = {"id": "urn:ngsi-ld:SmartCityService:S", "type": "SmartCityService",
+               "refSmartCity": {"type": "Relationship", "object": "urn:ngsi-ld:SmartCity:C"}}
+    (tmp_path / "a.json").write_text(json.dumps(city))
+    (tmp_path / "b.jsonld").write_text(json.dumps({"@context": list(ingest.CONTEXT), "@graph": [service]}))
+    (tmp_path / "notes.txt").write_text("not read")
+    topo = read_entities(tmp_path)
+    assert list(topo.nodes) == ["C", "S"] and topo.relations == [Relation("S", "IN", "C")]
+    assert read_entities([tmp_path / "b.jsonld", tmp_path / "a.json"]).relations == [Relation("S", "IN", "C")]
+    assert read_entities(city).nodes == {"C": Node("C", "city", name="c")}
+
+
+def test_shared_local_ids_keep_their_full_ids():
+    entities = [{"id": "urn:ngsi-ld:Device:X", "type": "Device", "deviceCategory": ["network"],
+                 "refDeviceModel": "urn:ngsi-ld:DeviceModel:X"},
+                {"id": "urn:ngsi-ld:DeviceModel:X", "type": "DeviceModel"}]
+    graph = read_graph(entities)
+    assert list(graph.nodes) == ["urn:ngsi-ld:Device:X", "urn:ngsi-ld:DeviceModel:X"]
+    assert [r.as_text() for r in graph.relations] == ["(urn:ngsi-ld:Device:X, HAS_MODEL, urn:ngsi-ld:DeviceModel:X)"]
+
+
+# ---------------------------------------------------------------------------
+# JSON-level problems: file, line and column (and entity and field where one is open)
+# ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "text, line, words",
     [
-        ('[\n  {"id": "urn:ngsi-ld:SmartCity:C",\n   "type": "SmartCity"\n   "name": "x"}\n]\n', 4, "invalid JSON"),
+        ('[\n  {"id": "urn:ngsi-ld:SmartCity:C",\n   "type": "SmartCity"\n   "name": "x"}\n]\n', 4,
+         "invalid JSON at column 4"),
         ('[\n{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity",\n', 3, "invalid JSON"),
         ("", 1, "invalid JSON"),
     ],
@@ -353,23 +425,46 @@ def test_invalid_json_names_file_and_line(tmp_path, text, line, words):
 
 
 @pytest.mark.parametrize(
-    "text, words, field",
+    "text, words, position, field",
     [
-        ('{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity"}', "JSON array", None),
-        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "name": "a", "name": "b"}]', "'name' appears twice",
-         None),
-        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "batteryLevel": NaN}]', "non-finite", "batteryLevel"),
-        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity",'
-         ' "location": {"type": "Point", "coordinates": [NaN, 1.0]}}]', "non-finite", "location"),
+        ('7', "not a JSON int", None, None),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "batteryLevel": NaN}]', "NaN is not a JSON number",
+         1, "batteryLevel"),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity"},\n {"id": "urn:ngsi-ld:SmartCity:D", '
+         '"type": "SmartCity", "location": {"type": "Point", "coordinates": [-Infinity, 1.0]}}]',
+         "Infinity is not a JSON number", 2, "location"),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "size": 1e999}]', "overflows a float", 1, "size"),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "size": ' + "9" * 5000 + '}]',
+         "a number of 5000 characters (limit MAX_NUMBER_CHARS = 100)", 1, "size"),
+        ('{"@graph": [{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity"}, {"id": "urn:ngsi-ld:SmartCity:D", '
+         '"type": "SmartCity", "deep": ' + "[" * 100_000 + "]" * 100_000 + '}]}',
+         "nesting deeper than MAX_DEPTH = 64", 2, "deep"),
+        ('[{"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity", "deep": "' + "[" * 100 + '"}]', None, None, None),
     ],
+    ids=["not an entity", "NaN", "-Infinity", "float overflow", "5000 digits", "1e5 brackets", "brackets in a string"],
 )
-def test_structural_json_problems_are_named(tmp_path, text, words, field):
+def test_structural_json_problems_are_named(tmp_path, text, words, position, field):
     path = tmp_path / "odd.json"
     path.write_text(text)
+    if words is None:  # brackets inside a string are not nesting
+        assert read_graph(path).nodes["C"].properties == {"deep": "[" * 100}
+        return
     with pytest.raises(IngestError) as info:
         read_entities(path)
     assert str(path) in str(info.value) and words in str(info.value)
-    assert info.value.field == field
+    assert info.value.position == position and info.value.field == field
+    if position is not None:
+        assert f"entity #{position}" in str(info.value) and info.value.line is not None
+
+
+def test_nesting_at_the_limit_is_fine_and_escaped_brackets_do_not_count(tmp_path):
+    inner = "[" * (ingest.MAX_DEPTH - 2) + "]" * (ingest.MAX_DEPTH - 2)  # + the array and the entity object
+    path = tmp_path / "deep.json"
+    path.write_text('[{"id": "a\\"[[", "type": "SmartCity", "deep": ' + inner + "}]")
+    assert read_graph(path).nodes['a"[['].kind == "city"
+    path.write_text('[{"id": "a", "type": "SmartCity", "deep": [' + inner + "]}]")
+    with pytest.raises(IngestError, match="nesting deeper"):
+        read_graph(path)
 
 
 def test_non_utf8_file_names_the_line(tmp_path):
@@ -484,15 +579,15 @@ def test_an_error_mid_dataset_write_leaves_the_old_folder_intact(tmp_path, monke
     write_dataset(old, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     calls = []
-    real = ingest._write_synced
+    real = os.fsync
 
-    def fail_on_second(path, text):
-        calls.append(path)
-        if len(calls) == 2:
+    def fail_on_second(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the second file of the new folder
             raise OSError("disk full")
-        real(path, text)
+        real(fd)
 
-    monkeypatch.setattr(ingest, "_write_synced", fail_on_second)
+    monkeypatch.setattr(ingest.os, "fsync", fail_on_second)
     with pytest.raises(OSError, match="disk full"):
         write_dataset(generate_dataset(resolve("quick").topology), folder, form="keyValues")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
