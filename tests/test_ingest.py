@@ -16,6 +16,7 @@ from gentwin.config import TopologyConfig, resolve
 from gentwin.ingest import (
     FORMS,
     IngestError,
+    book_dataset,
     format_log,
     parse_log,
     read_dataset,
@@ -76,6 +77,12 @@ EXPECTED_LOG = [
 ]
 
 
+def assert_identical_dataset(a: DataSet, b: DataSet) -> None:
+    """A generated data set reads back identical: same nodes, same relation list (order included), same log."""
+    assert a.topology == b.topology and a.topology.relations == b.topology.relations
+    assert a.instances == b.instances
+
+
 def assert_same_dataset(a: DataSet, b: DataSet) -> None:
     assert list(a.topology.nodes) == list(b.topology.nodes)  # same nodes, same order
     assert a.topology.nodes == b.topology.nodes  # same metadata
@@ -96,7 +103,7 @@ def test_round_trip_default_dataset(tmp_path, form):
     ds = generate_dataset()
     write_dataset(ds, tmp_path / "ds", form=form)
     back = read_dataset(tmp_path / "ds")
-    assert_same_dataset(ds, back)
+    assert_identical_dataset(ds, back)
     c = back.counts()
     assert (c["device nodes"], c["unique relations"], c["instances"]) == (300, 580, 1000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary folder left behind
@@ -110,7 +117,7 @@ def test_round_trip_quick_dataset(tmp_path, form, n_services):
     write_entities(ds.topology, tmp_path / "e.json", form=form)
     write_log(ds.instances, tmp_path / "log.txt", topology=ds.topology)
     back = DataSet(read_entities(tmp_path / "e.json"), read_log(tmp_path / "log.txt", ds.topology))
-    assert_same_dataset(ds, back)
+    assert_identical_dataset(ds, back)
     # reading with the form forced gives the same as detecting it
     assert read_entities(tmp_path / "e.json", form=form).nodes == ds.topology.nodes
 
@@ -130,7 +137,7 @@ def test_round_trip_any_small_topology(n_services, n_gateways, n_sensors, data_s
     )
     ds = generate_dataset(cfg)
     back = DataSet(read_entities(to_entities(ds.topology, form)), parse_log(format_log(ds.instances), ds.topology))
-    assert_same_dataset(ds, back)
+    assert_identical_dataset(ds, back)
 
 
 def test_exported_entities_have_the_ngsi_ld_shapes(tmp_path):
@@ -628,3 +635,161 @@ def test_form_is_validated():
         to_entities(_tiny(), form="compact")
     with pytest.raises(ValueError, match="form = 'compact'"):
         read_entities(KEYVALUES, form="compact")
+
+
+# ---------------------------------------------------------------------------
+# Smart Data Models files: mixed types and encodings (tests/data/sdm, written to the SDM schemas' shapes)
+# ---------------------------------------------------------------------------
+
+SDM_DIR = DATA / "sdm"
+# Worked out by hand from the five files (read in name order: assets, devices, gateway, models, observations).
+SDM_KINDS = {
+    "bin-12": "asset", "lamp-3": "asset", "main-st-1": "asset", "main-st-1-p4": "asset", "main-st-1-side": "asset",
+    "aq-01": "sensor", "device-fill-07": "sensor", "cam-02": "sensor", "lamp-ctl-3": "actuator",
+    "gw-plaza": "gateway", "aq-model-2": "model", "gw-model-x": "model", "sl-led-40": "model",
+    "kiosk-2025-01-07T10": "observation", "main-st-0800": "observation", "waste-obs-1": "observation",
+}
+SDM_RELATIONS = {
+    ("aq-01", "CONNECTED_TO", "gw-plaza"), ("device-fill-07", "CONNECTED_TO", "gw-plaza"),
+    ("cam-02", "CONNECTED_TO", "gw-plaza"), ("lamp-ctl-3", "CONNECTED_TO", "gw-plaza"),  # gateway's controlledAsset
+    ("aq-01", "HAS_MODEL", "aq-model-2"), ("gw-plaza", "HAS_MODEL", "gw-model-x"),
+    ("lamp-3", "HAS_MODEL", "sl-led-40"),
+    ("device-fill-07", "ATTACHED_TO", "bin-12"),  # stated twice: the sensor's controlledAsset, the bin's refDevice
+    ("lamp-ctl-3", "ATTACHED_TO", "lamp-3"),
+    ("kiosk-2025-01-07T10", "OBSERVED_BY", "aq-01"), ("main-st-0800", "OBSERVED_BY", "cam-02"),
+    ("waste-obs-1", "OBSERVED_BY", "device-fill-07"),
+    ("main-st-0800", "LOCATED_ON", "main-st-1"), ("main-st-1-side", "LOCATED_ON", "main-st-1"),
+    ("main-st-1-p4", "PART_OF", "main-st-1-side"),
+}
+
+
+def test_a_folder_of_sdm_files_loads_with_the_right_nodes_and_relations():
+    graph = read_graph(SDM_DIR)
+    assert {nid: n.kind for nid, n in graph.nodes.items()} == SDM_KINDS
+    assert list(graph.nodes) == list(SDM_KINDS)
+    assert {(r.head, r.type, r.tail) for r in graph.relations} == SDM_RELATIONS
+    assert len(graph.relations) == len(SDM_RELATIONS)  # the doubly stated ATTACHED_TO is kept once
+    # attributes gentwin does not use are kept, in whichever encoding they came
+    assert graph.nodes["kiosk-2025-01-07T10"].properties["no2"] == 22.5  # the default instance (no datasetId)
+    assert graph.nodes["gw-model-x"].properties["name"] == {"en": "gateway X", "es": "pasarela X"}
+    assert graph.nodes["sl-led-40"].properties == {"powerConsumption": 40, "lampTechnology": "LED"}
+    assert graph.nodes["waste-obs-1"].properties["seeAlso"] == ["urn:ngsi-ld:Report:r1"]  # outside the allow-list
+    assert graph.nodes["aq-01"].properties["controlledProperty"] == ["no2", "temperature"]
+    assert graph.nodes["main-st-1"].properties["location"]["type"] == "LineString"
+    assert graph.nodes["bin-12"].type == "WasteContainer" and graph.nodes["bin-12"].urn.startswith("urn:ngsi-ld:waste")
+    assert graph.counts()["OBSERVED_BY"] == 3
+
+
+def test_the_sdm_folder_projects_onto_a_topology():
+    topo = read_entities(SDM_DIR)
+    assert list(topo.nodes) == ["aq-01", "device-fill-07", "cam-02", "gw-plaza"]  # the kinds a Topology holds
+    assert set(topo.relations) == {Relation(s, "CONNECTED_TO", "gw-plaza") for s in ("aq-01", "device-fill-07",
+                                                                                      "cam-02")}
+    assert topo.gateway_degrees() == {"gw-plaza": 3}
+    aq = topo.nodes["aq-01"]
+    assert (aq.gateway, aq.sdm_type, aq.controlled_property, aq.latitude, aq.longitude, aq.name) == (
+        "gw-plaza", "AirQualityObserved", None, 37.241, -5.101, "kiosk air sensor")
+    assert topo.nodes["device-fill-07"].sdm_type == "WasteObserved"  # from the observation made by it
+
+
+def test_one_sdm_entity_in_each_encoding_reads_the_same():
+    normalized = {"id": "urn:ngsi-ld:WasteContainer:b1", "type": "WasteContainer",
+                  "fillingLevel": {"type": "Property", "value": 0.5, "observedAt": "2025-01-01T00:00:00Z"},
+                  "refDevice": {"type": "Relationship", "object": "urn:ngsi-ld:Device:d1"},
+                  "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.0, 41.0]}}}
+    concise = {"id": "urn:ngsi-ld:WasteContainer:b1", "type": "WasteContainer", "fillingLevel": {"value": 0.5},
+               "refDevice": {"object": "urn:ngsi-ld:Device:d1"}, "location": {"type": "Point", "coordinates": [2.0, 41.0]}}
+    key_values = {"id": "urn:ngsi-ld:WasteContainer:b1", "type": "WasteContainer", "fillingLevel": 0.5,
+                  "refDevice": "urn:ngsi-ld:Device:d1", "location": {"type": "Point", "coordinates": [2.0, 41.0]}}
+    device = {"id": "urn:ngsi-ld:Device:d1", "type": "Device", "deviceCategory": ["sensor"]}
+    read = [read_graph([e, device]) for e in (normalized, concise, key_values)]
+    for graph in read:
+        assert graph.nodes["b1"].properties == {"fillingLevel": 0.5}
+        assert (graph.nodes["b1"].fields["latitude"], graph.nodes["b1"].fields["longitude"]) == (41.0, 2.0)
+        assert [r.as_text() for r in graph.relations] == ["(d1, ATTACHED_TO, b1)"]
+
+
+def test_the_shipped_sample_reads_and_shows():
+    graph = read_graph(ingest.SDM_SAMPLE)
+    counts = graph.counts()
+    assert (counts["sensor"], counts["gateway"], counts["actuator"], counts["observation"], counts["model"]) == (
+        5, 2, 1, 3, 1)
+    assert counts["OBSERVED_BY"] == 3 and counts["HAS_MODEL"] == 2 and counts["ATTACHED_TO"] == 3
+    topo = read_entities(ingest.SDM_SAMPLE)
+    assert topo.gateway_degrees() == {"rs-gw-north": 3, "rs-gw-south": 2}
+    assert Relation("rs-gw-south", "CONNECTED_TO", "rs-gw-north") in topo.relations
+    assert len(graph.table()) == len(graph.nodes)
+    assert sorted(p.name for p in ingest.SDM_SAMPLE.iterdir()) == [
+        "assets.json", "city.json", "device-model.json", "devices.jsonld", "observations.json"]
+
+
+def test_mapping_table_is_one_table_covering_every_kind_and_relation():
+    from gentwin.sdm import GRAPH_KINDS, GRAPH_RELATIONS, SDM_MAPPING, mapping_table
+
+    table = mapping_table()
+    assert len(table) == len(SDM_MAPPING)
+    rels = table[table.source == "relationship"]
+    assert set(rels.gentwin) <= set(GRAPH_RELATIONS)
+    assert set(table[table.source != "relationship"].gentwin) <= set(GRAPH_KINDS) | {"device"}
+    for name in ("refDevice", "refDeviceModel", "controlledAsset", "refGateway"):
+        assert name in set(rels.sdm)
+    for sdm_type in ("Device", "DeviceModel", "AirQualityObserved", "WasteContainer", "TrafficFlowObserved",
+                     "ParkingSpot", "Streetlight"):
+        assert sdm_type in set(table.sdm)
+    # the topology's own vocabulary is a subset of the graph's
+    from gentwin.topology import NODE_KINDS, RELATION_TYPES
+    assert set(NODE_KINDS) <= set(GRAPH_KINDS) and set(RELATION_TYPES) <= set(GRAPH_RELATIONS)
+
+
+# ---------------------------------------------------------------------------
+# The book's data set: written once per settings, always read back through ingest
+# ---------------------------------------------------------------------------
+
+
+def test_book_dataset_writes_once_and_always_reads_back(tmp_path):
+    cfg = resolve("quick").topology
+    folder = tmp_path / "city"
+    ds = book_dataset(cfg, folder)
+    generated = generate_dataset(cfg)
+    assert ds.topology == generated.topology and ds.instances == generated.instances  # identical, order included
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["city"]  # no temporary folder left
+    normalized = json.loads((folder / "entities.normalized.jsonld").read_text())
+    key_values = json.loads((folder / "entities.keyValues.json").read_text())
+    assert normalized[0]["name"] == {"type": "Property", "value": "smart city"} and key_values[0]["name"] == "smart city"
+    stamp = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    again = book_dataset(cfg, folder)  # present and written from the same settings: reused, not rewritten
+    assert again.topology == generated.topology and again.instances == generated.instances
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp
+    # ... and still read back every time: a damaged file is caught, not trusted
+    (folder / "log.txt").write_text((folder / "log.txt").read_text().replace("\ttrain\n", "\ttest\n", 1))
+    with pytest.raises(IngestError, match="log.txt"):  # the edit mixes a node's splits: it was read, not reused blind
+        book_dataset(cfg, folder)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != "log.txt"} == {
+        k: v for k, v in stamp.items() if k != "log.txt"}
+
+
+def test_book_dataset_refuses_other_settings_and_foreign_folders(tmp_path):
+    cfg = resolve("quick").topology
+    book_dataset(cfg, tmp_path / "city")
+    other = resolve("quick", data_seed=cfg.data_seed + 1).topology
+    with pytest.raises(IngestError, match="other settings.*data_seed"):
+        book_dataset(other, tmp_path / "city")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("keep")
+    with pytest.raises(IngestError, match="not a book data-set folder"):
+        book_dataset(cfg, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.md").read_text() == "keep"
+    (tmp_path / "city" / "entities.keyValues.json").unlink()
+    with pytest.raises(IngestError, match="lacks entities.keyValues.json"):
+        book_dataset(cfg, tmp_path / "city")
+
+
+def test_book_dataset_checks_both_encodings_agree(tmp_path):
+    cfg = resolve("quick").topology
+    folder = tmp_path / "city"
+    book_dataset(cfg, folder)
+    entities = json.loads((folder / "entities.keyValues.json").read_text())
+    entities[-1]["name"] = "renamed"
+    (folder / "entities.keyValues.json").write_text(json.dumps(entities))
+    with pytest.raises(IngestError, match="another topology"):
+        book_dataset(cfg, folder)
