@@ -8,15 +8,18 @@ Examples
     gentwin run notebooks/setup.md -p profile quick -p n_services 2
     gentwin params notebooks/setup.md
     gentwin book --profile quick
+    gentwin diff-glue old/book/executed book/executed --ignore '_ms'
 
-Exit codes: 0 on success, 2 when the command line or a parameter is rejected
-(nothing ran, nothing changed), 1 when a notebook cell or the book build
-failed (the previous outputs of the failing notebook are untouched).
+Exit codes: 0 on success, 2 when the command line, a chapter or a parameter
+is rejected (nothing ran, nothing changed), 1 when a notebook cell or the book
+build failed (the previous outputs of the failing notebook are untouched) or
+when ``diff-glue`` found a difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ from .notebook import (
     ParameterError,
     build_book,
     check_parameters,
+    diff_glued,
     execute,
     find_root,
     output_path_for,
@@ -54,9 +58,11 @@ examples:
   gentwin run notebooks/setup.md -p n_sensors 30   re-run the data-set chapter with 30 sensors
   gentwin params notebooks/setup.md                what can be changed, ranges and defaults
   gentwin book --profile quick                     every chapter, small and fast, then the HTML book
+  gentwin diff-glue OLD_DIR NEW_DIR                 the glued values two executed books disagree on
 
-exit codes: 0 success; 2 rejected command line or parameter (nothing changed);
-1 a notebook cell or the book build failed (previous outputs kept).
+exit codes: 0 success; 2 rejected command line, chapter or parameter (nothing
+changed); 1 a notebook cell or the book build failed (previous outputs kept),
+or diff-glue found a difference.
 """
 
 _RUN_HELP = """\
@@ -65,8 +71,15 @@ Execute one notebook through papermill into ROOT/book/executed/NAME.ipynb.
 Every -p NAME VALUE is checked against the notebook's parameters cell and
 against gentwin.config (type and documented range) before anything runs; a
 rejected value stops with a message naming it and leaves every existing output
-as it was.  The output is replaced only if every cell succeeds.  The executed
-page shows the parameters that were used.
+as it was.  The output is written only once every cell succeeded (a failed,
+interrupted or killed run leaves the previous page and no temporary file).  The
+executed page shows the parameters that were used.  The terminal shows each
+cell as it starts ("[setup] cell 3/9: ...") and the chapter's progress bars.
+
+Sizes have upper bounds (about 100x the paper's values; `gentwin params`
+shows them), and parameters are checked together with the generator's rules
+(e.g. a split that would get no node), so a run that cannot succeed, or would
+exhaust the memory, stops before it starts.
 """
 
 _RUN_EPILOG = """\
@@ -100,6 +113,18 @@ profile, the paper's value where the paper gives one, and what it means.
 _PARAMS_EPILOG = """\
 example:
   gentwin params notebooks/setup.md
+"""
+
+_DIFF_HELP = """\
+Compare the values two folders of executed notebooks glued (myst_nb.glue), by
+the text each page shows.  Prints one line per differing name: name, old value,
+new value (a name glued on one side only shows "(absent)" on the other).
+Exits 0 when every value is the same, 1 when some differ.
+"""
+
+_DIFF_EPILOG = """\
+example:
+  gentwin diff-glue /tmp/before/book/executed book/executed --ignore '_ms$|_seconds$'
 """
 
 
@@ -142,10 +167,20 @@ def make_parser() -> argparse.ArgumentParser:
     )
     params.add_argument("notebook", metavar="NOTEBOOK", help="the jupytext source, e.g. notebooks/setup.md")
     params.add_argument("--root", metavar="DIR", help="the book's root (default: found from here up)")
+
+    diff = sub.add_parser(
+        "diff-glue", help="list the glued values two executed books disagree on", description=_DIFF_HELP,
+        epilog=_DIFF_EPILOG, formatter_class=_Formatter,
+    )
+    diff.add_argument("old", metavar="OLD_DIR", help="folder of executed notebooks, e.g. a saved book/executed")
+    diff.add_argument("new", metavar="NEW_DIR", help="folder of executed notebooks to compare with OLD_DIR")
+    diff.add_argument("--ignore", metavar="REGEX",
+                      help="skip names this regular expression matches (re.search), e.g. wall-clock times")
     return parser
 
 
-_OPTIONS = frozenset({"-p", "--param", "--root", "-h", "--help", "--profile", "--no-build"})
+_OPTIONS = frozenset({"-p", "--param", "--root", "-h", "--help", "--profile", "--no-build", "--no-execute",
+                      "--ignore"})
 
 
 def _take_params(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -216,14 +251,30 @@ def _cmd_run(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
     used = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "the notebook's defaults"
     print(f"running {_show(src, root)} with {used} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    execute(src, out, params, cwd=root)
+    execute(src, out, params, cwd=root, log=_say)
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
+    return EXIT_OK
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    differences = diff_glued(args.old, args.new, args.ignore)
+    for name, old, new in differences:
+        print(f"{name}: {'(absent)' if old is None else old} -> {'(absent)' if new is None else new}")
+    if differences:
+        print(f"{len(differences)} glued values differ", file=sys.stderr)
+        return EXIT_FAILED
+    print("every glued value is the same", file=sys.stderr)
     return EXIT_OK
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
     root = _root(args.root)
-    index = build_book(root, args.profile, build=not args.no_build, execute_notebooks=not args.no_execute)
+    index = build_book(root, args.profile, log=_say, build=not args.no_build,
+                       execute_notebooks=not args.no_execute)
     if args.no_build:
         print(f"executed every notebook of {root / '_toc.yml'}")
     else:
@@ -270,8 +321,25 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds like an exception, so temporary files and the kernel are cleaned up on the way out
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gentwin`` and ``python -m gentwin``; returns the exit code."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     try:
@@ -291,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, pairs)
         if args.command == "book":
             return _cmd_book(args)
+        if args.command == "diff-glue":
+            return _cmd_diff(args)
         return _cmd_params(args)
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)

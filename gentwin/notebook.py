@@ -1,22 +1,24 @@
-"""Run the book's jupytext notebooks with checked parameters, and build the book.
+"""The notebook runner: checked parameters, atomic execution of a chapter, the book build and glue diffs.
 
 Every chapter of the book is a jupytext MyST notebook ``notebooks/NAME.md``
 whose ``parameters`` cell holds only assignments such as
 ``n_sensors = None  # from the profile``.  This module
 
-* reads that cell (:func:`read_parameters`),
+* reads that cell with papermill's own parameter inspection, strictly
+  (:func:`read_parameters`),
 * checks command-line overrides against it and against :mod:`gentwin.config`
   *before anything runs* (:func:`check_parameters`),
 * executes the notebook through papermill into ``book/executed/NAME.ipynb``,
-  replacing the previous output only when every cell succeeded
-  (:func:`execute`), and
-* runs every notebook of ``_toc.yml`` in order and builds the Jupyter Book
-  with warnings as errors (:func:`build_book`).
+  writing the output only once every cell succeeded (:func:`execute`),
+* runs every notebook of ``_toc.yml`` (read with sphinx-external-toc) in order
+  and builds the Jupyter Book with warnings as errors (:func:`build_book`), and
+* lists the glued values that differ between two executed books
+  (:func:`diff_glued`).
 
 Errors are :class:`ParameterError` (bad input: nothing ran, nothing changed),
 :class:`ExecutionError` (a cell raised: the previous output is untouched) and
-:class:`NotebookError` for everything else (a malformed notebook or TOC, a
-failed book build).
+:class:`NotebookError` for everything else (a malformed TOC, a failed book
+build).
 
 Examples
 --------
@@ -28,19 +30,19 @@ Examples
 from __future__ import annotations
 
 import ast
-import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-import tokenize
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from . import config
+from .files import atomic_write_text
 
 __all__ = [
     "NotebookError",
@@ -55,6 +57,7 @@ __all__ = [
     "toc_notebooks",
     "build_book",
     "find_root",
+    "diff_glued",
 ]
 
 #: Where executed notebooks go, relative to the book's root (the folder the TOC reads).
@@ -70,7 +73,7 @@ class NotebookError(Exception):
 
 
 class ParameterError(NotebookError, ValueError):
-    """A ``-p NAME VALUE`` override was rejected; nothing was run or changed."""
+    """A chapter, its parameters cell or a ``-p NAME VALUE`` override was rejected; nothing ran or changed."""
 
 
 class ExecutionError(NotebookError, RuntimeError):
@@ -82,20 +85,13 @@ class ExecutionError(NotebookError, RuntimeError):
 # ---------------------------------------------------------------------------
 
 
-def _line_comments(source: str) -> dict[int, str]:
-    """Trailing ``# comment`` text by (1-based) line number of ``source``."""
-    out: dict[int, str] = {}
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                out[tok.start[0]] = tok.string.lstrip("#").strip()
-    except (tokenize.TokenError, IndentationError):  # ast.parse reports the real problem
-        pass
-    return out
-
-
 def parse_parameters_source(source: str, where: str = "parameters cell", first_line: int = 1) -> dict[str, tuple[Any, str]]:
     """Parse the source of a ``parameters`` cell into ``{name: (default, comment)}``.
+
+    Names, default texts and trailing comments are papermill's own reading of
+    the cell (the translator's ``inspect``, as ``papermill --help-notebook``
+    uses); on top of it the cell must be strict: single-name assignments of
+    literals, each name once, so that what papermill reads is what the cell does.
 
     Parameters
     ----------
@@ -109,7 +105,7 @@ def parse_parameters_source(source: str, where: str = "parameters cell", first_l
 
     Raises
     ------
-    NotebookError
+    ParameterError
         For a syntax error, a statement that is not a single-name assignment,
         a value that is not a literal, or a name assigned twice; the message
         names ``where`` and the line.
@@ -121,45 +117,55 @@ def parse_parameters_source(source: str, where: str = "parameters cell", first_l
     >>> parse_parameters_source("import os", where="nb.md", first_line=10)
     Traceback (most recent call last):
     ...
-    gentwin.notebook.NotebookError: nb.md, line 10: the parameters cell may hold only assignments `name = value`, found Import
+    gentwin.notebook.ParameterError: nb.md, line 10: the parameters cell may hold only assignments `name = value`, found Import
     """
+    from papermill.translators import papermill_translators
+
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         line = first_line + (exc.lineno or 1) - 1
-        raise NotebookError(f"{where}, line {line}: the parameters cell is not valid Python ({exc.msg})") from None
-    comments = _line_comments(source)
-    out: dict[str, tuple[Any, str]] = {}
+        raise ParameterError(f"{where}, line {line}: the parameters cell is not valid Python ({exc.msg})") from None
+    lines: dict[str, int] = {}
     for stmt in tree.body:
         line = first_line + stmt.lineno - 1
         if isinstance(stmt, ast.AnnAssign) and stmt.value is not None and isinstance(stmt.target, ast.Name):
-            target, value = stmt.target, stmt.value
+            name = stmt.target.id
         elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            target, value = stmt.targets[0], stmt.value
+            name = stmt.targets[0].id
         else:
-            raise NotebookError(
+            raise ParameterError(
                 f"{where}, line {line}: the parameters cell may hold only assignments `name = value`, "
                 f"found {type(stmt).__name__}"
             )
+        if name in lines:
+            raise ParameterError(f"{where}, line {line}: parameter {name!r} is assigned twice")
+        lines[name] = line
+    inspected = papermill_translators.find_translator("python3", "python").inspect({"source": source})
+    if [p.name for p in inspected] != list(lines):
+        raise ParameterError(
+            f"{where}: papermill reads the parameters {', '.join(p.name for p in inspected) or 'none'} but the "
+            f"cell assigns {', '.join(lines)}; write one `name = value  # comment` per line"
+        )
+    out: dict[str, tuple[Any, str]] = {}
+    for param in inspected:
         try:
-            default = ast.literal_eval(value)
-        except ValueError:
-            raise NotebookError(
-                f"{where}, line {line}: {target.id} = {ast.unparse(value)}: the value must be a literal "
+            default = ast.literal_eval(param.default)
+        except (ValueError, SyntaxError):
+            raise ParameterError(
+                f"{where}, line {lines[param.name]}: {param.name} = {param.default}: the value must be a literal "
                 "(a number, string, True/False, None or a tuple of those)"
             ) from None
-        if target.id in out:
-            raise NotebookError(f"{where}, line {line}: parameter {target.id!r} is assigned twice")
-        out[target.id] = (default, comments.get(stmt.lineno, ""))
+        out[param.name] = (default, param.help)
     return out
 
 
 def _parameters_cell(nb: Any, where: str) -> tuple[int, Any]:
     found = [(k, c) for k, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if not found:
-        raise NotebookError(f"{where}: no cell is tagged `parameters`")
+        raise ParameterError(f"{where}: no cell is tagged `parameters` (a chapter is notebooks/NAME.md with one)")
     if len(found) > 1:
-        raise NotebookError(f"{where}: {len(found)} cells are tagged `parameters`; there must be exactly one")
+        raise ParameterError(f"{where}: {len(found)} cells are tagged `parameters`; there must be exactly one")
     return found[0]
 
 
@@ -167,18 +173,20 @@ def read_parameters(path: str | os.PathLike) -> dict[str, tuple[Any, str]]:
     """The parameters a notebook takes: ``{name: (default, trailing comment)}``.
 
     ``path`` is a jupytext MyST notebook; the cell tagged ``parameters`` is
-    parsed with ``ast`` (never executed).  Errors name the notebook and the
-    line of the file.
+    read by :func:`parse_parameters_source` (never executed).  Errors are
+    :class:`ParameterError` naming the notebook and the line of the file.
     """
     import jupytext
 
     path = Path(path)
     if not path.is_file():
-        raise NotebookError(f"notebook {str(path)!r} does not exist")
+        raise ParameterError(f"notebook {str(path)!r} does not exist")
+    if path.suffix != ".md":
+        raise ParameterError(f"{path}: not a chapter (a chapter is a jupytext notebook notebooks/NAME.md)")
     try:
         nb = jupytext.read(path)
     except Exception as exc:  # jupytext raises many kinds
-        raise NotebookError(f"{path}: cannot be read as a jupytext notebook ({exc})") from None
+        raise ParameterError(f"{path}: cannot be read as a jupytext notebook ({exc})") from None
     _, cell = _parameters_cell(nb, str(path))
     text = path.read_text(encoding="utf-8")
     pos = text.find(cell.source) if cell.source else -1
@@ -290,6 +298,73 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
+def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
+    """A kernel manager class whose kernels talk over IPC sockets in ``folder``.
+
+    Over TCP the kernel warns, on every run, that its traffic is not
+    encrypted; local Unix sockets are the transport it asks for instead.  The
+    sockets live in a private temporary folder, never in the book.  Each
+    manager is appended to ``started`` so that a terminated run can stop its
+    kernel at once.
+    """
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(folder / "kernel"))
+            super().__init__(**kwargs)
+            started.append(self)
+
+    return IPCKernelManager
+
+
+def _stop_now(managers: list[Any], sockets: Path, say: Callable[[str], None] | None) -> Callable[..., Any]:
+    """A SIGTERM handler for a run in progress: kill its kernel, remove its files, exit ``128 + signum``.
+
+    Unwinding with ``SystemExit`` does not work here: nbclient waits for the
+    running cell's reply in a blocking poll, so the process would hang until
+    the cell ends (or forever once the kernel is gone).  While cells run
+    nothing of the output exists yet (it is written only afterwards), so
+    killing the kernel and removing its connection file and socket folder is
+    all the cleaning there is; the previous page stays as it was.
+    """
+    def on_sigterm(signum: int, frame: Any) -> None:
+        for km in managers:
+            process = getattr(getattr(km, "provisioner", None), "process", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+            if getattr(km, "connection_file", ""):
+                Path(km.connection_file).unlink(missing_ok=True)
+        shutil.rmtree(sockets, ignore_errors=True)
+        if say is not None:
+            say("terminated: the kernel was stopped and the previous page left unchanged")
+        os._exit(128 + signum)
+
+    return on_sigterm
+
+
+def _cell_reporter(nb: Any, name: str, say: Callable[[str], None] | None,
+                   on_sigterm: Callable[..., Any] | None) -> Callable[..., None]:
+    """An nbclient ``on_cell_start`` hook printing ``[name] cell k/N: first line`` for each code cell.
+
+    It also re-installs ``on_sigterm`` (when given): nbclient replaces the
+    process's SIGTERM handler by its own while the notebook runs, which
+    leaves this process waiting for the running cell.
+    """
+    code = [k for k, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    position = {k: n for n, k in enumerate(code, 1)}
+
+    def on_cell_start(cell: Any, cell_index: int, **_: Any) -> None:
+        if on_sigterm is not None and signal.getsignal(signal.SIGTERM) is not on_sigterm:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        if say is not None and cell_index in position:
+            first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+            say(f"[{name}] cell {position[cell_index]}/{len(code)}: {first[:100]}")
+
+    return on_cell_start
+
+
 def execute(
     path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -297,17 +372,23 @@ def execute(
     cwd: str | os.PathLike | None = None,
     *,
     timeout: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Execute a jupytext notebook through papermill into ``output_path``.
 
     The notebook runs in ``cwd`` (the book's root) with the ``python3``
-    kernel.  The result is written to a temporary file beside
-    ``output_path`` and moved into place only when every cell succeeded, so a
-    failing run leaves the previous output byte-for-byte as it was.
+    kernel over IPC sockets.  Nothing is written while it runs: the result is
+    written atomically (a temporary file beside ``output_path``, created only
+    after the last cell finished, then moved into place, with the user's
+    umask), so a failing or killed run leaves the previous output
+    byte-for-byte as it was and no temporary file behind.
 
     Parameters are injected as papermill does (a visible cell tagged
     ``injected-parameters`` after the ``parameters`` cell); call
     :func:`check_parameters` first.  No environment variables are recorded.
+    ``log`` receives ``[NAME] cell k/N: first line`` as each code cell starts;
+    the library's progress bars go to the kernel's own stderr, which is this
+    process's stderr (the terminal).
 
     Raises
     ------
@@ -329,11 +410,17 @@ def execute(
         cell.metadata.setdefault("tags", [])
     if parameters:
         nb = _inject(nb, parameters)
+    managers: list[Any] = []
+    caller = signal.getsignal(signal.SIGTERM)  # a Python handler (the CLI's) asks for a clean stop
     try:
-        done = papermill.execute_notebook(
-            nb, None, parameters=None, kernel_name="python3", cwd=str(root),
-            progress_bar=False, log_output=False, execution_timeout=timeout,
-        )
+        with tempfile.TemporaryDirectory(prefix="gentwin-kernel-") as sockets:
+            on_sigterm = _stop_now(managers, Path(sockets), log) if callable(caller) else None
+            done = papermill.execute_notebook(
+                nb, None, parameters=None, kernel_name="python3", cwd=str(root),
+                progress_bar=False, log_output=False, execution_timeout=timeout,
+                kernel_manager_class=_ipc_kernel_manager(Path(sockets), managers),
+                on_cell_start=_cell_reporter(nb, path.stem, log, on_sigterm),
+            )
     except PapermillExecutionError as exc:
         message = _ANSI.sub("", str(exc)).strip()
         raise ExecutionError(f"{path}: a cell failed; {output_path} was left unchanged.\n{message}") from None
@@ -341,20 +428,15 @@ def execute(
         raise ExecutionError(
             f"{path}: execution failed ({type(exc).__name__}: {exc}); {output_path} was left unchanged"
         ) from None
+    finally:
+        if callable(caller):  # nbclient resets SIGTERM to the default when it finishes
+            signal.signal(signal.SIGTERM, caller)
     meta = done.metadata.setdefault("papermill", {})
     meta["input_path"] = _relative(path, root)
     meta["output_path"] = _relative(output_path, root)
     meta["parameters"] = {k: list(v) if isinstance(v, tuple) else v for k, v in (parameters or {}).items()}
     meta["environment_variables"] = {}
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.stem}.", suffix=".ipynb.tmp", dir=output_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(nbformat.writes(done))
-        os.replace(tmp, output_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(output_path, nbformat.writes(done))
     return output_path
 
 
@@ -372,44 +454,41 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
     raise NotebookError(f"no _toc.yml in {here} or any folder above it; pass --root DIR (the book's root)")
 
 
-def _toc_files(entry: Any) -> list[str]:
-    """Every ``file:`` of a TOC entry, depth first, in order."""
-    out: list[str] = []
-    if isinstance(entry, dict):
-        if "file" in entry:
-            out.append(str(entry["file"]))
-        for key in ("parts", "chapters", "sections"):
-            for child in entry.get(key, []) or []:
-                out.extend(_toc_files(child))
-    elif isinstance(entry, list):
-        for child in entry:
-            out.extend(_toc_files(child))
-    return out
+def _toc_docnames(site: Any, docname: str) -> Iterator[str]:
+    """``docname`` and every file below it in the site map, depth first, in order."""
+    from sphinx_external_toc.api import FileItem
+
+    yield docname
+    for tree in site[docname].subtrees:
+        for item in tree.items:
+            if isinstance(item, FileItem):
+                yield from _toc_docnames(site, str(item))
 
 
 def toc_notebooks(root: str | os.PathLike) -> list[Path]:
     """The notebook sources of the book, in table-of-contents order.
 
-    Each TOC entry ``book/executed/NAME`` is produced from ``notebooks/NAME.md``;
-    static pages (``book/intro`` and the like) are not notebooks and are
-    skipped.  A missing source is an error naming the entry.
+    ``_toc.yml`` is read with sphinx-external-toc, the parser Jupyter Book
+    itself uses.  Each TOC entry ``book/executed/NAME`` is produced from
+    ``notebooks/NAME.md``; static pages (``book/intro`` and the like) are not
+    notebooks and are skipped.  A missing source is an error naming the entry.
     """
     import yaml
+    from sphinx_external_toc.parsing import MalformedError, parse_toc_yaml
 
     root = Path(root)
     toc_path = root / "_toc.yml"
     if not toc_path.is_file():
         raise NotebookError(f"{toc_path} does not exist")
     try:
-        toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
+        site = parse_toc_yaml(toc_path)
     except yaml.YAMLError as exc:
         raise NotebookError(f"{toc_path}: not valid YAML ({exc})") from None
-    if not isinstance(toc, dict):
-        raise NotebookError(f"{toc_path}: expected a mapping with `root` and `parts` or `chapters`")
-    files = ([str(toc["root"])] if "root" in toc else []) + _toc_files(toc)
+    except MalformedError as exc:
+        raise NotebookError(f"{toc_path}: not a Jupyter Book table of contents ({exc})") from None
     prefix = EXECUTED_DIR.as_posix() + "/"
     sources, missing = [], []
-    for entry in files:
+    for entry in _toc_docnames(site, site.root.docname):
         entry = entry.removesuffix(".ipynb").removesuffix(".md")
         if not entry.startswith(prefix):
             continue
@@ -481,7 +560,7 @@ def build_book(
         out = output_path_for(src, root)
         say(f"[{k}/{len(plan)}] running {_relative(src, root)} (profile={profile}) ...")
         t0 = time.perf_counter()
-        execute(src, out, params, cwd=root)
+        execute(src, out, params, cwd=root, log=say)
         say(f"[{k}/{len(plan)}] wrote {_relative(out, root)} in {time.perf_counter() - t0:.1f} s")
     say(f"executed {len(plan)} notebooks in {time.perf_counter() - start:.1f} s")
     index = root / "_build" / "html" / "index.html"
@@ -497,3 +576,51 @@ def build_book(
         )
     say(f"built the book in {time.perf_counter() - t0:.1f} s")
     return index
+
+
+# ---------------------------------------------------------------------------
+# Comparing two executed books
+# ---------------------------------------------------------------------------
+
+
+def diff_glued(old_dir: str | os.PathLike, new_dir: str | os.PathLike,
+               ignore: str | None = None) -> list[tuple[str, str | None, str | None]]:
+    """Every glued value that differs between two folders of executed notebooks.
+
+    Values are compared by the text papermill recorded (what the page shows),
+    so ``1.0`` and ``1.0000000000000002`` differ.  A name glued in one folder
+    only is listed with ``None`` on the other side.
+
+    Parameters
+    ----------
+    old_dir, new_dir : path-like
+        Folders of ``*.ipynb`` files, e.g. two copies of ``book/executed``.
+    ignore : str, optional
+        A regular expression; names it matches (``re.search``) are skipped,
+        e.g. ``"_ms|_s$"`` for wall-clock times.
+
+    Returns
+    -------
+    list of (name, old text, new text)
+        Sorted by name; empty when every value is the same.
+    """
+    from .audit import glued_values
+
+    folders = {"old_dir": Path(old_dir), "new_dir": Path(new_dir)}
+    for label, folder in folders.items():
+        if not folder.is_dir():
+            raise ParameterError(f"{label} = {str(folder)!r}: not a folder of executed notebooks")
+    try:
+        skip = re.compile(ignore) if ignore else None
+    except re.error as exc:
+        raise ParameterError(f"ignore = {ignore!r}: not a regular expression ({exc})") from None
+    old, new = (glued_values(f) for f in folders.values())
+    out = []
+    for name in sorted(set(old) | set(new)):
+        if skip is not None and skip.search(name):
+            continue
+        before = old[name]["text"] if name in old else None
+        after = new[name]["text"] if name in new else None
+        if before != after:
+            out.append((name, before, after))
+    return out

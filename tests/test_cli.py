@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from gentwin import notebook
-from gentwin.notebook import (
-    ExecutionError,
-    NotebookError,
-    ParameterError,
-    check_parameters,
-    parse_parameters_source,
-    read_parameters,
-    toc_notebooks,
-)
+from gentwin.notebook import read_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONT = (
@@ -117,6 +109,13 @@ def test_run_with_30_sensors_writes_that_page(book_root: Path) -> None:
         (("-p", "n_sensors", "30", "-p", "n_sensors", "40"), ["n_sensors", "twice"]),
         (("-p", "n_sensors"), ["-p needs a NAME and a VALUE"]),
         (("--root", "/nonexistent/gentwin-root"), ["--root", "_toc.yml"]),
+        # sizes are bounded, even when the other sizes are raised to fit
+        (("-p", "n_sensors", "1000000000", "-p", "n_instances", "100000"), ["n_sensors = 1000000000", "<= 25000"]),
+        # a city of 1 sensor, 1 gateway and 1 service: the generator's rules are part of the parameter check
+        (("-p", "n_services", "1", "-p", "n_gateways", "1", "-p", "n_sensors", "1", "-p", "n_gateway_links", "0",
+          "-p", "n_instances", "2"), ["split = (0.7, 0.15, 0.15)", "validation split gets no node"]),
+        (("-p", "n_services", "3", "-p", "n_gateways", "3"), ["n_gateway_links = 30", "at most 0 fog links"]),
+        (("-p", "n_instances", "300"), ["n_instances = 300", "validation split has 46 nodes but only 45"]),
     ],
 )
 def test_rejected_run_exits_2_and_changes_nothing(book_root: Path, args, words) -> None:
@@ -134,6 +133,14 @@ def test_rejected_run_exits_2_and_changes_nothing(book_root: Path, args, words) 
     assert "Traceback" not in rejected.stderr
     assert out.read_bytes() == before  # the previous page is untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["setup.ipynb"]
+
+
+def test_a_file_that_is_not_a_chapter_is_a_usage_error(book_root: Path) -> None:
+    (book_root / "README.md").write_text("# Read me\n\nNot a chapter.\n")
+    rejected = gentwin("run", "README.md", "--root", str(book_root))
+    assert rejected.returncode == 2, rejected.stderr
+    assert rejected.stderr.startswith("error: ") and "no cell is tagged `parameters`" in rejected.stderr
+    assert not (book_root / "book" / "executed").exists()
 
 
 def test_a_failing_cell_fails_the_run_and_keeps_the_old_page(book_root: Path) -> None:
@@ -164,7 +171,7 @@ def test_params_lists_names_types_ranges_and_defaults() -> None:
     for name in read_parameters(ROOT / "notebooks" / "setup.md"):
         assert f"  {name}  (" in listed.stdout
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("  n_sensors  ("))
-    assert "int; >= 1; profile defaults: paper 250, quick " in line and "the paper's value: 250" in line
+    assert "int; >= 1; <= 25000; profile defaults: paper 250, quick " in line and "the paper's value: 250" in line
     assert "number of IoT sensors" in listed.stdout
 
 
@@ -194,114 +201,6 @@ def test_unknown_book_profile_is_rejected_by_argparse(book_root: Path) -> None:
     assert not (book_root / "book" / "executed").exists()
 
 
-# ---------------------------------------------------------------------------
-# The runner's library functions
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "source, message",
-    [
-        ("import os", "line 1: the parameters cell may hold only assignments"),
-        ("a = 1\nb = len('x')", "line 2: b = len('x'): the value must be a literal"),
-        ("a = 1\na = 2", "line 2: parameter 'a' is assigned twice"),
-        ("a, b = 1, 2", "only assignments"),
-        ("a = (1,", "not valid Python"),
-    ],
-)
-def test_parameters_cell_must_hold_only_literal_assignments(source, message) -> None:
-    with pytest.raises(NotebookError, match="^" + re.escape(f"nb.md, {message}") if "line" in message else message):
-        parse_parameters_source(source, where="nb.md")
-
-
-def test_read_parameters_reports_the_line_of_the_file(tmp_path: Path) -> None:
-    src = _write_notebook(tmp_path / "bad.md", ("parameters", 'profile = "paper"  # p\nn_sensors = print(1)'))
-    text = src.read_text().splitlines()
-    line = text.index("n_sensors = print(1)") + 1
-    with pytest.raises(NotebookError, match=rf"bad.md, line {line}: n_sensors = print\(1\)"):
-        read_parameters(src)
-
-
-def test_read_parameters_of_the_setup_chapter() -> None:
-    params = read_parameters(ROOT / "notebooks" / "setup.md")
-    assert params["profile"][0] == "paper"
-    assert {"n_services", "n_gateways", "n_sensors", "n_gateway_links", "n_instances", "p_inactive",
-            "data_seed"} <= set(params)
-    assert all(default is None for name, (default, _) in params.items() if name != "profile")
-    assert all(comment for _, comment in params.values())  # every parameter is explained
-
-
-def test_notebook_without_or_with_two_parameter_cells(tmp_path: Path) -> None:
-    with pytest.raises(NotebookError, match="no cell is tagged `parameters`"):
-        read_parameters(_write_notebook(tmp_path / "none.md", ("", "x = 1")))
-    with pytest.raises(NotebookError, match="2 cells are tagged `parameters`"):
-        read_parameters(_write_notebook(tmp_path / "two.md", ("parameters", "a = 1"), ("parameters", "b = 2")))
-    with pytest.raises(NotebookError, match="does not exist"):
-        read_parameters(tmp_path / "missing.md")
-
-
-def test_check_parameters_types_values_and_rejects_notebook_bugs(tmp_path: Path) -> None:
-    setup = ROOT / "notebooks" / "setup.md"
-    assert check_parameters(setup, {"n_sensors": "30", "p_inactive": "0.2", "profile": "quick"}) == {
-        "n_sensors": 30, "p_inactive": 0.2, "profile": "quick"}
-    assert check_parameters(setup, {"n_sensors": 30}) == {"n_sensors": 30}
-    # values are checked together with the chosen profile's other values: quick has 24 + 6 device nodes
-    with pytest.raises(ParameterError, match=r"n_instances = 10: must be >= the number of device nodes 30"):
-        check_parameters(setup, {"profile": "quick", "n_instances": "10"})
-    assert check_parameters(setup, {"profile": "quick", "n_instances": "30"})["n_instances"] == 30
-    stray = _write_notebook(tmp_path / "stray.md", ("parameters", 'profile = "paper"  # p\nwidth = 3  # not a field'))
-    with pytest.raises(ParameterError, match="declares width, which is not a gentwin.config field"):
-        check_parameters(stray, {})
-
-
-def test_toc_notebooks_follow_the_toc_and_skip_static_pages(tmp_path: Path) -> None:
-    (tmp_path / "notebooks").mkdir()
-    for name in ("b", "a", "c"):
-        (tmp_path / "notebooks" / f"{name}.md").write_text(FRONT)
-    (tmp_path / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/intro\nparts:\n"
-        "  - caption: One\n    chapters:\n      - file: book/executed/b\n        sections:\n"
-        "          - file: book/executed/a.ipynb\n      - file: book/errata\n"
-        "  - caption: Two\n    chapters:\n      - file: book/executed/c\n"
-    )
-    assert [p.name for p in toc_notebooks(tmp_path)] == ["b.md", "a.md", "c.md"]
-    (tmp_path / "notebooks" / "a.md").unlink()
-    with pytest.raises(NotebookError, match="sources do not exist: notebooks/a.md"):
-        toc_notebooks(tmp_path)
-
-
-def test_the_books_toc_has_a_source_for_setup() -> None:
-    assert ROOT / "notebooks" / "setup.md" in toc_notebooks(ROOT)
-
-
-def test_build_book_checks_everything_before_running(tmp_path: Path) -> None:
-    with pytest.raises(ParameterError, match="profile = 'huge'"):
-        notebook.build_book(ROOT, "huge", build=False)
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/executed/nope\n")
-    with pytest.raises(NotebookError, match="notebooks/nope.md"):
-        notebook.build_book(tmp_path, "quick", build=False)
-    assert not (tmp_path / "book").exists()
-
-
-def test_execute_injects_tuples_as_tuples_and_replaces_atomically(tmp_path: Path) -> None:
-    src = _write_notebook(
-        tmp_path / "t.md",
-        ("parameters", 'profile = "paper"  # p\nsplit = None  # s'),
-        ("", "assert isinstance(split, tuple), type(split)\nprint('split is', split)"),
-    )
-    out = tmp_path / "book" / "executed" / "t.ipynb"
-    params = check_parameters(src, {"split": "0.6,0.2,0.2"})
-    assert params == {"split": (0.6, 0.2, 0.2)}
-    notebook.execute(src, out, params, cwd=tmp_path)
-    nb = json.loads(out.read_text())
-    assert "split is (0.6, 0.2, 0.2)" in _stdout(nb)
-    first = out.read_bytes()
-    with pytest.raises(ExecutionError, match="AssertionError"):
-        notebook.execute(src, out, {"split": 3}, cwd=tmp_path)
-    assert out.read_bytes() == first
-    assert [p.name for p in out.parent.iterdir()] == ["t.ipynb"]
-
-
 def test_book_no_execute_keeps_a_re_run_page(book_root: Path) -> None:
     out = book_root / "book" / "executed" / "setup.ipynb"
     assert gentwin("run", "notebooks/setup.md", "-p", "n_sensors", "30", "--root", str(book_root)).returncode == 0
@@ -310,3 +209,104 @@ def test_book_no_execute_keeps_a_re_run_page(book_root: Path) -> None:
     assert kept.returncode == 0, kept.stderr[-2000:]
     assert out.read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["setup.ipynb"]  # nothing else was executed
+
+
+# ---------------------------------------------------------------------------
+# What the terminal shows, and runs killed mid-cell
+# ---------------------------------------------------------------------------
+
+
+def _tiny_root(tmp_path: Path, cell: str) -> tuple[Path, Path, Path]:
+    """A book root with one chapter ``notebooks/tiny.md`` and a previous page for it."""
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/executed/tiny\n")
+    (tmp_path / "notebooks").mkdir()
+    src = _write_notebook(tmp_path / "notebooks" / "tiny.md", ("parameters", 'profile = "paper"  # p'), ("", cell))
+    old = tmp_path / "book" / "executed" / "tiny.ipynb"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b'{"previous": "page"}\n')
+    return tmp_path, src, old
+
+
+def test_run_shows_cells_and_the_kernels_own_stderr_but_no_tcp_warning(tmp_path: Path) -> None:
+    root, src, out = _tiny_root(
+        tmp_path, "import sys\nsys.__stderr__.write('bar 3/3 on the terminal\\n')\nprint('on the page')")
+    done = gentwin("run", str(src), "--root", str(root))
+    assert done.returncode == 0, done.stderr
+    assert '[tiny] cell 1/2: profile = "paper"  # p' in done.stderr
+    assert "[tiny] cell 2/2: import sys" in done.stderr
+    assert "bar 3/3 on the terminal" in done.stderr  # gentwin.progress's stream reaches the terminal
+    assert "without encryption" not in done.stderr and "TCP" not in done.stderr
+    outputs = _stdout(json.loads(out.read_text()))
+    assert "on the page" in outputs and "bar 3/3" not in outputs
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask_of_children()
+
+
+def _umask_of_children() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_killed_mid_cell_keeps_the_old_page_and_leaves_no_temporary_file(tmp_path: Path, sig) -> None:
+    root, src, old = _tiny_root(tmp_path, "import time\ntime.sleep(60)")
+    before = old.read_bytes()
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "gentwin", "run", str(src), "--root", str(root)],
+                                stdout=subprocess.DEVNULL, stderr=fh, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while "cell 2/2" not in err.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.2)
+        assert "cell 2/2" in err.read_text(), err.read_text()
+        time.sleep(1.0)  # the sleeping cell is running now
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert old.read_bytes() == before
+    leftovers = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []  # no .tiny.ipynb.*.tmp anywhere
+    assert sorted(p.name for p in old.parent.iterdir()) == ["tiny.ipynb"]
+
+
+# ---------------------------------------------------------------------------
+# gentwin diff-glue
+# ---------------------------------------------------------------------------
+
+
+def _executed(folder: Path, values: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = [{"output_type": "display_data",
+                "metadata": {"scrapbook": {"name": k, "mime_prefix": "application/papermill.record/"}},
+                "data": {"application/papermill.record/text/plain": v}} for k, v in values.items()]
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "", "execution_count": 1, "outputs": outputs}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (folder / "setup.ipynb").write_text(json.dumps(nb))
+    return folder
+
+
+def test_diff_glue_prints_differences_and_exits_1(tmp_path: Path) -> None:
+    old = _executed(tmp_path / "old", {"dataset_relations": "580.0", "fig8_gentwin_ms": "0.70"})
+    new = _executed(tmp_path / "new", {"dataset_relations": "130.0", "fig8_gentwin_ms": "0.91"})
+    differ = gentwin("diff-glue", str(old), str(new))
+    assert differ.returncode == 1
+    assert differ.stdout.splitlines() == ["dataset_relations: 580.0 -> 130.0", "fig8_gentwin_ms: 0.70 -> 0.91"]
+    only = gentwin("diff-glue", str(old), str(new), "--ignore", "_ms$")
+    assert only.returncode == 1 and only.stdout.splitlines() == ["dataset_relations: 580.0 -> 130.0"]
+    same = gentwin("diff-glue", str(old), str(old))
+    assert same.returncode == 0 and same.stdout == ""
+    ignored = gentwin("diff-glue", str(old), str(new), "--ignore", "relations|_ms")
+    assert ignored.returncode == 0 and ignored.stdout == ""
+
+
+def test_diff_glue_usage_errors_exit_2(tmp_path: Path) -> None:
+    missing = gentwin("diff-glue", str(tmp_path / "nope"), str(tmp_path))
+    assert missing.returncode == 2 and "old_dir = " in missing.stderr
+    bad = gentwin("diff-glue", str(tmp_path), str(tmp_path), "--ignore", "(")
+    assert bad.returncode == 2 and "not a regular expression" in bad.stderr
