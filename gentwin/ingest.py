@@ -66,12 +66,11 @@ import numpy as np
 
 from .checks import check_choice, check_int, check_real
 from .files import atomic_folder, atomic_write_text
-from .sdm import (SDM_MAPPING, STRICT_RELATIONSHIPS, EntityGraph, GraphNode, GraphRelation, IngestError,
-                  device_kind, kind_of_type, relationship_rules, relation_phase)
+from .sdm import SDM_MAPPING, EntityGraph, IngestError, build_graph, mapping_table
 from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology
 
 __all__ = [
-    "IngestError", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT", "ENTITIES_FILE", "LOG_FILE",
+    "IngestError", "SDM_MAPPING", "mapping_table", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT", "ENTITIES_FILE", "LOG_FILE",
     "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES", "to_urn", "split_urn",
     "read_graph", "read_entities", "to_entities", "write_entities", "format_log_line", "format_log",
     "parse_log", "read_log", "write_log", "read_dataset", "write_dataset", "book_dataset",
@@ -105,27 +104,10 @@ MAX_NUMBER_CHARS = 100
 #: The hand-written second city shipped with the package (Smart Data Models form).
 SDM_SAMPLE = Path(__file__).parent / "data" / "sdm_sample"
 
-_ATTRIBUTE_TYPES = frozenset({"Property", "Relationship", "GeoProperty", "LanguageProperty", "VocabProperty",
-                              "ListProperty", "ListRelationship", "JsonProperty"})
-_PAYLOAD_KEYS = ("languageMap", "vocab", "valueList", "json")
-_SKIPPED = frozenset({"id", "type", "@context"})
-_REF_NAME = re.compile(r"ref[A-Z]")
 _NGSI_LD_URN = re.compile(r"urn:ngsi-ld:([^:]*):(.+)\Z", re.S)
 _INDEX = re.compile(r"\d+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
-_REL, _VALUE = "rel", "value"
-_RULE_NAMES = frozenset(r.sdm for r in SDM_MAPPING if r.source == "relationship")
-_SKIP, _REF, _OTHER = "skip", "ref", "other"
-_STRING_FIELDS = ("name", "category", "sdm_type")  # Node fields carried by plain strings
-# what each attribute name is for (a dict look-up per attribute keeps reading fast)
-_ROLES: dict[str, str] = {"id": _SKIP, "type": _SKIP, "@context": _SKIP, "location": "location",
-                          "deviceCategory": "device_category", "category": "device_category",
-                          "controlledProperty": "controlled_property", "name": "name",
-                          "sensorCategory": "category", "observedEntityType": "sdm_type",
-                          **{name: _REF for name in _RULE_NAMES}}
-_KIND_OF_TYPE: dict[str, str] = {}  # caches of the SDM_MAPPING look-ups
-_DEVICE_KIND: dict[tuple[str, ...], str] = {}
-_Fail = Any
+
 
 
 def to_urn(node: Node) -> str:
@@ -296,248 +278,6 @@ def _sources(source: Any) -> list[tuple[str, list[Any], bool]]:
                     f"them, got {type(source).__name__}")
 
 
-# ---------------------------------------------------------------------------
-# Reading entities
-# ---------------------------------------------------------------------------
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _has_nonfinite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_nonfinite(v) for v in value.values())
-    return isinstance(value, list) and any(_has_nonfinite(v) for v in value)
-
-
-def _decode(name: str, value: dict, fail: _Fail) -> tuple[str, Any] | None:
-    """``(_REL, targets)`` or ``(_VALUE, payload)`` of an attribute object; None for a plain mapping."""
-    if "object" in value:
-        obj = value["object"]
-        return _REL, obj if isinstance(obj, list) else [obj]
-    if "objectList" in value:
-        items = value["objectList"] if isinstance(value["objectList"], list) else [value["objectList"]]
-        return _REL, [o.get("object") if isinstance(o, dict) else o for o in items]
-    if "value" in value:
-        if value.get("type") == "Relationship":  # NGSI v2 normalized
-            return _REL, value["value"] if isinstance(value["value"], list) else [value["value"]]
-        return _VALUE, value["value"]
-    for key in _PAYLOAD_KEYS:
-        if key in value:
-            return _VALUE, value[key]
-    if value.get("type") in _ATTRIBUTE_TYPES:
-        fail(name, f"a {value['type']} attribute without its value ('value', 'object', 'languageMap', ...)")
-    return None
-
-
-def _attribute(name: str, value: Any, fail: _Fail, form: str | None) -> tuple[str, Any]:
-    """How one attribute reads: ``(_REL, targets)`` or ``(_VALUE, payload)``, in any encoding."""
-    if form != "keyValues":
-        if type(value) is dict:
-            decoded = _decode(name, value, fail)
-            if decoded is not None:
-                if decoded[0] is _VALUE and relationship_rules(name) and isinstance(decoded[1], str):
-                    return _REL, [decoded[1]]  # an allow-listed reference written as a Property (or v2 Text)
-                return decoded
-        elif type(value) is list and value and type(value[0]) is dict and _decode(name, value[0], fail):
-            decoded_all = [_decode(name, v, fail) if type(v) is dict else None for v in value]  # multi-attribute
-            if all(decoded_all):
-                if all(d[0] == _REL for d in decoded_all):
-                    return _REL, [t for d in decoded_all for t in d[1]]
-                default = [d for d, v in zip(decoded_all, value) if "datasetId" not in v]
-                return (default or decoded_all)[0]
-        if form == "normalized":
-            fail(name, f"must be an NGSI-LD attribute object such as {{\"type\": \"Property\", \"value\": ...}}, "
-                       f"got {_short(value)}")
-    if name in _RULE_NAMES:  # an allow-listed relationship: its ids are checked by the caller
-        return _REL, value if type(value) is list else [value]
-    if _REF_NAME.match(name) and (isinstance(value, str) or (
-            type(value) is list and value and all(isinstance(v, str) for v in value))):
-        return _REL, value if type(value) is list else [value]
-    return _VALUE, value
-
-
-def _strings(name: str, value: Any, fail: _Fail) -> list[str]:
-    if type(value) is list and len(value) == 1 and type(value[0]) is str and value[0]:  # the common case, fast
-        return value
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(v, str) and v for v in items):
-        fail(name, f"must be a non-empty string or a list of them, got {_short(value)}")
-    return items
-
-
-def _location(value: Any, fail: _Fail) -> tuple[float, float] | None:
-    """``(latitude, longitude)`` of a GeoJSON Point; None for another geometry (kept as a property)."""
-    if not isinstance(value, dict) or value.get("type") != "Point":
-        if isinstance(value, dict) and isinstance(value.get("type"), str) and "coordinates" in value:
-            return None
-        fail("location", f"must be a GeoJSON geometry such as {{\"type\": \"Point\", \"coordinates\": [lon, lat]}}, "
-                         f"got {_short(value)}")
-    coords = value.get("coordinates")
-    if not isinstance(coords, list) or len(coords) not in (2, 3) or not all(
-            type(c) in (int, float) and math.isfinite(c) for c in coords):
-        fail("location", f"coordinates must be [longitude, latitude] (finite numbers), got {_short(coords)}")
-    lon, lat = float(coords[0]), float(coords[1])
-    if not -180.0 <= lon <= 180.0 or not -90.0 <= lat <= 90.0:
-        fail("location", f"[longitude, latitude] = {_short(coords)} is outside [-180, 180] x [-90, 90]")
-    return lat, lon
-
-
-def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_numbers: bool) -> GraphNode:
-    """First pass over one entity: id, type, kind, node fields, properties and (unresolved) references."""
-    label: str | None = None
-
-    def fail(field: str | None, problem: str) -> NoReturn:
-        raise IngestError(problem, source=source, position=position, entity=label, field=field)
-
-    if type(raw) is not dict:
-        fail(None, f"must be a JSON object, got {_short(raw)}")
-    urn = raw.get("id")
-    if not isinstance(urn, str) or not urn.strip():
-        fail("id", "missing" if urn is None else f"must be a non-empty string, got {_short(urn)}")
-    label = urn
-    etype = raw.get("type")
-    if isinstance(etype, list) and etype and all(isinstance(t, str) and t for t in etype):  # multi-typed
-        etype = next((t for t in etype if kind_of_type(t) != "entity"), etype[0])
-    if not isinstance(etype, str) or not etype:
-        fail("type", "missing" if etype is None else f"must be a non-empty string, got {_short(etype)}")
-    fields: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
-    refs: list[tuple[str, list[str]]] = []
-    categories: list[str] | None = None
-    for name, value in raw.items():
-        role = _ROLES.get(name, _OTHER)
-        if role is _SKIP:
-            continue
-        if check_numbers and _has_nonfinite(value):
-            fail(name, f"holds a non-finite number (NaN or Infinity), which JSON does not allow: {_short(value)}")
-        # fast paths for the two commonest normalized shapes; _attribute handles everything else
-        kind_of_value = value.get("type") if type(value) is dict and form != "keyValues" else None
-        if kind_of_value == "Property" and "value" in value and role is not _REF:
-            what, payload = _VALUE, value["value"]
-        elif kind_of_value == "Relationship" and "object" in value:
-            payload = value["object"]
-            what, payload = _REL, payload if type(payload) is list else [payload]
-        else:
-            what, payload = _attribute(name, value, fail, form)
-        if what is _REL:
-            if role is _REF:
-                ok = len(payload) == 1 and type(payload[0]) is str and payload[0]
-                refs.append((name, payload if ok else _strings(name, payload, fail)))
-            else:
-                properties[name] = payload  # a relationship outside the allow-list: kept, not followed
-        elif role is _OTHER:
-            properties[name] = payload
-        elif role == "location":
-            coords = payload.get("coordinates") if type(payload) is dict and payload.get("type") == "Point" else None
-            point = (coords[1], coords[0]) if (type(coords) is list and len(coords) == 2 and type(coords[0]) is float
-                                               and type(coords[1]) is float and -180.0 <= coords[0] <= 180.0
-                                               and -90.0 <= coords[1] <= 90.0) else _location(payload, fail)
-            if point is None:
-                properties[name] = payload
-            else:
-                fields["latitude"], fields["longitude"] = point
-        elif role == "device_category" and etype == "Device" and categories is None:
-            categories = _strings(name, payload, fail)
-        elif role == "controlled_property" and isinstance(payload, (str, list)):
-            values = _strings(name, payload, fail)
-            if len(values) == 1:
-                fields["controlled_property"] = values[0]
-            else:
-                properties[name] = values
-        elif role in _STRING_FIELDS and isinstance(payload, str):
-            fields[role] = payload
-        else:
-            properties[name] = payload
-    kind = _KIND_OF_TYPE.get(etype) or _KIND_OF_TYPE.setdefault(etype, kind_of_type(etype))
-    if kind == "device":  # by category; without one, by role in _assemble
-        key = tuple(categories or ())
-        kind = _DEVICE_KIND.get(key) or _DEVICE_KIND.setdefault(key, device_kind(list(key)) or "device")
-    return GraphNode(urn, kind, etype, urn, source, position, fields, properties, refs)
-
-
-def _local(urn: str) -> str:
-    """The node id an NGSI-LD id gives: the part after ``urn:ngsi-ld:<Type>:``, else the whole id."""
-    if urn.startswith("urn:ngsi-ld:"):
-        cut = urn.find(":", 12)
-        if 0 < cut < len(urn) - 1:
-            return urn[cut + 1:]
-    return urn
-
-
-def _assemble(parsed: list[GraphNode]) -> EntityGraph:
-    """Second pass: node ids, device roles, references into typed relations, structural checks."""
-    by_urn: dict[str, GraphNode] = {}
-    by_local: dict[str, GraphNode | None] = {}  # None: two entities share the local id
-    locals_ = [_local(ent.urn) for ent in parsed]
-    for ent, local in zip(parsed, locals_):
-        first = by_urn.get(ent.urn)
-        if first is not None:
-            raise IngestError(f"duplicate id (also entity #{first.position} in {first.source})", source=ent.source,
-                              position=ent.position, entity=ent.urn, field="id")
-        by_urn[ent.urn] = ent
-        by_local[local] = None if local in by_local else ent
-
-    def resolve(ref: str) -> GraphNode | None:
-        return by_urn.get(ref) or by_local.get(_local(ref))
-
-    gateways_by_role = {id(t) for ent in parsed for name, targets in ent.refs if name == "refGateway"
-                        for t in map(resolve, targets) if t is not None}
-    for k, (ent, local) in enumerate(zip(parsed, locals_)):
-        ent.id, ent.index = (local if by_local[local] is ent else ent.urn), k
-        if ent.kind == "device":
-            ent.kind = "gateway" if id(ent) in gateways_by_role else "sensor"
-
-    relations: dict[tuple[str, str, str], tuple[tuple[int, int, int], GraphRelation]] = {}
-    holder_rules: dict[tuple[str, str], list] = {}
-    target_rules: dict[tuple[str, str, str], Any] = {}  # -> (rule, phase) or None
-    for ent in parsed:
-        for name, targets in ent.refs:
-            rules = holder_rules.get((name, ent.kind))
-            if rules is None:
-                rules = holder_rules[name, ent.kind] = [r for r in relationship_rules(name)
-                                                        if not r.holders or ent.kind in r.holders]
-            if not rules:
-                if name in STRICT_RELATIONSHIPS:
-                    allowed = sorted({h for r in relationship_rules(name) for h in r.holders})
-                    _fail_ref(ent, name, f"is allowed on {' or '.join(allowed)} entities only, not on a {ent.kind}")
-                ent.properties[name] = targets  # an SDM relationship on an unexpected holder: kept, not followed
-                continue
-            for ref in targets:
-                target = by_urn.get(ref) or resolve(ref)
-                if target is None:
-                    _fail_ref(ent, name, f"refers to {ref!r}, which is not an entity of the input (dangling reference)")
-                if target is ent:
-                    _fail_ref(ent, name, f"refers to the entity itself ({ref!r}): a self-loop is not a relation")
-                found = target_rules.get((name, ent.kind, target.kind), False)
-                if found is False:
-                    rule = next((r for r in rules if not r.targets or target.kind in r.targets), None)
-                    found = target_rules[name, ent.kind, target.kind] = rule and (rule, (
-                        relation_phase(target.kind, rule.gentwin, ent.kind) if rule.inverse
-                        else relation_phase(ent.kind, rule.gentwin, target.kind)))
-                if not found:
-                    wanted = sorted({k for r in rules for k in r.targets})
-                    _fail_ref(ent, name, f"must point at a {' or '.join(wanted)}, but {ref!r} is a {target.kind}")
-                rule, phase = found
-                head, tail = (target, ent) if rule.inverse else (ent, target)
-                key = (head.id, rule.gentwin, tail.id)
-                if key not in relations:  # a relation stated twice (refGateway and controlledAsset) is kept once
-                    relations[key] = ((phase, head.index, len(relations)),
-                                      GraphRelation(head.id, rule.gentwin, tail.id, name))
-    ordered = [r for _, r in sorted(relations.values())]  # the order keys are unique: relations never compared
-    graph = EntityGraph({e.id: e for e in parsed}, ordered)
-    graph.check_structure()
-    return graph
-
-
-def _fail_ref(ent: GraphNode, name: str, problem: str) -> NoReturn:
-    raise IngestError(problem, source=ent.source, position=ent.position, entity=ent.urn, field=name)
-
-
 def read_graph(source: Any, *, form: str | None = None) -> EntityGraph:
     """Read NGSI-LD / Smart Data Models entities into an :class:`~gentwin.sdm.EntityGraph`.
 
@@ -564,9 +304,7 @@ def read_graph(source: Any, *, form: str | None = None) -> EntityGraph:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        parsed = [_parse_entity(raw, label, k + 1, form, not from_file)
-                  for label, raws, from_file in _sources(source) for k, raw in enumerate(raws)]
-        return _assemble(parsed)
+        return build_graph(((label, raws, not from_file) for label, raws, from_file in _sources(source)), form)
     finally:
         if collecting:
             gc.enable()
