@@ -437,6 +437,15 @@ class PhysicalConfig(_Section):
         150.0, "gateway MTBF (s) of the notebook's closed-loop demonstration run (Table IV itself uses "
         "gateway_mtbf_s)", gt=0.0,
     )
+    sensitivity_packet_loss: tuple[float, ...] = _p(
+        (0.0, 0.001, 0.01, 0.05), "Table IV sensitivity panel: packet_loss values tried", ge=0.0, lt=1.0)
+    sensitivity_duration_factors: tuple[float, ...] = _p(
+        (0.5, 1.0, 2.0), "Table IV sensitivity panel: duration_s values tried, as multiples of duration_s",
+        gt=0.0, le=10.0)
+    sensitivity_outage_s: tuple[float, ...] = _p(
+        (2.0, 10.0, 30.0), "Table IV sensitivity panel: Scenario 2 cut lengths tried (s)", gt=0.0)
+    sensitivity_dwell_s: tuple[float, ...] = _p(
+        (2.0, 20.0, 60.0), "Table IV sensitivity panel: presence_dwell_s values tried (s)", gt=0.0)
 
     def _check_together(self) -> None:
         if self.outage_start_s + self.outage_s > self.duration_s:

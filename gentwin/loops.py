@@ -65,6 +65,8 @@ __all__ = [
     "ExternalLoop",
     "InternalLoop",
     "loop_table",
+    "carry_forward_records",
+    "always_generate_records",
 ]
 
 
@@ -350,11 +352,16 @@ class CyberTwin:
         presence in it is the twin's first knowledge.
     period_s : float
         The reading period (slot length).
+    relation_owner : {"head", "incident"}, optional
+        Whose relation it is in eq. (3) ``N_i`` (:class:`gentwin.config.PoolingConfig`);
+        default: the config's default.
     """
 
-    def __init__(self, topology: Topology, history: DataSet, *, period_s: float) -> None:
+    def __init__(self, topology: Topology, history: DataSet, *, period_s: float,
+                 relation_owner: str | None = None) -> None:
         self.period_s = check_real("period_s", period_s, low=0.0, low_open=True, error=LoopError)
-        self.arrays = _pooling.topology_arrays(topology)
+        self.arrays = (_pooling.topology_arrays(topology) if relation_owner is None
+                       else _pooling.topology_arrays(topology, relation_owner))
         kinds = self.arrays.kinds
         self.sensor_pos = np.flatnonzero(kinds == "sensor")
         self.gateway_pos = np.flatnonzero(kinds == "gateway")
@@ -608,6 +615,67 @@ class InternalLoop:
             return True
         self.counters.versions_skipped += 1
         return False
+
+
+# ---------------------------------------------------------------------------
+# Baseline twins (Table IV): fill rules without the knowledge graph's path evidence or pooling
+# ---------------------------------------------------------------------------
+
+
+def _observed_grid(observed) -> np.ndarray:
+    o = np.asarray(observed)
+    if o.dtype != bool or o.ndim != 2:
+        raise LoopError(f"observed: must be a boolean (sensor, slot) grid, got {o.dtype} with {o.ndim} dimension(s)")
+    return o
+
+
+def carry_forward_records(observed, initial) -> np.ndarray:
+    """The records a last-value-carried-forward twin generates: no path evidence, no pooling.
+
+    Each sensor's presence is carried forward from its last known state: the
+    history's (``initial``) until its first received reading, present from
+    then on (a missing reading is never read as absence).  A missing reading
+    is generated, with the last received value, whenever the carried state is
+    present.  Compared with GenTwin this twin neither asks whether the
+    sensor's gateway was heard nor reads a twin version's priority.
+
+    Parameters
+    ----------
+    observed
+        Boolean (sensor, slot) grid: readings received in time.
+    initial
+        Boolean vector, one per sensor: its last known presence before the run.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean (sensor, slot) grid of generated records (never where observed).
+
+    Examples
+    --------
+    Sensor 0 was present in the history, sensor 1 absent until it reports in slot 2:
+
+    >>> O = np.array([[1, 0, 0, 1], [0, 0, 1, 0]], bool)
+    >>> carry_forward_records(O, np.array([True, False])).astype(int).tolist()
+    [[0, 1, 1, 0], [0, 0, 0, 1]]
+    """
+    o = _observed_grid(observed)
+    init = np.asarray(initial)
+    if init.dtype != bool or init.shape != (o.shape[0],):
+        raise LoopError(f"initial: must be a boolean vector of one presence per sensor ({o.shape[0]}), "
+                        f"got {init.dtype} {init.shape}")
+    seen_before = np.zeros_like(o)
+    seen_before[:, 1:] = np.logical_or.accumulate(o, axis=1)[:, :-1]
+    return ~o & (init[:, None] | seen_before)
+
+
+def always_generate_records(observed) -> np.ndarray:
+    """The records an always-generate twin holds: one for every missing reading, present or not.
+
+    >>> always_generate_records(np.array([[True, False], [False, False]])).astype(int).tolist()
+    [[0, 1], [1, 1]]
+    """
+    return ~_observed_grid(observed)
 
 
 def loop_table(external: ExternalCounters, internal: InternalCounters):

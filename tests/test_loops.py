@@ -14,6 +14,8 @@ from gentwin.loops import (
     InternalLoop,
     LoopError,
     VersionLog,
+    always_generate_records,
+    carry_forward_records,
     loop_table,
     path_evidence,
 )
@@ -201,3 +203,32 @@ def test_bad_loop_arguments(twin):
     log = VersionLog()
     with pytest.raises(LoopError, match="version"):
         log.commit(SimpleNamespace(version=5))
+
+
+def test_relation_owner_reaches_the_twins_pooling_arrays():
+    ds = generate_dataset(TOPO)
+    head = CyberTwin(ds.topology, ds, period_s=P, relation_owner="head")
+    incident = CyberTwin(ds.topology, ds, period_s=P, relation_owner="incident")
+    assert (head.arrays.relation_owner, incident.arrays.relation_owner) == ("head", "incident")
+    gw = incident.gateway_pos
+    # "incident": each gateway also owns the CONNECTED_TO links of its sensors (d_i of them)
+    assert (incident.arrays.owned[gw] - head.arrays.owned[gw] == incident.gateway_degrees()).all()
+    sensors = incident.sensor_pos
+    assert (incident.arrays.owned[sensors] == head.arrays.owned[sensors]).all()
+    with pytest.raises(ValueError, match="relation_owner"):
+        CyberTwin(ds.topology, ds, period_s=P, relation_owner="tail")
+
+
+def test_carry_forward_fills_from_the_last_known_state_on():
+    # sensor 0: present in the history, received in slots 0 and 3 -> slots 1, 2 carried (4 is too)
+    # sensor 1: absent in the history, first received in slot 2 -> nothing carried before, slot 3 and 4 after
+    # sensor 2: absent in the history and never received -> never carried
+    O = np.array([[1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], bool)
+    got = carry_forward_records(O, np.array([True, False, False]))
+    assert got.astype(int).tolist() == [[0, 1, 1, 0, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]
+    assert not (got & O).any()
+    assert (always_generate_records(O) == ~O).all()
+    with pytest.raises(LoopError, match="initial"):
+        carry_forward_records(O, np.array([True, False]))
+    with pytest.raises(LoopError, match="observed"):
+        always_generate_records(np.ones((2, 2)))

@@ -4,10 +4,16 @@
 sends the readings, :class:`gentwin.loops.CyberTwin` and both loops of Fig. 1
 take them in (the internal loop writes the twin versions into a
 :mod:`gentwin.graph` store), and :func:`gentwin.metrics.completeness` scores
-both twins.  :func:`table4_runs` repeats it for every size, scenario and seed
-of the settings; :class:`Table4` holds everything the chapter shows (the
-summary, the comparison with the paper, the sensitivity to presence dwell and
-the closed-loop demonstration) and :func:`run_table4` builds it.
+both twins, together with two baselines scored on the same run (:data:`ARMS`:
+last value carried forward without pooling, and always generate), each by
+completeness and by :func:`gentwin.metrics.net_completeness`, which counts
+wrong generated records against.  :func:`table4_runs` repeats it for every
+size, scenario and seed of the settings; :func:`input_sensitivity` reruns
+Scenarios 1 and 2 over a grid of each input (packet loss, run length, cut
+length, presence dwell) to show which inputs set each cell; :class:`Table4`
+holds everything the chapter shows (the summary, the comparison with the
+paper, the sensitivity panel and the closed-loop demonstration) and
+:func:`run_table4` builds it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..checks import check_int
-from ..config import PhysicalConfig, PoolingConfig, Settings, TopologyConfig
+from ..config import ConfigError, PhysicalConfig, PoolingConfig, Settings, TopologyConfig
 from ..graph import TwinStore
 from ..loops import (
     ControlCommand,
@@ -30,6 +36,8 @@ from ..loops import (
     GraphStore,
     InternalCounters,
     InternalLoop,
+    always_generate_records,
+    carry_forward_records,
     loop_table,
 )
 from ..metrics import CompletenessScore, completeness
@@ -52,6 +60,8 @@ from ..progress import progress as _progress
 from ..topology import DataSet, generate_dataset
 
 __all__ = [
+    "ARMS",
+    "ARM_KEYS",
     "SimulationResult",
     "simulate",
     "table4_runs",
@@ -61,6 +71,10 @@ __all__ = [
     "SHOWN_PARAMETERS",
     "topology_table",
     "dwell_sensitivity",
+    "SENSITIVITY_INPUTS",
+    "input_sensitivity",
+    "summarise_sensitivity",
+    "input_drivers",
     "Table4",
     "run_table4",
 ]
@@ -68,6 +82,15 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # One run
 # ---------------------------------------------------------------------------
+
+#: The twins scored on every run, in table order: GenTwin, the traditional twin (observed records only) and two
+#: baselines that fill gaps without GenTwin's knowledge graph (:func:`gentwin.loops.carry_forward_records`,
+#: :func:`gentwin.loops.always_generate_records`).  All four see the same readings of the same run.
+ARMS: tuple[str, ...] = ("GenTwin", "traditional", "carry forward", "always generate")
+
+#: Glue-name part of each arm other than GenTwin (``table4_s2_large_carry_forward``, ...).
+ARM_KEYS: dict[str, str] = {"traditional": "traditional", "carry forward": "carry_forward",
+                            "always generate": "always_generate"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,8 @@ class SimulationResult:
     traditional: CompletenessScore
     external: ExternalCounters
     internal: InternalCounters
+    carry_forward: CompletenessScore  #: baseline: last value carried forward, no path evidence, no pooling
+    always_generate: CompletenessScore  #: baseline: a record for every missing reading
     events: tuple = field(repr=False, default=())  #: LoopEvent log
     gateway_down: tuple[tuple[str, float, float], ...] = ()
     rehomes: tuple[tuple[float, str, str, str], ...] = ()  #: (time, sensor, from gateway, to gateway)
@@ -127,17 +152,22 @@ class SimulationResult:
         counts = np.bincount(self.reason.ravel(), minlength=len(REASONS))
         return pd.DataFrame({"fate": REASONS, "cells": counts.astype(int)})
 
+    def scores(self) -> dict[str, CompletenessScore]:
+        """Each arm's score on this run, in :data:`ARMS` order."""
+        return dict(zip(ARMS, (self.gentwin, self.traditional, self.carry_forward, self.always_generate)))
+
     def rows(self) -> list[dict]:
-        """One row per twin for a results table (with how many readings were lost to what)."""
+        """One row per twin (:data:`ARMS`) for a results table (with how many readings were lost to what)."""
         out = []
         fates = np.bincount(self.reason.ravel(), minlength=len(REASONS))
         lost = {f"lost_{REASONS[k]}": int(fates[k]) for k in (CUT, GATEWAY_DOWN, PACKET_LOSS, LATE)}
-        for twin, sc in (("GenTwin", self.gentwin), ("traditional", self.traditional)):
+        for twin, sc in self.scores().items():
             out.append(dict(
                 size=self.size, scenario=self.scenario, seed=self.seed, twin=twin,
                 completeness_pct=100.0 * sc.completeness, observed_pct=100.0 * sc.observed_share,
                 generated=sc.n_generated, generated_correct=sc.n_generated_correct,
                 generated_precision=sc.generated_precision, false_record_pct=100.0 * sc.false_record_rate,
+                net_completeness_pct=100.0 * sc.net_completeness, record_f1_pct=100.0 * sc.record_f1,
                 truth_records=sc.n_truth, **lost,
             ))
         return out
@@ -170,7 +200,7 @@ def simulate(
         Seed of everything random in the run (phases, presence, loss, delays,
         failures); the topology comes from ``topology_cfg.data_seed``.
     pooling : PoolingConfig, optional
-        eq. (4) band and eq. (6) reading for the internal loop.
+        eq. (3) ``relation_owner``, eq. (4) band and eq. (6) reading for the internal loop.
     dataset : DataSet, optional
         The history the run continues (default ``generate_dataset(topology_cfg)``):
         the twin's first version is pooled from it and each sensor starts with
@@ -225,7 +255,8 @@ def simulate(
     env = simpy.Environment()
     space = PhysicalSpace(env, topo, physical, scenario=scenario, presence=truth, seed=seed,
                           gateway_failures=gateway_failures)
-    twin = CyberTwin(topo, ds, period_s=period)
+    twin = CyberTwin(topo, ds, period_s=period, relation_owner=pooling.relation_owner)
+    known_before = twin.known[twin.sensor_pos] > 0  # what the carry-forward baseline starts from
     if store is None or isinstance(store, TwinStore):
         store = GraphStore(topo, store, version_alpha=physical.version_alpha)
     internal = InternalLoop(
@@ -290,6 +321,8 @@ def simulate(
         traditional=completeness(truth, observed),
         external=external.counters,
         internal=internal.counters,
+        carry_forward=completeness(truth, observed, carry_forward_records(observed, known_before)),
+        always_generate=completeness(truth, observed, always_generate_records(observed)),
         events=tuple(external.events) + tuple(internal.events),
         gateway_down=tuple(down),
         rehomes=tuple((t, space.sensor_ids[s], space.gateway_ids[a], space.gateway_ids[b])
@@ -354,23 +387,27 @@ def summarise_table4(frame, confidence: float = 0.95):
 
     ``frame`` is the first value of :func:`table4_runs`.  Returns one row per
     (scenario, size, twin) with ``completeness``, ``completeness_low``,
-    ``completeness_high`` (in %), the mean share received (%), the mean number
-    of generated records per run, their mean precision (NaN for a twin that
-    generated nothing), the mean false-record rate (%) and the number of seeds
-    ``n``.
+    ``completeness_high`` (in %), the same for net completeness (``net``,
+    ``net_low``, ``net_high``; :func:`gentwin.metrics.net_completeness`), the
+    mean share received (%), the mean number of generated records per run,
+    their mean precision (NaN for a twin that generated nothing), the mean
+    false-record rate (%), the mean record F1 (%) and the number of seeds ``n``.
     """
     from ..stats import summarise
 
     keys = ["scenario", "size", "twin"]
     out = summarise(frame, keys, "completeness_pct", confidence).rename(
         columns={"mean": "completeness", "low": "completeness_low", "high": "completeness_high"})
+    net = summarise(frame, keys, "net_completeness_pct", confidence).rename(
+        columns={"mean": "net", "low": "net_low", "high": "net_high"}).drop(columns="n")
     extra = frame.groupby(keys, sort=True).agg(
         observed=("observed_pct", "mean"),
         generated=("generated", "mean"),
         generated_precision=("generated_precision", "mean"),
         false_record_pct=("false_record_pct", "mean"),
+        record_f1=("record_f1_pct", "mean"),
     ).reset_index()
-    return out.merge(extra, on=keys)
+    return out.merge(net, on=keys).merge(extra, on=keys)
 
 
 # ---------------------------------------------------------------------------
@@ -412,16 +449,157 @@ def dwell_sensitivity(settings: Settings, size: int, dwells: Iterable[float]):
     return pd.DataFrame(rows)
 
 
+#: The inputs of the sensitivity panel: (input, config field holding its grid, scenarios that can depend on it).
+#: Scenario 1 has no cut, so the cut length is varied in Scenario 2 only.
+SENSITIVITY_INPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("packet_loss", "sensitivity_packet_loss", (1, 2)),
+    ("duration_s", "sensitivity_duration_factors", (1, 2)),
+    ("outage_s", "sensitivity_outage_s", (2,)),
+    ("presence_dwell_s", "sensitivity_dwell_s", (1, 2)),
+)
+
+#: Least tolerance (percentage points) of "tracks 100 (1 - packet_loss)" beside the CI: half the last digit the
+#: paper reports in Table IV (one decimal).  :func:`input_drivers` widens it to two binomial standard errors of the
+#: loss share over the cells of all seeds, so that a grid cell whose seeds agree exactly (no spread, a zero-width
+#: CI, e.g. no reading lost at packet_loss = 0.001 on a small network) is still judged fairly.
+TRACK_TOLERANCE_PP = 0.05
+
+
+def _grid_values(phys: PhysicalConfig, inp: str, grid_field: str) -> list[float]:
+    grid = getattr(phys, grid_field)
+    if inp == "duration_s":
+        return sorted({f * phys.duration_s for f in grid})
+    return sorted(set(grid))
+
+
+def input_sensitivity(settings: Settings, size: int | None = None, *, progress: bool = False):
+    """One input at a time over its grid, every seed, both scenarios: which inputs set Table IV's cells.
+
+    Starting from ``settings.physical``, each input of
+    :data:`SENSITIVITY_INPUTS` takes every value of its grid (the config
+    fields ``sensitivity_packet_loss``, ``sensitivity_duration_factors`` (times
+    ``duration_s``), ``sensitivity_outage_s`` and ``sensitivity_dwell_s``)
+    while the others keep theirs; every value runs the same seeds on the same
+    network of ``size`` sensors (default: the largest size) and history, so
+    the grid is paired.  Each run scores all of :data:`ARMS`.
+
+    Returns a tidy DataFrame: :meth:`SimulationResult.rows` plus ``input``
+    and ``value``.
+
+    Raises
+    ------
+    ConfigError
+        A grid value that makes an invalid run (e.g. a cut that does not end
+        within the run), naming the grid's field.
+    """
+    import pandas as pd
+
+    phys = settings.physical
+    size = max(phys.sizes) if size is None else check_int("size", size, low=1, error=PhysicalError)
+    tcfg = topology_config_for(size, settings.topology, phys)
+    dataset = generate_dataset(tcfg)
+    jobs = []
+    for inp, grid_field, scenarios in SENSITIVITY_INPUTS:
+        for value in _grid_values(phys, inp, grid_field):
+            try:
+                p = dataclasses.replace(phys, **{inp: value})
+            except ConfigError as e:
+                raise ConfigError(f"{grid_field} = {getattr(phys, grid_field)!r}: {inp} = {value:g} makes an "
+                                  f"invalid run ({e})") from None
+            jobs += [(inp, value, p, sc, seed) for sc in scenarios
+                     for seed in range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)]
+    rows: list[dict] = []
+    for inp, value, p, sc, seed in _progress(jobs, desc="Table IV sensitivity", disable=not progress, leave=False):
+        r = simulate(p, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=dataset, keep_events=False)
+        rows += [dict(row, input=inp, value=float(value)) for row in r.rows()]
+    return pd.DataFrame(rows)
+
+
+def summarise_sensitivity(frame, confidence: float = 0.95):
+    """Mean and CI across seeds of completeness and net completeness per input, value, scenario and twin.
+
+    ``frame`` is :func:`input_sensitivity`'s.  Returns a long DataFrame with
+    columns ``input, value, scenario, twin, metric`` (``"completeness"`` or
+    ``"net completeness"``), ``mean, low, high, n`` (%), ``cells`` (ground-truth
+    records over all seeds) and, for the packet-loss rows, ``implied``:
+    ``100 (1 - packet_loss)``, the completeness the input alone would give.
+    """
+    import pandas as pd
+
+    from ..stats import summarise
+
+    keys = ["input", "value", "scenario", "twin"]
+    parts = [summarise(frame, keys, col, confidence).assign(metric=metric)
+             for metric, col in (("completeness", "completeness_pct"), ("net completeness", "net_completeness_pct"))]
+    out = pd.concat(parts, ignore_index=True)
+    cells = frame.groupby(keys, sort=True)["truth_records"].sum().rename("cells").reset_index()
+    out = out.merge(cells, on=keys)
+    out["implied"] = np.where(out["input"] == "packet_loss", 100.0 * (1.0 - out["value"]), np.nan)
+    return out[[*keys, "metric", "mean", "low", "high", "n", "cells", "implied"]]
+
+
+def input_drivers(summary, tolerance_pp: float = TRACK_TOLERANCE_PP):
+    """Which input sets each Table IV cell: the spread of each arm's completeness over each input's grid.
+
+    ``summary`` is :func:`summarise_sensitivity`'s.  Returns one row per
+    scenario and twin with, per input, the spread (max - min over the grid)
+    of the mean completeness in percentage points (NaN where the input was not
+    varied), and ``reading``: ``"set by input: packet_loss"`` where the
+    completeness equals ``100 (1 - packet_loss)`` within its CI at every
+    packet loss of the grid (the CI widened on each side by ``tolerance_pp``
+    or, if larger, two binomial standard errors ``200 sqrt(p (1 - p) / cells)``
+    of the loss share over all seeds' cells), ``"does not move over the
+    grid"`` where no spread exceeds ``tolerance_pp``, otherwise the input with
+    the largest spread (``"moves most with <input>"``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> summary = pd.DataFrame({
+    ...     "input": ["packet_loss"] * 2 + ["outage_s"] * 2, "value": [0.0, 0.1, 2.0, 10.0], "scenario": [1] * 4,
+    ...     "twin": ["GenTwin"] * 4, "metric": ["completeness"] * 4, "mean": [100.0, 90.02, 99.0, 97.0],
+    ...     "low": [100.0, 89.9, 98.0, 96.0], "high": [100.0, 90.1, 100.0, 98.0], "n": [5] * 4,
+    ...     "cells": [10_000] * 4, "implied": [100.0, 90.0, np.nan, np.nan]})
+    >>> row = input_drivers(summary).iloc[0]
+    >>> round(float(row["packet_loss"]), 2), float(row["outage_s"]), row["reading"]
+    (9.98, 2.0, 'set by input: packet_loss')
+    """
+    import pandas as pd
+
+    comp = summary[summary.metric == "completeness"]
+    inputs = [inp for inp, _, _ in SENSITIVITY_INPUTS]
+    rows = []
+    for (sc, twin), sub in comp.groupby(["scenario", "twin"], sort=True):
+        spread = {inp: float(g["mean"].max() - g["mean"].min()) if len(g) else math.nan
+                  for inp in inputs for g in [sub[sub["input"] == inp]]}
+        loss = sub[sub["input"] == "packet_loss"]
+        p = loss["value"].to_numpy(dtype=float)
+        tol = np.maximum(tolerance_pp, 200.0 * np.sqrt(p * (1.0 - p) / loss["cells"].to_numpy(dtype=float)))
+        tracks = len(loss) > 0 and bool(((loss["low"] - tol <= loss["implied"])
+                                         & (loss["implied"] <= loss["high"] + tol)).all())
+        known = {k: v for k, v in spread.items() if not math.isnan(v)}
+        if tracks:
+            reading = "set by input: packet_loss"
+        elif not known or max(known.values()) <= tolerance_pp:
+            reading = "does not move over the grid"
+        else:
+            reading = f"moves most with {max(known, key=known.get)}"
+        rows.append({"scenario": sc, "twin": twin, **spread, "reading": reading})
+    out = pd.DataFrame(rows)
+    order = {a: k for k, a in enumerate(ARMS)}
+    return out.sort_values(["scenario", "twin"], key=lambda c: c.map(order) if c.name == "twin" else c,
+                           ignore_index=True)
+
+
 @dataclass(frozen=True)
 class Table4:
     """Everything the Table IV chapter shows: the runs, their summary and the two extra experiments.
 
     ``frame`` and ``summary`` are :func:`table4_runs` and
     :func:`summarise_table4`; ``demo`` is the kept Scenario 2 run of the
-    largest size and first seed; ``sensitivity`` is :func:`dwell_sensitivity`
-    on the largest size (memoryless presence, the default dwell, three times
-    it); ``with_failures`` reruns ``demo`` with gateways failing
-    (``loop_demo_mtbf_s``) so the external loop has work to do.
+    largest size and first seed; ``sensitivity`` is :func:`input_sensitivity`
+    on the largest size; ``with_failures`` reruns ``demo`` with gateways
+    failing (``loop_demo_mtbf_s``) so the external loop has work to do.
     """
 
     settings: Settings
@@ -445,30 +623,38 @@ class Table4:
                 f"{self.settings.physical.physical_seeds} seeds; profile {self.settings.profile!r}")
 
     def completeness_table(self):
-        """Table IV: completeness (%) per scenario and twin (rows) and size (columns), the paper's values beside."""
+        """Table IV: completeness and net completeness (%) per scenario, twin and metric (rows) and size (columns).
+
+        Every arm of :data:`ARMS` has a completeness row and a net-completeness
+        row (wrong generated records counted against); the paper's values
+        stand beside as a third row per scenario.
+        """
         import pandas as pd
 
         from ..reference import by_key
 
-        def cell(row) -> str:
-            if row.n < 2:
-                return f"{row.completeness:.2f}"
-            return f"{row.completeness:.2f} [{row.completeness_low:.2f}, {row.completeness_high:.2f}]"
-
         labels = self.labels
-        summary = self.summary
-        table = summary.assign(value=summary.apply(cell, axis=1), size=summary["size"].map(
-            lambda s: f"{labels.get(s, 'size')} ({s})"))
-        wide = table.pivot_table(index=["scenario", "twin"], columns="size", values="value", aggfunc="first",
-                                 sort=False)
-        paper_rows = []
+        summary = self.summary.set_index(["scenario", "twin", "size"])
+        columns = [f"{label} ({size})" for size, label in labels.items()]
+        rows, index = [], []
         for sc in TABLE4_SCENARIOS:
-            row = {}
+            for twin in ARMS:
+                for metric, col in (("completeness", "completeness"), ("net completeness", "net")):
+                    cells = []
+                    for size in labels:
+                        r = summary.loc[(sc, twin, size)]
+                        cells.append(f"{r[col]:.2f}" if r.n < 2 else
+                                     f"{r[col]:.2f} [{r[col + '_low']:.2f}, {r[col + '_high']:.2f}]")
+                    rows.append(cells)
+                    index.append((sc, twin, metric))
+            paper = []
             for size, label in labels.items():
                 ref = by_key(f"table4_s{sc}_{label}")
-                row[f"{label} ({size})"] = f"{ref.paper_text} (paper, {ref.quantity.split('(')[-1].rstrip(')')})"
-            paper_rows.append(pd.Series(row, name=(sc, "paper (reference)")))
-        return pd.concat([wide, pd.DataFrame(paper_rows)]).sort_index(level=0, sort_remaining=False)
+                paper.append(f"{ref.paper_text} (paper, {ref.quantity.split('(')[-1].rstrip(')')})")
+            rows.append(paper)
+            index.append((sc, "paper (reference)", "completeness"))
+        return pd.DataFrame(rows, columns=columns,
+                            index=pd.MultiIndex.from_tuples(index, names=["scenario", "twin", "metric"]))
 
     def glue_values(self) -> dict[str, float | str]:
         """The values the chapter publishes for the comparison page: GenTwin's completeness, CI and a note per cell.
@@ -499,15 +685,51 @@ class Table4:
                             f"{phys.packet_loss:g} and presence_dwell_s = {phys.presence_dwell_s:g} s (a choice, "
                             "see the sensitivity table)")
                 out[key + "_note"] = note
+        out.update(self._new_glue_values())
+        return out
+
+    def _new_glue_values(self) -> dict[str, float | int | str]:
+        """Glue names added with the baselines and the sensitivity panel (the old names keep their values).
+
+        Per cell ``k = table4_s<scenario>_<size label>``: ``k_n`` (seeds behind
+        ``k``); GenTwin's net completeness ``k_net`` with ``_low``, ``_high``,
+        ``_n``; each other arm's completeness ``k_<arm>`` and net completeness
+        ``k_<arm>_net``, each with ``_n``.  Then, per scenario, the reading of
+        the sensitivity panel for GenTwin (``table4_input_s<scenario>``).
+        """
+        out: dict[str, float | int | str] = {}
+        s = self.summary.set_index(["scenario", "twin", "size"])
+        for sc in TABLE4_SCENARIOS:
+            for size, label in self.labels.items():
+                key = f"table4_s{sc}_{label}"
+                g = s.loc[(sc, "GenTwin", size)]
+                out[key + "_n"] = int(g.n)
+                out[key + "_net"] = float(g.net)
+                out[key + "_net_low"] = float(g.net_low)
+                out[key + "_net_high"] = float(g.net_high)
+                out[key + "_net_n"] = int(g.n)
+                for arm, slug in ARM_KEYS.items():
+                    r = s.loc[(sc, arm, size)]
+                    out[f"{key}_{slug}"] = float(r.completeness)
+                    out[f"{key}_{slug}_n"] = int(r.n)
+                    out[f"{key}_{slug}_net"] = float(r.net)
+                    out[f"{key}_{slug}_net_n"] = int(r.n)
+        if self.sensitivity is not None:
+            drivers = self.drivers_table().set_index(["scenario", "twin"])
+            for sc in TABLE4_SCENARIOS:
+                out[f"table4_input_s{sc}"] = str(drivers.loc[(sc, "GenTwin"), "reading"])
         return out
 
     def detail_table(self):
         """Per scenario, size and twin: completeness, share received, generated records and their precision."""
-        return self.summary[["scenario", "size", "twin", "completeness", "observed", "generated",
-                             "generated_precision", "false_record_pct", "n"]].rename(columns={
-            "completeness": "completeness %", "observed": "received %", "generated": "generated records per run",
-            "generated_precision": "precision of generated", "false_record_pct": "false records %",
-            "n": "seeds"}).round(3)
+        order = {a: k for k, a in enumerate(ARMS)}
+        table = self.summary.sort_values(["scenario", "size", "twin"], key=lambda c: c.map(order)
+                                         if c.name == "twin" else c, ignore_index=True)
+        return table[["scenario", "size", "twin", "completeness", "net", "observed", "generated",
+                      "generated_precision", "false_record_pct", "record_f1", "n"]].rename(columns={
+            "completeness": "completeness %", "net": "net completeness %", "observed": "received %",
+            "generated": "generated records per run", "generated_precision": "precision of generated",
+            "false_record_pct": "false records %", "record_f1": "record F1 %", "n": "seeds"}).round(3)
 
     def findings(self) -> str:
         """Two sentences: GenTwin's gain in Scenario 2 and what Scenario 1 lost in transit."""
@@ -526,12 +748,61 @@ class Table4:
 
     def sensitivity_table(self):
         """Mean completeness, precision and false records of each twin per presence dwell (Scenario 2)."""
-        out = self.sensitivity.groupby(["presence_dwell_s", "twin"]).agg(
-            completeness=("completeness_pct", "mean"), precision=("generated_precision", "mean"),
-            false_records=("false_record_pct", "mean")).reset_index()
-        return out.rename(columns={"presence_dwell_s": "presence_dwell_s (s)", "completeness": "completeness %",
-                                   "precision": "precision of generated",
+        dwell = self.sensitivity[(self.sensitivity["input"] == "presence_dwell_s") & (self.sensitivity.scenario == 2)]
+        out = dwell.groupby(["value", "twin"]).agg(
+            completeness=("completeness_pct", "mean"), net=("net_completeness_pct", "mean"),
+            precision=("generated_precision", "mean"), false_records=("false_record_pct", "mean")).reset_index()
+        return out.rename(columns={"value": "presence_dwell_s (s)", "completeness": "completeness %",
+                                   "net": "net completeness %", "precision": "precision of generated",
                                    "false_records": "false records %"}).round(3)
+
+    def sensitivity_summary(self):
+        """:func:`summarise_sensitivity` of the panel (what the chapter's small multiples plot)."""
+        return summarise_sensitivity(self.sensitivity, self.settings.stats.confidence)
+
+    def drivers_table(self):
+        """:func:`input_drivers`: which input sets each scenario's completeness, per twin."""
+        return input_drivers(self.sensitivity_summary())
+
+    def sensitivity_findings(self) -> str:
+        """What the panel shows, in sentences computed from it."""
+        summ = self.sensitivity_summary()
+        comp = summ[summ.metric == "completeness"]
+        drivers = self.drivers_table().set_index(["scenario", "twin"])
+        loss = comp[(comp["input"] == "packet_loss") & (comp.scenario == 1) & (comp.twin == "GenTwin")]
+        grid = ", ".join(f"{v:g}" for v in loss["value"])
+        s1 = drivers.loc[(1, "GenTwin"), "reading"]
+        if s1 == "set by input: packet_loss":
+            first = (f"Scenario 1: GenTwin's completeness equals 100 (1 - packet_loss) within its "
+                     f"{self.settings.stats.confidence:.0%} CI at every packet_loss tried ({grid}), so that cell is "
+                     "set by an input, not measured.")
+        else:
+            worst = loss.assign(gap=(loss["mean"] - loss["implied"]).abs()).sort_values("gap").iloc[-1]
+            first = (f"Scenario 1: GenTwin's completeness does not follow 100 (1 - packet_loss) at every packet_loss "
+                     f"tried ({grid}): at {worst['value']:g} it is {worst['mean']:.2f} % against "
+                     f"{worst['implied']:.2f} %; it {s1}.")
+        spreads = drivers.loc[(2, "GenTwin")].drop("reading").dropna().astype(float).sort_values(ascending=False)
+        second = ("Scenario 2: GenTwin's completeness moves most with "
+                  + ", then ".join(f"{k} ({v:.2f} points over its grid)" for k, v in spreads.items()) + ".")
+        dur = comp[(comp["input"] == "duration_s") & (comp.scenario == 2) & (comp.twin == "traditional")]
+        phys = self.settings.physical
+        third = ("The traditional twin's Scenario 2 shortfall is the cut diluted over the run: "
+                 + "; ".join(f"{100 - r['mean']:.2f} points at duration_s = {r['value']:g} s "
+                             f"(100 outage_s / duration_s = {100 * phys.outage_s / r['value']:.2f})"
+                             for _, r in dur.iterrows()) + ".")
+        return "\n".join((first, second, third))
+
+    def arms_findings(self) -> str:
+        """One sentence per scenario: every arm's completeness and net completeness on the largest network."""
+        s = self.summary
+        largest = max(self.labels)
+        out = []
+        for sc in TABLE4_SCENARIOS:
+            sub = s[(s.scenario == sc) & (s["size"] == largest)].set_index("twin")
+            out.append(f"Scenario {sc}, {largest} sensors, completeness / net completeness (%): "
+                       + "; ".join(f"{arm} {sub.loc[arm, 'completeness']:.2f} / {sub.loc[arm, 'net']:.2f}"
+                                   for arm in ARMS) + ".")
+        return "\n".join(out)
 
     def loop_table(self):
         """Crossings of both closed loops in the demonstration run, without and with gateway failures."""
@@ -556,13 +827,12 @@ class Table4:
 
 
 def run_table4(settings: Settings, *, progress: bool = False) -> Table4:
-    """Table IV's experiment: every run, the presence-dwell sensitivity and the closed-loop demonstration."""
+    """Table IV's experiment: every run, the input sensitivity panel and the closed-loop demonstration."""
     phys = settings.physical
     largest = max(phys.sizes)
     demo_key = (largest, 2, phys.sim_seed)
     frame, kept = table4_runs(settings, progress=progress, keep=[demo_key])
-    sensitivity = dwell_sensitivity(
-        settings, largest, (phys.report_period_s, phys.presence_dwell_s, 3 * phys.presence_dwell_s))
+    sensitivity = input_sensitivity(settings, largest, progress=progress)
     with_failures = simulate(dataclasses.replace(phys, gateway_mtbf_s=phys.loop_demo_mtbf_s),
                              topology_config_for(largest, settings.topology, phys), scenario=2, seed=phys.sim_seed,
                              pooling=settings.pooling)

@@ -7,12 +7,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gentwin.config import PhysicalConfig, TopologyConfig, resolve
+from gentwin.config import ConfigError, PhysicalConfig, PoolingConfig, TopologyConfig, resolve
 from gentwin.experiments.table4 import (
+    ARMS,
     Table4,
+    input_drivers,
+    input_sensitivity,
     run_table4,
     simulate,
     size_labels,
+    summarise_sensitivity,
     summarise_table4,
     table4_runs,
 )
@@ -73,6 +77,15 @@ def test_tiny_scenario_hand_checked():
     # generated records are flagged and never counted as observed
     assert not (r.generated & r.observed).any()
     assert r.gentwin.n_observed == r.traditional.n_observed == 10
+    # net completeness: GenTwin's wrong B4 cancels one right record: (10 + 3 - 1) / 15
+    assert r.gentwin.net_completeness == pytest.approx(12 / 15)
+    # baselines on the same run (everyone present in the history): both fill all 8 missing cells,
+    # A3 A4 B3 C3 C4 right, B4 C1 C2 wrong -> completeness 15 / 15, net (10 + 5 - 3) / 15
+    for base in (r.carry_forward, r.always_generate):
+        assert (base.n_observed, base.n_generated, base.n_generated_correct) == (10, 8, 5)
+        assert base.completeness == 1.0
+        assert base.net_completeness == pytest.approx(12 / 15)
+    assert r.traditional.net_completeness == r.traditional.completeness
 
 
 def test_scenario_1_tiny_has_nothing_to_fill():
@@ -200,10 +213,21 @@ def test_bad_run_arguments():
 def test_table4_runs_cover_every_size_scenario_seed():
     s = resolve("quick")
     frame, kept = table4_runs(s, keep=[(10, 2, 0)])
-    n = len(s.physical.sizes) * 2 * s.physical.physical_seeds * 2  # x 2 twins
+    n = len(s.physical.sizes) * 2 * s.physical.physical_seeds * len(ARMS)  # x 4 twins
     assert len(frame) == n
-    assert set(frame["twin"]) == {"GenTwin", "traditional"}
+    assert set(frame["twin"]) == set(ARMS) == {"GenTwin", "traditional", "carry forward", "always generate"}
     assert list(kept) == [(10, 2, 0)]
+    # paired arms: every twin of a run saw the same readings of the same ground truth
+    per_run = frame.groupby(["size", "scenario", "seed"])
+    assert (per_run["observed_pct"].nunique() == 1).all() and (per_run["truth_records"].nunique() == 1).all()
+    # always generate holds every true record by construction; only net completeness can tell it is wrong
+    always = frame[frame.twin == "always generate"]
+    assert (always.completeness_pct == 100.0).all()
+    assert np.allclose(always.net_completeness_pct, 100.0 - always.false_record_pct)
+    never_generates = frame[frame.twin == "traditional"]
+    assert (never_generates.net_completeness_pct == never_generates.completeness_pct).all()
+    carry = frame[frame.twin == "carry forward"].set_index(["size", "scenario", "seed"])
+    assert (carry.generated <= always.set_index(["size", "scenario", "seed"]).generated).all()
     # the traditional twin never generates; GenTwin never holds fewer records than it observed
     trad = frame[frame.twin == "traditional"]
     assert (trad.generated == 0).all()
@@ -233,12 +257,14 @@ def test_summarise_table4_means_across_seeds_by_hand():
 
     frame = pd.DataFrame([
         dict(scenario=2, size=5, twin="GenTwin", seed=s, completeness_pct=c, observed_pct=o, generated=g,
-             generated_precision=p, false_record_pct=f)
-        for s, c, o, g, p, f in ((0, 90.0, 70.0, 4, 0.5, 1.0), (1, 100.0, 80.0, 6, 1.0, 3.0))
+             generated_precision=p, false_record_pct=f, net_completeness_pct=c - f, record_f1_pct=r)
+        for s, c, o, g, p, f, r in ((0, 90.0, 70.0, 4, 0.5, 1.0, 80.0), (1, 100.0, 80.0, 6, 1.0, 3.0, 90.0))
     ])
     row = summarise_table4(frame, 0.95).iloc[0]
     assert (row.completeness, row.observed, row.generated, row.generated_precision, row.false_record_pct, row.n) == (
         95.0, 75.0, 5.0, 0.75, 2.0, 2)
+    assert (row.net, row.record_f1) == (93.0, 85.0)  # (89 + 97) / 2, (80 + 90) / 2
+    assert row.net_high - 93.0 == pytest.approx(12.7062 * 4.0, rel=1e-3)  # 89, 97: s = 5.657, s / sqrt(2) = 4
     # two samples 90, 100: s = 7.071, t(0.975, 1) = 12.706 -> half width 63.53
     assert row.completeness_high - 95.0 == pytest.approx(12.7062 * 7.0711 / 2 ** 0.5, rel=1e-3)
     assert row.completeness_low == pytest.approx(95.0 - (row.completeness_high - 95.0))
@@ -253,10 +279,11 @@ def _summary_around_the_paper(inside: bool):
         for size, label in size_labels((30, 100, 250)).items():
             paper = by_key(f"table4_s{sc}_{label}").paper
             lo, hi = (paper - 0.5, paper + 0.5) if inside else (paper + 1.0, paper + 2.0)
-            for twin in ("GenTwin", "traditional"):
+            for k, twin in enumerate(ARMS):
                 rows.append(dict(scenario=sc, size=size, twin=twin, completeness=(lo + hi) / 2, completeness_low=lo,
-                                 completeness_high=hi, n=5, observed=90.0, generated=1.0, generated_precision=1.0,
-                                 false_record_pct=0.0))
+                                 completeness_high=hi, net=90.0 - k, net_low=89.0 - k, net_high=91.0 - k, n=5,
+                                 observed=90.0, generated=1.0, generated_precision=1.0, false_record_pct=0.0,
+                                 record_f1=95.0))
     return pd.DataFrame(rows)
 
 
@@ -264,8 +291,18 @@ def test_glued_notes_follow_the_paper_value_against_our_interval():
     paper = resolve("paper")
     inside = Table4(paper, None, _summary_around_the_paper(True), None, None, None).glue_values()
     above = Table4(paper, None, _summary_around_the_paper(False), None, None, None).glue_values()
-    assert len(inside) == 6 * 4
+    # the old names come first, in their old order; 17 new names per cell follow
+    assert list(inside)[:6 * 4] == [f"table4_s{sc}_{label}{part}" for sc in (1, 2)
+                                    for label in ("small", "medium", "large")
+                                    for part in ("", "_low", "_high", "_note")]
+    assert len(inside) == 6 * 4 + 6 * 17
     key = "table4_s2_large"
+    # every Table IV value glued has its seed count beside it (the comparison page reads k_n)
+    for k, v in inside.items():
+        if not k.endswith(("_low", "_high", "_note", "_n")):
+            assert inside[k + "_n"] == 5, k
+    assert (inside[key + "_net"], inside[key + "_carry_forward_net"], inside[key + "_always_generate_net"]) == (
+        90.0, 88.0, 87.0)
     ref = by_key(key).paper
     assert (inside[key + "_low"], inside[key], inside[key + "_high"]) == (ref - 0.5, ref, ref + 0.5)
     assert inside[key + "_note"] == "the paper's value lies inside our interval"
@@ -289,13 +326,95 @@ def test_run_table4_quick_tables_agree_with_its_runs():
             assert glued[f"table4_s{sc}_{label}_low"] <= glued[f"table4_s{sc}_{label}"] <= glued[
                 f"table4_s{sc}_{label}_high"]
     wide = t.completeness_table()
-    assert list(wide.index) == [(1, "GenTwin"), (1, "traditional"), (1, "paper (reference)"),
-                                (2, "GenTwin"), (2, "traditional"), (2, "paper (reference)")]
-    assert set(t.sensitivity.presence_dwell_s) == {phys.report_period_s, phys.presence_dwell_s,
-                                                   3 * phys.presence_dwell_s}
-    assert len(t.sensitivity) == 3 * phys.physical_seeds * 2
+    assert list(wide.index) == [(sc, twin, metric) for sc in (1, 2) for twin in ARMS
+                                for metric in ("completeness", "net completeness")
+                                ] [:8] + [(1, "paper (reference)", "completeness")] + [
+        (2, twin, metric) for twin in ARMS for metric in ("completeness", "net completeness")] + [
+        (2, "paper (reference)", "completeness")]
+    assert wide.loc[(2, "GenTwin", "completeness"), f"large ({largest})"].startswith(
+        f"{glued['table4_s2_large']:.2f} [")
+    dwell = t.sensitivity[t.sensitivity["input"] == "presence_dwell_s"]
+    assert set(dwell.value) == set(phys.sensitivity_dwell_s)
+    values = sum(len(set(getattr(phys, f))) for f in ("sensitivity_packet_loss", "sensitivity_duration_factors",
+                                                      "sensitivity_dwell_s"))
+    assert len(t.sensitivity) == (2 * values + len(set(phys.sensitivity_outage_s))) * phys.physical_seeds * len(ARMS)
+    assert set(t.sensitivity_table().columns) >= {"presence_dwell_s (s)", "net completeness %"}
+    assert glued["table4_input_s1"] == t.drivers_table().set_index(["scenario", "twin"]).loc[(1, "GenTwin"), "reading"]
+    assert t.sensitivity_findings().startswith("Scenario 1: GenTwin's completeness ")
+    assert t.arms_findings().count("always generate 100.00 / ") == 2
     loops = t.loop_table()
     assert loops["Table IV run"].tolist()[0] == t.demo.external.readings_collected
     assert t.with_failures.gateway_down and t.with_failures.external.rehomed_sensors > 0
     assert t.run_table()["sensors re-homed"].tolist() == [0, t.with_failures.external.rehomed_sensors]
     assert t.findings().startswith("Scenario 2: GenTwin holds ")
+
+
+# ---------------------------------------------------------------------------
+# the relation_owner setting, the sensitivity panel
+# ---------------------------------------------------------------------------
+
+
+def test_relation_owner_setting_reaches_the_internal_loop():
+    """The gateway owns its 3 sensors' CONNECTED_TO links only under "incident": its priority (eq. 3) grows."""
+    presence = np.ones((3, 6), bool)
+    priorities = {}
+    for owner in ("head", "incident"):
+        store = NetworkxStore(twin=owner)
+        simulate(tiny_physical(), TINY_TOPO, scenario=1, seed=0, presence=presence, store=store,
+                 pooling=PoolingConfig(relation_owner=owner))
+        priorities[owner] = store.request().nodes["AQ-GW01"].get("priority")
+    assert priorities["incident"] > priorities["head"]
+    assert resolve("quick", relation_owner="incident").pooling.relation_owner == "incident"
+
+
+def _small_panel_settings(**kw):
+    return resolve("quick", sizes=(5,), physical_seeds=2, sensitivity_packet_loss=(0.0, 0.2),
+                   sensitivity_duration_factors=(1.0, 2.0), sensitivity_outage_s=(4.0,), sensitivity_dwell_s=(20.0,),
+                   **kw)
+
+
+def test_input_sensitivity_is_paired_and_one_input_at_a_time():
+    s = _small_panel_settings()
+    frame = input_sensitivity(s)
+    phys = s.physical
+    # runs: loss 2 values x 2 scenarios, duration 2 x 2, cut 1 x Scenario 2 only, dwell 1 x 2; x 2 seeds x 4 arms
+    assert len(frame) == (4 + 4 + 1 + 2) * 2 * len(ARMS)
+    assert set(frame[frame["input"] == "duration_s"].value) == {phys.duration_s, 2 * phys.duration_s}
+    assert set(frame[frame["input"] == "outage_s"].scenario) == {2}
+    # the default loss (0.0 is not it), the default dwell (20 s) and the default cut are the base run
+    base = frame[(frame["input"] == "presence_dwell_s")].drop(columns=["input", "value"]).reset_index(drop=True)
+    same = frame[(frame["input"] == "duration_s") & (frame.value == phys.duration_s)].drop(
+        columns=["input", "value"]).reset_index(drop=True)
+    assert base.equals(same)
+    # 20 % packet loss: the traditional twin loses about a fifth of Scenario 1
+    summ = summarise_sensitivity(frame)
+    lossy = summ[(summ["input"] == "packet_loss") & (summ.value == 0.2) & (summ.scenario == 1)
+                 & (summ.twin == "traditional") & (summ.metric == "completeness")].iloc[0]
+    assert 70.0 < lossy["mean"] < 90.0 and lossy["implied"] == pytest.approx(80.0) and lossy["n"] == 2
+    assert lossy["cells"] == frame[(frame["input"] == "packet_loss") & (frame.value == 0.2) & (frame.scenario == 1)
+                                   & (frame.twin == "traditional")].truth_records.sum()
+
+
+def test_input_sensitivity_names_the_grid_that_makes_a_bad_run():
+    with pytest.raises(ConfigError, match="sensitivity_outage_s"):
+        input_sensitivity(_small_panel_settings().replace(sensitivity_outage_s=(35.0,)))
+
+
+def test_input_drivers_readings_by_hand():
+    import pandas as pd
+
+    def rows(twin, means, lows, highs, cut):
+        return [dict(input="packet_loss", value=v, scenario=2, twin=twin, metric="completeness", mean=m, low=lo,
+                     high=hi, n=5, cells=1_000_000, implied=100.0 * (1 - v))
+                for v, m, lo, hi in zip((0.0, 0.1), means, lows, highs)] + [
+            dict(input="outage_s", value=v, scenario=2, twin=twin, metric="completeness", mean=m, low=m - 0.1,
+                 high=m + 0.1, n=5, cells=1_000_000, implied=np.nan) for v, m in zip((2.0, 30.0), cut)]
+
+    summary = pd.DataFrame(
+        rows("traditional", (97.0, 87.3), (96.9, 87.2), (97.1, 87.4), (99.0, 90.0))  # misses 100 at loss 0
+        + rows("always generate", (100.0, 100.0), (100.0, 100.0), (100.0, 100.0), (100.0, 100.0)))
+    d = input_drivers(summary).set_index("twin")
+    assert d.loc["traditional", "reading"] == "moves most with packet_loss"  # 9.7 points against 9.0
+    assert d.loc["traditional", "outage_s"] == pytest.approx(9.0)
+    assert np.isnan(d.loc["traditional", "duration_s"])
+    assert d.loc["always generate", "reading"] == "does not move over the grid"
