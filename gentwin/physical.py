@@ -24,7 +24,8 @@ Fig. 1) lives in :mod:`gentwin.loops`; this module knows nothing of it.  The
 cyber space reads the network only through :meth:`PhysicalSpace.collect` and
 steers it only through :meth:`PhysicalSpace.rehome`.
 :func:`gentwin.experiments.table4.simulate` wires the two together and scores
-the run with :func:`gentwin.metrics.completeness`, the Table IV metric.
+the run with :func:`gentwin.metrics.completeness`, the Table IV metric, and
+:func:`gentwin.metrics.net_completeness`, which counts wrong generated records against.
 
 Examples
 --------
