@@ -70,7 +70,6 @@ __all__ = [
     "summarise_table4",
     "SHOWN_PARAMETERS",
     "topology_table",
-    "dwell_sensitivity",
     "SENSITIVITY_INPUTS",
     "input_sensitivity",
     "summarise_sensitivity",
@@ -428,25 +427,6 @@ def topology_table(settings: Settings):
         for size, label in size_labels(phys.sizes).items()
         for tc in [topology_config_for(size, settings.topology, phys)]
     ])
-
-
-def dwell_sensitivity(settings: Settings, size: int, dwells: Iterable[float]):
-    """Scenario 2 on the network of ``size`` sensors for each mean inactive spell in ``dwells`` (s), every seed.
-
-    Returns one row per dwell, seed and twin (:meth:`SimulationResult.rows`
-    plus ``presence_dwell_s``).
-    """
-    import pandas as pd
-
-    phys = settings.physical
-    tcfg = topology_config_for(size, settings.topology, phys)
-    rows = []
-    for dwell in sorted(set(dwells)):
-        p = dataclasses.replace(phys, presence_dwell_s=dwell)
-        for seed in range(phys.sim_seed, phys.sim_seed + phys.physical_seeds):
-            r = simulate(p, tcfg, scenario=2, seed=seed, pooling=settings.pooling, keep_events=False)
-            rows += [dict(row, presence_dwell_s=dwell) for row in r.rows()]
-    return pd.DataFrame(rows)
 
 
 #: The inputs of the sensitivity panel: (input, config field holding its grid, scenarios that can depend on it).
