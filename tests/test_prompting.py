@@ -6,6 +6,13 @@ import numpy as np
 import pytest
 
 from gentwin.config import resolve
+from gentwin.experiments.fig4 import (
+    RETRIEVAL_MODES,
+    category_neighbourhood,
+    evaluate_retrieval,
+    generate_questions,
+    recall_by_mode,
+)
 from gentwin.graph import NetworkxStore, Subgraph, TwinNode, twin_from_topology
 from gentwin.prompting import (
     Fact,
@@ -17,9 +24,7 @@ from gentwin.prompting import (
     answer,
     build_prompt,
     detect_relations,
-    evaluate_retrieval,
     facts_from_subgraph,
-    generate_questions,
 )
 from gentwin.metrics import recall_at_k
 from gentwin.topology import Relation, generate_dataset
@@ -183,6 +188,27 @@ def test_evaluate_retrieval_shares_one_batch_of_question_embeddings():
     assert full["recall"].tolist() == [1.0] * 6
     with pytest.raises(PromptingError, match="modes: 'bm25'"):
         evaluate_retrieval(r, qs, ks=1, modes=("bm25",))
+
+
+def test_recall_by_mode_orders_modes_and_averages_per_k():
+    import pandas as pd
+
+    recall = pd.DataFrame({"mode": [RETRIEVAL_MODES[2], RETRIEVAL_MODES[0], RETRIEVAL_MODES[0], RETRIEVAL_MODES[2]],
+                           "k": [5, 5, 5, 1], "recall": [1.0, 0.5, 0.0, 0.5]})
+    table = recall_by_mode(recall)
+    assert table.index.tolist() == [RETRIEVAL_MODES[0], RETRIEVAL_MODES[2]] and table.columns.tolist() == [1, 5]
+    assert table.loc[RETRIEVAL_MODES[0], 5] == 0.25 and table.loc[RETRIEVAL_MODES[2], 1] == 0.5
+
+
+def test_category_neighbourhood_is_the_gateway_of_the_first_such_sensor():
+    store = NetworkxStore("fig4")
+    sub = toy_subgraph()
+    nodes = [TwinNode(n.id, n.kind, {**n.metadata, "gateway": "GW1"}) if n.kind == "sensor" else n
+             for n in sub.nodes.values()]  # a sensor of the twin names its gateway (twin_from_topology)
+    store.rebuild(nodes, sub.relations)
+    seed, part, g = category_neighbourhood(store, store.request(), "PM2.5 sensor")
+    assert seed == "GW1" and set(part.nodes) == {"GW1", "S1", "S2", "AQ"}  # one hop around GW1
+    assert g.has_edge("AQ", "CITY", key="IN") and g.nodes["CITY"]["kind"] == "city"
 
 
 # ---------------------------------------------------------------------------
