@@ -388,6 +388,8 @@ def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, 
         if node.latitude is not None or node.longitude is not None:
             point = {"type": "Point", "coordinates": [node.longitude, node.latitude]}
             ent["location"] = {"type": "GeoProperty", "value": point} if normalized else point
+        for name, value in (getattr(node, "properties", None) or {}).items():  # kept SDM attributes, if Node has them
+            ent.setdefault(name, prop(value))
         for name, urns in outgoing[node.id].items():
             obj: Any = urns[0] if len(urns) == 1 else urns
             ent[name] = {"type": "Relationship", "object": obj} if normalized else obj

@@ -374,7 +374,7 @@ class EntityGraph:
                                "reads it without one)")
                 if "sdm_type" not in extra and len(observed.get(nid, ())) == 1:
                     (extra["sdm_type"],) = observed[nid]
-            if "properties" in _NODE_FIELDS:
+            if n.properties and "properties" in _NODE_FIELDS:  # once Node carries them (else the graph keeps them)
                 extra["properties"] = dict(n.properties)
             nodes[nid] = Node(nid, n.kind, service=service.get(nid), gateway=gateway.get(nid), **extra)
         try:
