@@ -394,3 +394,21 @@ def test_generator_rules_match_the_generator_at_every_small_size():
 def test_replace_checks_the_generator_rules_too():
     with pytest.raises(ConfigError, match="gets no node"):
         resolve("quick").replace(n_services=1, n_gateways=1, n_sensors=1, n_gateway_links=0)
+
+
+def test_integer_fields_use_closed_bounds_only():
+    # the integer check (gentwin.checks.check_int) knows >= and <= only
+    for name in config.field_names():
+        spec = field_spec(name)
+        elem = spec.type.__args__[0] if getattr(spec.type, "__args__", None) else spec.type
+        if elem is int:
+            assert spec.gt is None and spec.lt is None, name
+
+
+def test_messages_end_with_the_help_text():
+    with pytest.raises(ConfigError, match=r"^learning_rate = 0\.0: must be > 0\.0 \(learning rate of the adapter optimiser\)$"):
+        resolve("paper", learning_rate=0.0)
+    with pytest.raises(ConfigError, match=r"^qa_feedback = 1: must be true or false \(Algorithm 1 line 14"):
+        resolve("paper", qa_feedback=1)
+    with pytest.raises(ConfigError, match=r"^question = 3: must be a string \(the Fig\. 4 question\)$"):
+        resolve("paper", question=3)
