@@ -588,7 +588,19 @@ def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     }
     settings = dataclasses.replace(base, **changes)
     check_generator_rules(settings.topology)
+    _check_table4_sizes(settings)
     return settings
+
+
+def _check_table4_sizes(settings: Settings) -> None:
+    """Each Table IV size must give a city the generator can build (e.g. ``sizes = 3`` with 3 services cannot)."""
+    from .physical import topology_config_for  # lazy: gentwin.physical imports this module
+
+    for size in settings.physical.sizes:
+        try:
+            check_generator_rules(topology_config_for(size, settings.topology, settings.physical))
+        except ValueError as exc:  # ConfigError, or PhysicalError for a size it refuses
+            raise ConfigError(f"sizes = {size}: the Table IV city of {size} sensors cannot be generated: {exc}") from None
 
 
 def _quick() -> Settings:

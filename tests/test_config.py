@@ -412,3 +412,27 @@ def test_messages_end_with_the_help_text():
         resolve("paper", qa_feedback=1)
     with pytest.raises(ConfigError, match=r"^question = 3: must be a string \(the Fig\. 4 question\)$"):
         resolve("paper", question=3)
+
+
+def test_table4_sizes_the_generator_cannot_build_are_rejected():
+    # quick: 3 services, so a size of s sensors gets max(3, round(s / 5)) = 3 gateways, one per service;
+    # 3 sensors split 2/1/0 and 3 gateways 2/1/0 leave the test part empty
+    with pytest.raises(ConfigError, match=r"^sizes = 3: the Table IV city of 3 sensors cannot be generated: "
+                                          r"split = .*the test split gets no node"):
+        resolve("quick", sizes=(3, 10))
+    from gentwin.physical import topology_config_for
+    from gentwin.topology import TopologyError, generate_dataset
+
+    base = resolve("quick")
+    for size in range(1, 13):  # accepted exactly when the generator builds it
+        try:
+            resolve("quick", sizes=(size,))
+            accepted = True
+        except ConfigError:
+            accepted = False
+        try:
+            generate_dataset(topology_config_for(size, base.topology, base.physical))
+            built = True
+        except TopologyError:
+            built = False
+        assert accepted == built, size
