@@ -620,10 +620,15 @@ def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
         if not settings_path.is_file():
             raise IngestError(f"holds no {BOOK_FILES['settings']}: not a book data-set folder; refusing to reuse "
                               "or replace it", source=folder)
-        recorded = json.loads(settings_path.read_text(encoding="utf-8"))
+        try:
+            recorded = json.loads(settings_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise IngestError(f"is not readable JSON ({exc}); delete the folder to write it again",
+                              source=settings_path) from None
         if recorded != settings:
-            changed = sorted(k for k in settings["topology"] if recorded.get("topology", {}).get(k)
-                             != settings["topology"][k])
+            old = recorded.get("topology") if isinstance(recorded, dict) else None
+            changed = sorted(k for k in settings["topology"] if not isinstance(old, dict)
+                             or old.get(k) != settings["topology"][k])
             raise IngestError(f"was written from other settings (differs in {', '.join(changed) or 'format'}); "
                               "delete the folder or use another one", source=settings_path)
         missing = [n for n in BOOK_FILES.values() if not (folder / n).is_file()]

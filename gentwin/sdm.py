@@ -509,7 +509,7 @@ def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_
         etype = next((t for t in etype if kind_of_type(t) != "entity"), etype[0])
     if not isinstance(etype, str) or not etype:
         fail("type", "missing" if etype is None else f"must be a non-empty string, got {_short(etype)}")
-    fields: dict[str, Any] = {}
+    node_fields: dict[str, Any] = {}
     properties: dict[str, Any] = {}
     refs: list[tuple[str, list[str]]] = []
     categories: list[str] | None = None
@@ -544,23 +544,23 @@ def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_
             if point is None:
                 properties[name] = payload
             else:
-                fields["latitude"], fields["longitude"] = point
+                node_fields["latitude"], node_fields["longitude"] = point
         elif role == "device_category" and etype == "Device" and categories is None:
             categories = _strings(name, payload, fail)
         elif role == "controlled_property" and isinstance(payload, (str, list)):
             values = _strings(name, payload, fail)
             if len(values) == 1:
-                fields["controlled_property"] = values[0]
+                node_fields["controlled_property"] = values[0]
             else:
                 properties[name] = values
         elif role in _STRING_FIELDS and isinstance(payload, str):
-            fields[role] = payload
+            node_fields[role] = payload
         else:
             properties[name] = payload
     kind = kind_of_type(etype)
     if kind == "device":  # by category; without one, by role in _assemble
         kind = _device_kind(tuple(categories or ())) or "device"
-    return GraphNode(urn, kind, etype, urn, source, position, fields, properties, refs)
+    return GraphNode(urn, kind, etype, urn, source, position, node_fields, properties, refs)
 
 
 def _local(urn: str) -> str:

@@ -782,6 +782,9 @@ def test_book_dataset_refuses_other_settings_and_foreign_folders(tmp_path):
     (tmp_path / "city" / "entities.keyValues.json").unlink()
     with pytest.raises(IngestError, match="lacks entities.keyValues.json"):
         book_dataset(cfg, tmp_path / "city")
+    (tmp_path / "city" / "settings.json").write_text("{truncated")
+    with pytest.raises(IngestError, match="settings.json: is not readable JSON"):
+        book_dataset(cfg, tmp_path / "city")
 
 
 def test_book_dataset_checks_both_encodings_agree(tmp_path):
