@@ -178,10 +178,11 @@ def test_params_lists_names_types_ranges_and_defaults() -> None:
 @pytest.mark.parametrize(
     "args, words",
     [
-        (("--help",), ["run", "book", "params", "examples", "exit codes"]),
+        (("--help",), ["run", "book", "params", "diff-glue", "examples", "exit codes"]),
         (("run", "--help"), ["-p NAME VALUE", "notebooks/setup.md -p n_sensors 30", "--root"]),
         (("book", "--help"), ["--profile", "quick", "-W -n --keep-going"]),
         (("params", "--help"), ["NOTEBOOK", "range"]),
+        (("diff-glue", "--help"), ["OLD_DIR", "NEW_DIR", "--ignore", "Exits 0 when every value is the same"]),
     ],
 )
 def test_help_explains_itself(args, words) -> None:
@@ -252,9 +253,12 @@ def test_a_run_killed_mid_cell_keeps_the_old_page_and_leaves_no_temporary_file(t
     root, src, old = _tiny_root(tmp_path, "import time\ntime.sleep(60)")
     before = old.read_bytes()
     err = tmp_path / "stderr.txt"
+    private_tmp = tmp_path / "tmp"  # the kernel's connection file and IPC sockets go here
+    private_tmp.mkdir()
     with open(err, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "gentwin", "run", str(src), "--root", str(root)],
-                                stdout=subprocess.DEVNULL, stderr=fh, cwd=ROOT)
+                                stdout=subprocess.DEVNULL, stderr=fh, cwd=ROOT,
+                                env={**os.environ, "TMPDIR": str(private_tmp)})
     try:
         deadline = time.monotonic() + 120
         while "cell 2/2" not in err.read_text() and time.monotonic() < deadline:
@@ -270,6 +274,9 @@ def test_a_run_killed_mid_cell_keeps_the_old_page_and_leaves_no_temporary_file(t
             proc.wait()
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     assert old.read_bytes() == before
+    if sig == signal.SIGTERM:  # stopped cleanly: kernel files removed too (SIGKILL leaves them in TMPDIR only)
+        assert "terminated: the kernel was stopped" in err.read_text()
+        assert list(private_tmp.iterdir()) == []
     leftovers = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.startswith(".")]
     assert leftovers == []  # no .tiny.ipynb.*.tmp anywhere
     assert sorted(p.name for p in old.parent.iterdir()) == ["tiny.ipynb"]
