@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from . import config
+from .checks import check_choice
 from .files import atomic_write_text
 
 __all__ = [
@@ -214,8 +215,10 @@ def check_parameters(path: str | os.PathLike, overrides: Mapping[str, Any]) -> d
     ------
     ParameterError
         For a name the notebook does not take, an unknown profile, a value of
-        the wrong type or out of its documented range (the message names the
-        parameter and the value), or a parameters cell whose names are not
+        the wrong type or out of its documented range, values that do not fit
+        together (e.g. a split that gets no node; see
+        :func:`gentwin.config.resolve`), with a message naming the parameter
+        and the value, or a parameters cell whose names are not
         :mod:`gentwin.config` fields (a bug in the notebook).
     """
     path = Path(path)
@@ -237,11 +240,7 @@ def check_parameters(path: str | os.PathLike, overrides: Mapping[str, Any]) -> d
                 f"known parameters: {', '.join(declared)}"
             )
         if name == "profile":
-            if value not in config.PROFILES:
-                raise ParameterError(
-                    f"profile = {value!r}: must be one of {', '.join(map(repr, config.PROFILES))}"
-                )
-            typed[name] = value
+            typed[name] = check_choice("profile", value, config.PROFILES, error=ParameterError)
             continue
         try:
             typed[name] = config.coerce(name, value) if isinstance(value, str) else value
@@ -549,8 +548,7 @@ def build_book(
     """
     root = Path(root)
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    if profile not in config.PROFILES:
-        raise ParameterError(f"profile = {profile!r}: must be one of {', '.join(map(repr, config.PROFILES))}")
+    check_choice("profile", profile, config.PROFILES, error=ParameterError)
     sources = toc_notebooks(root)
     plan = [(src, check_parameters(src, {"profile": profile})) for src in sources]
     if not execute_notebooks:
