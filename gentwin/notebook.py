@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -413,7 +414,8 @@ def execute(
     caller = signal.getsignal(signal.SIGTERM)  # a Python handler (the CLI's) asks for a clean stop
     try:
         with tempfile.TemporaryDirectory(prefix="gentwin-kernel-") as sockets:
-            on_sigterm = _stop_now(managers, Path(sockets), log) if callable(caller) else None
+            in_main = threading.current_thread() is threading.main_thread()  # signals are the main thread's
+            on_sigterm = _stop_now(managers, Path(sockets), log) if callable(caller) and in_main else None
             done = papermill.execute_notebook(
                 nb, None, parameters=None, kernel_name="python3", cwd=str(root),
                 progress_bar=False, log_output=False, execution_timeout=timeout,
