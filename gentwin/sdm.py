@@ -313,18 +313,6 @@ class EntityGraph:
     def _fail(self, node: GraphNode, field_name: str, problem: str):
         raise IngestError(problem, source=node.source, position=node.position, entity=node.urn, field=field_name)
 
-    def check_structure(self) -> None:
-        """Raise :class:`IngestError` for what cannot be: a sensor with two gateways, a device in two services."""
-        seen: dict[tuple[str, str], GraphRelation] = {}
-        for rel in self.relations:
-            head = self.nodes[rel.head]
-            if head.kind in DEVICE_KINDS and (rel.type == "SERVES_IN" or (
-                    rel.type == "CONNECTED_TO" and head.kind != "gateway" and self.nodes[rel.tail].kind == "gateway")):
-                first = seen.setdefault((rel.head, rel.type), rel)
-                if first is not rel:
-                    what = "service" if rel.type == "SERVES_IN" else "gateway (eq. 2's g_s)"
-                    self._fail(head, rel.via, f"a {head.kind} has at most one {what}; found {first.tail} and {rel.tail}")
-
     def counts(self) -> dict[str, int]:
         """Number of nodes of each kind and of relations of each type.
 
@@ -359,7 +347,7 @@ class EntityGraph:
         observed: dict[str, set[str]] = {}
         for r in self.relations:
             if r.type == "CONNECTED_TO" and r.head in kept and kept[r.head].kind == "sensor":
-                gateway[r.head] = r.tail  # a sensor's only CONNECTED_TO is its uplink (check_structure)
+                gateway[r.head] = r.tail  # a sensor has one CONNECTED_TO, its uplink (checked on reading)
             elif r.type == "SERVES_IN" and r.head in kept:
                 service[r.head] = r.tail
             elif r.type == "OBSERVED_BY":
@@ -513,21 +501,31 @@ def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_
     properties: dict[str, Any] = {}
     refs: list[tuple[str, list[str]]] = []
     categories: list[str] | None = None
+    objects_allowed = form != "keyValues"
+    roles = _ROLES.get
     for name, value in raw.items():
-        role = _ROLES.get(name, _OTHER)
+        role = roles(name, _OTHER)
         if role is _SKIP:
             continue
         if check_numbers and _has_nonfinite(value):
             fail(name, f"holds a non-finite number (NaN or Infinity), which JSON does not allow: {_short(value)}")
-        # fast paths for the two commonest normalized shapes; _attribute handles everything else
-        kind_of_value = value.get("type") if type(value) is dict and form != "keyValues" else None
-        if kind_of_value == "Property" and "value" in value and role is not _REF:
-            what, payload = _VALUE, value["value"]
-        elif kind_of_value == "Relationship" and "object" in value:
-            payload = value["object"]
-            what, payload = _REL, payload if type(payload) is list else [payload]
-        else:
+        # fast paths for the commonest shapes (a normalized Property or Relationship, a plain key-value);
+        # _attribute handles everything else
+        value_type = type(value)
+        if value_type is dict and objects_allowed:
+            kind_of_value = value.get("type")
+            if kind_of_value == "Property" and "value" in value and role is not _REF:
+                what, payload = _VALUE, value["value"]
+            elif kind_of_value == "Relationship" and "object" in value:
+                payload = value["object"]
+                what, payload = _REL, payload if type(payload) is list else [payload]
+            else:
+                what, payload = _attribute(name, value, fail, form)
+        elif (role is _REF or form == "normalized" or value_type is dict or name.startswith("ref")
+              or (value_type is list and value and type(value[0]) is dict)):
             what, payload = _attribute(name, value, fail, form)
+        else:
+            what, payload = _VALUE, value
         if what is _REL:
             if role is _REF:
                 ok = len(payload) == 1 and type(payload[0]) is str and payload[0]
@@ -595,7 +593,9 @@ def _assemble(parsed: list[GraphNode]) -> EntityGraph:
         if ent.kind == "device":
             ent.kind = "gateway" if id(ent) in gateways_by_role else "sensor"
 
-    relations: dict[tuple[str, str, str], tuple[tuple[int, int, int], GraphRelation]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    by_phase: tuple[list, ...] = ([], [], [], [])  # (head index, statement number, relation) per phase
+    single: dict[tuple[str, str], str] = {}  # a device's uplink and service: at most one of each
     holder_rules: dict[tuple[str, str], list] = {}
     target_rules: dict[tuple[str, str, str], Any] = {}  # -> (rule, phase) or None
     for ent in parsed:
@@ -628,13 +628,18 @@ def _assemble(parsed: list[GraphNode]) -> EntityGraph:
                 rule, phase = found
                 head, tail = (target, ent) if rule.inverse else (ent, target)
                 key = (head.id, rule.gentwin, tail.id)
-                if key not in relations:  # a relation stated twice (refGateway and controlledAsset) is kept once
-                    relations[key] = ((phase, head.index, len(relations)),
-                                      GraphRelation(head.id, rule.gentwin, tail.id, name))
-    ordered = [r for _, r in sorted(relations.values())]  # the order keys are unique: relations never compared
-    graph = EntityGraph({e.id: e for e in parsed}, ordered)
-    graph.check_structure()
-    return graph
+                if key in seen:  # a relation stated twice (refGateway and controlledAsset) is kept once
+                    continue
+                seen.add(key)
+                if phase == 1:
+                    other = single.setdefault((head.id, rule.gentwin), tail.id)
+                    if other != tail.id:
+                        what = "service" if rule.gentwin == "SERVES_IN" else "gateway (eq. 2's g_s)"
+                        _fail_ref(head, name, f"a {head.kind} has at most one {what}; found {other} and {tail.id}")
+                by_phase[phase].append((head.index, len(seen), GraphRelation(head.id, rule.gentwin, tail.id, name)))
+    # each phase is nearly in head order already, so these sorts are close to linear; the keys are unique
+    ordered = [rel for phase in by_phase for _, _, rel in sorted(phase)]
+    return EntityGraph({e.id: e for e in parsed}, ordered)
 
 
 def _fail_ref(ent: GraphNode, name: str, problem: str) -> NoReturn:
