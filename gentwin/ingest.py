@@ -366,6 +366,10 @@ def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, 
     def prop(value: Any) -> Any:
         return {"type": "Property", "value": value} if normalized else value
 
+    for node in topology.nodes.values():
+        if node.kind not in ENTITY_TYPES:
+            raise IngestError(f"a {node.kind} node has no entity type in gentwin's vocabulary (written: "
+                              f"{', '.join(ENTITY_TYPES)})", entity=node.id, field="kind")
     outgoing: dict[str, dict[str, list[str]]] = {nid: {} for nid in topology.nodes}
     for rel in topology.relations:
         head, tail = topology.nodes[rel.head], topology.nodes[rel.tail]

@@ -189,10 +189,14 @@ def kind_of_type(entity_type: str) -> str:
 
     >>> kind_of_type("Device"), kind_of_type("ParkingSpot"), kind_of_type("NoiseLevelForecastObserved")
     ('device', 'asset', 'observation')
+    >>> kind_of_type("https://smartdatamodels.org/dataModel.WasteManagement/WasteContainer")
+    'asset'
     """
     kind = _TYPE_KIND.get(entity_type)
     if kind is not None:
         return kind
+    if "/" in entity_type or "#" in entity_type:  # an expanded IRI, e.g. https://smartdatamodels.org/.../Device
+        return kind_of_type(entity_type.replace("#", "/").rstrip("/").rsplit("/", 1)[-1])
     for suffix, suffix_kind in _SUFFIX_KIND:
         if entity_type.endswith(suffix):
             return suffix_kind
