@@ -66,7 +66,7 @@ import numpy as np
 
 from .checks import check_choice, check_int, check_real
 from .files import atomic_folder, atomic_write_text
-from .sdm import SDM_MAPPING, EntityGraph, IngestError, build_graph, mapping_table
+from .sdm import SDM_MAPPING, STRICT_RELATIONSHIPS, EntityGraph, IngestError, build_graph, mapping_table
 from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology
 
 __all__ = [
@@ -342,9 +342,10 @@ def read_entities(source: Any, *, form: str | None = None) -> Topology:
 # Writing entities (gentwin's vocabulary)
 # ---------------------------------------------------------------------------
 
-_WRITTEN = {("sensor", "CONNECTED_TO", "gateway"): "refGateway", ("gateway", "CONNECTED_TO", "gateway"): "refGateway",
-            ("sensor", "SERVES_IN", "service"): "refService", ("gateway", "SERVES_IN", "service"): "refService",
-            ("service", "IN", "city"): "refSmartCity"}
+# the writer's property for each (head kind, relation, tail kind): gentwin's own rows of SDM_MAPPING
+_WRITTEN = {(head, row.gentwin, tail): row.sdm for row in SDM_MAPPING
+            if row.source == "relationship" and row.sdm in STRICT_RELATIONSHIPS and not row.inverse
+            for head in row.holders if head in ENTITY_TYPES for tail in row.targets if tail in ENTITY_TYPES}
 _FIELD_ATTRIBUTES = (("name", "name"), ("category", "sensorCategory"), ("sdm_type", "observedEntityType"))
 
 
