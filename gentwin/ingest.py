@@ -611,9 +611,10 @@ def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
     >>> from gentwin.config import resolve
     >>> from gentwin.topology import generate_dataset
     >>> cfg = resolve("quick").topology
-    >>> folder = Path(tempfile.mkdtemp()) / "city"
-    >>> ds = book_dataset(cfg, folder)
-    >>> ds.topology == generate_dataset(cfg).topology, sorted(p.name for p in folder.iterdir())
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ds = book_dataset(cfg, Path(tmp) / "city")
+    ...     names = sorted(p.name for p in (Path(tmp) / "city").iterdir())
+    >>> ds.topology == generate_dataset(cfg).topology, names
     (True, ['entities.keyValues.json', 'entities.normalized.jsonld', 'log.txt', 'settings.json'])
     """
     from .topology import generate_dataset
