@@ -28,9 +28,10 @@ gentwin.config.ConfigError: n_sensors = -5: must be >= 1 (number of IoT sensors 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .checks import check_choice, check_int, check_real
 
@@ -534,6 +535,35 @@ def field_spec(name: str) -> FieldSpec:
         raise ConfigError(f"unknown parameter {name!r}; known parameters: {', '.join(_SPECS)}") from None
 
 
+# How the generator shares a city out: used by gentwin.topology and by the checks below.
+
+
+def even_split(total: int, parts: int) -> list[int]:
+    """``total`` items over ``parts`` bins as evenly as possible, larger bins first.
+
+    >>> even_split(250, 3)
+    [84, 83, 83]
+    """
+    base, extra = divmod(total, parts)
+    return [base + (1 if k < extra else 0) for k in range(parts)]
+
+
+def split_counts(total: int, fractions: Sequence[float]) -> list[int]:
+    """Largest-remainder rounding of ``total`` by ``fractions`` (sums to ``total``).
+
+    >>> split_counts(1000, (0.7, 0.15, 0.15))
+    [700, 150, 150]
+    >>> split_counts(50, (0.7, 0.15, 0.15))
+    [35, 8, 7]
+    """
+    raw = [total * f for f in fractions]
+    counts = [math.floor(x) for x in raw]
+    order = sorted(range(len(raw)), key=lambda k: (-(raw[k] - counts[k]), k))
+    for k in order[: total - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
 def check_generator_rules(t: TopologyConfig) -> None:
     """Check the sizes of a data set against the rules of :func:`gentwin.topology.generate_dataset`.
 
@@ -548,11 +578,9 @@ def check_generator_rules(t: TopologyConfig) -> None:
     ...
     gentwin.config.ConfigError: split = (0.7, 0.15, 0.15): the validation split gets no node with n_sensors = 1 and n_gateways = 1 (nodes are split by kind); use more nodes or a larger fraction
     """
-    # the rules of gentwin.topology's generator, checked before anything runs (lazy import:
-    # gentwin.topology imports this module)
-    from .topology import _even_split, _split_counts
-
-    per_service = _even_split(t.n_gateways, t.n_services)
+    # the rules of gentwin.topology's generator (which uses the same two helpers), checked before
+    # anything runs
+    per_service = even_split(t.n_gateways, t.n_services)
     max_links = sum(m * (m - 1) // 2 for m in per_service)
     if t.n_gateway_links > max_links:
         raise ConfigError(
@@ -560,9 +588,9 @@ def check_generator_rules(t: TopologyConfig) -> None:
             f"of one service (n_gateways = {t.n_gateways} over n_services = {t.n_services})"
         )
     # nodes are split by kind with the split fractions, then each split gets its share of the instances
-    nodes = [s + g for s, g in zip(_split_counts(t.n_sensors, t.split),
-                                   _split_counts(t.n_gateways, t.split))]
-    instances = _split_counts(t.n_instances, t.split)
+    nodes = [s + g for s, g in zip(split_counts(t.n_sensors, t.split),
+                                   split_counts(t.n_gateways, t.split))]
+    instances = split_counts(t.n_instances, t.split)
     for name, n_nodes, n_inst in zip(("train", "validation", "test"), nodes, instances):
         if n_nodes == 0:
             raise ConfigError(

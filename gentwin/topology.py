@@ -48,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import TopologyConfig
+from .config import TopologyConfig, even_split, split_counts
 
 __all__ = [
     "SERVICES",
@@ -318,16 +318,6 @@ class DataSet:
 # ---------------------------------------------------------------------------
 
 
-def _even_split(total: int, parts: int) -> list[int]:
-    """``total`` items over ``parts`` bins as evenly as possible, larger bins first.
-
-    >>> _even_split(250, 3)
-    [84, 83, 83]
-    """
-    base, extra = divmod(total, parts)
-    return [base + (1 if k < extra else 0) for k in range(parts)]
-
-
 def generate_topology(cfg: TopologyConfig) -> Topology:
     """A smart city with ``cfg.n_services`` services, gateways and sensors.
 
@@ -341,8 +331,8 @@ def generate_topology(cfg: TopologyConfig) -> Topology:
     services = SERVICES[: cfg.n_services]
     nodes: dict[str, Node] = {CITY_ID: Node(CITY_ID, "city", name="smart city")}
     relations: list[Relation] = []
-    gw_per_service = _even_split(cfg.n_gateways, cfg.n_services)
-    s_per_service = _even_split(cfg.n_sensors, cfg.n_services)
+    gw_per_service = even_split(cfg.n_gateways, cfg.n_services)
+    s_per_service = even_split(cfg.n_sensors, cfg.n_services)
 
     service_gateways: dict[str, list[str]] = {}
     for spec, n_gw, n_s in zip(services, gw_per_service, s_per_service):
@@ -401,22 +391,6 @@ def _gateway_links(service_gateways: dict[str, list[str]], n_links: int, rng: np
     return [Relation(candidates[int(k)][0], "CONNECTED_TO", candidates[int(k)][1]) for k in sorted(chosen)]
 
 
-def _split_counts(total: int, fractions: Sequence[float]) -> list[int]:
-    """Largest-remainder rounding of ``total`` by ``fractions`` (sums to ``total``).
-
-    >>> _split_counts(1000, (0.7, 0.15, 0.15))
-    [700, 150, 150]
-    >>> _split_counts(50, (0.7, 0.15, 0.15))
-    [35, 8, 7]
-    """
-    raw = [total * f for f in fractions]
-    counts = [int(np.floor(x)) for x in raw]
-    order = sorted(range(len(raw)), key=lambda k: (-(raw[k] - counts[k]), k))
-    for k in order[: total - sum(counts)]:
-        counts[k] += 1
-    return counts
-
-
 def generate_instances(topology: Topology, cfg: TopologyConfig) -> list[Instance]:
     """The sensor log: ``cfg.n_instances`` time-stamped observations of the devices.
 
@@ -431,14 +405,14 @@ def generate_instances(topology: Topology, cfg: TopologyConfig) -> list[Instance
     for kind in ("sensor", "gateway"):
         ids = [n.id for n in topology.of_kind(kind)]
         order = [ids[int(k)] for k in rng.permutation(len(ids))]
-        counts = _split_counts(len(ids), cfg.split)
+        counts = split_counts(len(ids), cfg.split)
         start = 0
         for name, c in zip(SPLITS, counts):
             for nid in order[start:start + c]:
                 node_split[nid] = name
             start += c
 
-    inst_counts = _split_counts(cfg.n_instances, cfg.split)
+    inst_counts = split_counts(cfg.n_instances, cfg.split)
     per_node: dict[str, int] = {}
     for name, total in zip(SPLITS, inst_counts):
         members = sorted(nid for nid, s in node_split.items() if s == name)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gentwin.config import TopologyConfig
+from gentwin.config import split_counts
 from gentwin.topology import (
     Instance,
     Node,
@@ -22,7 +23,6 @@ from gentwin.topology import (
     generate_instances,
     generate_topology,
     DataSet,
-    _split_counts,
     failover_least_loaded,
     failover_random,
     gateway_degrees,
@@ -196,7 +196,7 @@ def test_split_instance_counts_are_exact_for_other_sizes():
 def test_split_counts_by_largest_remainder(total, expected):
     # 61 x (0.7, 0.15, 0.15) = 42.7, 9.15, 9.15: floors 42, 9, 9, the one left goes to the largest remainder (0.7);
     # 3 x (0.7, 0.15, 0.15) = 2.1, 0.45, 0.45: floors 2, 0, 0, a tie of remainders goes to the earlier part
-    assert _split_counts(total, (0.7, 0.15, 0.15)) == expected
+    assert split_counts(total, (0.7, 0.15, 0.15)) == expected
     assert sum(expected) == total
 
 
