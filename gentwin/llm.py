@@ -574,16 +574,23 @@ def head_logits(model, hidden, kept_ids=None):
 
 def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=None, batch_size: int = 64,
                     compute_dtype: str = "float32", progress: bool = False) -> list[list[int]]:
-    """Greedy decoding of token-id prompts (left-padded batches, KV cache), stopping at end-of-sequence.
+    """Greedy decoding of token-id prompts with ``model.generate`` (left-padded batches), stopping at end-of-sequence.
 
-    With ``kept_ids`` (a restricted output vocabulary) the arg-max runs over
-    those token ids only.  Returns the new token ids of each prompt (without
-    the end-of-sequence token).
+    With ``kept_ids`` (a restricted output vocabulary) every other token's
+    logit is set to minus infinity, so the arg-max runs over those ids only.
+    The generation settings are given in full (greedy, one beam, no
+    penalties), so a backbone's own ``generation_config`` cannot change the
+    decoding.  Returns the new token ids of each prompt (without the
+    end-of-sequence token).
     """
     import torch
-    from transformers import DynamicCache
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
     from .progress import progress as bar
+
+    class KeepOnly(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores.masked_fill(dropped[: scores.shape[-1]], float("-inf"))
 
     if max_new_tokens < 1:
         raise BackboneError(f"max_new_tokens = {max_new_tokens}: must be >= 1")
@@ -591,7 +598,13 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
     dev = model_device(model)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    kept = kept_ids.to(dev) if kept_ids is not None else None
+    settings = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos,
+                                pad_token_id=pad)
+    processors = None
+    if kept_ids is not None:
+        dropped = torch.ones(base.lm_head.weight.shape[0], dtype=torch.bool, device=dev)
+        dropped[kept_ids.to(dev)] = False
+        processors = LogitsProcessorList([KeepOnly()])
     out: list[list[int]] = []
     was_training = base.training
     base.eval()
@@ -607,27 +620,9 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
                         raise BackboneError(f"prompts[{s + k}]: is empty")
                     ids[k, t - len(p):] = torch.tensor(p)
                     att[k, t - len(p):] = 1
-                ids, att = ids.to(dev), att.to(dev)
-                step_pos = (att.cumsum(1) - 1).clamp(min=0)
-                cache = DynamicCache(config=base.config)
-                done = torch.zeros(len(chunk), dtype=torch.bool, device=dev)
-                new = []
-                step_ids = ids
-                for _ in range(max_new_tokens):
-                    h = base.model(input_ids=step_ids, attention_mask=att, position_ids=step_pos,
-                                   past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-                    nxt = head_logits(model, h, kept).argmax(-1)
-                    if kept is not None:
-                        nxt = kept[nxt]
-                    nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                    new.append(nxt)
-                    done |= nxt == eos
-                    if bool(done.all()):
-                        break
-                    step_ids = nxt.unsqueeze(1)
-                    step_pos = step_pos[:, -1:] + 1
-                    att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
-                for row in torch.stack(new, 1).cpu().tolist():
+                new = base.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), generation_config=settings,
+                                    logits_processor=processors)[:, t:]
+                for row in new.cpu().tolist():
                     out.append(row[: row.index(eos)] if eos in row else row)
     finally:
         base.train(was_training)
