@@ -18,7 +18,7 @@ import re
 from ast import literal_eval
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from .reference import PAPER_VALUES, PaperValue
 
@@ -35,6 +35,10 @@ __all__ = [
     "CodeRef",
     "equation_references",
     "find_tests_using",
+    "anchor",
+    "equations_markdown",
+    "algorithm_markdown",
+    "sources_markdown",
 ]
 
 #: the mime prefix myst-nb gives values glued with ``display=False``
@@ -288,6 +292,11 @@ def equation_references(package: str = "gentwin") -> list[CodeRef]:
     return refs
 
 
+def _test_file(path: Path, tests_dir: str | Path) -> str:
+    """``tests/experiments/test_fig6.py``: a test file's path from the tests folder's parent."""
+    return f"{Path(tests_dir).name}/{path.relative_to(tests_dir).as_posix()}"
+
+
 def find_tests_using(names: Iterable[str], tests_dir: str | Path) -> dict[str, list[str]]:
     """For each bare name, the tests (``file::function``) whose body uses it.
 
@@ -296,7 +305,7 @@ def find_tests_using(names: Iterable[str], tests_dir: str | Path) -> dict[str, l
     """
     wanted = set(names)
     found: dict[str, list[str]] = {n: [] for n in wanted}
-    for path in sorted(Path(tests_dir).glob("test_*.py")):
+    for path in sorted(Path(tests_dir).rglob("test_*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         imported: set[str] = set()
         for node in tree.body:
@@ -311,9 +320,77 @@ def find_tests_using(names: Iterable[str], tests_dir: str | Path) -> dict[str, l
 
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-                scan(node, f"{path.as_posix().split('/')[-2]}/{path.name}::{node.name}")
+                scan(node, f"{_test_file(path, tests_dir)}::{node.name}")
             elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
                 for sub in node.body:
                     if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and sub.name.startswith("test"):
-                        scan(sub, f"{path.as_posix().split('/')[-2]}/{path.name}::{node.name}::{sub.name}")
+                        scan(sub, f"{_test_file(path, tests_dir)}::{node.name}::{sub.name}")
     return found
+
+
+# ---------------------------------------------------------------------------
+# The equations page's tables, as Markdown (rows from equation_references and find_tests_using)
+# ---------------------------------------------------------------------------
+
+
+def anchor(test_id: str) -> str:
+    """The page anchor of a test's source section.
+
+    >>> anchor("tests/test_pooling.py::test_eq3_weights")
+    'test-tests-test-pooling-py--test-eq3-weights'
+    """
+    return "test-" + "".join(c if c.isalnum() else "-" for c in test_id.lower())
+
+
+def _code(ref: CodeRef) -> str:
+    role = "py:class" if ref.kind == "class" else "py:func"
+    return f"{{{role}}}`{ref.qualname}`"
+
+
+def _tests(ref: CodeRef, tests: Mapping[str, Sequence[str]]) -> str:
+    found = tests[ref.qualname.rsplit(".", 1)[1]]
+    return "<br>".join(f"[`{t.split('::', 1)[1]}`](#{anchor(t)})" for t in found) or "**none**"
+
+
+def equations_markdown(refs: Sequence[CodeRef], tests: Mapping[str, Sequence[str]]) -> str:
+    """One row per (equation, implementing function): the paper's form, the code and the tests pinning it.
+
+    ``tests`` maps a function's short name to test ids ``path::name``; an
+    equation nothing cites says **not implemented yet**.
+
+    >>> ref = CodeRef("gentwin.pooling.presence", "function", (1,), (), "")
+    >>> print(equations_markdown([ref], {"presence": ["tests/t.py::test_p"]}).splitlines()[2])
+    | (1) | $...$ | {py:func}`gentwin.pooling.presence` | [`test_p`](#test-tests-t-py--test-p) |
+    """
+    rows = ["| equation | paper's form | implemented by | pinned by |", "|---|---|---|---|"]
+    for number, form in EQUATIONS.items():
+        impl = [r for r in refs if number in r.equations]
+        if not impl:
+            rows.append(f"| ({number}) | ${form}$ | **not implemented yet** | |")
+        for k, r in enumerate(impl):
+            rows.append(f"| {'(' + str(number) + ')' if k == 0 else ''} | {'$' + form + '$' if k == 0 else ''} "
+                        f"| {_code(r)} | {_tests(r, tests)} |")
+    return "\n".join(rows)
+
+
+def algorithm_markdown(refs: Sequence[CodeRef], tests: Mapping[str, Sequence[str]]) -> str:
+    """One row per (Algorithm 1 line, implementing function); a line done by an equation points at its rows."""
+    rows = ["| Algorithm 1 line | step | implemented by | pinned by |", "|---|---|---|---|"]
+    for line, step in ALGORITHM_LINES.items():
+        impl = [r for r in refs if line in r.algorithm_lines]
+        cells = [(_code(r), _tests(r, tests)) for r in impl] or [
+            ("*see the equation rows*" if "eq." in step else "**not implemented yet**", "")]
+        for k, (c, t) in enumerate(cells):
+            rows.append(f"| {line if k == 0 else ''} | {step if k == 0 else ''} | {c} | {t} |")
+    return "\n".join(rows)
+
+
+def sources_markdown(tests: Mapping[str, Sequence[str]], source_prefix: str = "../../") -> str:
+    """A section per listed test, with its source included from ``source_prefix + path`` (relative to the page)."""
+    parts = []
+    for test_id in sorted({t for found in tests.values() for t in found}):
+        path, name = test_id.split("::", 1)
+        parts.append(f"({anchor(test_id)})=\n### `{name}`\n\n`{path}`\n\n"
+                     f"```{{literalinclude}} {source_prefix}{path}\n:language: python\n"
+                     f":pyobject: {name.replace('::', '.')}\n```\n")
+    return "\n".join(parts) if parts else "No test cites an equation yet."

@@ -38,7 +38,6 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -46,7 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from .checks import check_int, check_real
-from .config import PhysicalConfig, TopologyConfig
+from .config import PhysicalConfig, TopologyConfig, topology_config_for
 from .topology import DataSet, Topology
 
 __all__ = [
@@ -76,39 +75,6 @@ class PhysicalError(ValueError):
 # ---------------------------------------------------------------------------
 # Set-up helpers
 # ---------------------------------------------------------------------------
-
-
-def topology_config_for(size: int, topology: TopologyConfig, physical: PhysicalConfig) -> TopologyConfig:
-    """The topology of one Table IV size: ``size`` sensors and ``size / sensors_per_gateway`` gateways.
-
-    The paper gives only the sensor counts of the three sizes (30 / 100 /
-    250); we keep its 250 / 50 = 5 sensors per gateway (``sensors_per_gateway``),
-    at least one gateway per service, fog links in the paper's 30 / 50 ratio
-    (as many as fit), and at least enough log instances for every node.
-    Everything else (services, ``p_inactive``, ``data_seed``) comes from
-    ``topology``.
-
-    >>> from gentwin.config import TopologyConfig, PhysicalConfig
-    >>> c = topology_config_for(250, TopologyConfig(), PhysicalConfig())
-    >>> c.n_sensors, c.n_gateways, c.n_gateway_links, c.n_instances
-    (250, 50, 30, 1000)
-    >>> c = topology_config_for(30, TopologyConfig(), PhysicalConfig())
-    >>> c.n_sensors, c.n_gateways, c.n_gateway_links
-    (30, 6, 3)
-    """
-    size = check_int("size", size, low=1, error=PhysicalError)  # number of sensors
-    n_gw = max(topology.n_services, int(round(size / physical.sensors_per_gateway)))
-    per_service = [n_gw // topology.n_services + (1 if k < n_gw % topology.n_services else 0)
-                   for k in range(topology.n_services)]
-    max_links = sum(m * (m - 1) // 2 for m in per_service)
-    links = min(max_links, int(round(n_gw * 30 / 50)))
-    return dataclasses.replace(
-        topology,
-        n_sensors=size,
-        n_gateways=n_gw,
-        n_gateway_links=links,
-        n_instances=max(topology.n_instances, size + n_gw),
-    )
 
 
 def last_presence(dataset: DataSet) -> dict[str, bool]:

@@ -155,7 +155,7 @@ def test_bad_parameters_rejected_naming_the_field(override, field):
 def test_bad_physical_arguments():
     s = resolve("quick")
     tc = topology_config_for(5, s.topology, s.physical)
-    with pytest.raises(PhysicalError, match="size"):
+    with pytest.raises(ConfigError, match="size = 0"):
         topology_config_for(0, s.topology, s.physical)
     with pytest.raises(ConfigError, match="n_sensors"):
         dataclasses.replace(tc, n_sensors=0)

@@ -1,0 +1,108 @@
+"""The library's layout: every module documented, opening with one sentence, and no layer importing one above it."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "gentwin"
+
+# Lower layers never import higher ones: helpers < parameters < data < the paper's mechanisms <
+# the twin store < what uses it < the experiments < auditing and running the book.
+LAYERS = {
+    0: {"checks", "files", "progress"},
+    1: {"reference", "stats"},
+    2: {"config"},
+    3: {"topology"},
+    4: {"sdm", "verbalise", "pooling", "physical", "metrics", "llm", "adapter", "graph.schema"},
+    5: {"ingest", "frozen", "graph.networkx_store", "graph.neo4j_store"},
+    6: {"graph"},
+    7: {"training", "prompting", "whatif", "loops"},
+    8: {"experiments"},  # and every experiments.* runner
+    9: {"audit", "provenance"},
+    10: {"notebook"},
+    11: {"cli"},
+    12: {"__main__"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1]) if parts[-1] == "__init__" else ".".join(parts)
+        if name:
+            out[name] = path
+    return out
+
+
+def _layer(name: str) -> int:
+    for layer, names in LAYERS.items():
+        if name in names:
+            return layer
+    if name.startswith("experiments."):
+        return 8
+    raise AssertionError(f"gentwin.{name} has no layer in tests/test_layout.py")
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """gentwin modules that ``name`` imports (relative or absolute, at any depth of the code)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("gentwin"):
+                target = node.module.removeprefix("gentwin").lstrip(".")
+            else:
+                continue
+            for alias in node.names:  # `from . import pooling` names a module
+                candidate = f"{target}.{alias.name}".lstrip(".")
+                found.add(candidate if candidate in _modules() else target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("gentwin.") for a in node.names if a.name.startswith("gentwin.")}
+    return {m for m in found if m and m != name}
+
+
+def test_every_module_has_a_layer_and_imports_only_lower_layers():
+    bad = []
+    for name, path in _modules().items():
+        for dep in _imports(name, path):
+            inside_package = dep.startswith(name + ".")  # a package's __init__ re-exports its modules
+            if not inside_package and _layer(dep) >= _layer(name):
+                bad.append(f"gentwin.{name} (layer {_layer(name)}) imports gentwin.{dep} (layer {_layer(dep)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_layer_check_sees_imports():
+    # the check above is only as good as its import scan
+    imports = _imports("training", PACKAGE / "training.py")
+    assert {"pooling", "topology"} <= imports, imports
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_module_opens_with_one_sentence_saying_what_it_holds(name):
+    doc = ast.get_docstring(ast.parse(_modules()[name].read_text(encoding="utf-8")))
+    assert doc, f"gentwin.{name} has no module docstring"
+    first = doc.split("\n\n")[0].replace("\n", " ").strip()
+    assert first.endswith("."), f"gentwin.{name}: first paragraph is not a sentence: {first!r}"
+    # a sentence ends at . ! ? before a capital letter or the end ("eq. (9)" and "Fig. 6" do not)
+    assert len(re.findall(r"[.!?](?:\s+[A-Z]|$)", first)) == 1, f"gentwin.{name}: opens with more than one sentence"
+
+
+def test_api_page_documents_every_module():
+    api = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. automodule:: gentwin\.([\w.]+)", api, re.MULTILINE))
+    assert documented == set(_modules()) - {"__main__"}
+
+
+def test_readme_layout_table_matches_the_tree():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `gentwin/([\w/]+)\.py` \|", readme, re.MULTILINE))
+    on_disk = {str(p.relative_to(PACKAGE).with_suffix("")) for p in PACKAGE.rglob("*.py")}
+    assert listed == on_disk
