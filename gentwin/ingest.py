@@ -54,6 +54,7 @@ True
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import math
 import os
@@ -71,7 +72,7 @@ from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology
 
 __all__ = [
     "IngestError", "SDM_MAPPING", "mapping_table", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT", "ENTITIES_FILE", "LOG_FILE",
-    "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES", "to_urn", "split_urn",
+    "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES", "BOOK_DATA_DIR", "book_data_folder", "load_book_dataset", "to_urn", "split_urn",
     "read_graph", "read_entities", "to_entities", "write_entities", "format_log_line", "format_log",
     "parse_log", "read_log", "write_log", "read_dataset", "write_dataset", "book_dataset",
 ]
@@ -103,6 +104,8 @@ MAX_DEPTH = 64
 MAX_NUMBER_CHARS = 100
 #: The hand-written second city shipped with the package (Smart Data Models form).
 SDM_SAMPLE = Path(__file__).parent / "data" / "sdm_sample"
+#: where the chapters keep the book's data set, under the book's root (a build output, like the pages)
+BOOK_DATA_DIR = Path("book") / "executed" / "data"
 
 _NGSI_LD_URN = re.compile(r"urn:ngsi-ld:([^:]*):(.+)\Z", re.S)
 _INDEX = re.compile(r"\d+\Z")
@@ -595,6 +598,28 @@ def write_dataset(dataset: DataSet, folder: PathLike, form: str = "normalized") 
 
 def _book_settings(topology_config: Any) -> dict[str, Any]:
     return {"format": "gentwin book data set v1", "topology": json.loads(json.dumps(asdict(topology_config)))}
+
+
+def book_data_folder(topology_config: Any, root: PathLike = ".") -> Path:
+    """``root/book/executed/data/city-<digest>``: one folder per data-set setting.
+
+    The digest covers every field of ``topology_config``, so a chapter re-run with another city never
+    meets the files of the first.
+
+    >>> from gentwin.config import resolve
+    >>> a = book_data_folder(resolve("quick").topology)
+    >>> a.parent.as_posix(), a == book_data_folder(resolve("quick", n_sensors=30).topology)
+    ('book/executed/data', False)
+    """
+    text = json.dumps(_book_settings(topology_config), sort_keys=True)
+    return Path(root) / BOOK_DATA_DIR / f"city-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def load_book_dataset(topology_config: Any, root: PathLike = ".") -> DataSet:
+    """The data set every chapter uses: written by the set-up chapter (or by the first chapter run
+    alone) as NGSI-LD files and the sensor log under :func:`book_data_folder`, and always read back
+    through :func:`book_dataset`."""
+    return book_dataset(topology_config, book_data_folder(topology_config, root))
 
 
 def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:

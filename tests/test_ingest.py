@@ -798,3 +798,24 @@ def test_book_dataset_checks_both_encodings_agree(tmp_path):
     (folder / "entities.keyValues.json").write_text(json.dumps(entities))
     with pytest.raises(IngestError, match="another topology"):
         book_dataset(cfg, folder)
+
+
+def test_load_book_dataset_writes_once_then_reads_back_the_same_city(tmp_path):
+    from gentwin.config import resolve
+    from gentwin.ingest import book_data_folder, load_book_dataset
+    from gentwin.topology import generate_dataset
+
+    cfg = resolve("quick").topology
+    first = load_book_dataset(cfg, root=tmp_path)
+    folder = book_data_folder(cfg, root=tmp_path)
+    assert folder.parent == tmp_path / "book" / "executed" / "data"
+    stamp = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    second = load_book_dataset(cfg, root=tmp_path)  # present: read, not rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp
+    expected = generate_dataset(cfg)
+    assert first.topology == second.topology == expected.topology
+    assert first.instances == expected.instances
+    # another city gets another folder, never the first one's files
+    other = resolve("quick", n_sensors=30).topology
+    assert book_data_folder(other, root=tmp_path) != folder
+    assert sum(n.kind == "sensor" for n in load_book_dataset(other, root=tmp_path).topology.nodes) == 30
