@@ -818,4 +818,4 @@ def test_load_book_dataset_writes_once_then_reads_back_the_same_city(tmp_path):
     # another city gets another folder, never the first one's files
     other = resolve("quick", n_sensors=30).topology
     assert book_data_folder(other, root=tmp_path) != folder
-    assert sum(n.kind == "sensor" for n in load_book_dataset(other, root=tmp_path).topology.nodes) == 30
+    assert len(load_book_dataset(other, root=tmp_path).topology.of_kind("sensor")) == 30
