@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from gentwin.adapter import TwinAdapterConfig, adapter_layer_indices
+from gentwin.checks import check_int, check_real
 from gentwin.llm import causal_lm, count_parameters, tiny_backbone  # noqa: F401 - tiny_backbone for the doctest
 
 __all__ = ["LORA_DEFAULT_TARGETS", "LoraPlan", "plan_lora", "lora_baseline"]
@@ -62,8 +63,7 @@ def plan_lora(
     >>> plan.rank, plan.trainable
     (1, 896)
     """
-    if isinstance(target_trainable, bool) or not isinstance(target_trainable, int) or target_trainable < 1:
-        raise ValueError(f"target_trainable = {target_trainable!r}: must be an integer >= 1")
+    check_int("target_trainable", target_trainable, low=1)
     if isinstance(target_modules, str) or not target_modules:
         raise ValueError(f"target_modules = {target_modules!r}: must be a non-empty list of module names")
     decoder = causal_lm(model).model.layers
@@ -113,12 +113,10 @@ def lora_baseline(
 
     if adapter_layer_indices(model):
         raise ValueError("model has Twin Adapters; the LoRA baseline needs a freshly loaded backbone")
-    if isinstance(lora_dropout, bool) or not isinstance(lora_dropout, (int, float)) or not 0 <= lora_dropout < 1:
-        raise ValueError(f"lora_dropout = {lora_dropout!r}: must be a number in [0, 1)")
+    check_real("lora_dropout", lora_dropout, low=0.0, high=1.0, high_open=True)
     plan = plan_lora(model, target_trainable, layers=layers, n_top=n_top, target_modules=target_modules)
     alpha = 2 * plan.rank if lora_alpha is None else lora_alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"lora_alpha = {lora_alpha!r}: must be a number > 0")
+    check_real("lora_alpha", alpha, low=0.0, low_open=True)
     cfg = LoraConfig(
         r=plan.rank, lora_alpha=alpha, lora_dropout=float(lora_dropout), bias="none", task_type="CAUSAL_LM",
         target_modules=list(plan.target_modules), layers_to_transform=list(plan.layers), layers_pattern="layers",

@@ -7,7 +7,7 @@ runs that part once per data set (the lower layers plus the lowest adapted
 layer's attention and feed-forward block) and :func:`top_hidden` finishes a
 forward pass from it: a training step then runs only the adapters, the layers
 above them, the final norm and the output head.  With float32 this equals the
-model's own forward exactly; ``tests/test_frozen.py`` checks that on a tiny
+model's own forward exactly; ``tests/test_llm.py`` checks that on a tiny
 LLaMA, so a transformers upgrade that changes ``LlamaModel.forward`` fails a
 test rather than silently changing results.
 """

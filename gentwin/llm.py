@@ -1,4 +1,4 @@
-"""The frozen backbone: loading a causal language model offline, running its frozen part once, greedy decoding.
+"""The frozen backbone: a causal language model loaded offline, its parameter counts, and greedy decoding.
 
 Section III.A of the paper fine-tunes "Llama-2-8B", a model that was never
 released (Llama 2 came in 7B, 13B and 70B).  The reproduction accepts any
