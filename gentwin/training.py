@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -168,7 +168,6 @@ def prepare_task(
     restrict_vocab: bool = True,
     cache: bool = True,
     batch_size: int = 32,
-    extra_targets: Sequence[str] = (),
     inside: bool = True,
     compute_dtype: str = "float32",
     progress: bool = False,
@@ -181,8 +180,7 @@ def prepare_task(
         The backbone with Twin Adapters (or, with ``cache=False``, any causal
         LM, e.g. the LoRA baseline).
     restrict_vocab
-        Keep only the token ids that occur in the targets (and in
-        ``extra_targets``, e.g. the question/answer pass) plus end-of-sequence.
+        Keep only the token ids that occur in the targets plus end-of-sequence.
     cache
         Run the frozen part now (:func:`frozen_states`; ``inside`` lets the
         cache reach into the lowest adapted layer up to its adapter).
@@ -204,8 +202,7 @@ def prepare_task(
     encoded = encode_pairs(tokenizer, pairs, max_length=max_length)
     vocab = None
     if restrict_vocab:
-        extra = [encode_pairs(tokenizer, [("", t)], max_length=max_length) for t in extra_targets]
-        vocab = output_vocabulary([encoded, *extra], causal_lm(model).lm_head.weight.shape[0], tokenizer.eos_token_id)
+        vocab = output_vocabulary([encoded], causal_lm(model).lm_head.weight.shape[0], tokenizer.eos_token_id)
     compute_autocast(model, compute_dtype)  # validates compute_dtype before the long pass
     frozen = None
     if cache:
@@ -497,7 +494,6 @@ def train_twin(
     eval_every: int = 1,
     path: str = "cached",
     progress: bool = False,
-    on_epoch: Callable[[int, dict], None] | None = None,
 ):
     """Algorithm 1 lines 9-12: train the adapters on ``order`` (in this order every epoch), scoring each epoch.
 
@@ -560,8 +556,6 @@ def train_twin(
             seconds = time.perf_counter() - t0
             scheduler.step()
             record(epoch, loss, lr, seconds)
-            if on_epoch is not None:
-                on_epoch(epoch, records[-1])
             bar.set_postfix(loss=f"{loss:.3f}")
     return pd.DataFrame(records)
 
