@@ -138,6 +138,13 @@ class Node:
 
     ``gateway`` is set for sensors (eq. 2's g_{s_i}); ``service`` for sensors and
     gateways; ``category``/``controlled_property``/``sdm_type`` for sensors.
+    ``properties`` holds the entity's other attributes when it was read from
+    Smart Data Models files (:mod:`gentwin.ingest`), None otherwise; it takes
+    part in equality but not in the hash (a dict is not hashable).
+
+    >>> a = Node("S1", "sensor", gateway="G", properties={"batteryLevel": 0.75})
+    >>> a == Node("S1", "sensor", gateway="G"), hash(a) == hash(Node("S1", "sensor", gateway="G"))
+    (False, True)
     """
 
     id: str
@@ -150,6 +157,7 @@ class Node:
     latitude: float | None = None
     longitude: float | None = None
     name: str | None = None
+    properties: dict | None = field(default=None, hash=False, compare=True, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:

@@ -46,7 +46,7 @@ EXPECTED_NODES = {
     "AQ-S001": Node(
         "AQ-S001", "sensor", service="AQ", gateway="AQ-GW01", category="PM2.5 sensor",
         sdm_type="AirQualityObserved", controlled_property="pm25", latitude=-12.25, longitude=-3.5,
-        name="PM2.5 sensor",
+        name="PM2.5 sensor", properties={"batteryLevel": 0.75, "serialNumber": "A-77"},  # kept SDM attributes
     ),
     "AQ-S002": Node("AQ-S002", "sensor", service="AQ", gateway="AQ-GW02", controlled_property="no2"),
     "WM-S001": Node("WM-S001", "sensor", service="WM", gateway="WM-GW01"),
