@@ -129,3 +129,46 @@ def neo4j_env():
         yield {"uri": info["uri"], "user": info["user"], "password": _Secret(password)}
     finally:
         _stop(info["state_file"])
+
+
+# --- a toy twin-modelling task shared by the training and Fig. 6 / Fig. 7 tests ------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, above all on a shared machine; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_ds():
+    """Small enough for the tiny model to memorise in about a second: 4 sensors, 2 gateways, 11 relations."""
+    from gentwin.config import TopologyConfig
+    from gentwin.topology import generate_dataset
+
+    return generate_dataset(TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1,
+                                           n_instances=6, split=(0.5, 0.25, 0.25)))
+
+
+@pytest.fixture(scope="session")
+def toy_config():
+    """``toy_config(**overrides)``: Table III's learning rate and discount factor, plain SGD, batches of 4."""
+    from gentwin.config import resolve
+
+    return lambda **over: resolve("quick", **{"batch_size": 4, **over}).training
+
+
+@pytest.fixture
+def tiny_adapted():
+    """The on-the-fly tiny LLaMA with Twin Adapters (bottleneck 16) on its top two layers."""
+    from gentwin.adapter import TwinAdapterConfig, add_twin_adapters
+    from gentwin.llm import tiny_backbone
+
+    model, tok = tiny_backbone(seed=0)
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=16, n_top=2))
+    return model, tok

@@ -9,16 +9,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from gentwin import training as T
 from gentwin import verbalise as V
 from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapters
-from gentwin.config import TopologyConfig, resolve
+from gentwin.config import TopologyConfig
 from gentwin.frozen import frozen_states, full_hidden
 from gentwin.llm import BackboneError, char_tokenizer, freeze, head_logits, load_backbone
 from gentwin.metrics import compare_graph
 from gentwin.topology import Relation, generate_dataset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QUICK_TOPOLOGY = TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60)
-#: Small enough for the tiny model to memorise in about a second: 4 sensors, 2 gateways, 11 relations.
-TOY_TOPOLOGY = TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1, n_instances=6,
-                              split=(0.5, 0.25, 0.25))
 
 
 def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 64, init: float = 0.3):
@@ -51,23 +50,9 @@ def randomise_adapters(model, seed: int = 1, scale: float = 0.1) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, above all on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def quick_ds():
     return generate_dataset(QUICK_TOPOLOGY)
-
-
-@pytest.fixture(scope="module")
-def toy_ds():
-    return generate_dataset(TOY_TOPOLOGY)
 
 
 @pytest.fixture
@@ -241,13 +226,8 @@ def test_teacher_forced_counts_a_triple_only_when_every_token_is_the_argmax(adap
 # --- training -----------------------------------------------------------------------------
 
 
-def toy_config(**over):
-    # Table III's learning rate and discount factor, plain SGD (the defaults), small batches
-    return resolve("quick", **{"batch_size": 4, **over}).training
-
-
 @pytest.fixture(scope="module")
-def trained(toy_ds, one_thread):
+def trained(toy_ds, one_thread, toy_config):
     """The toy's training nodes (each seen 4 times per epoch), 60 epochs: trained once for several tests."""
     model, tok = tiny_llama()
     add_twin_adapters(model, TwinAdapterConfig(bottleneck=64, n_top=2))
@@ -258,7 +238,7 @@ def trained(toy_ds, one_thread):
     return model, task, train, hist
 
 
-def test_training_on_a_toy_topology_lowers_the_loss_and_recovers_its_triples(trained):
+def test_training_on_a_toy_topology_lowers_the_loss_and_recovers_its_triples(trained, toy_config):
     model, task, train, hist = trained
     cfg = toy_config()
     assert (cfg.learning_rate, cfg.discount_factor, cfg.optimizer) == (0.08, 0.99, "sgd")
@@ -310,7 +290,7 @@ def test_reset_adapters_reproduces_a_fresh_initialisation(adapted, toy_ds):
         assert int(a.up.weight.abs().sum()) == 0
 
 
-def test_empty_training_split_is_a_clear_error(adapted, toy_ds):
+def test_empty_training_split_is_a_clear_error(adapted, toy_ds, toy_config):
     model, tok = adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
     with pytest.raises(T.TrainingError, match=r"order = \[\]: the training split is empty"):

@@ -6,41 +6,12 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
 from gentwin import training as T
-from gentwin.adapter import TwinAdapterConfig, add_twin_adapters
-from gentwin.config import TopologyConfig, resolve
+from gentwin.config import resolve
 from gentwin.experiments import fig6
-from gentwin.llm import tiny_backbone
-from gentwin.topology import generate_dataset
 
-TOY_TOPOLOGY = TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1, n_instances=6,
-                              split=(0.5, 0.25, 0.25))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def toy_ds():
-    return generate_dataset(TOY_TOPOLOGY)
-
-
-@pytest.fixture
-def adapted():
-    model, tok = tiny_backbone(seed=0)
-    add_twin_adapters(model, TwinAdapterConfig(bottleneck=16, n_top=2))
-    return model, tok
-
-
-def toy_config(**over):
-    return resolve("quick", **{"batch_size": 4, **over}).training
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_round_slices_cumulative_and_chunks():
@@ -54,8 +25,8 @@ def test_round_slices_cumulative_and_chunks():
         fig6.round_slices(18, 2, mode="all")
 
 
-def test_extraction_curve_feeds_the_stream_round_by_round(adapted, toy_ds):
-    model, tok = adapted
+def test_extraction_curve_feeds_the_stream_round_by_round(tiny_adapted, toy_ds, toy_config):
+    model, tok = tiny_adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
     train = toy_ds.split("train") * 3
     curve = fig6.extraction_curve(model, task, train, toy_config(round_mode="chunk"), seed=0, rounds=3)
@@ -104,8 +75,8 @@ def test_gain_table_and_headline_with_gains():
     assert out["fig6_gain_text"] == "+15.0 %" and out["fig6_final_priority"] == 22.0
 
 
-def test_runner_needs_the_random_order_and_uses_the_stream_order(adapted, toy_ds):
-    model, tok = adapted
+def test_runner_needs_the_random_order_and_uses_the_stream_order(tiny_adapted, toy_ds):
+    model, tok = tiny_adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
     settings = resolve("quick", fig6_orders=("priority",), rounds=2, n_seeds=1, batch_size=4, train_limit=0)
     with pytest.raises(T.TrainingError, match="must include 'random'"):

@@ -7,44 +7,18 @@ import pytest
 import torch
 
 from gentwin import training as T
-from gentwin.adapter import TwinAdapterConfig, adapter_modules, add_twin_adapters
-from gentwin.config import TopologyConfig, resolve
+from gentwin.adapter import adapter_modules
+from gentwin.config import resolve
 from gentwin.experiments import fig7
-from gentwin.llm import tiny_backbone
 from gentwin.reference import by_key
-from gentwin.topology import Relation, generate_dataset
+from gentwin.topology import Relation
 from gentwin.verbalise import qa_pairs
 
-TOY_TOPOLOGY = TopologyConfig(n_services=1, n_gateways=2, n_sensors=4, n_gateway_links=1, n_instances=6,
-                              split=(0.5, 0.25, 0.25))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def toy_ds():
-    return generate_dataset(TOY_TOPOLOGY)
-
-
-@pytest.fixture
-def adapted():
-    model, tok = tiny_backbone(seed=0)
-    add_twin_adapters(model, TwinAdapterConfig(bottleneck=16, n_top=2))
-    return model, tok
-
-
-def toy_config(**over):
-    return resolve("quick", **{"batch_size": 4, **over}).training
-
-
-def test_qa_pairs_and_the_feedback_pass(adapted, toy_ds):
-    model, tok = adapted
+def test_qa_pairs_and_the_feedback_pass(tiny_adapted, toy_ds, toy_config):
+    model, tok = tiny_adapted
     rels = [Relation("AQ-S001", "CONNECTED_TO", "AQ-GW01"), Relation("AQ-GW01", "CONNECTED_TO", "AQ-GW02"),
             Relation("AQ-GW01", "SERVES_IN", "AQ")]
     pairs = qa_pairs(rels)
@@ -64,8 +38,8 @@ def test_qa_pairs_and_the_feedback_pass(adapted, toy_ds):
         fig7.qa_feedback(model, task, [], toy_config(), seed=0)
 
 
-def test_runner_tables_and_headline(adapted, toy_ds):
-    model, tok = adapted
+def test_runner_tables_and_headline(tiny_adapted, toy_ds):
+    model, tok = tiny_adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
     settings = resolve("quick", epochs=2, n_seeds=2, batch_size=4, train_limit=0)
     history, final = fig7.runs(model, task, settings)
