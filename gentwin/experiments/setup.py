@@ -1,22 +1,32 @@
 """The set-up chapter's tables: the data set's counts beside the paper's, the relation make-up, gateway degrees and the split.
 
-Each function takes a generated :class:`~gentwin.topology.DataSet` (or its
+Each function takes the book's :class:`~gentwin.topology.DataSet` (or its
 topology) and returns a tidy :class:`pandas.DataFrame`; :func:`draw_topology`
-draws a small topology as a tree.  Nothing here is typed from the paper: the
+draws a small topology as a tree.  The data set's files (:func:`dataset_files`,
+:func:`entity_excerpt`, :func:`encodings_read_back`) and the Smart Data Models
+sample (:func:`graph_counts`, :func:`draw_entity_graph`, :func:`sample_log`,
+:func:`sample_pools`) are shown through :mod:`gentwin.ingest`, the door every
+chapter's data comes through.  Nothing here is typed from the paper: the
 paper's numbers come from :mod:`gentwin.config` (Table III) and
 :mod:`gentwin.reference` (Section III.B).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from ..config import field_spec
+from ..ingest import BOOK_FILES, FORMS, read_entities, to_urn
 from ..reference import by_key
-from ..topology import NODE_KINDS, SPLITS, DataSet, Topology
+from ..sdm import GRAPH_KINDS, GRAPH_RELATIONS, EntityGraph
+from ..topology import NODE_KINDS, SPLITS, DataSet, Instance, Topology
 
 __all__ = ["GLUED_COUNTS", "glued_counts", "paper_comparison", "relation_makeup", "gateway_degrees",
-           "split_table", "nodes_in_two_splits", "draw_topology"]
+           "split_table", "nodes_in_two_splits", "draw_topology", "dataset_files", "entity_excerpt",
+           "encodings_read_back", "graph_counts", "draw_entity_graph", "sample_log", "sample_pools"]
 
 #: glue name -> key of :meth:`gentwin.topology.DataSet.counts`; each name is also a :mod:`gentwin.reference` key
 GLUED_COUNTS = {
@@ -161,3 +171,158 @@ def draw_topology(topology: Topology, ax: Any, title: str) -> None:
               loc="lower left", bbox_to_anchor=(1.0, 0.0), frameon=False, title="node kind")
     ax.set_title(title)
     ax.axis("off")
+
+
+# ---------------------------------------------------------------------------
+# The data set's files, and the Smart Data Models sample
+# ---------------------------------------------------------------------------
+
+
+def dataset_files(folder: str | os.PathLike):
+    """One row per file of a book data-set folder (:data:`gentwin.ingest.BOOK_FILES`): what it holds,
+    its size in bytes, and the entities (JSON files) or log records (the log) it holds.
+
+    >>> import tempfile
+    >>> from gentwin.config import resolve
+    >>> from gentwin.ingest import book_dataset
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = book_dataset(resolve("quick").topology, Path(tmp) / "city")
+    ...     t = dataset_files(Path(tmp) / "city")
+    >>> t[["holds", "entities", "log records"]].values.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    [['NGSI-LD entities, normalized', 34, None], ['NGSI-LD entities, keyValues', 34, None],
+     ['sensor log', None, 60], ['settings it was written from', None, None]]
+    """
+    import pandas as pd
+
+    folder = Path(folder)
+    holds = {"normalized": "NGSI-LD entities, normalized", "keyValues": "NGSI-LD entities, keyValues",
+             "log": "sensor log", "settings": "settings it was written from"}
+    rows = []
+    for key, name in BOOK_FILES.items():
+        path = folder / name
+        text = path.read_text(encoding="utf-8")
+        entities = len(json.loads(text)) if key in FORMS else None
+        records = sum(1 for line in text.splitlines() if line.strip() and not line.startswith("#")) \
+            if key == "log" else None
+        rows.append((name, holds[key], path.stat().st_size, entities, records))
+    columns = ["file", "holds", "bytes", "entities", "log records"]
+    return pd.DataFrame(rows, columns=columns, dtype=object).astype({"bytes": int})  # object: counts stay ints
+
+
+def entity_excerpt(folder: str | os.PathLike, form: str, node: Any) -> str:
+    """One node's entity as the ``form`` file of a book data-set folder holds it, one attribute a line
+    (the ``@context`` IRIs left out).
+
+    >>> import tempfile
+    >>> from gentwin.topology import Node
+    >>> from gentwin.ingest import write_entities
+    >>> topo = Topology({"C": Node("C", "city", name="town")}, [])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_entities(topo, Path(tmp) / BOOK_FILES["keyValues"], form="keyValues")
+    ...     print(entity_excerpt(tmp, "keyValues", topo.nodes["C"]))
+    {
+      "id": "urn:ngsi-ld:SmartCity:C",
+      "type": "SmartCity",
+      "name": "town"
+    }
+    """
+    entities = json.loads((Path(folder) / BOOK_FILES[form]).read_text(encoding="utf-8"))
+    urn = to_urn(node)
+    entity = next(e for e in entities if e["id"] == urn)
+    lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in entity.items() if k != "@context"]
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def encodings_read_back(folder: str | os.PathLike, topology: Topology) -> dict[str, bool]:
+    """Whether each encoding's file of a book data-set folder reads back to exactly ``topology``
+    (nodes with every field, relations in order)."""
+    folder = Path(folder)
+    return {form: read_entities(folder / BOOK_FILES[form]) == topology for form in FORMS}
+
+
+def graph_counts(graph: EntityGraph) -> tuple[Any, Any]:
+    """Two tables of an entity graph: nodes by kind (with their NGSI types) and relations by type
+    (with the properties they came from), each in :data:`gentwin.sdm.GRAPH_KINDS` /
+    :data:`~gentwin.sdm.GRAPH_RELATIONS` order.
+
+    >>> from gentwin.ingest import read_graph
+    >>> nodes, rels = graph_counts(read_graph([
+    ...     {"id": "d1", "type": "Device", "deviceCategory": ["sensor"]},
+    ...     {"id": "o1", "type": "NoiseLevelObserved", "refDevice": "d1"}]))
+    >>> nodes.values.tolist(), rels.values.tolist()
+    ([['sensor', 1, 'Device'], ['observation', 1, 'NoiseLevelObserved']], [['OBSERVED_BY', 1, 'refDevice']])
+    """
+    import pandas as pd
+
+    nodes = pd.DataFrame([(n.kind, n.type) for n in graph.nodes.values()], columns=["kind", "type"])
+    rels = pd.DataFrame([(r.type, r.via) for r in graph.relations], columns=["relation", "via"])
+
+    def summary(frame, key, other, order, names):
+        rows = [(k, int((frame[key] == k).sum()), ", ".join(sorted(set(frame.loc[frame[key] == k, other]))))
+                for k in order if (frame[key] == k).any()]
+        return pd.DataFrame(rows, columns=names)
+
+    return (summary(nodes, "kind", "type", GRAPH_KINDS, ["kind", "nodes", "NGSI types"]),
+            summary(rels, "relation", "via", GRAPH_RELATIONS, ["relation", "count", "from the properties"]))
+
+
+def draw_entity_graph(graph: EntityGraph, ax: Any, title: str) -> None:
+    """Draw a (small) entity graph on ``ax``: nodes coloured by kind, edges by relation type (a
+    Kamada-Kawai layout, which draws nothing at random)."""
+    import networkx as nx
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+
+    g = nx.DiGraph()
+    for nid, node in graph.nodes.items():
+        g.add_node(nid, kind=node.kind)
+    for r in graph.relations:
+        g.add_edge(r.head, r.tail, type=r.type)
+    kinds = [k for k in GRAPH_KINDS if any(n.kind == k for n in graph.nodes.values())]
+    types = [t for t in GRAPH_RELATIONS if any(r.type == t for r in graph.relations)]
+    node_colour = dict(zip(kinds, sns.color_palette("colorblind", len(kinds))))
+    edge_colour = dict(zip(types, sns.color_palette("dark", len(types))))
+    pos = nx.kamada_kawai_layout(g.to_undirected())
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, node_size=500, width=1.2,
+                           edge_color=[edge_colour[d["type"]] for _, _, d in g.edges(data=True)])
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=500, node_color=[node_colour[g.nodes[n]["kind"]] for n in g])
+    nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
+    handles = ([Line2D([], [], marker="o", linestyle="", color=node_colour[k], label=k) for k in kinds]
+               + [Line2D([], [], color=edge_colour[t], label=t) for t in types])
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+              title="node kind / relation", fontsize=8)
+    ax.set_title(title)
+    ax.axis("off")
+
+
+def sample_log(topology: Topology) -> list[Instance]:
+    """A log for a topology read without one: every sensor and gateway reports once, active, in node
+    order, one second apart (all in the training split).
+
+    >>> from gentwin.topology import Node
+    >>> topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")}, [])
+    >>> sample_log(topo)  # doctest: +NORMALIZE_WHITESPACE
+    [Instance(index=0, timestamp=0.0, node_id='G', present=True, split='train'),
+     Instance(index=1, timestamp=1.0, node_id='S', present=True, split='train')]
+    """
+    return [Instance(k, float(k), node.id, True, "train") for k, node in enumerate(topology.devices())]
+
+
+def sample_pools(topology: Topology, pooling: Any):
+    """Eqs. (1)-(4) on a topology read without a log (:func:`sample_log`): one row per sensor and
+    gateway with its eq. (2) pair, relations N, priority p and pool (:func:`gentwin.pooling.pool_snapshot`
+    under the readings of ``pooling``, a :class:`gentwin.config.PoolingConfig`).
+
+    >>> from gentwin.config import resolve
+    >>> from gentwin.topology import Node, Relation
+    >>> topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")},
+    ...                 [Relation("S", "CONNECTED_TO", "G")])
+    >>> sample_pools(topo, resolve("quick").pooling)[["node", "N", "p"]].values.tolist()  # M = 1, owned by S
+    [['G', 0, 0.0], ['S', 1, 1.0]]
+    """
+    from ..pooling import pool_snapshot
+
+    readings = {k: getattr(pooling, k) for k in ("band", "pool_weight", "alpha_reading", "relation_count",
+                                                  "relation_owner")}
+    table = pool_snapshot(DataSet(topology, sample_log(topology)), **readings).table()
+    return table[["node", "kind", "k", "v", "N", "p", "pool"]]
