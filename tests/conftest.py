@@ -172,3 +172,32 @@ def tiny_adapted():
     model, tok = tiny_backbone(seed=0)
     add_twin_adapters(model, TwinAdapterConfig(bottleneck=16, n_top=2))
     return model, tok
+
+
+# --- tiny chapters for the runner and command-line tests ---------------------------------------
+
+#: the front matter of a jupytext MyST chapter
+CHAPTER_FRONT = (
+    "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
+    "kernelspec: {display_name: Python 3, language: python, name: python3}\n---\n\n"
+)
+
+
+def _write_chapter(path: Path, *cells: tuple[str, str]) -> Path:
+    parts = [CHAPTER_FRONT]
+    for tags, source in cells:
+        head = f":tags: [{tags}]\n" if tags else ""
+        parts.append(f"```{{code-cell}} ipython3\n{head}{source}\n```\n\n")
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_chapter():
+    """``write_chapter(path, (tags, source), ...)``: a jupytext MyST chapter of code cells; returns ``path``."""
+    return _write_chapter
+
+
+@pytest.fixture(scope="session")
+def chapter_front() -> str:
+    return CHAPTER_FRONT

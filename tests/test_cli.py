@@ -20,11 +20,6 @@ import pytest
 from gentwin.notebook import read_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-FRONT = (
-    "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
-    "kernelspec: {display_name: Python 3, language: python, name: python3}\n---\n\n"
-)
-
 
 def gentwin(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gentwin", *args], capture_output=True, text=True,
@@ -40,15 +35,6 @@ def book_root(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("executed"))
     return tmp_path
 
-
-def _write_notebook(path: Path, *cells: tuple[str, str]) -> Path:
-    """A jupytext MyST notebook from (tags, source) code cells."""
-    parts = [FRONT]
-    for tags, source in cells:
-        head = f":tags: [{tags}]\n" if tags else ""
-        parts.append(f"```{{code-cell}} ipython3\n{head}{source}\n```\n\n")
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
 
 
 def _glued(nb: dict) -> dict[str, str]:
@@ -143,8 +129,8 @@ def test_a_file_that_is_not_a_chapter_is_a_usage_error(book_root: Path) -> None:
     assert not (book_root / "book" / "executed").exists()
 
 
-def test_a_failing_cell_fails_the_run_and_keeps_the_old_page(book_root: Path) -> None:
-    src = _write_notebook(
+def test_a_failing_cell_fails_the_run_and_keeps_the_old_page(book_root: Path, write_chapter) -> None:
+    src = write_chapter(
         book_root / "notebooks" / "broken.md",
         ("parameters", 'profile = "paper"  # profile'),
         ("", "x = 1"),
@@ -217,20 +203,20 @@ def test_book_no_execute_keeps_a_re_run_page(book_root: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _tiny_root(tmp_path: Path, cell: str) -> tuple[Path, Path, Path]:
+def _tiny_root(tmp_path: Path, cell: str, write_chapter) -> tuple[Path, Path, Path]:
     """A book root with one chapter ``notebooks/tiny.md`` and a previous page for it."""
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/executed/tiny\n")
     (tmp_path / "notebooks").mkdir()
-    src = _write_notebook(tmp_path / "notebooks" / "tiny.md", ("parameters", 'profile = "paper"  # p'), ("", cell))
+    src = write_chapter(tmp_path / "notebooks" / "tiny.md", ("parameters", 'profile = "paper"  # p'), ("", cell))
     old = tmp_path / "book" / "executed" / "tiny.ipynb"
     old.parent.mkdir(parents=True)
     old.write_bytes(b'{"previous": "page"}\n')
     return tmp_path, src, old
 
 
-def test_run_shows_cells_and_the_kernels_own_stderr_but_no_tcp_warning(tmp_path: Path) -> None:
+def test_run_shows_cells_and_the_kernels_own_stderr_but_no_tcp_warning(tmp_path: Path, write_chapter) -> None:
     root, src, out = _tiny_root(
-        tmp_path, "import sys\nsys.__stderr__.write('bar 3/3 on the terminal\\n')\nprint('on the page')")
+        tmp_path, "import sys\nsys.__stderr__.write('bar 3/3 on the terminal\\n')\nprint('on the page')", write_chapter)
     done = gentwin("run", str(src), "--root", str(root))
     assert done.returncode == 0, done.stderr
     assert '[tiny] cell 1/2: profile = "paper"  # p' in done.stderr
@@ -249,8 +235,8 @@ def _umask_of_children() -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_a_run_killed_mid_cell_keeps_the_old_page_and_leaves_no_temporary_file(tmp_path: Path, sig) -> None:
-    root, src, old = _tiny_root(tmp_path, "import time\ntime.sleep(60)")
+def test_a_run_killed_mid_cell_keeps_the_old_page_and_leaves_no_temporary_file(tmp_path: Path, sig, write_chapter) -> None:
+    root, src, old = _tiny_root(tmp_path, "import time\ntime.sleep(60)", write_chapter)
     before = old.read_bytes()
     err = tmp_path / "stderr.txt"
     private_tmp = tmp_path / "tmp"  # the kernel's connection file and IPC sockets go here

@@ -23,20 +23,6 @@ from gentwin.notebook import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-FRONT = (
-    "---\njupytext:\n  text_representation: {extension: .md, format_name: myst}\n"
-    "kernelspec: {display_name: Python 3, language: python, name: python3}\n---\n\n"
-)
-
-
-def _write_notebook(path: Path, *cells: tuple[str, str]) -> Path:
-    """A jupytext MyST notebook from (tags, source) code cells."""
-    parts = [FRONT]
-    for tags, source in cells:
-        head = f":tags: [{tags}]\n" if tags else ""
-        parts.append(f"```{{code-cell}} ipython3\n{head}{source}\n```\n\n")
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
 
 
 def _stdout(nb: dict) -> str:
@@ -59,8 +45,8 @@ def test_parameters_cell_must_hold_only_literal_assignments(source, message) -> 
         parse_parameters_source(source, where="nb.md")
 
 
-def test_read_parameters_reports_the_line_of_the_file(tmp_path: Path) -> None:
-    src = _write_notebook(tmp_path / "bad.md", ("parameters", 'profile = "paper"  # p\nn_sensors = print(1)'))
+def test_read_parameters_reports_the_line_of_the_file(tmp_path: Path, write_chapter) -> None:
+    src = write_chapter(tmp_path / "bad.md", ("parameters", 'profile = "paper"  # p\nn_sensors = print(1)'))
     text = src.read_text().splitlines()
     line = text.index("n_sensors = print(1)") + 1
     with pytest.raises(NotebookError, match=rf"bad.md, line {line}: n_sensors = print\(1\)"):
@@ -76,16 +62,16 @@ def test_read_parameters_of_the_setup_chapter() -> None:
     assert all(comment for _, comment in params.values())  # every parameter is explained
 
 
-def test_notebook_without_or_with_two_parameter_cells(tmp_path: Path) -> None:
+def test_notebook_without_or_with_two_parameter_cells(tmp_path: Path, write_chapter) -> None:
     with pytest.raises(NotebookError, match="no cell is tagged `parameters`"):
-        read_parameters(_write_notebook(tmp_path / "none.md", ("", "x = 1")))
+        read_parameters(write_chapter(tmp_path / "none.md", ("", "x = 1")))
     with pytest.raises(NotebookError, match="2 cells are tagged `parameters`"):
-        read_parameters(_write_notebook(tmp_path / "two.md", ("parameters", "a = 1"), ("parameters", "b = 2")))
+        read_parameters(write_chapter(tmp_path / "two.md", ("parameters", "a = 1"), ("parameters", "b = 2")))
     with pytest.raises(NotebookError, match="does not exist"):
         read_parameters(tmp_path / "missing.md")
 
 
-def test_check_parameters_types_values_and_rejects_notebook_bugs(tmp_path: Path) -> None:
+def test_check_parameters_types_values_and_rejects_notebook_bugs(tmp_path: Path, write_chapter) -> None:
     setup = ROOT / "notebooks" / "setup.md"
     assert check_parameters(setup, {"n_sensors": "30", "p_inactive": "0.2", "profile": "quick"}) == {
         "n_sensors": 30, "p_inactive": 0.2, "profile": "quick"}
@@ -94,15 +80,15 @@ def test_check_parameters_types_values_and_rejects_notebook_bugs(tmp_path: Path)
     with pytest.raises(ParameterError, match=r"n_instances = 10: must be >= the number of device nodes 30"):
         check_parameters(setup, {"profile": "quick", "n_instances": "10"})
     assert check_parameters(setup, {"profile": "quick", "n_instances": "30"})["n_instances"] == 30
-    stray = _write_notebook(tmp_path / "stray.md", ("parameters", 'profile = "paper"  # p\nwidth = 3  # not a field'))
+    stray = write_chapter(tmp_path / "stray.md", ("parameters", 'profile = "paper"  # p\nwidth = 3  # not a field'))
     with pytest.raises(ParameterError, match="declares width, which is not a gentwin.config field"):
         check_parameters(stray, {})
 
 
-def test_toc_notebooks_follow_the_toc_and_skip_static_pages(tmp_path: Path) -> None:
+def test_toc_notebooks_follow_the_toc_and_skip_static_pages(tmp_path: Path, chapter_front) -> None:
     (tmp_path / "notebooks").mkdir()
     for name in ("b", "a", "c"):
-        (tmp_path / "notebooks" / f"{name}.md").write_text(FRONT)
+        (tmp_path / "notebooks" / f"{name}.md").write_text(chapter_front)
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nparts:\n"
         "  - caption: One\n    chapters:\n      - file: book/executed/b\n        sections:\n"
@@ -128,8 +114,8 @@ def test_build_book_checks_everything_before_running(tmp_path: Path) -> None:
     assert not (tmp_path / "book").exists()
 
 
-def test_execute_injects_tuples_as_tuples_and_replaces_atomically(tmp_path: Path) -> None:
-    src = _write_notebook(
+def test_execute_injects_tuples_as_tuples_and_replaces_atomically(tmp_path: Path, write_chapter) -> None:
+    src = write_chapter(
         tmp_path / "t.md",
         ("parameters", 'profile = "paper"  # p\nsplit = None  # s'),
         ("", "assert isinstance(split, tuple), type(split)\nprint('split is', split)"),
@@ -175,8 +161,8 @@ def test_a_malformed_toc_is_named(tmp_path: Path) -> None:
         toc_notebooks(tmp_path)
 
 
-def test_execute_writes_with_the_umask_reports_cells_and_uses_ipc(tmp_path: Path) -> None:
-    src = _write_notebook(
+def test_execute_writes_with_the_umask_reports_cells_and_uses_ipc(tmp_path: Path, write_chapter) -> None:
+    src = write_chapter(
         tmp_path / "tiny.md",
         ("parameters", 'profile = "paper"  # p'),
         ("", "import os\nprint(sorted(p for p in os.listdir('.') if p.startswith('kernel')))"),
