@@ -182,7 +182,7 @@ def prepare_task(
     restrict_vocab
         Keep only the token ids that occur in the targets plus end-of-sequence.
     cache
-        Run the frozen part now (:func:`frozen_states`; ``inside`` lets the
+        Run the frozen part now (:func:`~gentwin.frozen.frozen_states`; ``inside`` lets the
         cache reach into the lowest adapted layer up to its adapter).
     compute_dtype
         ``"float32"`` or ``"bfloat16"`` (autocast) for every forward pass on

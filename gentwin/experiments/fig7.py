@@ -42,8 +42,8 @@ def qa_feedback(
 ) -> dict[str, float]:
     """Algorithm 1 line 14: fine-tune on question/answer prompts made from the model's own triples.
 
-    The generated triples (e.g. :func:`extract_graph`) become
-    :func:`qa_pairs`; their frozen part is computed once, then the adapters
+    The generated triples (e.g. :func:`~gentwin.training.extract_graph`) become
+    :func:`~gentwin.verbalise.qa_pairs`; their frozen part is computed once, then the adapters
     train ``epochs`` (default ``config.qa_epochs``) passes over them with the
     task's optimiser settings.  Pairs with answer tokens outside the task's
     output vocabulary are skipped.  Returns ``pairs``, ``skipped`` and the
@@ -86,9 +86,9 @@ def qa_feedback(
 def runs(model, task: TwinTask, settings, *, progress: bool = False):
     """Fig. 7: ``epochs`` epochs per seed, per-epoch metrics on training and validation, final greedy decoding.
 
-    Every seed restarts the adapters (:func:`reset_adapters`) and orders the
+    Every seed restarts the adapters (:func:`~gentwin.training.reset_adapters`) and orders the
     training instances by ``settings.pooling.order`` with that seed.
-    Returns ``(history, final)``: ``history`` is :func:`train_twin`'s table for
+    Returns ``(history, final)``: ``history`` is :func:`~gentwin.training.train_twin`'s table for
     all seeds; ``final`` has one row per seed and split with the scores of
     greedy decoding after the last epoch (and after the question/answer pass
     when ``qa_feedback`` is on, as ``stage = "qa"``).

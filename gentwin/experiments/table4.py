@@ -192,7 +192,7 @@ def simulate(
     physical : PhysicalConfig
         Rates, loss, delay, outage, failures, loop settings.
     topology_cfg : TopologyConfig
-        The network (use :func:`topology_config_for` for a Table IV size).
+        The network (use :func:`~gentwin.config.topology_config_for` for a Table IV size).
     scenario : {1, 2}
         1: no interruption; 2: the flow is cut for ``outage_s`` from ``outage_start_s``.
     seed : int
