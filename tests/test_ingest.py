@@ -819,3 +819,71 @@ def test_load_book_dataset_writes_once_then_reads_back_the_same_city(tmp_path):
     other = resolve("quick", n_sensors=30).topology
     assert book_data_folder(other, root=tmp_path) != folder
     assert len(load_book_dataset(other, root=tmp_path).topology.of_kind("sensor")) == 30
+
+
+# ---------------------------------------------------------------------------
+# Every chapter's data set comes through this door
+# ---------------------------------------------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+#: chapters whose own code loads the book's data set
+LOADS_IN_CHAPTER = ("setup", "pooling", "prompting", "adapter", "fig8")
+#: chapters that get it through a library function (which must call load_book_dataset)
+LOADS_THROUGH = {"fig6": "gentwin.training.setup_twin", "fig7": "gentwin.training.setup_twin"}
+#: chapters that use no data set, or not the book's one, and why
+EXCEPTIONS = {
+    "table4": "generates one city per Table IV size (a topology per row, none of them the book's data set)",
+    "comparison": "reads the results of the other chapters, no data set",
+    "equations": "lists the equations and their tests, no data set",
+}
+#: chapters another helper is switching right now: strict xfail while they still generate their own city
+SWITCHED_BY_ANOTHER_HELPER = {"adapter", "fig6", "fig7"}
+
+
+def _chapter_code(name: str) -> str:
+    import jupytext
+
+    notebook = jupytext.read(NOTEBOOKS / f"{name}.md")
+    return "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+
+
+def test_every_chapter_is_classified():
+    chapters = {p.stem for p in NOTEBOOKS.glob("*.md")}
+    assert chapters == set(LOADS_IN_CHAPTER) | set(LOADS_THROUGH) | set(EXCEPTIONS), (
+        "a new chapter: say in tests/test_ingest.py how it gets its data set")
+
+
+def _chapter_params():
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="switched by another helper"))
+            if name in SWITCHED_BY_ANOTHER_HELPER else name for name in (*LOADS_IN_CHAPTER, *LOADS_THROUGH)]
+
+
+@pytest.mark.parametrize("chapter", _chapter_params())
+def test_chapter_data_set_comes_through_ingest(chapter):
+    import importlib
+    import inspect
+
+    if chapter in LOADS_THROUGH:
+        module, _, function = LOADS_THROUGH[chapter].rpartition(".")
+        assert f"{function}(" in _chapter_code(chapter)
+        code = inspect.getsource(getattr(importlib.import_module(module), function))
+    else:
+        code = _chapter_code(chapter)
+    assert "load_book_dataset(" in code
+    assert "generate_dataset" not in code and "generate_instances" not in code
+
+
+def test_a_chapter_run_alone_writes_both_encodings_and_the_log(tmp_path, monkeypatch):
+    from gentwin.ingest import BOOK_FILES, book_data_folder, load_book_dataset
+
+    monkeypatch.chdir(tmp_path)  # a chapter runs in the book's root and calls load_book_dataset(settings.topology)
+    cfg = resolve("quick").topology
+    ds = load_book_dataset(cfg)
+    folder = tmp_path / book_data_folder(cfg)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(BOOK_FILES.values())
+    for form in FORMS:
+        entities = json.loads((folder / BOOK_FILES[form]).read_text())
+        assert len(entities) == len(ds.topology.nodes)  # one entity per node: 24 + 6 + 3 + 1 in quick
+        assert read_entities(folder / BOOK_FILES[form], form=form) == ds.topology
+    assert read_log(folder / BOOK_FILES["log"], ds.topology) == ds.instances
+    assert len(ds.instances) == cfg.n_instances

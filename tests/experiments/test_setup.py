@@ -68,3 +68,90 @@ def test_draw_topology_draws_every_node() -> None:
     assert ax.get_title() == "small"
     assert len(ax.texts) == len(topo.nodes)  # one label per node
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# The data set's files and the Smart Data Models sample
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def book_folder(tmp_path_factory):
+    from gentwin.ingest import book_dataset
+
+    folder = tmp_path_factory.mktemp("book") / "city"
+    return folder, book_dataset(resolve("quick").topology, folder)
+
+
+def test_dataset_files_counts_what_each_file_holds(book_folder) -> None:
+    folder, ds = book_folder
+    table = setup.dataset_files(folder).set_index("file")
+    assert table.loc["entities.normalized.jsonld", "entities"] == table.loc["entities.keyValues.json", "entities"] \
+        == 24 + 6 + 3 + 1  # sensors, gateways, services, the city
+    assert table.loc["log.txt", "log records"] == 60
+    assert table["bytes"].tolist() == [(folder / name).stat().st_size for name in table.index]
+    # normalized wraps every value in {"type": ..., "value"/"object": ...}: the larger file
+    assert table.loc["entities.normalized.jsonld", "bytes"] > table.loc["entities.keyValues.json", "bytes"]
+
+
+def test_entity_excerpt_shows_each_encoding(book_folder) -> None:
+    folder, ds = book_folder
+    sensor = ds.topology.sensors()[0]
+    normalized = setup.entity_excerpt(folder, "normalized", sensor)
+    key_values = setup.entity_excerpt(folder, "keyValues", sensor)
+    assert f'"refGateway": {{"type": "Relationship", "object": "urn:ngsi-ld:Device:{sensor.gateway}"}}' in normalized
+    assert f'"refGateway": "urn:ngsi-ld:Device:{sensor.gateway}"' in key_values
+    assert "@context" not in normalized and normalized.startswith("{\n") and normalized.endswith("\n}")
+
+
+def test_encodings_read_back_notices_a_changed_file(book_folder, tmp_path) -> None:
+    import json
+    import shutil
+
+    folder, ds = book_folder
+    assert setup.encodings_read_back(folder, ds.topology) == {"normalized": True, "keyValues": True}
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    entities = json.loads((copy / "entities.keyValues.json").read_text())
+    entities[0]["name"] = "renamed city"
+    (copy / "entities.keyValues.json").write_text(json.dumps(entities))
+    assert setup.encodings_read_back(copy, ds.topology) == {"normalized": True, "keyValues": False}
+
+
+@pytest.fixture(scope="module")
+def sample_graph():
+    from gentwin.ingest import SDM_SAMPLE, read_graph
+
+    return read_graph(SDM_SAMPLE)
+
+
+def test_graph_counts_of_the_sample(sample_graph) -> None:
+    nodes, relations = setup.graph_counts(sample_graph)
+    # counted by hand in gentwin/data/sdm_sample/
+    assert dict(zip(nodes.kind, nodes.nodes)) == {"sensor": 5, "actuator": 1, "gateway": 2, "service": 3, "city": 1,
+                                                  "observation": 3, "asset": 5, "model": 1}
+    assert nodes.nodes.sum() == len(sample_graph.nodes) and relations["count"].sum() == len(sample_graph.relations)
+    by_type = relations.set_index("relation")
+    assert by_type.loc["CONNECTED_TO", "from the properties"] == "controlledAsset, refGateway"
+    assert by_type.loc["HAS_MODEL", "count"] == 2 and by_type.loc["OBSERVED_BY", "count"] == 3
+
+
+def test_draw_entity_graph_draws_every_entity(sample_graph) -> None:
+    fig, ax = plt.subplots()
+    setup.draw_entity_graph(sample_graph, ax, "sample")
+    assert len(ax.texts) == len(sample_graph.nodes)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "actuator" in legend and "OBSERVED_BY" in legend and "PART_OF" not in legend  # only what is drawn
+    plt.close(fig)
+
+
+def test_sample_pools_follow_the_relation_counts(sample_graph) -> None:
+    topo = sample_graph.to_topology()
+    assert [i.node_id for i in setup.sample_log(topo)] == [n.id for n in topo.devices()]
+    table = setup.sample_pools(topo, resolve("quick").pooling).set_index("node")
+    # quick reads N_i as the node's own (head) relations: every sensor has CONNECTED_TO and SERVES_IN;
+    # rs-gw-south also links to rs-gw-north; M = 5 x 2 + 2 + 1 = 13
+    assert table.N.to_dict() == {"rs-gw-north": 1, "rs-gw-south": 2, "rs-no2-01": 2, "rs-pm-01": 2,
+                                 "rs-fill-01": 2, "rs-fill-02": 2, "rs-cam-01": 2}
+    assert table.p.to_dict() == pytest.approx({k: v / 13 for k, v in table.N.to_dict().items()})
+    assert table.loc["rs-gw-north", "v"] == "('rs-gw-north', 3)"  # eq. (2): d_i = 3 sensors
