@@ -259,7 +259,7 @@ class PoolingConfig(_Section):
         choices=("unique", "occurrences"),
     )
     relation_owner: str = _p(
-        "head",
+        "incident",
         "eq. (3) N_i, whose relation it is: 'incident' = every relation of S and Gw touching the node "
         "(head or tail, so a gateway counts the links of its sensors); 'head' = only those it is the head of",
         choices=("incident", "head"),
@@ -368,6 +368,16 @@ class TwinConfig(_Section):
         paper="0.2 - 1.0",
     )
     n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1, le=2_000)
+    alpha_threshold: float = _p(
+        0.0, "GenTwin's update gate in Fig. 8: a pool is re-versioned when its alpha (eq. 7) accumulated since its "
+        "last version exceeds this (0: any change; larger: fewer writes, staler reads)", ge=0.0,
+    )
+    alpha_thresholds: tuple[float, ...] = _p(
+        (0.0, 0.25, 0.5, 1.0), "thresholds of Fig. 8's gate panel (GenTwin's time and staleness against the "
+        "threshold, on the same episodes)", ge=0.0,
+    )
+    alpha_bins: int = _p(5, "bins of the measured alpha (eq. 7) on Fig. 8's x-axis (quantiles of the episodes)",
+                         ge=2, le=50)
     twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1, le=_MAX_SEEDS)
     top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1, le=1_000)
     question: str = _p("What is a PM2.5 sensor?", "the Fig. 4 question")

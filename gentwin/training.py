@@ -613,5 +613,6 @@ def stream_order(settings, dataset: DataSet, instances: list[Instance], by: str,
     pooling readings of ``settings.pooling`` (band, pool weight, alpha reading, relation count)."""
     p = settings.pooling
     return training_order(dataset, instances, by=by, seed=seed, band=p.band, pool_weight=p.pool_weight,
-                          alpha_reading=p.alpha_reading, relation_count=p.relation_count)
+                          alpha_reading=p.alpha_reading, relation_count=p.relation_count,
+                          relation_owner=p.relation_owner)
 
