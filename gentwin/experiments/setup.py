@@ -317,8 +317,11 @@ def sample_pools(topology: Topology, pooling: Any):
     >>> from gentwin.topology import Node, Relation
     >>> topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")},
     ...                 [Relation("S", "CONNECTED_TO", "G")])
-    >>> sample_pools(topo, resolve("quick").pooling)[["node", "N", "p"]].values.tolist()  # M = 1, owned by S
+    >>> head = resolve("quick", relation_owner="head").pooling  # M = 1, owned by its head S
+    >>> sample_pools(topo, head)[["node", "N", "p"]].values.tolist()
     [['G', 0, 0.0], ['S', 1, 1.0]]
+    >>> sample_pools(topo, resolve("quick", relation_owner="incident").pooling)[["node", "N", "p"]].values.tolist()
+    [['G', 1, 1.0], ['S', 1, 1.0]]
     """
     from ..pooling import pool_snapshot
 

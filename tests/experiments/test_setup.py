@@ -148,10 +148,15 @@ def test_draw_entity_graph_draws_every_entity(sample_graph) -> None:
 def test_sample_pools_follow_the_relation_counts(sample_graph) -> None:
     topo = sample_graph.to_topology()
     assert [i.node_id for i in setup.sample_log(topo)] == [n.id for n in topo.devices()]
-    table = setup.sample_pools(topo, resolve("quick").pooling).set_index("node")
-    # quick reads N_i as the node's own (head) relations: every sensor has CONNECTED_TO and SERVES_IN;
+    head = resolve("quick", relation_owner="head").pooling
+    table = setup.sample_pools(topo, head).set_index("node")
+    # N_i read as the node's own (head) relations: every sensor has CONNECTED_TO and SERVES_IN;
     # rs-gw-south also links to rs-gw-north; M = 5 x 2 + 2 + 1 = 13
     assert table.N.to_dict() == {"rs-gw-north": 1, "rs-gw-south": 2, "rs-no2-01": 2, "rs-pm-01": 2,
                                  "rs-fill-01": 2, "rs-fill-02": 2, "rs-cam-01": 2}
     assert table.p.to_dict() == pytest.approx({k: v / 13 for k, v in table.N.to_dict().items()})
     assert table.loc["rs-gw-north", "v"] == "('rs-gw-north', 3)"  # eq. (2): d_i = 3 sensors
+    # read as incident: a gateway also owns its sensors' uplinks and the fog link (north: 1 + 3 + 1, south: 1 + 2 + 1)
+    incident = setup.sample_pools(topo, resolve("quick", relation_owner="incident").pooling).set_index("node")
+    assert incident.N.to_dict() == {**table.N.to_dict(), "rs-gw-north": 5, "rs-gw-south": 4}
+    assert incident.p.to_dict() == pytest.approx({k: v / 13 for k, v in incident.N.to_dict().items()})
