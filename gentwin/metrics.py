@@ -191,17 +191,20 @@ def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
     return (traditional_ms - gentwin_ms) / traditional_ms * 100.0
 
 
-def response_gaps(per_seed, confidence: float = 0.95):
-    """Fig. 8's gap per update rate, from one mean response time per twin, rate and seed.
+def response_gaps(per_seed, confidence: float = 0.95, *, arm: str = "GenTwin", baseline: str = "traditional",
+                  by: str = "rate"):
+    """Fig. 8's gap of ``arm`` against ``baseline`` per value of ``by``, from one mean response time per twin, group and seed.
 
-    ``per_seed`` has columns ``twin`` (``"GenTwin"``, ``"traditional"``),
-    ``rate``, ``seed`` and ``response_ms``.  The twins' times are means over
-    seeds and ``gap %`` is :func:`response_gap` of those means; its interval
-    comes from the per-seed gaps (:func:`gentwin.stats.mean_ci`).
+    ``per_seed`` has columns ``twin``, ``by`` (e.g. ``rate`` or an α bin),
+    ``seed`` and ``response_ms``.  The twins' times are means over seeds and
+    ``gap %`` is :func:`response_gap` of those means; its interval comes from
+    the paired per-seed gaps (same seed, both twins; :func:`gentwin.stats.mean_ci`),
+    over the ``n`` seeds that have both twins in the group.
 
-    Returns a DataFrame indexed by rate with columns ``GenTwin (ms)``,
-    ``traditional (ms)``, ``gap %``, ``gap % CI low (per seed)`` and
-    ``gap % CI high (per seed)``.
+    Returns a DataFrame indexed by ``by`` with columns ``<arm> (ms)``,
+    ``<baseline> (ms)``, ``gap %``, ``gap % (per seed)`` (mean of the
+    per-seed gaps, the centre of the interval), ``gap % CI low (per seed)``,
+    ``gap % CI high (per seed)`` and ``n``.
 
     Examples
     --------
@@ -212,27 +215,61 @@ def response_gaps(per_seed, confidence: float = 0.95):
     >>> per_seed = pd.DataFrame({"twin": ["GenTwin", "GenTwin", "traditional", "traditional"],
     ...                          "rate": [0.2] * 4, "seed": [0, 1, 0, 1], "response_ms": [160.0, 140.0, 200.0, 200.0]})
     >>> g = response_gaps(per_seed)
-    >>> g.loc[0.2, ["GenTwin (ms)", "traditional (ms)", "gap %"]].tolist()
-    [150.0, 200.0, 25.0]
+    >>> g.loc[0.2, ["GenTwin (ms)", "traditional (ms)", "gap %", "n"]].tolist()
+    [150.0, 200.0, 25.0, 2.0]
     >>> round(float(g.loc[0.2, "gap % CI low (per seed)"] + g.loc[0.2, "gap % CI high (per seed)"]), 9)
     50.0
     """
     import pandas as pd
 
-    from .stats import mean_ci, summarise
+    from .stats import mean_ci
 
-    curve = summarise(per_seed, ["twin", "rate"], "response_ms", confidence)
-    wide = curve.pivot(index="rate", columns="twin", values="mean")
-    gaps = pd.Series([response_gap(wide.loc[r, "traditional"], wide.loc[r, "GenTwin"]) for r in wide.index],
-                     index=wide.index, name="gap %")
-    seed_wide = per_seed.pivot_table(index=["rate", "seed"], columns="twin", values="response_ms")
-    seed_gaps = (seed_wide["traditional"] - seed_wide["GenTwin"]) / seed_wide["traditional"] * 100
-    gap_ci = pd.DataFrame([dict(zip(("mean", "low", "high"), mean_ci(seed_gaps.loc[r], confidence)))
-                           for r in wide.index], index=wide.index)
-    return pd.DataFrame({
-        "GenTwin (ms)": wide["GenTwin"], "traditional (ms)": wide["traditional"], "gap %": gaps,
-        "gap % CI low (per seed)": gap_ci["low"], "gap % CI high (per seed)": gap_ci["high"],
-    })
+    seed_wide = per_seed[per_seed["twin"].isin([arm, baseline])].pivot_table(
+        index=[by, "seed"], columns="twin", values="response_ms").dropna()
+    seed_gaps = (seed_wide[baseline] - seed_wide[arm]) / seed_wide[baseline] * 100
+    rows = []
+    for key, sub in seed_wide.groupby(level=0, sort=True):
+        a, b = float(sub[arm].mean()), float(sub[baseline].mean())
+        m, lo, hi = mean_ci(seed_gaps.loc[key].to_numpy(), confidence)
+        rows.append({by: key, f"{arm} (ms)": a, f"{baseline} (ms)": b, "gap %": response_gap(b, a),
+                     "gap % (per seed)": m, "gap % CI low (per seed)": lo, "gap % CI high (per seed)": hi,
+                     "n": len(sub)})
+    return pd.DataFrame(rows).set_index(by)
+
+
+def gap_widening(per_seed, low, high, confidence: float = 0.95, *, arm: str = "GenTwin",
+                 baseline: str = "traditional", by: str = "rate") -> tuple[float, float, float, int]:
+    """How much the gap of ``arm`` against ``baseline`` grows from group ``low`` to group ``high`` of ``by``.
+
+    Per seed: gap at ``high`` minus gap at ``low`` (both :func:`response_gap`
+    of that seed's times, paired); returns the mean, CI low, CI high and the
+    number of seeds that have both groups.  Positive: the gap widens.
+
+    >>> import pandas as pd
+    >>> per_seed = pd.DataFrame({"twin": ["GenTwin", "traditional"] * 4, "rate": [0.2, 0.2, 1.0, 1.0] * 2,
+    ...                          "seed": [0] * 4 + [1] * 4,
+    ...                          "response_ms": [90.0, 100.0, 50.0, 100.0, 80.0, 100.0, 60.0, 100.0]})
+    >>> mean, lo, hi, n = gap_widening(per_seed, 0.2, 1.0)
+    >>> round(mean, 9), n
+    (30.0, 2)
+    """
+    from .stats import mean_ci
+
+    wide = per_seed[per_seed["twin"].isin([arm, baseline])].pivot_table(
+        index=["seed"], columns=[by, "twin"], values="response_ms")
+    diff = []
+    for seed, row in wide.iterrows():
+        vals = [row.get((high, arm)), row.get((high, baseline))]
+        vals += [row.get((low, arm)), row.get((low, baseline))]
+        if any(v is None or v != v for v in vals):
+            continue
+        g_hi, g_lo = response_gap(vals[1], vals[0]), response_gap(vals[3], vals[2])
+        diff.append(g_hi - g_lo)
+    if not diff:
+        nan = float("nan")
+        return nan, nan, nan, 0
+    mean, lo, hi = mean_ci(diff, confidence)
+    return mean, lo, hi, len(diff)
 
 
 # --- Table IV: completeness ---

@@ -1,19 +1,23 @@
-"""The what-if city, its scenarios and the two twins that answer its version requests (Algorithm 1, lines 15-21).
+"""The what-if city, its scenarios and the four twins that answer its version requests (Algorithm 1, lines 15-21).
 
 The what-if module changes the Physical Space (sensors appear and disappear, a
 gateway fails, a service is added), and after every change the twin must
 answer a *version request* for the part of the knowledge graph the scenario
-needs.  Two twins are compared on the same sequence of changes and the same
-store backend:
+needs.  Four twins (Fig. 8's arms) are compared on the same sequence of
+changes and the same store backend:
 
 * **GenTwin** -- its versions follow the update trigger α of eq. (7): after a
   change it recomputes Priority Pooling (eqs. 1-6) from the sensor log,
-  measures α of every pool and writes a new version holding only the changed
-  entities that sit in a pool whose α changed (``α_p > 0``); changes in pools
-  whose α stayed 0 wait (they are counted as *stale*) until their pool fires.
-  Entities outside the pools (services, the city) form the part ``"S"``,
-  written whenever they change.
-* **Traditional twin** (reference [39] of the paper) -- the knowledge graph is
+  measures α of every pool and writes, in one transaction, the changed
+  entities of the pools whose α since their last version exceeds
+  ``alpha_threshold``; changes in the other pools wait (they are *stale*)
+  until their pool fires.  Entities outside the pools (services, the city)
+  form the part ``"S"``, written whenever they change.
+* **Incremental** -- the same writer without pooling and without the gate:
+  every change is written at once, in one transaction.
+* **Event-driven** (reference [39] read as a knowledge graph fed by events) --
+  one transaction per changed entity, no batching.
+* **Traditional** (reference [39] read as a rebuild) -- the knowledge graph is
   rebuilt from the network state and written as a whole on every change; the
   store keeps only the latest version.
 
@@ -25,9 +29,11 @@ The α that results is measured (eq. 7) and reported next to ``r``.
 Response time.  ``t0`` is taken right after the Physical Space has changed
 (the change itself is the physical world and is not timed); ``t1`` right
 after the version request returned the subgraph.  In between, the twin updates
-itself (GenTwin: pooling, α, write of the fired pools; traditional: full
-rebuild), lists the (k, v) pairs of the requirement (eq. 2) and requests the
-version.  Response time = ``t1 - t0`` from ``time.perf_counter``.
+itself (GenTwin: pooling, α, write of the fired pools; incremental and
+event-driven: write of the changes; traditional: full rebuild), lists the (k,
+v) pairs of the requirement (eq. 2) and requests the version.  Response time =
+``t1 - t0`` from ``time.perf_counter``; the update and the read are also
+timed apart.
 
 The grid of Fig. 8 (update rates x seeds x episodes) is run by
 :func:`gentwin.experiments.fig8.run_fig8`; the gap between the twins is
@@ -58,6 +64,8 @@ __all__ = [
     "changes_for_rate",
     "kv_pairs",
     "GenTwin",
+    "IncrementalTwin",
+    "EventDrivenTwin",
     "TraditionalTwin",
     "UpdateInfo",
     "respond",
@@ -350,50 +358,38 @@ def kv_pairs(state: NetworkState, ids: Iterable[str]) -> list[tuple[str, tuple]]
 
 
 # ---------------------------------------------------------------------------
-# The two twins
+# The four twins (Fig. 8's arms)
 # ---------------------------------------------------------------------------
+
+#: Order in which one-entity events are written: a relation's tail (city, service, gateway) before its head.
+_KIND_RANK = {"city": 0, "service": 1, "gateway": 2, "sensor": 3}
 
 
 @dataclass(frozen=True)
 class UpdateInfo:
     """What one twin update did and how long its parts took (seconds)."""
 
-    pooling_s: float  #: eqs. (1)-(7) (GenTwin only; 0 for the traditional twin)
+    pooling_s: float  #: eqs. (1)-(7) (GenTwin only; 0 for the other twins)
     write_s: float  #: working out the records and writing them to the store
-    n_written: int  #: records the new version opened or ended (0: no new version)
-    version: int | None  #: the version written (None: none)
-    alpha: dict[str, float]  #: eq. (7) per pool (empty for the traditional twin)
+    n_written: int  #: records the new version(s) opened or ended (0: no new version)
+    version: int | None  #: the (last) version written (None: none)
+    alpha: dict[str, float]  #: eq. (7) per pool (empty for the twins without pooling)
     fired: tuple[str, ...]  #: parts re-versioned
-    stale: int  #: changed entities the twin has not written yet
+    stale: int  #: changed entities the twin has not written yet (what a read served now misses)
+    transactions: int = 1  #: store transactions the update ran (0: nothing written)
 
 
-class GenTwin:
-    """The GenTwin twin: versions follow the update trigger α (eq. 7) of Priority Pooling.
+class _IncrementalWriter:
+    """A twin that writes only the changed entities, from its own mirror of what the store holds.
 
-    Parameters
-    ----------
-    store : TwinStore
-        Where the versions go (history kept).
-    state : NetworkState
-        The initial network; written as version 1 (named ``"initial"``).
-    band, pool_weight, alpha_reading, relation_count : str
-        The readings of eqs. (3)-(7), as in :func:`gentwin.pooling.pool_snapshot`.
-    alpha_threshold : float
-        A pool is re-versioned when its α exceeds this (0: any change).
+    The mirror (nodes and relations by head and tail) lets the twin work out
+    the records of a change without reading the store back.
     """
 
-    name = "GenTwin"
+    name = "incremental"
 
-    def __init__(self, store: TwinStore, state: NetworkState, *, band: str = "corrected",
-                 pool_weight: str = "degree", alpha_reading: str = "nodes", relation_count: str = "unique",
-                 alpha_threshold: float = 0.0) -> None:
-        check_real("alpha_threshold", alpha_threshold, low=0.0, error=WhatIfError)
+    def __init__(self, store: TwinStore, state: NetworkState) -> None:
         self.store = store
-        self.readings = dict(band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
-                             relation_count=relation_count)
-        self.alpha_threshold = float(alpha_threshold)
-        self.snapshot = pool_snapshot(state.dataset, **self.readings)
-        self._pool = dict(zip(self.snapshot.node_ids, self.snapshot.pool))
         nodes, rels = twin_from_topology(state.topology, state.presence)
         self.nodes: dict[str, TwinNode] = nodes
         self.heads: dict[str, set[Relation]] = {}
@@ -404,18 +400,170 @@ class GenTwin:
         self.pending: set[str] = set()
         store.rebuild(nodes.values(), rels, name="initial")
 
+    def _with_new_tails(self, state: NetworkState, write: set[str]) -> set[str]:
+        """``write`` plus the new tails its relations need (a written relation needs its tail in the twin)."""
+        write = set(write)
+        stack = list(write)
+        while stack:
+            nid = stack.pop()
+            for r in state.heads.get(nid, ()):
+                if r.tail not in self.nodes and r.tail not in write and r.tail in state.topology.nodes:
+                    write.add(r.tail)
+                    stack.append(r.tail)
+        return write
+
+    def _entity_changes(self, state: NetworkState, write: Iterable[str]) -> list[ChangeSet]:
+        """One change set per entity of ``write`` that differs from the mirror, tails before heads, deletions last."""
+        write = set(write)
+        gone = {nid for nid in write if nid not in state.topology.nodes and nid in self.nodes}
+        kind = {nid: (state.topology.nodes[nid].kind if nid in state.topology.nodes else self.nodes[nid].kind)
+                for nid in write if nid in state.topology.nodes or nid in self.nodes}
+        live = sorted((n for n in kind if n not in gone), key=lambda n: (_KIND_RANK.get(kind[n], 1), n))
+        out: list[ChangeSet] = []
+        for nid in live:
+            tn = state.twin_node(nid)
+            ups = (tn,) if self.nodes.get(nid) != tn else ()
+            now = set(state.heads.get(nid, ()))
+            before = self.heads.get(nid, set())
+            rup = tuple(sorted(now - before))
+            rdel = tuple(sorted(r for r in before - now if r.tail not in gone))  # gone tails end them themselves
+            if ups or rup or rdel:
+                out.append(ChangeSet(ups, (), rup, rdel))
+        for nid in sorted(gone, key=lambda n: (-_KIND_RANK.get(kind[n], 1), n)):
+            out.append(ChangeSet((), (nid,), (), ()))
+        return out
+
+    def _write(self, changes: list[ChangeSet], parts: Sequence[str], *, per_entity: bool) -> tuple[int | None, int, int]:
+        """Commit ``changes`` (one transaction, or one per entity); returns (last version, records, transactions)."""
+        if not changes:
+            return None, 0, 0
+        if not per_entity:
+            changes = [ChangeSet(*(tuple(x for cs in changes for x in getattr(cs, f)) for f in
+                                   ("upsert_nodes", "delete_nodes", "upsert_relations", "delete_relations")))]
+        version, n_written = None, 0
+        for cs in changes:
+            info = self.store.commit(cs, parts=tuple(sorted(parts)))
+            version, n_written = info.number, n_written + info.n_written
+            self._mirror(cs)
+        return version, n_written, len(changes)
+
+    def _mirror(self, cs: ChangeSet) -> None:
+        for nid in cs.delete_nodes:
+            for r in list(self.heads.pop(nid, ())) + list(self.tails.pop(nid, ())):
+                self.heads.get(r.head, set()).discard(r)
+                self.tails.get(r.tail, set()).discard(r)
+            self.nodes.pop(nid, None)
+        for r in cs.delete_relations:
+            self.heads[r.head].discard(r)
+            self.tails[r.tail].discard(r)
+        for n in cs.upsert_nodes:
+            self.nodes[n.id] = n
+        for r in cs.upsert_relations:
+            self.heads.setdefault(r.head, set()).add(r)
+            self.tails.setdefault(r.tail, set()).add(r)
+
+    def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
+        """Write every changed entity now, in one transaction (no pooling, no gate)."""
+        t0 = time.perf_counter()
+        write = self._with_new_tails(state, set(changed))
+        version, n_written, n_tx = self._write(self._entity_changes(state, write), ("ALL",), per_entity=False)
+        return UpdateInfo(0.0, time.perf_counter() - t0, n_written, version, {}, ("ALL",), 0, n_tx)
+
+
+class IncrementalTwin(_IncrementalWriter):
+    """An incremental writer without Priority Pooling: every change is written at once, in one transaction.
+
+    GenTwin minus pooling and the α gate; the arm that shows what pooling costs.
+    """
+
+    name = "incremental"
+
+
+class EventDrivenTwin(_IncrementalWriter):
+    """The knowledge-graph twin of reference [39] read as event-driven: one transaction per changed entity.
+
+    Each changed entity is an event written on its own (its record and its
+    outgoing relations), without batching; tails are written before the heads
+    that point at them and deletions come last, so every transaction is valid
+    on its own.
+    """
+
+    name = "event-driven"
+
+    def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
+        t0 = time.perf_counter()
+        write = self._with_new_tails(state, set(changed))
+        version, n_written, n_tx = self._write(self._entity_changes(state, write), ("ALL",), per_entity=True)
+        return UpdateInfo(0.0, time.perf_counter() - t0, n_written, version, {}, ("ALL",), 0, n_tx)
+
+
+class GenTwin(_IncrementalWriter):
+    """The GenTwin twin: versions follow the update trigger α (eq. 7) of Priority Pooling.
+
+    After a change it recomputes the pools and α_p of every pool (eqs. 1-7)
+    and adds α_p to the pool's α since its last version.  A pool *fires* when
+    that accumulated α exceeds ``alpha_threshold``: its changed entities are
+    written (one transaction) and its α restarts from 0.  Changes in pools
+    that did not fire wait (they are *stale*: a read served now does not see
+    them).  Entities outside the pools (services, the city) form the part
+    ``"S"``, written whenever they change.  ``alpha_threshold = 0`` writes
+    every pool whose α moved; a larger threshold trades freshness for fewer
+    writes.
+
+    Parameters
+    ----------
+    store : TwinStore
+        Where the versions go (history kept).
+    state : NetworkState
+        The initial network; written as version 1 (named ``"initial"``).
+    band, pool_weight, alpha_reading, relation_count : str
+        The readings of eqs. (3)-(7), as in :func:`gentwin.pooling.pool_snapshot`.
+    alpha_threshold : float
+        A pool is re-versioned when its α since its last version exceeds this (>= 0).
+    """
+
+    name = "GenTwin"
+
+    def __init__(self, store: TwinStore, state: NetworkState, *, band: str = "corrected",
+                 pool_weight: str = "degree", alpha_reading: str = "nodes", relation_count: str = "unique",
+                 alpha_threshold: float = 0.0) -> None:
+        check_real("alpha_threshold", alpha_threshold, low=0.0, error=WhatIfError)
+        self.readings = dict(band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
+                             relation_count=relation_count)
+        self.alpha_threshold = float(alpha_threshold)
+        self.snapshot = pool_snapshot(state.dataset, **self.readings)
+        self._pool = dict(zip(self.snapshot.node_ids, self.snapshot.pool))
+        self.alpha_since: dict[str, float] = {}  #: α per pool accumulated since the pool's last version
+        super().__init__(store, state)
+
     def _part(self, nid: str, new_pool: dict[str, str | None]) -> set[str]:
         labels = {self._pool.get(nid), new_pool.get(nid)} - {None}
         return labels if labels else {"S"}
 
+    def fires(self, alpha: dict[str, float]) -> set[str]:
+        """The pools whose α since their last version, plus ``alpha``, exceeds the threshold (and ``"S"``).
+
+        >>> twin = GenTwin.__new__(GenTwin)
+        >>> twin.alpha_threshold, twin.alpha_since = 0.5, {"H": 0.3}
+        >>> sorted(twin.fires({"H": 0.3, "M": 0.4, "L": 0.0}))
+        ['H', 'S']
+        >>> twin.alpha_threshold = 0.0
+        >>> sorted(twin.fires({"H": 0.0, "M": 0.4, "L": 0.0}))
+        ['H', 'M', 'S']
+        """
+        acc = {p: self.alpha_since.get(p, 0.0) + a for p, a in alpha.items()}
+        return {p for p, a in acc.items() if a > self.alpha_threshold} | {"S"}
+
     def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
-        """Algorithm 1 lines 2-8 on the new state, then a version of the pools whose α changed."""
+        """Algorithm 1 lines 2-8 on the new state, then a version of the pools that fired."""
         t0 = time.perf_counter()
         snap = pool_snapshot(state.dataset, **self.readings)
         al = pool_alpha(self.snapshot, snap)
         t1 = time.perf_counter()
         new_pool = dict(zip(snap.node_ids, snap.pool))
-        fired = {p for p, a in al.items() if a > self.alpha_threshold} | {"S"}
+        fired = self.fires(al)
+        for p, a in al.items():
+            self.alpha_since[p] = 0.0 if p in fired else self.alpha_since.get(p, 0.0) + a
         cand = self.pending | set(changed)
         write: set[str] = set()
         parts: set[str] = set()
@@ -424,60 +572,18 @@ class GenTwin:
             if hit:
                 write.add(nid)
                 parts |= hit
-        stack = list(write)  # a written relation needs its tail in the twin: write new tails too
-        while stack:
-            nid = stack.pop()
-            for r in state.heads.get(nid, ()):
-                if r.tail not in self.nodes and r.tail not in write and r.tail in state.topology.nodes:
-                    write.add(r.tail)
-                    parts |= self._part(r.tail, new_pool)
-                    stack.append(r.tail)
-        self.pending = cand - write
-        ups: list[TwinNode] = []
-        dels: list[str] = []
-        rup: set[Relation] = set()
-        rdel: set[Relation] = set()
-        for nid in sorted(write):
-            if nid in state.topology.nodes:
-                tn = state.twin_node(nid)
-                if self.nodes.get(nid) != tn:
-                    ups.append(tn)
-                now = set(state.heads.get(nid, ()))
-                before = self.heads.get(nid, set())
-                rup |= now - before
-                rdel |= before - now
-            elif nid in self.nodes:
-                dels.append(nid)
-        gone = set(dels)
-        rdel = {r for r in rdel if r.head not in gone and r.tail not in gone}
-        info_version, n_written = None, 0
-        if ups or dels or rup or rdel:
-            cs = ChangeSet(tuple(ups), tuple(dels), tuple(sorted(rup)), tuple(sorted(rdel)))
-            info = self.store.commit(cs, parts=tuple(sorted(parts)))
-            info_version, n_written = info.number, info.n_written
-            self._mirror(ups, dels, rup, rdel)
+        full = self._with_new_tails(state, write)
+        for nid in full - write:
+            parts |= self._part(nid, new_pool)
+        self.pending = cand - full
+        version, n_written, n_tx = self._write(self._entity_changes(state, full), tuple(parts), per_entity=False)
         t2 = time.perf_counter()
         self.snapshot, self._pool = snap, new_pool
-        return UpdateInfo(t1 - t0, t2 - t1, n_written, info_version, al, tuple(sorted(parts)), len(self.pending))
-
-    def _mirror(self, ups, dels, rup, rdel) -> None:
-        for nid in dels:
-            for r in list(self.heads.pop(nid, ())) + list(self.tails.pop(nid, ())):
-                self.heads.get(r.head, set()).discard(r)
-                self.tails.get(r.tail, set()).discard(r)
-            self.nodes.pop(nid, None)
-        for r in rdel:
-            self.heads[r.head].discard(r)
-            self.tails[r.tail].discard(r)
-        for n in ups:
-            self.nodes[n.id] = n
-        for r in rup:
-            self.heads.setdefault(r.head, set()).add(r)
-            self.tails.setdefault(r.tail, set()).add(r)
+        return UpdateInfo(t1 - t0, t2 - t1, n_written, version, al, tuple(sorted(parts)), len(self.pending), n_tx)
 
 
 class TraditionalTwin:
-    """The traditional twin of reference [39]: the knowledge graph rebuilt from the network state on every change."""
+    """The traditional twin of reference [39] read as a rebuild: the knowledge graph rebuilt on every change."""
 
     name = "traditional"
 
@@ -491,26 +597,33 @@ class TraditionalTwin:
         nodes, rels = twin_from_topology(state.topology, state.presence)
         info = self.store.rebuild(nodes.values(), rels)
         t1 = time.perf_counter()
-        return UpdateInfo(0.0, t1 - t0, info.n_written, info.number, {}, ("ALL",), 0)
+        return UpdateInfo(0.0, t1 - t0, info.n_written, info.number, {}, ("ALL",), 0, 1)
 
 
-def respond(twin: GenTwin | TraditionalTwin, state: NetworkState, episode: Episode) -> tuple[dict[str, Any], Subgraph]:
+
+def respond(twin: Any, state: NetworkState, episode: Episode) -> tuple[dict[str, Any], Subgraph]:
     """Algorithm 1, lines 17-20 for one twin: update, list (k, v) pairs, request the version, time it.
 
-    Returns one result row (times in ms) and the answered subgraph.
+    The update (``update_ms``: pooling and write) and the version read
+    (``read_ms``: the (k, v) pairs and the request) are timed separately and
+    together (``response_ms``); ``stale`` counts the changed entities the twin
+    had not written when the read was served.  Returns one result row (times
+    in ms) and the answered subgraph.
     """
     t0 = time.perf_counter()
     upd = twin.update(state, episode.changed)
+    t1 = time.perf_counter()
     pairs = kv_pairs(state, episode.requirement.seeds)  # line 18
     sub = twin.store.request(episode.requirement)  # line 19
-    t1 = time.perf_counter()  # line 20
+    t2 = time.perf_counter()  # line 20
     row = {
         "twin": twin.name, "kind": episode.kind, "rate": episode.rate, "changes": episode.size,
-        "changed_entities": len(episode.changed), "response_ms": (t1 - t0) * 1e3,
+        "changed_entities": len(episode.changed), "response_ms": (t2 - t0) * 1e3,
+        "update_ms": (t1 - t0) * 1e3, "read_ms": (t2 - t1) * 1e3,
         "pooling_ms": upd.pooling_s * 1e3, "write_ms": upd.write_s * 1e3,
-        "request_ms": (t1 - t0 - upd.pooling_s - upd.write_s) * 1e3,
-        "n_written": upd.n_written, "version": sub.version, "stale": upd.stale, "kv_pairs": len(pairs),
-        "answered_nodes": len(sub.nodes),
+        "request_ms": (t2 - t0 - upd.pooling_s - upd.write_s) * 1e3,
+        "n_written": upd.n_written, "transactions": upd.transactions, "version": sub.version, "stale": upd.stale,
+        "kv_pairs": len(pairs), "answered_nodes": len(sub.nodes),
         "alpha_max": max(upd.alpha.values()) if upd.alpha else float("nan"),
         "alpha_sum": sum(upd.alpha.values()) if upd.alpha else float("nan"),
         "parts": ",".join(upd.fired),

@@ -11,7 +11,9 @@ from gentwin.graph import NetworkxStore, TwinRequirement, twin_from_topology
 from gentwin.topology import CITY_ID, generate_dataset
 from gentwin.whatif import (
     WHATIF_SCENARIOS,
+    EventDrivenTwin,
     GenTwin,
+    IncrementalTwin,
     TraditionalTwin,
     WhatIfCity,
     WhatIfError,
@@ -194,6 +196,67 @@ def test_gentwin_defers_pools_whose_alpha_did_not_fire(dataset):
     assert all(latest.nodes.get(i) == nodes.get(i) for i in devices - g.pending)
     with pytest.raises(WhatIfError, match="alpha_threshold = -1"):
         GenTwin(NetworkxStore("x"), st, alpha_threshold=-1)
+
+
+def test_gentwin_gate_holds_changes_back_until_alpha_accumulates(dataset):
+    """A pool fires when its alpha summed since its last version exceeds the threshold; then it restarts."""
+    space = WhatIfCity(dataset, seed=21)
+    thr = 0.5
+    g = GenTwin(NetworkxStore("g"), space.state(), alpha_threshold=thr)
+    since = {"H": 0.0, "M": 0.0, "L": 0.0}
+    stale_gated = 0
+    for k in range(12):
+        ep = space.apply(WHATIF_SCENARIOS[k % 3], 0.1)
+        info = g.update(space.state(), ep.changed)
+        acc = {p: since[p] + a for p, a in info.alpha.items()}
+        fired = {p for p, a in acc.items() if a > thr}
+        assert set(info.fired) - {"S"} <= fired  # a part is written only if its pool fired
+        since = {p: 0.0 if p in fired else a for p, a in acc.items()}
+        assert g.alpha_since == since
+        stale_gated += info.stale
+    # the same episodes with the default gate (threshold 0): much less is left out of the twin
+    space0 = WhatIfCity(dataset, seed=21)
+    g0 = GenTwin(NetworkxStore("g0"), space0.state())
+    stale_open = 0
+    for k in range(12):
+        ep = space0.apply(WHATIF_SCENARIOS[k % 3], 0.1)
+        stale_open += g0.update(space0.state(), ep.changed).stale
+    assert stale_gated > stale_open and stale_gated > 0
+
+
+def test_all_arms_reach_the_same_graph(dataset):
+    space = WhatIfCity(dataset, seed=22)
+    st = space.state()
+    arms = [GenTwin(NetworkxStore("g"), st), IncrementalTwin(NetworkxStore("i"), st),
+            EventDrivenTwin(NetworkxStore("e"), st), TraditionalTwin(NetworkxStore("t", keep_versions=1), st)]
+    for k in range(9):
+        ep = space.apply(WHATIF_SCENARIOS[k % 3], 0.5)
+        st = space.state()
+        rows = [respond(t, st, ep)[0] for t in arms]
+        nodes, rels = truth(st)
+        for t, row in zip(arms[1:], rows[1:]):  # the writers without a gate are never stale
+            latest = t.store.request()
+            assert dict(latest.nodes) == nodes and latest.relations == rels and row["stale"] == 0, t.name
+        assert rows[1]["n_written"] == rows[2]["n_written"]  # same records, in one or in many transactions
+        assert rows[1]["transactions"] == 1 and rows[3]["transactions"] == 1
+        for row in rows:
+            assert math.isclose(row["response_ms"], row["update_ms"] + row["read_ms"], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_event_driven_twin_writes_one_transaction_per_entity(dataset):
+    space = WhatIfCity(dataset, seed=23)
+    e = EventDrivenTwin(NetworkxStore("e"), space.state())
+    for kind in WHATIF_SCENARIOS:
+        before = len(e.store.versions())
+        ep = space.apply(kind, 0.4)
+        info = e.update(space.state(), ep.changed)
+        after = e.store.versions()
+        assert info.transactions == len(after) - before > 1  # one version per entity event
+        assert sum(v.n_written for v in after[before:]) == info.n_written
+        assert info.version == after[-1].number
+    ep = space.apply("sensor_churn", 0.2)  # the mirror is right: an unchanged entity writes nothing
+    e.update(space.state(), ep.changed)
+    assert e.update(space.state(), ep.changed).transactions == 0
 
 
 def test_traditional_twin_is_rebuilt_every_time(dataset):
