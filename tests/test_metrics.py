@@ -112,6 +112,31 @@ def test_response_gaps_by_hand():
     assert (low + high) / 2 == pytest.approx(37.5) and low < 25.0 and high > 50.0  # t interval, 2 seeds: wide
     assert g.loc[1.0, "gap %"] == pytest.approx(-50.0)
     assert g.loc[1.0, "gap % CI low (per seed)"] == g.loc[1.0, "gap % CI high (per seed)"] == pytest.approx(-50.0)
+    assert g.loc[0.2, "gap % (per seed)"] == pytest.approx(37.5) and g.loc[0.2, "n"] == 2
+    # another pairing and grouping: the arm and baseline are named, seeds missing one of them are left out
+    other = per_seed.assign(twin=per_seed.twin.map({"GenTwin": "incremental", "traditional": "event-driven"}),
+                            bin=per_seed.rate.map({0.2: 0, 1.0: 1})).drop(columns="rate")
+    other = other[~((other.seed == 1) & (other.bin == 0) & (other.twin == "incremental"))]
+    h = response_gaps(other, arm="incremental", baseline="event-driven", by="bin")
+    assert h.loc[0, "n"] == 1 and h.loc[0, "gap % (per seed)"] == pytest.approx(50.0)
+    assert h.loc[0, "incremental (ms)"] == 100.0 and h.loc[0, "event-driven (ms)"] == 200.0
+
+
+def test_gap_widening_by_hand():
+    import pandas as pd
+
+    from gentwin.metrics import gap_widening
+
+    # seed 0: gap 50 % at 0.2, -50 % at 1.0 (change -100); seed 1: 25 % then -50 % (change -75)
+    rows = [("GenTwin", 0.2, 0, 100.0), ("GenTwin", 0.2, 1, 300.0), ("traditional", 0.2, 0, 200.0),
+            ("traditional", 0.2, 1, 400.0), ("GenTwin", 1.0, 0, 150.0), ("GenTwin", 1.0, 1, 150.0),
+            ("traditional", 1.0, 0, 100.0), ("traditional", 1.0, 1, 100.0)]
+    per_seed = pd.DataFrame(rows, columns=["twin", "rate", "seed", "response_ms"])
+    mean, low, high, n = gap_widening(per_seed, 0.2, 1.0)
+    assert mean == pytest.approx(-87.5) and n == 2 and low < -100.0 and high > -75.0
+    assert gap_widening(per_seed, 0.2, 1.0, arm="x")[3] == 0  # no such arm: no paired seed
+    one = gap_widening(per_seed[per_seed.seed == 0], 0.2, 1.0)
+    assert one == (pytest.approx(-100.0), pytest.approx(-100.0), pytest.approx(-100.0), 1)
 
 
 # --- Table IV: completeness ---
