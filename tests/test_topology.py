@@ -373,3 +373,15 @@ def test_random_fail_over_draws_once_per_sensor_like_the_whatif_loop():
     assert failover_random([], targets, rng_a) == []
     with pytest.raises(TopologyError, match="candidates"):
         failover_random(sensors, [], rng_a)
+
+
+def test_node_properties_take_part_in_equality_not_in_the_hash():
+    kept = {"batteryLevel": 0.75, "serialNumber": "A-77"}
+    a = Node("S1", "sensor", gateway="G", properties=kept)
+    plain = Node("S1", "sensor", gateway="G")
+    assert a != plain and a == Node("S1", "sensor", gateway="G", properties=dict(kept))
+    assert len({a, plain}) == 2 and hash(a) == hash(plain)  # hashable although a dict is not
+    assert plain.properties is None  # the generator's nodes carry none, so its topologies compare as before
+    topo = Topology({"G": Node("G", "gateway"), "S1": a}, [Relation("S1", "CONNECTED_TO", "G")])
+    assert topo.to_networkx().nodes["S1"]["properties"] == kept
+    assert all(n.properties is None for n in generate_topology(TopologyConfig()).nodes.values())
