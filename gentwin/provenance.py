@@ -16,6 +16,8 @@ from . import config
 
 __all__ = ["Provenance", "provenance", "git_state", "weights_sha256", "rerun_command", "changed_from_paper"]
 
+_IMPORTED = __import__("time").perf_counter()
+
 #: the libraries whose versions decide a result page's numbers
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "networkx", "neo4j")
 
@@ -158,10 +160,24 @@ class Provenance:
         return self.markdown()
 
 
-def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any], *, started: float,
+def _process_started() -> float:
+    """This process's start on the ``time.perf_counter()`` clock: a page's kernel starts with the page."""
+    import time
+
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.perf_counter() - (uptime - start_ticks / ticks)
+    except (OSError, ValueError, IndexError):  # not Linux: from this module's import
+        return _IMPORTED
+
+
+def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any], *, started: float | None = None,
                seeds: Iterable[int] = (), model: Any = None, root: str | os.PathLike = ".",
                now: float | None = None, extra: Mapping[str, Any] | None = None) -> Provenance:
-    """The provenance of a page that began at ``started`` (``time.perf_counter()``) and ends now.
+    """The provenance of a page that began at ``started`` (``time.perf_counter()``; default: when the
+    kernel running the page started) and ends now.
 
     ``model`` (a transformers model, optionally adapted) adds the backbone's name, parameter count and
     the SHA-256 of its weights files.
@@ -178,7 +194,7 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
         backbone = {"name": info["name"], "parameters": info["parameters"],
                     "sha256": weights_sha256(source) if source and Path(source).is_dir() else None}
     commit, dirty = git_state(root)
-    wall = (now if now is not None else time.perf_counter()) - started
+    wall = (now if now is not None else time.perf_counter()) - (started if started is not None else _process_started())
     return Provenance(
         page=page, commit=commit, dirty=dirty, profile=settings.profile, changed=changed_from_paper(settings),
         seeds=tuple(int(s) for s in seeds), backbone=backbone, versions=_versions(), device=_device(),

@@ -67,3 +67,14 @@ def test_the_box_carries_every_field(tmp_path):
         assert f"{name} " in box
     assert "gentwin run notebooks/setup.md -p profile quick -p n_sensors 30" in box
     assert box.startswith("```{admonition} Provenance of this page") and box.rstrip().endswith("```")
+
+
+def test_wall_time_defaults_to_the_age_of_this_process(tmp_path):
+    import time
+
+    from gentwin.provenance import _process_started
+
+    age = time.perf_counter() - _process_started()
+    assert 0 < age < 24 * 3600  # this pytest process started before the test, not long ago
+    p = provenance("setup", config.resolve("quick"), {}, root=tmp_path)
+    assert p.wall_s >= age - 1e-6
