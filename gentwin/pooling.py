@@ -1,14 +1,10 @@
 """Priority Pooling: eqs. (1)-(7) and Algorithm 1 lines 1-8 (Section II.B.1), and the training orders it gives.
 
 Every equation is one small, pure, vectorised function on numpy arrays;
-:class:`PriorityPool` runs them step by step over the sensor log and keeps the
-history; :func:`pool_snapshot` and :func:`training_order` are what the other
-modules call, and :func:`pool_history` / :func:`band_table` the analyses the
-pooling chapter shows.  The readings chosen where the paper is open (time and
-steps, the sum in eq. (3), the printed band of eq. (4), eqs. (6) and (7)) are
-the parameters ``pool_window``, ``relation_count``, ``relation_owner``, ``band``,
-``pool_weight`` and ``alpha_reading`` of :class:`gentwin.config.PoolingConfig`; each is
-explained, with the test that pins it, on the errata page.
+:class:`PriorityPool` runs them step by step over the sensor log.  The readings
+where the paper is open are the fields of :class:`gentwin.config.PoolingConfig`
+(``pool_window``, ``relation_count``, ``relation_owner``, ``band``,
+``pool_weight``, ``alpha_reading``), each explained on the errata page.
 
 Examples
 --------
@@ -69,6 +65,13 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return check_choice(name, value, choices, error=PoolingError)
 
 
+def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, why: str) -> None:
+    """PoolingError naming the first entry of ``values`` where ``bad`` holds."""
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise PoolingError(f"{name}[{j}] = {values[j].item()!r}: {why}")
+
+
 def _vector(name: str, x, *, integer: bool = False) -> np.ndarray:
     """A 1-D float (or int) array with no NaN, inf or negative entry."""
     a = np.asarray(x)
@@ -79,16 +82,12 @@ def _vector(name: str, x, *, integer: bool = False) -> np.ndarray:
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise PoolingError(f"{name}: must hold numbers (got dtype {a.dtype})")
     if np.issubdtype(a.dtype, np.floating):
-        checks = [(~np.isfinite(a), "a finite number")] + ([(a != np.floor(a), "a whole number")] if integer else [])
-        for bad, what in checks:
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                raise PoolingError(f"{name}[{k}] = {a[k].item()!r}: must be {what}")
+        _first_bad(name, a, ~np.isfinite(a), "must be a finite number")
         if integer:
+            _first_bad(name, a, a != np.floor(a), "must be a whole number")
             a = a.astype(np.int64)
     if a.size and a.min() < 0:
-        k = int(np.argmin(a))
-        raise PoolingError(f"{name}[{k}] = {a[k].item()!r}: must be >= 0")
+        _first_bad(name, a, a == a.min(), "must be >= 0")
     return a
 
 
@@ -99,26 +98,28 @@ def _same_length(**arrays: np.ndarray) -> int:
     return next(iter(lengths.values()))
 
 
-def _kinds(kinds) -> tuple[np.ndarray, np.ndarray]:
-    """(is_sensor, is_gateway) masks; PoolingError naming an unknown kind."""
+def _seen(name: str, values, seen) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as a :func:`_vector` and the ``seen`` mask (all True when None), of the same length."""
+    p = _vector(name, values)
+    s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
+    _same_length(**{name: p, "seen": s})
+    return p, s
+
+
+def _kinds(kinds) -> np.ndarray:
+    """The is-sensor mask; PoolingError naming a kind other than sensor or gateway."""
     k = np.asarray(kinds)
     if k.ndim != 1:
         raise PoolingError(f"kinds: must be a 1-D array (got shape {k.shape})")
-    is_s, is_g = k == "sensor", k == "gateway"
-    if (~(is_s | is_g)).any():
-        j = int(np.flatnonzero(~(is_s | is_g))[0])
-        raise PoolingError(f"kinds[{j}] = {str(k[j])!r}: must be 'sensor' or 'gateway' (eqs. 2, 5)")
-    return is_s, is_g
+    _first_bad("kinds", k.astype(str), (k != "sensor") & (k != "gateway"), "must be 'sensor' or 'gateway' (eqs. 2, 5)")
+    return k == "sensor"
 
 
 def _pool_codes(pools) -> np.ndarray:
     c = np.asarray(pools)
     if c.ndim != 1 or not np.issubdtype(c.dtype, np.integer):
         raise PoolingError(f"pools: must be a 1-D integer array of pool codes (got {c.dtype}, shape {c.shape})")
-    bad = (c < NO_POOL) | (c >= len(POOLS))
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise PoolingError(f"pools[{j}] = {int(c[j])}: must be 0 (H), 1 (M), 2 (L) or -1 (no pool)")
+    _first_bad("pools", c, (c < NO_POOL) | (c >= len(POOLS)), "must be 0 (H), 1 (M), 2 (L) or -1 (no pool)")
     return c
 
 
@@ -129,10 +130,7 @@ def _node_index(node_index, n: int) -> np.ndarray:
         return idx.astype(np.int64).reshape(0)
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
         raise PoolingError(f"node_index: must be a 1-D integer array (got {idx.dtype}, shape {idx.shape})")
-    bad = (idx < 0) | (idx >= n)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise PoolingError(f"node_index[{j}] = {int(idx[j])}: must be in [0, {n}) (n = {n})")
+    _first_bad("node_index", idx, (idx < 0) | (idx >= n), f"must be in [0, {n}) (n = {n})")
     return idx.astype(np.int64, copy=False)
 
 
@@ -155,9 +153,7 @@ def presence(node_index, present, n: int) -> np.ndarray:
     if pres.ndim != 1:
         raise PoolingError(f"present: must be a 1-D array (got shape {pres.shape})")
     if pres.dtype != bool:
-        if not np.isin(pres, (0, 1)).all():
-            j = int(np.flatnonzero(~np.isin(pres, (0, 1)))[0])
-            raise PoolingError(f"present[{j}] = {pres[j].item()!r}: must be true/false (1/0)")
+        _first_bad("present", pres, ~np.isin(pres, (0, 1)), "must be true/false (1/0)")
         pres = pres.astype(bool)
     _same_length(node_index=idx, present=pres)
     last = np.full(n, -1, dtype=np.int64)
@@ -188,7 +184,7 @@ def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | N
     >>> key_value_pairs(["S1", "G1"], ["sensor", "gateway"], ["G1", None], [0, 1])
     [('[:s]', ('S1', 'G1')), ('[:gw]', ('G1', 1))]
     """
-    is_s, _ = _kinds(kinds)
+    is_s = _kinds(kinds)
     d = _vector("degree", degree, integer=True)
     _same_length(node_ids=np.asarray(node_ids, dtype=object), kinds=is_s,
                  gateway_of=np.asarray(gateway_of, dtype=object), degree=d)
@@ -236,8 +232,7 @@ def priority(relations, presence, n_relations: int) -> np.ndarray:
     perp = _vector("presence", presence, integer=True)
     _same_length(relations=N, presence=perp)
     if perp.size and perp.max() > 1:
-        j = int(np.argmax(perp))
-        raise PoolingError(f"presence[{j}] = {int(perp[j])}: must be 0 or 1 (eq. 1)")
+        _first_bad("presence", perp, perp == perp.max(), "must be 0 or 1 (eq. 1)")
     return (perp * N) / m
 
 
@@ -250,9 +245,7 @@ def pool_bounds(priority_values, seen=None) -> tuple[float, float, float]:
     >>> pool_bounds([0.3, 0.1, 0.0, 0.9], [True, True, True, False])
     (0.13333333333333333, 0.06666666666666667, 0.1)
     """
-    p = _vector("priority", priority_values)
-    s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
-    _same_length(priority=p, seen=s)
+    p, s = _seen("priority", priority_values, seen)
     k = int(s.sum())
     if k == 0:
         return 0.0, 0.0, 0.0
@@ -279,8 +272,7 @@ def assign_pools(priority_values, seen=None, band: str = "corrected", *,
     [0, -1, 2, 2, -1]
     """
     _choice("band", band, BANDS)
-    p = _vector("priority", priority_values)
-    s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
+    p, s = _seen("priority", priority_values, seen)
     _, half, three_q = pool_bounds(p, s) if bounds is None else bounds
     out = np.full(p.size, NO_POOL, dtype=np.int8)
     high, low = p > three_q, p <= half
@@ -292,12 +284,10 @@ def assign_pools(priority_values, seen=None, band: str = "corrected", *,
 
 
 def _degrees(kinds, degree) -> tuple[np.ndarray, np.ndarray]:
-    is_s, _ = _kinds(kinds)
+    is_s = _kinds(kinds)
     d = _vector("degree", degree, integer=True)
     _same_length(kinds=is_s, degree=d)
-    if (is_s & (d != 0)).any():
-        j = int(np.flatnonzero(is_s & (d != 0))[0])
-        raise PoolingError(f"degree[{j}] = {int(d[j])}: a sensor has d_i = 0 (only gateways have sensors)")
+    _first_bad("degree", d, is_s & (d != 0), "a sensor has d_i = 0 (only gateways have sensors)")
     if d.size == 0:
         raise PoolingError("kinds: the topology has no device nodes (n = 0)")
     return is_s, d
@@ -500,9 +490,7 @@ def pool_arrays(observations, presence_values, kinds, degree, owned, n_relations
     _same_length(observations=c, presence=perp, kinds=np.asarray(kinds), degree=np.asarray(degree),
                  owned=np.asarray(owned))
     seen = c > 0
-    if (perp[~seen] != 0).any():
-        j = int(np.flatnonzero(~seen & (perp != 0))[0])
-        raise PoolingError(f"presence[{j}] = {int(perp[j])}: a node with no instance has presence 0 (eq. 1)")
+    _first_bad("presence", perp, ~seen & (perp != 0), "a node with no instance has presence 0 (eq. 1)")
     N = relation_counts(owned, c, relation_count)
     p = priority(N, perp, n_relations)
     bounds = pool_bounds(p, seen)
@@ -606,20 +594,6 @@ class PoolSnapshot:
         })
 
 
-def _snapshot(arrays: TopologyArrays, res: PoolArrays, *, n_instances: int, readings: dict,
-              upto: int | None = None) -> PoolSnapshot:
-    return PoolSnapshot(
-        node_ids=arrays.node_ids, kinds=tuple(arrays.kinds.tolist()), gateway_of=arrays.gateway_of,
-        degree=_frozen(arrays.degree), observations=_frozen(res.observations), seen=_frozen(res.seen),
-        presence=_frozen(res.presence), relations=_frozen(res.relations), priority=_frozen(res.priority),
-        avg=float(res.bounds[0]), pool=pool_labels(res.pools), pool_codes=_frozen(res.pools),
-        weights=_frozen(res.weights), contributions=_frozen(res.contributions),
-        pool_weight_values={lab: float(v) for lab, v in zip(POOLS, res.pool_weights)},
-        weight_matrix=_frozen(res.weight_matrix), n_relations=arrays.n_relations, n_instances=n_instances,
-        upto=upto, **readings,
-    )
-
-
 def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> dict[str, float]:
     """Eq. (7): the update trigger α of each pool from ``prev`` to ``new``, as ``{"H": α_H, ...}``.
 
@@ -687,12 +661,9 @@ class PriorityPool:
         return dict(band=self.band, pool_weight=self.pool_weight, alpha_reading=self.alpha_reading,
                     relation_count=self.relation_count, relation_owner=self.relation_owner)
 
-    @property
-    def current(self) -> PoolSnapshot | None:
-        """The latest snapshot (None before the first step)."""
-        return self.history[-1] if self.history else None
-
-    def _consume(self, instances: Sequence[Instance]) -> None:
+    def step(self, instances: Sequence[Instance], *, upto: int | None = None) -> PoolSnapshot:
+        """Consume one window of instances and run Algorithm 1 lines 2-7."""
+        instances = list(instances)
         prev = self._last_index
         for inst in instances:
             if prev is not None and inst.index <= prev:
@@ -708,10 +679,6 @@ class PriorityPool:
             self._presence[hit] = presence(idx, pres, n)[hit]
             self._last_index = prev
             self._n_instances += idx.size
-
-    def step(self, instances: Sequence[Instance], *, upto: int | None = None) -> PoolSnapshot:
-        """Consume one window of instances and run Algorithm 1 lines 2-7."""
-        self._consume(list(instances))
         a = self.arrays
         res = pool_arrays(self._counts, self._presence, a.kinds, a.degree, a.owned, a.n_relations,
                           band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count)
@@ -720,9 +687,16 @@ class PriorityPool:
         if updated:
             self.version += 1
             self._current_wc = res.weight_matrix
-        snap = _snapshot(a, res, n_instances=self._n_instances, readings=self.readings, upto=upto)
-        snap = replace(snap, alpha={lab: float(v) for lab, v in zip(POOLS, al)}, step=len(self.history) + 1,
-                       version=self.version, updated=updated)
+        snap = PoolSnapshot(
+            node_ids=a.node_ids, kinds=tuple(a.kinds.tolist()), gateway_of=a.gateway_of, degree=_frozen(a.degree),
+            observations=_frozen(res.observations), seen=_frozen(res.seen), presence=_frozen(res.presence),
+            relations=_frozen(res.relations), priority=_frozen(res.priority), avg=float(res.bounds[0]),
+            pool=pool_labels(res.pools), pool_codes=_frozen(res.pools), weights=_frozen(res.weights),
+            contributions=_frozen(res.contributions),
+            pool_weight_values={lab: float(v) for lab, v in zip(POOLS, res.pool_weights)},
+            weight_matrix=_frozen(res.weight_matrix), n_relations=a.n_relations, n_instances=self._n_instances,
+            upto=upto, **self.readings, alpha={lab: float(v) for lab, v in zip(POOLS, al)},
+            step=len(self.history) + 1, version=self.version, updated=updated)
         self.history.append(snap)
         return snap
 
@@ -765,26 +739,6 @@ def pool_snapshot(dataset: DataSet, upto: int | None = None, band: str = "correc
     return replace(pp.step(chosen, upto=upto), alpha=None, step=None, version=None, updated=None)
 
 
-def _order(snap: PoolSnapshot, arrays: TopologyArrays, instances: list[Instance], by: str, seed: int) -> list[Instance]:
-    rng = np.random.default_rng(check_int("seed", seed, error=PoolingError))
-    m = len(instances)
-    if by == "random":
-        return [instances[k] for k in rng.permutation(m)]
-    idx, _ = encode_instances(arrays, instances)
-    tie = rng.permutation(m)
-    codes = snap.pool_codes[idx].astype(np.int64)
-    if by == "priority":
-        rank = np.where(codes >= 0, codes, len(POOLS))  # H, M, L, then no pool
-        key = -snap.priority[idx]
-    else:
-        W = np.array([snap.pool_weight_values[lab] for lab in POOLS])
-        pool_rank = np.empty(len(POOLS), dtype=np.int64)
-        pool_rank[np.argsort(-W, kind="stable")] = np.arange(len(POOLS))
-        rank = np.where(codes >= 0, pool_rank[np.maximum(codes, 0)], len(POOLS))
-        key = -snap.weights[idx]
-    return [instances[k] for k in np.lexsort((tie, key, rank))]
-
-
 def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, seed: int, band: str = "corrected",
                    pool_weight: str = "degree", *, alpha_reading: str = "nodes",
                    relation_count: str = "unique", relation_owner: str = _OWNER) -> list[Instance]:
@@ -815,7 +769,24 @@ def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, see
         return []
     pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
                       relation_count=relation_count, relation_owner=relation_owner)
-    return _order(pp.step(sorted(items, key=lambda i: i.index)), pp.arrays, items, by, seed)
+    snap = pp.step(sorted(items, key=lambda i: i.index))
+    rng = np.random.default_rng(check_int("seed", seed, error=PoolingError))
+    m = len(items)
+    if by == "random":
+        return [items[k] for k in rng.permutation(m)]
+    idx, _ = encode_instances(pp.arrays, items)
+    tie = rng.permutation(m)
+    codes = snap.pool_codes[idx].astype(np.int64)
+    if by == "priority":
+        rank = np.where(codes >= 0, codes, len(POOLS))  # H, M, L, then no pool
+        key = -snap.priority[idx]
+    else:
+        W = np.array([snap.pool_weight_values[lab] for lab in POOLS])
+        pool_rank = np.empty(len(POOLS), dtype=np.int64)
+        pool_rank[np.argsort(-W, kind="stable")] = np.arange(len(POOLS))
+        rank = np.where(codes >= 0, pool_rank[np.maximum(codes, 0)], len(POOLS))
+        key = -snap.weights[idx]
+    return [items[k] for k in np.lexsort((tie, key, rank))]
 
 
 def band_table(dataset: DataSet, **readings):
@@ -893,9 +864,7 @@ def tie_share(priority_values, seen=None) -> float:
     >>> tie_share([0.2, 0.2, 0.1, 0.2], [True, True, True, False])
     0.6666666666666666
     """
-    p = _vector("priority", priority_values)
-    s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
-    _same_length(priority=p, seen=s)
+    p, s = _seen("priority", priority_values, seen)
     if not s.any():
         return 0.0
     _, inverse, counts = np.unique(p[s], return_inverse=True, return_counts=True)
