@@ -1,42 +1,26 @@
 """The cyber twin and the two closed loops of Fig. 1 (Section II.A).
 
-The paper names two control loops and describes them in prose only; here they
-are code, and every crossing of a boundary between the spaces is counted.
+The paper describes both loops in prose only; here every crossing of a
+boundary between the spaces is counted (the errata page gives the reading).
 
 External closed loop (Physical -> Cyber -> Service -> Cyber -> Physical)
-    *data collection*: readings and gateway heartbeats that reach the cyber
-    space in time; *information*: once per reading slot the twin reports each
-    gateway's status (heard / silent / unknown) to the service space;
-    *actionable insight*: the service space's requirement "every sensor has a
-    live gateway of its service" turns a gateway that stayed silent for
-    ``detect_slots`` slots while others were heard into a re-homing decision
-    (its sensors go to the live gateway of the same service with the fewest
-    sensors: :func:`gentwin.topology.failover_least_loaded`); *control flow*: the command reaches the physical space after
-    ``control_delay_s`` and its acknowledgement updates the twin's knowledge
-    graph (the sensors' ``CONNECTED_TO`` relation).
+    readings and heartbeats in; a gateway-status report per slot; a gateway
+    silent for ``detect_slots`` slots while others were heard becomes a
+    re-homing decision (:func:`gentwin.topology.failover_least_loaded`); the
+    command reaches the sensors after ``control_delay_s`` and its
+    acknowledgement moves their ``CONNECTED_TO`` in the knowledge graph.
 
 Internal closed loop (inside the Cyber space)
-    *priority pooling*: the twin's latest knowledge (each device node's last
-    known presence, its observation count, the gateways' d_i) goes through
-    eqs. (1)-(6) of :mod:`gentwin.pooling`; *twin models*: the pools and
-    priorities form the twin model; *new twin version*: when the largest
-    update trigger α of eq. (7) exceeds ``version_alpha`` the model is
-    committed to the twin store as a new version, and GenTwin's generation
-    uses that version from then on.
+    the twin's knowledge goes through eqs. (1)-(6) of :mod:`gentwin.pooling`;
+    when the largest α of eq. (7) exceeds ``version_alpha`` the pools are
+    committed as a new twin version, which generation uses from then on.
 
-How GenTwin fills a missing record
-----------------------------------
-At the close of a reading slot, a sensor whose reading did not arrive is
-handled by what the knowledge graph says about its *path*: if its gateway
-(``CONNECTED_TO``) was heard in that slot (heartbeat, or a reading of another
-sensor routed through it), the path worked, so the twin records the sensor as
-inactive (⊥ = 0) and generates nothing.  If the gateway was not heard (it
-failed, or the whole flow was cut), the twin cannot observe the sensor; it then
-generates a flagged record when the sensor's priority in the current twin
-version is positive, i.e. its last observed presence was 1 (eq. 3:
-``p_i = ⊥_i N_i / M``), carrying the sensor's id and its last observed reading.
-Generated records never update the twin's knowledge: only observations do.
-The traditional twin holds observed records only.
+How GenTwin fills a missing record: if the sensor's gateway was heard around
+its send time, the sensor is recorded inactive (⊥ = 0) and nothing is
+generated; otherwise a flagged record, carrying its last observed reading, is
+generated when its priority in the current version is positive (eq. 3).
+Generated records never update the twin's knowledge.  The traditional twin
+holds observed records only.
 """
 
 from __future__ import annotations
@@ -51,22 +35,9 @@ from .checks import check_int, check_real
 from .topology import DataSet, Relation, Topology, failover_least_loaded, gateway_degrees
 
 __all__ = [
-    "LoopEvent",
-    "ExternalCounters",
-    "InternalCounters",
-    "SlotView",
-    "path_evidence",
-    "ControlCommand",
-    "TwinModel",
-    "VersionSink",
-    "VersionLog",
-    "GraphStore",
-    "CyberTwin",
-    "ExternalLoop",
-    "InternalLoop",
-    "loop_table",
-    "carry_forward_records",
-    "always_generate_records",
+    "LoopEvent", "ExternalCounters", "InternalCounters", "SlotView", "path_evidence", "ControlCommand", "TwinModel",
+    "VersionSink", "VersionLog", "GraphStore", "CyberTwin", "ExternalLoop", "InternalLoop", "loop_table",
+    "carry_forward_records", "always_generate_records",
 ]
 
 
@@ -199,26 +170,10 @@ def path_evidence(gateway: np.ndarray, expected: np.ndarray, heard_via: np.ndarr
                   *, before_s: float, until_s: float) -> np.ndarray:
     """Did each sensor's gateway demonstrably work around the sensor's scheduled send time?
 
-    For sensor s with gateway ``g_s`` and scheduled send time ``e_s`` the
-    answer is yes when messages through ``g_s`` (any sensor's reading or the
-    gateway's heartbeat) were received that were sent in
-    ``[e_s - before_s, e_s)`` and in ``(e_s, until_s]``: the path worked just
-    before and just after, so a missing reading is taken as the sensor's
-    absence, not a transport failure.
-
-    Parameters
-    ----------
-    gateway
-        Integer array, one entry per sensor: its gateway (index) in the twin's
-        knowledge graph.
-    expected
-        Float array, one entry per sensor: its scheduled send time.
-    heard_via, heard_at
-        Gateway (int) and send time (float) of every message received.
-    before_s : float
-        Length of the look-back window (one reading period).
-    until_s : float
-        End of the look-ahead window (the slot's close).
+    Yes for sensor s (gateway ``gateway[s]``, send time ``expected[s]``) when
+    messages through its gateway (any reading or heartbeat; ``heard_via``,
+    ``heard_at`` of every message received) were sent in
+    ``[expected - before_s, expected)`` and in ``(expected, until_s]``.
 
     Examples
     --------
@@ -249,21 +204,12 @@ def path_evidence(gateway: np.ndarray, expected: np.ndarray, heard_via: np.ndarr
 class GraphStore:
     """The internal loop's sink into a :mod:`gentwin.graph` twin store (networkx or Neo4j).
 
-    The first twin version is written as the whole knowledge graph
-    (``twin_from_topology``) with three metadata per device node: ``active``
-    (⊥, eq. 1), ``pool`` (``"H"``/``"M"``/``"L"``/``"none"``, eq. 4) and
-    ``priority`` (p, eq. 3); gateways also carry ``n_sensors`` (d_i).  Each
-    later version is one :class:`gentwin.graph.ChangeSet` with only the nodes
-    whose state changed and the ``CONNECTED_TO`` relations moved by re-homing,
-    so a version costs what changed, not the graph; its ``parts`` are the pools
-    whose α triggered it.
-
-    Parameters
-    ----------
-    topology : Topology
-        The knowledge graph's structure at the start.
-    store : gentwin.graph.TwinStore, optional
-        Default: an in-memory :class:`gentwin.graph.NetworkxStore`.
+    The first version is the whole knowledge graph with ``active`` (⊥, eq. 1),
+    ``pool`` (eq. 4) and ``priority`` (eq. 3) per device node (gateways also
+    ``n_sensors``); each later one a :class:`gentwin.graph.ChangeSet` of the
+    nodes whose state changed and the moved ``CONNECTED_TO`` relations, its
+    ``parts`` the pools whose α triggered it.  ``store`` defaults to an
+    in-memory :class:`gentwin.graph.NetworkxStore`.
     """
 
     def __init__(self, topology: Topology, store=None, *, version_alpha: float = 0.0) -> None:
@@ -343,18 +289,9 @@ class GraphStore:
 class CyberTwin:
     """The cyber space's twin of the network: its knowledge graph state and both twins' records.
 
-    Parameters
-    ----------
-    topology : Topology
-        The knowledge graph's structure (nodes, ``CONNECTED_TO``, ``SERVES_IN``).
-    history : DataSet
-        The historical log the twin starts from: each device node's latest
-        presence in it is the twin's first knowledge.
-    period_s : float
-        The reading period (slot length).
-    relation_owner : {"head", "incident"}, optional
-        Whose relation it is in eq. (3) ``N_i`` (:class:`gentwin.config.PoolingConfig`);
-        default: the config's default.
+    Each device node's latest presence in ``history`` is the twin's first
+    knowledge; ``period_s`` is the slot length; ``relation_owner`` is eq. (3)'s
+    (default: :class:`gentwin.config.PoolingConfig`'s).
     """
 
     def __init__(self, topology: Topology, history: DataSet, *, period_s: float,
@@ -419,12 +356,10 @@ class CyberTwin:
     def close_slot(self, slot: int, time_s: float, delivery) -> SlotView:
         """Take in what arrived for ``slot``, generate what is missing and unobservable, update the knowledge.
 
-        ``delivery`` is a :class:`gentwin.physical.Delivery` (or anything with
-        its fields).  A missing sensor's path counts as heard when
-        :func:`path_evidence` finds messages through its gateway sent within one
-        period before *and* after its scheduled send time (its phase is learned
-        from the send times of its earlier readings; mid-slot while unknown).
-        See the module docstring for the rule.  Vectorised over sensors.
+        ``delivery`` is a :class:`gentwin.physical.Delivery`.  A missing sensor's
+        path counts as heard by :func:`path_evidence` within one period around
+        its send time (its phase learned from earlier readings; mid-slot while
+        unknown); the module docstring gives the rule.
         """
         got = np.asarray(delivery.received, dtype=bool)
         hb = np.asarray(delivery.heartbeats, dtype=bool)
@@ -438,10 +373,8 @@ class CyberTwin:
         self.phase[got] = np.asarray(delivery.sent_at, dtype=float)[got] - slot * self.period_s
         expected = slot * self.period_s + np.nan_to_num(self.phase, nan=self.period_s / 2)
         close = float(time_s)
-        path_heard = path_evidence(
-            self.assign, expected, np.asarray(delivery.heard_via), np.asarray(delivery.heard_at, dtype=float),
-            before_s=self.period_s, until_s=close,
-        )
+        path_heard = path_evidence(self.assign, expected, np.asarray(delivery.heard_via),
+                                   np.asarray(delivery.heard_at, dtype=float), before_s=self.period_s, until_s=close)
         missing = ~got
         inferred_inactive = missing & path_heard
         generate = missing & ~path_heard & (self.priority[self.sensor_pos] > 0)
@@ -458,11 +391,9 @@ class CyberTwin:
         self.observations[self.gateway_pos[heard | silent]] += 1
         self.last_value[got] = np.asarray(delivery.values, dtype=float)[got]
         self.pending_records += int(known_s.size + (heard | silent).sum())
-        return SlotView(
-            slot=slot, time_s=float(time_s), received=got, generated=generate, generated_values=gen_values,
-            inferred_inactive=inferred_inactive, gateway_heard=heard, gateway_silent=silent,
-            flow_alive=flow_alive, heartbeats=int(hb.sum()),
-        )
+        return SlotView(slot=slot, time_s=float(time_s), received=got, generated=generate,
+                        generated_values=gen_values, inferred_inactive=inferred_inactive, gateway_heard=heard,
+                        gateway_silent=silent, flow_alive=flow_alive, heartbeats=int(hb.sum()))
 
 
 # ---------------------------------------------------------------------------
@@ -534,14 +465,9 @@ class ExternalLoop:
 class InternalLoop:
     """Priority pooling -> twin models -> new twin version, with counters.
 
-    Parameters
-    ----------
-    band, pool_weight, alpha_reading, relation_count : str
-        The readings of eqs. (4), (6), (7), (3) (:class:`gentwin.config.PoolingConfig`).
-    version_alpha : float
-        Commit a new version when ``max(alpha) > version_alpha``.
-    store : VersionSink, optional
-        Default: a new :class:`VersionLog`.
+    ``band``, ``pool_weight``, ``alpha_reading``, ``relation_count`` are the readings of
+    :class:`gentwin.config.PoolingConfig`; a new version is committed when ``max(alpha) >
+    version_alpha``, into ``store`` (default: a new :class:`VersionLog`).
     """
 
     def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",
@@ -563,25 +489,19 @@ class InternalLoop:
 
     def _pool(self, twin: CyberTwin):
         a = twin.arrays
-        return _pooling.pool_arrays(
-            twin.observations, twin.known, a.kinds, twin.degree(), a.owned, a.n_relations,
-            band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count,
-        )
+        res = _pooling.pool_arrays(twin.observations, twin.known, a.kinds, twin.degree(), a.owned, a.n_relations,
+                                   band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count)
+        self.counters.pooling_runs += 1
+        self.counters.pool_assignments += int(res.pools.size)
+        return res
 
     def _commit(self, time_s: float, twin: CyberTwin, res, alpha: dict[str, float]) -> TwinModel:
         latest = self.store.latest()
         model = TwinModel(
-            version=(latest.version + 1) if latest is not None else 1,
-            time_s=float(time_s),
-            node_ids=twin.arrays.node_ids,
-            presence=res.presence.copy(),
-            priority=res.priority.copy(),
+            version=(latest.version + 1) if latest is not None else 1, time_s=float(time_s),
+            node_ids=twin.arrays.node_ids, presence=res.presence.copy(), priority=res.priority.copy(),
             pool_codes=res.pools.copy(),
-            pool_weights={lab: float(v) for lab, v in zip(_pooling.POOLS, res.pool_weights)},
-            alpha=alpha,
-            sensor_ids=twin.sensor_ids,
-            assignment=tuple(twin.gateway_ids[j] for j in twin.assign),
-        )
+            pool_weights={lab: float(v) for lab, v in zip(_pooling.POOLS, res.pool_weights)}, alpha=alpha, sensor_ids=twin.sensor_ids, assignment=tuple(twin.gateway_ids[j] for j in twin.assign))
         self.store.commit(model)
         twin.adopt(model)
         self._wc = res.weight_matrix
@@ -591,10 +511,7 @@ class InternalLoop:
 
     def start(self, time_s: float, twin: CyberTwin) -> TwinModel:
         """Version 1: the twin pooled from its history, before the run."""
-        res = self._pool(twin)
-        self.counters.pooling_runs += 1
-        self.counters.pool_assignments += int(res.pools.size)
-        return self._commit(time_s, twin, res, {lab: 0.0 for lab in _pooling.POOLS})
+        return self._commit(time_s, twin, self._pool(twin), {lab: 0.0 for lab in _pooling.POOLS})
 
     def step(self, time_s: float, twin: CyberTwin, slot: int = -1) -> bool:
         """Pool the twin's current knowledge; commit a new version if α says so.  Returns whether it did."""
@@ -605,8 +522,6 @@ class InternalLoop:
         self._log(time_s, "twin knowledge", "priority pooling", "node records", twin.pending_records)
         twin.pending_records = 0
         res = self._pool(twin)
-        self.counters.pooling_runs += 1
-        self.counters.pool_assignments += int(res.pools.size)
         self._log(time_s, "priority pooling", "twin models", "pool assignments", int(res.pools.size))
         a = _pooling.update_trigger(self._wc, res.weight_matrix, self.alpha_reading)
         alpha = {lab: float(v) for lab, v in zip(_pooling.POOLS, a)}
@@ -632,27 +547,11 @@ def _observed_grid(observed) -> np.ndarray:
 def carry_forward_records(observed, initial) -> np.ndarray:
     """The records a last-value-carried-forward twin generates: no path evidence, no pooling.
 
-    Each sensor's presence is carried forward from its last known state: the
-    history's (``initial``) until its first received reading, present from
-    then on (a missing reading is never read as absence).  A missing reading
-    is generated, with the last received value, whenever the carried state is
-    present.  Compared with GenTwin this twin neither asks whether the
-    sensor's gateway was heard nor reads a twin version's priority.
+    A sensor's presence is carried forward: ``initial`` (one bool per sensor,
+    its presence before the run) until its first received reading, present
+    from then on.  A missing reading of the boolean (sensor, slot) grid
+    ``observed`` is generated whenever the carried state is present.
 
-    Parameters
-    ----------
-    observed
-        Boolean (sensor, slot) grid: readings received in time.
-    initial
-        Boolean vector, one per sensor: its last known presence before the run.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean (sensor, slot) grid of generated records (never where observed).
-
-    Examples
-    --------
     Sensor 0 was present in the history, sensor 1 absent until it reports in slot 2:
 
     >>> O = np.array([[1, 0, 0, 1], [0, 0, 1, 0]], bool)

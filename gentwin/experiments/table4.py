@@ -585,8 +585,9 @@ class Table4:
 
     def detail_table(self):
         """Per scenario, size and twin: completeness, share received, generated records and their precision."""
-        return _by_arm(self.summary, ["scenario", "size", "twin"])[["scenario", "size", "twin", "completeness", "net", "observed", "generated",
-                      "generated_precision", "false_record_pct", "record_f1", "n"]].rename(columns={
+        return _by_arm(self.summary, ["scenario", "size", "twin"])[[
+            "scenario", "size", "twin", "completeness", "net", "observed", "generated", "generated_precision",
+            "false_record_pct", "record_f1", "n"]].rename(columns={
             "completeness": "completeness %", "net": "net completeness %", "observed": "received %",
             "generated": "generated records per run", "generated_precision": "precision of generated",
             "false_record_pct": "false records %", "record_f1": "record F1 %", "n": "seeds"}).round(3)
