@@ -716,3 +716,70 @@ def test_neo4j_small_update_is_one_lookup_and_one_write_statement(neo4j_env):
     finally:
         s.drop()
         s.close()
+
+
+class _StagingFailsNeo4jStore(Neo4jStore):
+    """Test double: a staged rebuild fails after ``fail_after`` of its record transactions."""
+
+    fail_after: int | None = None
+
+    def _tx_write(self, tx, plan, v, *, new_ids, end_states=True):
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                raise RuntimeError("injected failure while staging")
+            self.fail_after -= 1
+        return super()._tx_write(tx, plan, v, new_ids=new_ids, end_states=end_states)
+
+
+def _twin_counts(store: Neo4jStore) -> dict:
+    with store._session() as s:
+        return dict(s.run(
+            "CALL { MATCH (e:TwinEntity {twin: $t}) RETURN count(e) AS entities } "
+            "CALL { MATCH (x:TwinState {twin: $t}) RETURN count(x) AS states } "
+            "CALL { MATCH (:TwinEntity {twin: $t})-[r]->() WHERE type(r) <> 'HAS_STATE' RETURN count(r) AS rels } "
+            "CALL { MATCH (m:TwinStaging {twin: $t}) RETURN count(m) AS staging } "
+            "RETURN entities, states, rels, staging", t=store.twin).single())
+
+
+@pytest.mark.neo4j
+def test_neo4j_staged_rebuild_is_published_whole_or_not_at_all(neo4j_env):
+    """A rebuild over ``stage_rows`` records is written in several transactions and published by the last."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s = _StagingFailsNeo4jStore(neo4j_env["uri"], neo4j_env["user"], neo4j_env["password"], twin=name,
+                                stage_rows=4, keep_versions=2)
+    ref = NetworkxStore("ref", keep_versions=2)
+    try:
+        nodes, rels = small_graph()
+        first = s.rebuild(nodes.values(), rels, name="base")  # 2 x nodes + relations > 4: staged
+        ref.rebuild(nodes.values(), rels, name="base")
+        assert first.number == 1 and s.request().same_content(ref.request())
+        clean = _twin_counts(s)
+        assert clean["staging"] == 0 and clean["entities"] == clean["states"] == len(nodes)
+        changed = [TwinNode(n.id, n.kind, {**n.metadata, "tag": "v2"}) for n in nodes.values() if n.id != "S3"]
+        kept = [r for r in rels if "S3" not in (r.head, r.tail)]
+        s.fail_after = 2  # two record transactions land, then the staging fails
+        with pytest.raises(RuntimeError, match="injected failure while staging"):
+            s.rebuild(changed, kept, name="v2")
+        s.fail_after = None
+        assert _twin_counts(s) == clean and [v.number for v in s.versions()] == [1]
+        assert s.request().same_content(ref.request())
+        # a client killed mid-staging: its marker and records stay until a store is opened on the twin
+        s.fail_after = 1
+        s._undo_staging = lambda: None  # the killed client cleans nothing up
+        with pytest.raises(RuntimeError):
+            s.rebuild(changed, kept)
+        assert _twin_counts(s)["staging"] == 1 and s.request().same_content(ref.request())
+        with Neo4jStore(neo4j_env["uri"], neo4j_env["user"], neo4j_env["password"], twin=name) as again:
+            assert _twin_counts(again) == clean
+        del s._undo_staging
+        s.fail_after = None
+        second = s.rebuild(changed, kept, name="v2")
+        ref.rebuild(changed, kept, name="v2")
+        assert second.number == 2 and s.request().same_content(ref.request())
+        assert s.request(version="base").same_content(ref.request(version="base"))
+        third = s.rebuild(changed, kept)  # keep_versions = 2: version 1 is pruned
+        assert [v.number for v in s.versions()] == [2, third.number] == [2, 3]
+        assert _twin_counts(s)["states"] == 2 * len(changed)  # v2's states ended at 3 and v3's current ones
+    finally:
+        s.drop()
+        s.close()

@@ -42,6 +42,7 @@ _SCHEMA = (
     "CREATE INDEX gentwin_entity_twin IF NOT EXISTS FOR (e:TwinEntity) ON (e.twin)",
     "CREATE INDEX gentwin_state_twin IF NOT EXISTS FOR (s:TwinState) ON (s.twin)",
     "CREATE INDEX gentwin_version_twin IF NOT EXISTS FOR (v:TwinVersion) ON (v.twin)",
+    "CREATE INDEX gentwin_staging_twin IF NOT EXISTS FOR (m:TwinStaging) ON (m.twin)",
 )
 _REL_PATTERN = "|".join(RELATION_TYPES)  # every part comes from the allow-list
 
@@ -85,6 +86,7 @@ class Neo4jStore(TwinStore):
         keep_versions: int | None = None,
         database: str | None = None,
         batch_size: int = 2000,
+        stage_rows: int = 20_000,
         connection_timeout_s: float = 10.0,
     ) -> None:
         super().__init__(twin, keep_versions)
@@ -94,6 +96,8 @@ class Neo4jStore(TwinStore):
         if not isinstance(uri, str) or "://" not in uri:
             raise TwinStoreError(f"{ENV_URI}: must be a URI such as bolt://127.0.0.1:7687")
         check_int("batch_size", batch_size, low=1, error=SchemaError)
+        check_int("stage_rows", stage_rows, low=1, error=SchemaError)
+        self.stage_rows = stage_rows
         self._where = uri.split("://", 1)[1].split("@")[-1].split("/")[0].split("?")[0]  # host:port only
         self._database = database
         self.batch_size = batch_size
@@ -119,6 +123,7 @@ class Neo4jStore(TwinStore):
             ) from None
         self.server = self._driver.get_server_info().agent  # e.g. "Neo4j/5.26.0"
         self._ensure_schema()
+        self._undo_staging()  # a staged rebuild that a killed client left half written
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None, **kwargs: Any) -> "Neo4jStore":
@@ -218,6 +223,8 @@ class Neo4jStore(TwinStore):
     ) -> VersionInfo:
         _check_name(name)
         nodes, rels, cs = _rebuild_args(nodes, relations)
+        if 2 * len(nodes) + len(rels) > self.stage_rows:  # over the server's transaction memory: stage it
+            return self._staged_rebuild(nodes, rels, name)
 
         def work(tx) -> VersionInfo:
             ended = tx.run(
@@ -242,6 +249,110 @@ class Neo4jStore(TwinStore):
             return info
 
         return self._write(work)
+
+    # -- a rebuild too large for one transaction ---------------------------------------------
+    def _staged_rebuild(self, nodes: list[TwinNode], rels: list[Relation], name: str | None) -> VersionInfo:
+        """A rebuild written in transactions of at most ``stage_rows`` records, published by the last one.
+
+        Every record of version ``v`` is written (and every current record
+        ended at ``v``) before the counter moves to ``v``; until then readers of
+        the latest version, and of every older one, see nothing of it (a
+        record ended at ``v`` is still valid for ``v - 1``).  A
+        ``(:TwinStaging {twin, v})`` marker names the version being staged: a
+        failure undoes the staged records at once, and a store opened after a
+        killed client undoes them on connecting.  One writer per twin, as
+        everywhere in this store.
+        """
+        self._undo_staging()
+        twin, n = self.twin, self.stage_rows
+
+        def begin(tx) -> int:
+            if name is not None:
+                hit = tx.run("MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS n", nu=_uid(twin, name)).single()
+                if hit is not None:
+                    raise VersionError(f"name = {name!r}: version {hit['n']} already has this name")
+            rec = tx.run("OPTIONAL MATCH (c:TwinCounter {twin: $twin}) WITH coalesce(c.latest, 0) + 1 AS v "
+                         "CREATE (:TwinStaging {twin: $twin, v: v}) RETURN v", twin=twin).single()
+            return int(rec["v"])
+
+        with self._session() as session:
+            v = session.execute_write(begin)
+            try:
+                ended = 0
+                for q in (
+                    "MATCH (:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
+                    "WITH s LIMIT $n SET s.v_to = $v RETURN count(s) AS k",
+                    "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
+                    "AND r.v_from < $v WITH r LIMIT $n SET r.v_to = $v RETURN count(r) AS k",
+                ):
+                    while k := session.execute_write(lambda tx: tx.run(q, twin=twin, v=v, n=n).single()["k"]):
+                        ended += k
+                all_ids = {x.id for x in nodes}
+                for chunk in _batches(nodes, max(1, n // 2)):
+                    session.execute_write(lambda tx: self._tx_write(tx, _Plan(states=list(chunk)), v,
+                                                                    new_ids=all_ids, end_states=False))
+                for chunk in _batches(rels, n):
+                    session.execute_write(lambda tx: self._tx_write(tx, _Plan(new_relations=list(chunk)), v,
+                                                                    new_ids=set(), end_states=False))
+
+                def publish(tx) -> VersionInfo:
+                    info = self._tx_open_version(tx, name, ("ALL",), ended + len(nodes) + len(rels))
+                    if info.number != v:  # cannot happen with one writer per twin
+                        raise TwinStoreError(f"twin {twin!r}: version {info.number} was written while {v} was staged")
+                    tx.run("MATCH (m:TwinStaging {twin: $twin}) DELETE m", twin=twin).consume()
+                    return info
+
+                info = session.execute_write(publish)
+            except BaseException:
+                self._undo_staging()
+                raise
+        self._prune_staged(info.number)
+        return info
+
+    def _undo_staging(self) -> None:
+        """Undo a staged version that was never published (nothing to do, in one query, when none is)."""
+        twin, n = self.twin, self.stage_rows
+        with self._session() as session:
+            rec = session.execute_read(lambda tx: tx.run(
+                "MATCH (m:TwinStaging {twin: $twin}) RETURN max(m.v) AS v", twin=twin).single())
+            if rec is None or rec["v"] is None:
+                return
+            v = int(rec["v"])
+            for q in (
+                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_from >= $v "
+                "WITH r LIMIT $n DELETE r RETURN count(*) AS k",
+                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to >= $v "
+                "WITH r LIMIT $n SET r.v_to = null RETURN count(*) AS k",
+                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_from >= $v WITH s LIMIT $n DETACH DELETE s "
+                "RETURN count(*) AS k",
+                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_to >= $v WITH s LIMIT $n SET s.v_to = null "
+                "RETURN count(*) AS k",
+                "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() WITH e LIMIT $n "
+                "DETACH DELETE e RETURN count(*) AS k",
+            ):
+                while session.execute_write(lambda tx: tx.run(q, twin=twin, v=v, n=n).single()["k"]):
+                    pass
+            session.execute_write(lambda tx: tx.run("MATCH (m:TwinStaging {twin: $twin}) DELETE m",
+                                                    twin=twin).consume())
+
+    def _prune_staged(self, v: int) -> None:
+        """``keep_versions`` after a staged rebuild, in transactions of at most ``stage_rows`` records."""
+        if self.keep_versions is None or v - self.keep_versions + 1 <= 1:
+            return
+        oldest, twin, n = v - self.keep_versions + 1, self.twin, self.stage_rows
+        with self._session() as session:
+            for q in (
+                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to <= $o "
+                "WITH r LIMIT $n DELETE r RETURN count(*) AS k",
+                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $o WITH s LIMIT $n DETACH DELETE s "
+                "RETURN count(*) AS k",
+                "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() WITH e LIMIT $n "
+                "DETACH DELETE e RETURN count(*) AS k",
+                "MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $o WITH x LIMIT $n DELETE x "
+                "RETURN count(*) AS k",
+            ):
+                while session.execute_write(lambda tx: tx.run(q, twin=twin, o=oldest, n=n).single()["k"]):
+                    pass
 
     def _write(self, work: Callable[[Any], VersionInfo]) -> VersionInfo:
         from neo4j.exceptions import ConstraintError
@@ -488,7 +599,7 @@ class Neo4jStore(TwinStore):
             while True:
                 n = s.execute_write(
                     lambda tx: tx.run(
-                        "MATCH (n) WHERE (n:TwinEntity OR n:TwinState OR n:TwinVersion OR n:TwinCounter) "
+                        "MATCH (n) WHERE (n:TwinEntity OR n:TwinState OR n:TwinVersion OR n:TwinCounter OR n:TwinStaging) "
                         "AND n.twin = $twin WITH n LIMIT 5000 DETACH DELETE n RETURN count(*) AS n", twin=self.twin,
                     ).single()["n"]
                 )
