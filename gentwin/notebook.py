@@ -1,24 +1,10 @@
 """The notebook runner: checked parameters, atomic execution of a chapter, the book build and glue diffs.
 
-Every chapter of the book is a jupytext MyST notebook ``notebooks/NAME.md``
-whose ``parameters`` cell holds only assignments such as
-``n_sensors = None  # from the profile``.  This module
-
-* reads that cell with papermill's own parameter inspection, strictly
-  (:func:`read_parameters`),
-* checks command-line overrides against it and against :mod:`gentwin.config`
-  *before anything runs* (:func:`check_parameters`),
-* executes the notebook through papermill into ``book/executed/NAME.ipynb``,
-  writing the output only once every cell succeeded (:func:`execute`),
-* runs every notebook of ``_toc.yml`` (read with sphinx-external-toc) in order
-  and builds the Jupyter Book with warnings as errors (:func:`build_book`), and
-* lists the glued values that differ between two executed books
-  (:func:`diff_glued`).
-
-Errors are :class:`ParameterError` (bad input: nothing ran, nothing changed),
-:class:`ExecutionError` (a cell raised: the previous output is untouched) and
-:class:`NotebookError` for everything else (a malformed TOC, a failed book
-build).
+Every chapter is a jupytext MyST notebook ``notebooks/NAME.md`` whose
+``parameters`` cell holds only assignments such as
+``n_sensors = None  # from the profile``.  Errors are :class:`ParameterError`
+(nothing ran, nothing changed), :class:`ExecutionError` (a cell raised; the
+previous output is untouched) and :class:`NotebookError` for the rest.
 
 Examples
 --------
@@ -47,19 +33,8 @@ from .checks import check_choice
 from .files import atomic_write_text
 
 __all__ = [
-    "NotebookError",
-    "ParameterError",
-    "ExecutionError",
-    "EXECUTED_DIR",
-    "parse_parameters_source",
-    "read_parameters",
-    "check_parameters",
-    "output_path_for",
-    "execute",
-    "toc_notebooks",
-    "build_book",
-    "find_root",
-    "diff_glued",
+    "NotebookError", "ParameterError", "ExecutionError", "EXECUTED_DIR", "parse_parameters_source", "read_parameters",
+    "check_parameters", "output_path_for", "execute", "toc_notebooks", "build_book", "find_root", "diff_glued",
 ]
 
 #: Where executed notebooks go, relative to the book's root (the folder the TOC reads).
@@ -90,27 +65,10 @@ class ExecutionError(NotebookError, RuntimeError):
 def parse_parameters_source(source: str, where: str = "parameters cell", first_line: int = 1) -> dict[str, tuple[Any, str]]:
     """Parse the source of a ``parameters`` cell into ``{name: (default, comment)}``.
 
-    Names, default texts and trailing comments are papermill's own reading of
-    the cell (the translator's ``inspect``, as ``papermill --help-notebook``
-    uses); on top of it the cell must be strict: single-name assignments of
-    literals, each name once, so that what papermill reads is what the cell does.
-
-    Parameters
-    ----------
-    source : str
-        The cell's code: only assignments ``name = <literal>  # comment``.
-    where : str
-        Names the notebook in error messages.
-    first_line : int
-        Line number (in the notebook file) of the cell's first line, so that
-        errors point at the right line of the file.
-
-    Raises
-    ------
-    ParameterError
-        For a syntax error, a statement that is not a single-name assignment,
-        a value that is not a literal, or a name assigned twice; the message
-        names ``where`` and the line.
+    Names, defaults and comments are papermill's own reading (its translator's
+    ``inspect``); the cell must also be strict (single-name assignments of
+    literals, each name once), else :class:`ParameterError` naming ``where``
+    and the line of the file (``first_line`` is the cell's first).
 
     Examples
     --------
@@ -136,10 +94,8 @@ def parse_parameters_source(source: str, where: str = "parameters cell", first_l
         elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             name = stmt.targets[0].id
         else:
-            raise ParameterError(
-                f"{where}, line {line}: the parameters cell may hold only assignments `name = value`, "
-                f"found {type(stmt).__name__}"
-            )
+            raise ParameterError(f"{where}, line {line}: the parameters cell may hold only assignments "
+                                 f"`name = value`, found {type(stmt).__name__}")
         if name in lines:
             raise ParameterError(f"{where}, line {line}: parameter {name!r} is assigned twice")
         lines[name] = line
@@ -199,28 +155,12 @@ def read_parameters(path: str | os.PathLike) -> dict[str, tuple[Any, str]]:
 def check_parameters(path: str | os.PathLike, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``-p NAME VALUE`` overrides before anything runs; return them typed.
 
-    Parameters
-    ----------
-    path : path-like
-        The jupytext notebook.
-    overrides : mapping
-        Parameter names and values; strings (from the command line) are
-        converted with :func:`gentwin.config.coerce`.
-
-    Returns
-    -------
-    dict
-        The overrides with their declared types (e.g. ``{"n_sensors": 30}``).
-
-    Raises
-    ------
-    ParameterError
-        For a name the notebook does not take, an unknown profile, a value of
-        the wrong type or out of its documented range, values that do not fit
-        together (e.g. a split that gets no node; see
-        :func:`gentwin.config.resolve`), with a message naming the parameter
-        and the value, or a parameters cell whose names are not
-        :mod:`gentwin.config` fields (a bug in the notebook).
+    Strings (from the command line) are converted with
+    :func:`gentwin.config.coerce`.  :class:`ParameterError`, naming the
+    parameter and value, for a name the notebook does not take, an unknown
+    profile, a bad value or values that do not fit together
+    (:func:`gentwin.config.resolve`), or a parameters cell declaring a name
+    that is no :mod:`gentwin.config` field.
     """
     path = Path(path)
     declared = read_parameters(path)
@@ -236,10 +176,8 @@ def check_parameters(path: str | os.PathLike, overrides: Mapping[str, Any]) -> d
     for name, value in overrides.items():
         if name not in declared:
             extra = " (it is a gentwin.config parameter, but this notebook does not use it)" if name in known else ""
-            raise ParameterError(
-                f"unknown parameter {name!r} = {value!r} for {path}{extra}; "
-                f"known parameters: {', '.join(declared)}"
-            )
+            raise ParameterError(f"unknown parameter {name!r} = {value!r} for {path}{extra}; "
+                                 f"known parameters: {', '.join(declared)}")
         if name == "profile":
             typed[name] = check_choice("profile", value, config.PROFILES, error=ParameterError)
             continue
@@ -272,12 +210,7 @@ def output_path_for(source: str | os.PathLike, root: str | os.PathLike) -> Path:
 
 
 def _inject(nb: Any, parameters: Mapping[str, Any]) -> Any:
-    """Papermill's injected-parameters cell, written with Python literals.
-
-    Papermill would turn a tuple into a string; ``repr`` keeps every value a
-    literal of its own type.  The cell stays visible in the executed page, so
-    the reader sees the parameters actually used.
-    """
+    """Papermill's injected-parameters cell, written with ``repr`` (papermill would make a tuple a string); visible."""
     from papermill.parameterize import parameterize_notebook
 
     jsonable = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
@@ -299,13 +232,9 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
-    """A kernel manager class whose kernels talk over IPC sockets in ``folder``.
+    """A kernel manager class over IPC sockets in ``folder`` (over TCP the kernel warns of unencrypted traffic).
 
-    Over TCP the kernel warns, on every run, that its traffic is not
-    encrypted; local Unix sockets are the transport it asks for instead.  The
-    sockets live in a private temporary folder, never in the book.  Each
-    manager is appended to ``started`` so that a terminated run can stop its
-    kernel at once.
+    Each manager is appended to ``started`` so that a terminated run can stop its kernel at once.
     """
     from jupyter_client.manager import KernelManager
 
@@ -322,12 +251,8 @@ def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
 def _stop_now(managers: list[Any], sockets: Path, say: Callable[[str], None] | None) -> Callable[..., Any]:
     """A SIGTERM handler for a run in progress: kill its kernel, remove its files, exit ``128 + signum``.
 
-    Unwinding with ``SystemExit`` does not work here: nbclient waits for the
-    running cell's reply in a blocking poll, so the process would hang until
-    the cell ends (or forever once the kernel is gone).  While cells run
-    nothing of the output exists yet (it is written only afterwards), so
-    killing the kernel and removing its connection file and socket folder is
-    all the cleaning there is; the previous page stays as it was.
+    ``SystemExit`` would hang in nbclient's blocking poll for the cell's reply;
+    no output exists while cells run, so stopping the kernel is all the cleaning.
     """
     def on_sigterm(signum: int, frame: Any) -> None:
         for km in managers:
@@ -348,9 +273,7 @@ def _cell_reporter(nb: Any, name: str, say: Callable[[str], None] | None,
                    on_sigterm: Callable[..., Any] | None) -> Callable[..., None]:
     """An nbclient ``on_cell_start`` hook printing ``[name] cell k/N: first line`` for each code cell.
 
-    It also re-installs ``on_sigterm`` (when given): nbclient replaces the
-    process's SIGTERM handler by its own while the notebook runs, which
-    leaves this process waiting for the running cell.
+    It re-installs ``on_sigterm`` (when given), which nbclient replaces while the notebook runs.
     """
     code = [k for k, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     position = {k: n for n, k in enumerate(code, 1)}
@@ -376,24 +299,13 @@ def execute(
 ) -> Path:
     """Execute a jupytext notebook through papermill into ``output_path``.
 
-    The notebook runs in ``cwd`` (the book's root) with the ``python3``
-    kernel over IPC sockets.  Nothing is written while it runs: the result is
-    written atomically (a temporary file beside ``output_path``, created only
-    after the last cell finished, then moved into place, with the user's
-    umask), so a failing or killed run leaves the previous output
-    byte-for-byte as it was and no temporary file behind.
-
-    Parameters are injected as papermill does (a visible cell tagged
-    ``injected-parameters`` after the ``parameters`` cell); call
-    :func:`check_parameters` first.  No environment variables are recorded.
-    ``log`` receives ``[NAME] cell k/N: first line`` as each code cell starts;
-    the library's progress bars go to the kernel's own stderr, which is this
-    process's stderr (the terminal).
-
-    Raises
-    ------
-    ExecutionError
-        When a cell raises; the message carries that cell's error.
+    The notebook runs in ``cwd`` (the book's root); the result is written
+    atomically once the last cell finished, so a failing or killed run leaves
+    the previous output as it was.  Parameters are injected as papermill does
+    (a visible cell tagged ``injected-parameters``; call
+    :func:`check_parameters` first).  ``log`` receives ``[NAME] cell k/N:
+    first line`` as each code cell starts.  :class:`ExecutionError` carries a
+    failing cell's error.
     """
     import jupytext
     import nbformat
@@ -469,10 +381,9 @@ def _toc_docnames(site: Any, docname: str) -> Iterator[str]:
 def toc_notebooks(root: str | os.PathLike) -> list[Path]:
     """The notebook sources of the book, in table-of-contents order.
 
-    ``_toc.yml`` is read with sphinx-external-toc, the parser Jupyter Book
-    itself uses.  Each TOC entry ``book/executed/NAME`` is produced from
-    ``notebooks/NAME.md``; static pages (``book/intro`` and the like) are not
-    notebooks and are skipped.  A missing source is an error naming the entry.
+    ``_toc.yml`` is read with sphinx-external-toc (as Jupyter Book does); each
+    entry ``book/executed/NAME`` comes from ``notebooks/NAME.md`` (an error
+    when missing); static pages are skipped.
     """
     import yaml
     from sphinx_external_toc.parsing import MalformedError, parse_toc_yaml
@@ -496,10 +407,8 @@ def toc_notebooks(root: str | os.PathLike) -> list[Path]:
         src = root / SOURCE_DIR / (entry[len(prefix):] + ".md")
         (sources if src.is_file() else missing).append(src)
     if missing:
-        raise NotebookError(
-            f"{toc_path} lists executed notebooks whose sources do not exist: "
-            + ", ".join(_relative(p, root) for p in missing)
-        )
+        raise NotebookError(f"{toc_path} lists executed notebooks whose sources do not exist: "
+                            + ", ".join(_relative(p, root) for p in missing))
     return sources
 
 
@@ -513,40 +422,16 @@ def _jupyter_book_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
 
 
-def build_book(
-    root: str | os.PathLike,
-    profile: str = "paper",
-    *,
-    log: Callable[[str], None] | None = None,
-    build: bool = True,
-    execute_notebooks: bool = True,
-) -> Path:
+def build_book(root: str | os.PathLike, profile: str = "paper", *, log: Callable[[str], None] | None = None,
+               build: bool = True, execute_notebooks: bool = True) -> Path:
     """Execute every notebook of the TOC with ``profile``, then build the HTML book.
 
-    Every notebook is checked first (so a bad profile or a broken parameters
-    cell stops before anything runs), then executed in TOC order into
-    ``root/book/executed/NAME.ipynb``; the first failing cell stops the run
-    with that cell's error.  The book is built with
-    ``jupyter-book build ROOT -W -n --keep-going``: any warning fails it.
-
-    Parameters
-    ----------
-    root : path-like
-        The book's root (holding ``_toc.yml`` and ``_config.yml``).
-    profile : {"paper", "quick"}
-        Passed to every notebook as ``profile``.
-    log : callable, optional
-        Receives one line per step (which notebook runs, how long it took).
-    build : bool
-        ``False`` runs the notebooks only.
-    execute_notebooks : bool
-        ``False`` builds from the pages already executed (e.g. one re-run with
-        ``gentwin run``); a missing page then fails the build.
-
-    Returns
-    -------
-    Path
-        ``root/_build/html/index.html``.
+    Every notebook is checked first, then executed in TOC order into
+    ``root/book/executed/NAME.ipynb`` (the first failing cell stops the run);
+    the book is built with ``jupyter-book build ROOT -W -n --keep-going``.
+    ``log`` receives one line per step; ``build=False`` runs the notebooks
+    only, ``execute_notebooks=False`` builds from the pages already executed.
+    Returns ``root/_build/html/index.html``.
     """
     root = Path(root)
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -571,9 +456,8 @@ def build_book(
     t0 = time.perf_counter()
     result = subprocess.run(cmd, cwd=root)
     if result.returncode != 0:
-        raise NotebookError(
-            f"jupyter-book build failed (exit code {result.returncode}); warnings count as errors, see above"
-        )
+        raise NotebookError(f"jupyter-book build failed (exit code {result.returncode}); warnings count as errors, "
+                            "see above")
     say(f"built the book in {time.perf_counter() - t0:.1f} s")
     return index
 
@@ -587,22 +471,10 @@ def diff_glued(old_dir: str | os.PathLike, new_dir: str | os.PathLike,
                ignore: str | None = None) -> list[tuple[str, str | None, str | None]]:
     """Every glued value that differs between two folders of executed notebooks.
 
-    Values are compared by the text papermill recorded (what the page shows),
-    so ``1.0`` and ``1.0000000000000002`` differ.  A name glued in one folder
-    only is listed with ``None`` on the other side.
-
-    Parameters
-    ----------
-    old_dir, new_dir : path-like
-        Folders of ``*.ipynb`` files, e.g. two copies of ``book/executed``.
-    ignore : str, optional
-        A regular expression; names it matches (``re.search``) are skipped,
-        e.g. ``"_ms|_s$"`` for wall-clock times.
-
-    Returns
-    -------
-    list of (name, old text, new text)
-        Sorted by name; empty when every value is the same.
+    Values are compared by the text papermill recorded (what the page shows);
+    a name glued on one side only has ``None`` on the other; names matching
+    the regular expression ``ignore`` (``re.search``) are skipped.  Returns
+    ``(name, old text, new text)`` sorted by name.
     """
     from .audit import glued_values
 
