@@ -29,7 +29,7 @@ from ..topology import DataSet, generate_dataset
 from ..whatif import (WHATIF_SCENARIOS, EventDrivenTwin, GenTwin, IncrementalTwin, TraditionalTwin, WhatIfCity,
                       WhatIfError, changes_for_rate, respond)
 
-__all__ = ["ARMS", "PAIRINGS", "run_whatif", "Fig8", "run_fig8", "describe_backend"]
+__all__ = ["ARMS", "PAIRINGS", "run_whatif", "Fig8", "run_fig8", "describe_backend", "other_backend"]
 
 #: Fig. 8's arms, in the order of the tables.
 ARMS: tuple[str, ...] = ("GenTwin", "incremental", "event-driven", "traditional")
@@ -357,6 +357,22 @@ class Fig8:
             f" change {g['fig8_gap_widening_pct']:.0f} points, CI [{g['fig8_gap_widening_pct_low']:.0f}, "
             f"{g['fig8_gap_widening_pct_high']:.0f}] over {g['fig8_gap_widening_pct_n']} seeds)."
         )
+
+
+def other_backend(backend: str, environ: dict[str, str] | None = None) -> str | None:
+    """The store the chapter also shows: Neo4j beside networkx when ``NEO4J_URI`` is set, networkx beside Neo4j.
+
+    >>> other_backend("networkx", {}), other_backend("networkx", {"NEO4J_URI": "bolt://db:7687"})
+    (None, 'neo4j')
+    >>> other_backend("neo4j", {"NEO4J_URI": "bolt://db:7687"})
+    'networkx'
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    if backend == "neo4j":
+        return "networkx"
+    return "neo4j" if env.get("NEO4J_URI") else None
 
 
 def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progress: bool = True) -> Fig8:
