@@ -23,33 +23,13 @@ from typing import Any, Iterable, Mapping, Sequence
 from .reference import PAPER_VALUES, PaperValue
 
 __all__ = [
-    "GLUE_PREFIX",
-    "glued_values",
-    "MIN_SEEDS",
-    "STATUSES",
-    "comparison_status",
-    "comparison_table",
-    "status_counts",
-    "EQUATIONS",
-    "ALGORITHM_LINES",
-    "CodeRef",
-    "equation_references",
-    "find_tests_using",
-    "anchor",
-    "equations_markdown",
-    "algorithm_markdown",
-    "sources_markdown",
+    "GLUE_PREFIX", "glued_values", "MIN_SEEDS", "STATUSES", "comparison_status", "comparison_table", "status_counts",
+    "EQUATIONS", "ALGORITHM_LINES", "CodeRef", "equation_references", "find_tests_using", "anchor",
+    "equations_markdown", "algorithm_markdown", "sources_markdown",
 ]
 
 #: the mime prefix myst-nb gives values glued with ``display=False``
 GLUE_PREFIX = "application/papermill.record/"
-
-
-def _parse_plain(text: str) -> Any:
-    try:
-        return literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def glued_values(executed_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -74,8 +54,11 @@ def glued_values(executed_dir: str | Path) -> dict[str, dict[str, Any]]:
                     text = "".join(text)
                 if key in out:
                     raise ValueError(f"glue key {key!r} is published twice ({out[key]['notebook']} and {path.stem})")
-                out[key] = {"value": _parse_plain(text) if text is not None else None, "text": text,
-                            "notebook": path.stem}
+                try:
+                    value = literal_eval(text) if text is not None else None
+                except (ValueError, SyntaxError):
+                    value = text
+                out[key] = {"value": value, "text": text, "notebook": path.stem}
     return out
 
 
@@ -252,10 +235,6 @@ class CodeRef:
     summary: str
 
 
-def _first_paragraph(doc: str) -> str:
-    return doc.strip().split("\n\n")[0].replace("\n", " ")
-
-
 def _cited(doc: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Equation and Algorithm 1 line numbers cited in the first lines of a docstring."""
     head = "\n".join(doc.strip().splitlines()[:6])
@@ -288,7 +267,7 @@ def equation_references(package: str = "gentwin") -> list[CodeRef]:
             eqs, lines = _cited(obj.__doc__)
             if eqs or lines:
                 refs.append(CodeRef(f"{module.__name__}.{name}", "class" if inspect.isclass(obj) else "function",
-                                    eqs, lines, _first_paragraph(obj.__doc__)))
+                                    eqs, lines, obj.__doc__.strip().split("\n\n")[0].replace("\n", " ")))
     return refs
 
 
