@@ -1,31 +1,16 @@
 """The Physical Space: a SimPy discrete-event simulator of the smart-city IoT network and its Table IV scenarios.
 
-The paper built its Physical Space in AnyLogic, which is proprietary (READING.md
-point 12).  This module puts an open discrete-event simulator, SimPy, in its
-place and keeps to what Section III.C says the simulator did:
-
-* every sensor sends its unique id and a reading through its gateway once per
-  reading slot of ``report_period_s`` (2 s in the paper), at a fixed phase
-  inside the slot;
-* the network loses a reading with probability ``packet_loss`` and delays it
-  by an exponential time of mean ``delay_mean_s``;
-* gateways fail and recover (exponential up and down times, ``gateway_mtbf_s``
-  and ``gateway_mttr_s``; ``gateway_mtbf_s = 0`` means they never fail);
-* a sensor's presence (eq. 1) changes over time: a two-state Markov chain per
-  reading slot whose long-run inactive share is the data set's ``p_inactive``
-  and whose inactive spells last ``presence_dwell_s`` on average; it starts
-  from each sensor's last presence in the generated data set, so the
-  simulation continues the data set's log;
-* Scenario 1 runs undisturbed; Scenario 2 cuts the flow from the physical
-  space for ``outage_s`` seconds from ``outage_start_s`` (10 s in the paper).
-
-The cyber side (both twins, the external and the internal closed loop of
-Fig. 1) lives in :mod:`gentwin.loops`; this module knows nothing of it.  The
-cyber space reads the network only through :meth:`PhysicalSpace.collect` and
-steers it only through :meth:`PhysicalSpace.rehome`.
-:func:`gentwin.experiments.table4.simulate` wires the two together and scores
-the run with :func:`gentwin.metrics.completeness`, the Table IV metric, and
-:func:`gentwin.metrics.net_completeness`, which counts wrong generated records against.
+The paper's AnyLogic simulator (proprietary) is replaced by SimPy, keeping to
+Section III.C: each sensor sends its id and a reading through its gateway once
+per ``report_period_s`` at a fixed phase; readings are lost with probability
+``packet_loss`` and delayed exponentially (``delay_mean_s``); gateways fail and
+recover (``gateway_mtbf_s``, ``gateway_mttr_s``); presence (eq. 1) follows a
+Markov chain (:func:`presence_chain`) continuing the data set's log; Scenario 2
+cuts the flow for ``outage_s`` from ``outage_start_s``.  The cyber side
+(:mod:`gentwin.loops`) reads the network only through
+:meth:`PhysicalSpace.collect` and steers it only through
+:meth:`PhysicalSpace.rehome`; :func:`gentwin.experiments.table4.simulate`
+wires the two together.
 
 Examples
 --------
@@ -49,15 +34,8 @@ from .config import PhysicalConfig, TopologyConfig, topology_config_for
 from .topology import DataSet, Topology
 
 __all__ = [
-    "PhysicalError",
-    "TABLE4_SCENARIOS",
-    "REASONS",
-    "topology_config_for",
-    "last_presence",
-    "presence_chain",
-    "outage_window",
-    "Delivery",
-    "PhysicalSpace",
+    "PhysicalError", "TABLE4_SCENARIOS", "REASONS", "topology_config_for", "last_presence", "presence_chain",
+    "outage_window", "Delivery", "PhysicalSpace",
 ]
 
 #: Table IV's scenarios: 1, no interruption; 2, the flow from the physical space is cut once.
@@ -95,34 +73,18 @@ def last_presence(dataset: DataSet) -> dict[str, bool]:
     return out
 
 
-def presence_chain(
-    initial: np.ndarray, n_slots: int, p_inactive: float, dwell_slots: float, rng: np.random.Generator
-) -> np.ndarray:
+def presence_chain(initial: np.ndarray, n_slots: int, p_inactive: float, dwell_slots: float,
+                   rng: np.random.Generator) -> np.ndarray:
     """Presence (eq. 1) of each sensor in each reading slot: a two-state Markov chain.
 
     An inactive sensor wakes up with probability ``b = 1 / dwell_slots`` per
     slot (so inactive spells last ``dwell_slots`` slots on average); an active
     one falls asleep with probability ``a = b p / (1 - p)``, which makes the
     long-run inactive share ``a / (a + b) = p``, the data set's
-    ``p_inactive``.  ``dwell_slots = 1`` makes every slot independent (as the
-    generated log is).  The result is a boolean array of shape
-    (n_sensors, n_slots).
+    ``p_inactive`` (in [0, 1)).  ``dwell_slots = 1`` (its least) makes every
+    slot independent.  ``initial`` (bool per sensor) is slot 0; the result is
+    a boolean array of shape (n_sensors, n_slots).
 
-    Parameters
-    ----------
-    initial
-        Boolean array of shape (n_sensors,): presence in slot 0.
-    n_slots : int
-        Slots to produce (>= 1).
-    p_inactive : float
-        Long-run inactive share, in [0, 1).
-    dwell_slots : float
-        Mean inactive spell in slots, >= 1.
-    rng
-        A numpy random generator.
-
-    Examples
-    --------
     With ``p_inactive = 0`` nobody falls asleep and sleepers wake at once
     (``dwell_slots = 1``):
 
@@ -138,10 +100,9 @@ def presence_chain(
     b = 1.0 / dwell_slots
     a = b * p_inactive / (1.0 - p_inactive)
     if a > 1.0:
-        raise PhysicalError(
-            f"presence_dwell_s: with p_inactive = {p_inactive} an inactive spell of {dwell_slots:g} slots "
-            f"needs an active sensor to fall asleep with probability {a:.3g} > 1 per slot; use a longer dwell"
-        )
+        raise PhysicalError(f"presence_dwell_s: with p_inactive = {p_inactive} an inactive spell of {dwell_slots:g} "
+                            f"slots needs an active sensor to fall asleep with probability {a:.3g} > 1 per slot; "
+                            "use a longer dwell")
     out = np.empty((init.size, int(n_slots)), dtype=bool)
     out[:, 0] = init
     u = rng.random((init.size, int(n_slots)))
@@ -202,17 +163,8 @@ class PhysicalSpace:
     :meth:`rehome` is the control input of the external closed loop.
     """
 
-    def __init__(
-        self,
-        env,
-        topology: Topology,
-        physical: PhysicalConfig,
-        *,
-        scenario: int,
-        presence: np.ndarray,
-        seed: int,
-        gateway_failures: Sequence[tuple[str, float, float]] | None = None,
-    ) -> None:
+    def __init__(self, env, topology: Topology, physical: PhysicalConfig, *, scenario: int, presence: np.ndarray,
+                 seed: int, gateway_failures: Sequence[tuple[str, float, float]] | None = None) -> None:
         self.env = env
         self.cfg = physical
         self.period = physical.report_period_s
@@ -336,14 +288,10 @@ class PhysicalSpace:
         hb_ok = self.hb_arrival[:, lo:hi] <= now
         gw = np.broadcast_to(np.arange(len(self.gateway_ids))[:, None], hb_ok.shape)
         return Delivery(
-            received=got,
-            values=np.where(got, self.values[:, k], np.nan),
-            sent_at=np.where(got, self.sent_at[:, k], np.nan),
-            via=np.where(got, self.via[:, k], -1),
-            heartbeats=self.hb_arrival[:, k] <= now,
-            heard_via=np.concatenate([self.via[:, lo:hi][ok], gw[hb_ok]]),
-            heard_at=np.concatenate([self.sent_at[:, lo:hi][ok], self.hb_sent[:, lo:hi][hb_ok]]),
-        )
+            received=got, values=np.where(got, self.values[:, k], np.nan),
+            sent_at=np.where(got, self.sent_at[:, k], np.nan), via=np.where(got, self.via[:, k], -1),
+            heartbeats=self.hb_arrival[:, k] <= now, heard_via=np.concatenate([self.via[:, lo:hi][ok], gw[hb_ok]]),
+            heard_at=np.concatenate([self.sent_at[:, lo:hi][ok], self.hb_sent[:, lo:hi][hb_ok]]))
 
     def rehome(self, sensor: int, gateway: int) -> None:
         """Control flow of the external loop: route ``sensor``'s readings through ``gateway`` from now on."""
