@@ -670,7 +670,12 @@ def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
         files = {BOOK_FILES[form]: _render_entities(ds.topology, folder / BOOK_FILES[form], form) for form in FORMS}
         files[BOOK_FILES["log"]] = format_log(ds.instances)
         files[BOOK_FILES["settings"]] = json.dumps(settings, indent=2, sort_keys=True) + "\n"
-        atomic_folder(folder, files)
+        try:
+            atomic_folder(folder, files)
+        except OSError:
+            if not settings_path.is_file():
+                raise
+            return book_dataset(topology_config, folder)  # another run wrote it meanwhile: check and read theirs
     topology = read_entities(folder / BOOK_FILES["normalized"])
     if read_entities(folder / BOOK_FILES["keyValues"]) != topology:
         raise IngestError("reads back to another topology than the normalized file",

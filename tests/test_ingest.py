@@ -789,6 +789,24 @@ def test_book_dataset_refuses_other_settings_and_foreign_folders(tmp_path):
         book_dataset(cfg, tmp_path / "city")
 
 
+def test_book_dataset_reads_a_folder_another_run_wrote_meanwhile(tmp_path, monkeypatch):
+    cfg = resolve("quick").topology
+    book_dataset(cfg, tmp_path / "theirs")
+
+    def late(folder, files):  # another chapter run moves its folder into place first
+        import shutil
+
+        shutil.copytree(tmp_path / "theirs", folder)
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(ingest, "atomic_folder", late)
+    ds = book_dataset(cfg, tmp_path / "city")
+    assert ds.topology == generate_dataset(cfg).topology
+    monkeypatch.setattr(ingest, "atomic_folder", lambda folder, files: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OSError, match="No space"):  # a failure with nothing written is not hidden
+        book_dataset(cfg, tmp_path / "other")
+
+
 def test_book_dataset_checks_both_encodings_agree(tmp_path):
     cfg = resolve("quick").topology
     folder = tmp_path / "city"
