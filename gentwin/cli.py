@@ -26,18 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import config
-from .notebook import (
-    ExecutionError,
-    NotebookError,
-    ParameterError,
-    build_book,
-    check_parameters,
-    diff_glued,
-    execute,
-    find_root,
-    output_path_for,
-    read_parameters,
-)
+from .notebook import (NotebookError, ParameterError, build_book, check_parameters, diff_glued, execute, find_root,
+                       output_path_for, read_parameters)
 
 __all__ = ["main", "make_parser"]
 
@@ -128,21 +118,14 @@ example:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gentwin`` (its help texts are the user documentation)."""
-    parser = argparse.ArgumentParser(
-        prog="gentwin", description=_PROG_HELP, epilog=_PROG_EPILOG, formatter_class=_Formatter
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="gentwin", description=_PROG_HELP, epilog=_PROG_EPILOG, formatter_class=raw)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    run = sub.add_parser(
-        "run", help="execute one notebook with checked parameters", description=_RUN_HELP,
-        epilog=_RUN_EPILOG, formatter_class=_Formatter,
-    )
+    run = sub.add_parser("run", help="execute one notebook with checked parameters", description=_RUN_HELP,
+                         epilog=_RUN_EPILOG, formatter_class=raw)
     run.add_argument("notebook", metavar="NOTEBOOK", help="the jupytext source, e.g. notebooks/setup.md")
     run.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
@@ -150,10 +133,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--root", metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)")
 
-    book = sub.add_parser(
-        "book", help="run every notebook, then build the HTML book", description=_BOOK_HELP,
-        epilog=_BOOK_EPILOG, formatter_class=_Formatter,
-    )
+    book = sub.add_parser("book", help="run every notebook, then build the HTML book", description=_BOOK_HELP,
+                          epilog=_BOOK_EPILOG, formatter_class=raw)
     book.add_argument("--profile", choices=sorted(config.PROFILES), default="paper",
                       help="parameter profile passed to every notebook (default: paper)")
     book.add_argument("--root", metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)")
@@ -161,17 +142,13 @@ def make_parser() -> argparse.ArgumentParser:
     book.add_argument("--no-execute", action="store_true",
                       help="build from the pages already executed (keeps a page re-run with `gentwin run`)")
 
-    params = sub.add_parser(
-        "params", help="list a notebook's parameters, ranges and defaults", description=_PARAMS_HELP,
-        epilog=_PARAMS_EPILOG, formatter_class=_Formatter,
-    )
+    params = sub.add_parser("params", help="list a notebook's parameters, ranges and defaults",
+                            description=_PARAMS_HELP, epilog=_PARAMS_EPILOG, formatter_class=raw)
     params.add_argument("notebook", metavar="NOTEBOOK", help="the jupytext source, e.g. notebooks/setup.md")
     params.add_argument("--root", metavar="DIR", help="the book's root (default: found from here up)")
 
-    diff = sub.add_parser(
-        "diff-glue", help="list the glued values two executed books disagree on", description=_DIFF_HELP,
-        epilog=_DIFF_EPILOG, formatter_class=_Formatter,
-    )
+    diff = sub.add_parser("diff-glue", help="list the glued values two executed books disagree on",
+                          description=_DIFF_HELP, epilog=_DIFF_EPILOG, formatter_class=raw)
     diff.add_argument("old", metavar="OLD_DIR", help="folder of executed notebooks, e.g. a saved book/executed")
     diff.add_argument("new", metavar="NEW_DIR", help="folder of executed notebooks to compare with OLD_DIR")
     diff.add_argument("--ignore", metavar="REGEX",
@@ -282,12 +259,6 @@ def _cmd_book(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)
-
-
 def _type_name(typ: Any) -> str:
     name = getattr(typ, "__name__", None)
     if name == "tuple":
@@ -308,8 +279,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
             lines.append(f"      {comment or 'where the defaults of the other parameters come from'}")
             continue
         spec = config.field_spec(name)
-        defaults = ", ".join(f"{p} {_fmt(getattr(getattr(config.PROFILES[p], spec.section), name))}"
-                             for p in profiles)
+        values = {p: getattr(getattr(config.PROFILES[p], spec.section), name) for p in profiles}
+        defaults = ", ".join(f"{p} {','.join(map(str, v)) if isinstance(v, tuple) else v}" for p, v in values.items())
         head = f"  {name}  ({_type_name(spec.type)}; {spec.describe_range()}; profile defaults: {defaults}"
         if spec.paper:
             head += f"; the paper's value: {spec.paper}"
@@ -365,10 +336,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ExecutionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except NotebookError as exc:
+    except NotebookError as exc:  # a cell, the TOC or the book build failed
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
