@@ -19,18 +19,11 @@ from ..graph import Subgraph, TwinRequirement
 from ..metrics import recall_at_k
 from ..prompting import Fact, PromptingError, Retriever
 
-__all__ = [
-    "RETRIEVAL_MODES",
-    "Question",
-    "generate_questions",
-    "evaluate_retrieval",
-    "recall_by_mode",
-    "category_neighbourhood",
-]
+__all__ = ["RETRIEVAL_MODES", "Question", "generate_questions", "evaluate_retrieval", "recall_by_mode",
+           "category_neighbourhood"]
 
 #: Retrieval variants compared by :func:`evaluate_retrieval`.
 RETRIEVAL_MODES: tuple[str, ...] = ("embedding", "entity filter + embedding", "entity + relation filter + embedding")
-
 
 
 @dataclass(frozen=True)
@@ -64,12 +57,12 @@ def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Questio
             cat_facts.setdefault(f.subject, []).append(f)
         else:
             by_rel.setdefault(f.relation, []).append(f)
-    devices_srv = [f for f in by_rel.get("SERVES_IN", [])]
+    sensor_ids = {f.subject for f in facts if f.kind == "attribute" and f.relation == "category"}
     makers: dict[str, tuple[list, Callable[[Any], tuple[str, frozenset[Fact]]]]] = {
         "what_is_category": (sorted(cat_facts), lambda c: (f"What is a {c}?", frozenset(cat_facts[c]))),
-        "gateway_of": ([f for f in by_rel.get("CONNECTED_TO", []) if f.subject in _sensor_ids(facts)],
+        "gateway_of": ([f for f in by_rel.get("CONNECTED_TO", []) if f.subject in sensor_ids],
                        lambda f: (f"Which gateway does {f.subject} send its data through?", frozenset([f]))),
-        "service_of": (devices_srv, lambda f: (f"Which smart-city service is {f.subject} part of?", frozenset([f]))),
+        "service_of": (by_rel.get("SERVES_IN", []), lambda f: (f"Which smart-city service is {f.subject} part of?", frozenset([f]))),
         "measures": (by_rel.get("controlled_property", []),
                      lambda f: (f"What quantity does {f.subject} sense?", frozenset([f]))),
         "is_active": (by_rel.get("active", []), lambda f: (f"Is {f.subject} currently reporting?", frozenset([f]))),
@@ -85,10 +78,6 @@ def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Questio
         text, gold = make(pool[int(rng.integers(0, len(pool)))])
         out.append(Question(text, gold, t))
     return out
-
-
-def _sensor_ids(facts: Sequence[Fact]) -> set[str]:
-    return {f.subject for f in facts if f.kind == "attribute" and f.relation == "category"}
 
 
 def category_neighbourhood(store, whole: Subgraph, category: str = "PM2.5 sensor"):
@@ -128,11 +117,7 @@ def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: 
     """
     import pandas as pd
 
-    settings = {
-        "embedding": (False, False),
-        "entity filter + embedding": (True, False),
-        "entity + relation filter + embedding": (True, True),
-    }
+    settings = dict(zip(RETRIEVAL_MODES, ((False, False), (True, False), (True, True))))
     ks = (ks,) if isinstance(ks, int) else tuple(ks)
     for k in ks:
         check_int("ks: k", k, low=1, error=PromptingError)
