@@ -101,7 +101,7 @@ def run_one(args) -> dict:
         "val_gen_l1": gen["l1"], "train_loss_last": float(hist["train_loss"].iloc[-1]), "eval_s": eval_s,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
         "threads": torch.get_num_threads(), "instances": len(order), "epochs": args.epochs,
-        "compute_dtype": cfg.compute_dtype, "batch_size": cfg.batch_size,
+        "compute_dtype": task.compute_dtype, "batch_size": cfg.batch_size,
     }
 
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="paper", help="gentwin.config profile for the data and training settings")
     p.add_argument("--epochs", type=int, default=None, help="epochs for both pipelines (default 10; --tiny 3)")
     p.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
-    p.add_argument("--compute-dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    p.add_argument("--compute-dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=("twin", "lora"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)

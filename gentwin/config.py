@@ -298,7 +298,8 @@ class TrainingConfig(_Section):
         128, "maximum tokens per training sequence (prompt + target + end); a longer one is an error, never cut",
         ge=8, le=32_768,
     )
-    n_seeds: int = _p(3, "seeds for mean and 95 % CI in Figs. 6-7", ge=1, le=_MAX_SEEDS)
+    n_seeds: int = _p(5, "seeds per Fig. 7 arm, and for the Twin Adapter chapter (mean and 95 % CI)", ge=1,
+                      le=_MAX_SEEDS)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
     train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0, le=_MAX_INSTANCES)
     optimizer: str = _p(
@@ -329,11 +330,13 @@ class TrainingConfig(_Section):
     qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1,
                           le=_MAX_EPOCHS)
     compute_dtype: str = _p(
-        "bfloat16",
-        "autocast type of the LLM's forward passes (weights stay float32): 'bfloat16' (fast on CPUs with "
-        "AMX/AVX-512-BF16 and on GPUs) or 'float32' (exact)",
-        choices=("bfloat16", "float32"),
+        "auto",
+        "autocast type of the LLM's forward passes (weights stay float32): 'auto' (bfloat16 where it is native: "
+        "CUDA or a CPU with AMX; else float32), 'bfloat16' or 'float32' (exact)",
+        choices=("auto", "bfloat16", "float32"),
     )
+    torch_threads: int = _p(2, "torch CPU threads for training and evaluation (fixed, so a seed gives the same "
+                            "numbers on every run on one machine)", ge=1, le=1_024)
     shuffle_passes: bool = _p(
         True,
         "shuffle the instances of every training pass (epoch or Fig. 6 round) with the run's seed; False = keep "
@@ -344,6 +347,23 @@ class TrainingConfig(_Section):
         "training-data orders compared in Fig. 6 ('random' = without pooling)",
         choices=("priority", "weight", "random"),
     )
+    id_style: str = _p(
+        "named", "node ids in prompts and targets: 'named' (as in the data set: AQ-S017 names its service) or "
+        "'opaque' (a seeded relabelling to tokens that carry no type or parent)", choices=("named", "opaque"))
+    fig6_variants: tuple[str, ...] = _p(
+        ("cumulative/named", "chunk/named", "cumulative/opaque"),
+        "Fig. 6 variants run, each 'round_mode/id_style' (the first is the headline)",
+        choices=("cumulative/named", "chunk/named", "cumulative/opaque", "chunk/opaque"))
+    fig6_seeds: int = _p(8, "paired seeds per Fig. 6 variant (each order's gain is paired with the random "
+                         "order of the same seed)", ge=2, le=_MAX_SEEDS)
+    budget_rounds: int = _p(6, "Fig. 6 budget variant: the model gets only the first k rounds of the stream "
+                            "and is scored then (k < rounds)", ge=1, le=_MAX_EPOCHS)
+    fig7_arms: tuple[str, ...] = _p(
+        ("sgd/priority", "sgd/random", "adamw/priority"),
+        "Fig. 7 arms, each 'optimiser/order' (in-pass shuffling off; the first is the headline)",
+        choices=("sgd/priority", "sgd/random", "adamw/priority", "adamw/random"))
+    adamw_learning_rate: float = _p(1e-3, "learning rate of the AdamW arms of Fig. 7 (a usual adapter rate)",
+                                    gt=0.0)
     demo_epochs: int = _p(
         10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses epochs)", ge=1,
         le=_MAX_EPOCHS,
@@ -679,7 +699,7 @@ def _quick() -> Settings:
         topology=TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60),
         pooling=PoolingConfig(pool_window=5),
         training=TrainingConfig(epochs=3, rounds=3, n_seeds=2, batch_size=8, bottleneck=16, train_limit=24,
-                                demo_epochs=3),
+                                demo_epochs=3, fig6_seeds=2, budget_rounds=2),
         twin=TwinConfig(n_episodes=3, twin_seeds=2, n_questions=30),
         physical=PhysicalConfig(sizes=(5, 10, 20), duration_s=40.0, outage_start_s=10.0, physical_seeds=2,
                                 loop_demo_mtbf_s=10.0),

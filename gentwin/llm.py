@@ -62,6 +62,8 @@ __all__ = [
     "causal_lm",
     "model_device",
     "compute_autocast",
+    "native_bf16",
+    "resolve_compute_dtype",
     "head_logits",
     "greedy_generate",
 ]
@@ -545,6 +547,43 @@ def causal_lm(model):
 def model_device(model):
     """The device of the model's first parameter."""
     return next(causal_lm(model).parameters()).device
+
+
+def native_bf16(device: str = "cpu", cpu_flags: str | None = None) -> bool:
+    """Whether bfloat16 matrix products are native on ``device``: a CUDA GPU that supports bfloat16, or a
+    CPU with AMX tiles for bfloat16 (``amx_bf16`` in ``/proc/cpuinfo``; ``cpu_flags`` overrides the file).
+
+    AVX-512-BF16 alone does not count: measured on the quick Fig. 7 task (2 threads, AVX-512 with
+    avx512_bf16, no AMX), a bfloat16-autocast epoch took 7.1 s against 1.7 s in float32.
+
+    >>> native_bf16("cpu", cpu_flags="fpu avx512f avx512_bf16"), native_bf16("cpu", cpu_flags="avx512f amx_bf16")
+    (False, True)
+    """
+    import torch
+
+    if str(device).startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if cpu_flags is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                cpu_flags = " ".join(line for line in fh if line.startswith("flags"))
+        except OSError:
+            cpu_flags = ""
+    return "amx_bf16" in cpu_flags.split()
+
+
+def resolve_compute_dtype(compute_dtype: str, device: str = "cpu") -> str:
+    """``"auto"`` -> ``"bfloat16"`` where :func:`native_bf16` holds on ``device``, else ``"float32"``;
+    ``"float32"`` and ``"bfloat16"`` stay as they are.
+
+    >>> resolve_compute_dtype("float32"), resolve_compute_dtype("bfloat16", "cpu")
+    ('float32', 'bfloat16')
+    """
+    if compute_dtype in ("float32", "bfloat16"):
+        return compute_dtype
+    if compute_dtype != "auto":
+        raise BackboneError(f"compute_dtype = {compute_dtype!r}: must be 'auto', 'float32' or 'bfloat16'")
+    return "bfloat16" if native_bf16(device) else "float32"
 
 
 def compute_autocast(model, compute_dtype: str):

@@ -42,13 +42,14 @@ from .adapter import TwinAdapterConfig, adapter_layer_indices, adapter_modules, 
 from .checks import check_int
 from .config import TrainingConfig, select_device
 from .frozen import FrozenStates, frozen_states, full_hidden, top_hidden
-from .llm import causal_lm, compute_autocast, greedy_generate, head_logits, load_backbone, model_device
-from .metrics import triple_scores
+from .llm import (causal_lm, compute_autocast, greedy_generate, head_logits, load_backbone, model_device,
+                  resolve_compute_dtype)
+from .metrics import class_accuracy, triple_scores
 from .progress import progress as progress_bar
 from .pooling import training_order
 from .topology import DataSet, Instance, Relation, generate_dataset
-from .verbalise import (IGNORE, Encoded, OutputVocab, encode_pairs, facts_text, node_facts, node_prompt,
-                        output_vocabulary, parse_triples)
+from .verbalise import (ID_STYLES, IGNORE, Encoded, OutputVocab, encode_pairs, facts_text, node_facts,
+                        node_prompt, opaque_names, output_vocabulary, parse_triples, relation_copyable, rename)
 
 __all__ = [
     "TrainingError",
@@ -70,6 +71,8 @@ __all__ = [
     "run_seeds",
     "stream_order",
     "setup_twin",
+    "retask",
+    "hardware_note",
 ]
 
 
@@ -136,6 +139,16 @@ class TwinTask:
     frozen: FrozenStates | None
     max_length: int
     compute_dtype: str = "float32"
+    names: dict[str, str] | None = None  #: node id -> the id prompts and targets spell (None: as in the data set)
+    copyable: list[frozenset[Relation]] | None = None  #: per row, the gold relations its prompt names
+
+    def parse(self, text: str) -> list[Relation]:
+        """The triples of generated ``text``, with the spelled ids mapped back to the data set's ids."""
+        found = parse_triples(text)
+        if self.names is None:
+            return found
+        back = {v: k for k, v in self.names.items()}
+        return rename(found, back)
 
     @property
     def start_layer(self) -> int | None:
@@ -170,6 +183,8 @@ def prepare_task(
     batch_size: int = 32,
     inside: bool = True,
     compute_dtype: str = "float32",
+    id_style: str = "named",
+    id_seed: int = 0,
     progress: bool = False,
 ) -> TwinTask:
     """Verbalise and tokenise every device node once and run the frozen part once.
@@ -185,24 +200,40 @@ def prepare_task(
         Run the frozen part now (:func:`~gentwin.frozen.frozen_states`; ``inside`` lets the
         cache reach into the lowest adapted layer up to its adapter).
     compute_dtype
-        ``"float32"`` or ``"bfloat16"`` (autocast) for every forward pass on
-        this task: the frozen part, training steps, evaluation and decoding.
+        ``"float32"``, ``"bfloat16"`` (autocast) or ``"auto"``
+        (:func:`gentwin.llm.resolve_compute_dtype`: bfloat16 only where it is
+        native) for every forward pass on this task: the frozen part,
+        training steps, evaluation and decoding.
+    id_style
+        ``"named"``: prompts and targets spell the data set's ids;
+        ``"opaque"``: every node id is relabelled to an opaque token
+        (:func:`~gentwin.verbalise.opaque_names` with ``id_seed``) before
+        prompting, and mapped back when parsing (:meth:`TwinTask.parse`), so
+        gold relations and scores stay in the data set's ids.
     """
+    if id_style not in ID_STYLES:
+        raise TrainingError(f"id_style = {id_style!r}: must be one of {', '.join(map(repr, ID_STYLES))}")
     devices = dataset.topology.devices()
     if not devices:
         raise TrainingError("dataset: the topology has no sensor or gateway")
     degrees = dataset.topology.gateway_degrees()
     node_ids = [n.id for n in devices]
+    names = opaque_names(dataset.topology.nodes, id_seed) if id_style == "opaque" else None
     pairs = []
     gold = []
+    copyable = []
     for n in devices:
         facts = node_facts(dataset.topology, n.id)
-        pairs.append((node_prompt(dataset.topology, n.id, degrees.get(n.id)), facts_text(facts)))
+        prompt = node_prompt(dataset.topology, n.id, degrees.get(n.id), names=names)
+        pairs.append((prompt, facts_text(rename(facts, names))))
         gold.append(frozenset(facts))
+        copyable.append(frozenset(r for r, spelled in zip(facts, rename(facts, names))
+                                  if relation_copyable(spelled, prompt)))
     encoded = encode_pairs(tokenizer, pairs, max_length=max_length)
     vocab = None
     if restrict_vocab:
         vocab = output_vocabulary([encoded], causal_lm(model).lm_head.weight.shape[0], tokenizer.eos_token_id)
+    compute_dtype = resolve_compute_dtype(compute_dtype, model_device(model).type)
     compute_autocast(model, compute_dtype)  # validates compute_dtype before the long pass
     frozen = None
     if cache:
@@ -213,6 +244,7 @@ def prepare_task(
     return TwinTask(
         tokenizer=tokenizer, dataset=dataset, node_ids=node_ids, row_of={k: i for i, k in enumerate(node_ids)},
         gold=gold, encoded=encoded, vocab=vocab, frozen=frozen, max_length=max_length, compute_dtype=compute_dtype,
+        names=names, copyable=copyable,
     )
 
 
@@ -332,7 +364,7 @@ def predict_triples(
         prompts = [enc.input_ids[r, : int(enc.prompt_lengths[r])].tolist() for r in rows]
         gen = greedy_generate(model, tok, prompts, max_new_tokens=task.max_target_tokens, kept_ids=_kept(task.vocab),
                               batch_size=batch_size, compute_dtype=task.compute_dtype, progress=progress)
-        return [set(parse_triples(tok.decode(g))) for g in gen], losses
+        return [set(task.parse(tok.decode(g))) for g in gen], losses
     preds, losses = _teacher_forced(model, task, rows, path, batch_size)
     produced: list[set[Relation]] = []
     todo: list[tuple[int, list[int]]] = []
@@ -344,11 +376,11 @@ def predict_triples(
             got = set()
             for a, b in enc.spans[r]:
                 guess = pred_next[a - 1: b - 1]
-                gold_piece = parse_triples(tok.decode(gold_ids[a:b]))
+                gold_piece = task.parse(tok.decode(gold_ids[a:b]))
                 if guess == gold_ids[a:b]:
                     got.update(gold_piece)
                 else:  # not token-exact: whatever else the arg-max spells there is a wrong triple
-                    got.update(set(parse_triples(tok.decode(guess))) - set(gold_piece))
+                    got.update(set(task.parse(tok.decode(guess))) - set(gold_piece))
             produced.append(got)
             continue
         p_len = int(enc.prompt_lengths[r])
@@ -365,7 +397,7 @@ def predict_triples(
         for k, prefix in todo:
             target_ids = prefix[int(enc.prompt_lengths[rows[k]]):]
             if target_ids[-1] == eos:  # the first wrong token ends the sequence early
-                produced[k] = set(parse_triples(tok.decode(target_ids[:-1])))
+                produced[k] = set(task.parse(tok.decode(target_ids[:-1])))
             else:
                 open_rows.append((k, prefix, target_ids))
         if open_rows:
@@ -375,7 +407,7 @@ def predict_triples(
                                   kept_ids=_kept(task.vocab), batch_size=batch_size, compute_dtype=task.compute_dtype,
                                   progress=progress)
             for (k, _, target_ids), g in zip(open_rows, gen):
-                produced[k] = set(parse_triples(tok.decode((target_ids + g)[:budget])))
+                produced[k] = set(task.parse(tok.decode((target_ids + g)[:budget])))
     return produced, losses
 
 
@@ -385,7 +417,7 @@ def decode_triples(model, task: TwinTask, rows: Sequence[int], max_new_tokens: i
     prompts = [enc.input_ids[r, : int(enc.prompt_lengths[r])].tolist() for r in rows]
     out = greedy_generate(model, task.tokenizer, prompts, max_new_tokens=max_new_tokens, kept_ids=_kept(task.vocab),
                           compute_dtype=task.compute_dtype)
-    return [set(parse_triples(task.tokenizer.decode(ids))) for ids in out]
+    return [set(task.parse(task.tokenizer.decode(ids))) for ids in out]
 
 
 def evaluate(
@@ -399,12 +431,16 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Accuracy, precision, eq. (9) L1 and mean target loss over the entities of ``rows``."""
+    """Accuracy, precision, eq. (9) L1 and mean target loss over the entities of ``rows``, and the accuracy
+    split into relations copyable from the prompt and relations that must be inferred
+    (:func:`gentwin.metrics.class_accuracy`, with the copyable share that caps a copy-only model)."""
     rows = list(rows)
     if not rows:
         raise TrainingError("rows = []: no entity to evaluate")
     produced, losses = predict_triples(model, task, rows, mode=mode, path=path, batch_size=batch_size, progress=progress)
     scores = triple_scores([task.gold[r] for r in rows], produced, index=l1_index)
+    if task.copyable is not None:
+        scores.update(class_accuracy([task.gold[r] for r in rows], produced, [task.copyable[r] for r in rows]))
     scores["loss"] = float(np.mean(losses))
     scores["entities"] = float(len(rows))
     return scores
@@ -592,20 +628,61 @@ def run_seeds(config: TrainingConfig) -> list[int]:
     return list(range(config.train_seed, config.train_seed + config.n_seeds))
 
 
-def setup_twin(settings, *, device: str = "auto", progress: bool = False):
+def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto", id_style: str | None = None,
+               progress: bool = False):
     """Backbone + Twin Adapters + data set + prepared task, all from :class:`gentwin.config.Settings`.
 
     Returns ``(model, tokenizer, dataset, task)``; the backbone is
     ``settings.training.backbone`` loaded by :func:`gentwin.llm.load_backbone`
-    on ``device`` (CUDA when present for ``"auto"``).
+    on ``device`` (CUDA when present for ``"auto"``).  ``dataset`` defaults to
+    the generated city of ``settings.topology`` (chapters pass the one
+    :func:`gentwin.ingest.load_book_dataset` reads back).  Sets torch's CPU
+    thread count to ``settings.training.torch_threads`` (process-wide: the
+    same seed then gives the same numbers on every run on one machine);
+    ``id_style`` defaults to ``settings.training.id_style`` (opaque ids are
+    drawn with ``train_seed``).
     """
     cfg = settings.training
-    dataset = generate_dataset(settings.topology)
+    torch.set_num_threads(cfg.torch_threads)
+    dataset = generate_dataset(settings.topology) if dataset is None else dataset
     model, tok = load_backbone(cfg.backbone, device=select_device(device))
     add_twin_adapters(model, TwinAdapterConfig.from_settings(settings, seed=cfg.train_seed))
     task = prepare_task(model, tok, dataset, max_length=cfg.max_length, restrict_vocab=cfg.restrict_vocab,
-                        compute_dtype=cfg.compute_dtype, batch_size=cfg.eval_batch_size, progress=progress)
+                        compute_dtype=cfg.compute_dtype, batch_size=cfg.eval_batch_size,
+                        id_style=cfg.id_style if id_style is None else id_style, id_seed=cfg.train_seed,
+                        progress=progress)
     return model, tok, dataset, task
+
+
+def retask(model, task: TwinTask, settings, id_style: str, *, progress: bool = False) -> TwinTask:
+    """The same data set and model prepared again with another ``id_style`` (its own frozen pass)."""
+    if id_style == ("named" if task.names is None else "opaque"):
+        return task
+    cfg = settings.training
+    return prepare_task(model, task.tokenizer, task.dataset, max_length=cfg.max_length,
+                        restrict_vocab=cfg.restrict_vocab, compute_dtype=task.compute_dtype,
+                        batch_size=cfg.eval_batch_size, id_style=id_style, id_seed=cfg.train_seed,
+                        progress=progress)
+
+
+#: Measured on the quick Fig. 7 task (24 training instances, batches of 8, 2 threads) on an AVX-512 CPU with
+#: avx512_bf16 but no AMX: seconds per training epoch under each compute type.
+DTYPE_EPOCH_SECONDS = {"float32": 1.67, "bfloat16": 7.10}
+
+
+def hardware_note(task: TwinTask, threads: int | None = None) -> str:
+    """One sentence for a training page: what ran here and what a reader on other hardware should expect."""
+    import platform
+
+    threads = torch.get_num_threads() if threads is None else threads
+    cap = torch.backends.cpu.get_cpu_capability()
+    f32, bf16 = DTYPE_EPOCH_SECONDS["float32"], DTYPE_EPOCH_SECONDS["bfloat16"]
+    return (f"This page ran in {task.compute_dtype} on {platform.machine()} ({cap}, {threads} torch threads); the "
+            "same seeds give identical numbers on a re-run on one machine, but another CPU or a GPU rounds matrix "
+            "products differently, so expect per-seed values to differ and means to agree only within their "
+            f"intervals; compute_dtype='auto' picks bfloat16 only on CUDA or AMX CPUs, because on an AVX-512 CPU "
+            f"without AMX a bfloat16-autocast epoch of the quick task took {bf16:.1f} s against {f32:.1f} s in "
+            "float32.")
 
 
 def stream_order(settings, dataset: DataSet, instances: list[Instance], by: str, seed: int) -> list[Instance]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
@@ -30,8 +30,13 @@ __all__ = [
     "VerbaliseError",
     "IGNORE",
     "TRIPLE_SEPARATOR",
+    "ID_STYLES",
     "node_prompt",
     "node_facts",
+    "opaque_names",
+    "rename",
+    "prompt_names",
+    "relation_copyable",
     "facts_text",
     "verbalise",
     "parse_triples",
@@ -58,12 +63,87 @@ class VerbaliseError(ValueError):
 # ---------------------------------------------------------------------------
 
 
-def node_prompt(topology: Topology, node_id: str, degree: int | None = None) -> str:
+#: How node ids appear in prompts and targets: as in the data set, or as seeded opaque tokens (:func:`opaque_names`).
+ID_STYLES = ("named", "opaque")
+
+
+def opaque_names(node_ids: Iterable[str], seed: int) -> dict[str, str]:
+    """A seeded relabelling of node ids to opaque tokens ``N`` + four digits, distinct, in a random order.
+
+    The tokens carry no type, service or parent information (``AQ-S017``
+    names its service ``AQ``; its opaque name does not), so a relation can be
+    copied from a prompt only when the prompt names its tail itself.
+
+    >>> names = opaque_names(["AQ", "AQ-GW01", "AQ-S001"], seed=0)
+    >>> sorted(names) == ["AQ", "AQ-GW01", "AQ-S001"], len(set(names.values())), all(
+    ...     v[0] == "N" and v[1:].isdigit() and len(v) == 5 for v in names.values())
+    (True, 3, True)
+    >>> names == opaque_names(["AQ-S001", "AQ", "AQ-GW01"], seed=0), names == opaque_names(names, seed=1)
+    (True, False)
+    """
+    import numpy as np
+
+    ids = sorted(set(node_ids))
+    if len(ids) > 9000:
+        raise VerbaliseError(f"node_ids: {len(ids)} nodes; opaque names cover at most 9000")
+    codes = np.random.default_rng(int(seed)).choice(9000, size=len(ids), replace=False) + 1000
+    return {k: f"N{int(c)}" for k, c in zip(ids, codes)}
+
+
+def rename(relations: Iterable[Relation], names: Mapping[str, str] | None) -> list[Relation]:
+    """``relations`` with head and tail replaced through ``names`` (ids not in it stay; None = no change).
+
+    >>> rename([Relation("a", "IN", "b")], {"a": "N1000"})
+    [Relation(head='N1000', type='IN', tail='b')]
+    """
+    if names is None:
+        return list(relations)
+    return [Relation(names.get(r.head, r.head), r.type, names.get(r.tail, r.tail)) for r in relations]
+
+
+def prompt_names(prompt: str) -> set[str]:
+    """Every name a prompt spells: the ids between its braces and each id's ``-``-separated prefixes.
+
+    >>> sorted(prompt_names("[:s] {AQ-S017, AQ-GW03} ->"))
+    ['AQ', 'AQ-GW03', 'AQ-S017']
+    >>> sorted(prompt_names("[:gw] {N4821, 5} ->"))
+    ['5', 'N4821']
+    """
+    inside = prompt[prompt.find("{") + 1: prompt.rfind("}")] if "{" in prompt else ""
+    names: set[str] = set()
+    for item in (x.strip() for x in inside.split(",")):
+        parts = item.split("-")
+        names.update("-".join(parts[: k + 1]) for k in range(len(parts)) if item)
+    return names
+
+
+def relation_copyable(relation: Relation, prompt: str) -> bool:
+    """Whether ``relation`` (as it appears in the target) can be read straight off ``prompt``.
+
+    Copyable: the prompt names both its head and its tail (:func:`prompt_names`:
+    a sensor's gateway is in its key-value pair; its service is the prefix of
+    its id).  Anything else -- a gateway's fog link to another gateway, every
+    service under opaque ids -- must be inferred from what was learnt.
+
+    >>> p = "[:gw] {AQ-GW03, 5} ->"
+    >>> relation_copyable(Relation("AQ-GW03", "SERVES_IN", "AQ"), p), relation_copyable(
+    ...     Relation("AQ-GW03", "CONNECTED_TO", "AQ-GW07"), p)
+    (True, False)
+    >>> relation_copyable(Relation("N4821", "SERVES_IN", "N1203"), "[:gw] {N4821, 5} ->")
+    False
+    """
+    names = prompt_names(prompt)
+    return relation.head in names and relation.tail in names
+
+
+def node_prompt(topology: Topology, node_id: str, degree: int | None = None,
+                names: Mapping[str, str] | None = None) -> str:
     """The (k, v) pair of eq. (2) for one device node, as prompt text.
 
     ``[:s] {sensor id, gateway id} ->`` for a sensor, ``[:gw] {gateway id, d_i} ->``
     for a gateway (``d_i`` = connected sensors).  The presence of eq. (1) is
     not part of the prompt: it changes a node's priority, not its facts.
+    ``names`` (e.g. :func:`opaque_names`) replaces the ids it spells.
 
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_topology
@@ -81,11 +161,12 @@ def node_prompt(topology: Topology, node_id: str, degree: int | None = None) -> 
     node = topology.nodes.get(node_id)
     if node is None:
         raise VerbaliseError(f"node_id = {node_id!r}: not a node of the topology")
+    name = (lambda x: x) if names is None else (lambda x: names.get(x, x))
     if node.kind == "sensor":
-        return f"[:s] {{{node.id}, {node.gateway}}} ->"
+        return f"[:s] {{{name(node.id)}, {name(node.gateway)}}} ->"
     if node.kind == "gateway":
         d = topology.sensor_count(node.id) if degree is None else degree
-        return f"[:gw] {{{node.id}, {d}}} ->"
+        return f"[:gw] {{{name(node.id)}, {d}}} ->"
     raise VerbaliseError(f"node_id = {node_id!r}: a {node.kind} node has no (k, v) pair (eq. 2 covers sensors and gateways)")
 
 

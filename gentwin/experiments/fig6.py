@@ -3,9 +3,14 @@
 A run trains the Twin Adapters on a training stream cut into rounds
 (:func:`round_slices`) and counts, after every round, the unique true triples
 the model produces over the whole topology (:func:`extraction_curve`,
-Algorithm 1 lines 9-11).  :func:`runs` repeats that for every order in
-``fig6_orders`` and every seed; :func:`gains` and :func:`gain_table` turn the
-curves into the pooling gain of :func:`gentwin.metrics.pooling_gain`.
+Algorithm 1 lines 9-11), split into relations copyable from the prompt and
+relations that must be inferred (:func:`gentwin.verbalise.relation_copyable`).
+:func:`runs` repeats that for every order in ``fig6_orders`` and every seed;
+:func:`variant_runs` for every design variant (round mode x id style) on
+``fig6_seeds`` paired seeds; :func:`gains`, :func:`gain_table` and
+:func:`variant_table` turn the curves into the pooling gain of
+:func:`gentwin.metrics.pooling_gain`, paired by seed, with percentile-bootstrap
+intervals and the minimum detectable effect.
 """
 
 from __future__ import annotations
@@ -16,19 +21,20 @@ from typing import Any, Sequence
 import torch
 
 from ..config import TrainingConfig
-from ..metrics import compare_graph, pooling_gain
+from ..metrics import bootstrap_ci, compare_graph, min_detectable_effect, pooling_gain
 from ..progress import progress as progress_bar
-from ..stats import mean_ci
 from ..topology import Instance
 from ..training import (TrainingError, TwinTask, make_optimizer, pass_rows, predict_triples, reset_adapters,
-                        run_seeds, stream_order, train_pass, training_instances)
+                        retask, run_seeds, stream_order, train_pass, training_instances)
 
-__all__ = ["ORDER_LABELS", "round_slices", "extraction_curve", "runs", "gains", "gain_table", "headline",
-           "first_chunks"]
+__all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_runs", "gains",
+           "gain_table", "variant_table", "headline", "first_chunks"]
 
 #: How the chapter names each order.
 ORDER_LABELS = {"priority": "with pooling: selection by priority", "weight": "with pooling: selection by weight",
                 "random": "without pooling (random order)"}
+#: What a gain is computed on: column of the curves, and how the chapter names it.
+MEASURES = {"extracted": "all relations", "extracted_inferred": "relations that must be inferred"}
 
 
 def round_slices(n: int, rounds: int, mode: str = "cumulative") -> list[tuple[int, int]]:
@@ -63,6 +69,7 @@ def extraction_curve(
     *,
     seed: int,
     rounds: int | None = None,
+    round_mode: str | None = None,
     eval_mode: str | None = None,
     progress: bool = False,
 ):
@@ -75,8 +82,9 @@ def extraction_curve(
     learning rate decays by ``discount_factor`` per round, and after every
     round the model produces triples for every device node (``eval_mode``).  Columns: ``round``,
     ``extracted`` (unique produced triples that are true relations of the
-    topology), ``produced``, ``precision``, ``recall``, ``fed`` (instances fed
-    so far), ``train_loss``.
+    topology), ``extracted_copyable`` and ``extracted_inferred`` (those of
+    them the prompt names, and the rest: ``task.copyable``), ``produced``,
+    ``precision``, ``recall``, ``fed`` (instances fed so far), ``train_loss``.
     """
     import pandas as pd
 
@@ -84,9 +92,11 @@ def extraction_curve(
     if not items:
         raise TrainingError("order = []: the training split is empty; nothing to train on")
     n_rounds = config.rounds if rounds is None else int(rounds)
+    r_mode = config.round_mode if round_mode is None else round_mode
     mode = config.eval_mode if eval_mode is None else eval_mode
     rows = task.rows(items)
     truth = set(task.dataset.topology.device_relations())
+    copyable = set().union(*task.copyable) if task.copyable is not None else set()
     all_rows = list(range(len(task.node_ids)))
     records = []
     with torch.random.fork_rng(devices=[]):
@@ -94,7 +104,7 @@ def extraction_curve(
         optimizer = make_optimizer(model.parameters(), config.optimizer, config.learning_rate)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.discount_factor)
         gen = torch.Generator().manual_seed(int(seed))
-        slices = round_slices(len(rows), n_rounds, config.round_mode)
+        slices = round_slices(len(rows), n_rounds, r_mode)
         for r, (a, b) in enumerate(progress_bar(slices, desc=f"rounds (seed {seed})", disable=not progress,
                                                 leave=False), start=1):
             loss = train_pass(model, task, pass_rows(rows[a:b], config.shuffle_passes, gen), optimizer,
@@ -103,13 +113,17 @@ def extraction_curve(
             produced, _ = predict_triples(model, task, all_rows, mode=mode, batch_size=config.eval_batch_size)
             graph = set().union(*produced)
             cmp = compare_graph(graph, truth)
+            n_copy = len(graph & truth & copyable)
             records.append(dict(round=r, seed=seed, fed=b, train_loss=loss, extracted=cmp["correct"],
+                                extracted_copyable=n_copy, extracted_inferred=cmp["correct"] - n_copy,
                                 produced=cmp["produced"], precision=cmp["precision"], recall=cmp["recall"]))
     return pd.DataFrame(records)
 
 
-def runs(model, task: TwinTask, settings, *, progress: bool = False):
-    """Fig. 6: :func:`extraction_curve` for every order in ``fig6_orders`` and every seed.
+def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+         round_mode: str | None = None, progress: bool = False):
+    """Fig. 6: :func:`extraction_curve` for every order (default ``fig6_orders``) and every seed (default
+    :func:`~gentwin.training.run_seeds`), every order of a seed starting from the same adapters.
 
     Returns one table with columns ``order, seed, round, extracted, ...``.
     The frozen part of ``task`` is shared by all runs.
@@ -117,26 +131,57 @@ def runs(model, task: TwinTask, settings, *, progress: bool = False):
     import pandas as pd
 
     cfg = settings.training
-    if "random" not in cfg.fig6_orders:
-        raise TrainingError(f"fig6_orders = {cfg.fig6_orders!r}: must include 'random' (no pooling)")
+    orders = tuple(cfg.fig6_orders if orders is None else orders)
+    if "random" not in orders:
+        raise TrainingError(f"fig6_orders = {orders!r}: must include 'random' (no pooling)")
     train = training_instances(task.dataset, cfg)
     curves = []
-    plan = [(by, seed) for seed in run_seeds(cfg) for by in cfg.fig6_orders]
+    plan = [(by, seed) for seed in (run_seeds(cfg) if seeds is None else seeds) for by in orders]
     for by, seed in progress_bar(plan, desc="order x seed", disable=not progress, leave=False):
         reset_adapters(model, seed)
         order = stream_order(settings, task.dataset, train, by, seed)
-        curve = extraction_curve(model, task, order, cfg, seed=seed, progress=progress)
+        curve = extraction_curve(model, task, order, cfg, seed=seed, round_mode=round_mode, progress=progress)
         curve.insert(0, "order", by)
         curves.append(curve)
     return pd.concat(curves, ignore_index=True)
 
 
-def gains(curves, baseline: str = "random"):
+def variant_runs(model, task: TwinTask, settings, *, progress: bool = False):
+    """:func:`runs` for every variant of ``fig6_variants`` (``"round_mode/id_style"``) on the paired seeds
+    ``train_seed .. train_seed + fig6_seeds - 1``.
+
+    The first variant (the headline) runs every order of ``fig6_orders``; the
+    others priority and random only.  An id style other than ``task``'s gets
+    its own task (:func:`~gentwin.training.retask`: one more frozen pass).
+    Returns the curves with a ``variant`` column in front.
+    """
+    import pandas as pd
+
+    cfg = settings.training
+    seeds = list(range(cfg.train_seed, cfg.train_seed + cfg.fig6_seeds))
+    tasks = {}
+    out = []
+    for k, variant in enumerate(cfg.fig6_variants):
+        round_mode, id_style = variant.split("/")
+        if id_style not in tasks:
+            tasks[id_style] = retask(model, task, settings, id_style, progress=progress)
+        orders = cfg.fig6_orders if k == 0 else ("priority", "random")
+        curves = runs(model, tasks[id_style], settings, orders=orders, seeds=seeds, round_mode=round_mode,
+                      progress=progress)
+        curves.insert(0, "variant", variant)
+        out.append(curves)
+    return pd.concat(out, ignore_index=True)
+
+
+def gains(curves, baseline: str = "random", *, measure: str = "extracted", at_round: int | None = None):
     """Per-seed :func:`gentwin.metrics.pooling_gain` of every order in ``curves`` against ``baseline`` (same seed).
 
-    ``curves`` is :func:`runs`' table.  Returns columns ``order, seed,
-    gain_pct`` (NaN where the baseline extracted nothing in any round, so the
-    gain is undefined).
+    ``curves`` is :func:`runs`' table; ``measure`` the column compared
+    (:data:`MEASURES`).  Over all rounds (the areas under the curves), or,
+    with ``at_round = k``, at round k only (the budget variant: a model that
+    got only the first k rounds, scored then).  Returns columns ``order, seed,
+    gain_pct`` (NaN where the baseline extracted nothing, so the gain is
+    undefined).
 
     >>> import pandas as pd
     >>> c = pd.DataFrame({"order": ["priority"] * 2 + ["random"] * 2, "seed": 0, "round": [1, 2, 1, 2],
@@ -156,18 +201,27 @@ def gains(curves, baseline: str = "random"):
         mine = sub.sort_values("round")
         if base.empty or base["round"].tolist() != mine["round"].tolist():
             raise TrainingError(f"curves: seed {seed} has no matching {baseline!r} curve over the same rounds")
-        base_sum = float(base["extracted"].sum())
-        gain = pooling_gain(mine["extracted"].to_numpy(), base["extracted"].to_numpy()) if base_sum > 0 else math.nan
+        if at_round is not None:
+            if at_round not in set(base["round"]):
+                raise TrainingError(f"budget_rounds = {at_round}: the curves have rounds {sorted(set(base['round']))}")
+            base, mine = base[base["round"] == at_round], mine[mine["round"] == at_round]
+        base_sum = float(base[measure].sum())
+        gain = pooling_gain(mine[measure].to_numpy(), base[measure].to_numpy()) if base_sum > 0 else math.nan
         rows.append({"order": order, "seed": int(seed), "gain_pct": gain})
     return pd.DataFrame(rows, columns=["order", "seed", "gain_pct"])
 
 
-def gain_table(curves, confidence: float, paper_text: str = ""):
-    """Mean pooling gain and its confidence interval over seeds, per order (seeds without a gain left out).
+def gain_table(curves, confidence: float, paper_text: str = "", *, measure: str = "extracted",
+               at_round: int | None = None):
+    """Mean pooling gain over paired seeds and its percentile-bootstrap interval, per order (seeds without a
+    gain left out).
 
     Columns ``order`` (as :data:`ORDER_LABELS` names it), ``mean gain (%)``,
-    ``low``, ``high``, ``seeds`` (NaN and 0 seeds when no seed has a gain) and
-    ``paper (reference)``.
+    ``low``, ``high`` (:func:`gentwin.metrics.bootstrap_ci`: the interval of
+    resampled means, so it stays above -100 %), ``seeds`` (NaN and 0 seeds
+    when no seed has a gain), ``MDE (%)`` (the minimum detectable effect at
+    80 % power, :func:`gentwin.metrics.min_detectable_effect`) and ``paper
+    (reference)``.  ``measure`` and ``at_round`` as in :func:`gains`.
 
     >>> import pandas as pd
     >>> c = pd.DataFrame({"order": ["priority"] * 4 + ["random"] * 4, "seed": [0, 0, 1, 1] * 2,
@@ -179,23 +233,51 @@ def gain_table(curves, confidence: float, paper_text: str = ""):
     import pandas as pd
 
     rows = []
-    for order, sub in gains(curves).groupby("order", sort=False):
+    for order, sub in gains(curves, measure=measure, at_round=at_round).groupby("order", sort=False):
         vals = sub["gain_pct"].dropna()
-        m, lo, hi = mean_ci(vals, confidence) if len(vals) else (math.nan, math.nan, math.nan)
-        rows.append({"order": ORDER_LABELS[order], "mean gain (%)": m, "low": lo, "high": hi, "seeds": len(vals)})
-    table = pd.DataFrame(rows, columns=["order", "mean gain (%)", "low", "high", "seeds"])
+        m, lo, hi = bootstrap_ci(vals, confidence)
+        rows.append({"order": ORDER_LABELS[order], "mean gain (%)": m, "low": lo, "high": hi, "seeds": len(vals),
+                     "MDE (%)": min_detectable_effect(vals)})
+    table = pd.DataFrame(rows, columns=["order", "mean gain (%)", "low", "high", "seeds", "MDE (%)"])
     table["paper (reference)"] = paper_text
     return table
 
 
+def variant_table(curves, confidence: float, budget_rounds: int):
+    """One row per (variant, order, measure, scoring): the paired pooling gain, its bootstrap interval, the
+    seeds and the minimum detectable effect.  The first row is the headline (first variant, priority order,
+    all relations, average over rounds).
+
+    ``curves`` is :func:`variant_runs`' table; scoring is the average over
+    all rounds and, for the budget variant, round ``budget_rounds`` alone.
+    """
+    import pandas as pd
+
+    rounds = int(curves["round"].max())
+    if not 1 <= budget_rounds < rounds:
+        raise TrainingError(f"budget_rounds = {budget_rounds}: must be at least 1 and below the {rounds} rounds")
+    parts = []
+    for variant, sub in curves.groupby("variant", sort=False):
+        for measure, what in MEASURES.items():
+            for at, scoring in ((None, f"average over {rounds} rounds"), (budget_rounds, f"at round {budget_rounds}")):
+                t = gain_table(sub.drop(columns="variant"), confidence, measure=measure, at_round=at)
+                t.insert(0, "variant", variant)
+                t.insert(2, "relations", what)
+                t.insert(3, "scoring", scoring)
+                parts.append(t.drop(columns="paper (reference)"))
+    return pd.concat(parts, ignore_index=True)
+
+
 def headline(curves, table, rounds: int) -> dict[str, Any]:
-    """The chapter's glued values: the priority order's mean gain (or a note why there is none) and the
-    mean extracted relations after the last round with priority and random order."""
+    """The chapter's glued values: the priority order's mean gain with its interval, seeds and minimum
+    detectable effect (or a note why there is none), and the mean extracted relations after the last round
+    with priority and random order (all, and those that must be inferred)."""
     out: dict[str, Any] = {}
     head = table[table["order"] == ORDER_LABELS["priority"]]
     if len(head) and head["seeds"].iloc[0] > 0:
         out.update(fig6_gain_pct=float(head["mean gain (%)"].iloc[0]), fig6_gain_pct_low=float(head["low"].iloc[0]),
-                   fig6_gain_pct_high=float(head["high"].iloc[0]),
+                   fig6_gain_pct_high=float(head["high"].iloc[0]), fig6_gain_pct_n=int(head["seeds"].iloc[0]),
+                   fig6_gain_mde=float(head["MDE (%)"].iloc[0]),
                    fig6_gain_text=f"{head['mean gain (%)'].iloc[0]:+.1f} %")
     else:
         out.update(fig6_gain_pct_note="the run without pooling extracted no relation in any round, so no gain "
@@ -204,6 +286,10 @@ def headline(curves, table, rounds: int) -> dict[str, Any]:
     final = curves[curves["round"] == rounds].groupby("order")["extracted"].mean()
     out["fig6_final_random"] = float(final.get("random", math.nan))
     out["fig6_final_priority"] = float(final.get("priority", math.nan))
+    if "extracted_inferred" in curves:
+        inferred = curves[curves["round"] == rounds].groupby("order")["extracted_inferred"].mean()
+        out["fig6_final_random_inferred"] = float(inferred.get("random", math.nan))
+        out["fig6_final_priority_inferred"] = float(inferred.get("priority", math.nan))
     return out
 
 

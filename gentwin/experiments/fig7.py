@@ -10,8 +10,9 @@ chapter's tables and glued values.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -20,14 +21,15 @@ from ..config import TrainingConfig
 from ..frozen import frozen_states
 from ..progress import progress as progress_bar
 from ..reference import by_key
-from ..stats import summarise
+from ..metrics import bootstrap_ci, min_detectable_effect
 from ..topology import Relation
 from ..training import (TrainingError, TwinTask, eval_rows, evaluate, extract_graph, make_optimizer, pass_rows,
                         predict_triples, reset_adapters, run_seeds, split_layer, stream_order, train_pass, train_twin,
                         training_instances)
-from ..verbalise import IGNORE, encode_pairs, qa_pairs
+from ..verbalise import IGNORE, encode_pairs, qa_pairs, rename
 
-__all__ = ["PAPER_KEYS", "qa_feedback", "runs", "final_table", "headline", "triples_by_kind"]
+__all__ = ["PAPER_KEYS", "qa_feedback", "arm_config", "runs", "arm_table", "paired_difference", "final_table",
+           "headline", "triples_by_kind"]
 
 
 def qa_feedback(
@@ -49,7 +51,7 @@ def qa_feedback(
     output vocabulary are skipped.  Returns ``pairs``, ``skipped`` and the
     mean loss of the last pass.
     """
-    pairs = qa_pairs(generated)
+    pairs = qa_pairs(rename(generated, task.names))  # spelled as the task's prompts spell ids
     if not pairs:
         raise TrainingError("generated: no triple to turn into question/answer prompts")
     n_epochs = config.qa_epochs if epochs is None else int(epochs)
@@ -83,40 +85,99 @@ def qa_feedback(
     return {"pairs": float(len(pairs)), "skipped": float(len(pairs) - len(keep)), "loss": loss}
 
 
-def runs(model, task: TwinTask, settings, *, progress: bool = False):
-    """Fig. 7: ``epochs`` epochs per seed, per-epoch metrics on training and validation, final greedy decoding.
+def arm_config(config: TrainingConfig, arm: str) -> TrainingConfig:
+    """The training settings of one Fig. 7 arm ``"optimiser/order"``: SGD at ``learning_rate`` (decayed by
+    ``discount_factor`` per epoch) or AdamW at ``adamw_learning_rate``, in-pass shuffling off (so the order
+    the pools give is the order of the steps).
 
-    Every seed restarts the adapters (:func:`~gentwin.training.reset_adapters`) and orders the
-    training instances by ``settings.pooling.order`` with that seed.
-    Returns ``(history, final)``: ``history`` is :func:`~gentwin.training.train_twin`'s table for
-    all seeds; ``final`` has one row per seed and split with the scores of
-    greedy decoding after the last epoch (and after the question/answer pass
-    when ``qa_feedback`` is on, as ``stage = "qa"``).
+    >>> from gentwin.config import resolve
+    >>> c = arm_config(resolve("quick").training, "adamw/random")
+    >>> c.optimizer, c.learning_rate, c.shuffle_passes
+    ('adamw', 0.001, False)
+    """
+    optimiser, _, order = arm.partition("/")
+    if optimiser not in ("sgd", "adamw") or not order:
+        raise TrainingError(f"arm = {arm!r}: must be 'sgd/<order>' or 'adamw/<order>'")
+    rate = config.learning_rate if optimiser == "sgd" else config.adamw_learning_rate
+    return dataclasses.replace(config, optimizer=optimiser, learning_rate=rate, shuffle_passes=False)
+
+
+def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, progress: bool = False):
+    """Fig. 7: every arm (default ``fig7_arms``) x seed: ``epochs`` epochs with per-epoch metrics on training
+    and validation, then greedy decoding, then Algorithm 1 line 14 and greedy decoding again.
+
+    Every seed restarts the adapters (:func:`~gentwin.training.reset_adapters`) and orders the training
+    instances by the arm's order with that seed (:func:`arm_config` for the optimiser).
+    Returns ``(history, final)``: ``history`` is :func:`~gentwin.training.train_twin`'s table for all arms
+    and seeds (column ``arm``); ``final`` has one row per arm, seed, split and ``stage`` (``"trained"``:
+    after the last epoch; ``"qa"``: after the question/answer pass) with the scores of greedy decoding.
     """
     import pandas as pd
 
-    cfg = settings.training
-    train = training_instances(task.dataset, cfg)
+    base = settings.training
+    train = training_instances(task.dataset, base)
     histories, finals = [], []
-    for seed in progress_bar(run_seeds(cfg), desc="seeds", disable=not progress, leave=False):
+    plan = [(arm, seed) for arm in (base.fig7_arms if arms is None else arms) for seed in run_seeds(base)]
+    for arm, seed in progress_bar(plan, desc="arm x seed", disable=not progress, leave=False):
+        cfg = arm_config(base, arm)
         reset_adapters(model, seed)
-        order = stream_order(settings, task.dataset, train, settings.pooling.order, seed)
+        order = stream_order(settings, task.dataset, train, arm.partition("/")[2], seed)
         t0 = time.perf_counter()
         hist = train_twin(model, task, order, cfg, seed=seed, progress=progress)
         hist["wall_s"] = time.perf_counter() - t0
+        hist.insert(0, "arm", arm)
         histories.append(hist)
         rows = task.rows(order)
-        stages = [("trained", None)]
-        if cfg.qa_feedback:
-            stages.append(("qa", lambda: qa_feedback(model, task, extract_graph(model, task), cfg, seed=seed)))
-        for stage, action in stages:
-            if action is not None:
-                action()
+        for stage in ("trained", "qa"):
+            qa_pairs_used = 0.0
+            if stage == "qa":
+                generated = extract_graph(model, task)
+                if generated:  # a model that produced nothing gets no line-14 pass and stays as it is
+                    qa_pairs_used = qa_feedback(model, task, generated, cfg, seed=seed)["pairs"]
             for split in ("train", "validation"):
                 sc = evaluate(model, task, eval_rows(task, rows, split), mode="generate", l1_index=cfg.l1_index,
                               batch_size=cfg.eval_batch_size)
-                finals.append(dict(seed=seed, split=split, stage=stage, **sc))
+                finals.append(dict(arm=arm, seed=seed, split=split, stage=stage, qa_pairs=qa_pairs_used, **sc))
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
+
+
+def arm_table(final, confidence: float):
+    """Every arm and stage side by side: mean greedy accuracy on train and validation, split into copyable
+    and inferred relations, with percentile-bootstrap intervals and the seeds behind them."""
+    import pandas as pd
+
+    rows = []
+    for (arm, stage, split), sub in final.groupby(["arm", "stage", "split"], sort=False):
+        row = {"arm": arm, "line 14 (qa)": "on" if stage == "qa" else "off", "split": split}
+        for metric in ("accuracy", "accuracy_copyable", "accuracy_inferred"):
+            m, lo, hi = bootstrap_ci(sub[metric], confidence)
+            row.update({metric: m, metric + " CI": f"[{lo:.3f}, {hi:.3f}]"})
+        row["copy ceiling"] = float(sub["copyable_share"].mean())
+        row["seeds"] = int(sub[metric].notna().sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_difference(final, confidence: float, *, arm: str, baseline: str, split: str = "validation",
+                      stage: str = "trained", metric: str = "accuracy") -> dict[str, float]:
+    """Per-seed difference ``arm - baseline`` of a greedy metric (same seeds), its mean, bootstrap interval,
+    seed count and minimum detectable effect.
+
+    >>> import pandas as pd
+    >>> f = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "split": "validation",
+    ...                   "stage": "trained", "accuracy": [0.5, 0.6, 0.7, 0.4, 0.6, 0.5]})
+    >>> d = paired_difference(f, 0.95, arm="a", baseline="b")
+    >>> round(d["mean"], 3), d["n"]  # differences 0.1, 0.0, 0.2
+    (0.1, 3)
+    """
+    sel = final[(final.split == split) & (final.stage == stage)]
+    a = sel[sel.arm == arm].set_index("seed")[metric]
+    b = sel[sel.arm == baseline].set_index("seed")[metric]
+    diff = (a - b).dropna()
+    if diff.empty:
+        raise TrainingError(f"arm = {arm!r}, baseline = {baseline!r}: no seed has both")
+    m, lo, hi = bootstrap_ci(diff.to_numpy(), confidence)
+    return {"mean": m, "low": lo, "high": hi, "n": int(diff.size), "mde": min_detectable_effect(diff.to_numpy())}
 
 
 #: The paper's reference values (gentwin.reference keys) beside our (split, metric).
@@ -124,23 +185,28 @@ PAPER_KEYS = {("train", "accuracy"): "fig7_train_accuracy", ("validation", "accu
               ("validation", "l1"): "fig7_val_l1"}
 
 
-def final_table(final, confidence: float, qa: bool):
-    """Mean and confidence interval over seeds of greedy decoding's accuracy, precision and L1, per split.
+def final_table(final, confidence: float, qa: bool, arm: str | None = None):
+    """Mean and percentile-bootstrap interval over seeds of greedy decoding's accuracy, precision and L1, per
+    split, for one arm (default: the first in ``final``).
 
     ``final`` is :func:`runs`' second table; ``qa`` picks the stage after the
-    question/answer pass.  The ``paper (reference)`` column holds the paper's
-    value where it reports one (:data:`PAPER_KEYS`, from :mod:`gentwin.reference`).
+    question/answer pass.  The interval is made of resampled means
+    (:func:`gentwin.metrics.bootstrap_ci`), so it stays inside [0, 1].  The
+    ``paper (reference)`` column holds the paper's value where it reports one
+    (:data:`PAPER_KEYS`, from :mod:`gentwin.reference`).
     """
     import pandas as pd
 
+    if "arm" in final:
+        final = final[final.arm == (final.arm.iloc[0] if arm is None else arm)]
     res = final[final.stage == ("qa" if qa else "trained")]
     rows = []
     for split in ("train", "validation"):
         sub = res[res.split == split]
         for metric in ("accuracy", "precision", "l1"):
-            m = summarise(sub.assign(all=0), "all", metric, confidence).iloc[0]
-            rows.append({"split": split, "metric": metric, "mean": m["mean"], "low": m["low"], "high": m["high"],
-                         "seeds": int(m["n"])})
+            m, lo, hi = bootstrap_ci(sub[metric], confidence)
+            rows.append({"split": split, "metric": metric, "mean": m, "low": lo, "high": hi,
+                         "seeds": int(sub[metric].notna().sum())})
     table = pd.DataFrame(rows)
     table["paper (reference)"] = [by_key(PAPER_KEYS[key]).paper_text if key in PAPER_KEYS else ""
                                   for key in zip(table.split, table.metric)]
@@ -155,7 +221,10 @@ def headline(table, history, epochs: int) -> dict[str, Any]:
                                ("fig7_val_accuracy", "validation", "accuracy"),
                                ("fig7_val_l1", "validation", "l1")):
         r = table[(table.split == split) & (table.metric == metric)].iloc[0]
-        out.update({key: float(r["mean"]), key + "_low": float(r["low"]), key + "_high": float(r["high"])})
+        out.update({key: float(r["mean"]), key + "_low": float(r["low"]), key + "_high": float(r["high"]),
+                    key + "_n": int(r["seeds"])})
+    if "arm" in history:
+        history = history[history.arm == history.arm.iloc[0]]
     scored = history[history.split.isin(["train", "validation"])]
     out["fig7_val_tf_accuracy"] = float(scored[scored.epoch == epochs].groupby("split")["accuracy"].mean()["validation"])
     return out

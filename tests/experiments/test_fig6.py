@@ -88,3 +88,46 @@ def test_runner_needs_the_random_order_and_uses_the_stream_order(tiny_adapted, t
     n = len(T.training_instances(toy_ds, settings.training))
     assert (first["instances"] == round(n / 2)).all()
     assert (first["sensors"] + first["gateways"] == first["instances"]).all()
+
+
+def test_budget_gain_reads_round_k_only_and_measures_choose_the_column():
+    c = curves({("priority", 0): [12, 24], ("random", 0): [10, 30]})
+    c["extracted_inferred"] = [2, 6, 1, 3]
+    assert fig6.gains(c, at_round=1)["gain_pct"].tolist() == [pytest.approx(20.0)]  # 12 vs 10
+    assert fig6.gains(c, at_round=2)["gain_pct"].tolist() == [pytest.approx(-20.0)]  # 24 vs 30
+    assert fig6.gains(c, measure="extracted_inferred")["gain_pct"].tolist() == [pytest.approx(100.0)]  # 8 vs 4
+    with pytest.raises(T.TrainingError, match="budget_rounds = 3"):
+        fig6.gains(c, at_round=3)
+
+
+def test_gain_table_bootstrap_interval_stays_in_range_and_reports_the_mde():
+    gains_pct = {0: 20.0, 1: -90.0, 2: 10.0, 3: -80.0}
+    c = curves({**{("priority", s): [100 + g, 100 + g] for s, g in gains_pct.items()},
+                **{("random", s): [100, 100] for s in gains_pct}})
+    row = fig6.gain_table(c, 0.95).iloc[0]
+    assert row["seeds"] == 4 and row["mean gain (%)"] == pytest.approx(-35.0)
+    assert -90.0 <= row["low"] < -35.0 < row["high"] <= 20.0  # resampled means: never below the smallest gain
+    s = pd.Series(list(gains_pct.values())).std()
+    assert row["MDE (%)"] == pytest.approx(2.8 * s / 2)
+
+
+def test_variant_runs_pair_every_order_with_random_on_the_same_seeds(tiny_adapted, toy_ds):
+    model, tok = tiny_adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    settings = resolve("quick", fig6_orders=("priority", "weight", "random"), rounds=2, fig6_seeds=2,
+                       batch_size=4, train_limit=0, fig6_variants=("cumulative/named", "chunk/opaque"),
+                       budget_rounds=1)
+    out = fig6.variant_runs(model, task, settings)
+    head, other = out[out.variant == "cumulative/named"], out[out.variant == "chunk/opaque"]
+    assert sorted(set(head.order)) == ["priority", "random", "weight"] and sorted(set(other.order)) == ["priority", "random"]
+    assert sorted(set(out.seed)) == [0, 1]
+    assert (out.extracted == out.extracted_copyable + out.extracted_inferred).all()
+    # chunk rounds feed each part once: the last round's "fed" is the stream's end in both modes
+    n = len(T.training_instances(toy_ds, settings.training))
+    assert set(out.fed[out["round"] == 2]) == {n}
+    table = fig6.variant_table(out, 0.95, budget_rounds=1)
+    assert table.iloc[0][["variant", "order", "relations"]].tolist() == [
+        "cumulative/named", fig6.ORDER_LABELS["priority"], fig6.MEASURES["extracted"]]
+    assert len(table) == 2 * 2 * 2 + 2 * 2 * 1  # headline: 2 pooled orders x 2 measures x 2 scorings; other: 1 order
+    with pytest.raises(T.TrainingError, match="budget_rounds = 2"):
+        fig6.variant_table(out, 0.95, budget_rounds=2)

@@ -38,24 +38,50 @@ def test_qa_pairs_and_the_feedback_pass(tiny_adapted, toy_ds, toy_config):
         fig7.qa_feedback(model, task, [], toy_config(), seed=0)
 
 
+def test_arm_config_reads_the_optimiser_and_turns_in_pass_shuffling_off():
+    cfg = resolve("quick", learning_rate=0.08, adamw_learning_rate=0.002).training
+    sgd, adamw = fig7.arm_config(cfg, "sgd/priority"), fig7.arm_config(cfg, "adamw/random")
+    assert (sgd.optimizer, sgd.learning_rate, sgd.shuffle_passes) == ("sgd", 0.08, False)
+    assert (adamw.optimizer, adamw.learning_rate) == ("adamw", 0.002)
+    with pytest.raises(T.TrainingError, match="arm = 'adam'"):
+        fig7.arm_config(cfg, "adam")
+
+
 def test_runner_tables_and_headline(tiny_adapted, toy_ds):
     model, tok = tiny_adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
     settings = resolve("quick", epochs=2, n_seeds=2, batch_size=4, train_limit=0)
-    history, final = fig7.runs(model, task, settings)
+    history, final = fig7.runs(model, task, settings, arms=("sgd/priority", "adamw/random"))
     assert sorted(set(history.seed)) == [0, 1] == sorted(set(final.seed))
+    assert history.arm.unique().tolist() == ["sgd/priority", "adamw/random"]
     assert set(history[history.split == "train"].epoch) == {0, 1, 2}
-    assert set(final.stage) == {"trained"} and set(final.split) == {"train", "validation"}
+    assert set(final.stage) == {"trained", "qa"} and set(final.split) == {"train", "validation"}
+    assert len(final) == 2 * 2 * 2 * 2  # arms x seeds x stages x splits
+    # a stage whose line-14 pass had no pair to train on leaves the model as it was
+    same = final[final.qa_pairs == 0].groupby(["arm", "seed", "split"])
+    for _, sub in same:
+        if len(sub) == 2 and set(sub.stage) == {"trained", "qa"}:
+            assert sub.accuracy.nunique() == 1
+    # the split accuracies add up to the overall one, weighted by the copyable share
+    v = final.dropna(subset=["accuracy_copyable", "accuracy_inferred"])
+    assert (v.accuracy - (v.copyable_share * v.accuracy_copyable + (1 - v.copyable_share) * v.accuracy_inferred)
+            ).abs().max() < 1e-9
+    arms = fig7.arm_table(final, 0.95)
+    assert len(arms) == 2 * 2 * 2 and set(arms["line 14 (qa)"]) == {"on", "off"}
+    diff = fig7.paired_difference(final, 0.95, arm="sgd/priority", baseline="adamw/random")
+    assert diff["n"] == 2
     table = fig7.final_table(final, 0.95, qa=False)
     assert table[["split", "metric"]].values.tolist() == [[s, m] for s in ("train", "validation")
                                                           for m in ("accuracy", "precision", "l1")]
     assert table["seeds"].tolist() == [2] * 6
     refs = table.set_index(["split", "metric"])["paper (reference)"]
     assert refs[("train", "accuracy")] == by_key("fig7_train_accuracy").paper_text and refs[("train", "l1")] == ""
-    mean_acc = final[(final.split == "validation")]["accuracy"].mean()
+    mean_acc = final[(final.split == "validation") & (final.stage == "trained")
+                     & (final.arm == "sgd/priority")]["accuracy"].mean()
     out = fig7.headline(table, history, epochs=2)
     assert out["fig7_epochs"] == 2 and out["fig7_val_accuracy"] == pytest.approx(mean_acc)
     assert out["fig7_val_accuracy_low"] <= out["fig7_val_accuracy"] <= out["fig7_val_accuracy_high"]
+    assert out["fig7_val_accuracy_n"] == 2
     by_kind, produced = fig7.triples_by_kind(model, task)
     val = task.split_rows("validation")
     assert len(produced) == len(val) and by_kind["true"].sum() == sum(len(task.gold[r]) for r in val)
