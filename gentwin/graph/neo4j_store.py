@@ -12,6 +12,7 @@ from .schema import (
     ENV_PASSWORD,
     ENV_URI,
     ENV_USER,
+    LABELS,
     RESERVED_KEYS,
     ChangeSet,
     SchemaError,
@@ -385,59 +386,31 @@ class Neo4jStore(TwinStore):
 
         The statement takes the next number, records the version and runs one
         unit subquery per kind of record (the same Cypher as :meth:`_tx_write`);
-        subqueries with nothing to write are left out of the text, so a handful
-        of query texts cover every update and their plans stay cached.
+        every subquery is always there (with an empty list when it has nothing
+        to write), so the text never changes and the server plans it once.
         """
         twin = self.twin
         created = time.time()
-        params: dict[str, Any] = {"twin": twin, "parts": list(parts), "created": created, "w": plan.n_written}
-        calls: list[str] = []
-        if plan.end_relations:
-            params["ended"] = [{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type}
-                               for r in plan.end_relations]
-            calls.append(
-                "CALL { WITH v UNWIND $ended AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
-                "(x:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE x.uid = row.t AND type(r) = row.type "
-                "AND r.v_to IS NULL SET r.v_to = v }")
-        ending = [_uid(twin, i) for i in plan.delete_nodes] + [_uid(twin, n.id) for n in plan.states
-                                                                  if n.id not in new_ids]
-        if ending:
-            params["ending"] = ending
-            calls.append("CALL { WITH v UNWIND $ending AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->"
-                         "(s:TwinState) WHERE s.v_to IS NULL SET s.v_to = v }")
-        if plan.states:
-            params["rows"] = [{"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata}
-                              for n in plan.states]
-            calls.append("CALL { WITH v UNWIND $rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
-                         "ON CREATE SET e.twin = $twin, e.id = row.id, e.kind = row.kind "
-                         "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $twin, s.v_from = v }")
-        by_kind: dict[str, list[str]] = {}
+        by_kind: dict[str, list[str]] = {kind: [] for kind in LABELS}
         for n in plan.states:
             if n.id in new_ids:
-                by_kind.setdefault(n.kind, []).append(_uid(twin, n.id))
-        for k, (kind, uids) in enumerate(sorted(by_kind.items())):  # the label comes from the allow-list only
-            params[f"labels{k}"] = uids
-            calls.append(f"CALL {{ UNWIND $labels{k} AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)} }}")
-        by_type: dict[str, list[dict]] = {}
+                by_kind[n.kind].append(_uid(twin, n.id))
+        by_type: dict[str, list[dict]] = {t: [] for t in RELATION_TYPES}
         for r in plan.new_relations:
-            by_type.setdefault(r.type, []).append({"h": _uid(twin, r.head), "t": _uid(twin, r.tail)})
-        counts = []
-        for k, (t, rel_rows) in enumerate(sorted(by_type.items())):  # the type comes from the allow-list only
-            params[f"rels{k}"] = rel_rows
-            calls.append(f"CALL {{ WITH v UNWIND $rels{k} AS row MATCH (h:TwinEntity {{uid: row.h}}), "
-                         f"(x:TwinEntity {{uid: row.t}}) CREATE (h)-[r:{relation_type_for(t)} {{v_from: v}}]->(x) "
-                         f"RETURN count(r) AS n{k} }}")
-            counts.append((f"n{k}", t, len(rel_rows)))
-        rec = tx.run(
-            "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
-            "CREATE (x:TwinVersion {uid: $twin + '/' + toString(c.latest), twin: $twin, number: c.latest, "
-            "name: null, name_uid: null, parts: $parts, created: $created, n_written: $w}) "
-            "WITH c.latest AS v " + " ".join(calls) + " RETURN v" + "".join(f", {c}" for c, _, _ in counts),
-            **params,
-        ).single()
-        for c, t, n in counts:
-            if rec[c] != n:  # cannot happen after _plan's checks; never write half a relation set
-                raise TwinStoreError(f"relations of type {t}: {rec[c]} of {n} endpoints found")
+            by_type[r.type].append({"h": _uid(twin, r.head), "t": _uid(twin, r.tail)})
+        params: dict[str, Any] = {
+            "twin": twin, "parts": list(parts), "created": created, "w": plan.n_written,
+            "ended": [{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type} for r in plan.end_relations],
+            "ending": [_uid(twin, i) for i in plan.delete_nodes] + [_uid(twin, n.id) for n in plan.states
+                                                                       if n.id not in new_ids],
+            "rows": [{"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata} for n in plan.states],
+            **{f"labels{k}": by_kind[kind] for k, kind in enumerate(sorted(by_kind))},
+            **{f"rels{k}": by_type[t] for k, t in enumerate(sorted(by_type))},
+        }
+        rec = tx.run(_version_and_write_query(), **params).single()
+        for k, t in enumerate(sorted(by_type)):
+            if rec[f"n{k}"] != len(by_type[t]):  # cannot happen after _plan's checks; never write half a relation set
+                raise TwinStoreError(f"relations of type {t}: {rec[f'n{k}']} of {len(by_type[t])} endpoints found")
         return VersionInfo(int(rec["v"]), None, parts, created, plan.n_written)
 
     def _tx_write(self, tx, plan: _Plan, v: int, *, new_ids: set[str], end_states: bool = True) -> None:
@@ -605,6 +578,32 @@ class Neo4jStore(TwinStore):
                 )
                 if n == 0:
                     break
+
+
+def _version_and_write_query() -> str:
+    """The one statement of :meth:`Neo4jStore._tx_version_and_write` (labels and types from the allow-lists only)."""
+    calls = [
+        "CALL { WITH v UNWIND $ended AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
+        "(x:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE x.uid = row.t AND type(r) = row.type "
+        "AND r.v_to IS NULL SET r.v_to = v }",
+        "CALL { WITH v UNWIND $ending AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
+        "WHERE s.v_to IS NULL SET s.v_to = v }",
+        "CALL { WITH v UNWIND $rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
+        "ON CREATE SET e.twin = $twin, e.id = row.id, e.kind = row.kind "
+        "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $twin, s.v_from = v }",
+    ]
+    calls += [f"CALL {{ UNWIND $labels{k} AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)} }}"
+              for k, kind in enumerate(sorted(LABELS))]
+    types = sorted(RELATION_TYPES)
+    calls += [f"CALL {{ WITH v UNWIND $rels{k} AS row MATCH (h:TwinEntity {{uid: row.h}}), (x:TwinEntity {{uid: row.t}}) "
+              f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: v}}]->(x) RETURN count(r) AS n{k} }}"
+              for k, t in enumerate(types)]
+    return (
+        "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
+        "CREATE (x:TwinVersion {uid: $twin + '/' + toString(c.latest), twin: $twin, number: c.latest, "
+        "name: null, name_uid: null, parts: $parts, created: $created, n_written: $w}) "
+        "WITH c.latest AS v " + " ".join(calls) + " RETURN v" + "".join(f", n{k}" for k in range(len(types)))
+    )
 
 
 def _node_from_record(rec) -> TwinNode:
