@@ -290,8 +290,8 @@ class CyberTwin:
     """The cyber space's twin of the network: its knowledge graph state and both twins' records.
 
     Each device node's latest presence in ``history`` is the twin's first
-    knowledge; ``period_s`` is the slot length; ``relation_owner`` is eq. (3)'s
-    (default: :class:`gentwin.config.PoolingConfig`'s).
+    knowledge; ``period_s`` is the slot length; ``relation_owner`` is the reading
+    of N_i (default: :class:`gentwin.config.PoolingConfig`'s).
     """
 
     def __init__(self, topology: Topology, history: DataSet, *, period_s: float,
@@ -465,9 +465,9 @@ class ExternalLoop:
 class InternalLoop:
     """Priority pooling -> twin models -> new twin version, with counters.
 
-    ``band``, ``pool_weight``, ``alpha_reading``, ``relation_count`` are the readings of
-    :class:`gentwin.config.PoolingConfig`; a new version is committed when ``max(alpha) >
-    version_alpha``, into ``store`` (default: a new :class:`VersionLog`).
+    ``band``, ``pool_weight``, ``alpha_reading``, ``relation_count``: the readings of eqs. (4), (6), (7), (3)
+    (:class:`gentwin.config.PoolingConfig`); a new version is committed into ``store`` (default: a new
+    :class:`VersionLog`) when ``max(alpha) > version_alpha``.
     """
 
     def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",

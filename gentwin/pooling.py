@@ -413,11 +413,8 @@ class TopologyArrays:
 def topology_arrays(topology: Topology, relation_owner: str = _OWNER) -> TopologyArrays:
     """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0).
 
-    A relation of S and Gw (its head is a device) is node i's when i is its
-    head (``relation_owner="head"``), or when i is its head or its tail
-    (``"incident"``: a gateway then also owns its sensors' links and the fog
-    links that end at it, so ``Σ owned`` exceeds M by the relations whose tail
-    is a device).  The default is :class:`gentwin.config.PoolingConfig`'s.
+    A relation of S and Gw is node i's when i is its head (``relation_owner="head"``)
+    or its head or tail (``"incident"``; then ``Σ owned`` exceeds M).
     """
     _choice("relation_owner", relation_owner, RELATION_OWNERS)
     devices = topology.devices()
@@ -619,15 +616,11 @@ def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> 
 class PriorityPool:
     """Algorithm 1, lines 1-8: Priority Pooling over a stream of log instances.
 
-    Line 1 initialises empty pools (``W_C = 0``) and ``α = 0``.  Each
-    :meth:`step` consumes the next window of instances (in time order) and
-    runs lines 3-7: presence (eq. 1), (k, v) pairs and priorities (eqs. 2-3),
-    pools (eq. 4), weights (eqs. 5-6) and α against the current pools (eq. 7).
-    Line 2 ("if change in α"): when some α > 0 the new pools become the current
-    ones and ``version`` is bumped.  Every step is kept in ``history``.
-    ``band``, ``pool_weight``, ``alpha_reading``, ``relation_count`` and
-    ``relation_owner`` choose the readings of eqs. (4), (6), (7) and (3) (see
-    :mod:`gentwin.config`).
+    Line 1: empty pools (``W_C = 0``), ``α = 0``.  Each :meth:`step` consumes
+    the next window of instances (in time order) and runs lines 3-7 (eqs.
+    1-7); line 2: when some α > 0 the new pools become current and ``version``
+    is bumped.  Every step is kept in ``history``.  The keyword arguments are
+    the readings of :class:`gentwin.config.PoolingConfig`.
 
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_dataset
@@ -744,16 +737,11 @@ def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, see
                    relation_count: str = "unique", relation_owner: str = _OWNER) -> list[Instance]:
     """The given instances reordered for training by the pools of eqs. (4)-(6).
 
-    * ``by="priority"``: P_H first, then P_M, then P_L, then nodes in no pool;
-      within a pool by p descending.
-    * ``by="weight"``: pools by W_p descending (ties in H, M, L order), nodes in
-      no pool last; within a pool by w_i descending.
-    * ``by="random"`` (no pooling): a seeded permutation.
-
-    Remaining ties are broken by a permutation drawn from ``seed``.  The
-    priorities come from ``instances`` only (the topology gives n, d_i, M), so
-    the order never uses validation or test records.  The result is a
-    permutation of ``instances`` (same objects).
+    ``by="priority"``: P_H, P_M, P_L, then no pool, each by p descending;
+    ``by="weight"``: pools by W_p descending (ties in H, M, L order), no pool
+    last, each by w_i descending; ``by="random"``: a seeded permutation.
+    Remaining ties follow a permutation drawn from ``seed``.  The pools come
+    from ``instances`` only, never validation or test records.
 
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_dataset
@@ -826,8 +814,7 @@ def pool_history(topology_config, seeds: int, window: int, **readings):
 def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
     """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i.
 
-    c_i is taken on the graph of sensor-gateway connections; the gap is 0 up
-    to rounding when eq. (5) is degree centrality rescaled from n - 1 to n.
+    c_i is taken on the graph of sensor-gateway connections.
     """
     import networkx as nx
 
@@ -856,8 +843,7 @@ def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, coun
 def tie_share(priority_values, seen=None) -> float:
     """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen).
 
-    Ties are what the seeded tie-break of :func:`training_order` decides, so a
-    reading of N_i that gives many nodes the same p_i ranks them less.
+    Ties are what the seeded tie-break of :func:`training_order` decides.
 
     Two of the three seen nodes share p = 0.2 (the fourth is unseen):
 
