@@ -501,7 +501,8 @@ class InternalLoop:
             version=(latest.version + 1) if latest is not None else 1, time_s=float(time_s),
             node_ids=twin.arrays.node_ids, presence=res.presence.copy(), priority=res.priority.copy(),
             pool_codes=res.pools.copy(),
-            pool_weights={lab: float(v) for lab, v in zip(_pooling.POOLS, res.pool_weights)}, alpha=alpha, sensor_ids=twin.sensor_ids, assignment=tuple(twin.gateway_ids[j] for j in twin.assign))
+            pool_weights={lab: float(v) for lab, v in zip(_pooling.POOLS, res.pool_weights)}, alpha=alpha,
+            sensor_ids=twin.sensor_ids, assignment=tuple(twin.gateway_ids[j] for j in twin.assign))
         self.store.commit(model)
         twin.adopt(model)
         self._wc = res.weight_matrix
