@@ -15,21 +15,10 @@ __all__ = ["mean_ci", "summarise"]
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t confidence interval of independent samples.
 
-    Parameters
-    ----------
-    values : iterable of float
-        One value per seed.  NaN is rejected.
-    confidence : float
-        Level of the two-sided interval, in (0, 1).
+    ``values`` holds one value per seed (NaN is rejected); ``confidence`` is the
+    two-sided level, in (0, 1).  Returns ``(mean, low, high)``; with one sample
+    the interval is (mean, mean), there being no spread to estimate.
 
-    Returns
-    -------
-    (mean, low, high)
-        With one sample the interval is (mean, mean): there is no spread to
-        estimate, and the caller should show that only one seed ran.
-
-    Examples
-    --------
     >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0])
     >>> m, round(lo, 4), round(hi, 4)
     (2.0, -0.4841, 4.4841)
@@ -45,9 +34,7 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
         return mean, mean, mean
     from scipy import stats
 
-    # the standard t interval's upper quantile, scaled by the standard error; written as
-    # t * sd / sqrt(n) (not t * sem) and with a zero-spread sample giving (mean, mean) rather than
-    # scipy's NaN for scale 0, so the numbers are bit for bit those the book has always shown
+    # t * sd / sqrt(n), not scipy's t * sem (NaN for zero spread), so the numbers stay bit for bit the book's
     _, t_high = stats.t.interval(confidence, df=x.size - 1)
     half = float(t_high * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
