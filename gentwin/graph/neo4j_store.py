@@ -46,6 +46,10 @@ _SCHEMA = (
     "CREATE INDEX gentwin_staging_twin IF NOT EXISTS FOR (m:TwinStaging) ON (m.twin)",
 )
 _REL_PATTERN = "|".join(RELATION_TYPES)  # every part comes from the allow-list
+#: The statements of a small update and of a version request find everything through the uid constraint
+#: and the twin indexes, so a plan once made stays good; without this the server re-plans them (100-400 ms
+#: each) whenever a rebuild has moved its statistics, which a twin that writes every few ms cannot afford.
+_NO_REPLAN = "CYPHER replan=skip "
 
 
 def _uid(twin: str, node_id: str) -> str:
@@ -174,7 +178,7 @@ class Neo4jStore(TwinStore):
         # COLLECT subqueries; relations are expanded from their head (the hint), as a tail such as a
         # service is a hub with hundreds of relations
         q = (
-            "RETURN COLLECT { UNWIND $uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
+            _NO_REPLAN + "RETURN COLLECT { UNWIND $uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
             "WHERE s.v_to IS NULL RETURN [e.id, e.kind, properties(s)] } AS cur, "
             "COLLECT { UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
             "(t:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE t.uid = row.t AND r.v_to IS NULL "
@@ -545,7 +549,7 @@ class Neo4jStore(TwinStore):
                 "RETURN v, found, n.id AS id, n.kind AS kind, properties(s) AS props, collect([type(r), o2.id]) AS out"
             )
             params["seeds"] = [_uid(twin, x) for x in req.seeds]
-        query = head + body
+        query = _NO_REPLAN + head + body
 
         def work(tx) -> tuple[list, int | None]:
             recs = list(tx.run(query, **params))
@@ -599,7 +603,7 @@ def _version_and_write_query() -> str:
               f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: v}}]->(x) RETURN count(r) AS n{k} }}"
               for k, t in enumerate(types)]
     return (
-        "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
+        _NO_REPLAN + "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
         "CREATE (x:TwinVersion {uid: $twin + '/' + toString(c.latest), twin: $twin, number: c.latest, "
         "name: null, name_uid: null, parts: $parts, created: $created, n_written: $w}) "
         "WITH c.latest AS v " + " ".join(calls) + " RETURN v" + "".join(f", n{k}" for k in range(len(types)))
