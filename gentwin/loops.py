@@ -244,9 +244,8 @@ class GraphStore:
         prev = self._prev
         d = gateway_degrees([self._gateway_index[g] for g in model.assignment], len(self._gateway_index))
         degree = dict(zip(self._gateway_index, d.tolist()))
-        moved = []
-        if prev is not None:
-            moved = [(s, a, b) for s, a, b in zip(model.sensor_ids, prev.assignment, model.assignment) if a != b]
+        moved = [] if prev is None else [
+            (s, a, b) for s, a, b in zip(model.sensor_ids, prev.assignment, model.assignment) if a != b]
         up_rel = [Relation(s, "CONNECTED_TO", b) for s, _, b in moved]
         del_rel = [Relation(s, "CONNECTED_TO", a) for s, a, _ in moved]
         for s, _, b in moved:
@@ -256,9 +255,8 @@ class GraphStore:
         else:
             diff = ((model.presence != prev.presence) | (model.pool_codes != prev.pool_codes)
                     | (model.priority != prev.priority))
-            touched = {s for s, _, _ in moved} | {a for _, a, _ in moved} | {b for _, _, b in moved}
             idx = {nid: k for k, nid in enumerate(model.node_ids)}
-            for nid in touched:
+            for nid in {nid for move in moved for nid in move}:  # the sensor and both gateways
                 diff[idx[nid]] = True
             changed = np.flatnonzero(diff)
         nodes = [self._node(model.node_ids[k], model, int(k), degree) for k in changed]
@@ -308,9 +306,8 @@ class CyberTwin:
         self.sensor_ids = tuple(ids[i] for i in self.sensor_pos)
         self.gateway_ids = tuple(ids[i] for i in self.gateway_pos)
         # the simulator indexes sensors and gateways in topology order; check we agree
-        if self.sensor_ids != tuple(n.id for n in topology.sensors()) or self.gateway_ids != tuple(
-            n.id for n in topology.gateways()
-        ):
+        if (self.sensor_ids, self.gateway_ids) != (tuple(n.id for n in topology.sensors()),
+                                                   tuple(n.id for n in topology.gateways())):
             raise LoopError("topology: sensor/gateway order of devices() differs from sensors()/gateways()")
         gw_index = {g: j for j, g in enumerate(self.gateway_ids)}
         self.gateway_service = np.array([topology.nodes[g].service for g in self.gateway_ids])
@@ -364,9 +361,8 @@ class CyberTwin:
         got = np.asarray(delivery.received, dtype=bool)
         hb = np.asarray(delivery.heartbeats, dtype=bool)
         if got.shape != (self.n_sensors,) or hb.shape != (self.n_gateways,):
-            raise LoopError(
-                f"delivery: shapes {got.shape}/{hb.shape} differ from ({self.n_sensors},)/({self.n_gateways},)"
-            )
+            raise LoopError(f"delivery: shapes {got.shape}/{hb.shape} differ from "
+                            f"({self.n_sensors},)/({self.n_gateways},)")
         via = np.asarray(delivery.via)[got]
         flow_alive = bool(got.any() or hb.any())
         heard = hb | (np.bincount(via, minlength=self.n_gateways) > 0)
