@@ -503,9 +503,8 @@ class Table4:
     def completeness_table(self):
         """Table IV: completeness and net completeness (%) per scenario, twin and metric (rows) and size (columns).
 
-        Every arm of :data:`ARMS` has a completeness row and a net-completeness
-        row (wrong generated records counted against); the paper's values
-        stand beside as a third row per scenario.
+        One completeness and one net-completeness row per arm of :data:`ARMS`;
+        then the paper's values, per scenario.
         """
         import pandas as pd
 
@@ -518,18 +517,12 @@ class Table4:
         for sc in TABLE4_SCENARIOS:
             for twin in ARMS:
                 for metric, col in (("completeness", "completeness"), ("net completeness", "net")):
-                    cells = []
-                    for size in labels:
-                        r = summary.loc[(sc, twin, size)]
-                        cells.append(f"{r[col]:.2f}" if r.n < 2 else
-                                     f"{r[col]:.2f} [{r[col + '_low']:.2f}, {r[col + '_high']:.2f}]")
-                    rows.append(cells)
+                    cells = [summary.loc[(sc, twin, size)] for size in labels]
+                    rows.append([f"{r[col]:.2f}" if r.n < 2 else
+                                 f"{r[col]:.2f} [{r[col + '_low']:.2f}, {r[col + '_high']:.2f}]" for r in cells])
                     index.append((sc, twin, metric))
-            paper = []
-            for size, label in labels.items():
-                ref = by_key(f"table4_s{sc}_{label}")
-                paper.append(f"{ref.paper_text} (paper, {ref.quantity.split('(')[-1].rstrip(')')})")
-            rows.append(paper)
+            refs = [by_key(f"table4_s{sc}_{label}") for label in labels.values()]
+            rows.append([f"{ref.paper_text} (paper, {ref.quantity.split('(')[-1].rstrip(')')})" for ref in refs])
             index.append((sc, "paper (reference)", "completeness"))
         return pd.DataFrame(rows, columns=columns,
                             index=pd.MultiIndex.from_tuples(index, names=["scenario", "twin", "metric"]))
