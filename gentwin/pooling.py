@@ -293,12 +293,9 @@ def _degrees(kinds, degree) -> tuple[np.ndarray, np.ndarray]:
     return is_s, d
 
 
-def _weights(is_s: np.ndarray, d: np.ndarray) -> np.ndarray:
-    return np.where(is_s, 1.0, d.astype(float)) / d.size
-
-
 def _contributions(is_s: np.ndarray, d: np.ndarray, reading: str) -> np.ndarray:
-    return _weights(is_s, d) if reading == "sum_w" else (1.0 + d) / d.size
+    """Eq. (6)'s node terms; ``"sum_w"`` gives the eq. (5) weights."""
+    return np.where(is_s, 1.0, d.astype(float)) / d.size if reading == "sum_w" else (1.0 + d) / d.size
 
 
 def node_weights(kinds, degree) -> np.ndarray:
@@ -311,7 +308,7 @@ def node_weights(kinds, degree) -> np.ndarray:
     >>> node_weights(["sensor", "sensor", "gateway"], [0, 0, 2]).round(4).tolist()
     [0.3333, 0.3333, 0.6667]
     """
-    return _weights(*_degrees(kinds, degree))
+    return _contributions(*_degrees(kinds, degree), "sum_w")
 
 
 def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
@@ -331,15 +328,19 @@ def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
     return _contributions(*_degrees(kinds, degree), reading)
 
 
+def _terms(pools, contributions) -> tuple[np.ndarray, np.ndarray, int]:
+    c = _pool_codes(pools)
+    u = _vector("contributions", contributions)
+    return c, u, _same_length(pools=c, contributions=u)
+
+
 def pool_weights(pools, contributions) -> np.ndarray:
     """Eq. (6): pool weights ``(W_H, W_M, W_L)``, ``W_p = Σ_{i∈p} u_i``; nodes in no pool add nothing.
 
     >>> pool_weights([0, 0, 2, -1], [0.25, 0.5, 0.25, 0.25]).tolist()
     [0.75, 0.0, 0.25]
     """
-    c = _pool_codes(pools)
-    u = _vector("contributions", contributions)
-    _same_length(pools=c, contributions=u)
+    c, u, _ = _terms(pools, contributions)
     return np.bincount(c.astype(np.intp) + 1, weights=u, minlength=len(POOLS) + 1)[1:].astype(float)
 
 
@@ -352,9 +353,7 @@ def weight_matrix(pools, contributions) -> np.ndarray:
     >>> weight_matrix([0, 2, -1], [0.5, 0.25, 0.25]).tolist()
     [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
     """
-    c = _pool_codes(pools)
-    u = _vector("contributions", contributions)
-    n = _same_length(pools=c, contributions=u)
+    c, u, n = _terms(pools, contributions)
     out = np.empty((len(POOLS), n), dtype=float)
     for k in range(len(POOLS)):
         np.multiply(u, c == k, out=out[k])
@@ -496,7 +495,7 @@ def pool_arrays(observations, presence_values, kinds, degree, owned, n_relations
     is_s, d = _degrees(kinds, degree)  # validated once for eqs. (5) and (6)
     u = _contributions(is_s, d, pool_weight)
     return PoolArrays(observations=c, seen=seen, presence=perp.astype(np.int8), relations=N, priority=p,
-                      bounds=bounds, pools=pools, weights=_weights(is_s, d), contributions=u,
+                      bounds=bounds, pools=pools, weights=_contributions(is_s, d, "sum_w"), contributions=u,
                       pool_weights=pool_weights(pools, u), weight_matrix=weight_matrix(pools, u))
 
 
