@@ -856,7 +856,7 @@ EXCEPTIONS = {
     "equations": "lists the equations and their tests, no data set",
 }
 #: chapters another helper is switching right now: strict xfail while they still generate their own city
-SWITCHED_BY_ANOTHER_HELPER = {"adapter", "fig6", "fig7"}
+SWITCHED_BY_ANOTHER_HELPER: set[str] = set()
 
 
 def _chapter_code(name: str) -> str:
