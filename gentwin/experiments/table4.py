@@ -296,13 +296,10 @@ def size_labels(sizes: Sequence[int]) -> dict[int, str]:
 def summarise_table4(frame, confidence: float = 0.95):
     """Mean and confidence interval across seeds of each Table IV quantity.
 
-    ``frame`` is the first value of :func:`table4_runs`.  Returns one row per
-    (scenario, size, twin) with ``completeness``, ``completeness_low``,
-    ``completeness_high`` (in %), the same for net completeness (``net``,
-    ``net_low``, ``net_high``; :func:`gentwin.metrics.net_completeness`), the
-    mean share received (%), the mean number of generated records per run,
-    their mean precision (NaN for a twin that generated nothing), the mean
-    false-record rate (%), the mean record F1 (%) and the number of seeds ``n``.
+    ``frame`` is the first value of :func:`table4_runs`.  One row per (scenario,
+    size, twin): ``completeness`` and ``net`` (%) each with ``_low`` and
+    ``_high``, the means of ``observed``, ``generated``, ``generated_precision``,
+    ``false_record_pct``, ``record_f1`` and the number of seeds ``n``.
     """
     from ..stats import summarise
 
@@ -397,11 +394,9 @@ def input_sensitivity(settings: Settings, size: int | None = None, *, progress: 
 def summarise_sensitivity(frame, confidence: float = 0.95):
     """Mean and CI across seeds of completeness and net completeness per input, value, scenario and twin.
 
-    ``frame`` is :func:`input_sensitivity`'s.  Returns a long DataFrame with
-    columns ``input, value, scenario, twin, metric`` (``"completeness"`` or
-    ``"net completeness"``), ``mean, low, high, n`` (%), ``cells`` (ground-truth
-    records over all seeds) and, for the packet-loss rows, ``implied``:
-    ``100 (1 - packet_loss)``, the completeness the input alone would give.
+    ``frame`` is :func:`input_sensitivity`'s.  Columns ``input, value, scenario,
+    twin, metric, mean, low, high, n, cells`` (ground-truth records over all
+    seeds) and ``implied`` (``100 (1 - packet_loss)`` on the packet-loss rows).
     """
     import pandas as pd
 
@@ -420,16 +415,13 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
 def input_drivers(summary, tolerance_pp: float = TRACK_TOLERANCE_PP):
     """Which input sets each Table IV cell: the spread of each arm's completeness over each input's grid.
 
-    ``summary`` is :func:`summarise_sensitivity`'s.  Returns one row per
-    scenario and twin with, per input, the spread (max - min over the grid)
-    of the mean completeness in percentage points (NaN where the input was not
-    varied), and ``reading``: ``"set by input: packet_loss"`` where the
-    completeness equals ``100 (1 - packet_loss)`` within its CI at every
-    packet loss of the grid (the CI widened on each side by ``tolerance_pp``
-    or, if larger, two binomial standard errors ``200 sqrt(p (1 - p) / cells)``
-    of the loss share over all seeds' cells), ``"does not move over the
-    grid"`` where no spread exceeds ``tolerance_pp``, otherwise the input with
-    the largest spread (``"moves most with <input>"``).
+    ``summary`` is :func:`summarise_sensitivity`'s.  One row per scenario and
+    twin: per input the spread (max - min) of the mean completeness over its
+    grid (NaN where not varied), and ``reading``: ``"set by input:
+    packet_loss"`` where the completeness is ``100 (1 - packet_loss)`` within
+    its CI widened by ``max(tolerance_pp, 200 sqrt(p (1 - p) / cells))`` at
+    every grid value, ``"does not move over the grid"`` where no spread
+    exceeds ``tolerance_pp``, else ``"moves most with <input>"``.
 
     Examples
     --------
@@ -477,11 +469,8 @@ def _by_arm(frame, columns: list[str]):
 class Table4:
     """Everything the Table IV chapter shows: the runs, their summary and the two extra experiments.
 
-    ``frame`` and ``summary`` are :func:`table4_runs` and
-    :func:`summarise_table4`; ``demo`` is the kept Scenario 2 run of the
-    largest size and first seed; ``sensitivity`` is :func:`input_sensitivity`
-    on the largest size; ``with_failures`` reruns ``demo`` with gateways
-    failing (``loop_demo_mtbf_s``) so the external loop has work to do.
+    ``demo`` is the Scenario 2 run of the largest size and first seed;
+    ``with_failures`` reruns it with gateways failing (``loop_demo_mtbf_s``).
     """
 
     settings: Settings
