@@ -210,7 +210,11 @@ def output_path_for(source: str | os.PathLike, root: str | os.PathLike) -> Path:
 
 
 def _inject(nb: Any, parameters: Mapping[str, Any]) -> Any:
-    """Papermill's injected-parameters cell, written with ``repr`` (papermill would make a tuple a string); visible."""
+    """Papermill's injected-parameters cell, written with ``repr`` (papermill would make a tuple a string).
+
+    The cell is folded on the page (``hide-input``): the "parameters used" table and the provenance box
+    say what was passed, and a click shows the cell itself.
+    """
     from papermill.parameterize import parameterize_notebook
 
     jsonable = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
@@ -220,7 +224,8 @@ def _inject(nb: Any, parameters: Mapping[str, Any]) -> Any:
             lines = ["# Parameters passed by gentwin (papermill); they replace the defaults above"]
             lines += [f"{k} = {v!r}" for k, v in parameters.items()]
             cell.source = "\n".join(lines)
-            cell.metadata.pop("jupyter", None)  # never hidden
+            cell.metadata.pop("jupyter", None)
+            cell.metadata["tags"] = [*cell.metadata.get("tags", []), "hide-input"]
     return nb
 
 

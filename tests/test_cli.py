@@ -65,7 +65,7 @@ def test_run_with_30_sensors_writes_that_page(book_root: Path) -> None:
     nb = json.loads(out.read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and "n_sensors = 30" in "".join(injected[0]["source"])
-    assert "source_hidden" not in json.dumps(injected[0]["metadata"])  # shown on the page
+    assert "hide-input" in injected[0]["metadata"]["tags"]  # folded on the page, one click away
     # the page was computed with 30 sensors and the paper profile's 50 gateways and 30 fog links
     glued = _glued(nb)
     assert float(glued["dataset_device_nodes"]) == 30 + 50
