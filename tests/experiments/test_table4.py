@@ -237,16 +237,28 @@ def test_table4_runs_cover_every_size_scenario_seed():
     assert set(tl.series) == {"ground truth", "traditional twin", "GenTwin", "GenTwin: wrong generated"}
 
 
-def test_twin_versions_in_graph_store_write_only_what_changed():
+@pytest.mark.parametrize(("owner", "written", "gateway_pools"), [
+    # eq. (3) by hand, M = 7 device relations (3 sensors x {CONNECTED_TO, SERVES_IN} + the gateway's SERVES_IN).
+    # "head": each sensor heads 2 (p = 2/7), the gateway 1 (p = 1/7); Avg = 1/4, bands 3Avg/4 = 3/16 and
+    # Avg/2 = 1/8, so the gateway is M. With C inactive, Avg = (2/7 + 2/7 + 1/7)/4 = 5/28, 3Avg/4 = 15/112
+    # < 1/7: the gateway moves to H. Versions 2 and 3 each change C's record and the gateway's: 2 records.
+    ("head", [2, 2], ["M", "H", "M"]),
+    # "incident": the gateway also counts its 3 sensors' links, N = 4, p = 4/7, H throughout; with C
+    # inactive Avg = (2/7 + 2/7 + 4/7)/4 = 2/7 and 3Avg/4 = 3/14 < 2/7 keeps A and B in H: only C changes.
+    ("incident", [1, 1], ["H", "H", "H"]),
+])
+def test_twin_versions_in_graph_store_write_only_what_changed(owner, written, gateway_pools):
     presence = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1]], bool)
     store = NetworkxStore(twin="tiny")
-    r = simulate(tiny_physical(), TINY_TOPO, scenario=2, seed=0, presence=presence, store=store)
+    r = simulate(tiny_physical(), TINY_TOPO, scenario=2, seed=0, presence=presence, store=store,
+                 pooling=PoolingConfig(relation_owner=owner))
     versions = store.versions()
     assert [v.number for v in versions] == [1, 2, 3] == list(range(1, r.internal.versions_committed + 1))
-    # version 2: sensor C (index 2) found inactive; version 3: C back.  Only C's record changes in
-    # either (the pools of A, B and the gateway keep their labels), i.e. 1 record ended + 1 opened.
-    assert [v.n_written for v in versions[1:]] == [2, 2]
+    # version 2: sensor C (index 2) found inactive; version 3: C back
+    assert [v.n_written for v in versions[1:]] == written
     c = r.sensor_ids[2]
+    gateway = next(n for n, d in store.request(version=1).nodes.items() if d.kind == "gateway")
+    assert [store.request(version=k).nodes[gateway].get("pool") for k in (1, 2, 3)] == gateway_pools
     assert store.request(version=2).nodes[c].get("active") is False
     assert store.request(version=2).nodes[c].get("pool") == "L"
     assert store.request(version=3).nodes[c].get("active") is True
