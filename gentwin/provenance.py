@@ -174,13 +174,14 @@ def _process_started() -> float:
 
 
 def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any], *, started: float | None = None,
-               seeds: Iterable[int] = (), model: Any = None, root: str | os.PathLike = ".",
+               seeds: Iterable[int] = (), model: Any = None, root: str | os.PathLike | None = None,
                now: float | None = None, extra: Mapping[str, Any] | None = None) -> Provenance:
     """The provenance of a page that began at ``started`` (``time.perf_counter()``; default: when the
     kernel running the page started) and ends now.
 
     ``model`` (a transformers model, optionally adapted) adds the backbone's name, parameter count and
-    the SHA-256 of its weights files.
+    the SHA-256 of its weights files.  ``root`` is the git work tree whose commit is reported; by
+    default the one holding the ``gentwin`` code that ran (the page may run in a copy of the book).
     """
     import time
 
@@ -193,7 +194,7 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
         source = getattr(base.config, "_name_or_path", "") or ""
         backbone = {"name": info["name"], "parameters": info["parameters"],
                     "sha256": weights_sha256(source) if source and Path(source).is_dir() else None}
-    commit, dirty = git_state(root)
+    commit, dirty = git_state(root if root is not None else Path(__file__).resolve().parents[1])
     wall = (now if now is not None else time.perf_counter()) - (started if started is not None else _process_started())
     return Provenance(
         page=page, commit=commit, dirty=dirty, profile=settings.profile, changed=changed_from_paper(settings),
