@@ -106,3 +106,9 @@ def test_readme_layout_table_matches_the_tree():
     listed = set(re.findall(r"^\| `gentwin/([\w/]+)\.py` \|", readme, re.MULTILINE))
     on_disk = {str(p.relative_to(PACKAGE).with_suffix("")) for p in PACKAGE.rglob("*.py")}
     assert listed == on_disk
+
+
+def test_test_files_have_unique_basenames():
+    # pytest imports test files by basename (no __init__.py in tests/): two of one name cannot both load
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
