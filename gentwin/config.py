@@ -362,6 +362,10 @@ class TrainingConfig(_Section):
         ("sgd/priority", "sgd/random", "adamw/priority"),
         "Fig. 7 arms, each 'optimiser/order' (in-pass shuffling off; the first is the headline)",
         choices=("sgd/priority", "sgd/random", "adamw/priority", "adamw/random"))
+    final_eval_mode: str = _p(
+        "generate", "how Fig. 7's final scores and the line-14 prompts are produced: 'generate' (greedy decoding, "
+        "the model's real output) or 'teacher_forced' (cheap; for the quick profile)",
+        choices=("teacher_forced", "generate"))
     adamw_learning_rate: float = _p(1e-3, "learning rate of the AdamW arms of Fig. 7 (a usual adapter rate)",
                                     gt=0.0)
     demo_epochs: int = _p(
@@ -699,7 +703,7 @@ def _quick() -> Settings:
         topology=TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60),
         pooling=PoolingConfig(pool_window=5),
         training=TrainingConfig(epochs=3, rounds=3, n_seeds=2, batch_size=8, bottleneck=16, train_limit=24,
-                                demo_epochs=3, fig6_seeds=2, budget_rounds=2),
+                                demo_epochs=3, fig6_seeds=2, budget_rounds=2, final_eval_mode="teacher_forced"),
         twin=TwinConfig(n_episodes=3, twin_seeds=2, n_questions=30),
         physical=PhysicalConfig(sizes=(5, 10, 20), duration_s=40.0, outage_start_s=10.0, physical_seeds=2,
                                 loop_demo_mtbf_s=10.0),

@@ -53,6 +53,23 @@ def test_pooling_gain_is_the_ratio_of_the_areas_under_the_curves():
         metrics.pooling_gain([1, 2, 3], [1, 2])
 
 
+def test_class_accuracy_splits_by_membership_and_rejects_ragged_input():
+    out = metrics.class_accuracy([{"a", "b"}, {"c"}], [{"a", "c"}, {"c"}], [{"a", "b"}, {"c"}])
+    assert out["accuracy_copyable"] == pytest.approx(2 / 3) and out["copyable_share"] == 1.0  # a, c of a, b, c
+    assert out["accuracy_inferred"] != out["accuracy_inferred"]  # NaN: no inferred relation
+    with pytest.raises(ValueError, match="members"):
+        metrics.class_accuracy([{"a"}], [set()], [])
+
+
+def test_bootstrap_interval_stays_inside_the_values_and_mde_shrinks_with_seeds():
+    gains = [-95.0, -90.0, 40.0, 45.0, -85.0]
+    m, lo, hi = metrics.bootstrap_ci(gains, 0.95, seed=1)
+    assert m == pytest.approx(-37.0) and -95.0 <= lo < m < hi <= 45.0
+    assert metrics.bootstrap_ci(gains, 0.95, seed=1) == (m, lo, hi)  # seeded: the same interval again
+    assert metrics.min_detectable_effect(gains * 4) < metrics.min_detectable_effect(gains)
+    assert metrics.min_detectable_effect([3.0]) != metrics.min_detectable_effect([3.0])  # NaN for one seed
+
+
 def test_compare_graph_precision_and_recall_by_hand():
     truth = {("a", "IN", "b"), ("c", "IN", "b"), ("d", "IN", "b"), ("e", "IN", "b")}
     cmp = metrics.compare_graph({("a", "IN", "b"), ("c", "IN", "b"), ("x", "IN", "y")}, truth)

@@ -280,7 +280,8 @@ def headline(curves, table, rounds: int) -> dict[str, Any]:
                    fig6_gain_mde=float(head["MDE (%)"].iloc[0]),
                    fig6_gain_text=f"{head['mean gain (%)'].iloc[0]:+.1f} %")
     else:
-        out.update(fig6_gain_pct_note="the run without pooling extracted no relation in any round, so no gain "
+        out.update(fig6_gain_mde=math.nan,
+                   fig6_gain_pct_note="the run without pooling extracted no relation in any round, so no gain "
                    "can be computed (the quick profile trains too little for that)",
                    fig6_gain_text="undefined (nothing was extracted without pooling)")
     final = curves[curves["round"] == rounds].groupby("order")["extracted"].mean()

@@ -28,7 +28,8 @@ from ..training import (TrainingError, TwinTask, eval_rows, evaluate, extract_gr
                         training_instances)
 from ..verbalise import IGNORE, encode_pairs, qa_pairs, rename
 
-__all__ = ["PAPER_KEYS", "qa_feedback", "arm_config", "runs", "arm_table", "paired_difference", "final_table",
+__all__ = ["PAPER_KEYS", "qa_feedback", "arm_config", "runs", "arm_table", "paired_difference", "comparisons",
+           "final_table",
            "headline", "triples_by_kind"]
 
 
@@ -110,7 +111,8 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
     instances by the arm's order with that seed (:func:`arm_config` for the optimiser).
     Returns ``(history, final)``: ``history`` is :func:`~gentwin.training.train_twin`'s table for all arms
     and seeds (column ``arm``); ``final`` has one row per arm, seed, split and ``stage`` (``"trained"``:
-    after the last epoch; ``"qa"``: after the question/answer pass) with the scores of greedy decoding.
+    after the last epoch; ``"qa"``: after the question/answer pass) with the scores of
+    ``final_eval_mode`` (greedy decoding in the paper profile).
     """
     import pandas as pd
 
@@ -131,12 +133,12 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
         for stage in ("trained", "qa"):
             qa_pairs_used = 0.0
             if stage == "qa":
-                generated = extract_graph(model, task)
+                generated = extract_graph(model, task, mode=cfg.final_eval_mode)
                 if generated:  # a model that produced nothing gets no line-14 pass and stays as it is
                     qa_pairs_used = qa_feedback(model, task, generated, cfg, seed=seed)["pairs"]
             for split in ("train", "validation"):
-                sc = evaluate(model, task, eval_rows(task, rows, split), mode="generate", l1_index=cfg.l1_index,
-                              batch_size=cfg.eval_batch_size)
+                sc = evaluate(model, task, eval_rows(task, rows, split), mode=cfg.final_eval_mode,
+                              l1_index=cfg.l1_index, batch_size=cfg.eval_batch_size)
                 finals.append(dict(arm=arm, seed=seed, split=split, stage=stage, qa_pairs=qa_pairs_used, **sc))
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
 
@@ -159,9 +161,11 @@ def arm_table(final, confidence: float):
 
 
 def paired_difference(final, confidence: float, *, arm: str, baseline: str, split: str = "validation",
-                      stage: str = "trained", metric: str = "accuracy") -> dict[str, float]:
+                      stage: str = "trained", baseline_stage: str | None = None,
+                      metric: str = "accuracy") -> dict[str, float]:
     """Per-seed difference ``arm - baseline`` of a greedy metric (same seeds), its mean, bootstrap interval,
-    seed count and minimum detectable effect.
+    seed count and minimum detectable effect.  ``baseline_stage`` (default ``stage``) lets one arm be
+    compared with itself before and after the line-14 pass.
 
     >>> import pandas as pd
     >>> f = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "split": "validation",
@@ -170,14 +174,39 @@ def paired_difference(final, confidence: float, *, arm: str, baseline: str, spli
     >>> round(d["mean"], 3), d["n"]  # differences 0.1, 0.0, 0.2
     (0.1, 3)
     """
-    sel = final[(final.split == split) & (final.stage == stage)]
-    a = sel[sel.arm == arm].set_index("seed")[metric]
-    b = sel[sel.arm == baseline].set_index("seed")[metric]
+    sel = final[final.split == split]
+    a = sel[(sel.arm == arm) & (sel.stage == stage)].set_index("seed")[metric]
+    b = sel[(sel.arm == baseline) & (sel.stage == (baseline_stage or stage))].set_index("seed")[metric]
     diff = (a - b).dropna()
     if diff.empty:
         raise TrainingError(f"arm = {arm!r}, baseline = {baseline!r}: no seed has both")
     m, lo, hi = bootstrap_ci(diff.to_numpy(), confidence)
     return {"mean": m, "low": lo, "high": hi, "n": int(diff.size), "mde": min_detectable_effect(diff.to_numpy())}
+
+
+def comparisons(final, confidence: float, arms: Sequence[str], qa: bool = False):
+    """The chapter's paired comparisons on validation accuracy (greedy): pooling (each ``<opt>/priority``
+    against ``<opt>/random``), the optimiser reading (``adamw/<order>`` against ``sgd/<order>``) and
+    Algorithm 1 line 14 (the headline arm after its question/answer pass against before it).
+    Scores are read before line 14 unless ``qa``.
+    """
+    import pandas as pd
+
+    stage = "qa" if qa else "trained"
+    plan = []
+    for a in arms:
+        opt, _, order = a.partition("/")
+        if order == "priority" and f"{opt}/random" in arms:
+            plan.append(("pooling (priority - random)", a, f"{opt}/random", stage, stage))
+        if opt == "adamw" and f"sgd/{order}" in arms:
+            plan.append(("optimiser (AdamW - SGD)", a, f"sgd/{order}", stage, stage))
+    plan.append(("line 14 (on - off)", arms[0], arms[0], "qa", "trained"))
+    rows = []
+    for what, a, b, st, bst in plan:
+        d = paired_difference(final, confidence, arm=a, baseline=b, stage=st, baseline_stage=bst)
+        rows.append({"comparison": what, "arm": a, "baseline": b, "difference in validation accuracy": d["mean"],
+                     "low": d["low"], "high": d["high"], "seeds": d["n"], "MDE": d["mde"]})
+    return pd.DataFrame(rows)
 
 
 #: The paper's reference values (gentwin.reference keys) beside our (split, metric).

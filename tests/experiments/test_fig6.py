@@ -62,6 +62,7 @@ def test_gain_table_and_headline_when_no_seed_has_a_gain():
     assert table["seeds"].tolist() == [0] and table["mean gain (%)"].isna().all()
     out = fig6.headline(c, table, rounds=2)
     assert out["fig6_gain_text"].startswith("undefined") and "fig6_gain_pct" not in out
+    assert math.isnan(out["fig6_gain_mde"])
     assert (out["fig6_final_priority"], out["fig6_final_random"]) == (2.0, 0.0)
 
 

@@ -50,7 +50,7 @@ def test_arm_config_reads_the_optimiser_and_turns_in_pass_shuffling_off():
 def test_runner_tables_and_headline(tiny_adapted, toy_ds):
     model, tok = tiny_adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
-    settings = resolve("quick", epochs=2, n_seeds=2, batch_size=4, train_limit=0)
+    settings = resolve("quick", epochs=2, n_seeds=2, batch_size=4, train_limit=0, final_eval_mode="generate")
     history, final = fig7.runs(model, task, settings, arms=("sgd/priority", "adamw/random"))
     assert sorted(set(history.seed)) == [0, 1] == sorted(set(final.seed))
     assert history.arm.unique().tolist() == ["sgd/priority", "adamw/random"]
@@ -94,3 +94,17 @@ def test_headline_reads_the_last_epochs_teacher_forced_validation_accuracy():
     history = pd.DataFrame({"split": ["validation", "validation", "train", "none"], "epoch": [3, 3, 3, 3],
                             "accuracy": [0.2, 0.4, 1.0, 0.0]})
     assert fig7.headline(table, history, epochs=3)["fig7_val_tf_accuracy"] == pytest.approx(0.3)
+
+
+def test_comparisons_pair_by_seed_and_compare_line_14_within_a_run():
+    rows = []
+    for arm, accs in {"sgd/priority": (0.6, 0.7), "sgd/random": (0.5, 0.5), "adamw/priority": (0.9, 0.8)}.items():
+        for seed, acc in enumerate(accs):
+            rows.append(dict(arm=arm, seed=seed, split="validation", stage="trained", accuracy=acc))
+            rows.append(dict(arm=arm, seed=seed, split="validation", stage="qa", accuracy=acc + 0.05 * (seed + 1)))
+    out = fig7.comparisons(pd.DataFrame(rows), 0.95, ("sgd/priority", "sgd/random", "adamw/priority"))
+    got = out.set_index("comparison")["difference in validation accuracy"]
+    assert got["pooling (priority - random)"] == pytest.approx(0.15)  # 0.1 and 0.2
+    assert got["optimiser (AdamW - SGD)"] == pytest.approx(0.2)  # 0.3 and 0.1
+    assert got["line 14 (on - off)"] == pytest.approx(0.075)  # 0.05 and 0.10
+    assert out["seeds"].tolist() == [2, 2, 2]
