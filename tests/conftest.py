@@ -14,7 +14,7 @@ No test is skipped silently.  Every skip is a component that could not be had (a
 wheel); the session ends with a NOT TESTED summary listing them, and a non-zero exit status, unless
 ``GENTWIN_ALLOW_SKIP=1`` says the user accepts it.  Under CI (``CI=true``) that opt-out is ignored:
 CI tests everything or fails.  ``make test`` installs every executable the tests look up
-(``.ci/system-deps``; ``tests/test_setup.py`` keeps that list complete).
+(``.ci/system-deps``; ``tests/test_install.py`` keeps that list complete).
 
 The password is wrapped so that its ``repr`` is ``'***'``: assertion messages, ``--showlocals``
 and a printed fixture value do not reveal it, while the driver still receives the real string.
