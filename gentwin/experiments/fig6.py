@@ -28,7 +28,7 @@ from ..training import (TrainingError, TwinTask, make_optimizer, pass_rows, pred
                         retask, run_seeds, stream_order, train_pass, training_instances)
 
 __all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_runs", "gains",
-           "gain_table", "variant_table", "headline", "first_chunks"]
+           "gain_table", "variant_table", "headline", "curve_bands", "first_chunks"]
 
 #: How the chapter names each order.
 ORDER_LABELS = {"priority": "with pooling: selection by priority", "weight": "with pooling: selection by weight",
@@ -292,6 +292,25 @@ def headline(curves, table, rounds: int) -> dict[str, Any]:
         out["fig6_final_random_inferred"] = float(inferred.get("random", math.nan))
         out["fig6_final_priority_inferred"] = float(inferred.get("priority", math.nan))
     return out
+
+
+def curve_bands(curves, measure: str, confidence: float):
+    """Mean and percentile-bootstrap band over seeds of ``measure`` per order and round (the plotted
+    curves): the band is made of resampled means, so it never goes below 0 relations.
+
+    >>> import pandas as pd
+    >>> c = pd.DataFrame({"order": "random", "seed": [0, 1, 2], "round": 1, "extracted": [0, 0, 6]})
+    >>> b = curve_bands(c, "extracted", 0.95).iloc[0]
+    >>> float(b["mean"]), bool(b["low"] >= 0), bool(b["high"] <= 6)
+    (2.0, True, True)
+    """
+    import pandas as pd
+
+    rows = []
+    for (order, rnd), sub in curves.groupby(["order", "round"], sort=False):
+        m, lo, hi = bootstrap_ci(sub[measure], confidence)
+        rows.append({"order": order, "round": rnd, "mean": m, "low": lo, "high": hi, "n": len(sub)})
+    return pd.DataFrame(rows)
 
 
 def first_chunks(settings, dataset):
