@@ -7,7 +7,14 @@ computed once and reused by every epoch, seed and order.  Training minimises
 the cross-entropy of the target tokens only; the data order comes from
 Priority Pooling (:func:`gentwin.pooling.training_order`), "without pooling"
 being the same data in a seeded random order.  ``compute_dtype="bfloat16"``
-runs every forward pass under bfloat16 autocast.
+runs every forward pass under bfloat16 autocast; ``"auto"`` (the default of
+:class:`~gentwin.config.TrainingConfig`) does so only where bfloat16 is native
+(:func:`gentwin.llm.resolve_compute_dtype`), and :func:`setup_twin` pins the
+torch thread count, so one seed gives the same numbers on every run on one
+machine.  ``id_style="opaque"`` relabels node ids at verbalisation
+(:func:`gentwin.verbalise.opaque_names`); every row also records which of its
+gold relations its prompt names (``TwinTask.copyable``), and
+:func:`evaluate` scores the two classes apart.
 
 The triples a model produces for an entity (scored by
 :func:`gentwin.metrics.triple_scores`: accuracy, precision, eq. (9) L1) come
