@@ -250,6 +250,12 @@ def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
             super().__init__(**kwargs)
             started.append(self)
 
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            # ipykernel forwards whatever the kernel process writes to its stderr into the running
+            # cell; with that off, the page's progress bars (gentwin.progress) reach the terminal only
+            extra = [*(extra_arguments or []), "--IPKernelApp.capture_fd_output=False"]
+            return super().format_kernel_cmd(extra_arguments=extra)
+
     return IPCKernelManager
 
 

@@ -215,28 +215,34 @@ def test_book_no_execute_keeps_a_re_run_page(book_root: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _tiny_root(tmp_path: Path, cell: str, write_chapter) -> tuple[Path, Path, Path]:
+def _tiny_root(tmp_path: Path, cell: str, write_chapter, *more_cells: str) -> tuple[Path, Path, Path]:
     """A book root with one chapter ``notebooks/tiny.md`` and a previous page for it."""
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/executed/tiny\n")
     (tmp_path / "notebooks").mkdir()
-    src = write_chapter(tmp_path / "notebooks" / "tiny.md", ("parameters", 'profile = "paper"  # p'), ("", cell))
+    src = write_chapter(tmp_path / "notebooks" / "tiny.md", ("parameters", 'profile = "paper"  # p'), ("", cell),
+                        *(("", c) for c in more_cells))
     old = tmp_path / "book" / "executed" / "tiny.ipynb"
     old.parent.mkdir(parents=True)
     old.write_bytes(b'{"previous": "page"}\n')
     return tmp_path, src, old
 
 
-def test_run_shows_cells_and_the_kernels_own_stderr_but_no_tcp_warning(tmp_path: Path, write_chapter) -> None:
+def test_run_shows_cells_and_the_kernels_own_stderr_but_no_tcp_warning(tmp_path: Path, write_chapter,
+                                                                         monkeypatch) -> None:
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # or ipykernel would never forward stderr
     root, src, out = _tiny_root(
-        tmp_path, "import sys\nsys.__stderr__.write('bar 3/3 on the terminal\\n')\nprint('on the page')", write_chapter)
+        tmp_path, "import time\nfrom gentwin.progress import progress\n"
+        "for _ in progress(range(3), desc='bar'):\n    time.sleep(0.4)  # a bar the kernel could forward\n"
+        "print('on the page')", write_chapter,
+        "print('the next cell')")  # ipykernel delivers forwarded output when the next cell runs
     done = gentwin("run", str(src), "--root", str(root))
     assert done.returncode == 0, done.stderr
-    assert '[tiny] cell 1/2: profile = "paper"  # p' in done.stderr
-    assert "[tiny] cell 2/2: import sys" in done.stderr
-    assert "bar 3/3 on the terminal" in done.stderr  # gentwin.progress's stream reaches the terminal
+    assert '[tiny] cell 1/3: profile = "paper"  # p' in done.stderr
+    assert "[tiny] cell 2/3: import time" in done.stderr
+    assert "bar: 100%" in done.stderr and "3/3" in done.stderr  # gentwin.progress's bar reaches the terminal
     assert "without encryption" not in done.stderr and "TCP" not in done.stderr
     outputs = _stdout(json.loads(out.read_text()))
-    assert "on the page" in outputs and "bar 3/3" not in outputs
+    assert "on the page" in outputs and "bar:" not in outputs and "it/s" not in outputs  # and not the page
     assert out.stat().st_mode & 0o777 == 0o666 & ~_umask_of_children()
 
 

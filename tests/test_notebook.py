@@ -17,6 +17,7 @@ from gentwin.notebook import (
     ParameterError,
     check_parameters,
     diff_glued,
+    execute,
     parse_parameters_source,
     read_parameters,
     toc_notebooks,
@@ -217,3 +218,21 @@ def test_diff_glued_rejects_bad_input(tmp_path: Path) -> None:
         diff_glued(tmp_path / "missing", tmp_path)
     with pytest.raises(ParameterError, match=r"ignore = '\(': not a regular expression"):
         diff_glued(tmp_path, tmp_path, ignore="(")
+
+
+def test_progress_bars_never_land_on_the_page(tmp_path: Path, write_chapter, monkeypatch) -> None:
+    # ipykernel forwards what the kernel process writes to its stderr into the cell (delivered when the
+    # next cell runs); the runner turns that off so gentwin.progress bars stay on the terminal.
+    # ipykernel never forwards under pytest (it looks for PYTEST_CURRENT_TEST): hide it from the kernel.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    src = write_chapter(
+        tmp_path / "bars.md",
+        ("parameters", 'profile = "paper"  # p'),
+        ("", "import time\nfrom gentwin.progress import progress\nprint('before the bars')\n"
+             "for _ in progress(range(5), desc='bars'):\n    time.sleep(0.5)"),
+        ("", "print('next cell')"),
+    )
+    out = execute(src, tmp_path / "book" / "executed" / "bars.ipynb", {}, cwd=tmp_path)
+    streams = [(o.get("name"), "".join(o.get("text", ""))) for c in json.loads(out.read_text())["cells"]
+               for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    assert streams == [("stdout", "before the bars\n"), ("stdout", "next cell\n")]
