@@ -55,6 +55,9 @@ __all__ = [
     "table_iii",
     "select_device",
     "check_generator_rules",
+    "topology_config_for",
+    "even_split",
+    "split_counts",
 ]
 
 

@@ -564,7 +564,7 @@ def write_log(instances: Sequence[Instance], path: PathLike, topology: Topology 
 
 
 def read_dataset(folder: PathLike) -> DataSet:
-    """Read a data-set folder: :data:`ENTITIES_FILE` and :data:`LOG_FILE`."""
+    """Read a data-set folder: ``ENTITIES_FILE`` and ``LOG_FILE``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data-set folder {str(folder)!r} does not exist")
@@ -576,7 +576,7 @@ def read_dataset(folder: PathLike) -> DataSet:
 
 
 def write_dataset(dataset: DataSet, folder: PathLike, form: str = "normalized") -> None:
-    """Write a data set as a folder holding :data:`ENTITIES_FILE` and :data:`LOG_FILE`.
+    """Write a data set as a folder holding ``ENTITIES_FILE`` and ``LOG_FILE``.
 
     Both files are rendered and checked (they must read back to the same
     data set) before anything is written, then written into a temporary

@@ -171,7 +171,7 @@ def class_accuracy(gold, produced, members) -> dict[str, float]:
 
 
 def bootstrap_ci(values, confidence: float = 0.95, *, seed: int = 0, n_resamples: int = 9999):
-    """Mean and percentile-bootstrap interval of per-seed values (:func:`scipy.stats.bootstrap`).
+    """Mean and percentile-bootstrap interval of per-seed values (``scipy.stats.bootstrap``).
 
     The percentile interval is made of resampled means, so it never leaves
     the range the values can take (a gain in % never goes below -100, an

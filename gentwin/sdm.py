@@ -1,7 +1,7 @@
 """Smart Data Models onto gentwin's graph: the one mapping table, and the entity graph it builds.
 
 Section II.B of the paper parses Smart Data Models (SDM) entities into nodes
-and typed relations.  :data:`SDM_MAPPING` says, row by row, how: which entity
+and typed relations.  ``SDM_MAPPING`` says, row by row, how: which entity
 types (or type-name suffixes) become which node kind, which ``deviceCategory``
 values (the SDM enumeration) make a ``Device`` a sensor, an actuator or a
 gateway, and which relationship properties become which relation (an
@@ -56,7 +56,7 @@ __all__ = [
     "STRICT_RELATIONSHIPS",
 ]
 
-#: Node kinds of the entity graph (a superset of :data:`gentwin.topology.NODE_KINDS`).
+#: Node kinds of the entity graph (a superset of ``gentwin.topology.NODE_KINDS``).
 GRAPH_KINDS: tuple[str, ...] = (
     "sensor", "actuator", "gateway", "service", "city", "observation", "asset", "model", "entity",
 )
@@ -64,7 +64,7 @@ GRAPH_KINDS: tuple[str, ...] = (
 DEVICE_KINDS: tuple[str, ...] = ("sensor", "actuator", "gateway")
 _DEVICES = DEVICE_KINDS
 _THINGS = ("asset", "entity")
-#: Relation types of the entity graph (a superset of :data:`gentwin.topology.RELATION_TYPES`).
+#: Relation types of the entity graph (a superset of ``gentwin.topology.RELATION_TYPES``).
 GRAPH_RELATIONS: tuple[str, ...] = (
     "CONNECTED_TO", "SERVES_IN", "IN", "OBSERVED_BY", "ATTACHED_TO", "HAS_MODEL", "PART_OF", "NEAR",
     "CONTROLLED_BY", "LOCATED_ON",
@@ -73,7 +73,7 @@ GRAPH_RELATIONS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class MappingRow:
-    """One row of :data:`SDM_MAPPING`.
+    """One row of ``SDM_MAPPING``.
 
     ``source`` says what is matched: ``"type"`` (an entity type),
     ``"type suffix"`` (the end of an entity type's name), ``"deviceCategory"``
@@ -166,7 +166,7 @@ del _row
 
 
 def mapping_table():
-    """:data:`SDM_MAPPING` as a :class:`pandas.DataFrame`, one row per mapping.
+    """``SDM_MAPPING`` as a :class:`pandas.DataFrame`, one row per mapping.
 
     >>> t = mapping_table()
     >>> list(t.columns)
@@ -225,7 +225,7 @@ def _device_kind(categories: tuple[str, ...]) -> str | None:
 
 
 def relationship_rules(name: str) -> tuple[MappingRow, ...]:
-    """The rows of :data:`SDM_MAPPING` for relationship ``name`` (empty: not in the allow-list)."""
+    """The rows of ``SDM_MAPPING`` for relationship ``name`` (empty: not in the allow-list)."""
     return _RULES.get(name, ())
 
 

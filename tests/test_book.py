@@ -196,3 +196,16 @@ def test_math_renders_offline_on_every_page(built_book: Path, browser) -> None:
             problems.append(f"{page.relative_to(built_book)}: raw TeX {left}")
     assert not problems, "\n".join(problems)
     assert typeset_somewhere > 0, "no page had any math typeset"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", FIGURE_PAGES)
+def test_every_result_page_ends_with_its_provenance(built_book: Path, browser, page: str) -> None:
+    browser.get((built_book / "book" / "executed" / f"{page}.html").as_uri())
+    boxes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('main .admonition.provenance')).map(b => b.innerText)")
+    assert len(boxes) == 1, f"{page}: {len(boxes)} provenance boxes"
+    text = boxes[0]
+    for field in ("commit", "profile", "seeds", "versions", "device", "wall time", "re-run this page"):
+        assert field in text, (page, field)
+    assert f"gentwin run notebooks/{page}.md -p profile quick" in text

@@ -28,7 +28,7 @@ __all__ = ["GLUED_COUNTS", "glued_counts", "paper_comparison", "relation_makeup"
            "split_table", "nodes_in_two_splits", "draw_topology", "dataset_files", "entity_excerpt",
            "encodings_read_back", "graph_counts", "draw_entity_graph", "sample_log", "sample_pools"]
 
-#: glue name -> key of :meth:`gentwin.topology.DataSet.counts`; each name is also a :mod:`gentwin.reference` key
+#: glue name -> key of ``gentwin.topology.DataSet.counts``; each name is also a :mod:`gentwin.reference` key
 GLUED_COUNTS = {
     "dataset_instances": "instances",
     "dataset_device_nodes": "device nodes",

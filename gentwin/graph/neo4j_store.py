@@ -69,7 +69,7 @@ class Neo4jStore(TwinStore):
     linked by ``HAS_STATE``, the knowledge-graph relations between entities as
     ``CONNECTED_TO`` / ``SERVES_IN`` / ``IN`` relationships with ``v_from`` and
     ``v_to``, and one ``(:TwinVersion)`` per version.  Labels and relation types
-    are only ever taken from :data:`LABELS` and ``RELATION_TYPES``; every
+    are only ever taken from ``LABELS`` and ``RELATION_TYPES``; every
     id and value travels as a query parameter.  Updates run in one managed
     write transaction (``execute_write``: retried on transient errors, rolled
     back on any failure), writes in batched ``UNWIND`` statements.

@@ -50,7 +50,7 @@ class NetworkxStore(TwinStore):
     Parameters
     ----------
     twin, keep_versions
-        See :class:`TwinStore`.
+        See :class:`~gentwin.graph.schema.TwinStore`.
     path : str or os.PathLike, optional
         A journal file.  Every committed version is appended to it as one JSON
         line (and flushed to disk when ``durable``), and opening a store on an

@@ -8,11 +8,11 @@ its metadata).  This module holds
 * the **schema**: node labels ``Sensor``, ``Gateway``, ``Service``, ``SmartCity``
   (one per kind of ``gentwin.topology.NODE_KINDS``), relation types
   ``CONNECTED_TO``, ``SERVES_IN``, ``IN`` between the node kinds of
-  :data:`ALLOWED_RELATIONS`, and scalar node metadata;
+  ``ALLOWED_RELATIONS``, and scalar node metadata;
 * the values a store takes and returns (:class:`TwinNode`, :class:`ChangeSet`,
   :class:`VersionInfo`, :class:`TwinRequirement`, :class:`Subgraph`) and the
   twin of a topology (:func:`twin_from_topology`);
-* :class:`TwinStore`, the interface of the two backends
+* :class:`~gentwin.graph.schema.TwinStore`, the interface of the two backends
   (:mod:`gentwin.graph.networkx_store`, :mod:`gentwin.graph.neo4j_store`), and
   the validation of an update against the latest version that both share.
 """
@@ -101,7 +101,7 @@ class TwinStoreError(RuntimeError):
 
 
 def label_for(kind: str) -> str:
-    """The node label of an entity kind, from the allow-list :data:`LABELS`.
+    """The node label of an entity kind, from the allow-list ``LABELS``.
 
     >>> label_for("city")
     'SmartCity'
@@ -222,7 +222,7 @@ def _as_relation(rel: Any, where: str) -> Relation:
 
 
 def check_relation_kinds(rel: Relation, head_kind: str, tail_kind: str, where: str = "relation") -> Relation:
-    """``rel`` if :data:`ALLOWED_RELATIONS` allows its type between these node kinds, else a SchemaError.
+    """``rel`` if ``ALLOWED_RELATIONS`` allows its type between these node kinds, else a SchemaError.
 
     >>> r = Relation("S1", "CONNECTED_TO", "GW1")
     >>> check_relation_kinds(r, "sensor", "gateway") == r
