@@ -512,7 +512,7 @@ class GenTwin(_IncrementalWriter):
 
     Parameters
     ----------
-    store : TwinStore
+    store : gentwin.graph.schema.TwinStore
         Where the versions go (history kept).
     state : NetworkState
         The initial network; written as version 1 (named ``"initial"``).
