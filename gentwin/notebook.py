@@ -250,6 +250,14 @@ def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
             super().__init__(**kwargs)
             started.append(self)
 
+        def start_kernel(self, **kw: Any) -> Any:
+            # Dependencies (huggingface_hub, through transformers) import tqdm.auto, which in a kernel
+            # without ipywidgets warns "IProgress not found" onto the page although none of their bars
+            # is ever shown; the page's own bars go to the terminal (gentwin.progress).
+            env = dict(kw.pop("env", None) or os.environ)
+            env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:IProgress not found"]))
+            return super().start_kernel(env=env, **kw)
+
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
             # ipykernel forwards whatever the kernel process writes to its stderr into the running
             # cell; with that off, the page's progress bars (gentwin.progress) reach the terminal only

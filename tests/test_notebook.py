@@ -236,3 +236,13 @@ def test_progress_bars_never_land_on_the_page(tmp_path: Path, write_chapter, mon
     streams = [(o.get("name"), "".join(o.get("text", ""))) for c in json.loads(out.read_text())["cells"]
                for o in c.get("outputs", []) if o.get("output_type") == "stream"]
     assert streams == [("stdout", "before the bars\n"), ("stdout", "next cell\n")]
+
+
+def test_a_dependency_importing_tqdm_auto_leaves_no_warning_on_the_page(tmp_path: Path, write_chapter) -> None:
+    # transformers' hub client imports tqdm.auto; without ipywidgets that warned "IProgress not found"
+    src = write_chapter(tmp_path / "hub.md", ("parameters", 'profile = "paper"  # p'),
+                        ("", "import tqdm.auto\nprint('imported')"))
+    out = execute(src, tmp_path / "book" / "executed" / "hub.ipynb", {}, cwd=tmp_path)
+    streams = [(o.get("name"), "".join(o.get("text", ""))) for c in json.loads(out.read_text())["cells"]
+               for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    assert streams == [("stdout", "imported\n")]
