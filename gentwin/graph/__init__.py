@@ -45,57 +45,10 @@ from typing import Any, Mapping
 
 from .neo4j_store import Neo4jStore
 from .networkx_store import NetworkxStore
-from .schema import (
-    ALLOWED_RELATIONS,
-    ENV_PASSWORD,
-    ENV_URI,
-    ENV_USER,
-    LABELS,
-    RELATION_TYPES,
-    RESERVED_KEYS,
-    ChangeSet,
-    SchemaError,
-    Subgraph,
-    TwinNode,
-    TwinRequirement,
-    TwinStore,
-    TwinStoreError,
-    VersionError,
-    VersionInfo,
-    check_relation_kinds,
-    label_for,
-    node_to_twin,
-    relation_type_for,
-    twin_from_topology,
-)
+from . import schema
+from .schema import *  # noqa: F403  (the package re-exports the schema's public names, listed once there)
 
-__all__ = [
-    "LABELS",
-    "RELATION_TYPES",
-    "ALLOWED_RELATIONS",
-    "RESERVED_KEYS",
-    "ENV_URI",
-    "ENV_USER",
-    "ENV_PASSWORD",
-    "SchemaError",
-    "VersionError",
-    "TwinStoreError",
-    "TwinNode",
-    "ChangeSet",
-    "VersionInfo",
-    "TwinRequirement",
-    "Subgraph",
-    "TwinStore",
-    "NetworkxStore",
-    "Neo4jStore",
-    "label_for",
-    "relation_type_for",
-    "check_relation_kinds",
-    "twin_from_topology",
-    "node_to_twin",
-    "choose_backend",
-    "open_store",
-]
+__all__ = [*schema.__all__, "NetworkxStore", "Neo4jStore", "choose_backend", "open_store"]
 
 
 def choose_backend(store: str = "auto", environ: Mapping[str, str] | None = None) -> str:

@@ -9,27 +9,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ..checks import check_int
 from ..topology import RELATION_TYPES, Relation
 from .schema import (
-    ENV_PASSWORD,
-    ENV_URI,
-    ENV_USER,
-    LABELS,
-    RESERVED_KEYS,
-    ChangeSet,
-    SchemaError,
-    Subgraph,
-    TwinNode,
-    TwinRequirement,
-    TwinStore,
-    TwinStoreError,
-    VersionError,
-    VersionInfo,
-    _check_name,
-    _rebuild_args,
-    _check_parts,
-    _Plan,
-    _plan,
-    label_for,
-    relation_type_for,
+    ENV_PASSWORD, ENV_URI, ENV_USER, LABELS, RESERVED_KEYS, ChangeSet, SchemaError, Subgraph, TwinNode,
+    TwinRequirement, TwinStore, TwinStoreError, VersionError, VersionInfo, _check_name, _rebuild_args,
+    _check_parts, _Plan, _plan, label_for, relation_type_for,
 )
 
 __all__ = ["Neo4jStore"]

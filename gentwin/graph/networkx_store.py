@@ -10,21 +10,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from ..files import atomic_path
 from ..topology import Relation
 from .schema import (
-    ChangeSet,
-    SchemaError,
-    Subgraph,
-    TwinNode,
-    TwinRequirement,
-    TwinStore,
-    TwinStoreError,
-    VersionError,
-    VersionInfo,
-    _bfs,
-    _check_name,
-    _rebuild_args,
-    _check_parts,
-    _Plan,
-    _plan,
+    ChangeSet, SchemaError, Subgraph, TwinNode, TwinRequirement, TwinStore, TwinStoreError, VersionError,
+    VersionInfo, _bfs, _check_name, _rebuild_args, _check_parts, _Plan, _plan,
 )
 
 __all__ = ["NetworkxStore"]

@@ -29,27 +29,10 @@ from ..checks import check_int
 from ..topology import NODE_KINDS, RELATION_TYPES, Node, Relation, Topology
 
 __all__ = [
-    "LABELS",
-    "RELATION_TYPES",
-    "ALLOWED_RELATIONS",
-    "RESERVED_KEYS",
-    "ENV_URI",
-    "ENV_USER",
-    "ENV_PASSWORD",
-    "SchemaError",
-    "VersionError",
-    "TwinStoreError",
-    "TwinNode",
-    "ChangeSet",
-    "VersionInfo",
-    "TwinRequirement",
-    "Subgraph",
-    "TwinStore",
-    "label_for",
-    "relation_type_for",
-    "check_relation_kinds",
-    "twin_from_topology",
-    "node_to_twin",
+    "LABELS", "RELATION_TYPES", "ALLOWED_RELATIONS", "RESERVED_KEYS", "ENV_URI", "ENV_USER", "ENV_PASSWORD",
+    "SchemaError", "VersionError", "TwinStoreError", "TwinNode", "ChangeSet", "VersionInfo",
+    "TwinRequirement", "Subgraph", "TwinStore", "label_for", "relation_type_for", "check_relation_kinds",
+    "twin_from_topology", "node_to_twin",
 ]
 
 #: Node label of each entity kind (the allow-list: nothing else is ever formatted into Cypher).
