@@ -462,11 +462,15 @@ class _IncrementalWriter:
             self.heads.setdefault(r.head, set()).add(r)
             self.tails.setdefault(r.tail, set()).add(r)
 
+    #: one transaction per changed entity (event-driven) instead of one for all
+    per_entity = False
+
     def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
-        """Write every changed entity now, in one transaction (no pooling, no gate)."""
+        """Write every changed entity now (no pooling, no gate), in one transaction or one per entity."""
         t0 = time.perf_counter()
         write = self._with_new_tails(state, set(changed))
-        version, n_written, n_tx = self._write(self._entity_changes(state, write), ("ALL",), per_entity=False)
+        version, n_written, n_tx = self._write(self._entity_changes(state, write), ("ALL",),
+                                               per_entity=self.per_entity)
         return UpdateInfo(0.0, time.perf_counter() - t0, n_written, version, {}, ("ALL",), 0, n_tx)
 
 
@@ -489,12 +493,7 @@ class EventDrivenTwin(_IncrementalWriter):
     """
 
     name = "event-driven"
-
-    def update(self, state: NetworkState, changed: Iterable[str]) -> UpdateInfo:
-        t0 = time.perf_counter()
-        write = self._with_new_tails(state, set(changed))
-        version, n_written, n_tx = self._write(self._entity_changes(state, write), ("ALL",), per_entity=True)
-        return UpdateInfo(0.0, time.perf_counter() - t0, n_written, version, {}, ("ALL",), 0, n_tx)
+    per_entity = True
 
 
 class GenTwin(_IncrementalWriter):
