@@ -114,7 +114,12 @@ def test_sigkill_mid_write_keeps_the_previous_version(neo4j_env, tmp_path):
             time.sleep(0.1)
         assert _gone(info["pid"])
         store.killed.set()
-        store.close()  # no retry of the killed transaction may reach the restarted server
+        # The driver retries the killed transaction (about 30 s) against the dead server; wait for it to give
+        # up before closing (closing under a retrying thread races inside the driver) and before the
+        # restart, so that no retry can reach the restarted server.
+        writer.join(120)
+        assert not writer.is_alive() and failure, "the write must fail with its server killed"
+        store.close()
     finally:
         _server("stop", "--state", state_file)  # removes the run folder; --data stays
 
@@ -139,5 +144,3 @@ def test_sigkill_mid_write_keeps_the_previous_version(neo4j_env, tmp_path):
             again.drop()
     finally:
         _server("stop", "--state", info["state_file"])
-    writer.join(120)  # the driver gives up retrying the killed transaction (after ~30 s) while the server restarts
-    assert not writer.is_alive() and failure, "the write must fail with its server killed"
