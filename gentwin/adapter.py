@@ -7,25 +7,17 @@ block of chosen decoder layers of a frozen causal LM.  For the MLP output
 .. math:: h' = h + \mathrm{ReLU}(h W_D)\, W_U,
    \qquad W_D \in \mathbb{R}^{k \times l},\; W_U \in \mathbb{R}^{l \times k}
 
-(row-vector convention, as in the paper's ``(P(.) W_D) W_U``; in column form
-:math:`h + W_U^\top \mathrm{ReLU}(W_D^\top h)`).  The paper prints eq. (8) as
-``W_A = W_A + ReLU((P(.) W_D) W_U)``, with the ReLU outside both projections;
-its text orders down-projection, ReLU, up-projection, which is the reading
-used here (see the errata page).  ``W_U`` starts at zero, so before training
-the adapted model computes exactly what the backbone computes.
+(row-vector convention, as in the paper's ``(P(.) W_D) W_U``).  The paper
+prints eq. (8) as ``W_A = W_A + ReLU((P(.) W_D) W_U)``, with the ReLU outside
+both projections; its text orders down-projection, ReLU, up-projection, which
+is the reading used here (see the errata page).  ``W_U`` starts at zero, so
+before training the adapted model computes exactly what the backbone computes.
 
-The layout follows PEFT's split into a config, a layer and an injection step:
-
-* :class:`TwinAdapterConfig` -- validated settings (bottleneck, which layers, ...);
-* :class:`TwinAdapter` -- the trainable tensors and eq. (8);
-* :func:`add_twin_adapters`, :func:`save_adapter`, :func:`load_adapter` -- wrap
-  ``model.model.layers[i].mlp`` of any LLaMA-style model, freeze the backbone,
-  and store only the adapter (safetensors + ``adapter_config.json``).
-
-The adapter is a plain ``torch.nn.Module`` rather than a registered PEFT
-method: peft 0.21's ``register_peft_method`` only accepts names that are
-already members of its ``PeftType`` enum, so registering a new method would
-mean editing that enum at run time.  The PEFT LoRA baseline of the same
+As in PEFT, a config (:class:`TwinAdapterConfig`), a layer (:class:`TwinAdapter`)
+and an injection step (:func:`add_twin_adapters`, :func:`save_adapter`,
+:func:`load_adapter`) that stores only the adapter.  It is a plain
+``torch.nn.Module``, not a registered PEFT method: peft 0.21 registers only
+names already in its ``PeftType`` enum.  The PEFT LoRA baseline of the same
 trainable budget lives in ``benchmarks/lora_budget.py``.
 """
 
@@ -37,7 +29,9 @@ import json
 import math
 import os
 import pathlib
+import re
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -48,20 +42,9 @@ from .checks import check_int, check_real
 from .files import atomic_folder, atomic_write_bytes, atomic_write_text
 
 __all__ = [
-    "AdapterError",
-    "TwinAdapterConfig",
-    "TwinAdapter",
-    "AdaptedMLP",
-    "add_twin_adapters",
-    "adapter_layer_indices",
-    "adapter_modules",
-    "adapter_parameter_count",
-    "parameter_breakdown",
-    "adapter_state_dict",
-    "save_adapter",
-    "load_adapter",
-    "ADAPTER_CONFIG_NAME",
-    "ADAPTER_WEIGHTS_NAME",
+    "AdapterError", "TwinAdapterConfig", "TwinAdapter", "AdaptedMLP", "add_twin_adapters", "adapter_layer_indices",
+    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "adapter_state_dict", "save_adapter",
+    "load_adapter", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
 ]
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -74,13 +57,16 @@ class AdapterError(ValueError):
     """A bad adapter setting, an unsupported model, or a saved adapter that does not fit."""
 
 
-# ---------------------------------------------------------------------------
-# Config
-# ---------------------------------------------------------------------------
-
-
 def _h(text: str) -> dict[str, str]:
     return {"help": text}
+
+
+def _layers_problem(layers: Any) -> str | None:
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+        return "must be None or a non-empty list of layer indices"
+    if any(isinstance(i, bool) or not isinstance(i, Integral) for i in layers):
+        return "every layer index must be an integer"
+    return "layer indices must not repeat" if len(set(layers)) != len(layers) else None
 
 
 @dataclass(frozen=True)
@@ -99,46 +85,34 @@ class TwinAdapterConfig:
 
     bottleneck: int = field(default=64, metadata=_h("size l of the down-projection W_D: hidden -> l"))
     layers: tuple[int, ...] | None = field(
-        default=None,
-        metadata=_h("indices of the decoder layers that get an adapter (negative counts from the top); "
-                    "None = the top n_top layers"),
-    )
+        default=None, metadata=_h("indices of the decoder layers that get an adapter (negative counts from the top); "
+                                  "None = the top n_top layers"))
     n_top: int = field(default=2, metadata=_h("number of top decoder layers adapted when layers is None"))
     dropout: float = field(default=0.0, metadata=_h("dropout on the bottleneck activations during training"))
     init_scale: float = field(
-        default=1.0,
-        metadata=_h("W_D starts as N(0, (init_scale / sqrt(hidden))^2); W_U always starts at zero"),
-    )
+        default=1.0, metadata=_h("W_D starts as N(0, (init_scale / sqrt(hidden))^2); W_U always starts at zero"))
     bias: bool = field(default=False, metadata=_h("add biases to both projections (eq. (8) has none)"))
     seed: int = field(default=0, metadata=_h("seed of the W_D initialisation"))
 
     def __post_init__(self) -> None:
-        def checked(check, name: str, **bounds: Any) -> Any:
+        checks = (("bottleneck", check_int, {"low": 1}), ("n_top", check_int, {"low": 1}), ("layers", None, {}),
+                  ("dropout", check_real, {"low": 0.0, "high": 1.0, "high_open": True}),
+                  ("init_scale", check_real, {"low": 0.0, "low_open": True}), ("bias", None, {}),
+                  ("seed", check_int, {"low": 0}))
+        for name, check, bounds in checks:
+            value = getattr(self, name)
             try:
-                return check(name, getattr(self, name), error=AdapterError, **bounds)
+                if check is not None:
+                    check(name, value, error=AdapterError, **bounds)
+                elif name == "bias" and not isinstance(value, bool):
+                    raise AdapterError(f"bias = {value!r}: must be true or false")
+                elif name == "layers" and value is not None:
+                    problem = _layers_problem(value)
+                    if problem:
+                        raise AdapterError(f"layers = {value!r}: {problem}")
+                    object.__setattr__(self, "layers", tuple(sorted(value)))
             except AdapterError as err:
                 raise AdapterError(f"{err} ({self.help(name)})") from None
-
-        checked(check_int, "bottleneck", low=1)
-        checked(check_int, "n_top", low=1)
-        if self.layers is not None:
-            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence) or not self.layers:
-                raise AdapterError(f"layers = {self.layers!r}: must be None or a non-empty list of layer indices "
-                                   f"({self.help('layers')})")
-            try:
-                for i in self.layers:
-                    check_int("layers", i, error=AdapterError)
-            except AdapterError:
-                raise AdapterError(f"layers = {self.layers!r}: every layer index must be an integer "
-                                   f"({self.help('layers')})") from None
-            if len(set(self.layers)) != len(self.layers):
-                raise AdapterError(f"layers = {self.layers!r}: layer indices must not repeat ({self.help('layers')})")
-            object.__setattr__(self, "layers", tuple(sorted(self.layers)))
-        checked(check_real, "dropout", low=0.0, high=1.0, high_open=True)
-        checked(check_real, "init_scale", low=0.0, low_open=True)
-        if not isinstance(self.bias, bool):
-            raise AdapterError(f"bias = {self.bias!r}: must be true or false ({self.help('bias')})")
-        checked(check_int, "seed", low=0)
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -152,9 +126,7 @@ class TwinAdapterConfig:
         ``settings`` is a :class:`~gentwin.config.Settings` or its ``training`` section.
         """
         training = getattr(settings, "training", settings)
-        values = {"bottleneck": training.bottleneck, "n_top": training.adapter_layers}
-        values.update(overrides)
-        return cls(**values)
+        return cls(**{"bottleneck": training.bottleneck, "n_top": training.adapter_layers, **overrides})
 
     def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
         """The sorted, non-negative layer indices for a backbone with ``num_layers`` layers.
@@ -166,21 +138,17 @@ class TwinAdapterConfig:
         """
         if self.layers is None:
             if self.n_top > num_layers:
-                raise AdapterError(
-                    f"n_top = {self.n_top}: the backbone has only {num_layers} decoder layers"
-                )
+                raise AdapterError(f"n_top = {self.n_top}: the backbone has only {num_layers} decoder layers")
             return tuple(range(num_layers - self.n_top, num_layers))
-        out = []
         for i in self.layers:
             if not -num_layers <= i < num_layers:
                 raise AdapterError(
                     f"layers = {self.layers!r}: index {i} is outside the backbone's {num_layers} decoder layers "
-                    f"(valid: 0..{num_layers - 1} or -{num_layers}..-1)"
-                )
-            out.append(i % num_layers)
+                    f"(valid: 0..{num_layers - 1} or -{num_layers}..-1)")
+        out = sorted(i % num_layers for i in self.layers)
         if len(set(out)) != len(out):
             raise AdapterError(f"layers = {self.layers!r}: two indices name the same layer of {num_layers}")
-        return tuple(sorted(out))
+        return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (tuples become lists)."""
@@ -202,15 +170,6 @@ class TwinAdapterConfig:
         if isinstance(values.get("layers"), list):
             values["layers"] = tuple(values["layers"])
         return cls(**values)
-
-    def to_json(self) -> str:
-        """The config as an indented JSON string (round-trips through :meth:`from_dict`)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-
-# ---------------------------------------------------------------------------
-# Eq. (8) and the adapter layer
-# ---------------------------------------------------------------------------
 
 
 class TwinAdapter(nn.Module):
@@ -249,17 +208,9 @@ class TwinAdapter(nn.Module):
             [1., 3.]], grad_fn=<AddBackward0>)
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        bottleneck: int,
-        dropout: float = 0.0,
-        bias: bool = False,
-        init_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
+    def __init__(self, hidden_size: int, bottleneck: int, dropout: float = 0.0, bias: bool = False,
+                 init_scale: float = 1.0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         check_int("hidden_size", hidden_size, low=1, error=AdapterError)
         TwinAdapterConfig(bottleneck=bottleneck, dropout=dropout, bias=bias, init_scale=init_scale)  # validation
@@ -311,16 +262,9 @@ class AdaptedMLP(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = self.base_layer(*args, **kwargs)
         if not isinstance(out, torch.Tensor):
-            raise AdapterError(
-                f"mlp = {type(self.base_layer).__name__}: returns {type(out).__name__}, not a tensor; "
-                "the Twin Adapter supports dense feed-forward blocks only"
-            )
+            raise AdapterError(f"mlp = {type(self.base_layer).__name__}: returns {type(out).__name__}, not a tensor; "
+                               "the Twin Adapter supports dense feed-forward blocks only")
         return self.twin_adapter(out)
-
-
-# ---------------------------------------------------------------------------
-# Injection into a backbone
-# ---------------------------------------------------------------------------
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -334,18 +278,15 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     for owner in (getattr(base, "model", None), base):
         layers = getattr(owner, "layers", None) if owner is not None else None
         if isinstance(layers, nn.ModuleList) and len(layers) > 0 and all(
-            isinstance(getattr(layer, "mlp", None), nn.Module) for layer in layers
-        ):
+                isinstance(getattr(layer, "mlp", None), nn.Module) for layer in layers):
             return layers
     raise AdapterError(
         f"model = {type(base).__name__}: unsupported architecture; the Twin Adapter needs LLaMA-style decoder "
-        "layers at model.model.layers[i], each with a feed-forward block .mlp (Llama, SmolLM2, Mistral, Qwen2, ...)"
-    )
+        "layers at model.model.layers[i], each with a feed-forward block .mlp (Llama, SmolLM2, Mistral, Qwen2, ...)")
 
 
 def _hidden_size(model: nn.Module) -> int:
-    config = getattr(_unwrap(model), "config", None)
-    hidden = getattr(config, "hidden_size", None)
+    hidden = getattr(getattr(_unwrap(model), "config", None), "hidden_size", None)
     if not isinstance(hidden, int):
         raise AdapterError(f"model = {type(model).__name__}: its config has no integer hidden_size")
     return hidden
@@ -371,15 +312,7 @@ def adapter_parameter_count(config: TwinAdapterConfig, hidden_size: int, num_lay
     147456
     """
     n = len(config.resolve_layers(num_layers))
-    per = 2 * hidden_size * config.bottleneck + ((config.bottleneck + hidden_size) if config.bias else 0)
-    return n * per
-
-
-def _adapter_dtype(reference: torch.Tensor | None) -> torch.dtype:
-    """float32, or float64 for a float64 backbone (half/quantised backbones get float32 adapters)."""
-    if reference is not None and reference.dtype == torch.float64:
-        return torch.float64
-    return torch.float32
+    return n * (2 * hidden_size * config.bottleneck + ((config.bottleneck + hidden_size) if config.bias else 0))
 
 
 def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
@@ -389,7 +322,8 @@ def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
     for every ``i`` in ``config.resolve_layers``; every backbone parameter gets
     ``requires_grad = False`` and only the adapters' parameters are trainable.
     The model is changed in place and returned; its resolved config is kept as
-    ``model.twin_adapter_config`` (what :func:`save_adapter` writes).
+    ``model.twin_adapter_config`` (what :func:`save_adapter` writes).  Adapters
+    are float32 (float64 on a float64 backbone), whatever the backbone's dtype.
 
     Raises
     ------
@@ -404,8 +338,7 @@ def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
     existing = adapter_layer_indices(model)
     if existing:
         raise AdapterError(
-            f"model already has Twin Adapters on layers {existing}; add adapters to a freshly loaded backbone"
-        )
+            f"model already has Twin Adapters on layers {existing}; add adapters to a freshly loaded backbone")
     hidden = _hidden_size(model)
     chosen = config.resolve_layers(len(layers))
     for p in model.parameters():
@@ -414,10 +347,9 @@ def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
     for i in chosen:
         mlp = layers[i].mlp
         ref = next(iter(mlp.parameters()), None)
-        adapter = TwinAdapter(
-            hidden, config.bottleneck, dropout=config.dropout, bias=config.bias, init_scale=config.init_scale,
-            generator=generator, dtype=_adapter_dtype(ref),
-        )
+        dtype = torch.float64 if ref is not None and ref.dtype == torch.float64 else torch.float32
+        adapter = TwinAdapter(hidden, config.bottleneck, dropout=config.dropout, bias=config.bias,
+                              init_scale=config.init_scale, generator=generator, dtype=dtype)
         if ref is not None:
             adapter.to(ref.device)
         adapter.train(mlp.training)
@@ -426,33 +358,23 @@ def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
     return model
 
 
+#: Block of a parameter inside a decoder layer, by the first pattern its name (after ``layers.i``) matches.
+_BLOCKS = (("Twin Adapter", r"\.twin_adapter\."), ("LoRA", r"\.lora_"), ("attention", r"\.(self_)?attn\."),
+           ("feed-forward", r"\.mlp\."), ("norms", "norm"))
+
+
 def _block_of(name: str) -> tuple[str, str]:
     """(part, block) of a parameter name, e.g. ("layer 29", "Twin Adapter")."""
+    layer = re.search(r"(?:^|\.)layers\.(\d+)(\..*)?$", name)
+    if layer:
+        rest = (layer.group(2) or "") + "."
+        return f"layer {layer.group(1)}", next((b for b, pat in _BLOCKS if re.search(pat, rest)), "other")
     parts = name.split(".")
-    if "layers" in parts:
-        k = parts.index("layers")
-        if k + 1 < len(parts) and parts[k + 1].isdigit():
-            rest = parts[k + 2:]
-            if "twin_adapter" in rest:
-                block = "Twin Adapter"
-            elif any(r.startswith("lora_") for r in rest):
-                block = "LoRA"
-            elif "self_attn" in rest or "attn" in rest:
-                block = "attention"
-            elif "mlp" in rest:
-                block = "feed-forward"
-            elif any("norm" in r for r in rest):
-                block = "norms"
-            else:
-                block = "other"
-            return f"layer {parts[k + 1]}", block
     if "embed_tokens" in parts:
         return "embeddings", "embeddings"
     if "lm_head" in parts:
         return "output head", "output head"
-    if any("norm" in q for q in parts):
-        return "final norm", "norms"
-    return "other", "other"
+    return ("final norm", "norms") if "norm" in name else ("other", "other")
 
 
 def parameter_breakdown(model: nn.Module):
@@ -473,40 +395,18 @@ def parameter_breakdown(model: nn.Module):
         if id(p) in seen:
             continue
         seen.add(id(p))
-        key = _block_of(name)
-        counts = rows.setdefault(key, [0, 0])
+        counts = rows.setdefault(_block_of(name), [0, 0])
         # bitsandbytes 4-bit weights pack two values per stored element (as transformers' num_parameters counts)
         counts[1 if p.requires_grad else 0] += p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
-    out = pd.DataFrame(
-        [
-            {"part": part, "block": block, "layer": int(part.split()[1]) if part.startswith("layer ") else -1,
-             "frozen": f, "trainable": t}
-            for (part, block), (f, t) in rows.items()
-        ]
-    )
+    out = pd.DataFrame([{"part": part, "block": block, "layer": int(part.split()[1]) if part.startswith("layer ")
+                         else -1, "frozen": f, "trainable": t} for (part, block), (f, t) in rows.items()])
     return out.sort_values(["layer", "block"], kind="stable").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------
-# Saving and loading
-# ---------------------------------------------------------------------------
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapters' tensors on the CPU, keyed ``layers.{i}.down.weight`` etc."""
-    out: dict[str, torch.Tensor] = {}
-    for i, adapter in adapter_modules(model).items():
-        for name, tensor in adapter.state_dict().items():
-            out[f"layers.{i}.{name}"] = tensor.detach().to("cpu").clone().contiguous()
-    return out
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {f"layers.{i}.{name}": tensor.detach().to("cpu").clone().contiguous()
+            for i, adapter in adapter_modules(model).items() for name, tensor in adapter.state_dict().items()}
 
 
 def _backbone_record(model: nn.Module) -> dict[str, Any]:
@@ -520,15 +420,6 @@ def _backbone_record(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _adapter_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, bytes | str]:
-    """The two files of a saved adapter; the config records the weights' checksum."""
-    from safetensors.torch import save
-
-    weights = save(tensors, metadata={"format": "pt", "adapter_type": ADAPTER_TYPE})
-    meta = dict(meta, weights_sha256=hashlib.sha256(weights).hexdigest())
-    return {ADAPTER_WEIGHTS_NAME: weights, ADAPTER_CONFIG_NAME: json.dumps(meta, indent=2, sort_keys=True) + "\n"}
-
-
 def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
     """Write the adapters of ``model`` to ``directory``: safetensors weights + ``adapter_config.json``.
 
@@ -540,19 +431,18 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
     files each file is written atomically, weights first, and the checksum
     lets :func:`load_adapter` detect a mismatched pair.
     """
+    from safetensors.torch import save
+
     cfg = getattr(model, "twin_adapter_config", None)
     indices = adapter_layer_indices(model)
     if not indices or not isinstance(cfg, TwinAdapterConfig):
         raise AdapterError(f"model = {type(model).__name__}: has no Twin Adapters to save (use add_twin_adapters)")
     if tuple(indices) != cfg.layers:
         raise AdapterError(f"model.twin_adapter_config.layers = {cfg.layers}: the model's adapters sit on {indices}")
-    meta = {
-        "adapter_type": ADAPTER_TYPE,
-        "format_version": FORMAT_VERSION,
-        "config": cfg.to_dict(),
-        "backbone": _backbone_record(model),
-    }
-    files = _adapter_files(adapter_state_dict(model), meta)
+    weights = save(adapter_state_dict(model), metadata={"format": "pt", "adapter_type": ADAPTER_TYPE})
+    meta = {"adapter_type": ADAPTER_TYPE, "format_version": FORMAT_VERSION, "config": cfg.to_dict(),
+            "backbone": _backbone_record(model), "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    files = {ADAPTER_WEIGHTS_NAME: weights, ADAPTER_CONFIG_NAME: json.dumps(meta, indent=2, sort_keys=True) + "\n"}
     target = pathlib.Path(directory).expanduser()
     if target.exists() and not target.is_dir():
         raise AdapterError(f"directory = {str(directory)!r}: exists and is not a folder")
@@ -564,8 +454,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
 
 
 def _read_saved(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
-    cfg_path = directory / ADAPTER_CONFIG_NAME
-    w_path = directory / ADAPTER_WEIGHTS_NAME
+    cfg_path, w_path = directory / ADAPTER_CONFIG_NAME, directory / ADAPTER_WEIGHTS_NAME
     if not directory.is_dir():
         raise AdapterError(f"directory = {str(directory)!r}: no such folder")
     for path in (cfg_path, w_path):
@@ -580,11 +469,10 @@ def _read_saved(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
                            f"expected {ADAPTER_TYPE!r}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise AdapterError(f"{cfg_path}: format_version = {meta.get('format_version')!r}, this gentwin reads {FORMAT_VERSION}")
-    if meta.get("weights_sha256") != _sha256(w_path):
-        raise AdapterError(
-            f"{w_path}: its SHA-256 does not match the one recorded in {ADAPTER_CONFIG_NAME} "
-            "(an interrupted or mixed save); save the adapter again"
-        )
+    with open(w_path, "rb") as fh:
+        if meta.get("weights_sha256") != hashlib.file_digest(fh, "sha256").hexdigest():
+            raise AdapterError(f"{w_path}: its SHA-256 does not match the one recorded in {ADAPTER_CONFIG_NAME} "
+                               "(an interrupted or mixed save); save the adapter again")
     return meta, w_path
 
 
@@ -608,8 +496,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
         if saved_bb.get(key) != value:
             raise AdapterError(
                 f"{path}: the adapter was saved for a backbone with {key} = {saved_bb.get(key)!r} "
-                f"({saved_bb.get('name_or_path') or saved_bb.get('architecture')}), but this model has {key} = {value}"
-            )
+                f"({saved_bb.get('name_or_path') or saved_bb.get('architecture')}), but this model has {key} = {value}")
     existing = adapter_layer_indices(model)
     if existing:
         current = getattr(model, "twin_adapter_config", None)
@@ -617,21 +504,18 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
             raise AdapterError(
                 f"{path}: saved adapters on layers {list(config.layers or ())} with bottleneck {config.bottleneck}, "
                 f"but the model already has adapters on {existing}"
-                + (f" with bottleneck {current.bottleneck}" if current is not None else "")
-            )
+                + (f" with bottleneck {current.bottleneck}" if current is not None else ""))
     else:
         add_twin_adapters(model, config)
     tensors = load_file(str(w_path))
-    expected = {k: v.shape for k, v in adapter_state_dict(model).items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    expected = {k: tuple(v.shape) for k, v in adapter_state_dict(model).items()}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise AdapterError(f"{w_path}: missing tensors {missing}, unexpected tensors {unexpected}")
     for key, shape in expected.items():
-        if tuple(tensors[key].shape) != tuple(shape):
-            raise AdapterError(f"{w_path}: tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(shape)}")
+        if tuple(tensors[key].shape) != shape:
+            raise AdapterError(f"{w_path}: tensor {key} has shape {tuple(tensors[key].shape)}, expected {shape}")
     for i, adapter in adapter_modules(model).items():
         prefix = f"layers.{i}."
-        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        adapter.load_state_dict(own, strict=True)
+        adapter.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
     return model

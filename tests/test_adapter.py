@@ -93,7 +93,7 @@ def test_config_round_trips_through_dict_and_json():
     cfg = TwinAdapterConfig(bottleneck=8, layers=[2, 0], dropout=0.1, bias=True, seed=4)
     assert cfg.layers == (0, 2)
     assert TwinAdapterConfig.from_dict(cfg.to_dict()) == cfg
-    assert TwinAdapterConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert TwinAdapterConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_config_from_dict_rejects_unknown_fields():
