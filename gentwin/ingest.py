@@ -3,21 +3,15 @@
 Section II.B of the paper parses the topology, delivered as Smart Data Models
 entities and unstructured sensor logs, into nodes plus typed relations before
 it goes into the knowledge graph.  This module is that door:
-
-* :func:`read_graph` reads **any NGSI-LD entity** (normalized, key-values or
-  concise; a single entity, an array or an ``@graph``; ``.json`` or
-  ``.jsonld``; a file, a folder, a list of files or of mappings) into an
-  :class:`~gentwin.sdm.EntityGraph`, mapping types and relationships through
-  the one table :data:`gentwin.sdm.SDM_MAPPING`; attributes it does not map are
-  kept as node properties;
-* :func:`read_entities` projects that graph onto a
-  :class:`~gentwin.topology.Topology` (the node kinds and relation types the
-  topology knows); :func:`to_entities` / :func:`write_entities` write a
-  topology in gentwin's vocabulary, which reads back to the identical topology;
-* :func:`parse_log` / :func:`read_log` / :func:`write_log` handle the
-  plain-text sensor log, one :class:`~gentwin.topology.Instance` per line;
-* :func:`read_dataset` / :func:`write_dataset` a folder holding both, and
-  :func:`book_dataset` the book's data set, always read back through here.
+:func:`read_graph` reads any NGSI-LD entities (normalized, key-values or
+concise; one entity, an array or an ``@graph``; a file, a folder, a list of
+files or of mappings) into an :class:`~gentwin.sdm.EntityGraph` through the one
+table :data:`gentwin.sdm.SDM_MAPPING`; :func:`read_entities` projects it onto a
+:class:`~gentwin.topology.Topology`; :func:`to_entities` / :func:`write_entities`
+write a topology that reads back identical; :func:`parse_log` /
+:func:`read_log` / :func:`write_log` handle the sensor log;
+:func:`read_dataset` / :func:`write_dataset` a folder holding both, and
+:func:`book_dataset` the book's data set, always read back through here.
 
 gentwin's vocabulary: sensors and gateways are ``Device`` entities told apart
 by ``deviceCategory`` (``sensor`` / ``network``); services and the city are
@@ -25,10 +19,9 @@ our own ``SmartCityService`` and ``SmartCity``; ids are
 ``urn:ngsi-ld:<Type>:<node id>``; ``refGateway``, ``refService`` and
 ``refSmartCity`` carry the relations; ``name``, ``location`` (GeoJSON Point,
 ``[lon, lat]``), ``controlledProperty``, ``sensorCategory`` and
-``observedEntityType`` carry the node fields.  The relation list is read in a
-fixed order (service -> city links, then each device's uplink and service in
-node order, then links between gateways, then the rest), the order
-:func:`gentwin.topology.generate_topology` produces.
+``observedEntityType`` carry the node fields.  Relations are read in the order
+:func:`gentwin.topology.generate_topology` produces them
+(:func:`gentwin.sdm.relation_phase`).
 
 The sensor log has one record per line, fields separated by white space::
 
@@ -43,7 +36,6 @@ are atomic (:mod:`gentwin.files`).
 Examples
 --------
 >>> from gentwin.config import resolve
->>> from gentwin.topology import generate_dataset
 >>> ds = generate_dataset(resolve("quick").topology)
 >>> read_entities(to_entities(ds.topology, form="keyValues")) == ds.topology
 True
@@ -53,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -68,13 +61,14 @@ import numpy as np
 from .checks import check_choice, check_int, check_real
 from .files import atomic_folder, atomic_write_text
 from .sdm import SDM_MAPPING, STRICT_RELATIONSHIPS, EntityGraph, IngestError, build_graph, mapping_table
-from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology
+from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology, generate_dataset
 
 __all__ = [
-    "IngestError", "SDM_MAPPING", "mapping_table", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT", "ENTITIES_FILE", "LOG_FILE",
-    "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES", "BOOK_DATA_DIR", "book_data_folder", "load_book_dataset", "to_urn", "split_urn",
-    "read_graph", "read_entities", "to_entities", "write_entities", "format_log_line", "format_log",
-    "parse_log", "read_log", "write_log", "read_dataset", "write_dataset", "book_dataset",
+    "IngestError", "SDM_MAPPING", "mapping_table", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT",
+    "ENTITIES_FILE", "LOG_FILE", "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES",
+    "BOOK_DATA_DIR", "book_data_folder", "load_book_dataset", "to_urn", "read_graph", "read_entities",
+    "to_entities", "write_entities", "format_log_line", "format_log", "parse_log", "read_log", "write_log",
+    "read_dataset", "write_dataset", "book_dataset",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -107,10 +101,8 @@ SDM_SAMPLE = Path(__file__).parent / "data" / "sdm_sample"
 #: where the chapters keep the book's data set, under the book's root (a build output, like the pages)
 BOOK_DATA_DIR = Path("book") / "executed" / "data"
 
-_NGSI_LD_URN = re.compile(r"urn:ngsi-ld:([^:]*):(.+)\Z", re.S)
 _INDEX = re.compile(r"\d+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
-
 
 
 def to_urn(node: Node) -> str:
@@ -122,14 +114,35 @@ def to_urn(node: Node) -> str:
     return f"urn:ngsi-ld:{ENTITY_TYPES[node.kind]}:{node.id}"
 
 
-def split_urn(urn: str) -> tuple[str, str] | None:
-    """``(type segment, local id)`` of an ``urn:ngsi-ld:`` id, or None for any other id.
+@contextlib.contextmanager
+def _gc_paused():
+    """Reading allocates millions of small acyclic containers; the cyclic collector would rescan them over
+    and over (about half the run time at 10^5 entities), so it is paused, then restored."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
-    >>> split_urn("urn:ngsi-ld:Device:AQ-S001"), split_urn("urn:ngsi-ld::bin-7"), split_urn("device-9845A")
-    (('Device', 'AQ-S001'), ('', 'bin-7'), None)
-    """
-    m = _NGSI_LD_URN.match(urn) if isinstance(urn, str) else None
-    return (m.group(1), m.group(2)) if m else None
+
+@contextlib.contextmanager
+def _sourced(path: Path):
+    """Name ``path`` as the source of an :class:`IngestError` raised inside."""
+    try:
+        yield
+    except IngestError as exc:
+        raise IngestError(exc.problem, source=path, entity=exc.entity, field=exc.field) from None
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"not UTF-8 text (byte {exc.start})", source=path,
+                          line=data[: exc.start].count(b"\n") + 1) from None
 
 
 # ---------------------------------------------------------------------------
@@ -141,16 +154,14 @@ class _BadLiteral(Exception):
     pass
 
 
-def _parse_int(text: str) -> int:
+def _short_literal(text: str) -> str:
     if len(text) > MAX_NUMBER_CHARS:
         raise _BadLiteral(text, f"a number of {len(text)} characters (limit MAX_NUMBER_CHARS = {MAX_NUMBER_CHARS})")
-    return int(text)
+    return text
 
 
 def _parse_float(text: str) -> float:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise _BadLiteral(text, f"a number of {len(text)} characters (limit MAX_NUMBER_CHARS = {MAX_NUMBER_CHARS})")
-    value = float(text)
+    value = float(_short_literal(text))
     if not math.isfinite(value):
         raise _BadLiteral(text, f"the number {text[:20]} overflows a float")
     return value
@@ -189,8 +200,6 @@ _BRACKET_CHARS = np.zeros(256, dtype=bool)
 _BRACKET_CHARS[list(b'"\\[]{}')] = True
 _BRACKET_STEP = np.zeros(256, dtype=np.int8)
 _BRACKET_STEP[list(b"[{")], _BRACKET_STEP[list(b"]}")] = 1, -1
-
-
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'"\\[]{}')))
 
 
@@ -230,20 +239,17 @@ def _too_deep(data: bytes) -> int | None:
 
 def _load_json(path: Path) -> list[Any]:
     """The entities of one file: a single entity, an array, or an object with an ``@graph`` array."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"not UTF-8 text (byte {exc.start})", source=path,
-                          line=data[: exc.start].count(b"\n") + 1) from None
+    text = _read_text(path)
+    data = text.encode()
     deep = _too_deep(data)
     if deep is not None:
-        offset = len(data[:deep].decode("utf-8-sig", errors="ignore"))
+        offset = len(data[:deep].decode(errors="ignore"))
         line, col, position, field = _locate(text, offset)
         raise IngestError(f"nesting deeper than MAX_DEPTH = {MAX_DEPTH} levels at column {col}", source=path,
                           line=line, position=position, field=field)
     try:
-        loaded = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        loaded = json.loads(text, parse_int=lambda t: int(_short_literal(t)), parse_float=_parse_float,
+                            parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         raise IngestError(f"invalid JSON at column {exc.colno}: {exc.msg}", source=path, line=exc.lineno) from None
     except _BadLiteral as exc:
@@ -302,15 +308,8 @@ def read_graph(source: Any, *, form: str | None = None) -> EntityGraph:
     """
     if form is not None:
         check_choice("form", form, FORMS)
-    # Reading allocates millions of small acyclic containers; the cyclic collector would rescan them
-    # over and over (about half the run time at 10^5 entities), so it is paused, then restored.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         return build_graph(((label, raws, not from_file) for label, raws, from_file in _sources(source)), form)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def read_entities(source: Any, *, form: str | None = None) -> Topology:
@@ -332,13 +331,8 @@ def read_entities(source: Any, *, form: str | None = None) -> Topology:
     (['(AQ, IN, C)', '(G1, SERVES_IN, AQ)', '(S1, CONNECTED_TO, G1)'], 'G1')
     """
     graph = read_graph(source, form=form)
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         return graph.to_topology()
-    finally:
-        if collecting:
-            gc.enable()
 
 
 # ---------------------------------------------------------------------------
@@ -396,7 +390,7 @@ def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, 
         if node.latitude is not None or node.longitude is not None:
             point = {"type": "Point", "coordinates": [node.longitude, node.latitude]}
             ent["location"] = {"type": "GeoProperty", "value": point} if normalized else point
-        for name, value in (getattr(node, "properties", None) or {}).items():  # kept SDM attributes, if Node has them
+        for name, value in (node.properties or {}).items():  # kept SDM attributes
             ent.setdefault(name, prop(value))
         for name, urns in outgoing[node.id].items():
             obj: Any = urns[0] if len(urns) == 1 else urns
@@ -408,11 +402,10 @@ def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, 
 
 def _render_entities(topology: Topology, path: Path, form: str) -> str:
     """JSON text of the entities, after checking that it reads back to the identical ``topology``."""
-    try:
+    with _sourced(path):
         entities = to_entities(topology, form)
+    try:
         text = json.dumps(entities, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    except IngestError as exc:
-        raise IngestError(exc.problem, source=path, entity=exc.entity, field=exc.field) from None
     except ValueError as exc:  # NaN / Infinity in a node field
         raise IngestError(f"cannot be written as JSON: {exc}", source=path) from None
     try:
@@ -442,10 +435,9 @@ def write_entities(topology: Topology, path: PathLike, form: str = "normalized")
 # ---------------------------------------------------------------------------
 
 
-def _check_instance(inst: Instance, source: str | None) -> None:
+def _check_instance(inst: Instance) -> None:
     def fail(field: str, problem: str) -> NoReturn:
-        raise IngestError(problem, source=source, entity=f"#{inst.index}" if field == "node_id" else str(inst.node_id),
-                          field=field)
+        raise IngestError(problem, entity=f"#{inst.index}" if field == "node_id" else str(inst.node_id), field=field)
 
     for name, value, check in (("index", inst.index, check_int), ("timestamp_s", inst.timestamp, check_real)):
         try:
@@ -466,7 +458,7 @@ def format_log_line(inst: Instance) -> str:
     >>> format_log_line(Instance(3, 6.0, "AQ-S001", False, "test"))
     '3\\t6.0\\tAQ-S001\\t0\\ttest'
     """
-    _check_instance(inst, None)
+    _check_instance(inst)
     return f"{inst.index}\t{float(inst.timestamp)!r}\t{inst.node_id}\t{int(inst.present)}\t{inst.split}"
 
 
@@ -532,13 +524,7 @@ def parse_log(text: str, topology: Topology, *, source: str = "<log>") -> list[I
 
 def read_log(path: PathLike, topology: Topology) -> list[Instance]:
     """Read a plain-text sensor log (see :func:`parse_log`)."""
-    path = Path(path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError("not UTF-8 text", source=path, line=data[: exc.start].count(b"\n") + 1) from None
-    return parse_log(text, topology, source=str(path))
+    return parse_log(_read_text(Path(path)), topology, source=str(path))
 
 
 def write_log(instances: Sequence[Instance], path: PathLike, topology: Topology | None = None) -> None:
@@ -549,10 +535,8 @@ def write_log(instances: Sequence[Instance], path: PathLike, topology: Topology 
     :func:`read_log` would reject is never written.
     """
     path = Path(path)
-    try:
+    with _sourced(path):
         text = format_log(instances)
-    except IngestError as exc:
-        raise IngestError(exc.problem, source=path, entity=exc.entity, field=exc.field) from None
     if topology is not None:
         parse_log(text, topology, source=str(path))
     atomic_write_text(path, text)
@@ -585,15 +569,10 @@ def write_dataset(dataset: DataSet, folder: PathLike, form: str = "normalized") 
     """
     folder = Path(folder)
     entities = _render_entities(dataset.topology, folder / ENTITIES_FILE, form)
-    log_path = folder / LOG_FILE
-    try:
+    with _sourced(folder / LOG_FILE):
         log = format_log(dataset.instances)
-    except IngestError as exc:
-        raise IngestError(exc.problem, source=log_path, entity=exc.entity, field=exc.field) from None
-    parse_log(log, dataset.topology, source=str(log_path))
+    parse_log(log, dataset.topology, source=str(folder / LOG_FILE))
     atomic_folder(folder, {ENTITIES_FILE: entities, LOG_FILE: log})
-
-
 
 
 def _book_settings(topology_config: Any) -> dict[str, Any]:
@@ -634,7 +613,6 @@ def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
 
     >>> import tempfile
     >>> from gentwin.config import resolve
-    >>> from gentwin.topology import generate_dataset
     >>> cfg = resolve("quick").topology
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     ds = book_dataset(cfg, Path(tmp) / "city")
@@ -642,8 +620,6 @@ def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
     >>> ds.topology == generate_dataset(cfg).topology, names
     (True, ['entities.keyValues.json', 'entities.normalized.jsonld', 'log.txt', 'settings.json'])
     """
-    from .topology import generate_dataset
-
     folder = Path(folder)
     settings = _book_settings(topology_config)
     settings_path = folder / BOOK_FILES["settings"]

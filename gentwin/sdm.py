@@ -15,15 +15,6 @@ encoding: normalized, concise, key-values, NGSI v2 normalized) and returns an
 :meth:`EntityGraph.to_topology` keeps what a gentwin
 :class:`~gentwin.topology.Topology` can hold.  Files, folders and their limits
 are :mod:`gentwin.ingest`'s, the public door.
-
-Examples
---------
->>> kind_of_type("AirQualityObserved"), kind_of_type("WasteContainer"), kind_of_type("Foo")
-('observation', 'asset', 'entity')
->>> device_kind(["sensor"]), device_kind(["HVAC"]), device_kind(["network", "sensor"]), device_kind([])
-('sensor', 'actuator', 'gateway', None)
->>> relationship_rules("refDevice")[0].gentwin
-'OBSERVED_BY'
 """
 
 from __future__ import annotations
@@ -32,43 +23,27 @@ import functools
 import json
 import math
 import re
-from dataclasses import dataclass, field, fields
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, NoReturn
 
 from .topology import NODE_KINDS, RELATION_TYPES, Node, Relation, Topology, TopologyError
 
 __all__ = [
-    "IngestError",
-    "GraphNode",
-    "GraphRelation",
-    "EntityGraph",
-    "relation_phase",
-    "build_graph",
-    "GRAPH_KINDS",
-    "DEVICE_KINDS",
-    "GRAPH_RELATIONS",
-    "MappingRow",
-    "SDM_MAPPING",
-    "mapping_table",
-    "kind_of_type",
-    "device_kind",
-    "relationship_rules",
-    "STRICT_RELATIONSHIPS",
+    "IngestError", "GraphNode", "GraphRelation", "EntityGraph", "relation_phase", "build_graph", "GRAPH_KINDS",
+    "DEVICE_KINDS", "GRAPH_RELATIONS", "MappingRow", "SDM_MAPPING", "mapping_table", "kind_of_type", "device_kind",
+    "relationship_rules", "STRICT_RELATIONSHIPS",
 ]
 
 #: Node kinds of the entity graph (a superset of ``gentwin.topology.NODE_KINDS``).
-GRAPH_KINDS: tuple[str, ...] = (
-    "sensor", "actuator", "gateway", "service", "city", "observation", "asset", "model", "entity",
-)
+GRAPH_KINDS: tuple[str, ...] = ("sensor", "actuator", "gateway", "service", "city", "observation", "asset", "model",
+                                "entity")
 #: The kinds a ``Device`` can take.
-DEVICE_KINDS: tuple[str, ...] = ("sensor", "actuator", "gateway")
-_DEVICES = DEVICE_KINDS
+DEVICE_KINDS = _DEVICES = ("sensor", "actuator", "gateway")
 _THINGS = ("asset", "entity")
 #: Relation types of the entity graph (a superset of ``gentwin.topology.RELATION_TYPES``).
-GRAPH_RELATIONS: tuple[str, ...] = (
-    "CONNECTED_TO", "SERVES_IN", "IN", "OBSERVED_BY", "ATTACHED_TO", "HAS_MODEL", "PART_OF", "NEAR",
-    "CONTROLLED_BY", "LOCATED_ON",
-)
+GRAPH_RELATIONS: tuple[str, ...] = ("CONNECTED_TO", "SERVES_IN", "IN", "OBSERVED_BY", "ATTACHED_TO", "HAS_MODEL",
+                                    "PART_OF", "NEAR", "CONTROLLED_BY", "LOCATED_ON")
 
 
 @dataclass(frozen=True)
@@ -91,10 +66,6 @@ class MappingRow:
     targets: tuple[str, ...] = ()
     inverse: bool = False
     note: str = ""
-
-    def describe(self) -> str:
-        arrow = "target -> holder" if self.inverse else "holder -> target"
-        return f"{self.sdm} ({self.gentwin}, {arrow})"
 
 
 def _types(kind: str, names: str, note: str = "") -> list[MappingRow]:
@@ -158,11 +129,9 @@ STRICT_RELATIONSHIPS: frozenset[str] = frozenset({"refGateway", "refService", "r
 _TYPE_KIND = {r.sdm: r.gentwin for r in SDM_MAPPING if r.source == "type" and r.sdm != "*"}
 _SUFFIX_KIND = [(r.sdm, r.gentwin) for r in SDM_MAPPING if r.source == "type suffix"]
 _CATEGORY_KIND = {r.sdm: r.gentwin for r in SDM_MAPPING if r.source == "deviceCategory" and r.sdm != "*"}
-_RULES: dict[str, tuple[MappingRow, ...]] = {}
-for _row in SDM_MAPPING:
-    if _row.source == "relationship":
-        _RULES[_row.sdm] = (*_RULES.get(_row.sdm, ()), _row)
-del _row
+_RULES: dict[str, tuple[MappingRow, ...]] = {
+    name: tuple(r for r in SDM_MAPPING if r.source == "relationship" and r.sdm == name)
+    for name in dict.fromkeys(r.sdm for r in SDM_MAPPING if r.source == "relationship")}
 
 
 def mapping_table():
@@ -189,8 +158,8 @@ def kind_of_type(entity_type: str) -> str:
 
     >>> kind_of_type("Device"), kind_of_type("ParkingSpot"), kind_of_type("NoiseLevelForecastObserved")
     ('device', 'asset', 'observation')
-    >>> kind_of_type("https://smartdatamodels.org/dataModel.WasteManagement/WasteContainer")
-    'asset'
+    >>> kind_of_type("https://smartdatamodels.org/dataModel.WasteManagement/WasteContainer"), kind_of_type("Foo")
+    ('asset', 'entity')
     """
     kind = _TYPE_KIND.get(entity_type)
     if kind is not None:
@@ -209,23 +178,24 @@ def device_kind(categories: list[str]) -> str | None:
     ``network`` wins over the rest (a gateway that also senses is still the
     uplink of eq. 2); then sensor-like values, then actuator-like ones.
 
-    >>> device_kind(["actuator", "meter"]), device_kind(["lighting"])
-    ('sensor', None)
+    >>> device_kind(["network", "sensor"]), device_kind(["actuator", "meter"]), device_kind(["HVAC"])
+    ('gateway', 'sensor', 'actuator')
+    >>> device_kind(["lighting"]), device_kind([])
+    (None, None)
     """
     kinds = {_CATEGORY_KIND.get(c) for c in categories}
-    for kind in ("gateway", "sensor", "actuator"):
-        if kind in kinds:
-            return kind
-    return None
+    return next((kind for kind in ("gateway", "sensor", "actuator") if kind in kinds), None)
 
 
-@functools.lru_cache(maxsize=1024)
-def _device_kind(categories: tuple[str, ...]) -> str | None:
-    return device_kind(list(categories))
+_device_kind = functools.lru_cache(maxsize=1024)(device_kind)  # called with a tuple of categories
 
 
 def relationship_rules(name: str) -> tuple[MappingRow, ...]:
-    """The rows of ``SDM_MAPPING`` for relationship ``name`` (empty: not in the allow-list)."""
+    """The rows of ``SDM_MAPPING`` for relationship ``name`` (empty: not in the allow-list).
+
+    >>> [r.gentwin for r in relationship_rules("refDevice")], relationship_rules("refFoo")
+    (['OBSERVED_BY', 'ATTACHED_TO'], ())
+    """
     return _RULES.get(name, ())
 
 
@@ -262,14 +232,10 @@ class IngestError(TopologyError):
                  entity: str | None = None, field: str | None = None) -> None:
         self.problem, self.line, self.position, self.entity, self.field = problem, line, position, entity, field
         self.source = None if source is None else str(source)
-        where = [] if self.source is None else [self.source]
-        if line is not None:
-            where.append(f"line {line}")
-        if position is not None or entity is not None:
-            where.append(" ".join(["entity"] + ([f"#{position}"] if position is not None else [])
-                                  + ([repr(entity)] if entity is not None else [])))
-        if field is not None:
-            where.append(f"field {field!r}")
+        which = " ".join(["entity"] + [f"#{position}"] * (position is not None) + [repr(entity)] * (entity is not None))
+        where = [text for text, given in ((self.source, source is not None), (f"line {line}", line is not None),
+                                          (which, position is not None or entity is not None),
+                                          (f"field {field!r}", field is not None)) if given]
         super().__init__(", ".join(where) + ": " + problem if where else problem)
 
 
@@ -304,9 +270,6 @@ class GraphRelation(NamedTuple):
         return f"({self.head}, {self.type}, {self.tail})"
 
 
-_NODE_FIELDS = frozenset(f.name for f in fields(Node))
-
-
 @dataclass
 class EntityGraph:
     """Every entity read (any kind) and every mapped relation: what :func:`gentwin.ingest.read_graph` returns."""
@@ -314,26 +277,9 @@ class EntityGraph:
     nodes: dict[str, GraphNode]
     relations: list[GraphRelation]
 
-    def _fail(self, node: GraphNode, field_name: str, problem: str):
-        raise IngestError(problem, source=node.source, position=node.position, entity=node.urn, field=field_name)
-
     def counts(self) -> dict[str, int]:
-        """Number of nodes of each kind and of relations of each type.
-
-        >>> EntityGraph({}, []).counts()
-        {}
-        """
-        out: dict[str, int] = {}
-        for key in [n.kind for n in self.nodes.values()] + [r.type for r in self.relations]:
-            out[key] = out.get(key, 0) + 1
-        return out
-
-    def table(self):
-        """The nodes as a :class:`pandas.DataFrame`: id, kind, NGSI type and the number of kept properties."""
-        import pandas as pd
-
-        return pd.DataFrame([(n.id, n.kind, n.type, len(n.properties)) for n in self.nodes.values()],
-                            columns=["id", "kind", "type", "properties"])
+        """Number of nodes of each kind and of relations of each type."""
+        return dict(Counter([n.kind for n in self.nodes.values()] + [r.type for r in self.relations]))
 
     def to_topology(self) -> Topology:
         """The :class:`~gentwin.topology.Topology` part: nodes of its kinds, relations of its types between them.
@@ -361,12 +307,12 @@ class EntityGraph:
             extra = dict(n.fields)
             if n.kind == "sensor":
                 if nid not in gateway:
-                    self._fail(n, "refGateway", "a sensor needs a gateway in a gentwin Topology (eq. 2's g_s): give "
-                               "it a refGateway, or list it in a network device's controlledAsset (read_graph "
-                               "reads it without one)")
+                    _fail_ref(n, "refGateway", "a sensor needs a gateway in a gentwin Topology (eq. 2's g_s): give "
+                              "it a refGateway, or list it in a network device's controlledAsset (read_graph "
+                              "reads it without one)")
                 if "sdm_type" not in extra and len(observed.get(nid, ())) == 1:
                     (extra["sdm_type"],) = observed[nid]
-            if n.properties and "properties" in _NODE_FIELDS:  # once Node carries them (else the graph keeps them)
+            if n.properties:
                 extra["properties"] = dict(n.properties)
             nodes[nid] = Node(nid, n.kind, service=service.get(nid), gateway=gateway.get(nid), **extra)
         try:
@@ -380,7 +326,7 @@ _ATTRIBUTE_TYPES = frozenset({"Property", "Relationship", "GeoProperty", "Langua
 _PAYLOAD_KEYS = ("languageMap", "vocab", "valueList", "json")
 _REF_NAME = re.compile(r"ref[A-Z]")
 _REL, _VALUE = "rel", "value"
-_RULE_NAMES = frozenset(r.sdm for r in SDM_MAPPING if r.source == "relationship")
+_RULE_NAMES = frozenset(_RULES)
 _SKIP, _REF, _OTHER = "skip", "ref", "other"
 _STRING_FIELDS = ("name", "category", "sdm_type")  # Node fields carried by plain strings
 # what each attribute name is for (a dict look-up per attribute keeps reading fast)
@@ -389,7 +335,6 @@ _ROLES: dict[str, str] = {"id": _SKIP, "type": _SKIP, "@context": _SKIP, "locati
                           "controlledProperty": "controlled_property", "name": "name",
                           "sensorCategory": "category", "observedEntityType": "sdm_type",
                           **{name: _REF for name in _RULE_NAMES}}
-_Fail = Any
 
 
 # ---------------------------------------------------------------------------
@@ -410,7 +355,7 @@ def _has_nonfinite(value: Any) -> bool:
     return isinstance(value, list) and any(_has_nonfinite(v) for v in value)
 
 
-def _decode(name: str, value: dict, fail: _Fail) -> tuple[str, Any] | None:
+def _decode(name: str, value: dict, fail: Any) -> tuple[str, Any] | None:
     """``(_REL, targets)`` or ``(_VALUE, payload)`` of an attribute object; None for a plain mapping."""
     if "object" in value:
         obj = value["object"]
@@ -430,7 +375,7 @@ def _decode(name: str, value: dict, fail: _Fail) -> tuple[str, Any] | None:
     return None
 
 
-def _attribute(name: str, value: Any, fail: _Fail, form: str | None) -> tuple[str, Any]:
+def _attribute(name: str, value: Any, fail: Any, form: str | None) -> tuple[str, Any]:
     """How one attribute reads: ``(_REL, targets)`` or ``(_VALUE, payload)``, in any encoding."""
     if form != "keyValues":
         if type(value) is dict:
@@ -449,15 +394,13 @@ def _attribute(name: str, value: Any, fail: _Fail, form: str | None) -> tuple[st
         if form == "normalized":
             fail(name, f"must be an NGSI-LD attribute object such as {{\"type\": \"Property\", \"value\": ...}}, "
                        f"got {_short(value)}")
-    if name in _RULE_NAMES:  # an allow-listed relationship: its ids are checked by the caller
-        return _REL, value if type(value) is list else [value]
-    if _REF_NAME.match(name) and (isinstance(value, str) or (
-            type(value) is list and value and all(isinstance(v, str) for v in value))):
+    if name in _RULE_NAMES or (_REF_NAME.match(name) and (isinstance(value, str) or (  # allow-listed: checked later
+            type(value) is list and value and all(isinstance(v, str) for v in value)))):
         return _REL, value if type(value) is list else [value]
     return _VALUE, value
 
 
-def _strings(name: str, value: Any, fail: _Fail) -> list[str]:
+def _strings(name: str, value: Any, fail: Any) -> list[str]:
     if type(value) is list and len(value) == 1 and type(value[0]) is str and value[0]:  # the common case, fast
         return value
     items = value if isinstance(value, list) else [value]
@@ -466,7 +409,7 @@ def _strings(name: str, value: Any, fail: _Fail) -> list[str]:
     return items
 
 
-def _location(value: Any, fail: _Fail) -> tuple[float, float] | None:
+def _location(value: Any, fail: Any) -> tuple[float, float] | None:
     """``(latitude, longitude)`` of a GeoJSON Point; None for another geometry (kept as a property)."""
     if not isinstance(value, dict) or value.get("type") != "Point":
         if isinstance(value, dict) and isinstance(value.get("type"), str) and "coordinates" in value:
@@ -532,17 +475,13 @@ def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_
             what, payload = _VALUE, value
         if what is _REL:
             if role is _REF:
-                ok = len(payload) == 1 and type(payload[0]) is str and payload[0]
-                refs.append((name, payload if ok else _strings(name, payload, fail)))
+                refs.append((name, _strings(name, payload, fail)))
             else:
                 properties[name] = payload  # a relationship outside the allow-list: kept, not followed
         elif role is _OTHER:
             properties[name] = payload
         elif role == "location":
-            coords = payload.get("coordinates") if type(payload) is dict and payload.get("type") == "Point" else None
-            point = (coords[1], coords[0]) if (type(coords) is list and len(coords) == 2 and type(coords[0]) is float
-                                               and type(coords[1]) is float and -180.0 <= coords[0] <= 180.0
-                                               and -90.0 <= coords[1] <= 90.0) else _location(payload, fail)
+            point = _location(payload, fail)
             if point is None:
                 properties[name] = payload
             else:
