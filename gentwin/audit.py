@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .notebook import EXECUTED_DIR
+from .provenance import provenance_label
 from .reference import PAPER_VALUES, PaperValue
 
 __all__ = [
     "GLUE_PREFIX", "glued_values", "MIN_SEEDS", "STATUSES", "comparison_status", "comparison_table", "status_counts",
+    "STATUS_COLOURS", "comparison_markdown",
     "EQUATIONS", "ALGORITHM_LINES", "CodeRef", "equation_references", "find_tests_using", "anchor",
     "equations_markdown", "algorithm_markdown", "sources_markdown",
 ]
@@ -169,6 +172,56 @@ def status_counts(table) -> dict[str, int]:
     """How many rows of a :func:`comparison_table` have each status (every status, zeros included)."""
     counts = table["status"].value_counts()
     return {status: int(counts.get(status, 0)) for status in STATUSES}
+
+
+#: the background of each status on the comparison page
+STATUS_COLOURS: dict[str, str] = {
+    "reproduced": "#d9f2d9", "differs": "#fde2c8", "inconclusive": "#fff4c2", "set by input": "#e3ecf7",
+    "not comparable": "#e6e6e6", "not run": "#f9d6d5",
+}
+
+_MARKUP = re.compile(r"([\\`*_{}\[\]<>$|~#])")
+
+
+def _cell(value: Any) -> str:
+    """A value as the text of a MyST table cell: markup characters escaped, line breaks as spaces.
+
+    >>> print(_cell("a | b, $x$ and *c*"))
+    a \\| b, \\$x\\$ and \\*c\\*
+    """
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def comparison_markdown(table) -> str:
+    """A :func:`comparison_table` as a MyST table whose rows link to their chapter and its provenance box.
+
+    The status is shown on its colour (:data:`STATUS_COLOURS`); the last column links to the
+    chapter page and to the box at its end (label :func:`gentwin.provenance.provenance_label`), so a
+    missing page or box fails the nitpicky build.  Every other cell is the table's text, escaped.
+
+    >>> import pandas as pd
+    >>> row = {"quantity": "a gain", "paper": "19 %", "status": "differs", "chapter": "fig6"}
+    >>> print(comparison_markdown(pd.DataFrame([row])))
+    | quantity | paper | status | chapter |
+    |---|---|---|---|
+    | a gain | 19 % | <span class="comparison-status" style="background-color: #fde2c8">differs</span> | {doc}`fig6 </book/executed/fig6>` ({ref}`provenance <provenance-fig6>`) |
+    """
+    columns = list(table.columns)
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    for record in table.to_dict("records"):
+        cells = []
+        for column in columns:
+            value = record[column]
+            if column == "status":
+                cells.append(f'<span class="comparison-status" style="background-color: '
+                             f'{STATUS_COLOURS[value]}">{_cell(value)}</span>')
+            elif column == "chapter":
+                cells.append(f"{{doc}}`{value} </{EXECUTED_DIR.as_posix()}/{value}>` "
+                             f"({{ref}}`provenance <{provenance_label(value)}>`)")
+            else:
+                cells.append(_cell(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(x: float | None) -> str:

@@ -1,4 +1,10 @@
-"""Provenance of a result page: the commit, parameters, seeds, backbone, versions, device and wall time that made it."""
+"""Provenance of a result page: the commit, parameters, seeds, backbone, versions, device and wall time that made it.
+
+The box :meth:`Provenance.markdown` renders carries a stable label, ``provenance-PAGE``
+(:func:`provenance_label`), that the comparison page links to, and download links for the
+executed notebook and its jupytext source; :func:`save_figure` keeps every figure of a page
+as PNG and SVG with the data behind it as CSV, beside the executed page.
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -6,6 +12,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .files import atomic_path, atomic_write_text
+from .notebook import EXECUTED_DIR, SOURCE_DIR
 
-__all__ = ["Provenance", "provenance", "git_state", "weights_sha256", "rerun_command", "changed_from_paper"]
+__all__ = ["Provenance", "provenance", "git_state", "weights_sha256", "rerun_command", "changed_from_paper",
+           "provenance_label", "page_downloads", "FIGURES_DIR", "FigureFiles", "save_figure"]
 
 _IMPORTED = __import__("time").perf_counter()
 
@@ -85,6 +95,50 @@ def rerun_command(page: str, profile: str, overrides: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
+
+
+def _check_name(field_name: str, value: Any) -> str:
+    """A page or figure name: lowercase letters, digits, ``-`` and ``_`` (it becomes a file name and a label)."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"{field_name} = {value!r}: must be lowercase letters, digits, '-' and '_', "
+                         "starting with a letter or digit (it names files and a link target)")
+    return value
+
+
+def provenance_label(page: str) -> str:
+    """The label of a page's provenance box, the target of ``{ref}`text <label>``` links.
+
+    >>> provenance_label("fig6")
+    'provenance-fig6'
+    """
+    return f"provenance-{_check_name('page', page)}"
+
+
+def _source_from_page(page: str) -> str:
+    """The chapter's jupytext source, relative to its executed page (``book/executed/PAGE``).
+
+    >>> _source_from_page("fig6")
+    '../../notebooks/fig6.md'
+    """
+    up = "/".join(".." for _ in EXECUTED_DIR.parts)
+    return f"{up}/{SOURCE_DIR.as_posix()}/{page}.md"
+
+
+def page_downloads(page: str) -> str:
+    """Download links (MyST) for a chapter's executed notebook and its jupytext source, from its executed page.
+
+    ``{download}`` copies each file into the built book (a plain link to an ``.md`` or ``.ipynb``
+    file would be taken for a page, and the source is no page of the book).
+
+    >>> print(page_downloads("fig6"))
+    {download}`executed notebook (fig6.ipynb) <fig6.ipynb>`, {download}`source (notebooks/fig6.md) <../../notebooks/fig6.md>`
+    """
+    _check_name("page", page)
+    return (f"{{download}}`executed notebook ({page}.ipynb) <{page}.ipynb>`, "
+            f"{{download}}`source ({SOURCE_DIR.as_posix()}/{page}.md) <{_source_from_page(page)}>`")
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for name in TRACKED_PACKAGES:
@@ -153,8 +207,10 @@ class Provenance:
             f"* **wall time**: {self.wall_s:.1f} s, finished {self.date}",
             *(f"* **{k}**: {v}" for k, v in self.extra.items()),
             f"* **re-run this page**: `{self.command}`",
+            f"* **download this page**: {page_downloads(self.page)}",
         ]
-        return "```{admonition} Provenance of this page\n:class: note provenance\n\n" + "\n".join(lines) + "\n```\n"
+        return (f"({provenance_label(self.page)})=\n"
+                "```{admonition} Provenance of this page\n:class: note provenance\n\n" + "\n".join(lines) + "\n```\n")
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
@@ -185,6 +241,7 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
     """
     import time
 
+    _check_name("page", page)
     backbone = None
     if model is not None:
         from .llm import describe_backbone
@@ -202,3 +259,96 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
         wall_s=wall, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command=rerun_command(page, settings.profile, overrides), extra=dict(extra or {}),
     )
+
+
+# ---------------------------------------------------------------------------
+# A page's figures as files
+# ---------------------------------------------------------------------------
+
+#: where a page's figure files go, below the executed pages: ``book/executed/figures/PAGE/``
+FIGURES_DIR = "figures"
+
+
+@dataclass(frozen=True)
+class FigureFiles:
+    """The PNG, SVG and CSV files :func:`save_figure` wrote for one figure; shown, the links to them."""
+
+    page: str
+    name: str
+    folder: Path  #: ``ROOT/book/executed/figures/PAGE``
+
+    def path(self, suffix: str) -> Path:
+        """The file of one format: ``suffix`` is ``"png"``, ``"svg"`` or ``"csv"``."""
+        return self.folder / f"{self.name}.{suffix}"
+
+    def link(self, suffix: str) -> str:
+        """The file of one format as the executed page links to it (relative to ``book/executed``).
+
+        >>> FigureFiles("fig6", "curves", Path("book/executed/figures/fig6")).link("svg")
+        'figures/fig6/curves.svg'
+        """
+        return f"{FIGURES_DIR}/{self.page}/{self.name}.{suffix}"
+
+    def markdown(self) -> str:
+        """One line of download links, shown under the figure.
+
+        Plain links work in Jupyter, and the book turns a link to an existing file into a
+        download (a missing file fails the ``-n`` build).
+
+        >>> print(FigureFiles("fig6", "curves", Path("book/executed/figures/fig6")).markdown())
+        Download this figure: [PNG](figures/fig6/curves.png) · [SVG](figures/fig6/curves.svg) · [data (CSV)](figures/fig6/curves.csv)
+        """
+        links = " · ".join(f"[{label}]({self.link(suffix)})"
+                           for suffix, label in (("png", "PNG"), ("svg", "SVG"), ("csv", "data (CSV)")))
+        return f"Download this figure: {links}"
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def _as_frame(data: Any):
+    """The data behind a figure as a flat table whose CSV reads back to it (index and column levels become columns)."""
+    import pandas as pd
+
+    if isinstance(data, pd.Series):
+        data = data.to_frame(data.name if data.name is not None else "value")
+    elif isinstance(data, Mapping) or (isinstance(data, (list, tuple)) and data):
+        data = pd.DataFrame(data)
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data = {type(data).__name__}: the data behind a figure must be a pandas DataFrame or "
+                        "Series, a mapping of columns or a non-empty list of records")
+    if data.shape[1] == 0:
+        raise ValueError("data has no column: save the numbers the figure draws")
+    plain_index = isinstance(data.index, pd.RangeIndex) and data.index.start == 0 and data.index.step == 1 \
+        and data.index.name is None
+    frame = data if plain_index else data.reset_index()
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame = frame.set_axis([" ".join(str(p) for p in col if str(p)) for col in frame.columns], axis=1)
+    return frame
+
+
+def save_figure(fig: Any, page: str, name: str, data: Any, *, root: str | os.PathLike | None = None,
+                dpi: int = 150) -> FigureFiles:
+    """Save a page's figure as PNG and SVG and the data it draws as CSV, beside the executed page.
+
+    The files are ``ROOT/book/executed/figures/PAGE/NAME.png|svg|csv``, each written atomically;
+    ``root`` is the book's root (default: the current folder, where a chapter runs).  The SVG is
+    byte-for-byte the same for the same figure (no date; element ids salted by page and name).
+    ``data`` (a DataFrame, Series, mapping of columns or list of records) is written without
+    losing anything: a non-default index becomes columns, so ``pandas.read_csv`` gives the
+    table back.  Displayed, the returned :class:`FigureFiles` is the line of download links.
+    """
+    import matplotlib
+
+    _check_name("page", page)
+    _check_name("name", name)
+    if not callable(getattr(fig, "savefig", None)):
+        raise TypeError(f"fig = {type(fig).__name__}: not a matplotlib figure (it has no savefig)")
+    frame = _as_frame(data)
+    files = FigureFiles(page, name, Path(root if root is not None else ".") / EXECUTED_DIR / FIGURES_DIR / page)
+    with atomic_path(files.path("png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    with matplotlib.rc_context({"svg.hashsalt": f"{page}/{name}"}), atomic_path(files.path("svg")) as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
+    atomic_write_text(files.path("csv"), frame.to_csv(index=False, lineterminator="\n"))
+    return files

@@ -208,3 +208,41 @@ def test_sources_include_each_test_once_by_its_object() -> None:
     assert "(test-tests-test-x-py--testp--test-two)=\n### `TestP::test_two`" in text
     assert ":pyobject: TestP.test_two" in text
     assert equations.sources_markdown({}) == "No test cites an equation yet."
+
+
+# --- the comparison page's table, as MyST with links to each chapter and its provenance box ---
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one MyST table row (an escaped pipe stays inside its cell)."""
+    import re
+
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def test_comparison_markdown_links_every_row_to_its_chapter_and_provenance_box(tmp_path: Path) -> None:
+    _write_nb(tmp_path / "fig6.ipynb", [_glue_output("fig6_gain_pct", "4.0"), _glue_output("fig6_gain_pct_low", "1.0"),
+                                         _glue_output("fig6_gain_pct_high", "7.0"), _glue_output("fig6_gain_pct_n", "6")])
+    table = audit.comparison_table(tmp_path)
+    lines = audit.comparison_markdown(table).splitlines()
+    assert _cells(lines[0]) == list(table.columns) and len(lines) == 2 + len(PAPER_VALUES)
+    for row, line in zip(PAPER_VALUES, lines[2:]):
+        cells = dict(zip(table.columns, _cells(line)))
+        assert cells["quantity"] == row.quantity.replace("_", "\\_")
+        assert cells["chapter"] == (f"{{doc}}`{row.notebook} </book/executed/{row.notebook}>` "
+                                    f"({{ref}}`provenance <provenance-{row.notebook}>`)")
+    gain = dict(zip(table.columns, _cells(lines[2 + [r.key for r in PAPER_VALUES].index("fig6_gain_pct")])))
+    assert gain["status"] == f'<span class="comparison-status" style="background-color: {audit.STATUS_COLOURS["differs"]}">differs</span>'
+    assert gain["95 % CI"] == "\\[1, 7\\]"  # brackets escaped: no link syntax
+
+
+def test_comparison_markdown_escapes_markup_in_cells() -> None:
+    import pandas as pd
+
+    note = "a | b costs $5 and $6, *not* `x` <y> {z}\nsecond line"
+    table = pd.DataFrame([{"why": note, "status": "not run", "chapter": "table4"}])
+    row = audit.comparison_markdown(table).splitlines()[2]
+    cells = _cells(row)
+    assert len(cells) == 3  # the pipe in the note did not open a cell
+    assert cells[0] == r"a \| b costs \$5 and \$6, \*not\* \`x\` \<y\> \{z\} second line"
+    assert set(audit.STATUS_COLOURS) == set(audit.STATUSES)
