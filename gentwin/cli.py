@@ -19,6 +19,7 @@ when ``diff-glue`` found a difference.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -49,6 +50,10 @@ examples:
   gentwin params notebooks/setup.md                what can be changed, ranges and defaults
   gentwin book --profile quick                     every chapter, small and fast, then the HTML book
   gentwin diff-glue OLD_DIR NEW_DIR                 the glued values two executed books disagree on
+
+Pages, trainings and frozen passes whose inputs (source, parameters, code,
+library versions) did not change are reused from a checksum-verified cache
+($GENTWIN_CACHE, else ~/.cache/gentwin); --no-cache computes everything.
 
 exit codes: 0 success; 2 rejected command line, chapter or parameter (nothing
 changed); 1 a notebook cell or the book build failed (previous outputs kept),
@@ -118,6 +123,20 @@ example:
 """
 
 
+_NO_CACHE_HELP = ("compute every page and step again, reading and writing no cache entry (default: reuse the "
+                  "pages and the trainings/frozen passes whose inputs did not change, kept in $GENTWIN_CACHE, "
+                  "else ~/.cache/gentwin)")
+
+
+def _step_cache(no_cache: bool):
+    """The cache of this run; ``--no-cache`` also turns it off in the notebooks' kernels (they inherit it)."""
+    from . import cache
+
+    if no_cache:
+        os.environ[cache.ENV_OFF] = "1"
+    return cache.from_environment(log=_say)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gentwin`` (its help texts are the user documentation)."""
     raw = argparse.RawDescriptionHelpFormatter
@@ -132,6 +151,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="set a parameter (repeatable); VALUE may start with '-', e.g. -p n_sensors -5 is read and rejected",
     )
     run.add_argument("--root", metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)")
+    run.add_argument("--no-cache", action="store_true", help=_NO_CACHE_HELP)
 
     book = sub.add_parser("book", help="run every notebook, then build the HTML book", description=_BOOK_HELP,
                           epilog=_BOOK_EPILOG, formatter_class=raw)
@@ -141,6 +161,7 @@ def make_parser() -> argparse.ArgumentParser:
     book.add_argument("--no-build", action="store_true", help="run the notebooks only, skip jupyter-book")
     book.add_argument("--no-execute", action="store_true",
                       help="build from the pages already executed (keeps a page re-run with `gentwin run`)")
+    book.add_argument("--no-cache", action="store_true", help=_NO_CACHE_HELP)
 
     params = sub.add_parser("params", help="list a notebook's parameters, ranges and defaults",
                             description=_PARAMS_HELP, epilog=_PARAMS_EPILOG, formatter_class=raw)
@@ -157,7 +178,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 _OPTIONS = frozenset({"-p", "--param", "--root", "-h", "--help", "--profile", "--no-build", "--no-execute",
-                      "--ignore"})
+                      "--ignore", "--no-cache"})
 
 
 def _take_params(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -228,7 +249,7 @@ def _cmd_run(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
     used = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "the notebook's defaults"
     print(f"running {_show(src, root)} with {used} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    execute(src, out, params, cwd=root, log=_say)
+    execute(src, out, params, cwd=root, log=_say, step_cache=_step_cache(args.no_cache))
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
     return EXIT_OK
 
@@ -251,7 +272,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 def _cmd_book(args: argparse.Namespace) -> int:
     root = _root(args.root)
     index = build_book(root, args.profile, log=_say, build=not args.no_build,
-                       execute_notebooks=not args.no_execute)
+                       execute_notebooks=not args.no_execute, step_cache=_step_cache(args.no_cache))
     if args.no_build:
         print(f"executed every notebook of {root / '_toc.yml'}")
     else:

@@ -30,11 +30,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 from . import config
 from .checks import check_choice
-from .files import atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "NotebookError", "ParameterError", "ExecutionError", "EXECUTED_DIR", "parse_parameters_source", "read_parameters",
-    "check_parameters", "output_path_for", "execute", "toc_notebooks", "build_book", "find_root", "diff_glued",
+    "check_parameters", "output_path_for", "page_inputs", "execute", "toc_notebooks", "build_book", "find_root", "diff_glued",
 ]
 
 #: Where executed notebooks go, relative to the book's root (the folder the TOC reads).
@@ -307,6 +307,43 @@ def _cell_reporter(nb: Any, name: str, say: Callable[[str], None] | None,
     return on_cell_start
 
 
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
+
+
+def _side_files(root: Path, output_path: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """Files beside the executed pages (figures, tables; not the pages nor the shared data set), with their
+    modification time and size, so the ones a run wrote can be told apart."""
+    folder = root / EXECUTED_DIR
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if p.is_file() and p.suffix != ".ipynb" and rel.parts[0] != "data" and not p.name.startswith("."):
+            st = p.stat()
+            out[(EXECUTED_DIR / rel).as_posix()] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def page_inputs(path: str | os.PathLike, parameters: Mapping[str, Any], root: str | os.PathLike,
+                output_path: str | os.PathLike) -> dict[str, Any]:
+    """What an executed page depends on beyond the library's code (which every cache key holds): the
+    chapter's source, its parameters, whether a Neo4j server is named (``NEO4J_URI``, hashed, never kept)
+    and, for a page that reads other pages (its source names ``book/executed``), those pages."""
+    from .cache import fingerprint
+
+    source = Path(path).read_bytes()
+    inputs: dict[str, Any] = {"source": source, "parameters": dict(parameters),
+                              "neo4j": fingerprint(os.environ.get("NEO4J_URI", ""))}
+    if EXECUTED_DIR.as_posix().encode() in source:
+        folder = Path(root) / EXECUTED_DIR
+        inputs["reads"] = {p.name: p.read_bytes() for p in sorted(folder.glob("*.ipynb"))
+                           if p.resolve() != Path(output_path).resolve()}
+    return inputs
+
+
 def execute(
     path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -315,6 +352,7 @@ def execute(
     *,
     timeout: int | None = None,
     log: Callable[[str], None] | None = None,
+    step_cache: Any = None,
 ) -> Path:
     """Execute a jupytext notebook through papermill into ``output_path``.
 
@@ -325,7 +363,30 @@ def execute(
     :func:`check_parameters` first).  ``log`` receives ``[NAME] cell k/N:
     first line`` as each code cell starts.  :class:`ExecutionError` carries a
     failing cell's error.
+
+    With ``step_cache`` (:class:`gentwin.cache.StepCache`) the executed page and the files it wrote
+    beside itself are kept under :func:`page_inputs`; a later run with the same inputs writes them
+    back without executing (an unchanged page is not rewritten, so Sphinx does not rebuild it).
     """
+    if step_cache is not None and step_cache.folder is not None:
+        root = Path(cwd) if cwd is not None else Path.cwd()
+        inputs = page_inputs(path, parameters or {}, root, output_path)
+        key = step_cache.key("page", inputs)
+        found, entry = step_cache.load("page", key)
+        if found:
+            for rel, data in entry["files"].items():
+                _write_if_changed(root / rel, data)
+            _write_if_changed(Path(output_path), entry["notebook"])
+            if log is not None:
+                log(f"[{Path(path).stem}] reused from the cache: same source, parameters and code ({key[:12]})")
+            return Path(output_path)
+        before = _side_files(root, output_path)
+        execute(path, output_path, parameters, cwd, timeout=timeout, log=log)
+        after = _side_files(root, output_path)
+        files = {rel: (root / rel).read_bytes() for rel, stamp in after.items() if before.get(rel) != stamp}
+        step_cache.store("page", key, {"notebook": Path(output_path).read_bytes(), "files": files},
+                         note=Path(path).stem)
+        return Path(output_path)
     import jupytext
     import nbformat
     import papermill
@@ -442,14 +503,15 @@ def _jupyter_book_command() -> list[str]:
 
 
 def build_book(root: str | os.PathLike, profile: str = "paper", *, log: Callable[[str], None] | None = None,
-               build: bool = True, execute_notebooks: bool = True) -> Path:
+               build: bool = True, execute_notebooks: bool = True, step_cache: Any = None) -> Path:
     """Execute every notebook of the TOC with ``profile``, then build the HTML book.
 
     Every notebook is checked first, then executed in TOC order into
     ``root/book/executed/NAME.ipynb`` (the first failing cell stops the run);
     the book is built with ``jupyter-book build ROOT -W -n --keep-going``.
     ``log`` receives one line per step; ``build=False`` runs the notebooks
-    only, ``execute_notebooks=False`` builds from the pages already executed.
+    only, ``execute_notebooks=False`` builds from the pages already executed;
+    with ``step_cache`` a page whose inputs did not change is reused (:func:`execute`).
     Returns ``root/_build/html/index.html``.
     """
     root = Path(root)
@@ -464,7 +526,7 @@ def build_book(root: str | os.PathLike, profile: str = "paper", *, log: Callable
         out = output_path_for(src, root)
         say(f"[{k}/{len(plan)}] running {_relative(src, root)} (profile={profile}) ...")
         t0 = time.perf_counter()
-        execute(src, out, params, cwd=root, log=say)
+        execute(src, out, params, cwd=root, log=say, step_cache=step_cache)
         say(f"[{k}/{len(plan)}] wrote {_relative(out, root)} in {time.perf_counter() - t0:.1f} s")
     say(f"executed {len(plan)} notebooks in {time.perf_counter() - start:.1f} s")
     index = root / "_build" / "html" / "index.html"

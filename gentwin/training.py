@@ -64,6 +64,7 @@ __all__ = [
     "target_loss",
     "TwinTask",
     "prepare_task",
+    "cached_frozen_states",
     "reset_adapters",
     "predict_triples",
     "decode_triples",
@@ -73,6 +74,9 @@ __all__ = [
     "train_pass",
     "pass_rows",
     "eval_rows",
+    "adapter_state",
+    "load_adapter_state",
+    "train_trajectory",
     "train_twin",
     "training_instances",
     "run_seeds",
@@ -193,6 +197,7 @@ def prepare_task(
     id_style: str = "named",
     id_seed: int = 0,
     progress: bool = False,
+    step_cache=None,
 ) -> TwinTask:
     """Verbalise and tokenise every device node once and run the frozen part once.
 
@@ -217,6 +222,8 @@ def prepare_task(
         (:func:`~gentwin.verbalise.opaque_names` with ``id_seed``) before
         prompting, and mapped back when parsing (:meth:`TwinTask.parse`), so
         gold relations and scores stay in the data set's ids.
+    step_cache
+        A :class:`gentwin.cache.StepCache` that keeps the frozen pass (:func:`cached_frozen_states`).
     """
     if id_style not in ID_STYLES:
         raise TrainingError(f"id_style = {id_style!r}: must be one of {', '.join(map(repr, ID_STYLES))}")
@@ -244,15 +251,31 @@ def prepare_task(
     compute_autocast(model, compute_dtype)  # validates compute_dtype before the long pass
     frozen = None
     if cache:
-        start = split_layer(model)
-        frozen = frozen_states(model, encoded, start, adapter=adapter_modules(model)[start] if inside else None,
-                               batch_size=batch_size,
-                               compute_dtype=compute_dtype, progress=progress)
+        frozen = cached_frozen_states(model, encoded, inside=inside, batch_size=batch_size,
+                                      compute_dtype=compute_dtype, progress=progress, step_cache=step_cache)
     return TwinTask(
         tokenizer=tokenizer, dataset=dataset, node_ids=node_ids, row_of={k: i for i, k in enumerate(node_ids)},
         gold=gold, encoded=encoded, vocab=vocab, frozen=frozen, max_length=max_length, compute_dtype=compute_dtype,
         names=names, copyable=copyable,
     )
+
+
+def cached_frozen_states(model, encoded: Encoded, *, inside: bool, batch_size: int, compute_dtype: str,
+                         progress: bool = False, step_cache=None) -> FrozenStates:
+    """:func:`gentwin.frozen.frozen_states` from the lowest adapted layer (into it when ``inside``), kept in
+    ``step_cache`` under the model's weights, the sequences and the compute settings."""
+    start = split_layer(model)
+
+    def compute() -> FrozenStates:
+        return frozen_states(model, encoded, start, adapter=adapter_modules(model)[start] if inside else None,
+                             batch_size=batch_size, compute_dtype=compute_dtype, progress=progress)
+
+    if step_cache is None:
+        return compute()
+    inputs = {"model": list(model.state_dict().items()), "encoded": encoded, "inside": inside,
+              "batch_size": batch_size, "compute_dtype": compute_dtype, "threads": torch.get_num_threads(),
+              "device": str(model_device(model))}
+    return step_cache.get_or_compute("frozen", inputs, compute, note=f"{len(encoded.lengths)} sequences")
 
 
 def reset_adapters(model, seed: int) -> None:
@@ -524,6 +547,72 @@ def eval_rows(task: TwinTask, train_rows: torch.Tensor, split: str) -> list[int]
     return rows
 
 
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    """A copy of every trainable parameter (the Twin Adapters), by name."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_adapter_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Put :func:`adapter_state`'s copy back into the model's trainable parameters."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(state):
+        raise TrainingError("state: its parameters are not this model's trainable parameters")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n])
+
+
+def _trajectory_inputs(model, task: TwinTask, passes: Sequence[torch.Tensor], config: TrainingConfig, seed: int,
+                       path: str) -> dict[str, Any]:
+    """Everything a training trajectory depends on: the model's weights (adapters as initialised), the task's
+    tensors (sequences, vocabulary, frozen states), the passes and the optimiser settings."""
+    training = {f: getattr(config, f) for f in ("optimizer", "learning_rate", "discount_factor", "batch_size",
+                                                 "shuffle_passes")}
+    return {"model": list(model.state_dict().items()), "encoded": task.encoded, "vocab": task.vocab,
+            "frozen": task.frozen, "compute_dtype": task.compute_dtype, "passes": list(passes),
+            "training": training, "seed": int(seed), "path": path}
+
+
+def train_trajectory(model, task: TwinTask, passes: Sequence[torch.Tensor], config: TrainingConfig, *, seed: int,
+                     path: str = "cached", desc: str = "passes", progress: bool = False, step_cache=None
+                     ) -> list[dict[str, Any]]:
+    """Algorithm 1 lines 9-10: one training pass over each element of ``passes`` (rows of ``task``).
+
+    The learning rate of pass ``e`` (0-based) is ``learning_rate * discount_factor ** e``; with
+    ``config.shuffle_passes`` each pass visits its rows in a permutation drawn from ``seed``.
+    ``seed`` seeds the torch RNG (adapter dropout); the adapters' initialisation is the caller's.
+    Returns one record per pass, after a first one for the start: ``train_loss`` (mean batch loss),
+    ``lr``, ``seconds`` (training time of the pass) and ``state`` (:func:`adapter_state` after it).
+    With ``step_cache`` (:class:`gentwin.cache.StepCache`) a trajectory trained before on the same inputs
+    (:func:`_trajectory_inputs`) is reused; the model is left in the state after the last pass.
+    """
+    def compute() -> list[dict[str, Any]]:
+        records = [dict(train_loss=float("nan"), lr=0.0, seconds=0.0, state=adapter_state(model))]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            optimizer = make_optimizer(model.parameters(), config.optimizer, config.learning_rate)
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.discount_factor)
+            gen = torch.Generator().manual_seed(int(seed))
+            bar = progress_bar(passes, desc=f"{desc} (seed {seed})", disable=not progress, leave=False)
+            for rows in bar:
+                lr = optimizer.param_groups[0]["lr"]
+                t0 = time.perf_counter()
+                loss = train_pass(model, task, pass_rows(rows, config.shuffle_passes, gen), optimizer,
+                                  config.batch_size, path)
+                records.append(dict(train_loss=loss, lr=lr, seconds=time.perf_counter() - t0,
+                                    state=adapter_state(model)))
+                scheduler.step()
+                bar.set_postfix(loss=f"{loss:.3f}")
+        return records
+
+    if step_cache is None:
+        return compute()
+    inputs = _trajectory_inputs(model, task, passes, config, seed, path)
+    records = step_cache.get_or_compute("trajectory", inputs, compute, note=f"{desc}, seed {seed}")
+    load_adapter_state(model, records[-1]["state"])
+    return records
+
+
 def train_twin(
     model,
     task: TwinTask,
@@ -537,16 +626,15 @@ def train_twin(
     eval_every: int = 1,
     path: str = "cached",
     progress: bool = False,
+    step_cache=None,
 ):
     """Algorithm 1 lines 9-12: train the adapters on ``order`` (in this order every epoch), scoring each epoch.
 
-    Learning rate, decay, batch size, optimiser and epochs come from
-    ``config`` (:class:`gentwin.config.TrainingConfig`): the learning rate of
-    epoch ``e`` (0-based) is ``learning_rate * discount_factor ** e``.  With
-    ``config.shuffle_passes`` every epoch visits the instances in a fresh
-    permutation drawn from ``seed``; otherwise in the order given.
-    ``seed`` seeds the torch RNG for the run (adapter dropout); the adapter
-    initialisation is the caller's (:func:`reset_adapters`).
+    Training is :func:`train_trajectory` with one pass over ``order`` per epoch (learning rate,
+    decay, batch size, optimiser and epochs from ``config``,
+    :class:`gentwin.config.TrainingConfig`); the scores are computed afterwards on the adapters
+    as they were after each epoch, so a ``step_cache`` holding the trajectory skips training and
+    only scores again (e.g. with another ``eval_mode``).
 
     The splits in ``eval_splits`` (``"train"`` = the unique nodes of
     ``order``; ``"validation"``, ``"test"``, ``"all"``) are evaluated before
@@ -560,6 +648,7 @@ def train_twin(
         split's entities), ``train_loss`` (mean batch loss of the epoch),
         ``lr``, ``seconds`` (training time of the epoch) and the counts;
         epochs without evaluation get one row with ``split = "none"``.
+        The model is left as trained.
     """
     import pandas as pd
 
@@ -570,39 +659,21 @@ def train_twin(
     mode = config.eval_mode if eval_mode is None else eval_mode
     rows = task.rows(items)
     split_rows = {s: eval_rows(task, rows, s) for s in eval_splits}
+    trajectory = train_trajectory(model, task, [rows] * n_epochs, config, seed=seed, path=path, desc="epochs",
+                                  progress=progress, step_cache=step_cache)
     records: list[dict[str, Any]] = []
-
-    def record(epoch: int, train_loss: float, lr: float, seconds: float) -> None:
-        row = dict(epoch=epoch, seed=seed, train_loss=train_loss, lr=lr, seconds=seconds)
-        if epoch % eval_every and epoch != n_epochs:
+    for epoch, step in enumerate(trajectory):
+        row = dict(epoch=epoch, seed=seed, train_loss=step["train_loss"], lr=step["lr"], seconds=step["seconds"])
+        if (epoch % eval_every and epoch != n_epochs) or not split_rows:
             records.append(dict(row, split="none"))
-            return
+            continue
+        load_adapter_state(model, step["state"])
         for split, er in split_rows.items():
             sc = evaluate(model, task, er, mode=mode, l1_index=config.l1_index, path=path,
                           batch_size=config.eval_batch_size)
             records.append(dict(row, split=split, **sc))
-        if not split_rows:
-            records.append(dict(row, split="none"))
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        optimizer = make_optimizer(model.parameters(), config.optimizer, config.learning_rate)
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.discount_factor)
-        record(0, float("nan"), 0.0, 0.0)
-        gen = torch.Generator().manual_seed(int(seed))
-        bar = progress_bar(range(1, n_epochs + 1), desc=f"epochs (seed {seed})", disable=not progress, leave=False)
-        for epoch in bar:
-            lr = optimizer.param_groups[0]["lr"]
-            t0 = time.perf_counter()
-            loss = train_pass(model, task, pass_rows(rows, config.shuffle_passes, gen), optimizer,
-                               config.batch_size, path)
-            seconds = time.perf_counter() - t0
-            scheduler.step()
-            record(epoch, loss, lr, seconds)
-            bar.set_postfix(loss=f"{loss:.3f}")
+    load_adapter_state(model, trajectory[-1]["state"])
     return pd.DataFrame(records)
-
-
 
 
 def extract_graph(model, task: TwinTask, *, mode: str = "generate", batch_size: int = 64, progress: bool = False) -> set[Relation]:
@@ -636,7 +707,7 @@ def run_seeds(config: TrainingConfig) -> list[int]:
 
 
 def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto", id_style: str | None = None,
-               progress: bool = False):
+               progress: bool = False, step_cache=None):
     """Backbone + Twin Adapters + data set + prepared task, all from :class:`gentwin.config.Settings`.
 
     Returns ``(model, tokenizer, dataset, task)``; the backbone is
@@ -647,7 +718,7 @@ def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto"
     thread count to ``settings.training.torch_threads`` (process-wide: the
     same seed then gives the same numbers on every run on one machine);
     ``id_style`` defaults to ``settings.training.id_style`` (opaque ids are
-    drawn with ``train_seed``).
+    drawn with ``train_seed``); ``step_cache`` keeps the frozen pass.
     """
     cfg = settings.training
     torch.set_num_threads(cfg.torch_threads)
@@ -657,11 +728,11 @@ def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto"
     task = prepare_task(model, tok, dataset, max_length=cfg.max_length, restrict_vocab=cfg.restrict_vocab,
                         compute_dtype=cfg.compute_dtype, batch_size=cfg.eval_batch_size,
                         id_style=cfg.id_style if id_style is None else id_style, id_seed=cfg.train_seed,
-                        progress=progress)
+                        progress=progress, step_cache=step_cache)
     return model, tok, dataset, task
 
 
-def retask(model, task: TwinTask, settings, id_style: str, *, progress: bool = False) -> TwinTask:
+def retask(model, task: TwinTask, settings, id_style: str, *, progress: bool = False, step_cache=None) -> TwinTask:
     """The same data set and model prepared again with another ``id_style`` (its own frozen pass)."""
     if id_style == ("named" if task.names is None else "opaque"):
         return task
@@ -669,7 +740,7 @@ def retask(model, task: TwinTask, settings, id_style: str, *, progress: bool = F
     return prepare_task(model, task.tokenizer, task.dataset, max_length=cfg.max_length,
                         restrict_vocab=cfg.restrict_vocab, compute_dtype=task.compute_dtype,
                         batch_size=cfg.eval_batch_size, id_style=id_style, id_seed=cfg.train_seed,
-                        progress=progress)
+                        progress=progress, step_cache=step_cache)
 
 
 #: Measured on the quick Fig. 7 task (24 training instances, batches of 8, 2 threads) on an AVX-512 CPU with

@@ -86,6 +86,21 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         session.exitstatus = 1
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_step_cache(tmp_path_factory):
+    """Tests never read or write the user's step cache: it is off (a test that wants one makes its own) and,
+    should a process turn it on, it lies in a folder of this session."""
+    keep = {name: os.environ.get(name) for name in ("GENTWIN_CACHE", "GENTWIN_NO_CACHE")}
+    os.environ["GENTWIN_CACHE"] = str(tmp_path_factory.mktemp("gentwin-cache"))
+    os.environ["GENTWIN_NO_CACHE"] = "1"
+    yield
+    for name, value in keep.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def _unavailable(reason: str) -> None:
     """Skip (counted as NOT TESTED, which fails the run unless accepted); never returns."""
     pytest.skip(f"Neo4j test server unavailable: {reason}")

@@ -28,6 +28,13 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = pytest.mark.slow
 
 
+def _cache_on(root: Path) -> dict[str, str]:
+    """The environment of a build with its own step cache, on (the test session turns caches off)."""
+    env = {k: v for k, v in os.environ.items() if k != "GENTWIN_NO_CACHE"}
+    env["GENTWIN_CACHE"] = str(root / "step-cache")
+    return env
+
+
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory) -> Path:
     """Build the book (quick profile) in a copy of the sources; return the HTML folder."""
@@ -39,7 +46,7 @@ def built_book(tmp_path_factory) -> Path:
                         ignore=shutil.ignore_patterns("executed", "__pycache__", "*.pyc", "output"))
     proc = subprocess.run(
         [sys.executable, "-m", "gentwin", "book", "--profile", "quick", "--root", str(root)],
-        capture_output=True, text=True, timeout=3000,
+        capture_output=True, text=True, timeout=3000, env=_cache_on(root),
     )
     if proc.returncode != 0:
         pytest.fail(f"book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
@@ -212,3 +219,21 @@ def test_every_result_page_ends_with_its_provenance(built_book: Path, browser, p
     for field in ("commit", "profile", "seeds", "versions", "device", "wall time", "re-run this page"):
         assert field in text, (page, field)
     assert f"gentwin run notebooks/{page}.md -p profile quick" in text
+
+
+def test_a_second_build_reuses_every_page_with_the_same_glued_values(built_book, tmp_path):
+    from gentwin.notebook import diff_glued, toc_notebooks
+
+    root = built_book.parent.parent
+    before = tmp_path / "before"
+    shutil.copytree(root / "book" / "executed", before)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gentwin", "book", "--profile", "quick", "--root", str(root), "--no-build"],
+        capture_output=True, text=True, timeout=600, env=_cache_on(root),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pages = [p.stem for p in toc_notebooks(root)]
+    reused = [p for p in pages if f"[{p}] reused from the cache" in proc.stderr]
+    assert reused == pages, proc.stderr[-3000:]
+    assert "cell 1/" not in proc.stderr  # nothing executed
+    assert diff_glued(before, root / "book" / "executed") == []

@@ -18,14 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import torch
-
 from ..config import TrainingConfig
 from ..metrics import bootstrap_ci, compare_graph, min_detectable_effect, pooling_gain
 from ..progress import progress as progress_bar
 from ..topology import Instance
-from ..training import (TrainingError, TwinTask, make_optimizer, pass_rows, predict_triples, reset_adapters,
-                        retask, run_seeds, stream_order, train_pass, training_instances)
+from ..training import (TrainingError, TwinTask, load_adapter_state, predict_triples, reset_adapters, retask,
+                        run_seeds, stream_order, train_trajectory, training_instances)
 
 __all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_runs", "gains",
            "gain_table", "variant_table", "headline", "curve_bands", "first_chunks"]
@@ -72,6 +70,7 @@ def extraction_curve(
     round_mode: str | None = None,
     eval_mode: str | None = None,
     progress: bool = False,
+    step_cache=None,
 ):
     """Fig. 6: unique correct triples over the whole topology after each training round (Algorithm 1 lines 9-11).
 
@@ -85,6 +84,7 @@ def extraction_curve(
     topology), ``extracted_copyable`` and ``extracted_inferred`` (those of
     them the prompt names, and the rest: ``task.copyable``), ``produced``,
     ``precision``, ``recall``, ``fed`` (instances fed so far), ``train_loss``.
+    Training is :func:`~gentwin.training.train_trajectory` (reused from ``step_cache`` when trained before).
     """
     import pandas as pd
 
@@ -98,30 +98,26 @@ def extraction_curve(
     truth = set(task.dataset.topology.device_relations())
     copyable = set().union(*task.copyable) if task.copyable is not None else set()
     all_rows = list(range(len(task.node_ids)))
+    slices = round_slices(len(rows), n_rounds, r_mode)
+    passes = [rows[a:b] for a, b in slices]
+    trajectory = train_trajectory(model, task, passes, config, seed=seed, desc="rounds", progress=progress,
+                                  step_cache=step_cache)
     records = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        optimizer = make_optimizer(model.parameters(), config.optimizer, config.learning_rate)
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.discount_factor)
-        gen = torch.Generator().manual_seed(int(seed))
-        slices = round_slices(len(rows), n_rounds, r_mode)
-        for r, (a, b) in enumerate(progress_bar(slices, desc=f"rounds (seed {seed})", disable=not progress,
-                                                leave=False), start=1):
-            loss = train_pass(model, task, pass_rows(rows[a:b], config.shuffle_passes, gen), optimizer,
-                              config.batch_size, "cached")
-            scheduler.step()
-            produced, _ = predict_triples(model, task, all_rows, mode=mode, batch_size=config.eval_batch_size)
-            graph = set().union(*produced)
-            cmp = compare_graph(graph, truth)
-            n_copy = len(graph & truth & copyable)
-            records.append(dict(round=r, seed=seed, fed=b, train_loss=loss, extracted=cmp["correct"],
-                                extracted_copyable=n_copy, extracted_inferred=cmp["correct"] - n_copy,
-                                produced=cmp["produced"], precision=cmp["precision"], recall=cmp["recall"]))
+    for r, step in enumerate(trajectory[1:], start=1):
+        load_adapter_state(model, step["state"])
+        produced, _ = predict_triples(model, task, all_rows, mode=mode, batch_size=config.eval_batch_size)
+        graph = set().union(*produced)
+        cmp = compare_graph(graph, truth)
+        n_copy = len(graph & truth & copyable)
+        records.append(dict(round=r, seed=seed, fed=slices[r - 1][1], train_loss=step["train_loss"],
+                            extracted=cmp["correct"],
+                            extracted_copyable=n_copy, extracted_inferred=cmp["correct"] - n_copy,
+                            produced=cmp["produced"], precision=cmp["precision"], recall=cmp["recall"]))
     return pd.DataFrame(records)
 
 
 def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-         round_mode: str | None = None, progress: bool = False):
+         round_mode: str | None = None, progress: bool = False, step_cache=None):
     """Fig. 6: :func:`extraction_curve` for every order (default ``fig6_orders``) and every seed (default
     :func:`~gentwin.training.run_seeds`), every order of a seed starting from the same adapters.
 
@@ -140,13 +136,14 @@ def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None
     for by, seed in progress_bar(plan, desc="order x seed", disable=not progress, leave=False):
         reset_adapters(model, seed)
         order = stream_order(settings, task.dataset, train, by, seed)
-        curve = extraction_curve(model, task, order, cfg, seed=seed, round_mode=round_mode, progress=progress)
+        curve = extraction_curve(model, task, order, cfg, seed=seed, round_mode=round_mode, progress=progress,
+                                 step_cache=step_cache)
         curve.insert(0, "order", by)
         curves.append(curve)
     return pd.concat(curves, ignore_index=True)
 
 
-def variant_runs(model, task: TwinTask, settings, *, progress: bool = False):
+def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, step_cache=None):
     """:func:`runs` for every variant of ``fig6_variants`` (``"round_mode/id_style"``) on the paired seeds
     ``train_seed .. train_seed + fig6_seeds - 1``.
 
@@ -164,10 +161,10 @@ def variant_runs(model, task: TwinTask, settings, *, progress: bool = False):
     for k, variant in enumerate(cfg.fig6_variants):
         round_mode, id_style = variant.split("/")
         if id_style not in tasks:
-            tasks[id_style] = retask(model, task, settings, id_style, progress=progress)
+            tasks[id_style] = retask(model, task, settings, id_style, progress=progress, step_cache=step_cache)
         orders = cfg.fig6_orders if k == 0 else ("priority", "random")
         curves = runs(model, tasks[id_style], settings, orders=orders, seeds=seeds, round_mode=round_mode,
-                      progress=progress)
+                      progress=progress, step_cache=step_cache)
         curves.insert(0, "variant", variant)
         out.append(curves)
     return pd.concat(out, ignore_index=True)

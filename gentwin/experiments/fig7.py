@@ -16,15 +16,13 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..adapter import adapter_modules
 from ..config import TrainingConfig
-from ..frozen import frozen_states
 from ..progress import progress as progress_bar
 from ..reference import by_key
 from ..metrics import bootstrap_ci, min_detectable_effect
 from ..topology import Relation
-from ..training import (TrainingError, TwinTask, eval_rows, evaluate, extract_graph, make_optimizer, pass_rows,
-                        predict_triples, reset_adapters, run_seeds, split_layer, stream_order, train_pass, train_twin,
+from ..training import (TrainingError, TwinTask, cached_frozen_states, eval_rows, evaluate, extract_graph,
+                        predict_triples, reset_adapters, run_seeds, stream_order, train_trajectory, train_twin,
                         training_instances)
 from ..verbalise import IGNORE, encode_pairs, qa_pairs, rename
 
@@ -42,14 +40,16 @@ def qa_feedback(
     seed: int,
     epochs: int | None = None,
     progress: bool = False,
+    step_cache=None,
 ) -> dict[str, float]:
     """Algorithm 1 line 14: fine-tune on question/answer prompts made from the model's own triples.
 
     The generated triples (e.g. :func:`~gentwin.training.extract_graph`) become
     :func:`~gentwin.verbalise.qa_pairs`; their frozen part is computed once, then the adapters
     train ``epochs`` (default ``config.qa_epochs``) passes over them with the
-    task's optimiser settings.  Pairs with answer tokens outside the task's
-    output vocabulary are skipped.  Returns ``pairs``, ``skipped`` and the
+    task's optimiser settings at a constant rate
+    (:func:`~gentwin.training.train_trajectory`, reused from ``step_cache`` when trained before).  Pairs with
+    answer tokens outside the task's output vocabulary are skipped.  Returns ``pairs``, ``skipped`` and the
     mean loss of the last pass.
     """
     pairs = qa_pairs(rename(generated, task.names))  # spelled as the task's prompts spell ids
@@ -65,24 +65,18 @@ def qa_feedback(
     if not keep:
         raise TrainingError("generated: every answer uses tokens outside the output vocabulary")
     sub = encode_pairs(task.tokenizer, [pairs[k] for k in keep], max_length=task.max_length)
-    start = split_layer(model)
     inside = task.frozen is None or task.frozen.inside
     qa_task = TwinTask(
         tokenizer=task.tokenizer, dataset=task.dataset, node_ids=[p for p, _ in pairs], row_of={},
         gold=[frozenset()] * len(keep), encoded=sub, vocab=task.vocab,
-        frozen=frozen_states(model, sub, start, adapter=adapter_modules(model)[start] if inside else None,
-                             batch_size=config.eval_batch_size, compute_dtype=task.compute_dtype, progress=progress),
+        frozen=cached_frozen_states(model, sub, inside=inside, batch_size=config.eval_batch_size,
+                                    compute_dtype=task.compute_dtype, progress=progress, step_cache=step_cache),
         max_length=task.max_length, compute_dtype=task.compute_dtype,
     )
-    rows = torch.arange(len(keep))
-    loss = float("nan")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        optimizer = make_optimizer(model.parameters(), config.optimizer, config.learning_rate)
-        gen = torch.Generator().manual_seed(int(seed))
-        for _ in range(n_epochs):
-            loss = train_pass(model, qa_task, pass_rows(rows, config.shuffle_passes, gen), optimizer,
-                              config.batch_size, "cached")
+    constant_rate = dataclasses.replace(config, discount_factor=1.0)
+    trajectory = train_trajectory(model, qa_task, [torch.arange(len(keep))] * n_epochs, constant_rate, seed=seed,
+                                  desc="line 14", step_cache=step_cache)
+    loss = trajectory[-1]["train_loss"]
     return {"pairs": float(len(pairs)), "skipped": float(len(pairs) - len(keep)), "loss": loss}
 
 
@@ -103,7 +97,8 @@ def arm_config(config: TrainingConfig, arm: str) -> TrainingConfig:
     return dataclasses.replace(config, optimizer=optimiser, learning_rate=rate, shuffle_passes=False)
 
 
-def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, progress: bool = False):
+def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, progress: bool = False,
+         step_cache=None):
     """Fig. 7: every arm (default ``fig7_arms``) x seed: ``epochs`` epochs with per-epoch metrics on training
     and validation, then greedy decoding, then Algorithm 1 line 14 and greedy decoding again.
 
@@ -112,7 +107,10 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
     Returns ``(history, final)``: ``history`` is :func:`~gentwin.training.train_twin`'s table for all arms
     and seeds (column ``arm``); ``final`` has one row per arm, seed, split and ``stage`` (``"trained"``:
     after the last epoch; ``"qa"``: after the question/answer pass) with the scores of
-    ``final_eval_mode`` (greedy decoding in the paper profile).
+    ``final_eval_mode`` (greedy decoding in the paper profile).  With ``step_cache``
+    (:class:`gentwin.cache.StepCache`) trainings done before on the same inputs are reused, so a re-run that
+    changes only how the runs are scored (``eval_mode``, ``final_eval_mode``) trains nothing again but the
+    line-14 pass when its prompts changed.
     """
     import pandas as pd
 
@@ -125,7 +123,7 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
         reset_adapters(model, seed)
         order = stream_order(settings, task.dataset, train, arm.partition("/")[2], seed)
         t0 = time.perf_counter()
-        hist = train_twin(model, task, order, cfg, seed=seed, progress=progress)
+        hist = train_twin(model, task, order, cfg, seed=seed, progress=progress, step_cache=step_cache)
         hist["wall_s"] = time.perf_counter() - t0
         hist.insert(0, "arm", arm)
         histories.append(hist)
@@ -135,7 +133,8 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
             if stage == "qa":
                 generated = extract_graph(model, task, mode=cfg.final_eval_mode)
                 if generated:  # a model that produced nothing gets no line-14 pass and stays as it is
-                    qa_pairs_used = qa_feedback(model, task, generated, cfg, seed=seed)["pairs"]
+                    qa_pairs_used = qa_feedback(model, task, generated, cfg, seed=seed,
+                                                step_cache=step_cache)["pairs"]
             for split in ("train", "validation"):
                 sc = evaluate(model, task, eval_rows(task, rows, split), mode=cfg.final_eval_mode,
                               l1_index=cfg.l1_index, batch_size=cfg.eval_batch_size)
