@@ -7,8 +7,8 @@ the CPU's capability, so an entry is never reused by another code version or
 another kind of machine by accident.  Every entry is a payload and a manifest
 holding its SHA-256; an entry whose payload does not match (corrupt, truncated,
 half-written) is deleted and recomputed, never trusted.  The folder is
-``$GENTWIN_CACHE``, else ``$XDG_CACHE_HOME/gentwin``, else ``~/.cache/gentwin``;
-``GENTWIN_NO_CACHE=1`` (``--no-cache`` on the command line) turns it off.
+``steps/`` in ``$GENTWIN_CACHE``, else in ``~/.cache/gentwin`` (beside the converted backbone,
+:func:`gentwin.llm.cache_root`); ``GENTWIN_NO_CACHE=1`` (``--no-cache`` on the command line) turns it off.
 
 Entries are Python pickles: load caches only from folders you trust.
 
@@ -192,11 +192,9 @@ class StepCache:
 
 
 def default_folder() -> Path:
-    """``$GENTWIN_CACHE``, else ``$XDG_CACHE_HOME/gentwin``, else ``~/.cache/gentwin``."""
-    if os.environ.get(ENV_FOLDER):
-        return Path(os.environ[ENV_FOLDER]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gentwin"
+    """``$GENTWIN_CACHE/steps``, else ``~/.cache/gentwin/steps``."""
+    root = os.environ.get(ENV_FOLDER)
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "gentwin") / "steps"
 
 
 def to_terminal(line: str) -> None:

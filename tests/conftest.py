@@ -87,11 +87,10 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_user_step_cache(tmp_path_factory):
-    """Tests never read or write the user's step cache: it is off (a test that wants one makes its own) and,
-    should a process turn it on, it lies in a folder of this session."""
-    keep = {name: os.environ.get(name) for name in ("GENTWIN_CACHE", "GENTWIN_NO_CACHE")}
-    os.environ["GENTWIN_CACHE"] = str(tmp_path_factory.mktemp("gentwin-cache"))
+def _no_user_step_cache():
+    """Tests never reuse the user's step cache: it is off in this process and every process a test starts
+    (a test that wants one makes its own; the converted backbone is still shared)."""
+    keep = {name: os.environ.get(name) for name in ("GENTWIN_NO_CACHE",)}
     os.environ["GENTWIN_NO_CACHE"] = "1"
     yield
     for name, value in keep.items():

@@ -29,9 +29,19 @@ pytestmark = pytest.mark.slow
 
 
 def _cache_on(root: Path) -> dict[str, str]:
-    """The environment of a build with its own step cache, on (the test session turns caches off)."""
+    """The environment of a build with a step cache of its own, on (the test session turns it off); the
+    converted backbone of the user's cache is linked in, not converted again."""
+    from gentwin.llm import cache_root
+
+    private = root.with_name(root.name + "-cache")  # outside the book's sources
+    if not private.exists():
+        private.mkdir()
+        if cache_root().is_dir():
+            for entry in cache_root().iterdir():
+                if entry.name != "steps":
+                    (private / entry.name).symlink_to(entry)
     env = {k: v for k, v in os.environ.items() if k != "GENTWIN_NO_CACHE"}
-    env["GENTWIN_CACHE"] = str(root / "step-cache")
+    env["GENTWIN_CACHE"] = str(private)
     return env
 
 

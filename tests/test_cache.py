@@ -92,7 +92,7 @@ def test_a_corrupt_entry_is_recomputed_never_trusted(tmp_path, damage):
 def test_environment_chooses_folder_or_off(tmp_path, monkeypatch):
     monkeypatch.setenv(C.ENV_FOLDER, str(tmp_path / "c"))
     monkeypatch.delenv(C.ENV_OFF, raising=False)
-    assert C.from_environment().folder == tmp_path / "c"
+    assert C.from_environment().folder == tmp_path / "c" / "steps"
     monkeypatch.setenv(C.ENV_OFF, "1")
     off = C.from_environment()
     compute, calls = counting(5)
