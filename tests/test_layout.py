@@ -14,7 +14,7 @@ PACKAGE = ROOT / "gentwin"
 # the twin store < what uses it < the experiments < auditing and running the book.
 LAYERS = {
     0: {"checks", "files", "progress"},
-    1: {"reference", "stats"},
+    1: {"cache", "reference", "stats"},
     2: {"config"},
     3: {"topology"},
     4: {"sdm", "verbalise", "pooling", "physical", "metrics", "llm", "adapter", "graph.schema"},
