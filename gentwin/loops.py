@@ -35,7 +35,7 @@ from .checks import check_int, check_real
 from .topology import DataSet, Relation, Topology, failover_least_loaded, gateway_degrees
 
 __all__ = [
-    "LoopEvent", "ExternalCounters", "InternalCounters", "SlotView", "path_evidence", "ControlCommand", "TwinModel",
+    "ExternalCounters", "InternalCounters", "SlotView", "path_evidence", "ControlCommand", "TwinModel",
     "VersionSink", "VersionLog", "GraphStore", "CyberTwin", "ExternalLoop", "InternalLoop", "loop_table",
     "carry_forward_records", "always_generate_records",
 ]
@@ -43,19 +43,6 @@ __all__ = [
 
 class LoopError(ValueError):
     """An argument of a closed-loop component is invalid."""
-
-
-@dataclass(frozen=True)
-class LoopEvent:
-    """What crossed one boundary of a loop at one slot close (aggregated per slot)."""
-
-    time_s: float
-    slot: int
-    loop: str  #: "external" or "internal"
-    source: str  #: where it comes from
-    target: str  #: where it goes
-    what: str
-    count: int
 
 
 @dataclass
@@ -400,31 +387,21 @@ class CyberTwin:
 class ExternalLoop:
     """Data collection -> information -> actionable insight -> control flow, with counters."""
 
-    def __init__(self, twin: CyberTwin, *, detect_slots: int, keep_events: bool = True) -> None:
+    def __init__(self, twin: CyberTwin, *, detect_slots: int) -> None:
         self.twin = twin
         self.detect_slots = check_int("detect_slots", detect_slots, low=1, error=LoopError)
         self.counters = ExternalCounters()
-        self.events: list[LoopEvent] = []
-        self.keep_events = keep_events
         self._streak = np.zeros(twin.n_gateways, dtype=np.int64)
         self._handled = np.zeros(twin.n_gateways, dtype=bool)
-
-    def _log(self, t: float, k: int, src: str, dst: str, what: str, count: int) -> None:
-        if self.keep_events and count:
-            self.events.append(LoopEvent(t, k, "external", src, dst, what, int(count)))
 
     def step(self, slot: int, time_s: float, view: SlotView) -> list[ControlCommand]:
         """One pass of the loop after a slot closed; returns the control commands to send."""
         c = self.counters
-        n_read = int(view.received.sum())
-        c.readings_collected += n_read
+        c.readings_collected += int(view.received.sum())
         c.heartbeats_collected += view.heartbeats
-        self._log(time_s, slot, "physical", "cyber", "data collection: readings", n_read)
-        self._log(time_s, slot, "physical", "cyber", "data collection: heartbeats", view.heartbeats)
         # information: the gateway status report
         c.information_reports += 1
         c.gateway_statuses += self.twin.n_gateways
-        self._log(time_s, slot, "cyber", "service", "information: gateway-status report", 1)
         # the service space's evaluation
         self._streak[view.gateway_heard] = 0
         self._handled[view.gateway_heard] = False
@@ -444,18 +421,15 @@ class ExternalLoop:
                 continue
             to = int(failover_least_loaded(live, self.twin.gateway_degrees()[live]))
             c.insights += 1
-            self._log(time_s, slot, "service", "cyber", "actionable insight: re-home a failed gateway's sensors", 1)
             commands.append(ControlCommand(float(time_s), slot, int(g), to, members))
             c.control_commands += 1
-            self._log(time_s, slot, "cyber", "physical", "control flow: re-homing command", 1)
         return commands
 
-    def acknowledge(self, cmd: ControlCommand, time_s: float) -> None:
+    def acknowledge(self, cmd: ControlCommand) -> None:
         """The physical space applied ``cmd``: update the twin's knowledge graph and the counters."""
         self.twin.rehome(cmd.sensors, cmd.to_gateway)
         self.counters.control_acks += 1
         self.counters.rehomed_sensors += len(cmd.sensors)
-        self._log(time_s, cmd.slot, "physical", "cyber", "control acknowledged: sensors re-homed", len(cmd.sensors))
 
 
 class InternalLoop:
@@ -467,21 +441,13 @@ class InternalLoop:
     """
 
     def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",
-                 relation_count: str = "unique", version_alpha: float = 0.0, store: VersionSink | None = None,
-                 keep_events: bool = True) -> None:
+                 relation_count: str = "unique", version_alpha: float = 0.0, store: VersionSink | None = None) -> None:
         self.version_alpha = check_real("version_alpha", version_alpha, low=0.0, error=LoopError)
         self.band, self.pool_weight = band, pool_weight
         self.alpha_reading, self.relation_count = alpha_reading, relation_count
         self.store: VersionSink = store if store is not None else VersionLog()
         self.counters = InternalCounters()
-        self.events: list[LoopEvent] = []
-        self.keep_events = keep_events
         self._wc: np.ndarray | None = None
-        self._slot = -1
-
-    def _log(self, t: float, src: str, dst: str, what: str, count: int) -> None:
-        if self.keep_events and count:
-            self.events.append(LoopEvent(t, self._slot, "internal", src, dst, what, int(count)))
 
     def _pool(self, twin: CyberTwin):
         a = twin.arrays
@@ -503,23 +469,19 @@ class InternalLoop:
         twin.adopt(model)
         self._wc = res.weight_matrix
         self.counters.versions_committed += 1
-        self._log(time_s, "twin models", "twin store", "new twin version", 1)
         return model
 
     def start(self, time_s: float, twin: CyberTwin) -> TwinModel:
         """Version 1: the twin pooled from its history, before the run."""
         return self._commit(time_s, twin, self._pool(twin), {lab: 0.0 for lab in _pooling.POOLS})
 
-    def step(self, time_s: float, twin: CyberTwin, slot: int = -1) -> bool:
+    def step(self, time_s: float, twin: CyberTwin) -> bool:
         """Pool the twin's current knowledge; commit a new version if α says so.  Returns whether it did."""
         if self._wc is None:
             raise LoopError("InternalLoop.step: call start() first (the first version comes from the history)")
-        self._slot = slot
         self.counters.records_pooled += twin.pending_records
-        self._log(time_s, "twin knowledge", "priority pooling", "node records", twin.pending_records)
         twin.pending_records = 0
         res = self._pool(twin)
-        self._log(time_s, "priority pooling", "twin models", "pool assignments", int(res.pools.size))
         a = _pooling.update_trigger(self._wc, res.weight_matrix, self.alpha_reading)
         alpha = {lab: float(v) for lab, v in zip(_pooling.POOLS, a)}
         if float(a.max()) > self.version_alpha:

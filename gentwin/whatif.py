@@ -1,39 +1,26 @@
 """The what-if city, its scenarios and the four twins that answer its version requests (Algorithm 1, lines 15-21).
 
-The what-if module changes the Physical Space (sensors appear and disappear, a
-gateway fails, a service is added), and after every change the twin must
-answer a *version request* for the part of the knowledge graph the scenario
-needs.  Four twins (Fig. 8's arms) are compared on the same sequence of
-changes and the same store backend:
-
-* **GenTwin** -- its versions follow the update trigger α of eq. (7): after a
-  change it recomputes Priority Pooling (eqs. 1-6) from the sensor log,
-  measures α of every pool and writes, in one transaction, the changed
-  entities of the pools whose α since their last version exceeds
-  ``alpha_threshold``; changes in the other pools wait (they are *stale*)
-  until their pool fires.  Entities outside the pools (services, the city)
-  form the part ``"S"``, written whenever they change.
-* **Incremental** -- the same writer without pooling and without the gate:
-  every change is written at once, in one transaction.
-* **Event-driven** (reference [39] read as a knowledge graph fed by events) --
-  one transaction per changed entity, no batching.
-* **Traditional** (reference [39] read as a rebuild) -- the knowledge graph is
-  rebuilt from the network state and written as a whole on every change; the
-  store keeps only the latest version.
+The what-if module changes the Physical Space (:class:`WhatIfCity`: sensors
+appear and disappear, a gateway fails, a service is added), and after every
+change the twin must answer a *version request* for the part of the knowledge
+graph the scenario needs.  Four twins (Fig. 8's arms) are compared on the same
+sequence of changes and the same store backend: :class:`GenTwin` (versions
+gated by the update trigger α of eq. 7), :class:`IncrementalTwin` (the same
+writer without pooling or gate), :class:`EventDrivenTwin` and
+:class:`TraditionalTwin` (reference [39] read as one transaction per changed
+entity, and as a full rebuild on every change).
 
 Update rate.  A target update rate ``r`` in (0, 1] sets how much of the
 network one episode changes: ``m = max(1, round(r * n))`` device nodes, with
 ``n`` the number of devices of the initial topology (:func:`changes_for_rate`).
 The α that results is measured (eq. 7) and reported next to ``r``.
 
-Response time.  ``t0`` is taken right after the Physical Space has changed
-(the change itself is the physical world and is not timed); ``t1`` right
-after the version request returned the subgraph.  In between, the twin updates
-itself (GenTwin: pooling, α, write of the fired pools; incremental and
-event-driven: write of the changes; traditional: full rebuild), lists the (k,
-v) pairs of the requirement (eq. 2) and requests the version.  Response time =
-``t1 - t0`` from ``time.perf_counter``; the update and the read are also
-timed apart.
+Response time (:func:`respond`).  ``t0`` is taken right after the Physical
+Space has changed (the change itself is the physical world and is not timed);
+``t1`` right after the version request returned the subgraph.  In between, the
+twin updates itself, lists the (k, v) pairs of the requirement (eq. 2) and
+requests the version.  Response time = ``t1 - t0`` from ``time.perf_counter``;
+the update and the read are also timed apart.
 
 The grid of Fig. 8 (update rates x seeds x episodes) is run by
 :func:`gentwin.experiments.fig8.run_fig8`; the gap between the twins is
@@ -56,19 +43,8 @@ from .pooling import key_value_pairs, pool_snapshot
 from .topology import CITY_ID, SERVICES, DataSet, Instance, Node, Relation, Topology, failover_random
 
 __all__ = [
-    "WHATIF_SCENARIOS",
-    "WhatIfError",
-    "NetworkState",
-    "WhatIfCity",
-    "Episode",
-    "changes_for_rate",
-    "kv_pairs",
-    "GenTwin",
-    "IncrementalTwin",
-    "EventDrivenTwin",
-    "TraditionalTwin",
-    "UpdateInfo",
-    "respond",
+    "WHATIF_SCENARIOS", "WhatIfError", "NetworkState", "WhatIfCity", "Episode", "changes_for_rate", "kv_pairs",
+    "GenTwin", "IncrementalTwin", "EventDrivenTwin", "TraditionalTwin", "UpdateInfo", "respond",
 ]
 
 #: The smart-city scenarios of the what-if module (Algorithm 1, line 15).
@@ -107,9 +83,6 @@ class NetworkState:
         """The knowledge-graph entity of one node in this state."""
         return node_to_twin(self.topology.nodes[node_id], self.presence.get(node_id, True),
                             self.degrees.get(node_id, 0))
-
-    def n_devices(self) -> int:
-        return sum(1 for n in self.topology.nodes.values() if n.kind in ("sensor", "gateway"))
 
 
 def changes_for_rate(rate: float, n_devices: int) -> int:
@@ -215,11 +188,9 @@ class WhatIfCity:
 
     def _new_id(self, prefix: str) -> str:
         self._counter += 1
-        nid = f"{prefix}-N{self._counter:04d}"
-        while nid in self.nodes:
+        while f"{prefix}-N{self._counter:04d}" in self.nodes:
             self._counter += 1
-            nid = f"{prefix}-N{self._counter:04d}"
-        return nid
+        return f"{prefix}-N{self._counter:04d}"
 
     def _active_gateways(self, service: str, exclude: str | None = None) -> list[str]:
         return sorted(g for g in self.members
@@ -379,11 +350,12 @@ class UpdateInfo:
     transactions: int = 1  #: store transactions the update ran (0: nothing written)
 
 
-class _IncrementalWriter:
-    """A twin that writes only the changed entities, from its own mirror of what the store holds.
+class IncrementalTwin:
+    """A twin that writes every change at once, in one transaction: GenTwin minus pooling and the α gate.
 
-    The mirror (nodes and relations by head and tail) lets the twin work out
-    the records of a change without reading the store back.
+    It writes only the changed entities, worked out from its own mirror of what
+    the store holds (nodes and relations by head and tail), without reading the
+    store back; the arm that shows what pooling costs.
     """
 
     name = "incremental"
@@ -474,16 +446,7 @@ class _IncrementalWriter:
         return UpdateInfo(0.0, time.perf_counter() - t0, n_written, version, {}, ("ALL",), 0, n_tx)
 
 
-class IncrementalTwin(_IncrementalWriter):
-    """An incremental writer without Priority Pooling: every change is written at once, in one transaction.
-
-    GenTwin minus pooling and the α gate; the arm that shows what pooling costs.
-    """
-
-    name = "incremental"
-
-
-class EventDrivenTwin(_IncrementalWriter):
+class EventDrivenTwin(IncrementalTwin):
     """The knowledge-graph twin of reference [39] read as event-driven: one transaction per changed entity.
 
     Each changed entity is an event written on its own (its record and its
@@ -496,7 +459,7 @@ class EventDrivenTwin(_IncrementalWriter):
     per_entity = True
 
 
-class GenTwin(_IncrementalWriter):
+class GenTwin(IncrementalTwin):
     """The GenTwin twin: versions follow the update trigger α (eq. 7) of Priority Pooling.
 
     After a change it recomputes the pools and α_p of every pool (eqs. 1-7)

@@ -110,7 +110,7 @@ def test_external_loop_rehomes_after_detect_slots(twin):
     assert (cmd.from_gateway, cmd.to_gateway) == (dead, live)
     assert set(cmd.sensors) == {s for s in range(t.n_sensors) if t.assign[s] == dead}
     assert ext.step(2, 7.0, t.close_slot(2, 7.0, delivery(t, 2, recv, hb))) == []  # decided once only
-    ext.acknowledge(cmd, 6.0)
+    ext.acknowledge(cmd)
     assert (t.assign == live).all()
     c = ext.counters
     assert (c.insights, c.control_commands, c.control_acks, c.rehomed_sensors) == (1, 1, 1, len(cmd.sensors))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -33,18 +33,13 @@ __all__ = [
     "summarise_sensitivity", "input_drivers", "Table4", "run_table4",
 ]
 
-# ---------------------------------------------------------------------------
-# One run
-# ---------------------------------------------------------------------------
-
 #: The twins scored on every run, in table order: GenTwin, the traditional twin (observed records only) and two
 #: baselines that fill gaps without GenTwin's knowledge graph (:func:`gentwin.loops.carry_forward_records`,
 #: :func:`gentwin.loops.always_generate_records`).  All four see the same readings of the same run.
 ARMS: tuple[str, ...] = ("GenTwin", "traditional", "carry forward", "always generate")
 
 #: Glue-name part of each arm other than GenTwin (``table4_s2_large_carry_forward``, ...).
-ARM_KEYS: dict[str, str] = {"traditional": "traditional", "carry forward": "carry_forward",
-                            "always generate": "always_generate"}
+ARM_KEYS: dict[str, str] = {arm: arm.replace(" ", "_") for arm in ARMS[1:]}
 
 
 @dataclass(frozen=True)
@@ -64,14 +59,12 @@ class SimulationResult:
     generated: np.ndarray  #: bool (sensor, slot), GenTwin generated a (flagged) record
     reason: np.ndarray  #: int8 (sensor, slot), index into REASONS
     sent_at: np.ndarray  #: float (sensor, slot), send time (NaN when inactive)
-    generated_value_mae: float  #: mean absolute error of the carried readings over correct generated records
     gentwin: CompletenessScore
     traditional: CompletenessScore
     external: ExternalCounters
     internal: InternalCounters
     carry_forward: CompletenessScore  #: baseline: last value carried forward, no path evidence, no pooling
     always_generate: CompletenessScore  #: baseline: a record for every missing reading
-    events: tuple = field(repr=False, default=())  #: LoopEvent log
     gateway_down: tuple[tuple[str, float, float], ...] = ()
     rehomes: tuple[tuple[float, str, str, str], ...] = ()  #: (time, sensor, from gateway, to gateway)
 
@@ -118,8 +111,7 @@ class SimulationResult:
 
 def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario: int, seed: int,
              pooling: PoolingConfig | None = None, dataset: DataSet | None = None, presence: np.ndarray | None = None,
-             gateway_failures: Sequence[tuple[str, float, float]] | None = None, store=None,
-             keep_events: bool = True) -> SimulationResult:
+             gateway_failures: Sequence[tuple[str, float, float]] | None = None, store=None) -> SimulationResult:
     """Run one scenario on one topology and score both twins.
 
     Parameters
@@ -146,8 +138,6 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     store : optional
         Where the internal loop commits twin versions: a :mod:`gentwin.graph` store holding no version
         yet (through :class:`gentwin.loops.GraphStore`); default a new :class:`gentwin.graph.NetworkxStore`.
-    keep_events : bool
-        Keep the per-slot log of loop crossings (counters are kept anyway).
     """
     import simpy
 
@@ -173,10 +163,8 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     else:
         truth = np.asarray(presence)
         if truth.dtype != bool or truth.shape != (len(sensors), n_slots):
-            raise PhysicalError(
-                f"presence: must be a boolean array of shape (n_sensors, n_slots) = ({len(sensors)}, {n_slots}), "
-                f"got {truth.dtype} {truth.shape}"
-            )
+            raise PhysicalError(f"presence: must be a boolean array of shape (n_sensors, n_slots) = "
+                                f"({len(sensors)}, {n_slots}), got {truth.dtype} {truth.shape}")
 
     env = simpy.Environment()
     space = PhysicalSpace(env, topo, physical, scenario=scenario, presence=truth, seed=seed,
@@ -185,22 +173,18 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     known_before = twin.known[twin.sensor_pos] > 0  # what the carry-forward baseline starts from
     if store is None or isinstance(store, TwinStore):
         store = GraphStore(topo, store, version_alpha=physical.version_alpha)
-    internal = InternalLoop(
-        band=pooling.band, pool_weight=pooling.pool_weight,
-        alpha_reading=pooling.alpha_reading, relation_count=pooling.relation_count,
-        version_alpha=physical.version_alpha, store=store, keep_events=keep_events,
-    )
+    internal = InternalLoop(band=pooling.band, pool_weight=pooling.pool_weight, alpha_reading=pooling.alpha_reading,
+                            relation_count=pooling.relation_count, version_alpha=physical.version_alpha, store=store)
     internal.start(0.0, twin)
-    external = ExternalLoop(twin, detect_slots=physical.detect_slots, keep_events=keep_events)
+    external = ExternalLoop(twin, detect_slots=physical.detect_slots)
     generated = np.zeros_like(truth)
-    gen_values = np.full(truth.shape, np.nan)
     observed = np.zeros_like(truth)
 
     def apply_control(cmd: ControlCommand):
         yield env.timeout(physical.control_delay_s)
         for s in cmd.sensors:
             space.rehome(s, cmd.to_gateway)
-        external.acknowledge(cmd, env.now)
+        external.acknowledge(cmd)
 
     def cyber_clock():
         for k in range(n_slots):
@@ -211,10 +195,9 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
             observed[:, k] = delivery.received
             view = twin.close_slot(k, env.now, delivery)
             generated[:, k] = view.generated
-            gen_values[:, k] = view.generated_values
             for cmd in external.step(k, env.now, view):
                 env.process(apply_control(cmd))
-            internal.step(env.now, twin, slot=k)
+            internal.step(env.now, twin)
 
     env.process(cyber_clock())
     end = n_slots * period + physical.slot_grace_s
@@ -223,19 +206,17 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     # readings that arrived after their slot closed are late (lost to the twin)
     late = (space.reason == DELIVERED) & ~observed
     space.reason[late] = LATE
-    good = generated & truth
-    mae = float(np.mean(np.abs(gen_values[good] - space.values[good]))) if good.any() else math.nan
     down = [(space.gateway_ids[j], a, b) for j, a, b in space.down_intervals]
     down += [(space.gateway_ids[int(j)], math.nan, end) for j in np.flatnonzero(~space.gateway_up)]
     return SimulationResult(
         scenario=scenario, seed=seed, size=len(sensors), n_gateways=len(space.gateway_ids), period_s=period,
         outage=space.outage, sensor_ids=space.sensor_ids, gateway_ids=space.gateway_ids, truth=truth,
-        observed=observed, generated=generated, reason=space.reason, sent_at=space.sent_at, generated_value_mae=mae,
+        observed=observed, generated=generated, reason=space.reason, sent_at=space.sent_at,
         gentwin=completeness(truth, observed, generated), traditional=completeness(truth, observed),
         external=external.counters, internal=internal.counters,
         carry_forward=completeness(truth, observed, carry_forward_records(observed, known_before)),
         always_generate=completeness(truth, observed, always_generate_records(observed)),
-        events=tuple(external.events) + tuple(internal.events), gateway_down=tuple(down),
+        gateway_down=tuple(down),
         rehomes=tuple((t, space.sensor_ids[s], space.gateway_ids[a], space.gateway_ids[b])
                       for t, s, a, b in space.rehomes),
     )
@@ -262,8 +243,7 @@ def table4_runs(settings: Settings, *, progress: bool = False, keep: Iterable[tu
         tcfg = topology_config_for(size, settings.topology, phys)
         if size not in datasets:
             datasets[size] = generate_dataset(tcfg)
-        res = simulate(phys, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=datasets[size],
-                       keep_events=(size, sc, seed) in keep)
+        res = simulate(phys, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=datasets[size])
         rows.extend(res.rows())
         if (size, sc, seed) in keep:
             kept[(size, sc, seed)] = res
@@ -314,10 +294,6 @@ def summarise_table4(frame, confidence: float = 0.95):
         record_f1=("record_f1_pct", "mean")).reset_index()
     return out.merge(net, on=keys).merge(extra, on=keys)
 
-
-# ---------------------------------------------------------------------------
-# The chapter: Table IV, its comparison with the paper, the sensitivity run and the loop demonstration
-# ---------------------------------------------------------------------------
 
 #: The settings the Table IV chapter lists beside those its parameters cell names.
 SHOWN_PARAMETERS: tuple[str, ...] = (*(f.name for f in dataclasses.fields(PhysicalConfig)), "p_inactive", "n_services")
@@ -386,7 +362,7 @@ def input_sensitivity(settings: Settings, size: int | None = None, *, progress: 
                      for seed in range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)]
     rows: list[dict] = []
     for inp, value, p, sc, seed in _progress(jobs, desc="Table IV sensitivity", disable=not progress, leave=False):
-        r = simulate(p, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=dataset, keep_events=False)
+        r = simulate(p, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=dataset)
         rows += [dict(row, input=inp, value=float(value)) for row in r.rows()]
     return pd.DataFrame(rows)
 
@@ -533,9 +509,8 @@ class Table4:
         out: dict[str, float | int | str] = {}
         for key, sc, size in cells:  # the first names, in their first order
             g, ref = s.loc[(sc, "GenTwin", size)], by_key(key)
-            out[key] = float(g.completeness)
-            out[key + "_low"] = float(g.completeness_low)
-            out[key + "_high"] = float(g.completeness_high)
+            out.update({key: float(g.completeness), key + "_low": float(g.completeness_low),
+                        key + "_high": float(g.completeness_high)})
             if self.settings.profile != "paper":
                 note = f"quick profile: {size} sensors, {phys.duration_s:g} s runs"
             elif g.completeness_low <= ref.paper <= g.completeness_high:
@@ -548,17 +523,12 @@ class Table4:
             out[key + "_note"] = note
         for key, sc, size in cells:
             g = s.loc[(sc, "GenTwin", size)]
-            out[key + "_n"] = int(g.n)
-            out[key + "_net"] = float(g.net)
-            out[key + "_net_low"] = float(g.net_low)
-            out[key + "_net_high"] = float(g.net_high)
-            out[key + "_net_n"] = int(g.n)
+            out.update({key + "_n": int(g.n), key + "_net": float(g.net), key + "_net_low": float(g.net_low),
+                        key + "_net_high": float(g.net_high), key + "_net_n": int(g.n)})
             for arm, slug in ARM_KEYS.items():
                 r = s.loc[(sc, arm, size)]
-                out[f"{key}_{slug}"] = float(r.completeness)
-                out[f"{key}_{slug}_n"] = int(r.n)
-                out[f"{key}_{slug}_net"] = float(r.net)
-                out[f"{key}_{slug}_net_n"] = int(r.n)
+                out.update({f"{key}_{slug}": float(r.completeness), f"{key}_{slug}_n": int(r.n),
+                            f"{key}_{slug}_net": float(r.net), f"{key}_{slug}_net_n": int(r.n)})
         if self.sensitivity is not None:
             drivers = self.drivers_table().set_index(["scenario", "twin"])
             for sc in TABLE4_SCENARIOS:
