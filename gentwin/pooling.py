@@ -5,17 +5,6 @@ Every equation is one small, pure, vectorised function on numpy arrays;
 where the paper is open are the fields of :class:`gentwin.config.PoolingConfig`
 (``pool_window``, ``relation_count``, ``relation_owner``, ``band``,
 ``pool_weight``, ``alpha_reading``), each explained on the errata page.
-
-Examples
---------
->>> from gentwin.config import TopologyConfig
->>> from gentwin.topology import generate_dataset
->>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
->>> snap = pool_snapshot(ds)
->>> snap.n_relations, len(snap.node_ids)
-(57, 30)
->>> sum(snap.sizes().values()) == int(snap.seen.sum())
-True
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ __all__ = [
     "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
     "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
     "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot",
-    "alpha", "PriorityPool", "pool_snapshot", "training_order", "pool_labels", "pool_history", "band_table",
+    "alpha", "PriorityPool", "pool_snapshot", "training_order", "pool_history", "band_table",
     "centrality_gap", "order_heads", "tie_share", "tie_shares",
 ]
 
@@ -72,16 +61,20 @@ def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, why: str) -> None
         raise PoolingError(f"{name}[{j}] = {values[j].item()!r}: {why}")
 
 
-def _vector(name: str, x, *, integer: bool = False) -> np.ndarray:
-    """A 1-D float (or int) array with no NaN, inf or negative entry."""
+def _one_d(name: str, x) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 1:
         raise PoolingError(f"{name}: must be a 1-D array (got shape {a.shape})")
-    if a.dtype == bool:
-        a = a.astype(np.int64)
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+    return a
+
+
+def _vector(name: str, x, *, integer: bool = False) -> np.ndarray:
+    """A 1-D float (or int) array with no NaN, inf or negative entry."""
+    a = _one_d(name, x)
+    a = a.astype(np.int64) if a.dtype == bool else a
+    if a.dtype.kind not in "iuf":
         raise PoolingError(f"{name}: must hold numbers (got dtype {a.dtype})")
-    if np.issubdtype(a.dtype, np.floating):
+    if a.dtype.kind == "f":
         _first_bad(name, a, ~np.isfinite(a), "must be a finite number")
         if integer:
             _first_bad(name, a, a != np.floor(a), "must be a whole number")
@@ -108,30 +101,29 @@ def _seen(name: str, values, seen) -> tuple[np.ndarray, np.ndarray]:
 
 def _kinds(kinds) -> np.ndarray:
     """The is-sensor mask; PoolingError naming a kind other than sensor or gateway."""
-    k = np.asarray(kinds)
-    if k.ndim != 1:
-        raise PoolingError(f"kinds: must be a 1-D array (got shape {k.shape})")
+    k = _one_d("kinds", kinds)
     _first_bad("kinds", k.astype(str), (k != "sensor") & (k != "gateway"), "must be 'sensor' or 'gateway' (eqs. 2, 5)")
     return k == "sensor"
 
 
-def _pool_codes(pools) -> np.ndarray:
-    c = np.asarray(pools)
-    if c.ndim != 1 or not np.issubdtype(c.dtype, np.integer):
-        raise PoolingError(f"pools: must be a 1-D integer array of pool codes (got {c.dtype}, shape {c.shape})")
-    _first_bad("pools", c, (c < NO_POOL) | (c >= len(POOLS)), "must be 0 (H), 1 (M), 2 (L) or -1 (no pool)")
+def _codes(name: str, x, what: str, low: int, high: int, why: str) -> np.ndarray:
+    """A 1-D integer array with every entry in [low, high)."""
+    c = np.asarray(x)
+    if c.ndim != 1 or c.dtype.kind not in "iu":
+        raise PoolingError(f"{name}: must be a 1-D integer array{what} (got {c.dtype}, shape {c.shape})")
+    _first_bad(name, c, (c < low) | (c >= high), why)
     return c
+
+
+def _pool_codes(pools) -> np.ndarray:
+    return _codes("pools", pools, " of pool codes", NO_POOL, len(POOLS), "must be 0 (H), 1 (M), 2 (L) or -1 (no pool)")
 
 
 def _node_index(node_index, n: int) -> np.ndarray:
     check_int("n", n, low=0, error=PoolingError)
-    idx = np.asarray(node_index)
-    if idx.size == 0:
-        return idx.astype(np.int64).reshape(0)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise PoolingError(f"node_index: must be a 1-D integer array (got {idx.dtype}, shape {idx.shape})")
-    _first_bad("node_index", idx, (idx < 0) | (idx >= n), f"must be in [0, {n}) (n = {n})")
-    return idx.astype(np.int64, copy=False)
+    if np.size(node_index) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return _codes("node_index", node_index, "", 0, n, f"must be in [0, {n}) (n = {n})").astype(np.int64, copy=False)
 
 
 def presence(node_index, present, n: int) -> np.ndarray:
@@ -149,9 +141,7 @@ def presence(node_index, present, n: int) -> np.ndarray:
     [0, 1, 0]
     """
     idx = _node_index(node_index, n)
-    pres = np.asarray(present)
-    if pres.ndim != 1:
-        raise PoolingError(f"present: must be a 1-D array (got shape {pres.shape})")
+    pres = _one_d("present", present)
     if pres.dtype != bool:
         _first_bad("present", pres, ~np.isin(pres, (0, 1)), "must be true/false (1/0)")
         pres = pres.astype(bool)
@@ -159,8 +149,7 @@ def presence(node_index, present, n: int) -> np.ndarray:
     last = np.full(n, -1, dtype=np.int64)
     np.maximum.at(last, idx, np.arange(idx.size, dtype=np.int64))
     out = np.zeros(n, dtype=np.int8)
-    hit = last >= 0
-    out[hit] = pres[last[hit]]
+    out[last >= 0] = pres[last[last >= 0]]
     return out
 
 
@@ -246,10 +235,9 @@ def pool_bounds(priority_values, seen=None) -> tuple[float, float, float]:
     (0.13333333333333333, 0.06666666666666667, 0.1)
     """
     p, s = _seen("priority", priority_values, seen)
-    k = int(s.sum())
-    if k == 0:
+    if not s.any():
         return 0.0, 0.0, 0.0
-    avg = math.fsum(p[s].tolist()) / k
+    avg = math.fsum(p[s].tolist()) / int(s.sum())
     return avg, avg / 2.0, 3.0 * avg / 4.0
 
 
@@ -328,10 +316,10 @@ def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
     return _contributions(*_degrees(kinds, degree), reading)
 
 
-def _terms(pools, contributions) -> tuple[np.ndarray, np.ndarray, int]:
-    c = _pool_codes(pools)
-    u = _vector("contributions", contributions)
-    return c, u, _same_length(pools=c, contributions=u)
+def _terms(pools, contributions) -> tuple[np.ndarray, np.ndarray]:
+    c, u = _pool_codes(pools), _vector("contributions", contributions)
+    _same_length(pools=c, contributions=u)
+    return c, u
 
 
 def pool_weights(pools, contributions) -> np.ndarray:
@@ -340,7 +328,7 @@ def pool_weights(pools, contributions) -> np.ndarray:
     >>> pool_weights([0, 0, 2, -1], [0.25, 0.5, 0.25, 0.25]).tolist()
     [0.75, 0.0, 0.25]
     """
-    c, u, _ = _terms(pools, contributions)
+    c, u = _terms(pools, contributions)
     return np.bincount(c.astype(np.intp) + 1, weights=u, minlength=len(POOLS) + 1)[1:].astype(float)
 
 
@@ -353,11 +341,8 @@ def weight_matrix(pools, contributions) -> np.ndarray:
     >>> weight_matrix([0, 2, -1], [0.5, 0.25, 0.25]).tolist()
     [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
     """
-    c, u, n = _terms(pools, contributions)
-    out = np.empty((len(POOLS), n), dtype=float)
-    for k in range(len(POOLS)):
-        np.multiply(u, c == k, out=out[k])
-    return out
+    c, u = _terms(pools, contributions)
+    return np.where(c == np.arange(len(POOLS))[:, None], u.astype(float), 0.0)
 
 
 def update_trigger(previous, new, reading: str = "nodes") -> np.ndarray:
@@ -385,11 +370,7 @@ def update_trigger(previous, new, reading: str = "nodes") -> np.ndarray:
             raise PoolingError(f"{name}: must be a W_C matrix of shape (3, n) (got shape {x.shape})")
     if a.shape != b.shape:
         raise PoolingError(f"lengths disagree: previous has shape {a.shape}, new has shape {b.shape}")
-    if reading == "pool":
-        out = np.abs(a.sum(axis=1) - b.sum(axis=1))
-    else:
-        diff = np.subtract(a, b)
-        out = np.abs(diff, out=diff).sum(axis=1)
+    out = np.abs(a.sum(axis=1) - b.sum(axis=1)) if reading == "pool" else np.abs(a - b).sum(axis=1)
     if not np.isfinite(out).all():  # a NaN or inf anywhere in either matrix ends up here
         raise PoolingError(f"{'previous' if not np.isfinite(a.sum()) else 'new'}: W_C holds a NaN or infinite value")
     return out
@@ -435,8 +416,7 @@ def topology_arrays(topology: Topology, relation_owner: str = _OWNER) -> Topolog
         node_ids=ids, kinds=np.array([n.kind for n in devices]),
         gateway_of=tuple(n.gateway if n.kind == "sensor" else None for n in devices),
         degree=np.array([deg.get(n.id, 0) if n.kind == "gateway" else 0 for n in devices], dtype=np.int64),
-        owned=owned, n_relations=len(rels), index=index, relation_owner=relation_owner,
-    )
+        owned=owned, n_relations=len(rels), index=index, relation_owner=relation_owner)
     for a in (arrays.kinds, arrays.degree, arrays.owned):
         a.setflags(write=False)
     return arrays
@@ -444,15 +424,12 @@ def topology_arrays(topology: Topology, relation_owner: str = _OWNER) -> Topolog
 
 def encode_instances(arrays: TopologyArrays, instances: Sequence[Instance]) -> tuple[np.ndarray, np.ndarray]:
     """Node positions and presence flags of log instances (PoolingError for a node that is no device)."""
-    idx = np.empty(len(instances), dtype=np.int64)
-    pres = np.empty(len(instances), dtype=bool)
-    for k, inst in enumerate(instances):
-        pos = arrays.index.get(inst.node_id)
-        if pos is None:
+    for inst in instances:
+        if inst.node_id not in arrays.index:
             raise PoolingError(
                 f"instance {inst.index}: node_id = {inst.node_id!r} is not a sensor or gateway of the topology")
-        idx[k], pres[k] = pos, bool(inst.present)
-    return idx, pres
+    return (np.array([arrays.index[i.node_id] for i in instances], dtype=np.int64),
+            np.array([bool(i.present) for i in instances], dtype=bool))
 
 
 class PoolArrays(NamedTuple):
@@ -499,19 +476,14 @@ def pool_arrays(observations, presence_values, kinds, degree, owned, n_relations
                       pool_weights=pool_weights(pools, u), weight_matrix=weight_matrix(pools, u))
 
 
-def pool_labels(codes) -> tuple[str | None, ...]:
-    """Pool codes as labels: ``"H"``, ``"M"``, ``"L"`` or None (no pool).
-
-    >>> pool_labels([0, 2, -1])
-    ('H', 'L', None)
-    """
-    return tuple(POOLS[k] if k >= 0 else None for k in _pool_codes(codes).tolist())
-
-
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
     return a
+
+
+def _by_pool(values) -> dict[str, float]:
+    return {lab: float(v) for lab, v in zip(POOLS, values)}
 
 
 @dataclass(frozen=True)
@@ -562,24 +534,15 @@ class PoolSnapshot:
         """(Avg/2, 3Avg/4) of eq. (4)."""
         return self.avg / 2.0, 3.0 * self.avg / 4.0
 
-    def members(self, label: str) -> tuple[str, ...]:
-        """Node ids in pool ``label`` (``"H"``, ``"M"`` or ``"L"``)."""
-        _choice("label", label, POOLS)
-        return tuple(nid for nid, p in zip(self.node_ids, self.pool) if p == label)
-
     def sizes(self) -> dict[str, int]:
         """Number of nodes in each pool."""
         return {lab: int((self.pool_codes == k).sum()) for k, lab in enumerate(POOLS)}
-
-    def kv_pairs(self) -> list[tuple]:
-        """Eq. (2) pairs of all nodes, in ``node_ids`` order (:func:`key_value_pairs`)."""
-        return key_value_pairs(self.node_ids, list(self.kinds), self.gateway_of, self.degree)
 
     def table(self):
         """One row per node with its eqs. (1)-(6) values and presence state (a ``pandas.DataFrame``)."""
         import pandas as pd
 
-        kv = self.kv_pairs()
+        kv = key_value_pairs(self.node_ids, list(self.kinds), self.gateway_of, self.degree)
         state = np.where(~self.seen, "never seen",
                          np.where(self.presence == 1, "active (⊥ = 1)", "inactive (⊥ = 0)"))
         return pd.DataFrame({
@@ -609,7 +572,7 @@ def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> 
         a, b = np.zeros((len(POOLS), len(pos))), np.zeros((len(POOLS), len(pos)))
         a[:, [pos[i] for i in prev.node_ids]] = prev.weight_matrix
         b[:, [pos[i] for i in new.node_ids]] = new.weight_matrix
-    return {lab: float(v) for lab, v in zip(POOLS, update_trigger(a, b, reading))}
+    return _by_pool(update_trigger(a, b, reading))
 
 
 class PriorityPool:
@@ -622,7 +585,6 @@ class PriorityPool:
     the readings of :class:`gentwin.config.PoolingConfig`.
 
     >>> from gentwin.config import TopologyConfig
-    >>> from gentwin.topology import generate_dataset
     >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
     >>> snaps = PriorityPool(ds.topology).run(ds.instances, window=20)
     >>> [s.step for s in snaps], snaps[-1].n_instances
@@ -632,12 +594,13 @@ class PriorityPool:
     def __init__(self, topology: Topology, *, band: str = "corrected", pool_weight: str = "degree",
                  alpha_reading: str = "nodes", relation_count: str = "unique",
                  relation_owner: str = _OWNER) -> None:
-        self.band = _choice("band", band, BANDS)
-        self.pool_weight = _choice("pool_weight", pool_weight, POOL_WEIGHTS)
-        self.alpha_reading = _choice("alpha_reading", alpha_reading, ALPHA_READINGS)
-        self.relation_count = _choice("relation_count", relation_count, RELATION_COUNTS)
+        #: the readings this pool runs with, as keyword arguments
+        self.readings = dict(band=_choice("band", band, BANDS),
+                             pool_weight=_choice("pool_weight", pool_weight, POOL_WEIGHTS),
+                             alpha_reading=_choice("alpha_reading", alpha_reading, ALPHA_READINGS),
+                             relation_count=_choice("relation_count", relation_count, RELATION_COUNTS),
+                             relation_owner=relation_owner)
         self.arrays = topology_arrays(topology, relation_owner)
-        self.relation_owner = relation_owner
         n = len(self.arrays.node_ids)
         self._counts = np.zeros(n, dtype=np.int64)
         self._presence = np.zeros(n, dtype=np.int8)
@@ -646,12 +609,6 @@ class PriorityPool:
         self._current_wc = np.zeros((len(POOLS), n))  # line 1: empty pools
         self.version = 0
         self.history: list[PoolSnapshot] = []
-
-    @property
-    def readings(self) -> dict[str, str]:
-        """The readings this pool runs with, as keyword arguments."""
-        return dict(band=self.band, pool_weight=self.pool_weight, alpha_reading=self.alpha_reading,
-                    relation_count=self.relation_count, relation_owner=self.relation_owner)
 
     def step(self, instances: Sequence[Instance], *, upto: int | None = None) -> PoolSnapshot:
         """Consume one window of instances and run Algorithm 1 lines 2-7."""
@@ -662,19 +619,17 @@ class PriorityPool:
                 raise PoolingError(
                     f"instances: index {inst.index} comes after index {prev}; the stream must be in time order")
             prev = inst.index
-        idx, pres = encode_instances(self.arrays, instances)
-        n = len(self.arrays.node_ids)
+        a, r = self.arrays, self.readings
+        idx, pres = encode_instances(a, instances)
         if idx.size:
+            n = len(a.node_ids)
             self._counts += observation_counts(idx, n)
-            hit = np.zeros(n, dtype=bool)
-            hit[idx] = True
-            self._presence[hit] = presence(idx, pres, n)[hit]
+            self._presence[idx] = presence(idx, pres, n)[idx]
             self._last_index = prev
             self._n_instances += idx.size
-        a = self.arrays
-        res = pool_arrays(self._counts, self._presence, a.kinds, a.degree, a.owned, a.n_relations,
-                          band=self.band, pool_weight=self.pool_weight, relation_count=self.relation_count)
-        al = update_trigger(self._current_wc, res.weight_matrix, self.alpha_reading)
+        res = pool_arrays(self._counts, self._presence, a.kinds, a.degree, a.owned, a.n_relations, band=r["band"],
+                          pool_weight=r["pool_weight"], relation_count=r["relation_count"])
+        al = update_trigger(self._current_wc, res.weight_matrix, r["alpha_reading"])
         updated = bool((al > 0).any())
         if updated:
             self.version += 1
@@ -683,11 +638,10 @@ class PriorityPool:
             node_ids=a.node_ids, kinds=tuple(a.kinds.tolist()), gateway_of=a.gateway_of, degree=_frozen(a.degree),
             observations=_frozen(res.observations), seen=_frozen(res.seen), presence=_frozen(res.presence),
             relations=_frozen(res.relations), priority=_frozen(res.priority), avg=float(res.bounds[0]),
-            pool=pool_labels(res.pools), pool_codes=_frozen(res.pools), weights=_frozen(res.weights),
-            contributions=_frozen(res.contributions),
-            pool_weight_values={lab: float(v) for lab, v in zip(POOLS, res.pool_weights)},
-            weight_matrix=_frozen(res.weight_matrix), n_relations=a.n_relations, n_instances=self._n_instances,
-            upto=upto, **self.readings, alpha={lab: float(v) for lab, v in zip(POOLS, al)},
+            pool=tuple(POOLS[k] if k >= 0 else None for k in res.pools.tolist()), pool_codes=_frozen(res.pools),
+            weights=_frozen(res.weights), contributions=_frozen(res.contributions),
+            pool_weight_values=_by_pool(res.pool_weights), weight_matrix=_frozen(res.weight_matrix),
+            n_relations=a.n_relations, n_instances=self._n_instances, upto=upto, **r, alpha=_by_pool(al),
             step=len(self.history) + 1, version=self.version, updated=updated)
         self.history.append(snap)
         return snap
@@ -696,11 +650,8 @@ class PriorityPool:
         """Step through ``instances`` in windows of ``window`` instances (a progress bar when ``show``)."""
         window = check_int("window", window, low=1, error=PoolingError)
         items = list(instances)
-        out = []
-        for s in progress(range(0, len(items), window), desc="priority pooling", disable=not show, leave=False):
-            chunk = items[s:s + window]
-            out.append(self.step(chunk, upto=chunk[-1].index + 1))
-        return out
+        bar = progress(range(0, len(items), window), desc="priority pooling", disable=not show, leave=False)
+        return [self.step(chunk, upto=chunk[-1].index + 1) for chunk in (items[s:s + window] for s in bar)]
 
     def history_frame(self):
         """The history in long form, one row per step and pool: step, upto, instances, pool, size, W
@@ -715,35 +666,38 @@ class PriorityPool:
         ])
 
 
-def pool_snapshot(dataset: DataSet, upto: int | None = None, band: str = "corrected", pool_weight: str = "degree",
-                  *, alpha_reading: str = "nodes", relation_count: str = "unique",
-                  relation_owner: str = _OWNER) -> PoolSnapshot:
+def pool_snapshot(dataset: DataSet, upto: int | None = None, **readings: str) -> PoolSnapshot:
     """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None).
 
-    ``alpha`` of the result is None (no previous step); compare two snapshots
-    with :func:`alpha`.
+    ``readings`` are those of :class:`PriorityPool`.  ``alpha`` of the result is
+    None (no previous step); compare two snapshots with :func:`alpha`.  With the
+    corrected band the pools partition the seen nodes:
+
+    >>> from gentwin.config import TopologyConfig
+    >>> snap = pool_snapshot(generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3,
+    ...                                                      n_instances=60)))
+    >>> snap.n_relations, len(snap.node_ids), sum(snap.sizes().values()) == int(snap.seen.sum())
+    (57, 30, True)
     """
     if upto is not None:
         check_int("upto", upto, low=0, error=PoolingError)
     chosen = sorted((i for i in dataset.instances if upto is None or i.index < upto), key=lambda i: i.index)
-    pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
-                      relation_count=relation_count, relation_owner=relation_owner)
-    return replace(pp.step(chosen, upto=upto), alpha=None, step=None, version=None, updated=None)
+    snap = PriorityPool(dataset.topology, **readings).step(chosen, upto=upto)
+    return replace(snap, alpha=None, step=None, version=None, updated=None)
 
 
-def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, seed: int, band: str = "corrected",
-                   pool_weight: str = "degree", *, alpha_reading: str = "nodes",
-                   relation_count: str = "unique", relation_owner: str = _OWNER) -> list[Instance]:
+def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, seed: int,
+                   **readings: str) -> list[Instance]:
     """The given instances reordered for training by the pools of eqs. (4)-(6).
 
     ``by="priority"``: P_H, P_M, P_L, then no pool, each by p descending;
     ``by="weight"``: pools by W_p descending (ties in H, M, L order), no pool
     last, each by w_i descending; ``by="random"``: a seeded permutation.
     Remaining ties follow a permutation drawn from ``seed``.  The pools come
-    from ``instances`` only, never validation or test records.
+    from ``instances`` only, never validation or test records; ``readings``
+    are those of :class:`PriorityPool`.
 
     >>> from gentwin.config import TopologyConfig
-    >>> from gentwin.topology import generate_dataset
     >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
     >>> train = ds.split("train")
     >>> ordered = training_order(ds, train, by="priority", seed=0)
@@ -754,34 +708,28 @@ def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, see
     items = list(instances)
     if not items:
         return []
-    pp = PriorityPool(dataset.topology, band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
-                      relation_count=relation_count, relation_owner=relation_owner)
+    pp = PriorityPool(dataset.topology, **readings)
     snap = pp.step(sorted(items, key=lambda i: i.index))
     rng = np.random.default_rng(check_int("seed", seed, error=PoolingError))
-    m = len(items)
     if by == "random":
-        return [items[k] for k in rng.permutation(m)]
+        return [items[k] for k in rng.permutation(len(items))]
     idx, _ = encode_instances(pp.arrays, items)
-    tie = rng.permutation(m)
+    tie = rng.permutation(len(items))
     codes = snap.pool_codes[idx].astype(np.int64)
     if by == "priority":
         rank = np.where(codes >= 0, codes, len(POOLS))  # H, M, L, then no pool
         key = -snap.priority[idx]
     else:
         W = np.array([snap.pool_weight_values[lab] for lab in POOLS])
-        pool_rank = np.empty(len(POOLS), dtype=np.int64)
-        pool_rank[np.argsort(-W, kind="stable")] = np.arange(len(POOLS))
+        pool_rank = np.argsort(np.argsort(-W, kind="stable"))  # W_p descending, ties in H, M, L order
         rank = np.where(codes >= 0, pool_rank[np.maximum(codes, 0)], len(POOLS))
         key = -snap.weights[idx]
     return [items[k] for k in np.lexsort((tie, key, rank))]
 
 
 def band_table(dataset: DataSet, **readings):
-    """Pool sizes under both eq. (4) bands on the same priorities (a ``pandas.DataFrame``, one column per band).
-
-    Rows: the three pools, the seen nodes in no pool (the printed band's gap)
-    and the nodes never seen.
-    """
+    """Pool sizes under both eq. (4) bands on the same priorities (a ``pandas.DataFrame``, one column per band):
+    the three pools, the seen nodes in no pool (the printed band's gap) and the nodes never seen."""
     import pandas as pd
 
     both = {b: pool_snapshot(dataset, **{**readings, "band": b}) for b in BANDS}
@@ -792,11 +740,8 @@ def band_table(dataset: DataSet, **readings):
 
 
 def pool_history(topology_config, seeds: int, window: int, **readings):
-    """Algorithm 1 run over the log of ``seeds`` data sets (data seeds ``data_seed``, ``data_seed + 1``, ...).
-
-    Returns ``(history, versions)``: the :meth:`PriorityPool.history_frame` of
-    every seed with a ``data_seed`` column, and the final pool version per seed.
-    """
+    """Algorithm 1 over the logs of ``seeds`` data sets (data seeds ``data_seed``, ``data_seed + 1``, ...): the
+    :meth:`PriorityPool.history_frame` of every seed with a ``data_seed`` column, and the final version per seed."""
     import pandas as pd
 
     frames, versions = [], {}
@@ -811,10 +756,8 @@ def pool_history(topology_config, seeds: int, window: int, **readings):
 
 
 def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
-    """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i.
-
-    c_i is taken on the graph of sensor-gateway connections.
-    """
+    """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i
+    on the graph of sensor-gateway connections."""
     import networkx as nx
 
     g = nx.Graph([(s.id, s.gateway) for s in topology.sensors()])
@@ -825,10 +768,8 @@ def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
 
 
 def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, count: int = 8, **readings):
-    """The first ``count`` instances of each training order as "node (pool)" (a ``pandas.DataFrame``).
-
-    The pools are those of ``instances`` alone, as in :func:`training_order`.
-    """
+    """The first ``count`` instances of each training order as "node (pool)" (a ``pandas.DataFrame``); the pools
+    are those of ``instances`` alone, as in :func:`training_order`."""
     import pandas as pd
 
     items = list(instances)
@@ -858,8 +799,6 @@ def tie_share(priority_values, seen=None) -> float:
 
 def tie_shares(dataset: DataSet, instances: Sequence[Instance], **readings) -> dict[str, float]:
     """:func:`tie_share` of the pools of ``instances`` alone, under each ``relation_owner`` reading."""
-    out = {}
-    for owner in RELATION_OWNERS:
-        snap = pool_snapshot(DataSet(dataset.topology, list(instances)), **{**readings, "relation_owner": owner})
-        out[owner] = tie_share(snap.priority, snap.seen)
-    return out
+    items = DataSet(dataset.topology, list(instances))
+    snaps = {owner: pool_snapshot(items, **{**readings, "relation_owner": owner}) for owner in RELATION_OWNERS}
+    return {owner: tie_share(s.priority, s.seen) for owner, s in snaps.items()}

@@ -120,7 +120,7 @@ def test_hand_example_eqs_1_to_6_step_1():
     assert snap.avg == pytest.approx(3 / 26)
     assert snap.thresholds == pytest.approx((6 / 104, 9 / 104))
     assert _by_id(snap, snap.pool) == {"G1": "H", "G2": "M", "S1": "H", "S2": "L", "S3": "H", "S4": "H", "S5": None}
-    assert snap.members("H") == ("G1", "S1", "S3", "S4")
+    assert [nid for nid, p in zip(snap.node_ids, snap.pool) if p == "H"] == ["G1", "S1", "S3", "S4"]
     assert snap.sizes() == {"H": 4, "M": 1, "L": 1}
     # eq. (5): w = 1/7 per sensor, d_i/7 per gateway -> G1 3/7, G2 2/7
     assert _by_id(snap, snap.weights) == pytest.approx(
