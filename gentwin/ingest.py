@@ -3,15 +3,15 @@
 Section II.B of the paper parses the topology, delivered as Smart Data Models
 entities and unstructured sensor logs, into nodes plus typed relations before
 it goes into the knowledge graph.  This module is that door:
-:func:`read_graph` reads any NGSI-LD entities (normalized, key-values or
-concise; one entity, an array or an ``@graph``; a file, a folder, a list of
-files or of mappings) into an :class:`~gentwin.sdm.EntityGraph` through the one
-table :data:`gentwin.sdm.SDM_MAPPING`; :func:`read_entities` projects it onto a
-:class:`~gentwin.topology.Topology`; :func:`to_entities` / :func:`write_entities`
-write a topology that reads back identical; :func:`parse_log` /
-:func:`read_log` / :func:`write_log` handle the sensor log;
-:func:`read_dataset` / :func:`write_dataset` a folder holding both, and
-:func:`book_dataset` the book's data set, always read back through here.
+:func:`read_graph` reads any NGSI-LD entities into an
+:class:`~gentwin.sdm.EntityGraph` through the one table
+:data:`gentwin.sdm.SDM_MAPPING`; :func:`read_entities` projects it onto a
+:class:`~gentwin.topology.Topology`; :func:`write_entities` writes a topology
+that reads back identical; :func:`read_log` / :func:`write_log` handle the
+sensor log, and :func:`book_dataset` the book's data set (both, in a folder),
+always read back through here.  Bad input raises :class:`IngestError` (a
+``ValueError``) naming the file, the line where there is one, the entity (with
+its position) and the field.  Writes are atomic (:mod:`gentwin.files`).
 
 gentwin's vocabulary: sensors and gateways are ``Device`` entities told apart
 by ``deviceCategory`` (``sensor`` / ``network``); services and the city are
@@ -19,19 +19,13 @@ our own ``SmartCityService`` and ``SmartCity``; ids are
 ``urn:ngsi-ld:<Type>:<node id>``; ``refGateway``, ``refService`` and
 ``refSmartCity`` carry the relations; ``name``, ``location`` (GeoJSON Point,
 ``[lon, lat]``), ``controlledProperty``, ``sensorCategory`` and
-``observedEntityType`` carry the node fields.  Relations are read in the order
-:func:`gentwin.topology.generate_topology` produces them
-(:func:`gentwin.sdm.relation_phase`).
+``observedEntityType`` carry the node fields.
 
 The sensor log has one record per line, fields separated by white space::
 
     # gentwin sensor log v1
     # index  timestamp_s  node_id  presence  split
     0        0.0          AQ-S017  1         train
-
-Bad input raises :class:`IngestError` (a ``ValueError``) naming the file, the
-line where there is one, the entity (with its position) and the field.  Writes
-are atomic (:mod:`gentwin.files`).
 
 Examples
 --------
@@ -65,10 +59,10 @@ from .topology import SPLITS, DataSet, Instance, Node, Relation, Topology, gener
 
 __all__ = [
     "IngestError", "SDM_MAPPING", "mapping_table", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT",
-    "ENTITIES_FILE", "LOG_FILE", "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES",
+    "LOG_FILE", "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES",
     "BOOK_DATA_DIR", "book_data_folder", "load_book_dataset", "to_urn", "read_graph", "read_entities",
     "to_entities", "write_entities", "format_log_line", "format_log", "parse_log", "read_log", "write_log",
-    "read_dataset", "write_dataset", "book_dataset",
+    "book_dataset",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -80,7 +74,6 @@ ENTITY_TYPES: dict[str, str] = {"sensor": "Device", "gateway": "Device", "servic
                                 "city": "SmartCity"}
 #: ``deviceCategory`` value (SDM enumeration) the writer gives each device kind.
 DEVICE_CATEGORIES: dict[str, str] = {"sensor": "sensor", "gateway": "network"}
-ENTITIES_FILE = "entities.json"
 LOG_FILE = "log.txt"
 #: File names of the book's data-set folder (:func:`book_dataset`).
 BOOK_FILES: dict[str, str] = {"normalized": "entities.normalized.jsonld", "keyValues": "entities.keyValues.json",
@@ -88,10 +81,8 @@ BOOK_FILES: dict[str, str] = {"normalized": "entities.normalized.jsonld", "keyVa
 LOG_FIELDS: tuple[str, ...] = ("index", "timestamp_s", "node_id", "presence", "split")
 _LOG_HEADER = "# gentwin sensor log v1\n# " + "\t".join(LOG_FIELDS) + "\n"
 #: JSON-LD contexts written into every entity (strings only; nothing is fetched).
-CONTEXT: tuple[str, ...] = (
-    "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
-    "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld",
-)
+CONTEXT: tuple[str, ...] = ("https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+                            "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld")
 #: Deepest JSON nesting a file may have (a GeoJSON MultiPolygon attribute needs about 8).
 MAX_DEPTH = 64
 #: Longest number literal, in characters, a file may hold.
@@ -101,7 +92,6 @@ SDM_SAMPLE = Path(__file__).parent / "data" / "sdm_sample"
 #: where the chapters keep the book's data set, under the book's root (a build output, like the pages)
 BOOK_DATA_DIR = Path("book") / "executed" / "data"
 
-_INDEX = re.compile(r"\d+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 
 
@@ -143,11 +133,6 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise IngestError(f"not UTF-8 text (byte {exc.start})", source=path,
                           line=data[: exc.start].count(b"\n") + 1) from None
-
-
-# ---------------------------------------------------------------------------
-# JSON files, with limits
-# ---------------------------------------------------------------------------
 
 
 class _BadLiteral(Exception):
@@ -335,10 +320,6 @@ def read_entities(source: Any, *, form: str | None = None) -> Topology:
         return graph.to_topology()
 
 
-# ---------------------------------------------------------------------------
-# Writing entities (gentwin's vocabulary)
-# ---------------------------------------------------------------------------
-
 # the writer's property for each (head kind, relation, tail kind): gentwin's own rows of SDM_MAPPING
 _WRITTEN = {(head, row.gentwin, tail): row.sdm for row in SDM_MAPPING
             if row.source == "relationship" and row.sdm in STRICT_RELATIONSHIPS and not row.inverse
@@ -430,11 +411,6 @@ def write_entities(topology: Topology, path: PathLike, form: str = "normalized")
     atomic_write_text(path, _render_entities(topology, path, form))
 
 
-# ---------------------------------------------------------------------------
-# Sensor logs
-# ---------------------------------------------------------------------------
-
-
 def _check_instance(inst: Instance) -> None:
     def fail(field: str, problem: str) -> NoReturn:
         raise IngestError(problem, entity=f"#{inst.index}" if field == "node_id" else str(inst.node_id), field=field)
@@ -494,7 +470,7 @@ def parse_log(text: str, topology: Topology, *, source: str = "<log>") -> list[I
         if len(parts) != len(LOG_FIELDS):
             fail("line", f"has {len(parts)} fields, expected {len(LOG_FIELDS)} ({' '.join(LOG_FIELDS)}): {line!r}")
         idx, ts, node_id, presence, split = parts
-        if not _INDEX.match(idx):
+        if not idx.isdecimal():
             fail("index", f"= {idx!r} must be an integer >= 0")
         index = int(idx)
         if index in index_line:
@@ -540,39 +516,6 @@ def write_log(instances: Sequence[Instance], path: PathLike, topology: Topology 
     if topology is not None:
         parse_log(text, topology, source=str(path))
     atomic_write_text(path, text)
-
-
-# ---------------------------------------------------------------------------
-# Data-set folders
-# ---------------------------------------------------------------------------
-
-
-def read_dataset(folder: PathLike) -> DataSet:
-    """Read a data-set folder: ``ENTITIES_FILE`` and ``LOG_FILE``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data-set folder {str(folder)!r} does not exist")
-    for name in (ENTITIES_FILE, LOG_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"data-set folder {str(folder)!r} has no {name}")
-    topology = read_entities(folder / ENTITIES_FILE)
-    return DataSet(topology=topology, instances=read_log(folder / LOG_FILE, topology))
-
-
-def write_dataset(dataset: DataSet, folder: PathLike, form: str = "normalized") -> None:
-    """Write a data set as a folder holding ``ENTITIES_FILE`` and ``LOG_FILE``.
-
-    Both files are rendered and checked (they must read back to the same
-    data set) before anything is written, then written into a temporary
-    folder beside ``folder`` that is moved into place.  An existing ``folder``
-    is replaced only if it holds nothing but those two files.
-    """
-    folder = Path(folder)
-    entities = _render_entities(dataset.topology, folder / ENTITIES_FILE, form)
-    with _sourced(folder / LOG_FILE):
-        log = format_log(dataset.instances)
-    parse_log(log, dataset.topology, source=str(folder / LOG_FILE))
-    atomic_folder(folder, {ENTITIES_FILE: entities, LOG_FILE: log})
 
 
 def _book_settings(topology_config: Any) -> dict[str, Any]:

@@ -266,11 +266,6 @@ class GraphStore:
         return self._prev
 
 
-# ---------------------------------------------------------------------------
-# The cyber twin
-# ---------------------------------------------------------------------------
-
-
 class CyberTwin:
     """The cyber space's twin of the network: its knowledge graph state and both twins' records.
 
@@ -379,11 +374,6 @@ class CyberTwin:
                         gateway_silent=silent, flow_alive=flow_alive, heartbeats=int(hb.sum()))
 
 
-# ---------------------------------------------------------------------------
-# The loops
-# ---------------------------------------------------------------------------
-
-
 class ExternalLoop:
     """Data collection -> information -> actionable insight -> control flow, with counters."""
 
@@ -489,11 +479,6 @@ class InternalLoop:
             return True
         self.counters.versions_skipped += 1
         return False
-
-
-# ---------------------------------------------------------------------------
-# Baseline twins (Table IV): fill rules without the knowledge graph's path evidence or pooling
-# ---------------------------------------------------------------------------
 
 
 def _observed_grid(observed) -> np.ndarray:

@@ -337,11 +337,6 @@ _ROLES: dict[str, str] = {"id": _SKIP, "type": _SKIP, "@context": _SKIP, "locati
                           **{name: _REF for name in _RULE_NAMES}}
 
 
-# ---------------------------------------------------------------------------
-# Reading entities (the mapping applied; files and their limits are gentwin.ingest's)
-# ---------------------------------------------------------------------------
-
-
 def _short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."

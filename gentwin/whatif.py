@@ -55,11 +55,6 @@ class WhatIfError(ValueError):
     """A scenario, rate or twin setting is unusable."""
 
 
-# ---------------------------------------------------------------------------
-# The Physical Space and its changes
-# ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class NetworkState:
     """The Physical Space at one moment, as a twin sees it.
@@ -328,10 +323,6 @@ def kv_pairs(state: NetworkState, ids: Iterable[str]) -> list[tuple[str, tuple]]
                            [state.degrees.get(n.id, 0) for n in devices])
 
 
-# ---------------------------------------------------------------------------
-# The four twins (Fig. 8's arms)
-# ---------------------------------------------------------------------------
-
 #: Order in which one-entity events are written: a relation's tail (city, service, gateway) before its head.
 _KIND_RANK = {"city": 0, "service": 1, "gateway": 2, "sensor": 3}
 
@@ -560,7 +551,6 @@ class TraditionalTwin:
         info = self.store.rebuild(nodes.values(), rels)
         t1 = time.perf_counter()
         return UpdateInfo(0.0, t1 - t0, info.n_written, info.number, {}, ("ALL",), 0, 1)
-
 
 
 def respond(twin: Any, state: NetworkState, episode: Episode) -> tuple[dict[str, Any], Subgraph]:

@@ -19,12 +19,10 @@ from gentwin.ingest import (
     book_dataset,
     format_log,
     parse_log,
-    read_dataset,
     read_entities,
     read_graph,
     read_log,
     to_entities,
-    write_dataset,
     write_entities,
     write_log,
 )
@@ -83,16 +81,6 @@ def assert_identical_dataset(a: DataSet, b: DataSet) -> None:
     assert a.instances == b.instances
 
 
-def assert_same_dataset(a: DataSet, b: DataSet) -> None:
-    assert list(a.topology.nodes) == list(b.topology.nodes)  # same nodes, same order
-    assert a.topology.nodes == b.topology.nodes  # same metadata
-    assert set(a.topology.relations) == set(b.topology.relations)
-    assert len(a.topology.relations) == len(b.topology.relations)
-    for nid in a.topology.nodes:  # each node's own facts keep their order
-        assert a.topology.relations_of(nid) == b.topology.relations_of(nid)
-    assert a.instances == b.instances
-
-
 # ---------------------------------------------------------------------------
 # Round trips
 # ---------------------------------------------------------------------------
@@ -101,13 +89,14 @@ def assert_same_dataset(a: DataSet, b: DataSet) -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_round_trip_default_dataset(tmp_path, form):
     ds = generate_dataset()
-    write_dataset(ds, tmp_path / "ds", form=form)
-    back = read_dataset(tmp_path / "ds")
+    write_entities(ds.topology, tmp_path / "entities.json", form=form)
+    write_log(ds.instances, tmp_path / "log.txt", ds.topology)
+    topology = read_entities(tmp_path / "entities.json")
+    back = DataSet(topology, read_log(tmp_path / "log.txt", topology))
     assert_identical_dataset(ds, back)
     c = back.counts()
     assert (c["device nodes"], c["unique relations"], c["instances"]) == (300, 580, 1000)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary folder left behind
-    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["entities.json", "log.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entities.json", "log.txt"]  # no temporary file left
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -580,11 +569,8 @@ def test_an_error_mid_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["e.json"]  # no temporary file left, no partial log
 
 
-def test_an_error_mid_dataset_write_leaves_the_old_folder_intact(tmp_path, monkeypatch):
-    folder = tmp_path / "ds"
-    old = DataSet(_tiny(), EXPECTED_LOG)
-    write_dataset(old, folder)
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+def test_an_error_mid_book_dataset_write_leaves_no_folder(tmp_path, monkeypatch):
+    cfg = resolve("quick").topology
     calls = []
     real = os.fsync
 
@@ -596,38 +582,16 @@ def test_an_error_mid_dataset_write_leaves_the_old_folder_intact(tmp_path, monke
 
     monkeypatch.setattr(ingest.os, "fsync", fail_on_second)
     with pytest.raises(OSError, match="disk full"):
-        write_dataset(generate_dataset(resolve("quick").topology), folder, form="keyValues")
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    assert sorted(os.listdir(tmp_path)) == ["ds"]
-    assert_same_dataset(read_dataset(folder), old)
+        book_dataset(cfg, tmp_path / "city")
+    assert os.listdir(tmp_path) == []  # neither a partial folder nor a temporary one
+    monkeypatch.setattr(ingest.os, "fsync", real)
+    assert book_dataset(cfg, tmp_path / "city").topology == generate_dataset(cfg).topology
 
 
-def test_write_dataset_replaces_its_own_folder_but_no_other(tmp_path):
-    folder = tmp_path / "ds"
-    write_dataset(DataSet(_tiny(), EXPECTED_LOG), folder)
-    new = generate_dataset(resolve("quick").topology)
-    write_dataset(new, folder, form="keyValues")  # replacing our own output is fine
-    assert_same_dataset(read_dataset(folder), new)
-    assert sorted(os.listdir(tmp_path)) == ["ds"]
-    (folder / "notes.md").write_text("mine")
-    with pytest.raises(FileExistsError, match="notes.md"):
-        write_dataset(new, folder)
-    assert (folder / "notes.md").read_text() == "mine"
-
-
-def test_write_dataset_checks_the_log_against_the_topology(tmp_path):
-    bad = DataSet(_tiny(), [Instance(0, 0.0, "AQ", True, "train")])  # a service in the log
-    with pytest.raises(IngestError, match=r"log\.txt, line 3, entity 'AQ', field 'node_id'"):
-        write_dataset(bad, tmp_path / "ds")
-    assert not (tmp_path / "ds").exists() and os.listdir(tmp_path) == []
-
-
-def test_read_dataset_names_a_missing_file(tmp_path):
-    folder = tmp_path / "ds"
-    write_dataset(DataSet(_tiny(), EXPECTED_LOG), folder)
-    (folder / "log.txt").unlink()
-    with pytest.raises(FileNotFoundError, match="log.txt"):
-        read_dataset(folder)
+def test_write_log_checks_the_log_against_the_topology(tmp_path):
+    with pytest.raises(IngestError, match=r"log\.txt, line 3, entity 'AQ', field 'node_id'"):  # a service in the log
+        write_log([Instance(0, 0.0, "AQ", True, "train")], tmp_path / "log.txt", _tiny())
+    assert os.listdir(tmp_path) == []
 
 
 def test_form_is_validated():

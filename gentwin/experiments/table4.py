@@ -25,6 +25,8 @@ from ..metrics import CompletenessScore, completeness
 from ..physical import (CUT, DELIVERED, GATEWAY_DOWN, LATE, PACKET_LOSS, REASONS, TABLE4_SCENARIOS, PhysicalError,
                         PhysicalSpace, last_presence, outage_window, presence_chain, topology_config_for)
 from ..progress import progress as _progress
+from ..reference import by_key
+from ..stats import summarise
 from ..topology import DataSet, generate_dataset
 
 __all__ = [
@@ -89,12 +91,7 @@ class SimulationResult:
         """How many readings ended how (delivered, cut, gateway down, ...)."""
         import pandas as pd
 
-        counts = np.bincount(self.reason.ravel(), minlength=len(REASONS))
-        return pd.DataFrame({"fate": REASONS, "cells": counts.astype(int)})
-
-    def scores(self) -> dict[str, CompletenessScore]:
-        """Each arm's score on this run, in :data:`ARMS` order."""
-        return dict(zip(ARMS, (self.gentwin, self.traditional, self.carry_forward, self.always_generate)))
+        return pd.DataFrame({"fate": REASONS, "cells": np.bincount(self.reason.ravel(), minlength=len(REASONS))})
 
     def rows(self) -> list[dict]:
         """One row per twin (:data:`ARMS`) for a results table (with how many readings were lost to what)."""
@@ -106,45 +103,41 @@ class SimulationResult:
                      generated_precision=sc.generated_precision, false_record_pct=100.0 * sc.false_record_rate,
                      net_completeness_pct=100.0 * sc.net_completeness, record_f1_pct=100.0 * sc.record_f1,
                      truth_records=sc.n_truth, **lost)
-                for twin, sc in self.scores().items()]
+                for twin, sc in zip(ARMS, (self.gentwin, self.traditional, self.carry_forward, self.always_generate))]
 
 
 def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario: int, seed: int,
              pooling: PoolingConfig | None = None, dataset: DataSet | None = None, presence: np.ndarray | None = None,
              gateway_failures: Sequence[tuple[str, float, float]] | None = None, store=None) -> SimulationResult:
-    """Run one scenario on one topology and score both twins.
+    """Run one scenario on one topology and score every arm of :data:`ARMS`.
 
     Parameters
     ----------
-    physical : PhysicalConfig
-        Rates, loss, delay, outage, failures, loop settings.
-    topology_cfg : TopologyConfig
-        The network (use :func:`~gentwin.config.topology_config_for` for a Table IV size).
+    physical, topology_cfg : PhysicalConfig, TopologyConfig
+        Rates, loss, delay, outage, failures and loop settings; the network
+        (:func:`~gentwin.config.topology_config_for` gives a Table IV size).
     scenario : {1, 2}
         1: no interruption; 2: the flow is cut for ``outage_s`` from ``outage_start_s``.
     seed : int
-        Seed of everything random in the run (phases, presence, loss, delays,
-        failures); the topology comes from ``topology_cfg.data_seed``.
+        Seed of everything random in the run; the topology comes from ``topology_cfg.data_seed``.
     pooling : PoolingConfig, optional
         eq. (3) ``relation_owner``, eq. (4) band and eq. (6) reading for the internal loop.
     dataset : DataSet, optional
-        The history the run continues (default ``generate_dataset(topology_cfg)``):
-        the twin's first version is pooled from it and each sensor starts with
-        its last presence in it.
+        The history the run continues (default ``generate_dataset(topology_cfg)``): the twin's first
+        version is pooled from it and each sensor starts with its last presence in it.
     presence : bool array (n_sensors, n_slots), optional
         Ground-truth presence instead of the Markov chain (hand-worked tests).
     gateway_failures : list of (gateway id, start, end), optional
         Scripted failures instead of random ones.
     store : optional
-        Where the internal loop commits twin versions: a :mod:`gentwin.graph` store holding no version
-        yet (through :class:`gentwin.loops.GraphStore`); default a new :class:`gentwin.graph.NetworkxStore`.
+        A :mod:`gentwin.graph` store holding no version yet, where the internal loop commits twin versions
+        (through :class:`gentwin.loops.GraphStore`); default a new :class:`gentwin.graph.NetworkxStore`.
     """
     import simpy
 
-    if not isinstance(physical, PhysicalConfig):
-        raise PhysicalError(f"physical = {type(physical).__name__}: must be a PhysicalConfig")
-    if not isinstance(topology_cfg, TopologyConfig):
-        raise PhysicalError(f"topology_cfg = {type(topology_cfg).__name__}: must be a TopologyConfig")
+    for name, value, kind in (("physical", physical, PhysicalConfig), ("topology_cfg", topology_cfg, TopologyConfig)):
+        if not isinstance(value, kind):
+            raise PhysicalError(f"{name} = {type(value).__name__}: must be a {kind.__name__}")
     outage_window(physical, scenario)  # validates the scenario
     seed = check_int("seed", seed, low=0, error=PhysicalError)
     pooling = pooling or PoolingConfig()
@@ -225,25 +218,21 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
 def table4_runs(settings: Settings, *, progress: bool = False, keep: Iterable[tuple[int, int, int]] = ()):
     """All Table IV runs: every size x scenario x seed of ``settings.physical``.
 
-    Returns ``(frame, kept)``: a DataFrame with one row per run and twin
-    (see :meth:`SimulationResult.rows`) and a dict of the full
-    :class:`SimulationResult` for the (size, scenario, seed) triples in
-    ``keep`` (for time-line plots).
+    Returns ``(frame, kept)``: :meth:`SimulationResult.rows` of every run (a DataFrame) and the full
+    :class:`SimulationResult` of each (size, scenario, seed) in ``keep`` (for time-line plots).
     """
     import pandas as pd
 
-    phys = settings.physical
-    keep = set(keep)
+    phys, keep = settings.physical, set(keep)
     seeds = range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)
     jobs = [(size, sc, seed) for size in phys.sizes for sc in TABLE4_SCENARIOS for seed in seeds]
+    networks = {size: (tcfg, generate_dataset(tcfg)) for size in phys.sizes
+                for tcfg in [topology_config_for(size, settings.topology, phys)]}  # one network and history per size
     rows: list[dict] = []
     kept: dict[tuple[int, int, int], SimulationResult] = {}
-    datasets: dict[int, DataSet] = {}
     for size, sc, seed in _progress(jobs, desc="Table IV runs", disable=not progress, leave=False):
-        tcfg = topology_config_for(size, settings.topology, phys)
-        if size not in datasets:
-            datasets[size] = generate_dataset(tcfg)
-        res = simulate(phys, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=datasets[size])
+        res = simulate(phys, networks[size][0], scenario=sc, seed=seed, pooling=settings.pooling,
+                       dataset=networks[size][1])
         rows.extend(res.rows())
         if (size, sc, seed) in keep:
             kept[(size, sc, seed)] = res
@@ -274,15 +263,11 @@ def size_labels(sizes: Sequence[int]) -> dict[int, str]:
 
 
 def summarise_table4(frame, confidence: float = 0.95):
-    """Mean and confidence interval across seeds of each Table IV quantity.
+    """Mean and confidence interval across seeds of each Table IV quantity (``frame``: :func:`table4_runs`'s).
 
-    ``frame`` is the first value of :func:`table4_runs`.  One row per (scenario,
-    size, twin): ``completeness`` and ``net`` (%) each with ``_low`` and
-    ``_high``, the means of ``observed``, ``generated``, ``generated_precision``,
-    ``false_record_pct``, ``record_f1`` and the number of seeds ``n``.
+    One row per (scenario, size, twin): ``completeness`` and ``net`` (%) each with ``_low`` and ``_high``, the
+    means of ``observed``, ``generated``, ``generated_precision``, ``false_record_pct``, ``record_f1`` and ``n``.
     """
-    from ..stats import summarise
-
     keys = ["scenario", "size", "twin"]
     out = summarise(frame, keys, "completeness_pct", confidence).rename(
         columns={"mean": "completeness", "low": "completeness_low", "high": "completeness_high"})
@@ -332,16 +317,9 @@ def input_sensitivity(settings: Settings, size: int | None = None, *, progress: 
     (``sensitivity_duration_factors`` times ``duration_s``) while the others
     keep ``settings.physical``'s; every value runs the same seeds on the same
     network of ``size`` sensors (default: the largest) and history, so the
-    grid is paired.
-
-    Returns a tidy DataFrame: :meth:`SimulationResult.rows` plus ``input``
-    and ``value``.
-
-    Raises
-    ------
-    ConfigError
-        A grid value that makes an invalid run (e.g. a cut that does not end
-        within the run), naming the grid's field.
+    grid is paired.  Returns :meth:`SimulationResult.rows` plus ``input`` and
+    ``value`` (a DataFrame).  A grid value that makes an invalid run (e.g. a cut
+    that does not end within the run) raises ``ConfigError`` naming the grid's field.
     """
     import pandas as pd
 
@@ -375,8 +353,6 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
     seeds) and ``implied`` (``100 (1 - packet_loss)`` on the packet-loss rows).
     """
     import pandas as pd
-
-    from ..stats import summarise
 
     keys = ["input", "value", "scenario", "twin"]
     parts = [summarise(frame, keys, col, confidence).assign(metric=metric)
@@ -466,14 +442,9 @@ class Table4:
                 f"{self.settings.physical.physical_seeds} seeds; profile {self.settings.profile!r}")
 
     def completeness_table(self):
-        """Table IV: completeness and net completeness (%) per scenario, twin and metric (rows) and size (columns).
-
-        One completeness and one net-completeness row per arm of :data:`ARMS`;
-        then the paper's values, per scenario.
-        """
+        """Table IV: completeness and net completeness (%) per scenario, twin (:data:`ARMS`) and metric (rows)
+        and size (columns); then the paper's values, per scenario."""
         import pandas as pd
-
-        from ..reference import by_key
 
         labels = self.labels
         summary = self.summary.set_index(["scenario", "twin", "size"])
@@ -501,8 +472,6 @@ class Table4:
         completeness ``k_<arm>`` and net completeness ``k_<arm>_net``, each with ``_n``; per scenario the
         sensitivity panel's reading for GenTwin (``table4_input_s<scenario>``).
         """
-        from ..reference import by_key
-
         phys = self.settings.physical
         s = self.summary.set_index(["scenario", "twin", "size"])
         cells = [(f"table4_s{sc}_{label}", sc, size) for sc in TABLE4_SCENARIOS for size, label in self.labels.items()]
@@ -537,12 +506,11 @@ class Table4:
 
     def detail_table(self):
         """Per scenario, size and twin: completeness, share received, generated records and their precision."""
-        return _by_arm(self.summary, ["scenario", "size", "twin"])[[
-            "scenario", "size", "twin", "completeness", "net", "observed", "generated", "generated_precision",
-            "false_record_pct", "record_f1", "n"]].rename(columns={
-            "completeness": "completeness %", "net": "net completeness %", "observed": "received %",
-            "generated": "generated records per run", "generated_precision": "precision of generated",
-            "false_record_pct": "false records %", "record_f1": "record F1 %", "n": "seeds"}).round(3)
+        shown = {"scenario": "scenario", "size": "size", "twin": "twin", "completeness": "completeness %",
+                 "net": "net completeness %", "observed": "received %", "generated": "generated records per run",
+                 "generated_precision": "precision of generated", "false_record_pct": "false records %",
+                 "record_f1": "record F1 %", "n": "seeds"}
+        return _by_arm(self.summary, ["scenario", "size", "twin"])[list(shown)].rename(columns=shown).round(3)
 
     def findings(self) -> str:
         """Two sentences: GenTwin's gain in Scenario 2 and what Scenario 1 lost in transit."""
