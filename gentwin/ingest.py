@@ -81,8 +81,9 @@ BOOK_FILES: dict[str, str] = {"normalized": "entities.normalized.jsonld", "keyVa
 LOG_FIELDS: tuple[str, ...] = ("index", "timestamp_s", "node_id", "presence", "split")
 _LOG_HEADER = "# gentwin sensor log v1\n# " + "\t".join(LOG_FIELDS) + "\n"
 #: JSON-LD contexts written into every entity (strings only; nothing is fetched).
-CONTEXT: tuple[str, ...] = ("https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
-                            "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld")
+CONTEXT: tuple[str, ...] = (
+    "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld")
 #: Deepest JSON nesting a file may have (a GeoJSON MultiPolygon attribute needs about 8).
 MAX_DEPTH = 64
 #: Longest number literal, in characters, a file may hold.
@@ -159,8 +160,8 @@ def _parse_constant(text: str) -> NoReturn:
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[\]{},]', re.S)
 
 
-def _locate(text: str, offset: int) -> tuple[int, int, int | None, str | None]:
-    """``(line, column, entity position, field)`` of character ``offset`` (error path only: slow)."""
+def _fail_at(path: Path, text: str, offset: int, problem: str) -> NoReturn:
+    """Raise ``problem`` naming the line, column, entity position and field of character ``offset`` (slow)."""
     stack: list[list[Any]] = []  # [bracket, commas seen, last key]
     for m in _TOKEN.finditer(text, 0, offset):
         tok = m.group()
@@ -178,7 +179,7 @@ def _locate(text: str, offset: int) -> tuple[int, int, int | None, str | None]:
     position = stack[level][1] + 1 if stack and stack[level][0] == "[" else (1 if stack else None)
     obj = level + 1 if stack and stack[level][0] == "[" else level
     field = stack[obj][2] if len(stack) > obj else None
-    return line, col, position, field
+    raise IngestError(f"{problem} at column {col}", source=path, line=line, position=position, field=field) from None
 
 
 _BRACKET_CHARS = np.zeros(256, dtype=bool)
@@ -229,9 +230,7 @@ def _load_json(path: Path) -> list[Any]:
     deep = _too_deep(data)
     if deep is not None:
         offset = len(data[:deep].decode(errors="ignore"))
-        line, col, position, field = _locate(text, offset)
-        raise IngestError(f"nesting deeper than MAX_DEPTH = {MAX_DEPTH} levels at column {col}", source=path,
-                          line=line, position=position, field=field)
+        _fail_at(path, text, offset, f"nesting deeper than MAX_DEPTH = {MAX_DEPTH} levels")
     try:
         loaded = json.loads(text, parse_int=lambda t: int(_short_literal(t)), parse_float=_parse_float,
                             parse_constant=_parse_constant)
@@ -240,9 +239,7 @@ def _load_json(path: Path) -> list[Any]:
     except _BadLiteral as exc:
         literal, problem = exc.args
         hit = re.search(r"(?<![\w.\"])" + re.escape(literal), text)
-        line, col, position, field = _locate(text, hit.start() if hit else 0)
-        raise IngestError(f"{problem} at column {col}", source=path, line=line, position=position,
-                          field=field) from None
+        _fail_at(path, text, hit.start() if hit else 0, problem)
     if isinstance(loaded, dict) and isinstance(loaded.get("@graph"), list):
         return loaded["@graph"]
     if isinstance(loaded, (dict, list)):

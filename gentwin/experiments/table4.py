@@ -130,8 +130,8 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     gateway_failures : list of (gateway id, start, end), optional
         Scripted failures instead of random ones.
     store : optional
-        A :mod:`gentwin.graph` store holding no version yet, where the internal loop commits twin versions
-        (through :class:`gentwin.loops.GraphStore`); default a new :class:`gentwin.graph.NetworkxStore`.
+        Where the internal loop commits twin versions: an empty :mod:`gentwin.graph` store (through
+        :class:`gentwin.loops.GraphStore`, default a new ``NetworkxStore``) or a :class:`gentwin.loops.VersionSink`.
     """
     import simpy
 
@@ -142,8 +142,7 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     seed = check_int("seed", seed, low=0, error=PhysicalError)
     pooling = pooling or PoolingConfig()
     ds = dataset if dataset is not None else generate_dataset(topology_cfg)
-    topo = ds.topology
-    sensors = topo.sensors()
+    topo, sensors = ds.topology, ds.topology.sensors()
     if not sensors:
         raise PhysicalError("topology: has no sensor (n_sensors must be >= 1)")
     period = physical.report_period_s
@@ -170,8 +169,7 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
                             relation_count=pooling.relation_count, version_alpha=physical.version_alpha, store=store)
     internal.start(0.0, twin)
     external = ExternalLoop(twin, detect_slots=physical.detect_slots)
-    generated = np.zeros_like(truth)
-    observed = np.zeros_like(truth)
+    generated, observed = np.zeros_like(truth), np.zeros_like(truth)
 
     def apply_control(cmd: ControlCommand):
         yield env.timeout(physical.control_delay_s)
@@ -197,8 +195,7 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     env.run(until=end + physical.control_delay_s + 1e-9)
 
     # readings that arrived after their slot closed are late (lost to the twin)
-    late = (space.reason == DELIVERED) & ~observed
-    space.reason[late] = LATE
+    space.reason[(space.reason == DELIVERED) & ~observed] = LATE
     down = [(space.gateway_ids[j], a, b) for j, a, b in space.down_intervals]
     down += [(space.gateway_ids[int(j)], math.nan, end) for j in np.flatnonzero(~space.gateway_up)]
     return SimulationResult(
@@ -208,8 +205,7 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
         gentwin=completeness(truth, observed, generated), traditional=completeness(truth, observed),
         external=external.counters, internal=internal.counters,
         carry_forward=completeness(truth, observed, carry_forward_records(observed, known_before)),
-        always_generate=completeness(truth, observed, always_generate_records(observed)),
-        gateway_down=tuple(down),
+        always_generate=completeness(truth, observed, always_generate_records(observed)), gateway_down=tuple(down),
         rehomes=tuple((t, space.sensor_ids[s], space.gateway_ids[a], space.gateway_ids[b])
                       for t, s, a, b in space.rehomes),
     )
@@ -299,11 +295,8 @@ def topology_table(settings: Settings):
 #: The inputs of the sensitivity panel: (input, config field holding its grid, scenarios that can depend on it).
 #: Scenario 1 has no cut, so the cut length is varied in Scenario 2 only.
 SENSITIVITY_INPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
-    ("packet_loss", "sensitivity_packet_loss", (1, 2)),
-    ("duration_s", "sensitivity_duration_factors", (1, 2)),
-    ("outage_s", "sensitivity_outage_s", (2,)),
-    ("presence_dwell_s", "sensitivity_dwell_s", (1, 2)),
-)
+    ("packet_loss", "sensitivity_packet_loss", (1, 2)), ("duration_s", "sensitivity_duration_factors", (1, 2)),
+    ("outage_s", "sensitivity_outage_s", (2,)), ("presence_dwell_s", "sensitivity_dwell_s", (1, 2)))
 
 #: Least tolerance (percentage points) of "tracks 100 (1 - packet_loss)" beside the CI: half the last digit the
 #: paper reports in Table IV; :func:`input_drivers` widens it to two binomial standard errors of the loss share.
@@ -338,11 +331,9 @@ def input_sensitivity(settings: Settings, size: int | None = None, *, progress: 
                                   f"invalid run ({e})") from None
             jobs += [(inp, value, p, sc, seed) for sc in scenarios
                      for seed in range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)]
-    rows: list[dict] = []
-    for inp, value, p, sc, seed in _progress(jobs, desc="Table IV sensitivity", disable=not progress, leave=False):
-        r = simulate(p, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=dataset)
-        rows += [dict(row, input=inp, value=float(value)) for row in r.rows()]
-    return pd.DataFrame(rows)
+    runs = _progress(jobs, desc="Table IV sensitivity", disable=not progress, leave=False)
+    return pd.DataFrame([dict(row, input=inp, value=float(value)) for inp, value, p, sc, seed in runs for row in
+                         simulate(p, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=dataset).rows()])
 
 
 def summarise_sensitivity(frame, confidence: float = 0.95):
@@ -419,11 +410,8 @@ def _by_arm(frame, columns: list[str]):
 
 @dataclass(frozen=True)
 class Table4:
-    """Everything the Table IV chapter shows: the runs, their summary and the two extra experiments.
-
-    ``demo`` is the Scenario 2 run of the largest size and first seed;
-    ``with_failures`` reruns it with gateways failing (``loop_demo_mtbf_s``).
-    """
+    """Everything the Table IV chapter shows: the runs, their summary, the sensitivity panel, ``demo`` (the
+    Scenario 2 run of the largest size and first seed) and ``with_failures`` (it again, gateways failing)."""
 
     settings: Settings
     frame: object
@@ -530,12 +518,11 @@ class Table4:
     def sensitivity_table(self):
         """Mean completeness, precision and false records of each twin per presence dwell (Scenario 2)."""
         dwell = self.sensitivity[(self.sensitivity["input"] == "presence_dwell_s") & (self.sensitivity.scenario == 2)]
-        out = dwell.groupby(["value", "twin"]).agg(
-            completeness=("completeness_pct", "mean"), net=("net_completeness_pct", "mean"),
-            precision=("generated_precision", "mean"), false_records=("false_record_pct", "mean")).reset_index()
-        return out.rename(columns={"value": "presence_dwell_s (s)", "completeness": "completeness %",
-                                   "net": "net completeness %", "precision": "precision of generated",
-                                   "false_records": "false records %"}).round(3)
+        out = dwell.groupby(["value", "twin"]).agg(**{
+            "completeness %": ("completeness_pct", "mean"), "net completeness %": ("net_completeness_pct", "mean"),
+            "precision of generated": ("generated_precision", "mean"),
+            "false records %": ("false_record_pct", "mean")}).reset_index()
+        return out.rename(columns={"value": "presence_dwell_s (s)"}).round(3)
 
     def sensitivity_summary(self):
         """:func:`summarise_sensitivity` of the panel (what the chapter's small multiples plot)."""
@@ -575,23 +562,16 @@ class Table4:
 
     def arms_findings(self) -> str:
         """One sentence per scenario: every arm's completeness and net completeness on the largest network."""
-        s = self.summary
-        largest = max(self.labels)
-        out = []
-        for sc in TABLE4_SCENARIOS:
-            sub = s[(s.scenario == sc) & (s["size"] == largest)].set_index("twin")
-            out.append(f"Scenario {sc}, {largest} sensors, completeness / net completeness (%): "
-                       + "; ".join(f"{arm} {sub.loc[arm, 'completeness']:.2f} / {sub.loc[arm, 'net']:.2f}"
-                                   for arm in ARMS) + ".")
-        return "\n".join(out)
+        s, largest = self.summary, max(self.labels)
+        return "\n".join(f"Scenario {sc}, {largest} sensors, completeness / net completeness (%): " + "; ".join(
+            f"{arm} {sub.loc[arm, 'completeness']:.2f} / {sub.loc[arm, 'net']:.2f}" for arm in ARMS) + "."
+            for sc in TABLE4_SCENARIOS for sub in [s[(s.scenario == sc) & (s["size"] == largest)].set_index("twin")])
 
     def loop_table(self):
         """Crossings of both closed loops in the demonstration run, without and with gateway failures."""
         out = loop_table(self.demo.external, self.demo.internal).rename(columns={"count": "Table IV run"})
-        mtbf = self.settings.physical.loop_demo_mtbf_s
-        out[f"with gateway failures (MTBF {mtbf:g} s)"] = loop_table(
-            self.with_failures.external, self.with_failures.internal)["count"]
-        return out
+        failures = loop_table(self.with_failures.external, self.with_failures.internal)["count"]
+        return out.assign(**{f"with gateway failures (MTBF {self.settings.physical.loop_demo_mtbf_s:g} s)": failures})
 
     def run_table(self):
         """Failures, re-homed sensors, both twins' completeness and twin versions of the two demonstration runs."""
@@ -601,10 +581,8 @@ class Table4:
             {"run": name, "gateway failures": len(r.gateway_down), "sensors re-homed": r.external.rehomed_sensors,
              "GenTwin completeness %": 100 * r.gentwin.completeness,
              "traditional completeness %": 100 * r.traditional.completeness,
-             "precision of generated": r.gentwin.generated_precision,
-             "twin versions": r.internal.versions_committed}
-            for name, r in (("Table IV run", self.demo), ("with gateway failures", self.with_failures))
-        ]).round(3)
+             "precision of generated": r.gentwin.generated_precision, "twin versions": r.internal.versions_committed}
+            for name, r in (("Table IV run", self.demo), ("with gateway failures", self.with_failures))]).round(3)
 
 
 def run_table4(settings: Settings, *, progress: bool = False) -> Table4:
