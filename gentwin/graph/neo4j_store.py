@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -54,7 +55,9 @@ class Neo4jStore(TwinStore):
     are only ever taken from ``LABELS`` and ``RELATION_TYPES``; every
     id and value travels as a query parameter.  Updates run in one managed
     write transaction (``execute_write``: retried on transient errors, rolled
-    back on any failure), writes in batched ``UNWIND`` statements.
+    back on any failure): a small unnamed update as one statement (one round
+    trip, then the commit), a named or large one in batched ``UNWIND``
+    statements.
 
     Use :meth:`from_env` to connect with ``NEO4J_URI`` / ``NEO4J_USER`` /
     ``NEO4J_PASSWORD``; the credentials are handed to the driver and kept
@@ -148,35 +151,21 @@ class Neo4jStore(TwinStore):
                     if "AlreadyExists" not in (exc.code or ""):
                         raise
 
-    # -- the latest version as _plan needs it: one query inside the write transaction --------
-    def _tx_lookup(self, tx, changes: ChangeSet) -> tuple[dict[str, TwinNode], set[Relation], set[Relation]]:
-        """Current states of the touched ids, which of the named relations exist, relations of deleted ids."""
+    # -- the latest version as _plan needs it: read inside the write transaction --------------
+    def _lookup_params(self, changes: ChangeSet) -> dict[str, Any]:
+        """The data of :data:`_LOOKUP`: touched ids, the named relations, the deleted ids."""
         twin = self.twin
         ids = {n.id for n in changes.upsert_nodes} | set(changes.delete_nodes)
         ids |= {r.head for r in changes.upsert_relations} | {r.tail for r in changes.upsert_relations}
-        rels = list(changes.upsert_relations) + list(changes.delete_relations)
-        if not ids and not rels:
-            return {}, set(), set()
-        # COLLECT subqueries; relations are expanded from their head (the hint), as a tail such as a
-        # service is a hub with hundreds of relations
-        q = (
-            _NO_REPLAN + "RETURN COLLECT { UNWIND $uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
-            "WHERE s.v_to IS NULL RETURN [e.id, e.kind, properties(s)] } AS cur, "
-            "COLLECT { UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
-            "(t:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE t.uid = row.t AND r.v_to IS NULL "
-            "AND type(r) = row.type RETURN [h.id, type(r), t.id] } AS ex, "
-            "COLLECT { UNWIND $duids AS u MATCH (e:TwinEntity {uid: u})-[r:" + _REL_PATTERN + "]-(:TwinEntity) "
-            "WHERE r.v_to IS NULL RETURN DISTINCT [startNode(r).id, type(r), endNode(r).id] } AS inc"
-        )
-        rec = tx.run(
-            q, uids=[_uid(twin, i) for i in sorted(ids)],
-            rows=[{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type} for r in rels],
-            duids=[_uid(twin, i) for i in changes.delete_nodes],
-        ).single()
-        current = {i: _node_from_record({"id": i, "kind": k, "props": p}) for i, k, p in rec["cur"]}
-        existing = {Relation(h, t, o) for h, t, o in rec["ex"]}
-        incident = {Relation(h, t, o) for h, t, o in rec["inc"]}
-        return current, existing, incident
+        return {"uids": [_uid(twin, i) for i in sorted(ids)],
+                "look": [_rel_row(twin, r) for r in list(changes.upsert_relations) + list(changes.delete_relations)],
+                "duids": [_uid(twin, i) for i in changes.delete_nodes]}
+
+    def _tx_lookup(self, tx, changes: ChangeSet) -> tuple[_Plan, set[str]]:
+        """(``changes`` planned against the latest version, ids with a current state), read by one query."""
+        d = self._lookup_params(changes)
+        rec = tx.run(_NO_REPLAN + "RETURN " + _LOOKUP, d=d).single() if d["uids"] or d["look"] else None
+        return _plan_from(changes, rec)
 
     # -- writing -----------------------------------------------------------------
     def commit(self, changes: ChangeSet, *, name: str | None = None, parts: Sequence[str] = ()) -> VersionInfo:
@@ -184,22 +173,16 @@ class Neo4jStore(TwinStore):
             raise SchemaError(f"changes = {changes!r}: must be a ChangeSet")
         _check_name(name)
         parts = _check_parts(parts)
+        if name is None and len(changes) <= self.batch_size:
+            try:
+                return self._write(lambda tx: self._tx_one_statement(tx, changes, parts))
+            except _Diverged:  # rolled back: the server read the change otherwise than _plan (e.g. True vs 1)
+                pass
 
         def work(tx) -> VersionInfo:
-            current, existing, incident = self._tx_lookup(tx, changes)
-            plan = _plan(
-                changes,
-                lambda ids: {i: current[i] for i in ids if i in current},
-                lambda rels: {r for r in rels if r in existing},
-                lambda ids: {r for r in incident if r.head in ids or r.tail in ids},
-            )
-            new_ids = {n.id for n in plan.states if n.id not in current}
-            if name is None and max(len(plan.end_relations), len(plan.delete_nodes) + len(plan.states),
-                                    len(plan.new_relations)) <= self.batch_size:
-                info = self._tx_version_and_write(tx, plan, parts, new_ids)  # one statement: one round trip
-            else:
-                info = self._tx_open_version(tx, name, parts, plan.n_written)
-                self._tx_write(tx, plan, info.number, new_ids=new_ids)
+            plan, current = self._tx_lookup(tx, changes)
+            info = self._tx_open_version(tx, name, parts, plan.n_written)
+            self._tx_write(tx, plan, info.number, new_ids={n.id for n in plan.states} - current)
             self._tx_prune(tx, info.number)
             return info
 
@@ -265,15 +248,12 @@ class Neo4jStore(TwinStore):
         with self._session() as session:
             v = session.execute_write(begin)
             try:
-                ended = 0
-                for q in (
+                ended = self._drain(session, v, (
                     "MATCH (:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
                     "WITH s LIMIT $n SET s.v_to = $v RETURN count(s) AS k",
                     "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
                     "AND r.v_from < $v WITH r LIMIT $n SET r.v_to = $v RETURN count(r) AS k",
-                ):
-                    while k := session.execute_write(lambda tx: tx.run(q, twin=twin, v=v, n=n).single()["k"]):
-                        ended += k
+                ))
                 all_ids = {x.id for x in nodes}
                 for chunk in _batches(nodes, max(1, n // 2)):
                     session.execute_write(lambda tx: self._tx_write(tx, _Plan(states=list(chunk)), v,
@@ -298,14 +278,13 @@ class Neo4jStore(TwinStore):
 
     def _undo_staging(self) -> None:
         """Undo a staged version that was never published (nothing to do, in one query, when none is)."""
-        twin, n = self.twin, self.stage_rows
+        twin = self.twin
         with self._session() as session:
             rec = session.execute_read(lambda tx: tx.run(
                 "MATCH (m:TwinStaging {twin: $twin}) RETURN max(m.v) AS v", twin=twin).single())
             if rec is None or rec["v"] is None:
                 return
-            v = int(rec["v"])
-            for q in (
+            self._drain(session, int(rec["v"]), (
                 "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_from >= $v "
                 "WITH r LIMIT $n DELETE r RETURN count(*) AS k",
                 "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to >= $v "
@@ -316,9 +295,7 @@ class Neo4jStore(TwinStore):
                 "RETURN count(*) AS k",
                 "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() WITH e LIMIT $n "
                 "DETACH DELETE e RETURN count(*) AS k",
-            ):
-                while session.execute_write(lambda tx: tx.run(q, twin=twin, v=v, n=n).single()["k"]):
-                    pass
+            ))
             session.execute_write(lambda tx: tx.run("MATCH (m:TwinStaging {twin: $twin}) DELETE m",
                                                     twin=twin).consume())
 
@@ -326,27 +303,37 @@ class Neo4jStore(TwinStore):
         """``keep_versions`` after a staged rebuild, in transactions of at most ``stage_rows`` records."""
         if self.keep_versions is None or v - self.keep_versions + 1 <= 1:
             return
-        oldest, twin, n = v - self.keep_versions + 1, self.twin, self.stage_rows
-        with self._session() as session:
-            for q in (
-                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to <= $o "
+        with self._session() as session:  # $v: the oldest version kept
+            self._drain(session, v - self.keep_versions + 1, (
+                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to <= $v "
                 "WITH r LIMIT $n DELETE r RETURN count(*) AS k",
-                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $o WITH s LIMIT $n DETACH DELETE s "
+                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $v WITH s LIMIT $n DETACH DELETE s "
                 "RETURN count(*) AS k",
                 "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() WITH e LIMIT $n "
                 "DETACH DELETE e RETURN count(*) AS k",
-                "MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $o WITH x LIMIT $n DELETE x "
+                "MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $v WITH x LIMIT $n DELETE x "
                 "RETURN count(*) AS k",
-            ):
-                while session.execute_write(lambda tx: tx.run(q, twin=twin, o=oldest, n=n).single()["k"]):
-                    pass
+            ))
+
+    def _drain(self, session, v: int, queries: Sequence[str]) -> int:
+        """Run each query (a ``LIMIT $n`` batch that returns its count ``k``) until it finds nothing; the total."""
+        total = 0
+        for q in queries:
+            while k := session.execute_write(lambda tx: tx.run(q, twin=self.twin, v=v, n=self.stage_rows).single()["k"]):
+                total += k
+        return total
+
+    def _tx(self, work: Callable[[Any], Any], *, write: bool = True) -> Any:
+        """``work(tx)`` in one managed transaction, its BEGIN sent with its first statement (one round trip
+        less, as the driver's own ``execute_query`` does; a driver without this sends BEGIN on its own)."""
+        with self._session() as s, getattr(s, "_pipelined_begin", contextlib.nullcontext()):
+            return s.execute_write(work) if write else s.execute_read(work)
 
     def _write(self, work: Callable[[Any], VersionInfo]) -> VersionInfo:
         from neo4j.exceptions import ConstraintError
 
         try:
-            with self._session() as s:
-                return s.execute_write(work)
+            return self._tx(work)
         except ConstraintError as exc:  # the name constraint: a concurrent writer took the name
             raise VersionError(f"version name already used ({exc.code})") from None
 
@@ -359,135 +346,101 @@ class Neo4jStore(TwinStore):
                 raise VersionError(f"name = {name!r}: version {hit['n']} already has this name")
         created = time.time()
         rec = tx.run(
-            "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
-            "CREATE (x:TwinVersion {uid: $twin + '/' + toString(c.latest), twin: $twin, number: c.latest, "
-            "name: $name, name_uid: $nu, parts: $parts, created: $created, n_written: $w}) RETURN c.latest AS v",
-            twin=twin, name=name, nu=None if name is None else _uid(twin, name), parts=list(parts),
-            created=created, w=n_written,
+            "MERGE (c:TwinCounter {twin: $d.twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
+            "CREATE (x:TwinVersion {uid: $d.twin + '/' + toString(c.latest), twin: $d.twin, number: c.latest, "
+            "name: $d.name, name_uid: $d.nu, parts: $d.parts, created: $d.created, n_written: $d.w}) "
+            "RETURN c.latest AS v",
+            d={"twin": twin, "name": name, "nu": None if name is None else _uid(twin, name), "parts": list(parts),
+               "created": created, "w": n_written},
         ).single()
         return VersionInfo(int(rec["v"]), name, parts, created, n_written)
 
-    def _tx_version_and_write(self, tx, plan: _Plan, parts: tuple[str, ...], new_ids: set[str]) -> VersionInfo:
-        """An unnamed version and all its records in one statement (a small update: one round trip, not seven).
+    def _tx_one_statement(self, tx, changes: ChangeSet, parts: tuple[str, ...]) -> VersionInfo:
+        """A small unnamed update as the one statement :data:`_ONE_STATEMENT`, checked against :func:`_plan`.
 
-        The statement takes the next number, records the version and runs one
-        unit subquery per kind of record (the same Cypher as :meth:`_tx_write`);
-        every subquery is always there (with an empty list when it has nothing
-        to write), so the text never changes and the server plans it once.
+        The statement returns what it read (as :meth:`_tx_lookup`) before it wrote: ``_plan`` of that reading
+        raises on bad input, and any other decision than the plan's raises :class:`_Diverged` (both roll back).
         """
-        twin = self.twin
-        created = time.time()
-        by_kind: dict[str, list[str]] = {kind: [] for kind in LABELS}
-        for n in plan.states:
-            if n.id in new_ids:
-                by_kind[n.kind].append(_uid(twin, n.id))
-        by_type: dict[str, list[dict]] = {t: [] for t in RELATION_TYPES}
-        for r in plan.new_relations:
-            by_type[r.type].append({"h": _uid(twin, r.head), "t": _uid(twin, r.tail)})
-        params: dict[str, Any] = {
-            "twin": twin, "parts": list(parts), "created": created, "w": plan.n_written,
-            "ended": [{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type} for r in plan.end_relations],
-            "ending": [_uid(twin, i) for i in plan.delete_nodes] + [_uid(twin, n.id) for n in plan.states
-                                                                       if n.id not in new_ids],
-            "rows": [{"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata} for n in plan.states],
-            **{f"labels{k}": by_kind[kind] for k, kind in enumerate(sorted(by_kind))},
-            **{f"rels{k}": by_type[t] for k, t in enumerate(sorted(by_type))},
+        twin, created = self.twin, time.time()
+        rels = list(dict.fromkeys(changes.upsert_relations))
+        d = self._lookup_params(changes) | {
+            "twin": twin, "parts": list(parts), "created": created,
+            "dels": [_rel_row(twin, r) for r in changes.delete_relations],
+            "rows": [_state_row(twin, n) for n in changes.upsert_nodes],
+            **{f"labels{k}": [_uid(twin, n.id) for n in changes.upsert_nodes if n.kind == kind]
+               for k, kind in enumerate(sorted(LABELS))},
+            **{f"rels{k}": [_rel_row(twin, r) for r in rels if r.type == t] for k, t in enumerate(sorted(RELATION_TYPES))},
         }
-        rec = tx.run(_version_and_write_query(), **params).single()
-        for k, t in enumerate(sorted(by_type)):
-            if rec[f"n{k}"] != len(by_type[t]):  # cannot happen after _plan's checks; never write half a relation set
-                raise TwinStoreError(f"relations of type {t}: {rec[f'n{k}']} of {len(by_type[t])} endpoints found")
+        rec = tx.run(_ONE_STATEMENT, d=d).single()
+        plan, _ = _plan_from(changes, rec)  # SchemaError on bad input: nothing is committed
+        if (set(rec["written"]) != {n.id for n in plan.states} or rec["ended"] != len(plan.end_relations)
+                or rec["gone"] != len(plan.delete_nodes) or rec["created"] != len(plan.new_relations)):
+            raise _Diverged
+        self._tx_prune(tx, rec["v"])
         return VersionInfo(int(rec["v"]), None, parts, created, plan.n_written)
 
     def _tx_write(self, tx, plan: _Plan, v: int, *, new_ids: set[str], end_states: bool = True) -> None:
         twin, size = self.twin, self.batch_size
-        ended = [{"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type} for r in plan.end_relations]
-        for chunk in _batches(ended, size):
+        for chunk in _batches([_rel_row(twin, r) for r in plan.end_relations], size):
             tx.run(
-                "UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->(x:TwinEntity) "
+                "UNWIND $d.rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->(x:TwinEntity) "
                 "USING INDEX h:TwinEntity(uid) WHERE x.uid = row.t AND type(r) = row.type "
-                "AND r.v_to IS NULL SET r.v_to = $v",
-                rows=list(chunk), v=v,
+                "AND r.v_to IS NULL SET r.v_to = $d.v",
+                d={"rows": list(chunk), "v": v},
             ).consume()
         ending = [_uid(twin, i) for i in plan.delete_nodes]
         if end_states:
             ending += [_uid(twin, n.id) for n in plan.states if n.id not in new_ids]
         for chunk in _batches(ending, size):
             tx.run(
-                "UNWIND $uids AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
-                "SET s.v_to = $v", uids=list(chunk), v=v,
+                "UNWIND $d.uids AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
+                "SET s.v_to = $d.v", d={"uids": list(chunk), "v": v},
             ).consume()
-        rows = [{"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata} for n in plan.states]
-        for chunk in _batches(rows, size):
+        for chunk in _batches([_state_row(twin, n) for n in plan.states], size):
             tx.run(
-                "UNWIND $rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
-                "ON CREATE SET e.twin = $twin, e.id = row.id, e.kind = row.kind "
-                "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $twin, s.v_from = $v",
-                rows=list(chunk), twin=twin, v=v,
+                "UNWIND $d.rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
+                "ON CREATE SET e.twin = $d.twin, e.id = row.id, e.kind = row.kind "
+                "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $d.twin, s.v_from = $d.v",
+                d={"rows": list(chunk), "twin": twin, "v": v},
             ).consume()
         by_kind: dict[str, list[str]] = {}
-        for n in plan.states:
-            if n.id in new_ids:
-                by_kind.setdefault(n.kind, []).append(_uid(twin, n.id))
+        for n in (n for n in plan.states if n.id in new_ids):
+            by_kind.setdefault(n.kind, []).append(_uid(twin, n.id))
         for kind, uids in sorted(by_kind.items()):
             for chunk in _batches(uids, size):  # the label comes from the allow-list only
-                tx.run(f"UNWIND $uids AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)}",
-                       uids=list(chunk)).consume()
+                tx.run(f"UNWIND $d.uids AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)}",
+                       d={"uids": list(chunk)}).consume()
         by_type: dict[str, list[dict]] = {}
         for r in plan.new_relations:
-            by_type.setdefault(r.type, []).append({"h": _uid(twin, r.head), "t": _uid(twin, r.tail)})
+            by_type.setdefault(r.type, []).append(_rel_row(twin, r))
         for t, rel_rows in sorted(by_type.items()):
             for chunk in _batches(rel_rows, size):
                 res = tx.run(
-                    "UNWIND $rows AS row MATCH (h:TwinEntity {uid: row.h}), (x:TwinEntity {uid: row.t}) "
-                    f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: $v}}]->(x) RETURN count(r) AS n",
-                    rows=list(chunk), v=v,
+                    "UNWIND $d.rows AS row MATCH (h:TwinEntity {uid: row.h}), (x:TwinEntity {uid: row.t}) "
+                    f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: $d.v}}]->(x) RETURN count(r) AS n",
+                    d={"rows": list(chunk), "v": v},
                 ).single()
                 if res["n"] != len(chunk):  # cannot happen after _plan's checks; never write half a relation set
                     raise TwinStoreError(f"relations of type {t}: {res['n']} of {len(chunk)} endpoints found")
 
     def _tx_prune(self, tx, v: int) -> None:
-        if self.keep_versions is None:
+        if self.keep_versions is None or v - self.keep_versions + 1 <= 1:
             return
-        oldest = v - self.keep_versions + 1
-        if oldest <= 1:
-            return
-        tx.run(
-            f"MATCH ()-[r:{_REL_PATTERN}]->() WHERE r.v_to <= $o AND startNode(r).twin = $twin DELETE r",
-            o=oldest, twin=self.twin,
+        tx.run(  # one statement: ended relations and states, entities left without a state, version nodes
+            f"CALL {{ MATCH ()-[r:{_REL_PATTERN}]->() WHERE r.v_to <= $o AND startNode(r).twin = $twin DELETE r }} "
+            "CALL { MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $o DETACH DELETE s } "
+            "CALL { MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() DETACH DELETE e } "
+            "CALL { MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $o DELETE x }",
+            o=v - self.keep_versions + 1, twin=self.twin,
         ).consume()
-        tx.run("MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $o DETACH DELETE s", o=oldest, twin=self.twin).consume()
-        tx.run(
-            "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() DETACH DELETE e", twin=self.twin
-        ).consume()
-        tx.run("MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $o DELETE x", o=oldest, twin=self.twin).consume()
 
     # -- reading -----------------------------------------------------------------
     def versions(self) -> list[VersionInfo]:
-        with self._session() as s:
-            recs = s.execute_read(
-                lambda tx: list(tx.run(
-                    "MATCH (x:TwinVersion {twin: $twin}) RETURN x.number AS number, x.name AS name, x.parts AS parts, "
-                    "x.created AS created, x.n_written AS n_written ORDER BY x.number", twin=self.twin,
-                ))
-            )
+        recs = self._tx(lambda tx: list(tx.run(
+            "MATCH (x:TwinVersion {twin: $twin}) RETURN x.number AS number, x.name AS name, x.parts AS parts, "
+            "x.created AS created, x.n_written AS n_written ORDER BY x.number", twin=self.twin,
+        )), write=False)
         return [VersionInfo(r["number"], r["name"], tuple(r["parts"]), r["created"], r["n_written"]) for r in recs]
-
-    def _tx_resolve(self, tx, version: int | str | None) -> int:
-        if version is None:
-            rec = tx.run("MATCH (c:TwinCounter {twin: $twin}) RETURN c.latest AS v", twin=self.twin).single()
-            return 0 if rec is None else int(rec["v"])
-        if isinstance(version, str):
-            rec = tx.run(
-                "MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS v", nu=_uid(self.twin, version)
-            ).single()
-            if rec is None:
-                raise VersionError(f"version = {version!r}: no version of twin {self.twin!r} has this name")
-            return int(rec["v"])
-        rec = tx.run("MATCH (x:TwinVersion {uid: $u}) RETURN x.number AS v", u=_uid(self.twin, str(version))).single()
-        if rec is None:
-            raise VersionError(f"version = {version}: twin {self.twin!r} holds no such version (or it was pruned)")
-        return version
 
     def request(self, requirement: TwinRequirement | None = None, *, version: int | str | None = None) -> Subgraph:
         req = self._requirement_arg(requirement)
@@ -498,17 +451,17 @@ class Neo4jStore(TwinStore):
         valid_r = "r.v_from <= v AND (r.v_to IS NULL OR r.v_to > v)"
         # One statement (one round trip): resolve the version, expand the requirement, return the subgraph.
         if version is None:
-            head = "MATCH (c:TwinCounter {twin: $twin}) WITH c.latest AS v "
+            head = "MATCH (c:TwinCounter {twin: $d.twin}) WITH c.latest AS v "
             params: dict[str, Any] = {"twin": twin}
         elif isinstance(version, str):
-            head = "MATCH (x:TwinVersion {name_uid: $vk}) WITH x.number AS v "
+            head = "MATCH (x:TwinVersion {name_uid: $d.vk}) WITH x.number AS v "
             params = {"vk": _uid(twin, version)}
         else:
-            head = "MATCH (x:TwinVersion {uid: $vk}) WITH x.number AS v "
+            head = "MATCH (x:TwinVersion {uid: $d.vk}) WITH x.number AS v "
             params = {"vk": _uid(twin, str(version))}
         if not req.seeds:
             body = (
-                "MATCH (n:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
+                "MATCH (n:TwinEntity {twin: $d.twin})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
                 f"OPTIONAL MATCH (n)-[r:{types}]->(o:TwinEntity) WHERE " + valid_r + " "
                 "RETURN v, [] AS found, n.id AS id, n.kind AS kind, properties(s) AS props, "
                 "collect([type(r), o.id]) AS out"
@@ -522,7 +475,7 @@ class Neo4jStore(TwinStore):
                 if hops > 0 else "WITH v, e, null AS o "
             )
             body = (
-                "UNWIND $seeds AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
+                "UNWIND $d.seeds AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
                 + expand
                 + "WITH v, collect(DISTINCT e.uid) AS found, collect(DISTINCT e) + collect(DISTINCT o) AS ns "
                 "UNWIND ns AS n WITH DISTINCT v, found, ns, n "
@@ -533,14 +486,18 @@ class Neo4jStore(TwinStore):
             params["seeds"] = [_uid(twin, x) for x in req.seeds]
         query = _NO_REPLAN + head + body
 
-        def work(tx) -> tuple[list, int | None]:
-            recs = list(tx.run(query, **params))
-            if recs:
-                return recs, int(recs[0]["v"])
-            return recs, self._tx_resolve(tx, version)  # empty: tell "no such version" from "nothing there"
+        def work(tx) -> tuple[list, Any]:
+            recs = list(tx.run(query, d=params))  # one map parameter: one cached plan whatever the seeds
+            if recs:  # empty: tell "no such version" from "nothing there"
+                return recs, recs[0]["v"]
+            return recs, tx.run(_NO_REPLAN + head + "RETURN v", d=params).single()
 
-        with self._session() as session:
-            recs, v = session.execute_read(work)
+        recs, v = self._tx(work, write=False)
+        if not recs and v is None and isinstance(version, str):
+            raise VersionError(f"version = {version!r}: no version of twin {twin!r} has this name")
+        if not recs and v is None and version is not None:
+            raise VersionError(f"version = {version}: twin {twin!r} holds no such version (or it was pruned)")
+        v = v if recs else v and v["v"]
         nodes: dict[str, TwinNode] = {}
         rels: set[Relation] = set()
         found: set[str] = set()
@@ -566,30 +523,76 @@ class Neo4jStore(TwinStore):
                     break
 
 
-def _version_and_write_query() -> str:
-    """The one statement of :meth:`Neo4jStore._tx_version_and_write` (labels and types from the allow-lists only)."""
-    calls = [
-        "CALL { WITH v UNWIND $ended AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
-        "(x:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE x.uid = row.t AND type(r) = row.type "
-        "AND r.v_to IS NULL SET r.v_to = v }",
-        "CALL { WITH v UNWIND $ending AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
-        "WHERE s.v_to IS NULL SET s.v_to = v }",
-        "CALL { WITH v UNWIND $rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
-        "ON CREATE SET e.twin = $twin, e.id = row.id, e.kind = row.kind "
-        "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $twin, s.v_from = v }",
-    ]
-    calls += [f"CALL {{ UNWIND $labels{k} AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)} }}"
-              for k, kind in enumerate(sorted(LABELS))]
-    types = sorted(RELATION_TYPES)
-    calls += [f"CALL {{ WITH v UNWIND $rels{k} AS row MATCH (h:TwinEntity {{uid: row.h}}), (x:TwinEntity {{uid: row.t}}) "
-              f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: v}}]->(x) RETURN count(r) AS n{k} }}"
-              for k, t in enumerate(types)]
-    return (
-        _NO_REPLAN + "MERGE (c:TwinCounter {twin: $twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
-        "CREATE (x:TwinVersion {uid: $twin + '/' + toString(c.latest), twin: $twin, number: c.latest, "
-        "name: null, name_uid: null, parts: $parts, created: $created, n_written: $w}) "
-        "WITH c.latest AS v " + " ".join(calls) + " RETURN v" + "".join(f", n{k}" for k in range(len(types)))
-    )
+class _Diverged(Exception):
+    """The one-statement update wrote something else than :func:`_plan` works out (it is rolled back)."""
+
+
+def _rel_row(twin: str, r: Relation) -> dict[str, str]:
+    return {"h": _uid(twin, r.head), "t": _uid(twin, r.tail), "type": r.type}
+
+
+def _state_row(twin: str, n: TwinNode) -> dict[str, Any]:
+    return {"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata}
+
+
+def _plan_from(changes: ChangeSet, rec) -> tuple[_Plan, set[str]]:
+    """:func:`_plan` of ``changes`` on the reading ``rec`` of :data:`_LOOKUP` (None: nothing to read)."""
+    current = {i: _node_from_record({"id": i, "kind": k, "props": p}) for i, k, p in (rec["cur"] if rec else ())}
+    existing = {Relation(h, t, o) for h, t, o in (rec["ex"] if rec else ())}
+    incident = {Relation(h, t, o) for h, t, o in (rec["inc"] if rec else ())}
+    plan = _plan(changes, lambda ids: {i: current[i] for i in ids if i in current},
+                 lambda rels: {r for r in rels if r in existing},
+                 lambda ids: {r for r in incident if r.head in ids or r.tail in ids})
+    return plan, set(current)
+
+
+#: The latest version as _plan reads it: current states of the touched ids, which of the named relations
+#: exist, the relations of the deleted ids.  Relations are expanded from their head (the hint), as a tail
+#: such as a service is a hub with hundreds of relations.
+_LOOKUP = (
+    "COLLECT { UNWIND $d.uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
+    "WHERE s.v_to IS NULL RETURN [e.id, e.kind, properties(s)] } AS cur, "
+    "COLLECT { UNWIND $d.look AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->(t:TwinEntity) "
+    "USING INDEX h:TwinEntity(uid) WHERE t.uid = row.t AND r.v_to IS NULL AND type(r) = row.type "
+    "RETURN [h.id, type(r), t.id] } AS ex, "
+    "COLLECT { UNWIND $d.duids AS u MATCH (e:TwinEntity {uid: u})-[r:" + _REL_PATTERN + "]-(:TwinEntity) "
+    "WHERE r.v_to IS NULL RETURN DISTINCT [startNode(r).id, type(r), endNode(r).id] } AS inc"
+)
+#: A small unnamed update in one statement: the reading of _LOOKUP, the next version number, the relations
+#: and states it ends, the states it opens (upserted nodes whose metadata differ), labels, the relations
+#: it opens (those not current), the version node.  Every subquery is always there and all data sits in
+#: the one map ``$d``: the server's plan cache keys on the text and on each parameter's type and size class,
+#: so bare lists would be planned anew (tens to hundreds of ms) for each power of ten of their length.
+_ONE_STATEMENT = (
+    _NO_REPLAN + "WITH " + _LOOKUP + " "
+    "MERGE (c:TwinCounter {twin: $d.twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
+    "WITH cur, ex, inc, c.latest AS v "
+    "CALL { WITH v UNWIND $d.dels AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
+    "(x:TwinEntity) USING INDEX h:TwinEntity(uid) WHERE x.uid = row.t AND type(r) = row.type "
+    "AND r.v_to IS NULL SET r.v_to = v RETURN count(r) AS e1 } "
+    "CALL { WITH v UNWIND $d.duids AS u MATCH (:TwinEntity {uid: u})-[r:" + _REL_PATTERN + "]-(:TwinEntity) "
+    "WHERE r.v_to IS NULL WITH DISTINCT v, r SET r.v_to = v RETURN count(r) AS e2 } "
+    "CALL { WITH v UNWIND $d.duids AS u MATCH (:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
+    "WHERE s.v_to IS NULL SET s.v_to = v RETURN count(s) AS gone } "
+    "CALL { WITH v UNWIND $d.rows AS row "
+    "OPTIONAL MATCH (:TwinEntity {uid: row.uid})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
+    "WITH v, row, row.props AS p, s WHERE s IS NULL OR properties(s) <> p {.*, twin: s.twin, v_from: s.v_from} "
+    "SET s.v_to = v MERGE (e:TwinEntity {uid: row.uid}) "
+    "ON CREATE SET e.twin = $d.twin, e.id = row.id, e.kind = row.kind "
+    "CREATE (e)-[:HAS_STATE]->(n:TwinState) SET n = row.props, n.twin = $d.twin, n.v_from = v "
+    "RETURN collect(row.id) AS written } "
+    + "".join(f"CALL {{ UNWIND $d.labels{k} AS u MATCH (e:TwinEntity {{uid: u}}) SET e:{label_for(kind)} }} "
+              for k, kind in enumerate(sorted(LABELS)))
+    + "".join(f"CALL {{ WITH v UNWIND $d.rels{k} AS row MATCH (h:TwinEntity {{uid: row.h}}), "
+              f"(x:TwinEntity {{uid: row.t}}) WHERE NOT EXISTS {{ (h)-[o:{relation_type_for(t)}]->(x) "
+              f"WHERE o.v_to IS NULL }} CREATE (h)-[:{relation_type_for(t)} {{v_from: v}}]->(x) "
+              f"RETURN count(*) AS n{k} }} " for k, t in enumerate(sorted(RELATION_TYPES)))
+    + "WITH v, cur, ex, inc, e1 + e2 AS ended, gone, written, "
+    + " + ".join(f"n{k}" for k in range(len(RELATION_TYPES))) + " AS created "
+    "CREATE (:TwinVersion {uid: $d.twin + '/' + toString(v), twin: $d.twin, number: v, name: null, "
+    "name_uid: null, parts: $d.parts, created: $d.created, n_written: ended + gone + size(written) + created}) "
+    "RETURN v, cur, ex, inc, ended, gone, written, created"
+)
 
 
 def _node_from_record(rec) -> TwinNode:
