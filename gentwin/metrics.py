@@ -244,6 +244,87 @@ def recall_at_k(retrieved, gold, k: int) -> float:
     return len(gold & set(retrieved[:k])) / len(gold)
 
 
+def _fact_key(item):
+    return item.key if hasattr(item, "key") else tuple(item[:-1])
+
+
+def answer_correct(retrieved, gold, k: int, key=_fact_key) -> bool:
+    """Eq. (10)'s answer score: the first ``k`` retrieved facts hold every gold fact and contradict none.
+
+    A retrieved fact contradicts the answer when it has the key of a gold fact
+    (``k = (subject, relation)`` of eq. 10) but a value no gold fact has: a
+    twin that says sensor S is connected to G1 *and* to G2, when only G1 is
+    true, answers wrongly although it retrieved the true fact.  ``key(item)``
+    is an item's key: by default the ``key`` of a
+    :class:`gentwin.prompting.Fact`, or all but the last element of a tuple.
+
+    Examples
+    --------
+    Gold (S, gw, G1): retrieved in the top 2 and alone is correct; the same
+    with the invented (S, gw, G2) beside it is not; a missing gold fact is not:
+
+    >>> gold = {("S", "gw", "G1")}
+    >>> answer_correct([("S", "gw", "G1"), ("S", "active", "yes")], gold, k=2)
+    True
+    >>> answer_correct([("S", "gw", "G1"), ("S", "gw", "G2")], gold, k=2)
+    False
+    >>> answer_correct([("S", "gw", "G2"), ("S", "gw", "G1")], gold, k=1)
+    False
+    """
+    if recall_at_k(retrieved, gold, k) < 1.0:  # also checks gold and k
+        return False
+    gold = set(gold)
+    keys = {key(g) for g in gold}
+    return not any(key(x) in keys and x not in gold for x in retrieved[:k])
+
+
+def answer_scores(per_question, baseline: str, confidence: float = 0.95, *, seed: int = 0):
+    """Share of correct answers and mean recall@k per graph, with percentile-bootstrap intervals over questions.
+
+    ``per_question`` has one row per graph and question: columns ``graph``,
+    ``qid`` (the question, the same across graphs), ``correct`` (0/1) and
+    ``recall``.  Every graph must answer the same questions; each graph other
+    than ``baseline`` also gets a row ``"<graph> − <baseline>"``: the mean of the
+    paired per-question differences and its interval (:func:`bootstrap_ci`,
+    ``seed``).  Columns: ``correct, correct_low, correct_high, recall,
+    recall_low, recall_high, n_questions``.
+
+    Examples
+    --------
+    Two questions; the generated graph gets the second one wrong (and misses its fact):
+
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"graph": ["true", "true", "gen", "gen"], "qid": [0, 1, 0, 1],
+    ...                      "correct": [1, 1, 1, 0], "recall": [1.0, 1.0, 1.0, 0.0]})
+    >>> t = answer_scores(rows, "true")
+    >>> t["correct"].tolist(), t["recall"].tolist(), t.index.tolist()
+    ([1.0, 0.5, -0.5], [1.0, 0.5, -0.5], ['true', 'gen', 'gen − true'])
+    >>> t.loc["true", ["correct_low", "correct_high"]].tolist()  # every value equal: the interval is that value
+    [1.0, 1.0]
+    """
+    import pandas as pd
+
+    missing = {"graph", "qid", "correct", "recall"} - set(per_question.columns)
+    if missing:
+        raise ValueError(f"per_question: lacks the column(s) {', '.join(sorted(missing))}")
+    wide = {m: per_question.pivot(index="qid", columns="graph", values=m) for m in ("correct", "recall")}
+    graphs = list(dict.fromkeys(per_question["graph"]))
+    if baseline not in graphs:
+        raise ValueError(f"baseline = {baseline!r}: is not one of the graphs {graphs}")
+    if wide["correct"].isna().any().any():
+        raise ValueError("per_question: the graphs do not answer the same questions (a qid is missing for one)")
+    columns = {name: {m: wide[m][name] for m in wide} for name in graphs}
+    columns.update({f"{g} − {baseline}": {m: wide[m][g] - wide[m][baseline] for m in wide}
+                    for g in graphs if g != baseline})
+    rows = {}
+    for name, values in columns.items():
+        row = {}
+        for m, v in values.items():
+            row[m], row[f"{m}_low"], row[f"{m}_high"] = bootstrap_ci(v.to_numpy(float), confidence, seed=seed)
+        rows[name] = dict(row, n_questions=len(values["correct"]))
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 # --- Fig. 8: response gap ---
 
 

@@ -6,7 +6,9 @@ by filtering (entities named, relation cues) and ranking (cosine similarity of
 MiniLM embeddings); the verbaliser ``g`` turns them into an answer
 (:class:`TemplateVerbaliser`, deterministic, or :class:`LLMVerbaliser`, any
 causal LM).  Facts come from a twin version (:func:`facts_from_subgraph`);
-:mod:`gentwin.experiments.fig4` measures the retriever's recall@k.
+:mod:`gentwin.experiments.fig4` measures the retriever's recall@k, and
+:func:`compare_twins` scores the answers of the true and a generated twin
+(:func:`generated_twin`) against the truth.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .checks import check_int
-from .graph import Subgraph
+from .graph import ALLOWED_RELATIONS, Subgraph, TwinNode
 from .progress import progress as _progress
+from .topology import Relation
 
 __all__ = [
     "Fact", "Answer", "PromptingError", "facts_from_subgraph", "MiniLMEmbedder", "Retriever", "ScoredFact",
     "detect_relations", "RELATION_CUES", "build_prompt", "TemplateVerbaliser", "LLMVerbaliser", "answer",
-    "make_verbaliser",
+    "make_verbaliser", "generated_twin", "score_answers", "compare_twins",
 ]
 
 class PromptingError(ValueError):
@@ -484,3 +487,109 @@ def answer(question: str, retriever: Retriever, verbaliser: Callable[[str, Seque
     got = retriever.retrieve(question, k)
     text = g(question, [s.fact for s in got])
     return Answer(question, tuple(got), text, getattr(g, "name", type(g).__name__))
+
+
+# ---------------------------------------------------------------------------
+# The generated twin: the same questions answered from the graph a Twin Adapter generated
+# ---------------------------------------------------------------------------
+
+_DEVICE = ("sensor", "gateway")
+
+
+def generated_twin(truth: Subgraph, generated: Iterable[Relation]) -> tuple[dict[str, TwinNode], set[Relation],
+                                                                            list[Relation]]:
+    """The twin a Twin Adapter generated (Algorithm 1 line 11): ``truth``'s entities, ``generated``'s relations.
+
+    What the data says about an entity (category, observed property, data-model
+    type, activity, name, position) stays ``truth``'s.  The device relations
+    (the M of eq. 3) are ``generated``'s, and so is what they determine: a
+    sensor's ``gateway`` and a device's ``service`` (the tail of its one
+    generated uplink / ``SERVES_IN``; absent when it has none or several) and a
+    gateway's ``n_sensors`` (the sensors the generated graph connects to it).
+    Relations of non-devices (a service ``IN`` the city) are not generated and
+    are kept from ``truth``.  A generated relation the twin cannot hold (an
+    unknown entity, kinds the schema forbids, a self-link) is dropped.
+
+    Returns ``(nodes, relations, dropped)``: store them with
+    ``store.rebuild(nodes.values(), relations)``.
+
+    >>> from gentwin.graph import TwinNode
+    >>> nodes = {"G1": TwinNode("G1", "gateway", {"n_sensors": 1}), "G2": TwinNode("G2", "gateway", {"n_sensors": 0}),
+    ...          "S": TwinNode("S", "sensor", {"gateway": "G1", "category": "PM2.5 sensor"})}
+    >>> truth = Subgraph(1, nodes, frozenset({Relation("S", "CONNECTED_TO", "G1")}))
+    >>> got, rels, dropped = generated_twin(truth, {Relation("S", "CONNECTED_TO", "G2"), Relation("S", "CONNECTED_TO", "X")})
+    >>> sorted(rels), dropped
+    ([Relation(head='S', type='CONNECTED_TO', tail='G2')], [Relation(head='S', type='CONNECTED_TO', tail='X')])
+    >>> got["S"].metadata, got["G1"].get("n_sensors"), got["G2"].get("n_sensors")
+    ({'category': 'PM2.5 sensor', 'gateway': 'G2'}, 0, 1)
+    """
+    kinds = {nid: n.kind for nid, n in truth.nodes.items()}
+    kept = {r for r in truth.relations if kinds.get(r.head) not in _DEVICE}
+    dropped = []
+    for r in sorted(generated):
+        ok = (r.head != r.tail and kinds.get(r.head) in _DEVICE
+              and (kinds[r.head], r.type, kinds.get(r.tail)) in ALLOWED_RELATIONS)
+        (kept.add if ok else dropped.append)(r)
+    uplinks = [r for r in kept if r.type == "CONNECTED_TO" and kinds[r.head] == "sensor"]
+    tails: dict[tuple[str, str], list[str]] = {}
+    for r in uplinks + [r for r in kept if r.type == "SERVES_IN"]:
+        tails.setdefault((r.head, "gateway" if r.type == "CONNECTED_TO" else "service"), []).append(r.tail)
+    nodes = {}
+    for nid, node in truth.nodes.items():
+        meta = dict(node.metadata)
+        for field_ in ("gateway", "service") if node.kind in _DEVICE else ():
+            meta.pop(field_, None)
+            if len(tails.get((nid, field_), ())) == 1:
+                meta[field_] = tails[(nid, field_)][0]
+        if node.kind == "gateway":
+            meta["n_sensors"] = sum(r.tail == nid for r in uplinks)
+        nodes[nid] = TwinNode(nid, node.kind, meta)
+    return nodes, kept, dropped
+
+
+def score_answers(retriever: Retriever, questions: Sequence[Any], k: int):
+    """Eq. (10) on one twin: each question answered from ``retriever``'s graph and scored against its gold facts.
+
+    ``questions`` carry ``text``, ``gold`` (the facts of the *true* twin that
+    answer them) and ``template``, e.g.
+    :func:`gentwin.experiments.fig4.generate_questions`.  The retriever keeps
+    its filter settings; the questions are embedded in one batch.  One row per
+    question (a DataFrame): ``qid, template, question, recall``
+    (:func:`gentwin.metrics.recall_at_k`), ``correct``
+    (:func:`gentwin.metrics.answer_correct`: every gold fact among the top
+    ``k`` and none contradicted) and ``n_gold``.
+    """
+    import pandas as pd
+
+    from .metrics import answer_correct, recall_at_k
+
+    check_int("k", k, low=1, error=PromptingError)
+    if not questions:
+        raise PromptingError("questions: need at least one question")
+    vectors = retriever.encode_questions([q.text for q in questions])
+    rows = []
+    for j, (q, vec) in enumerate(zip(questions, vectors)):
+        got = [s.fact for s in retriever.retrieve(q.text, k, query_vector=vec)]
+        rows.append({"qid": j, "template": q.template, "question": q.text, "recall": recall_at_k(got, q.gold, k),
+                     "correct": int(answer_correct(got, q.gold, k)), "n_gold": len(q.gold)})
+    return pd.DataFrame(rows)
+
+
+def compare_twins(retrievers: Mapping[str, Retriever], questions: Sequence[Any], k: int, *,
+                  confidence: float = 0.95, seed: int = 0):
+    """The same questions answered from several twins (the first is the baseline): ``(per_question, table)``.
+
+    ``per_question`` stacks :func:`score_answers` of every retriever (column
+    ``graph``); ``table`` is :func:`gentwin.metrics.answer_scores`: share of
+    correct answers and recall@k per graph and each graph's paired difference
+    from the first, with percentile-bootstrap intervals over the questions.
+    """
+    import pandas as pd
+
+    from .metrics import answer_scores
+
+    if not retrievers:
+        raise PromptingError("retrievers: need at least one twin to answer from")
+    per_question = pd.concat([score_answers(r, questions, k).assign(graph=name) for name, r in retrievers.items()],
+                             ignore_index=True)
+    return per_question, answer_scores(per_question, next(iter(retrievers)), confidence, seed=seed)

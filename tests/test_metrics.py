@@ -98,6 +98,44 @@ def test_recall_at_k_by_hand():
             recall_at_k(ranking, {"a"}, bad)
 
 
+def test_answer_correct_needs_every_gold_fact_and_no_contradiction():
+    from gentwin.metrics import answer_correct
+
+    up, other, act = ("S", "CONNECTED_TO", "G1"), ("S", "CONNECTED_TO", "G2"), ("S", "active", "True")
+    assert answer_correct([up, act], {up}, 2)
+    assert not answer_correct([act, up], {up}, 1)  # the gold fact is past k
+    assert not answer_correct([up, other], {up}, 2)  # an invented uplink beside the true one
+    assert answer_correct([up, act, other], {up}, 2)  # ... unless it is past k
+    assert answer_correct([up, other], {up, other}, 2)  # two true values of one key contradict nothing
+    assert not answer_correct([up, act], {up, ("S", "SERVES_IN", "AQ")}, 2)  # half the gold is not an answer
+    keyed = answer_correct(["S=G1", "S=G2"], {"S=G1"}, 2, key=lambda s: s.split("=")[0])
+    assert keyed is False
+    with pytest.raises(ValueError, match="gold: a question needs at least one gold fact"):
+        answer_correct([up], set(), 1)
+
+
+def test_answer_scores_by_hand():
+    import pandas as pd
+    from gentwin.metrics import answer_scores
+
+    rows = pd.DataFrame({"graph": ["true"] * 4 + ["gen"] * 4, "qid": [0, 1, 2, 3] * 2,
+                         "correct": [1, 1, 1, 0, 1, 0, 0, 0], "recall": [1, 1, 1, 0.5, 1, 0.5, 0, 0]})
+    t = answer_scores(rows, "true", seed=1)
+    assert t.index.tolist() == ["true", "gen", "gen − true"]
+    assert t["correct"].tolist() == [0.75, 0.25, -0.5]  # paired differences 0, -1, -1, 0
+    assert t["recall"].tolist() == [0.875, 0.375, -0.5]  # paired differences 0, -0.5, -1, -0.5
+    for m in ("correct", "recall"):
+        assert (t[f"{m}_low"] <= t[m]).all() and (t[m] <= t[f"{m}_high"]).all()
+    assert t.loc["gen − true", "correct_low"] >= -1 and t.loc["gen − true", "correct_high"] <= 0  # resampled means
+    assert t.loc["gen − true", "correct_low"] < t.loc["gen − true", "correct_high"]
+    with pytest.raises(ValueError, match="baseline = 'x'"):
+        answer_scores(rows, "x")
+    with pytest.raises(ValueError, match="do not answer the same questions"):
+        answer_scores(rows.iloc[:-1], "true")
+    with pytest.raises(ValueError, match="lacks the column"):
+        answer_scores(rows.drop(columns="qid"), "true")
+
+
 # --- Fig. 8: response gap ---
 
 

@@ -8,6 +8,7 @@ import pytest
 from gentwin.config import resolve
 from gentwin.experiments.fig4 import (
     RETRIEVAL_MODES,
+    Question,
     category_neighbourhood,
     evaluate_retrieval,
     generate_questions,
@@ -23,8 +24,11 @@ from gentwin.prompting import (
     TemplateVerbaliser,
     answer,
     build_prompt,
+    compare_twins,
     detect_relations,
     facts_from_subgraph,
+    generated_twin,
+    score_answers,
 )
 from gentwin.metrics import recall_at_k
 from gentwin.topology import Relation, generate_dataset
@@ -209,6 +213,158 @@ def test_category_neighbourhood_is_the_gateway_of_the_first_such_sensor():
     seed, part, g = category_neighbourhood(store, store.request(), "PM2.5 sensor")
     assert seed == "GW1" and set(part.nodes) == {"GW1", "S1", "S2", "AQ"}  # one hop around GW1
     assert g.has_edge("AQ", "CITY", key="IN") and g.nodes["CITY"]["kind"] == "city"
+
+
+# ---------------------------------------------------------------------------
+# Eq. (10) on a generated twin: the same questions, scored against the truth
+# ---------------------------------------------------------------------------
+
+
+def twin_with_two_gateways() -> Subgraph:
+    """The toy twin with a second gateway and each sensor naming its gateway (as twin_from_topology writes it)."""
+    sub = toy_subgraph()
+    nodes = {k: TwinNode(n.id, n.kind, {**n.metadata, "gateway": "GW1"}) if n.kind == "sensor" else n
+             for k, n in sub.nodes.items()}
+    nodes["GW2"] = TwinNode("GW2", "gateway", {"service": "AQ", "n_sensors": 0, "active": True})
+    return Subgraph(1, nodes, sub.relations | {R("GW2", "SERVES_IN", "AQ")})
+
+
+def hand_questions(facts) -> list:
+    """Six questions with hand-picked gold facts of the true twin (fig4's templates)."""
+    by = {(f.subject, f.relation): f for f in facts}
+    ask = [("gateway_of", "Which gateway does S1 send its data through?", [("S1", "CONNECTED_TO")]),
+           ("gateway_of", "Which gateway does S2 send its data through?", [("S2", "CONNECTED_TO")]),
+           ("service_of", "Which smart-city service is S1 part of?", [("S1", "SERVES_IN")]),
+           ("is_active", "Is S2 currently reporting?", [("S2", "active")]),
+           ("sensor_count", "How many sensors use GW1?", [("GW1", "n_sensors")]),
+           ("what_is_category", "What is a PM2.5 sensor?",
+            [("PM2.5 sensor", r) for r in ("count", "service", "observes", "sdm_type")])]
+    return [Question(text, frozenset(by[k] for k in keys), t) for t, text, keys in ask]
+
+
+def answers_from(truth: Subgraph, relations, questions, k: int = 5):
+    """compare_twins of the true twin and the twin holding ``relations`` (both stored and read back)."""
+    graphs = {}
+    for name, rels in (("true", truth.relations), ("generated", relations)):
+        nodes, kept, _ = generated_twin(truth, rels)
+        store = NetworkxStore(f"answers-{name}")
+        store.rebuild(nodes.values(), kept)
+        graphs[name] = Retriever(facts_from_subgraph(store.request()), BagOfWords())
+    return compare_twins(graphs, questions, k)
+
+
+def correct_by_question(per_question, graph: str) -> list[int]:
+    return per_question[per_question["graph"] == graph]["correct"].tolist()
+
+
+def test_generated_twin_of_the_true_relations_is_the_true_twin():
+    for profile in ("quick", "paper"):
+        ds = generate_dataset(resolve(profile).topology)
+        nodes, rels = twin_from_topology(ds.topology)
+        truth = Subgraph(1, nodes, frozenset(rels))
+        got, kept, dropped = generated_twin(truth, ds.topology.device_relations())
+        assert got == nodes and kept == rels and dropped == []
+        assert facts_from_subgraph(Subgraph(2, got, frozenset(kept))) == facts_from_subgraph(truth)
+    # without any generated relation: only the non-device relations stay, and the counts they imply are gone
+    got, kept, _ = generated_twin(truth, set())
+    assert kept == {r for r in rels if ds.topology.nodes[r.head].kind not in ("sensor", "gateway")}
+    assert all(n.get("n_sensors") == 0 for n in got.values() if n.kind == "gateway")
+    assert not any(n.get("gateway") or n.get("service") for n in got.values() if n.kind in ("sensor", "gateway"))
+
+
+def test_generated_twin_drops_what_the_twin_cannot_hold():
+    truth = twin_with_two_gateways()
+    bad = [R("S1", "CONNECTED_TO", "GW9"),  # unknown entity
+           R("S1", "CONNECTED_TO", "S2"),  # a sensor is no gateway
+           R("S1", "SERVES_IN", "GW1"),  # a gateway is no service
+           R("GW1", "CONNECTED_TO", "GW1"),  # a self-link
+           R("AQ", "IN", "CITY")]  # not a device relation: never generated, kept from the truth
+    got, kept, dropped = generated_twin(truth, set(bad) | {R("S1", "CONNECTED_TO", "GW2")})
+    assert sorted(dropped) == sorted(bad)
+    assert kept == {R("AQ", "IN", "CITY"), R("S1", "CONNECTED_TO", "GW2")}
+    assert got["S1"].get("gateway") == "GW2" and got["S1"].get("service") is None
+    assert (got["GW1"].get("n_sensors"), got["GW2"].get("n_sensors")) == (0, 1)
+    assert got["S1"].get("category") == "PM2.5 sensor" and got["S2"].get("active") is False  # the data's own
+
+
+def test_a_generated_twin_equal_to_the_truth_scores_like_the_truth():
+    truth = twin_with_two_gateways()
+    per_question, table = answers_from(truth, truth.relations, hand_questions(facts_from_subgraph(truth)))
+    assert correct_by_question(per_question, "true") == [1] * 6  # the filters isolate each gold fact
+    assert correct_by_question(per_question, "generated") == [1] * 6
+    assert table.loc["generated", "correct"] == table.loc["true", "correct"] == 1.0
+    assert table.loc["generated − true", ["correct", "recall", "correct_low", "correct_high"]].tolist() == [0.0] * 4
+    assert table["n_questions"].tolist() == [6, 6, 6]
+
+
+def test_a_missing_relation_makes_exactly_the_questions_that_need_it_wrong():
+    truth = twin_with_two_gateways()
+    per_question, table = answers_from(truth, truth.relations - {R("S1", "CONNECTED_TO", "GW1")},
+                                       hand_questions(facts_from_subgraph(truth)))
+    # S1's gateway is unknown, and GW1 now counts 1 sensor instead of 2: questions 1 and 5 fail
+    assert correct_by_question(per_question, "generated") == [0, 1, 1, 1, 0, 1]
+    gen = per_question[per_question["graph"] == "generated"]
+    assert gen["recall"].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+    assert table.loc["generated", "correct"] == pytest.approx(4 / 6)
+    assert table.loc["generated − true", "recall"] == pytest.approx(-2 / 6)  # recall@5 falls from 1 to 4/6
+
+
+def test_a_fabricated_relation_is_not_counted_correct():
+    truth = twin_with_two_gateways()
+    questions = hand_questions(facts_from_subgraph(truth))
+    moved = truth.relations - {R("S2", "CONNECTED_TO", "GW1")} | {R("S2", "CONNECTED_TO", "GW2")}
+    per_question, _ = answers_from(truth, moved, questions)
+    gen = per_question[per_question["graph"] == "generated"]
+    assert gen["correct"].tolist() == [1, 0, 1, 1, 0, 1]  # S2's gateway is wrong; GW1 counts 1 sensor
+    assert gen["recall"].tolist()[1] == 0.0
+    # the true uplink kept and a second, invented one beside it: retrieved (recall 1) but contradicted
+    extra = truth.relations | {R("S2", "CONNECTED_TO", "GW2")}
+    per_question, table = answers_from(truth, extra, questions)
+    gen = per_question[per_question["graph"] == "generated"]
+    assert gen["correct"].tolist() == [1, 0, 1, 1, 1, 1] and gen["recall"].tolist() == [1.0] * 6
+    assert table.loc["generated − true", "correct"] == pytest.approx(-1 / 6)
+
+
+def test_generated_uplink_questions_are_correct_exactly_when_the_uplink_is_the_true_one_alone():
+    ds = generate_dataset(resolve("quick").topology)
+    nodes, rels = twin_from_topology(ds.topology)
+    truth = Subgraph(1, nodes, frozenset(rels))
+    rng = np.random.default_rng(5)
+    gateways = sorted(n for n, v in nodes.items() if v.kind == "gateway")
+    generated = set()
+    for r in sorted(ds.topology.device_relations()):  # a corrupted copy: lost, moved and doubled uplinks
+        u = rng.random()
+        if r.type == "CONNECTED_TO" and nodes[r.head].kind == "sensor" and u < 0.6:
+            other = R(r.head, "CONNECTED_TO", gateways[int(rng.integers(len(gateways)))])
+            generated |= [set(), {other}, {r, other}][int(u / 0.2)]
+        else:
+            generated.add(r)
+    questions = [q for q in generate_questions(facts_from_subgraph(truth), 60, seed=1) if q.template == "gateway_of"]
+    per_question, _ = answers_from(truth, generated, questions)
+    gen = per_question[per_question["graph"] == "generated"]
+    expected = []
+    for q in questions:
+        (gold,) = q.gold
+        ups = {r.tail for r in generated if r.head == gold.subject and r.type == "CONNECTED_TO"}
+        expected.append(int(ups == {gold.object}))
+    assert gen["correct"].tolist() == expected and 0 < sum(expected) < len(expected)
+    assert correct_by_question(per_question, "true") == [1] * len(questions)
+
+
+def test_score_answers_recall_is_the_full_mode_recall_of_evaluate_retrieval():
+    facts = facts_from_subgraph(toy_subgraph())
+    r = Retriever(facts, BagOfWords())
+    qs = generate_questions(facts, 12, seed=4)
+    mine = score_answers(r, qs, 2)
+    full = evaluate_retrieval(r, qs, ks=2, modes=(RETRIEVAL_MODES[2],))
+    assert mine["recall"].tolist() == full["recall"].tolist() and mine["qid"].tolist() == list(range(12))
+    assert set(mine.loc[mine["correct"] == 1, "recall"]) <= {1.0}  # correct needs every gold fact
+    with pytest.raises(PromptingError, match="k = 0"):
+        score_answers(r, qs, 0)
+    with pytest.raises(PromptingError, match="questions: need at least one question"):
+        score_answers(r, [], 1)
+    with pytest.raises(PromptingError, match="retrievers: need at least one twin"):
+        compare_twins({}, qs, 1)
 
 
 # ---------------------------------------------------------------------------
