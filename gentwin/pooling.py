@@ -23,12 +23,11 @@ from .topology import DataSet, Instance, Topology, generate_dataset
 
 __all__ = [
     "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "RELATION_OWNERS", "ORDERS", "NO_POOL",
-    "PoolingError",
-    "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
+    "PoolingError", "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
     "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
-    "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot",
-    "alpha", "PriorityPool", "pool_snapshot", "training_order", "pool_history", "band_table",
-    "centrality_gap", "order_heads", "tie_share", "tie_shares",
+    "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot", "alpha",
+    "PriorityPool", "pool_snapshot", "training_order", "pool_history", "band_table", "centrality_gap",
+    "order_heads", "tie_share", "tie_shares",
 ]
 
 #: Pool names in the order of the rows of W_C (high, medium, low priority).
@@ -113,10 +112,6 @@ def _codes(name: str, x, what: str, low: int, high: int, why: str) -> np.ndarray
         raise PoolingError(f"{name}: must be a 1-D integer array{what} (got {c.dtype}, shape {c.shape})")
     _first_bad(name, c, (c < low) | (c >= high), why)
     return c
-
-
-def _pool_codes(pools) -> np.ndarray:
-    return _codes("pools", pools, " of pool codes", NO_POOL, len(POOLS), "must be 0 (H), 1 (M), 2 (L) or -1 (no pool)")
 
 
 def _node_index(node_index, n: int) -> np.ndarray:
@@ -317,7 +312,8 @@ def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
 
 
 def _terms(pools, contributions) -> tuple[np.ndarray, np.ndarray]:
-    c, u = _pool_codes(pools), _vector("contributions", contributions)
+    c = _codes("pools", pools, " of pool codes", NO_POOL, len(POOLS), "must be 0 (H), 1 (M), 2 (L) or -1 (no pool)")
+    u = _vector("contributions", contributions)
     _same_length(pools=c, contributions=u)
     return c, u
 
