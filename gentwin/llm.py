@@ -278,8 +278,8 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, device: str = "cpu"
     ggufs = sorted(folder.glob("*.gguf"))
     has_config = (folder / "config.json").is_file()
     if not has_config and len(ggufs) != 1:
-        raise BackboneError(f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json "
-                            f"(and {len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder")
+        raise BackboneError(f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json (and "
+                            f"{len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder")
     try:
         if has_config:
             kwargs: dict[str, Any] = {"local_files_only": True}
