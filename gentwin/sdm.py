@@ -187,7 +187,9 @@ def device_kind(categories: list[str]) -> str | None:
     return next((kind for kind in ("gateway", "sensor", "actuator") if kind in kinds), None)
 
 
-_device_kind = functools.lru_cache(maxsize=1024)(device_kind)  # called with a tuple of categories
+@functools.lru_cache(maxsize=1024)
+def _device_kind(categories: tuple[str, ...]) -> str | None:
+    return device_kind(categories)
 
 
 def relationship_rules(name: str) -> tuple[MappingRow, ...]:

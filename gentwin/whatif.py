@@ -536,7 +536,10 @@ class GenTwin(IncrementalTwin):
 
 
 class TraditionalTwin:
-    """The traditional twin of reference [39] read as a rebuild: the knowledge graph rebuilt on every change."""
+    """The traditional twin of reference [39] read as a rebuild: the knowledge graph rebuilt on every change.
+
+    Each rebuild is written as a whole; the store keeps only the latest version.
+    """
 
     name = "traditional"
 
