@@ -7,8 +7,8 @@ the CPU's capability, so an entry is never reused by another code version or
 another kind of machine by accident.  Every entry is a payload and a manifest
 holding its SHA-256; an entry whose payload does not match (corrupt, truncated,
 half-written) is deleted and recomputed, never trusted.  The folder is
-``steps/`` in ``$GENTWIN_CACHE``, else in ``~/.cache/gentwin`` (beside the converted backbone,
-:func:`gentwin.llm.cache_root`); ``GENTWIN_NO_CACHE=1`` (``--no-cache`` on the command line) turns it off.
+``steps/`` in :func:`cache_root` (beside the converted backbone of :mod:`gentwin.llm`);
+``GENTWIN_NO_CACHE=1`` (``--no-cache`` on the command line) turns it off.
 
 Entries are Python pickles: load caches only from folders you trust.
 
@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 
 from .files import atomic_write_bytes, atomic_write_text
 
-__all__ = ["ENV_FOLDER", "ENV_OFF", "StepCache", "fingerprint", "code_digest", "default_folder", "to_terminal",
+__all__ = ["ENV_FOLDER", "ENV_OFF", "StepCache", "fingerprint", "code_digest", "cache_root", "default_folder", "to_terminal",
            "from_environment"]
 
 #: Environment variable naming the cache folder.
@@ -191,10 +191,15 @@ class StepCache:
         return value
 
 
-def default_folder() -> Path:
-    """``$GENTWIN_CACHE/steps``, else ``~/.cache/gentwin/steps``."""
+def cache_root() -> Path:
+    """Where gentwin keeps what it computes once: ``$GENTWIN_CACHE`` if set, else ``~/.cache/gentwin``."""
     root = os.environ.get(ENV_FOLDER)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "gentwin") / "steps"
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "gentwin"
+
+
+def default_folder() -> Path:
+    """The step cache's folder: ``steps/`` in :func:`cache_root`."""
+    return cache_root() / "steps"
 
 
 def to_terminal(line: str) -> None:

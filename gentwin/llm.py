@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+from .cache import cache_root
 from .files import atomic_folder
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -52,12 +53,6 @@ QUANTIZE_CHOICES: tuple[str | None, ...] = (None, "8bit", "4bit")
 
 class BackboneError(ValueError):
     """The backbone cannot be found, read or loaded as asked (the message says why)."""
-
-
-def cache_root() -> pathlib.Path:
-    """``$GENTWIN_CACHE`` if set, else ``~/.cache/gentwin`` (not created here)."""
-    env = os.environ.get("GENTWIN_CACHE")
-    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "gentwin"
 
 
 def _smollm2_gguf() -> pathlib.Path:
