@@ -39,7 +39,7 @@ def measure(size: int, duration: float, seed: int = 0, store: str = "graph") -> 
     ds = generate_dataset(tcfg)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = simulate(phys, tcfg, scenario=2, seed=seed, pooling=s.pooling, dataset=ds, keep_events=False,
+    res = simulate(phys, tcfg, scenario=2, seed=seed, pooling=s.pooling, dataset=ds,
                    store=None if store == "graph" else VersionLog())
     wall = time.perf_counter() - t0
     events = int(res.truth.sum()) + res.n_gateways * res.n_slots  # readings + heartbeats sent
