@@ -195,9 +195,10 @@ def _cell(value: Any) -> str:
 def comparison_markdown(table) -> str:
     """A :func:`comparison_table` as a MyST table whose rows link to their chapter and its provenance box.
 
-    The status is shown on its colour (:data:`STATUS_COLOURS`); the last column links to the
-    chapter page and to the box at its end (label :func:`gentwin.provenance.provenance_label`), so a
-    missing page or box fails the nitpicky build.  Every other cell is the table's text, escaped.
+    The status is shown on its colour (:data:`STATUS_COLOURS`); the chapter column, moved next to
+    the paper's section (``where``) so that it shows without scrolling, links to the chapter page
+    and to the box at its end (label :func:`gentwin.provenance.provenance_label`), so a missing
+    page or box fails the nitpicky build.  Every other cell is the table's text, escaped.
 
     >>> import pandas as pd
     >>> row = {"quantity": "a gain", "paper": "19 %", "status": "differs", "chapter": "fig6"}
@@ -207,6 +208,9 @@ def comparison_markdown(table) -> str:
     | a gain | 19 % | <span class="comparison-status" style="background-color: #fde2c8">differs</span> | {doc}`fig6 </book/executed/fig6>` ({ref}`provenance <provenance-fig6>`) |
     """
     columns = list(table.columns)
+    if "chapter" in columns and "where" in columns:
+        columns.remove("chapter")
+        columns.insert(columns.index("where") + 1, "chapter")
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for record in table.to_dict("records"):
         cells = []
