@@ -331,16 +331,22 @@ def page_inputs(path: str | os.PathLike, parameters: Mapping[str, Any], root: st
                 output_path: str | os.PathLike) -> dict[str, Any]:
     """What an executed page depends on beyond the library's code (which every cache key holds): the
     chapter's source, its parameters, whether a Neo4j server is named (``NEO4J_URI``, hashed, never kept)
-    and, for a page that reads other pages (its source names ``book/executed``), those pages."""
+    and, for a page that reads other pages (its source names ``book/executed``), the pages before it in
+    the table of contents (all other pages when it is not in it)."""
     from .cache import fingerprint
 
-    source = Path(path).read_bytes()
+    path, root = Path(path), Path(root)
+    source = path.read_bytes()
     inputs: dict[str, Any] = {"source": source, "parameters": dict(parameters),
                               "neo4j": fingerprint(os.environ.get("NEO4J_URI", ""))}
     if EXECUTED_DIR.as_posix().encode() in source:
-        folder = Path(root) / EXECUTED_DIR
-        inputs["reads"] = {p.name: p.read_bytes() for p in sorted(folder.glob("*.ipynb"))
-                           if p.resolve() != Path(output_path).resolve()}
+        pages = sorted((root / EXECUTED_DIR).glob("*.ipynb"))
+        if (root / "_toc.yml").is_file():
+            order = [p.stem for p in toc_notebooks(root)]
+            if path.stem in order:
+                before = set(order[: order.index(path.stem)])
+                pages = [p for p in pages if p.stem in before]
+        inputs["reads"] = {p.name: p.read_bytes() for p in pages if p.resolve() != Path(output_path).resolve()}
     return inputs
 
 

@@ -203,3 +203,29 @@ def test_a_page_with_the_same_inputs_is_reused_with_its_files(tmp_path, write_ch
     src.write_text(src.read_text().replace("print(p.read_text())", "print(p.read_text(), 1)"))
     notebook.execute(src, out, {"n_sensors": 3}, cwd=tmp_path, step_cache=cache, log=lines.append)
     assert side.read_text() != first_side  # another source: executed again (the time differs)
+
+
+def test_a_page_that_reads_pages_depends_on_those_before_it_only(tmp_path, chapter_front):
+    from gentwin import notebook
+
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: book/executed/a\n"
+                                       "  - file: book/executed/b\n  - file: book/executed/c\n")
+    (tmp_path / "intro.md").write_text("# Intro\n")
+    (tmp_path / "notebooks").mkdir()
+    for name in "abc":
+        body = "read = 'book/executed'" if name == "b" else "x = 1"
+        (tmp_path / "notebooks" / f"{name}.md").write_text(chapter_front + f"```{{code-cell}} ipython3\n{body}\n```\n")
+    executed = tmp_path / "book" / "executed"
+    executed.mkdir(parents=True)
+
+    def key(name):
+        src = tmp_path / "notebooks" / f"{name}.md"
+        return C.fingerprint(notebook.page_inputs(src, {}, tmp_path, executed / f"{name}.ipynb"))
+
+    (executed / "a.ipynb").write_text("a1")
+    (executed / "c.ipynb").write_text("c1")
+    before = key("b"), key("a")
+    (executed / "c.ipynb").write_text("c2")  # a page after b: b does not read it
+    assert (key("b"), key("a")) == before
+    (executed / "a.ipynb").write_text("a2")  # a page before b changed: b must run again
+    assert key("b") != before[0] and key("a") == before[1]  # a page that reads no page ignores the others
