@@ -189,7 +189,7 @@ def test_unknown_book_profile_is_rejected_by_argparse(book_root: Path) -> None:
 
 
 def _pages_and_litter(executed: Path) -> list[str]:
-    """The executed folder's entries, less the data-set folders the chapters write (checked here)."""
+    """The executed folder's entries, less the data-set and figure folders the chapters write (checked here)."""
     from gentwin.ingest import BOOK_FILES
 
     data = executed / "data"
@@ -197,7 +197,11 @@ def _pages_and_litter(executed: Path) -> list[str]:
         for city in data.iterdir():  # each a complete book data set, never a half-written one
             assert city.name.startswith("city-"), city
             assert sorted(f.name for f in city.iterdir()) == sorted(BOOK_FILES.values()), city
-    return sorted(p.name for p in executed.iterdir() if p.name != "data")
+    figures = executed / "figures"
+    if figures.exists():  # figure files only, no temporary file left behind
+        for f in figures.rglob("*"):
+            assert f.is_dir() or (f.suffix in (".png", ".svg", ".csv") and not f.name.startswith(".")), f
+    return sorted(p.name for p in executed.iterdir() if p.name not in ("data", "figures"))
 
 
 def test_book_no_execute_keeps_a_re_run_page(book_root: Path) -> None:
