@@ -1,4 +1,5 @@
-"""Publishing: the GitHub Actions workflow passes actionlint, and `make publish-html` puts the book on gh-pages."""
+"""Publishing: the GitHub Actions workflow passes actionlint, and `make publish-html` puts the book, its
+downloads included, on gh-pages."""
 from __future__ import annotations
 
 import os
@@ -87,9 +88,16 @@ def test_publish_html_pushes_the_book_to_gh_pages_of_a_bare_remote(tmp_path):
     (html / "book").mkdir(parents=True)
     (html / "index.html").write_text("<html>GenTwin, reproduced</html>")
     (html / "book" / "errata.html").write_text("<html>errata</html>")
+    # the downloads (figure files, notebook sources) live in folders starting with "_", which
+    # GitHub Pages would hide without .nojekyll
+    (html / "_downloads" / "0f3a").mkdir(parents=True)
+    (html / "_downloads" / "0f3a" / "curves.csv").write_text("round,mean\n1,0.5\n")
+    (html / "_sources" / "book").mkdir(parents=True)
+    (html / "_sources" / "book" / "fig6.ipynb").write_text("{}")
     proc = publish_html(work)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(gh_pages_files(bare)) == [".nojekyll", "book/errata.html", "index.html"]
+    assert sorted(gh_pages_files(bare)) == [".nojekyll", "_downloads/0f3a/curves.csv", "_sources/book/fig6.ipynb",
+                                            "book/errata.html", "index.html"]
     shown = subprocess.run(["git", "--git-dir", str(bare), "show", "gh-pages:index.html"],
                            capture_output=True, text=True, check=True).stdout
     assert shown == "<html>GenTwin, reproduced</html>"
