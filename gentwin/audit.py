@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .notebook import EXECUTED_DIR
-from .provenance import provenance_label
+from .provenance import EXECUTED_DIR, provenance_label
 from .reference import PAPER_VALUES, PaperValue
 
 __all__ = [

@@ -31,16 +31,13 @@ from typing import Any, Callable, Iterator, Mapping
 from . import config
 from .checks import check_choice
 from .files import atomic_write_bytes, atomic_write_text
+from .provenance import EXECUTED_DIR, SOURCE_DIR
 
 __all__ = [
     "NotebookError", "ParameterError", "ExecutionError", "EXECUTED_DIR", "parse_parameters_source", "read_parameters",
     "check_parameters", "output_path_for", "page_inputs", "execute", "toc_notebooks", "build_book", "find_root", "diff_glued",
 ]
 
-#: Where executed notebooks go, relative to the book's root (the folder the TOC reads).
-EXECUTED_DIR = Path("book") / "executed"
-#: Where the jupytext sources live, relative to the book's root.
-SOURCE_DIR = Path("notebooks")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

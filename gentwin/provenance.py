@@ -21,7 +21,11 @@ from typing import Any
 
 from . import config
 from .files import atomic_path, atomic_write_text
-from .notebook import EXECUTED_DIR, SOURCE_DIR
+
+#: Where executed notebooks go, relative to the book's root (the folder the TOC reads).
+EXECUTED_DIR = Path("book") / "executed"
+#: Where the jupytext sources live, relative to the book's root.
+SOURCE_DIR = Path("notebooks")
 
 __all__ = ["Provenance", "provenance", "git_state", "weights_sha256", "rerun_command", "changed_from_paper",
            "provenance_label", "page_downloads", "FIGURES_DIR", "FigureFiles", "save_figure"]

@@ -584,7 +584,7 @@ def train_trajectory(model, task: TwinTask, passes: Sequence[torch.Tensor], conf
     Returns one record per pass, after a first one for the start: ``train_loss`` (mean batch loss),
     ``lr``, ``seconds`` (training time of the pass) and ``state`` (:func:`adapter_state` after it).
     With ``step_cache`` (:class:`gentwin.cache.StepCache`) a trajectory trained before on the same inputs
-    (:func:`_trajectory_inputs`) is reused; the model is left in the state after the last pass.
+    (the weights, tensors, passes and optimiser settings) is reused; the model is left in the state after the last pass.
     """
     def compute() -> list[dict[str, Any]]:
         records = [dict(train_loss=float("nan"), lr=0.0, seconds=0.0, state=adapter_state(model))]

@@ -22,10 +22,11 @@ LAYERS = {
     6: {"graph"},
     7: {"training", "prompting", "whatif", "loops"},
     8: {"experiments"},  # and every experiments.* runner
-    9: {"audit", "provenance"},
-    10: {"notebook"},
-    11: {"cli"},
-    12: {"__main__"},
+    9: {"provenance"},
+    10: {"audit"},
+    11: {"notebook"},
+    12: {"cli"},
+    13: {"__main__"},
 }
 
 
