@@ -229,3 +229,21 @@ def test_a_page_that_reads_pages_depends_on_those_before_it_only(tmp_path, chapt
     assert (key("b"), key("a")) == before
     (executed / "a.ipynb").write_text("a2")  # a page before b changed: b must run again
     assert key("b") != before[0] and key("a") == before[1]  # a page that reads no page ignores the others
+
+
+def test_simulations_and_episodes_are_kept_per_settings(tmp_path):
+    from gentwin.config import resolve
+    from gentwin.experiments.fig8 import run_fig8
+    from gentwin.experiments.table4 import run_table4
+
+    lines: list[str] = []
+    cache = C.StepCache(tmp_path, log=lines.append)
+    settings = resolve("quick", store="networkx")
+    first = run_table4(settings, step_cache=cache)
+    again = run_table4(settings, step_cache=cache)
+    assert lines[-1].startswith("cache: reused table4") and again.frame.equals(first.frame)
+    other = run_table4(resolve("quick", store="networkx", packet_loss=0.05), step_cache=cache)
+    assert lines[-1].startswith("cache: computed") and not other.frame.equals(first.frame)
+    runs = run_fig8(settings, show_progress=False, step_cache=cache).runs
+    assert run_fig8(settings, show_progress=False, step_cache=cache).runs.equals(runs)  # the same measured times
+    assert lines[-1].startswith("cache: reused fig8")

@@ -14,6 +14,8 @@ glued values.  Nothing here writes files.
 
 from __future__ import annotations
 
+import os
+
 import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -375,17 +377,30 @@ def other_backend(backend: str, environ: dict[str, str] | None = None) -> str | 
     return "neo4j" if env.get("NEO4J_URI") else None
 
 
-def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progress: bool = True) -> Fig8:
+def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progress: bool = True,
+             step_cache=None) -> Fig8:
     """Fig. 8 for resolved settings: on ``dataset`` (default: generated from ``settings.topology``), the backend
-    of ``settings.twin.store``, all arms and the gate panel."""
+    of ``settings.twin.store``, all arms and the gate panel.  With ``step_cache``
+    (:class:`gentwin.cache.StepCache`) the episodes of the same settings, data set and store are reused, with
+    the times measured when they ran."""
     tw, pc = settings.twin, settings.pooling
     backend = choose_backend(tw.store)
     ds = generate_dataset(settings.topology) if dataset is None else dataset
-    seeds = tuple(range(tw.twin_seed, tw.twin_seed + tw.twin_seeds))
-    readings = dict(band=pc.band, pool_weight=pc.pool_weight, alpha_reading=pc.alpha_reading,
-                    relation_count=pc.relation_count)
-    runs = run_whatif(ds, backend=backend, rates=tw.update_rates, seeds=seeds, episodes=tw.n_episodes,
-                      readings=readings, alpha_threshold=tw.alpha_threshold, panel_thresholds=tw.alpha_thresholds,
-                      progress=show_progress)
-    return Fig8(backend, len(ds.topology.devices()), seeds, tuple(tw.update_rates), settings.stats.confidence, runs,
-                tw.alpha_bins, tw.alpha_threshold)
+
+    def compute() -> Fig8:
+        seeds = tuple(range(tw.twin_seed, tw.twin_seed + tw.twin_seeds))
+        readings = dict(band=pc.band, pool_weight=pc.pool_weight, alpha_reading=pc.alpha_reading,
+                        relation_count=pc.relation_count)
+        runs = run_whatif(ds, backend=backend, rates=tw.update_rates, seeds=seeds, episodes=tw.n_episodes,
+                          readings=readings, alpha_threshold=tw.alpha_threshold, panel_thresholds=tw.alpha_thresholds,
+                          progress=show_progress)
+        return Fig8(backend, len(ds.topology.devices()), seeds, tuple(tw.update_rates), settings.stats.confidence,
+                    runs, tw.alpha_bins, tw.alpha_threshold)
+
+    if step_cache is None:
+        return compute()
+    from ..cache import fingerprint
+
+    inputs = {"settings": settings, "dataset": ds, "backend": backend,
+              "server": fingerprint(os.environ.get("NEO4J_URI", ""))}  # which server, never its address in clear
+    return step_cache.get_or_compute("fig8", inputs, compute, note=backend)

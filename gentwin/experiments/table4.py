@@ -585,8 +585,12 @@ class Table4:
             for name, r in (("Table IV run", self.demo), ("with gateway failures", self.with_failures))]).round(3)
 
 
-def run_table4(settings: Settings, *, progress: bool = False) -> Table4:
-    """Table IV's experiment: every run, the input sensitivity panel and the closed-loop demonstration."""
+def run_table4(settings: Settings, *, progress: bool = False, step_cache=None) -> Table4:
+    """Table IV's experiment: every run, the input sensitivity panel and the closed-loop demonstration
+    (``step_cache``, a :class:`gentwin.cache.StepCache`, keeps them per settings)."""
+    if step_cache is not None:
+        return step_cache.get_or_compute("table4", {"settings": settings},
+                                         lambda: run_table4(settings, progress=progress))
     phys = settings.physical
     largest = max(phys.sizes)
     demo_key = (largest, 2, phys.sim_seed)
