@@ -659,65 +659,6 @@ def test_open_store_networkx_and_bad_backend(tmp_path):
         NetworkxStore("a", keep_versions=0)
 
 
-class _CountingNeo4jStore(Neo4jStore):
-    """Test double: counts the statements of each write transaction; can fail after the single write statement."""
-
-    fail_after_write = False
-
-    def _write(self, work):
-        self.statements = 0
-        outer = self
-
-        def counted(tx):
-            class Tx:
-                def run(self, *a, **k):
-                    outer.statements += 1
-                    return tx.run(*a, **k)
-            return work(Tx())
-
-        return super()._write(counted)
-
-    def _tx_version_and_write(self, tx, plan, parts, new_ids):
-        info = super()._tx_version_and_write(tx, plan, parts, new_ids)
-        if self.fail_after_write:
-            raise RuntimeError("injected failure after the write statement")
-        return info
-
-
-@pytest.mark.neo4j
-def test_neo4j_small_update_is_one_lookup_and_one_write_statement(neo4j_env):
-    s = _CountingNeo4jStore(neo4j_env["uri"], neo4j_env["user"], neo4j_env["password"],
-                            twin=f"t-{uuid.uuid4().hex[:12]}")
-    ref = NetworkxStore("ref")
-    try:
-        nodes, rels = small_graph()
-        for st in (s, ref):
-            st.rebuild(nodes.values(), rels, name="base")
-        change = ChangeSet(
-            upsert_nodes=(TwinNode("S4", "sensor"), TwinNode("S1", "sensor", {"active": False})),
-            delete_nodes=("S3",),
-            upsert_relations=(R("S4", "CONNECTED_TO", "GW2"),),
-            delete_relations=(R("GW1", "CONNECTED_TO", "GW2"),),
-        )
-        before = s.request()
-        s.fail_after_write = True
-        with pytest.raises(RuntimeError, match="injected failure"):
-            s.commit(change, parts=("H",))
-        s.fail_after_write = False
-        assert s.request().same_content(before) and [v.number for v in s.versions()] == [1]
-        info = s.commit(change, parts=("H",))
-        assert s.statements == 2  # the lookup, then the version and every record in one statement
-        ref_info = ref.commit(change, parts=("H",))
-        assert (info.number, info.parts, info.n_written) == (ref_info.number, ref_info.parts, ref_info.n_written)
-        assert s.request().same_content(ref.request()) and s.versions()[-1].n_written == info.n_written
-        assert s.request(version="base").same_content(ref.request(version="base"))
-        s.commit(ChangeSet(upsert_nodes=(TwinNode("S5", "sensor"),)), name="named")
-        assert s.statements > 2  # a named version takes the batched path (name check first)
-    finally:
-        s.drop()
-        s.close()
-
-
 class _StagingFailsNeo4jStore(Neo4jStore):
     """Test double: a staged rebuild fails after ``fail_after`` of its record transactions."""
 
