@@ -101,8 +101,9 @@ def warm_up(backend: str, env: dict | None, updates: int) -> str:
     """A throw-away 300-node GenTwin updated and read ``updates`` times before anything is timed.
 
     A fresh Neo4j server's JIT has not compiled its hot paths yet: for its first thousand or so
-    statements it runs several times slower (here 100 ms writes and 35 ms reads, falling to ~30 ms and
-    ~9 ms after 600 updates), which would be timed as the store's cost at whichever size runs first.
+    statements it runs several times slower (measured on a loaded 2-core machine: 100 ms writes and
+    35 ms reads at first, ~30 ms and ~9 ms after 600 updates), which would be timed as the store's
+    cost at whichever size runs first.
     """
     ds = generate_dataset(config_for(300))
     space = WhatIfCity(ds, seed=[300, 2])
@@ -185,8 +186,10 @@ def run_size(n: int, backend: str, env: dict | None, requests: int, repeats: int
                 writes.append((g.write_s * 1e3, g.n_written))
         if writes:
             ms, recs = np.array(writes).T
-            next(x for x in latency if x["twin"] == "GenTwin").update(writes=len(writes), write_p50_ms=float(np.median(ms)), write_p90_ms=float(
-                np.percentile(ms, 90)), write_records=float(np.median(recs)), write_records_max=int(recs.max()))
+            gentwin_row = next(x for x in latency if x["twin"] == "GenTwin")
+            gentwin_row.update(writes=len(writes), write_p50_ms=float(np.median(ms)),
+                               write_p90_ms=float(np.percentile(ms, 90)), write_records=float(np.median(recs)),
+                               write_records_max=int(recs.max()))
     finally:
         for s in stores.values():
             s.drop()

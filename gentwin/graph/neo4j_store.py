@@ -29,9 +29,9 @@ _SCHEMA = (
     "CREATE INDEX gentwin_staging_twin IF NOT EXISTS FOR (m:TwinStaging) ON (m.twin)",
 )
 _REL_PATTERN = "|".join(RELATION_TYPES)  # every part comes from the allow-list
-#: The statements of a small update and of a version request find everything through the uid constraint
-#: and the twin indexes, so a plan once made stays good; without this the server re-plans them (100-400 ms
-#: each) whenever a rebuild has moved its statistics, which a twin that writes every few ms cannot afford.
+#: The statements of a small update and of a version request find everything by seeks (named: _seek) in
+#: the uid constraint and the twin indexes, so a plan once made stays good; without this the server re-plans
+#: them (100-600 ms each) whenever a rebuild has moved its statistics, which a twin writing every few ms cannot afford.
 _NO_REPLAN = "CYPHER replan=skip "
 
 
