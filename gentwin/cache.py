@@ -34,11 +34,11 @@ import os
 import pickle
 import platform
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .files import atomic_write_bytes, atomic_write_text
 
-__all__ = ["ENV_FOLDER", "ENV_OFF", "StepCache", "fingerprint", "code_digest", "cache_root", "default_folder", "to_terminal",
+__all__ = ["ENV_FOLDER", "ENV_OFF", "StepCache", "fingerprint", "code_digest", "package_versions", "cache_root", "default_folder", "to_terminal",
            "from_environment"]
 
 #: Environment variable naming the cache folder.
@@ -109,15 +109,21 @@ def code_digest(package: str | os.PathLike | None = None) -> str:
     return h.hexdigest()
 
 
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """The installed version of each distribution in ``names`` (``"not installed"`` when absent)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def _environment() -> dict[str, str]:
     import torch
 
-    versions = {}
-    for name in KEYED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "-"
+    versions = package_versions(KEYED_PACKAGES)
     versions["python"] = platform.python_version()
     versions["machine"] = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
     return versions

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import os
 import platform
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .cache import package_versions
 from .files import atomic_path, atomic_write_text
 
 #: Where executed notebooks go, relative to the book's root (the folder the TOC reads).
@@ -143,16 +143,6 @@ def page_downloads(page: str) -> str:
             f"{{download}}`source ({SOURCE_DIR.as_posix()}/{page}.md) <{_source_from_page(page)}>`")
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def _device() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -259,7 +249,7 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
     wall = (now if now is not None else time.perf_counter()) - (started if started is not None else _process_started())
     return Provenance(
         page=page, commit=commit, dirty=dirty, profile=settings.profile, changed=changed_from_paper(settings),
-        seeds=tuple(int(s) for s in seeds), backbone=backbone, versions=_versions(), device=_device(),
+        seeds=tuple(int(s) for s in seeds), backbone=backbone, versions=package_versions(TRACKED_PACKAGES), device=_device(),
         wall_s=wall, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command=rerun_command(page, settings.profile, overrides), extra=dict(extra or {}),
     )
