@@ -59,6 +59,7 @@ def run_one(args) -> dict:
     import torch
 
     from gentwin import training as T
+    from gentwin.experiments import pipeline
     from gentwin.adapter import TwinAdapterConfig, add_twin_adapters
     from gentwin.llm import count_parameters, describe_backbone
     from gentwin.topology import generate_dataset
@@ -67,8 +68,8 @@ def run_one(args) -> dict:
     settings = _settings(args)
     cfg = settings.training
     dataset = generate_dataset(settings.topology)
-    train = T.training_instances(dataset, cfg)
-    order = T.stream_order(settings, dataset, train, "priority", args.seed)
+    train = pipeline.training_instances(dataset, cfg)
+    order = pipeline.stream_order(settings, dataset, train, "priority", args.seed)
     model, tok = _model(args, settings)
     name = describe_backbone(model)["name"]
     adapter_cfg = TwinAdapterConfig.from_settings(settings, seed=args.seed)

@@ -9,7 +9,7 @@ Priority Pooling (:func:`gentwin.pooling.training_order`), "without pooling"
 being the same data in a seeded random order.  ``compute_dtype="bfloat16"``
 runs every forward pass under bfloat16 autocast; ``"auto"`` (the default of
 :class:`~gentwin.config.TrainingConfig`) does so only where bfloat16 is native
-(:func:`gentwin.llm.resolve_compute_dtype`), and :func:`setup_twin` pins the
+(:func:`gentwin.llm.resolve_compute_dtype`), and :func:`gentwin.experiments.pipeline.setup_twin` pins the
 torch thread count, so one seed gives the same numbers on every run on one
 machine.  ``id_style="opaque"`` relabels node ids at verbalisation
 (:func:`gentwin.verbalise.opaque_names`); every row also records which of its
@@ -45,16 +45,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapter import TwinAdapterConfig, adapter_layer_indices, adapter_modules, add_twin_adapters
+from .adapter import adapter_layer_indices, adapter_modules
 from .checks import check_int
-from .config import TrainingConfig, select_device
+from .config import TrainingConfig
 from .frozen import FrozenStates, frozen_states, full_hidden, top_hidden
-from .llm import (causal_lm, compute_autocast, greedy_generate, head_logits, load_backbone, model_device,
+from .llm import (causal_lm, compute_autocast, greedy_generate, head_logits, model_device,
                   resolve_compute_dtype)
 from .metrics import class_accuracy, triple_scores
 from .progress import progress as progress_bar
-from .pooling import training_order
-from .topology import DataSet, Instance, Relation, generate_dataset
+from .topology import DataSet, Instance, Relation
 from .verbalise import (ID_STYLES, IGNORE, Encoded, OutputVocab, encode_pairs, facts_text, node_facts,
                         node_prompt, opaque_names, output_vocabulary, parse_triples, relation_copyable, rename)
 
@@ -78,12 +77,6 @@ __all__ = [
     "load_adapter_state",
     "train_trajectory",
     "train_twin",
-    "training_instances",
-    "run_seeds",
-    "stream_order",
-    "setup_twin",
-    "retask",
-    "hardware_note",
 ]
 
 
@@ -685,89 +678,3 @@ def extract_graph(model, task: TwinTask, *, mode: str = "generate", batch_size: 
     produced, _ = predict_triples(model, task, range(len(task.node_ids)), mode=mode, batch_size=batch_size,
                                   progress=progress)
     return set().union(*produced)
-
-
-
-# ---------------------------------------------------------------------------
-# Pipelines shared by the Fig. 6 / Fig. 7 notebooks and the benchmark
-# ---------------------------------------------------------------------------
-
-
-def training_instances(dataset: DataSet, config: TrainingConfig) -> list[Instance]:
-    """The training split in log order, cut to the first ``config.train_limit`` instances (0 = all)."""
-    train = sorted(dataset.split("train"), key=lambda i: i.index)
-    if not train:
-        raise TrainingError("dataset: the training split is empty; nothing to train on")
-    return train[: config.train_limit] if config.train_limit else train
-
-
-def run_seeds(config: TrainingConfig) -> list[int]:
-    """``train_seed, train_seed + 1, ...`` (``n_seeds`` of them)."""
-    return list(range(config.train_seed, config.train_seed + config.n_seeds))
-
-
-def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto", id_style: str | None = None,
-               progress: bool = False, step_cache=None):
-    """Backbone + Twin Adapters + data set + prepared task, all from :class:`gentwin.config.Settings`.
-
-    Returns ``(model, tokenizer, dataset, task)``; the backbone is
-    ``settings.training.backbone`` loaded by :func:`gentwin.llm.load_backbone`
-    on ``device`` (CUDA when present for ``"auto"``).  ``dataset`` defaults to
-    the generated city of ``settings.topology`` (chapters pass the one
-    :func:`gentwin.ingest.load_book_dataset` reads back).  Sets torch's CPU
-    thread count to ``settings.training.torch_threads`` (process-wide: the
-    same seed then gives the same numbers on every run on one machine);
-    ``id_style`` defaults to ``settings.training.id_style`` (opaque ids are
-    drawn with ``train_seed``); ``step_cache`` keeps the frozen pass.
-    """
-    cfg = settings.training
-    torch.set_num_threads(cfg.torch_threads)
-    dataset = generate_dataset(settings.topology) if dataset is None else dataset
-    model, tok = load_backbone(cfg.backbone, device=select_device(device))
-    add_twin_adapters(model, TwinAdapterConfig.from_settings(settings, seed=cfg.train_seed))
-    task = prepare_task(model, tok, dataset, max_length=cfg.max_length, restrict_vocab=cfg.restrict_vocab,
-                        compute_dtype=cfg.compute_dtype, batch_size=cfg.eval_batch_size,
-                        id_style=cfg.id_style if id_style is None else id_style, id_seed=cfg.train_seed,
-                        progress=progress, step_cache=step_cache)
-    return model, tok, dataset, task
-
-
-def retask(model, task: TwinTask, settings, id_style: str, *, progress: bool = False, step_cache=None) -> TwinTask:
-    """The same data set and model prepared again with another ``id_style`` (its own frozen pass)."""
-    if id_style == ("named" if task.names is None else "opaque"):
-        return task
-    cfg = settings.training
-    return prepare_task(model, task.tokenizer, task.dataset, max_length=cfg.max_length,
-                        restrict_vocab=cfg.restrict_vocab, compute_dtype=task.compute_dtype,
-                        batch_size=cfg.eval_batch_size, id_style=id_style, id_seed=cfg.train_seed,
-                        progress=progress, step_cache=step_cache)
-
-
-#: Measured on the quick Fig. 7 task (24 training instances, batches of 8, 2 threads) on an AVX-512 CPU with
-#: avx512_bf16 but no AMX: seconds per training epoch under each compute type.
-DTYPE_EPOCH_SECONDS = {"float32": 1.67, "bfloat16": 7.10}
-
-
-def hardware_note(task: TwinTask, threads: int | None = None) -> str:
-    """One sentence for a training page: what ran here and what a reader on other hardware should expect."""
-    import platform
-
-    threads = torch.get_num_threads() if threads is None else threads
-    cap = torch.backends.cpu.get_cpu_capability()
-    f32, bf16 = DTYPE_EPOCH_SECONDS["float32"], DTYPE_EPOCH_SECONDS["bfloat16"]
-    return (f"This page ran in {task.compute_dtype} on {platform.machine()} ({cap}, {threads} torch threads); the "
-            "same seeds give identical numbers on a re-run on one machine, but another CPU or a GPU rounds matrix "
-            "products differently, so expect per-seed values to differ and means to agree only within their "
-            f"intervals; compute_dtype='auto' picks bfloat16 only on CUDA or AMX CPUs, because on an AVX-512 CPU "
-            f"without AMX a bfloat16-autocast epoch of the quick task took {bf16:.1f} s against {f32:.1f} s in "
-            "float32.")
-
-
-def stream_order(settings, dataset: DataSet, instances: list[Instance], by: str, seed: int) -> list[Instance]:
-    """The training stream: ``instances`` ordered ``by`` priority, weight or at random (``seed``), with the
-    pooling readings of ``settings.pooling`` (band, pool weight, alpha reading, relation count)."""
-    p = settings.pooling
-    return training_order(dataset, instances, by=by, seed=seed, band=p.band, pool_weight=p.pool_weight,
-                          alpha_reading=p.alpha_reading, relation_count=p.relation_count,
-                          relation_owner=p.relation_owner)
-

@@ -11,6 +11,7 @@ import torch
 
 from gentwin import cache as C
 from gentwin import training as T
+from gentwin.experiments import pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,7 +113,7 @@ def toy_task(tiny_adapted, toy_ds):
 def test_trajectory_from_cache_equals_training(toy_task, toy_config, tmp_path):
     model, task = toy_task
     cfg = toy_config(shuffle_passes=True)
-    rows = task.rows(T.training_instances(task.dataset, cfg))
+    rows = task.rows(pipeline.training_instances(task.dataset, cfg))
     T.reset_adapters(model, 3)
     plain = T.train_trajectory(model, task, [rows] * 3, cfg, seed=3)
     lines: list[str] = []
@@ -135,7 +136,7 @@ def test_scores_of_epoch_e_are_those_of_training_e_epochs(toy_task, toy_config):
     # scoring after training from kept states must equal scoring right after training that long
     model, task = toy_task
     cfg = toy_config()
-    train = T.training_instances(task.dataset, cfg)
+    train = pipeline.training_instances(task.dataset, cfg)
     T.reset_adapters(model, 1)
     long = T.train_twin(model, task, train, cfg, seed=1, epochs=3, eval_splits=("train",))
     T.reset_adapters(model, 1)
@@ -148,7 +149,7 @@ def test_scores_of_epoch_e_are_those_of_training_e_epochs(toy_task, toy_config):
 def test_rescoring_with_another_eval_mode_trains_nothing(toy_task, toy_config, tmp_path):
     model, task = toy_task
     cfg = toy_config()
-    train = T.training_instances(task.dataset, cfg)
+    train = pipeline.training_instances(task.dataset, cfg)
     lines: list[str] = []
     cache = C.StepCache(tmp_path, log=lines.append)
     T.reset_adapters(model, 2)

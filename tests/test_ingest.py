@@ -811,7 +811,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LOADS_IN_CHAPTER = ("setup", "pooling", "prompting", "adapter", "fig8")
 #: chapters that get it through a library function: the chapter passes it load_book_dataset's data set,
 #: or the function calls load_book_dataset itself
-LOADS_THROUGH = {"fig6": "gentwin.training.setup_twin", "fig7": "gentwin.training.setup_twin"}
+LOADS_THROUGH = {"fig6": "gentwin.experiments.pipeline.setup_twin", "fig7": "gentwin.experiments.pipeline.setup_twin"}
 #: chapters that use no data set, or not the book's one, and why
 EXCEPTIONS = {
     "table4": "generates one city per Table IV size (a topology per row, none of them the book's data set)",

@@ -22,8 +22,9 @@ from ..config import TrainingConfig
 from ..metrics import bootstrap_ci, compare_graph, min_detectable_effect, pooling_gain
 from ..progress import progress as progress_bar
 from ..topology import Instance
-from ..training import (TrainingError, TwinTask, load_adapter_state, predict_triples, reset_adapters, retask,
-                        run_seeds, stream_order, train_trajectory, training_instances)
+from ..training import (TrainingError, TwinTask, load_adapter_state, predict_triples, reset_adapters,
+                        train_trajectory)
+from .pipeline import retask, run_seeds, stream_order, training_instances
 
 __all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_runs", "gains",
            "gain_table", "variant_table", "headline", "curve_bands", "first_chunks"]
@@ -119,7 +120,7 @@ def extraction_curve(
 def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
          round_mode: str | None = None, progress: bool = False, step_cache=None):
     """Fig. 6: :func:`extraction_curve` for every order (default ``fig6_orders``) and every seed (default
-    :func:`~gentwin.training.run_seeds`), every order of a seed starting from the same adapters.
+    :func:`~gentwin.experiments.pipeline.run_seeds`), every order of a seed starting from the same adapters.
 
     Returns one table with columns ``order, seed, round, extracted, ...``.
     The frozen part of ``task`` is shared by all runs.
@@ -149,7 +150,7 @@ def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, ste
 
     The first variant (the headline) runs every order of ``fig6_orders``; the
     others priority and random only.  An id style other than ``task``'s gets
-    its own task (:func:`~gentwin.training.retask`: one more frozen pass).
+    its own task (:func:`~gentwin.experiments.pipeline.retask`: one more frozen pass).
     Returns the curves with a ``variant`` column in front.
     """
     import pandas as pd

@@ -22,8 +22,8 @@ from ..reference import by_key
 from ..metrics import bootstrap_ci, min_detectable_effect
 from ..topology import Relation
 from ..training import (TrainingError, TwinTask, cached_frozen_states, eval_rows, evaluate, extract_graph,
-                        predict_triples, reset_adapters, run_seeds, stream_order, train_trajectory, train_twin,
-                        training_instances)
+                        predict_triples, reset_adapters, train_trajectory, train_twin)
+from .pipeline import run_seeds, stream_order, training_instances
 from ..verbalise import IGNORE, encode_pairs, qa_pairs, rename
 
 __all__ = ["PAPER_KEYS", "qa_feedback", "arm_config", "runs", "arm_table", "paired_difference", "comparisons",

@@ -9,7 +9,7 @@ import pytest
 
 from gentwin import training as T
 from gentwin.config import resolve
-from gentwin.experiments import fig6
+from gentwin.experiments import fig6, pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +86,7 @@ def test_runner_needs_the_random_order_and_uses_the_stream_order(tiny_adapted, t
     out = fig6.runs(model, task, settings)
     assert sorted(set(out.order)) == ["priority", "random"] and out["round"].tolist() == [1, 2, 1, 2]
     first = fig6.first_chunks(settings, toy_ds)
-    n = len(T.training_instances(toy_ds, settings.training))
+    n = len(pipeline.training_instances(toy_ds, settings.training))
     assert (first["instances"] == round(n / 2)).all()
     assert (first["sensors"] + first["gateways"] == first["instances"]).all()
 
@@ -124,7 +124,7 @@ def test_variant_runs_pair_every_order_with_random_on_the_same_seeds(tiny_adapte
     assert sorted(set(out.seed)) == [0, 1]
     assert (out.extracted == out.extracted_copyable + out.extracted_inferred).all()
     # chunk rounds feed each part once: the last round's "fed" is the stream's end in both modes
-    n = len(T.training_instances(toy_ds, settings.training))
+    n = len(pipeline.training_instances(toy_ds, settings.training))
     assert set(out.fed[out["round"] == 2]) == {n}
     table = fig6.variant_table(out, 0.95, budget_rounds=1)
     assert table.iloc[0][["variant", "order", "relations"]].tolist() == [
