@@ -6,33 +6,12 @@ output vocabulary and the frozen part's output (:mod:`gentwin.frozen`),
 computed once and reused by every epoch, seed and order.  Training minimises
 the cross-entropy of the target tokens only; the data order comes from
 Priority Pooling (:func:`gentwin.pooling.training_order`), "without pooling"
-being the same data in a seeded random order.  ``compute_dtype="bfloat16"``
-runs every forward pass under bfloat16 autocast; ``"auto"`` (the default of
-:class:`~gentwin.config.TrainingConfig`) does so only where bfloat16 is native
-(:func:`gentwin.llm.resolve_compute_dtype`), and :func:`gentwin.experiments.pipeline.setup_twin` pins the
-torch thread count, so one seed gives the same numbers on every run on one
-machine.  ``id_style="opaque"`` relabels node ids at verbalisation
-(:func:`gentwin.verbalise.opaque_names`); every row also records which of its
-gold relations its prompt names (``TwinTask.copyable``), and
-:func:`evaluate` scores the two classes apart.
-
-The triples a model produces for an entity (scored by
-:func:`gentwin.metrics.triple_scores`: accuracy, precision, eq. (9) L1) come
-from one of two read-outs (``eval_mode``):
-
-``"teacher_forced"``
-    one forward pass over the gold sequence.  A gold triple counts as
-    produced when the model's own best next token equals the gold token at
-    every one of its positions (its separator included); otherwise the
-    arg-max tokens at those positions are decoded, and any other well-formed
-    triple they spell counts as a produced, wrong triple.  Cheap (it reuses
-    the frozen cache), so it is what the per-epoch and per-round curves use.
-``"generate"``
-    greedy decoding from the prompt alone (at most as many new tokens as the
-    longest target), parsed into triples: the model's real output, used for
-    the final numbers and :func:`extract_graph`.  Sequences whose
-    teacher-forced arg-max already reproduces the whole target are known to
-    decode to it exactly, so only the others are decoded (``shortcut=True``).
+being the same data in a seeded random order.  The triples a model produces
+for an entity come from one of two read-outs (``eval_mode``, see
+:func:`predict_triples`): ``"teacher_forced"``, one cheap forward pass over the
+gold sequence (the per-epoch and per-round curves), or ``"generate"``, greedy
+decoding from the prompt alone (the final numbers and :func:`extract_graph`);
+:func:`evaluate` scores them (:func:`gentwin.metrics.triple_scores`).
 """
 
 from __future__ import annotations
@@ -58,25 +37,9 @@ from .verbalise import (ID_STYLES, IGNORE, Encoded, OutputVocab, encode_pairs, f
                         node_prompt, opaque_names, output_vocabulary, parse_triples, relation_copyable, rename)
 
 __all__ = [
-    "TrainingError",
-    "split_layer",
-    "target_loss",
-    "TwinTask",
-    "prepare_task",
-    "cached_frozen_states",
-    "reset_adapters",
-    "predict_triples",
-    "decode_triples",
-    "evaluate",
-    "extract_graph",
-    "make_optimizer",
-    "train_pass",
-    "pass_rows",
-    "eval_rows",
-    "adapter_state",
-    "load_adapter_state",
-    "train_trajectory",
-    "train_twin",
+    "TrainingError", "split_layer", "target_loss", "TwinTask", "prepare_task", "cached_frozen_states",
+    "reset_adapters", "predict_triples", "decode_triples", "evaluate", "extract_graph", "make_optimizer",
+    "train_pass", "pass_rows", "eval_rows", "adapter_state", "load_adapter_state", "train_trajectory", "train_twin",
 ]
 
 
@@ -117,10 +80,7 @@ def target_loss(model, hidden: torch.Tensor, labels: torch.Tensor, vocab: Output
     return F.cross_entropy(logits.float(), y)
 
 
-
-# ---------------------------------------------------------------------------
-# The task: every device node's sequence, its frozen states and the output vocabulary
-# ---------------------------------------------------------------------------
+# --- The task: every device node's sequence, its frozen states and the output vocabulary ---
 
 
 @dataclass
@@ -176,22 +136,9 @@ class TwinTask:
         return int((self.encoded.lengths - self.encoded.prompt_lengths).max())
 
 
-def prepare_task(
-    model,
-    tokenizer,
-    dataset: DataSet,
-    *,
-    max_length: int = 128,
-    restrict_vocab: bool = True,
-    cache: bool = True,
-    batch_size: int = 32,
-    inside: bool = True,
-    compute_dtype: str = "float32",
-    id_style: str = "named",
-    id_seed: int = 0,
-    progress: bool = False,
-    step_cache=None,
-) -> TwinTask:
+def prepare_task(model, tokenizer, dataset: DataSet, *, max_length: int = 128, restrict_vocab: bool = True,
+                 cache: bool = True, batch_size: int = 32, inside: bool = True, compute_dtype: str = "float32",
+                 id_style: str = "named", id_seed: int = 0, progress: bool = False, step_cache=None) -> TwinTask:
     """Verbalise and tokenise every device node once and run the frozen part once.
 
     Parameters
@@ -288,9 +235,7 @@ def reset_adapters(model, seed: int) -> None:
         mods[i].reset_parameters(scale, gen)
 
 
-# ---------------------------------------------------------------------------
-# Producing triples: teacher-forced arg-max and greedy decoding
-# ---------------------------------------------------------------------------
+# --- Producing triples: teacher-forced arg-max and greedy decoding ---
 
 
 def _batch_hidden(model, task: TwinTask, rows: torch.Tensor, path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -299,22 +244,17 @@ def _batch_hidden(model, task: TwinTask, rows: torch.Tensor, path: str) -> tuple
     t = int(task.encoded.lengths[rows].max())
     att = task.encoded.attention_mask[rows, :t].to(dev)
     labels = task.encoded.labels[rows, :t].to(dev)
-    with compute_autocast(model, task.compute_dtype):
-        h = _hidden_for(model, task, rows, t, att, dev, path)
-    return h, labels, att
-
-
-def _hidden_for(model, task: TwinTask, rows: torch.Tensor, t: int, att: torch.Tensor, dev, path: str) -> torch.Tensor:
-    if path == "cached":
-        if task.frozen is None:
-            raise TrainingError("path = 'cached': the task has no frozen states (prepare_task(..., cache=True))")
-        h = top_hidden(model, task.frozen.take(rows, t, dev), att, task.frozen.layer,
-                       adapter_modules(model).get(task.frozen.layer))
-    elif path == "plain":
-        h = full_hidden(model, task.encoded.input_ids[rows, :t].to(dev), att)
-    else:
+    if path == "cached" and task.frozen is None:
+        raise TrainingError("path = 'cached': the task has no frozen states (prepare_task(..., cache=True))")
+    if path not in ("cached", "plain"):
         raise TrainingError(f"path = {path!r}: must be 'cached' or 'plain'")
-    return h
+    with compute_autocast(model, task.compute_dtype):
+        if path == "cached":
+            h = top_hidden(model, task.frozen.take(rows, t, dev), att, task.frozen.layer,
+                           adapter_modules(model).get(task.frozen.layer))
+        else:
+            h = full_hidden(model, task.encoded.input_ids[rows, :t].to(dev), att)
+    return h, labels, att
 
 
 @torch.no_grad()
@@ -355,40 +295,31 @@ def _teacher_forced(model, task: TwinTask, rows: Sequence[int], path: str, batch
     return preds, losses
 
 
-
-def predict_triples(
-    model,
-    task: TwinTask,
-    rows: Sequence[int],
-    *,
-    mode: str = "teacher_forced",
-    path: str = "cached",
-    batch_size: int = 64,
-    shortcut: bool = True,
-    progress: bool = False,
-) -> tuple[list[set[Relation]], list[float]]:
+def predict_triples(model, task: TwinTask, rows: Sequence[int], *, mode: str = "teacher_forced", path: str = "cached",
+                    batch_size: int = 64, shortcut: bool = True, progress: bool = False
+                    ) -> tuple[list[set[Relation]], list[float]]:
     """The triples the model produces for each row, and each row's teacher-forced target loss.
 
-    ``mode="teacher_forced"``: per gold triple, the arg-max tokens at its
-    positions, decoded and parsed.  ``mode="generate"``: greedy decoding from
-    the prompt, parsed; with ``shortcut`` rows whose teacher-forced arg-max
-    reproduces the whole target (end-of-sequence included) are taken as
-    decoded to exactly that target, and the others are decoded from the
-    first position where the arg-max leaves the gold sequence (greedy
-    decoding agrees with the gold tokens up to there).
+    ``mode="teacher_forced"``: one forward pass over the gold sequence; a gold
+    triple counts as produced when the arg-max next token equals the gold
+    token at every one of its positions (its separator included), otherwise
+    any other well-formed triple the arg-max tokens there spell counts as a
+    produced, wrong triple.  ``mode="generate"``: greedy decoding from the
+    prompt alone (at most :attr:`TwinTask.max_target_tokens` new tokens),
+    parsed; with ``shortcut`` rows whose teacher-forced arg-max reproduces the
+    whole target (end-of-sequence included) are taken as decoded to exactly
+    that target, and the others are decoded from the first position where the
+    arg-max leaves the gold sequence (greedy decoding agrees with the gold
+    tokens up to there).
     """
     if mode not in ("teacher_forced", "generate"):
         raise TrainingError(f"eval_mode = {mode!r}: must be 'teacher_forced' or 'generate'")
     rows = list(rows)
     tok = task.tokenizer
     enc = task.encoded
-    if mode == "generate" and not shortcut:
-        _, losses = _teacher_forced(model, task, rows, path, batch_size)
-        prompts = [enc.input_ids[r, : int(enc.prompt_lengths[r])].tolist() for r in rows]
-        gen = greedy_generate(model, tok, prompts, max_new_tokens=task.max_target_tokens, kept_ids=_kept(task.vocab),
-                              batch_size=batch_size, compute_dtype=task.compute_dtype, progress=progress)
-        return [set(task.parse(tok.decode(g))) for g in gen], losses
     preds, losses = _teacher_forced(model, task, rows, path, batch_size)
+    if mode == "generate" and not shortcut:
+        return decode_triples(model, task, rows, task.max_target_tokens, batch_size=batch_size, progress=progress), losses
     produced: list[set[Relation]] = []
     todo: list[tuple[int, list[int]]] = []
     for k, r in enumerate(rows):
@@ -434,26 +365,18 @@ def predict_triples(
     return produced, losses
 
 
-def decode_triples(model, task: TwinTask, rows: Sequence[int], max_new_tokens: int) -> list[set[Relation]]:
+def decode_triples(model, task: TwinTask, rows: Sequence[int], max_new_tokens: int, *, batch_size: int = 64,
+                   progress: bool = False) -> list[set[Relation]]:
     """Greedy decoding from the prompts of ``rows`` alone (under the task's output vocabulary), parsed into triples."""
     enc = task.encoded
     prompts = [enc.input_ids[r, : int(enc.prompt_lengths[r])].tolist() for r in rows]
     out = greedy_generate(model, task.tokenizer, prompts, max_new_tokens=max_new_tokens, kept_ids=_kept(task.vocab),
-                          compute_dtype=task.compute_dtype)
+                          batch_size=batch_size, compute_dtype=task.compute_dtype, progress=progress)
     return [set(task.parse(task.tokenizer.decode(ids))) for ids in out]
 
 
-def evaluate(
-    model,
-    task: TwinTask,
-    rows: Sequence[int],
-    *,
-    mode: str = "teacher_forced",
-    l1_index: str = "union",
-    path: str = "cached",
-    batch_size: int = 64,
-    progress: bool = False,
-) -> dict[str, float]:
+def evaluate(model, task: TwinTask, rows: Sequence[int], *, mode: str = "teacher_forced", l1_index: str = "union",
+             path: str = "cached", batch_size: int = 64, progress: bool = False) -> dict[str, float]:
     """Accuracy, precision, eq. (9) L1 and mean target loss over the entities of ``rows``, and the accuracy
     split into relations copyable from the prompt and relations that must be inferred
     (:func:`gentwin.metrics.class_accuracy`, with the copyable share that caps a copy-only model)."""
@@ -469,9 +392,7 @@ def evaluate(
     return scores
 
 
-# ---------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------
+# --- Training ---
 
 
 def make_optimizer(parameters: Iterable[torch.nn.Parameter], name: str, learning_rate: float) -> torch.optim.Optimizer:
@@ -493,13 +414,6 @@ def _trainable_modules_train(model, on: bool) -> None:
         for m in model.modules():
             if any(p.requires_grad for p in m.parameters(recurse=False)):
                 m.train()
-
-
-def _check_instances(instances: Sequence[Instance], name: str) -> list[Instance]:
-    items = list(instances)
-    if not items:
-        raise TrainingError(f"{name} = []: the training split is empty; nothing to train on")
-    return items
 
 
 def train_pass(model, task: TwinTask, rows: torch.Tensor, optimizer, batch_size: int, path: str) -> float:
@@ -555,17 +469,6 @@ def load_adapter_state(model, state: dict[str, torch.Tensor]) -> None:
             p.copy_(state[n])
 
 
-def _trajectory_inputs(model, task: TwinTask, passes: Sequence[torch.Tensor], config: TrainingConfig, seed: int,
-                       path: str) -> dict[str, Any]:
-    """Everything a training trajectory depends on: the model's weights (adapters as initialised), the task's
-    tensors (sequences, vocabulary, frozen states), the passes and the optimiser settings."""
-    training = {f: getattr(config, f) for f in ("optimizer", "learning_rate", "discount_factor", "batch_size",
-                                                 "shuffle_passes")}
-    return {"model": list(model.state_dict().items()), "encoded": task.encoded, "vocab": task.vocab,
-            "frozen": task.frozen, "compute_dtype": task.compute_dtype, "passes": list(passes),
-            "training": training, "seed": int(seed), "path": path}
-
-
 def train_trajectory(model, task: TwinTask, passes: Sequence[torch.Tensor], config: TrainingConfig, *, seed: int,
                      path: str = "cached", desc: str = "passes", progress: bool = False, step_cache=None
                      ) -> list[dict[str, Any]]:
@@ -600,27 +503,21 @@ def train_trajectory(model, task: TwinTask, passes: Sequence[torch.Tensor], conf
 
     if step_cache is None:
         return compute()
-    inputs = _trajectory_inputs(model, task, passes, config, seed, path)
+    # everything the trajectory depends on: the weights (adapters as initialised), the task's tensors, the passes
+    training = {f: getattr(config, f) for f in ("optimizer", "learning_rate", "discount_factor", "batch_size",
+                                                 "shuffle_passes")}
+    inputs = {"model": list(model.state_dict().items()), "encoded": task.encoded, "vocab": task.vocab,
+              "frozen": task.frozen, "compute_dtype": task.compute_dtype, "passes": list(passes),
+              "training": training, "seed": int(seed), "path": path}
     records = step_cache.get_or_compute("trajectory", inputs, compute, note=f"{desc}, seed {seed}")
     load_adapter_state(model, records[-1]["state"])
     return records
 
 
-def train_twin(
-    model,
-    task: TwinTask,
-    order: Sequence[Instance],
-    config: TrainingConfig,
-    *,
-    seed: int,
-    epochs: int | None = None,
-    eval_splits: Sequence[str] = ("train", "validation"),
-    eval_mode: str | None = None,
-    eval_every: int = 1,
-    path: str = "cached",
-    progress: bool = False,
-    step_cache=None,
-):
+def train_twin(model, task: TwinTask, order: Sequence[Instance], config: TrainingConfig, *, seed: int,
+               epochs: int | None = None, eval_splits: Sequence[str] = ("train", "validation"),
+               eval_mode: str | None = None, eval_every: int = 1, path: str = "cached", progress: bool = False,
+               step_cache=None):
     """Algorithm 1 lines 9-12: train the adapters on ``order`` (in this order every epoch), scoring each epoch.
 
     Training is :func:`train_trajectory` with one pass over ``order`` per epoch (learning rate,
@@ -645,7 +542,9 @@ def train_twin(
     """
     import pandas as pd
 
-    items = _check_instances(order, "order")
+    items = list(order)
+    if not items:
+        raise TrainingError("order = []: the training split is empty; nothing to train on")
     n_epochs = config.epochs if epochs is None else epochs
     check_int("epochs", n_epochs, low=1, error=TrainingError)
     check_int("eval_every", eval_every, low=1, error=TrainingError)
