@@ -1,6 +1,14 @@
 """The measured quantities of the reproduction: eq. (9) L1 and accuracy, eq. (10) retrieval, completeness, response gap, pooling gain."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import check_int
+from .stats import mean_ci
+
 # Sections (one owner each while the library is restructured; keep these markers):
 # --- eq. (9): L1 and accuracy over relations; the pooling gain (Fig. 6) ---
 
@@ -26,8 +34,6 @@ def l1_loss(r, r_hat) -> float:
     ...
     ValueError: r_hat: has 1 entries but r has 2 (one per indexed relation)
     """
-    import numpy as np
-
     a = np.asarray(r, dtype=float)
     b = np.asarray(r_hat, dtype=float)
     if a.ndim != 1 or a.size == 0:
@@ -54,8 +60,6 @@ def relation_indicators(gold, produced, index: str = "union"):
     >>> relation_indicators({"a", "b"}, {"a", "x"}, index="gold")[1].tolist()
     [1, 0]
     """
-    import numpy as np
-
     if index not in ("union", "gold"):
         raise ValueError(f"l1_index = {index!r}: must be 'union' or 'gold'")
     g, p = set(gold), set(produced)
@@ -132,8 +136,6 @@ def pooling_gain(with_pooling, without_pooling) -> float:
     ...
     ValueError: without_pooling: extracted nothing in any round; the gain is undefined
     """
-    import numpy as np
-
     a = np.asarray(with_pooling, dtype=float)
     b = np.asarray(without_pooling, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
@@ -152,8 +154,6 @@ def class_accuracy(gold, produced, members) -> dict[str, float]:
     >>> class_accuracy(g, p, [{"a", "b"}, set()])  # copyable: a of {a, b}; inferred: c of {c, d}
     {'accuracy_copyable': 0.5, 'accuracy_inferred': 0.5, 'copyable_share': 0.5}
     """
-    import numpy as np
-
     if not len(gold) == len(produced) == len(members):
         raise ValueError(f"produced, members: {len(produced)} and {len(members)} entities but gold has {len(gold)}")
     hit = {"c": 0, "i": 0}
@@ -183,15 +183,15 @@ def bootstrap_ci(values, confidence: float = 0.95, *, seed: int = 0, n_resamples
     >>> bootstrap_ci([4.0])
     (4.0, nan, nan)
     """
-    import numpy as np
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
-    if x.size < 2 or np.ptp(x) == 0:
-        return float(x.mean()), (float(x[0]) if x.size >= 2 else float("nan")), (float(x[0]) if x.size >= 2 else float("nan"))
+    if x.size < 2 or np.ptp(x) == 0:  # one value: no interval; equal values: the interval is that value
+        bound = float(x[0]) if x.size >= 2 else float("nan")
+        return float(x.mean()), bound, bound
     res = stats.bootstrap((x,), np.mean, confidence_level=confidence, method="percentile",
                           n_resamples=n_resamples, rng=np.random.default_rng(seed))
     return float(x.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -205,8 +205,6 @@ def min_detectable_effect(values) -> float:
     >>> round(min_detectable_effect([0.0, 2.0, 4.0, 6.0]), 3)  # s = 2.582, n = 4
     3.615
     """
-    import numpy as np
-
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if x.size < 2:
@@ -234,13 +232,12 @@ def recall_at_k(retrieved, gold, k: int) -> float:
     >>> recall_at_k(["a"], {"a"}, k=0)
     Traceback (most recent call last):
     ...
-    ValueError: k = 0: must be an integer >= 1
+    ValueError: k = 0: must be >= 1
     """
     gold = set(gold)
     if not gold:
         raise ValueError("gold: a question needs at least one gold fact")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k = {k!r}: must be an integer >= 1")
+    k = check_int("k", k, low=1)
     return len(gold & set(retrieved[:k])) / len(gold)
 
 
@@ -374,8 +371,6 @@ def response_gaps(per_seed, confidence: float = 0.95, *, arm: str = "GenTwin", b
     """
     import pandas as pd
 
-    from .stats import mean_ci
-
     seed_wide = per_seed[per_seed["twin"].isin([arm, baseline])].pivot_table(
         index=[by, "seed"], columns="twin", values="response_ms").dropna()
     seed_gaps = (seed_wide[baseline] - seed_wide[arm]) / seed_wide[baseline] * 100
@@ -405,32 +400,21 @@ def gap_widening(per_seed, low, high, confidence: float = 0.95, *, arm: str = "G
     >>> round(mean, 9), n
     (30.0, 2)
     """
-    from .stats import mean_ci
-
     wide = per_seed[per_seed["twin"].isin([arm, baseline])].pivot_table(
         index=["seed"], columns=[by, "twin"], values="response_ms")
     diff = []
     for seed, row in wide.iterrows():
-        vals = [row.get((high, arm)), row.get((high, baseline))]
-        vals += [row.get((low, arm)), row.get((low, baseline))]
+        vals = [row.get((group, twin)) for group in (high, low) for twin in (arm, baseline)]
         if any(v is None or v != v for v in vals):
             continue
-        g_hi, g_lo = response_gap(vals[1], vals[0]), response_gap(vals[3], vals[2])
-        diff.append(g_hi - g_lo)
+        diff.append(response_gap(vals[1], vals[0]) - response_gap(vals[3], vals[2]))  # at high minus at low
     if not diff:
-        nan = float("nan")
-        return nan, nan, nan, 0
+        return math.nan, math.nan, math.nan, 0
     mean, lo, hi = mean_ci(diff, confidence)
     return mean, lo, hi, len(diff)
 
 
 # --- Table IV: completeness ---
-
-import math
-from dataclasses import dataclass
-
-import numpy as np
-
 
 @dataclass(frozen=True)
 class CompletenessScore:
@@ -550,29 +534,19 @@ def completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray 
     stray = o & ~t
     if stray.any():
         s, k = np.argwhere(stray)[0]
-        raise ValueError(
-            f"observed: cell (sensor {s}, slot {k}) is observed but the ground truth has no reading there"
-        )
+        raise ValueError(f"observed: cell (sensor {s}, slot {k}) is observed but the ground truth has no reading there")
     both = o & g
     if both.any():
         s, k = np.argwhere(both)[0]
-        raise ValueError(
-            f"generated: cell (sensor {s}, slot {k}) is both observed and generated; "
-            "a generated record must never stand for an observed one"
-        )
+        raise ValueError(f"generated: cell (sensor {s}, slot {k}) is both observed and generated; "
+                         "a generated record must never stand for an observed one")
     n_obs = int(o.sum())
     n_gen = int(g.sum())
     n_good = int((g & t).sum())
     return CompletenessScore(
-        n_truth=n_truth,
-        n_observed=n_obs,
-        n_generated=n_gen,
-        n_generated_correct=n_good,
-        completeness=(n_obs + n_good) / n_truth,
-        observed_share=n_obs / n_truth,
-        generated_precision=(n_good / n_gen) if n_gen else math.nan,
-        false_record_rate=(n_gen - n_good) / n_truth,
-    )
+        n_truth=n_truth, n_observed=n_obs, n_generated=n_gen, n_generated_correct=n_good,
+        completeness=(n_obs + n_good) / n_truth, observed_share=n_obs / n_truth,
+        generated_precision=(n_good / n_gen) if n_gen else math.nan, false_record_rate=(n_gen - n_good) / n_truth)
 
 
 def net_completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray | None = None) -> float:
