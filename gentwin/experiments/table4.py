@@ -1,10 +1,8 @@
 """Table IV's runner: the SimPy physical space wired to the cyber twin's closed loops, run over sizes, scenarios and seeds.
 
-:func:`simulate` runs and scores one scenario (every arm of :data:`ARMS`, by
-:func:`gentwin.metrics.completeness` and :func:`gentwin.metrics.net_completeness`);
-:func:`table4_runs` repeats it over sizes, scenarios and seeds;
-:func:`input_sensitivity` varies one input at a time; :func:`run_table4`
-builds the :class:`Table4` the chapter shows.
+:func:`run_table4` builds the :class:`Table4` the chapter shows from :func:`table4_runs` and
+:func:`input_sensitivity`, both made of :func:`simulate` runs (one scenario, every arm of :data:`ARMS`
+scored by :func:`gentwin.metrics.completeness` and :func:`gentwin.metrics.net_completeness`).
 """
 
 from __future__ import annotations
@@ -348,9 +346,8 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
     keys = ["input", "value", "scenario", "twin"]
     parts = [summarise(frame, keys, col, confidence).assign(metric=metric)
              for metric, col in (("completeness", "completeness_pct"), ("net completeness", "net_completeness_pct"))]
-    out = pd.concat(parts, ignore_index=True)
     cells = frame.groupby(keys, sort=True)["truth_records"].sum().rename("cells").reset_index()
-    out = out.merge(cells, on=keys)
+    out = pd.concat(parts, ignore_index=True).merge(cells, on=keys)
     out["implied"] = np.where(out["input"] == "packet_loss", 100.0 * (1.0 - out["value"]), np.nan)
     return out[[*keys, "metric", "mean", "low", "high", "n", "cells", "implied"]]
 
