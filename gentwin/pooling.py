@@ -9,9 +9,9 @@ where the paper is open are the fields of :class:`gentwin.config.PoolingConfig`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -26,8 +26,7 @@ __all__ = [
     "PoolingError", "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
     "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
     "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot", "alpha",
-    "PriorityPool", "pool_snapshot", "training_order", "pool_history", "band_table", "centrality_gap",
-    "order_heads", "tie_share", "tie_shares",
+    "PriorityPool", "pool_snapshot", "training_order",
 ]
 
 #: Pool names in the order of the rows of W_C (high, medium, low priority).
@@ -49,8 +48,7 @@ class PoolingError(ValueError):
     """Inputs of Priority Pooling are inconsistent or out of range."""
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    return check_choice(name, value, choices, error=PoolingError)
+_choice = partial(check_choice, error=PoolingError)
 
 
 def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, why: str) -> None:
@@ -649,18 +647,6 @@ class PriorityPool:
         bar = progress(range(0, len(items), window), desc="priority pooling", disable=not show, leave=False)
         return [self.step(chunk, upto=chunk[-1].index + 1) for chunk in (items[s:s + window] for s in bar)]
 
-    def history_frame(self):
-        """The history in long form, one row per step and pool: step, upto, instances, pool, size, W
-        (eq. 6), alpha (eq. 7), version, updated."""
-        import pandas as pd
-
-        return pd.DataFrame([
-            {"step": s.step, "upto": s.upto, "instances": s.n_instances, "pool": lab, "size": s.sizes()[lab],
-             "W": s.pool_weight_values[lab], "alpha": (s.alpha or {}).get(lab, 0.0), "version": s.version,
-             "updated": s.updated}
-            for s in self.history for lab in POOLS
-        ])
-
 
 def pool_snapshot(dataset: DataSet, upto: int | None = None, **readings: str) -> PoolSnapshot:
     """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None).
@@ -722,79 +708,3 @@ def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, see
         key = -snap.weights[idx]
     return [items[k] for k in np.lexsort((tie, key, rank))]
 
-
-def band_table(dataset: DataSet, **readings):
-    """Pool sizes under both eq. (4) bands on the same priorities (a ``pandas.DataFrame``, one column per band):
-    the three pools, the seen nodes in no pool (the printed band's gap) and the nodes never seen."""
-    import pandas as pd
-
-    both = {b: pool_snapshot(dataset, **{**readings, "band": b}) for b in BANDS}
-    out = pd.DataFrame({b: {**s.sizes(), "no pool (seen)": int((s.seen & (s.pool_codes < 0)).sum()),
-                            "never seen": int((~s.seen).sum())} for b, s in both.items()})
-    out.index.name = "nodes in"
-    return out
-
-
-def pool_history(topology_config, seeds: int, window: int, **readings):
-    """Algorithm 1 over the logs of ``seeds`` data sets (data seeds ``data_seed``, ``data_seed + 1``, ...): the
-    :meth:`PriorityPool.history_frame` of every seed with a ``data_seed`` column, and the final version per seed."""
-    import pandas as pd
-
-    frames, versions = [], {}
-    for k in range(check_int("seeds", seeds, low=1, error=PoolingError)):
-        seed = topology_config.data_seed + k
-        ds = generate_dataset(dataclasses.replace(topology_config, data_seed=seed))
-        pp = PriorityPool(ds.topology, **readings)
-        pp.run(ds.instances, window=window)
-        frames.append(pp.history_frame().assign(data_seed=seed))
-        versions[seed] = pp.version
-    return pd.concat(frames, ignore_index=True), versions
-
-
-def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
-    """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i
-    on the graph of sensor-gateway connections."""
-    import networkx as nx
-
-    g = nx.Graph([(s.id, s.gateway) for s in topology.sensors()])
-    g.add_nodes_from(snapshot.node_ids)
-    centrality = nx.degree_centrality(g)
-    c = np.array([centrality[i] for i in snapshot.node_ids])
-    return float(np.abs(snapshot.weights - (snapshot.n - 1) / snapshot.n * c).max())
-
-
-def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, count: int = 8, **readings):
-    """The first ``count`` instances of each training order as "node (pool)" (a ``pandas.DataFrame``); the pools
-    are those of ``instances`` alone, as in :func:`training_order`."""
-    import pandas as pd
-
-    items = list(instances)
-    snap = pool_snapshot(DataSet(dataset.topology, items), **readings)
-    pool_of = dict(zip(snap.node_ids, snap.pool))
-    return pd.DataFrame({by: [f"{i.node_id} ({pool_of[i.node_id] or '-'})"
-                              for i in training_order(dataset, items, by=by, seed=seed, **readings)[:count]]
-                         for by in ORDERS}, index=pd.RangeIndex(1, count + 1, name="position"))
-
-
-def tie_share(priority_values, seen=None) -> float:
-    """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen).
-
-    Ties are what the seeded tie-break of :func:`training_order` decides.
-
-    Two of the three seen nodes share p = 0.2 (the fourth is unseen):
-
-    >>> tie_share([0.2, 0.2, 0.1, 0.2], [True, True, True, False])
-    0.6666666666666666
-    """
-    p, s = _seen("priority", priority_values, seen)
-    if not s.any():
-        return 0.0
-    _, inverse, counts = np.unique(p[s], return_inverse=True, return_counts=True)
-    return float((counts[inverse] > 1).mean())
-
-
-def tie_shares(dataset: DataSet, instances: Sequence[Instance], **readings) -> dict[str, float]:
-    """:func:`tie_share` of the pools of ``instances`` alone, under each ``relation_owner`` reading."""
-    items = DataSet(dataset.topology, list(instances))
-    snaps = {owner: pool_snapshot(items, **{**readings, "relation_owner": owner}) for owner in RELATION_OWNERS}
-    return {owner: tie_share(s.priority, s.seen) for owner, s in snaps.items()}

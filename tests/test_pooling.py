@@ -28,14 +28,13 @@ from gentwin.pooling import (
     presence,
     priority,
     relation_counts,
-    tie_share,
     topology_arrays,
     training_order,
     update_trigger,
     weight_matrix,
 )
-from gentwin.topology import DataSet, Instance, Node, Relation, Topology, generate_dataset
-from pooling_oracle import reference_alpha, reference_pools
+from gentwin.topology import DataSet, Instance, Node, Topology, generate_dataset
+from pooling_oracle import HEAD, IDS, hand_dataset, hand_topology, owner_dataset, reference_alpha, reference_pools
 
 # ---------------------------------------------------------------------------
 # The hand-worked example: 2 gateways, 5 sensors, one service
@@ -55,36 +54,7 @@ from pooling_oracle import reference_alpha, reference_pools
 # Log (index: node present):  0:S1 T  1:G1 T  2:S2 T  3:G2 T  4:S3 T  5:S1 T  6:S4 T  7:S2 F | 8:S1 F
 # S5 never appears.  Step 1 = instances 0-7, step 2 = instance 8.
 
-IDS = ["G1", "G2", "S1", "S2", "S3", "S4", "S5"]
-LOG = [("S1", True), ("G1", True), ("S2", True), ("G2", True), ("S3", True), ("S1", True), ("S4", True),
-       ("S2", False), ("S1", False)]
-
-
-def _hand_topology() -> Topology:
-    nodes = {
-        "CITY": Node("CITY", "city"),
-        "AQ": Node("AQ", "service"),
-        "G1": Node("G1", "gateway", service="AQ"),
-        "G2": Node("G2", "gateway", service="AQ"),
-    }
-    for s, g in (("S1", "G1"), ("S2", "G1"), ("S3", "G1"), ("S4", "G2"), ("S5", "G2")):
-        nodes[s] = Node(s, "sensor", service="AQ", gateway=g)
-    rels = [Relation("AQ", "IN", "CITY"), Relation("G1", "SERVES_IN", "AQ"), Relation("G2", "SERVES_IN", "AQ"),
-            Relation("G1", "CONNECTED_TO", "G2")]
-    for s in ("S1", "S2", "S3", "S4", "S5"):
-        rels.append(Relation(s, "CONNECTED_TO", nodes[s].gateway))
-        rels.append(Relation(s, "SERVES_IN", "AQ"))
-    return Topology(nodes=nodes, relations=rels)
-
-
-def _hand_dataset() -> DataSet:
-    inst = [Instance(index=k, timestamp=2.0 * k, node_id=nid, present=pres, split="train")
-            for k, (nid, pres) in enumerate(LOG)]
-    return DataSet(topology=_hand_topology(), instances=inst)
-
-
-#: The examples above are worked with N_i = the relations a node is the head of (relation_owner "head").
-HEAD = {"relation_owner": "head"}
+# (built by pooling_oracle.hand_topology and hand_dataset, shared with tests/experiments/test_pools.py)
 
 
 def _by_id(snap, values):
@@ -92,7 +62,7 @@ def _by_id(snap, values):
 
 
 def test_hand_example_structure():
-    arr = topology_arrays(_hand_topology(), **HEAD)
+    arr = topology_arrays(hand_topology(), **HEAD)
     assert list(arr.node_ids) == IDS
     assert arr.n_relations == 13  # M: 5 + 5 + 2 + 1
     assert arr.owned.tolist() == [2, 1, 2, 2, 2, 2, 2]  # G1, G2, S1..S5
@@ -105,7 +75,7 @@ def test_hand_example_structure():
 
 
 def test_hand_example_eqs_1_to_6_step_1():
-    snap = pool_snapshot(_hand_dataset(), upto=8, **HEAD)
+    snap = pool_snapshot(hand_dataset(), upto=8, **HEAD)
     assert snap.n_relations == 13 and snap.n == 7 and snap.n_instances == 8
     # eq. (1): latest presence; S2's latest (index 7) is absent, S5 never seen
     assert _by_id(snap, snap.presence) == {"G1": 1, "G2": 1, "S1": 1, "S2": 0, "S3": 1, "S4": 1, "S5": 0}
@@ -133,12 +103,12 @@ def test_hand_example_eqs_1_to_6_step_1():
     assert snap.weight_matrix[:, IDS.index("S5")].tolist() == [0.0, 0.0, 0.0]
     assert snap.weight_matrix[0, IDS.index("G1")] == pytest.approx(4 / 7)
     # eq. (6) "sum_w": W_H = 3/7 + 3 * 1/7 = 6/7;  W_M = 2/7;  W_L = 1/7
-    sw = pool_snapshot(_hand_dataset(), upto=8, pool_weight="sum_w", **HEAD)
+    sw = pool_snapshot(hand_dataset(), upto=8, pool_weight="sum_w", **HEAD)
     assert sw.pool_weight_values == pytest.approx({"H": 6 / 7, "M": 2 / 7, "L": 1 / 7})
 
 
 def test_hand_example_occurrences_reading():
-    snap = pool_snapshot(_hand_dataset(), upto=8, relation_count="occurrences", **HEAD)
+    snap = pool_snapshot(hand_dataset(), upto=8, relation_count="occurrences", **HEAD)
     # N = own relations * instances: S1 2*2 = 4, S2 2*2 = 4, others 2*1 or 1*1
     assert _by_id(snap, snap.relations) == {"G1": 2, "G2": 1, "S1": 4, "S2": 4, "S3": 2, "S4": 2, "S5": 0}
     # p*13: G1 2, G2 1, S1 4, S2 0 (absent), S3 2, S4 2 -> sum 11, Avg = 11/78
@@ -148,7 +118,7 @@ def test_hand_example_occurrences_reading():
 
 
 def test_hand_example_paper_band_leaves_g2_in_no_pool():
-    snap = pool_snapshot(_hand_dataset(), upto=8, band="paper", **HEAD)
+    snap = pool_snapshot(hand_dataset(), upto=8, band="paper", **HEAD)
     # as printed, P_M = {9/104 <= p < 6/104} is empty; G2 (8/104) satisfies no condition
     assert _by_id(snap, snap.pool)["G2"] is None
     assert snap.sizes() == {"H": 4, "M": 0, "L": 1}
@@ -156,7 +126,7 @@ def test_hand_example_paper_band_leaves_g2_in_no_pool():
 
 
 def test_hand_example_eq_7_and_algorithm_steps():
-    ds = _hand_dataset()
+    ds = hand_dataset()
     pp = PriorityPool(ds.topology, **HEAD)
     s1 = pp.step(ds.instances[:8])
     # line 1 starts from empty pools: α = the row sums of W_C = W_p
@@ -177,9 +147,6 @@ def test_hand_example_eq_7_and_algorithm_steps():
     s3 = pp.step([])
     assert s3.alpha == {"H": 0.0, "M": 0.0, "L": 0.0}
     assert (s3.version, s3.updated) == (2, False)
-    frame = pp.history_frame()
-    assert frame.shape[0] == 3 * len(POOLS)
-    assert frame.loc[(frame.step == 2) & (frame.pool == "H"), "alpha"].item() == pytest.approx(4 / 7)
     # stepping reaches the same state as the snapshot of the whole prefix
     whole = pool_snapshot(ds, **HEAD)
     assert whole.pool == s3.pool and np.array_equal(whole.priority, s3.priority)
@@ -194,10 +161,10 @@ def test_eq_7_readings_differ_on_a_swap():
 
 
 def test_alpha_matches_nodes_by_id_across_topologies():
-    ds = _hand_dataset()
+    ds = hand_dataset()
     s1 = pool_snapshot(ds, upto=8, **HEAD)
     # delete S4 from the topology (and its instance): it leaves P_H
-    topo = _hand_topology()
+    topo = hand_topology()
     del topo.nodes["S4"]
     topo.relations = [r for r in topo.relations if r.head != "S4"]
     topo.validate()
@@ -232,35 +199,27 @@ def test_alpha_matches_nodes_by_id_across_topologies():
 #   -> M (corrected) / no pool (paper); S3 0 -> L.  The gateway ranks with (G1) or below (G2) its own sensors.
 #   degree: W_H = 4/7 + 4 * 1/7 = 8/7, W_M = 3/7, W_L = 1/7 (paper: 8/7, 0, 1/7)
 #   sum_w:  W_H = 3/7 + 4/7 = 1,       W_M = 2/7, W_L = 1/7 (paper: 1, 0, 1/7)
-#   ties: five nodes share 2/13 -> 5/7.
+#   ties: five nodes share 2/13 -> 5/7 (tests/experiments/test_pools.py).
 # head, step 2 (S3 back): sum 13, Avg = 52/364, Avg/2 = 26, 3Avg/4 = 39: S3 56 -> H, G2 28 stays M (paper: none).
 #   alpha "nodes", degree: H gains S3 (1/7), M unchanged 0, L loses S3 1/7 -> (1/7, 0, 1/7), both bands.
 #
 # incident, step 1: p*13 = G1 5, G2 4, S1 2, S2 2, S3 0, S4 2, S5 2 -> sum 17, Avg = 68/364, Avg/2 = 34, 3Avg/4 = 51
 #   G1 140, G2 112, sensors 56 > 51 -> all active nodes H; S3 -> L; M empty (paper band: the same, no gap node).
 #   degree: W_H = 4/7 + 3/7 + 4/7 = 11/7, W_M = 0, W_L = 1/7;  sum_w: W_H = 3/7 + 2/7 + 4/7 = 9/7, 0, 1/7.
-#   ties: four sensors share 2/13 -> 4/7.
+#   ties: four sensors share 2/13 -> 4/7 (tests/experiments/test_pools.py).
 # incident, step 2: sum 19, Avg = 76/364, Avg/2 = 38, 3Avg/4 = 57: sensors 56 in (38, 57] -> M (paper: no pool);
 #   G1, G2 stay H; L empty.
 #   corrected, degree: W = (1, 5/7, 0); alpha "nodes": H loses S1, S2, S4, S5 (4/7), M gains five sensors (5/7),
 #   L loses S3 (1/7).  paper, degree: W = (1, 0, 0); alpha: H 4/7, M 0, L 1/7.
 
-OWNER_LOG = [("G1", True), ("G2", True), ("S1", True), ("S2", True), ("S3", True), ("S4", True), ("S5", True),
-             ("S3", False), ("S3", True)]
-
-
-def _owner_dataset() -> DataSet:
-    inst = [Instance(index=k, timestamp=2.0 * k, node_id=nid, present=pres, split="train")
-            for k, (nid, pres) in enumerate(OWNER_LOG)]
-    return DataSet(topology=_hand_topology(), instances=inst)
-
+# (the log is pooling_oracle.OWNER_LOG, built by owner_dataset)
 
 # per reading: N, p*13 at step 1, Avg at step 1, pools (corrected, paper) at steps 1 and 2,
 # W_p (degree, sum_w) at step 1 per band, alpha ("nodes", degree) at step 2 per band
 OWNER_CASES = {
     "head": dict(
         N={"G1": 2, "G2": 1, "S1": 2, "S2": 2, "S3": 2, "S4": 2, "S5": 2},
-        p13={"G1": 2, "G2": 1, "S1": 2, "S2": 2, "S3": 0, "S4": 2, "S5": 2}, avg=11 / 91, ties=5 / 7,
+        p13={"G1": 2, "G2": 1, "S1": 2, "S2": 2, "S3": 0, "S4": 2, "S5": 2}, avg=11 / 91,
         pools1={"corrected": "HMHHLHH", "paper": "H-HHLHH"}, pools2={"corrected": "HMHHHHH", "paper": "H-HHHHH"},
         W1={("corrected", "degree"): (8 / 7, 3 / 7, 1 / 7), ("paper", "degree"): (8 / 7, 0, 1 / 7),
             ("corrected", "sum_w"): (1, 2 / 7, 1 / 7), ("paper", "sum_w"): (1, 0, 1 / 7)},
@@ -268,7 +227,7 @@ OWNER_CASES = {
     ),
     "incident": dict(
         N={"G1": 5, "G2": 4, "S1": 2, "S2": 2, "S3": 2, "S4": 2, "S5": 2},
-        p13={"G1": 5, "G2": 4, "S1": 2, "S2": 2, "S3": 0, "S4": 2, "S5": 2}, avg=17 / 91, ties=4 / 7,
+        p13={"G1": 5, "G2": 4, "S1": 2, "S2": 2, "S3": 0, "S4": 2, "S5": 2}, avg=17 / 91,
         pools1={"corrected": "HHHHLHH", "paper": "HHHHLHH"}, pools2={"corrected": "HHMMMMM", "paper": "HH-----"},
         W1={("corrected", "degree"): (11 / 7, 0, 1 / 7), ("paper", "degree"): (11 / 7, 0, 1 / 7),
             ("corrected", "sum_w"): (9 / 7, 0, 1 / 7), ("paper", "sum_w"): (9 / 7, 0, 1 / 7)},
@@ -285,13 +244,12 @@ def _pools_string(snap) -> str:  # pools in IDS order (G1, G2, S1..S5), "-" for 
 @pytest.mark.parametrize("owner", ["head", "incident"])
 @pytest.mark.parametrize("band", ["corrected", "paper"])
 def test_relation_owner_worked_by_hand(owner, band):
-    case, ds = OWNER_CASES[owner], _owner_dataset()
+    case, ds = OWNER_CASES[owner], owner_dataset()
     s1 = pool_snapshot(ds, upto=8, band=band, relation_owner=owner)
     assert _by_id(s1, s1.relations) == case["N"]
     assert _by_id(s1, s1.priority) == pytest.approx({k: v / 13 for k, v in case["p13"].items()})
     assert s1.avg == pytest.approx(case["avg"])
     assert _pools_string(s1) == case["pools1"][band]
-    assert tie_share(s1.priority, s1.seen) == pytest.approx(case["ties"])
     for pw in ("degree", "sum_w"):
         w = pool_snapshot(ds, upto=8, band=band, pool_weight=pw, relation_owner=owner).pool_weight_values
         assert [w[p] for p in POOLS] == pytest.approx(case["W1"][(band, pw)])
@@ -305,10 +263,10 @@ def test_relation_owner_worked_by_hand(owner, band):
 
 
 def test_relation_owner_incident_counts_tails_and_threads_through():
-    head, inc = topology_arrays(_hand_topology(), "head"), topology_arrays(_hand_topology(), "incident")
+    head, inc = topology_arrays(hand_topology(), "head"), topology_arrays(hand_topology(), "incident")
     assert head.owned.sum() == head.n_relations == inc.n_relations == 13  # M does not depend on the reading
     assert inc.owned.sum() == 13 + 6  # five sensor links and the fog link end at a device
-    ds = _owner_dataset()
+    ds = owner_dataset()
     a = training_order(ds, ds.instances[:8], by="priority", seed=0, relation_owner="incident")
     # incident: G1 (5/13) then G2 (4/13) lead; head: G1 ties with four sensors, so G2 is never second
     assert [i.node_id for i in a[:2]] == ["G1", "G2"]
@@ -326,7 +284,7 @@ def test_relation_owner_incident_counts_tails_and_threads_through():
 
 
 def test_training_order_hand_example():
-    ds = _hand_dataset()
+    ds = hand_dataset()
     step1 = ds.instances[:8]
     pri = training_order(ds, step1, by="priority", seed=0, **HEAD)
     # H: S1 (0, 5), G1 (1), S3 (4), S4 (6) -- all p = 2/13; then M: G2 (3); then L: S2 (2, 7)
@@ -505,7 +463,7 @@ def test_stream_steps_equal_snapshots_of_prefixes(data_seed, window):
 
 @pytest.mark.parametrize("which", ["hand", "quick", "paper"])
 def test_node_weights_are_degree_centrality_times_n_minus_1_over_n(which):
-    topo = _hand_topology() if which == "hand" else generate_dataset(resolve(which).topology).topology
+    topo = hand_topology() if which == "hand" else generate_dataset(resolve(which).topology).topology
     arr = topology_arrays(topo)
     g = nx.Graph()
     g.add_nodes_from(arr.node_ids)
@@ -519,7 +477,7 @@ def test_node_weights_are_degree_centrality_times_n_minus_1_over_n(which):
 
 
 def test_degree_and_sum_w_readings_differ_by_one_over_n_per_gateway():
-    arr = topology_arrays(_hand_topology(), **HEAD)
+    arr = topology_arrays(hand_topology(), **HEAD)
     diff = pool_contributions(arr.kinds, arr.degree, "degree") - pool_contributions(arr.kinds, arr.degree, "sum_w")
     assert diff == pytest.approx([1 / 7, 1 / 7, 0, 0, 0, 0, 0])
 
@@ -580,14 +538,14 @@ def test_unknown_kinds():
         node_weights(["sensor", "service"], [0, 0])
     with pytest.raises(PoolingError, match=r"kinds\[0\] = 'router'"):
         key_value_pairs(["X"], ["router"], [None], [0])
-    ds = _hand_dataset()
+    ds = hand_dataset()
     bad = Instance(index=99, timestamp=0.0, node_id="AQ", present=True, split="train")
     with pytest.raises(PoolingError, match="node_id = 'AQ' is not a sensor or gateway"):
         training_order(ds, [bad], by="priority", seed=0)
 
 
 def test_unknown_choices_and_stream_order():
-    ds = _hand_dataset()
+    ds = hand_dataset()
     with pytest.raises(PoolingError, match="by = 'fastest'"):
         training_order(ds, ds.instances, by="fastest", seed=0)
     with pytest.raises(PoolingError, match="band = 'wide'"):
@@ -603,7 +561,7 @@ def test_unknown_choices_and_stream_order():
 
 
 def test_no_seen_node_gives_no_nan():
-    snap = pool_snapshot(_hand_dataset(), upto=0)
+    snap = pool_snapshot(hand_dataset(), upto=0)
     assert snap.avg == 0.0 and set(snap.pool) == {None}
     assert not np.isnan(snap.priority).any()
     assert snap.pool_weight_values == {"H": 0.0, "M": 0.0, "L": 0.0}
@@ -613,7 +571,7 @@ def test_no_seen_node_gives_no_nan():
 
 
 def test_snapshot_arrays_are_read_only():
-    snap = pool_snapshot(_hand_dataset())
+    snap = pool_snapshot(hand_dataset())
     with pytest.raises(ValueError):
         snap.priority[0] = 1.0
     assert list(snap.table().columns[:4]) == ["node", "kind", "k", "v"]
