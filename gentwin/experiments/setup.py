@@ -18,14 +18,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import field_spec
+from ..config import PROFILES, TopologyConfig, field_spec
 from ..ingest import BOOK_FILES, FORMS, read_entities, to_urn
 from ..reference import by_key
 from ..sdm import GRAPH_KINDS, GRAPH_RELATIONS, EntityGraph
 from ..topology import NODE_KINDS, SPLITS, DataSet, Instance, Topology
 
-__all__ = ["GLUED_COUNTS", "glued_counts", "paper_comparison", "relation_makeup", "gateway_degrees",
-           "split_table", "nodes_in_two_splits", "draw_topology", "dataset_files", "entity_excerpt",
+__all__ = ["GLUED_COUNTS", "glued_counts", "paper_comparison", "comparison_note", "relation_makeup",
+           "relation_formula", "gateway_degrees", "degree_summary", "split_table", "nodes_in_two_splits", "draw_topology", "dataset_files", "entity_excerpt",
            "encodings_read_back", "graph_counts", "draw_entity_graph", "sample_log", "sample_pools"]
 
 #: glue name -> key of ``gentwin.topology.DataSet.counts``; each name is also a :mod:`gentwin.reference` key
@@ -69,6 +69,28 @@ def paper_comparison(dataset: DataSet):
     return table.drop(columns="paper value").set_index("quantity")
 
 
+def comparison_note(comparison, config: TopologyConfig, paper: TopologyConfig | None = None) -> str:
+    """What :func:`paper_comparison`'s table says: every count equals the paper's, or which differ and
+    which data-set parameters of ``config`` differ from ``paper`` (default: the paper profile's).
+
+    >>> import pandas as pd
+    >>> same = pd.DataFrame({"same as the paper": [True, True]}, index=["gateways", "instances"])
+    >>> comparison_note(same, PROFILES["paper"].topology)
+    "Every count equals the paper's."
+    >>> differ = pd.DataFrame({"same as the paper": [True, False]}, index=["gateways", "instances"])
+    >>> print(comparison_note(differ, TopologyConfig(n_instances=400), TopologyConfig(n_instances=500)))
+    These counts differ from the paper's: instances.
+    This execution changed the data-set parameters: n_instances = 400 (paper profile: 500)
+    """
+    if comparison["same as the paper"].all():
+        return "Every count equals the paper's."
+    paper = PROFILES["paper"].topology if paper is None else paper
+    return (f"These counts differ from the paper's: {', '.join(comparison.index[~comparison['same as the paper']])}.\n"
+            "This execution changed the data-set parameters: " + ", ".join(
+                f"{k} = {v} (paper profile: {getattr(paper, k)})" for k, v in vars(config).items()
+                if v != getattr(paper, k)))
+
+
 def relation_makeup(topology: Topology):
     """Relations counted by (type, head kind, tail kind), those counted in eq. (3)'s M first.
 
@@ -91,12 +113,38 @@ def relation_makeup(topology: Topology):
     return table.sort_values(["counted in M (head is a device)", "count"], ascending=False, ignore_index=True)
 
 
+def relation_formula(makeup, config: TopologyConfig, unique: int) -> str:
+    """The relation count the generator's rules give, ``2 n_sensors + n_gateways + n_gateway_links``, beside
+    the relations of :func:`relation_makeup` counted in M and ``unique``, the data set's unique relations.
+
+    >>> from gentwin.topology import generate_topology
+    >>> small = TopologyConfig(n_services=1, n_gateways=2, n_sensors=3, n_gateway_links=1, n_instances=5)
+    >>> relation_formula(relation_makeup(generate_topology(small)), small, 9)
+    '2 x n_sensors + n_gateways + n_gateway_links = 2 x 3 + 2 + 1 = 9; counted in the generated graph: 9; unique: 9'
+    """
+    expected = 2 * config.n_sensors + config.n_gateways + config.n_gateway_links
+    counted = int(makeup.loc[makeup["counted in M (head is a device)"], "count"].sum())
+    return (f"2 x n_sensors + n_gateways + n_gateway_links = 2 x {config.n_sensors} + {config.n_gateways} + "
+            f"{config.n_gateway_links} = {expected}; counted in the generated graph: {counted}; unique: {unique}")
+
+
 def gateway_degrees(topology: Topology):
     """One row per gateway: its service and d_i, the sensors connected to it (Table II, eq. 2)."""
     import pandas as pd
 
     return pd.DataFrame([{"gateway": gid, "service": topology.nodes[gid].service, "d_i": d}
                          for gid, d in topology.gateway_degrees().items()])
+
+
+def degree_summary(degrees) -> str:
+    """Mean, least and largest d_i of :func:`gateway_degrees`' table, and how many gateways have no sensor.
+
+    >>> import pandas as pd
+    >>> degree_summary(pd.DataFrame({"d_i": [0, 2, 4, 0]}))
+    'd_i: mean 1.50, min 0, max 4; gateways without any sensor: 2'
+    """
+    return (f"d_i: mean {degrees.d_i.mean():.2f}, min {degrees.d_i.min()}, max {degrees.d_i.max()}; "
+            f"gateways without any sensor: {(degrees.d_i == 0).sum()}")
 
 
 def split_table(dataset: DataSet, fractions: tuple[float, ...]):

@@ -36,6 +36,36 @@ def test_paper_comparison_says_which_counts_differ() -> None:
     assert small.loc["IoT sensors", "this run"] == 30
 
 
+def test_comparison_note_names_the_counts_and_parameters_that_differ() -> None:
+    from gentwin.config import field_spec
+
+    paper = resolve("paper").topology
+    assert setup.comparison_note(setup.paper_comparison(generate_dataset(paper)), paper) == (
+        "Every count equals the paper's.")
+    small = resolve("paper", n_sensors=30).topology
+    note = setup.comparison_note(setup.paper_comparison(generate_dataset(small)), small)
+    first, second = note.split("\n")
+    # the sensors, the device nodes and the relations change with n_sensors; gateways and instances do not
+    assert first == "These counts differ from the paper's: IoT sensors, nodes (sensors + gateways), unique relations."
+    # only the one changed parameter is named, with the paper profile's value beside it
+    assert second == ("This execution changed the data-set parameters: "
+                      f"n_sensors = 30 (paper profile: {field_spec('n_sensors').paper})")
+
+
+def test_relation_formula_adds_up_the_generator_rules(quick_ds) -> None:
+    cfg = resolve("quick").topology  # 24 sensors, 6 gateways, 3 fog links: 48 + 6 + 3
+    line = setup.relation_formula(setup.relation_makeup(quick_ds.topology), cfg, 57)
+    assert line == ("2 x n_sensors + n_gateways + n_gateway_links = 2 x 24 + 6 + 3 = 57; "
+                    "counted in the generated graph: 57; unique: 57")
+
+
+def test_degree_summary_counts_gateways_without_sensors() -> None:
+    import pandas as pd
+
+    assert setup.degree_summary(pd.DataFrame({"d_i": [3, 0, 1, 0, 0]})) == (
+        "d_i: mean 0.80, min 0, max 3; gateways without any sensor: 3")
+
+
 def test_relation_makeup_counts_m_first(quick_ds) -> None:
     table = setup.relation_makeup(quick_ds.topology)
     in_m = table[table["counted in M (head is a device)"]]
