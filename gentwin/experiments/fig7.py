@@ -4,8 +4,9 @@
 teacher-forced scores per epoch), then decodes every node greedily; with
 ``qa_feedback`` it adds Algorithm 1 line 14 (:func:`qa_feedback`: a pass on
 question/answer prompts made from the model's own triples).
-:func:`final_table`, :func:`headline` and :func:`triples_by_kind` are the
-chapter's tables and glued values.
+:func:`backbone_table`, :func:`epoch_bands`, :func:`final_table`,
+:func:`headline`, :func:`page_glues`, :func:`triples_by_kind` and
+:func:`generated_examples` are the chapter's tables and glued values.
 """
 
 from __future__ import annotations
@@ -17,18 +18,25 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..config import TrainingConfig
+from ..llm import describe_backbone
 from ..progress import progress as progress_bar
 from ..reference import by_key
 from ..metrics import bootstrap_ci, min_detectable_effect
+from ..stats import summarise
 from ..topology import Relation
 from ..training import (TrainingError, TwinTask, cached_frozen_states, eval_rows, evaluate, extract_graph,
                         predict_triples, reset_adapters, train_trajectory, train_twin)
 from .pipeline import run_seeds, stream_order, training_instances
-from ..verbalise import IGNORE, encode_pairs, qa_pairs, rename
+from ..verbalise import IGNORE, encode_pairs, facts_text, qa_pairs, rename
 
-__all__ = ["PAPER_KEYS", "qa_feedback", "arm_config", "runs", "arm_table", "paired_difference", "comparisons",
-           "final_table",
-           "headline", "triples_by_kind"]
+__all__ = ["PAPER_KEYS", "FINAL_MODE_TEXT", "EPOCH_METRICS", "qa_feedback", "arm_config", "backbone_table", "runs",
+           "training_note", "epoch_bands", "arm_table", "paired_difference", "comparisons", "final_table",
+           "headline", "page_glues", "triples_by_kind", "generated_examples"]
+
+#: How the chapter names each ``final_eval_mode`` in its text.
+FINAL_MODE_TEXT = {"generate": "greedy decoding from the prompt alone", "teacher_forced": "the teacher-forced read-out"}
+#: The per-epoch curves of Fig. 7 (columns of :func:`~gentwin.training.train_twin`'s table).
+EPOCH_METRICS = ("accuracy", "accuracy_copyable", "accuracy_inferred", "l1")
 
 
 def qa_feedback(
@@ -97,6 +105,31 @@ def arm_config(config: TrainingConfig, arm: str) -> TrainingConfig:
     return dataclasses.replace(config, optimizer=optimiser, learning_rate=rate, shuffle_passes=False)
 
 
+def backbone_table(model, task: TwinTask, config: TrainingConfig, setup_s: float):
+    """The backbone and what is trained and cached: one row per item, column ``value``.
+
+    Name, architecture, layers, device, compute type and threads (``config``),
+    frozen and trainable (adapter) parameters, the adapted layers, the output
+    vocabulary, the device nodes (one sequence each), the training instances
+    (:func:`~gentwin.experiments.pipeline.training_instances`) and ``setup_s``,
+    the seconds the load and the frozen pass took.
+    """
+    import pandas as pd
+
+    info = describe_backbone(model)
+    return pd.Series({
+        "backbone": info["name"], "architecture": info["architecture"], "decoder layers": info["layers"],
+        "device": info["device"], "compute": f"{task.compute_dtype}, {config.torch_threads} threads",
+        "frozen parameters": f"{info['frozen']:,}", "trainable parameters (adapters)": f"{info['trainable']:,}",
+        "adapted layers": f"{task.start_layer}..{info['layers'] - 1}",
+        "output vocabulary": f"{len(task.vocab)} of {info['vocab_size']:,} token ids" if task.vocab is not None
+        else "all token ids",
+        "device nodes (sequences)": len(task.node_ids),
+        "training instances": len(training_instances(task.dataset, config)),
+        "set-up time (load + frozen pass)": f"{setup_s:.0f} s",
+    }, name="value").to_frame()
+
+
 def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, progress: bool = False,
          step_cache=None):
     """Fig. 7: every arm (default ``fig7_arms``) x seed: ``epochs`` epochs with per-epoch metrics on training
@@ -140,6 +173,40 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
                               l1_index=cfg.l1_index, batch_size=cfg.eval_batch_size)
                 finals.append(dict(arm=arm, seed=seed, split=split, stage=stage, qa_pairs=qa_pairs_used, **sc))
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
+
+
+def training_note(history, config: TrainingConfig, seconds: float) -> str:
+    """One sentence on the training: arms x seeds x epochs, the ``seconds`` they took, and the mean seconds of
+    one training epoch (``history``'s ``seconds``, one value per arm, seed and epoch; epoch 0 trains nothing).
+
+    >>> import pandas as pd
+    >>> from gentwin.config import resolve
+    >>> h = pd.DataFrame({"arm": "a", "seed": 0, "epoch": [0, 1, 1, 2], "split": ["train", "train", "validation",
+    ...                   "train"], "seconds": [9.0, 2.0, 2.0, 3.0]})
+    >>> training_note(h, resolve("quick", n_seeds=1, epochs=2, fig7_arms=("sgd/priority",)).training, 61.4)
+    '1 arms x 1 seeds x 2 epochs in 61 s (2.5 s per training epoch, evaluation excluded).'
+    """
+    per_epoch = history.drop_duplicates(["arm", "seed", "epoch"]).query("epoch > 0")["seconds"]
+    return (f"{len(config.fig7_arms)} arms x {config.n_seeds} seeds x {config.epochs} epochs in {seconds:.0f} s "
+            f"({per_epoch.mean():.1f} s per training epoch, evaluation excluded).")
+
+
+def epoch_bands(history, arm: str, confidence: float):
+    """Fig. 7's curves for one arm: ``(scored, bands)``.
+
+    ``scored`` is ``history``'s train and validation rows of ``arm``;
+    ``bands`` has, per split, metric (:data:`EPOCH_METRICS`) and epoch, the
+    mean over seeds with its t-interval (:func:`gentwin.stats.summarise`) and
+    the split's ``copy_ceiling`` (the mean copyable share of its rows).
+    """
+    import pandas as pd
+
+    scored = history[(history.arm == arm) & history.split.isin(["train", "validation"])]
+    bands = pd.concat([summarise(scored[scored.split == split], "epoch", metric, confidence)
+                       .assign(split=split, metric=metric)
+                       for split in ("train", "validation") for metric in EPOCH_METRICS], ignore_index=True)
+    bands["copy_ceiling"] = bands.split.map(scored.groupby("split").copyable_share.mean())
+    return scored, bands
 
 
 def arm_table(final, confidence: float):
@@ -258,6 +325,26 @@ def headline(table, history, epochs: int) -> dict[str, Any]:
     return out
 
 
+def page_glues(final, arm: str, final_eval_mode: str, seconds: float) -> dict[str, Any]:
+    """The chapter's glued values beside :func:`headline`: the claims' margin, how the final scores were read
+    (:data:`FINAL_MODE_TEXT`), the page's minutes (``seconds``), and for ``arm`` on validation the copy ceiling
+    (mean copyable share) and the accuracy on inferred relations after the last epoch (before line 14).
+
+    >>> import pandas as pd
+    >>> f = pd.DataFrame({"arm": ["a", "a", "a", "b"], "split": ["validation", "validation", "train", "validation"],
+    ...                   "stage": ["trained", "qa", "trained", "trained"], "copyable_share": [0.5, 0.5, 0.9, 0.1],
+    ...                   "accuracy_inferred": [0.25, 0.75, 1.0, 0.0]})
+    >>> g = page_glues(f, "a", "generate", 90.0)
+    >>> g["fig7_final_mode"], g["fig7_wall_min"], g["fig7_val_ceiling"], g["fig7_val_accuracy_inferred"]
+    ('greedy decoding from the prompt alone', 1.5, 0.5, 0.25)
+    """
+    val = final[(final.arm == arm) & (final.split == "validation")]
+    return {"fig7_margin": f"{by_key('fig7_val_accuracy').margin:g}",
+            "fig7_final_mode": FINAL_MODE_TEXT[final_eval_mode],
+            "fig7_wall_min": float(seconds / 60), "fig7_val_ceiling": float(val.copyable_share.mean()),
+            "fig7_val_accuracy_inferred": float(val[val.stage == "trained"].accuracy_inferred.mean())}
+
+
 def triples_by_kind(model, task: TwinTask):
     """Greedy decoding of every validation node: per kind of true triple (e.g. ``sensor -CONNECTED_TO->
     gateway``) how many there are and the fraction produced; and the produced triples per node.
@@ -275,3 +362,13 @@ def triples_by_kind(model, task: TwinTask):
     table = (pd.DataFrame(records).groupby("triple")["produced"].agg(true="size", produced="sum")
              .assign(fraction=lambda d: (d["produced"] / d["true"]).round(3)))
     return table, produced
+
+
+def generated_examples(task: TwinTask, produced: Sequence[Iterable[Relation]], n: int = 4):
+    """The first ``n`` validation nodes: prompt, true target and the triples ``produced`` for them (as
+    :func:`triples_by_kind` returns them, in ``task.split_rows("validation")`` order)."""
+    import pandas as pd
+
+    val_rows = task.split_rows("validation")
+    return pd.DataFrame([{"prompt": task.encoded.prompts[r], "true": task.encoded.targets[r],
+                          "generated (last run)": facts_text(got)} for r, got in list(zip(val_rows, produced))[:n]])

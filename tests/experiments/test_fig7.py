@@ -47,6 +47,46 @@ def test_arm_config_reads_the_optimiser_and_turns_in_pass_shuffling_off():
         fig7.arm_config(cfg, "adam")
 
 
+def test_backbone_table_counts_what_is_trained_and_cached(tiny_adapted, toy_ds, toy_config):
+    model, tok = tiny_adapted  # the tiny LLaMA has 3 decoder layers; adapters on the top two
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    table = fig7.backbone_table(model, task, toy_config(), 2.6)["value"]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert table["trainable parameters (adapters)"] == f"{trainable:,}"
+    assert table["adapted layers"] == "1..2" and table["decoder layers"] == 3
+    assert table["device nodes (sequences)"] == 4 + 2  # one sequence per sensor and gateway
+    assert table["training instances"] == len(toy_ds.split("train")) == 3  # half of 6 instances
+    assert table["output vocabulary"] == f"{len(task.vocab)} of {model.config.vocab_size:,} token ids"
+    assert table["set-up time (load + frozen pass)"] == "3 s"
+
+
+def test_generated_examples_show_the_true_target_beside_what_was_produced(tiny_adapted, toy_ds):
+    model, tok = tiny_adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    val = task.split_rows("validation")
+    perfect = fig7.generated_examples(task, [task.gold[r] for r in val])
+    assert len(perfect) == len(val) == 2
+    # the gold triples, written as the targets write them
+    assert perfect["generated (last run)"].tolist() == perfect["true"].tolist()
+    assert perfect["prompt"].tolist() == [task.encoded.prompts[r] for r in val]
+    one = fig7.generated_examples(task, [set(), {Relation("AQ-S001", "SERVES_IN", "AQ")}], n=1)
+    assert one["generated (last run)"].tolist() == [""]  # only the first node, which produced nothing
+
+
+def test_epoch_bands_average_one_arm_over_seeds_per_split_and_epoch():
+    rows = [dict(arm=arm, seed=seed, epoch=epoch, split=split, accuracy=acc, accuracy_copyable=acc,
+                 accuracy_inferred=0.0, l1=1 - acc, copyable_share=0.5 if split == "train" else 0.25)
+            for arm in ("a", "b") for seed, acc in ((0, 0.2), (1, 0.6)) for epoch in (0, 1)
+            for split in ("train", "validation", "test")]
+    scored, bands = fig7.epoch_bands(pd.DataFrame(rows), "a", 0.95)
+    assert set(scored.arm) == {"a"} and set(scored.split) == {"train", "validation"} and len(scored) == 8
+    assert len(bands) == 2 * 4 * 2  # splits x metrics x epochs
+    acc = bands[(bands.metric == "accuracy") & (bands.split == "validation") & (bands.epoch == 1)].iloc[0]
+    assert acc["mean"] == pytest.approx(0.4) and acc["n"] == 2 and acc["low"] < 0.4 < acc["high"]
+    assert bands[bands.metric == "l1"]["mean"].tolist() == pytest.approx([0.6] * 4)
+    assert bands.groupby("split").copy_ceiling.first().to_dict() == {"train": 0.5, "validation": 0.25}
+
+
 def test_runner_tables_and_headline(tiny_adapted, toy_ds):
     model, tok = tiny_adapted
     task = T.prepare_task(model, tok, toy_ds, max_length=256)
