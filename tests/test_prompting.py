@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gentwin.config import resolve
+from gentwin.experiments import fig4
 from gentwin.experiments.fig4 import (
     RETRIEVAL_MODES,
     Question,
@@ -13,6 +14,7 @@ from gentwin.experiments.fig4 import (
     evaluate_retrieval,
     generate_questions,
     recall_by_mode,
+    recall_glues,
 )
 from gentwin.graph import NetworkxStore, Subgraph, TwinNode, twin_from_topology
 from gentwin.prompting import (
@@ -202,6 +204,37 @@ def test_recall_by_mode_orders_modes_and_averages_per_k():
     table = recall_by_mode(recall)
     assert table.index.tolist() == [RETRIEVAL_MODES[0], RETRIEVAL_MODES[2]] and table.columns.tolist() == [1, 5]
     assert table.loc[RETRIEVAL_MODES[0], 5] == 0.25 and table.loc[RETRIEVAL_MODES[2], 1] == 0.5
+
+
+def test_recall_glues_read_the_top_k_column_of_both_ends():
+    import pandas as pd
+
+    recall = pd.DataFrame({"mode": [RETRIEVAL_MODES[0]] * 2 + [RETRIEVAL_MODES[2]] * 2, "k": [1, 3, 1, 3],
+                           "recall": [0.0, 0.25, 0.5, 1.0]})
+    assert recall_glues(recall_by_mode(recall), 3) == {
+        "prompting_recall_full": 1.0, "prompting_recall_embedding": 0.25, "prompting_top_k": 3}
+    assert recall_glues(recall_by_mode(recall), 1)["prompting_recall_full"] == 0.5
+
+
+def test_fig4_panels_draw_every_entity_and_fact():
+    import matplotlib
+
+    matplotlib.use("Agg")  # off-screen (the library never picks a backend)
+    import matplotlib.pyplot as plt
+
+    store = NetworkxStore("fig4-draw")
+    store.rebuild(twin_with_two_gateways().nodes.values(), twin_with_two_gateways().relations)
+    _, _, g = category_neighbourhood(store, store.request(), "PM2.5 sensor")
+    fig, (left, middle) = plt.subplots(1, 2)
+    fig4.draw_neighbourhood(g, left, "around GW1")
+    assert left.get_title() == "around GW1" and len(left.texts) == len(g.nodes)  # one label per entity
+    assert {t.get_text() for t in left.texts} >= {"S1\nPM2.5 sensor", "GW1", "CITY"}  # sensors show their category
+    assert len(left.get_legend().get_texts()) == len(fig4.KIND_COLOURS) + len(fig4.RELATION_COLOURS)
+    sub = answer("What is a PM2.5 sensor?", Retriever(facts_from_subgraph(toy_subgraph()), BagOfWords()), k=5).subgraph()
+    fig4.draw_facts(sub, middle, "facts")
+    # a label per entity and one per fact (the four category facts of the PM2.5 sensor)
+    assert len(middle.texts) == len(sub.nodes) + len(sub.edges) == 5 + 4
+    plt.close(fig)
 
 
 def test_category_neighbourhood_is_the_gateway_of_the_first_such_sensor():
@@ -455,3 +488,88 @@ def test_minilm_retrieval_on_a_generated_twin(minilm):
     means = df.groupby("mode")["recall"].mean()
     assert means["entity + relation filter + embedding"] == 1.0
     assert means["entity + relation filter + embedding"] >= means["embedding"]
+
+
+# ---------------------------------------------------------------------------
+# The chapter's run on the generated twin (a tiny backbone in place of SmolLM2)
+# ---------------------------------------------------------------------------
+
+
+def test_generated_twin_answers_glue_every_score_under_its_name():
+    import pandas as pd
+
+    stats = ("correct", "correct_low", "correct_high", "recall", "recall_low", "recall_high")
+    scores = pd.DataFrame([[0.9, 0.8, 1.0, 0.95, 0.9, 1.0], [0.5, 0.3, 0.7, 0.6, 0.4, 0.8],
+                           [-0.4, -0.6, -0.2, -0.35, -0.5, -0.2]], columns=stats,
+                          index=["true graph", "generated graph", "generated graph − true graph"])
+    rel = {"produced": 10, "correct": 8, "true": 16, "precision": 0.8, "recall": 0.5}
+    run = fig4.GeneratedTwinAnswers(None, scores, rel, [R("S1", "CONNECTED_TO", "S2")], 24, 3, "teacher_forced", 12.4)
+    glues = run.glues()
+    assert len(glues) == 5 + 3 * 2 * 3  # five about the run; 3 twins x 2 measures x (mean, low, high)
+    assert glues["prompting_generated_correct_true"] == 0.9 and glues["prompting_generated_correct"] == 0.5
+    assert glues["prompting_generated_recall_gap_low"] == -0.5 and glues["prompting_generated_correct_high"] == 0.7
+    assert glues["prompting_generated_mode"] == "the teacher-forced read-out"
+    assert (glues["prompting_generated_epochs"], glues["prompting_generated_relation_recall"]) == (3, 0.5)
+    assert run.summary() == ("24 training instances, 3 epochs; the model wrote 10 relations, 8 of the 16 true ones "
+                             "(precision 0.80, recall 0.50); 1 could not be stored. Training, read-out and answering "
+                             "took 12 s.")
+
+
+@pytest.fixture
+def generated_run(tiny_adapted, toy_ds, one_thread, monkeypatch):
+    """``run(extract=None)``: answer_from_generated_twin on the toy city with the tiny backbone (``extract``
+    replaces the adapter's read-out); returns the run, the store and the questions."""
+    from gentwin import training as T
+
+    model, tok = tiny_adapted
+    task = T.prepare_task(model, tok, toy_ds, max_length=256)
+    monkeypatch.setattr(fig4, "setup_twin", lambda settings, *, dataset, step_cache=None: (model, tok, dataset, task))
+    settings = resolve("quick", demo_epochs=1, batch_size=4, top_k=5, n_questions=12)
+
+    def run(extract=None):
+        if extract is not None:
+            monkeypatch.setattr(fig4, "extract_graph", lambda model, task, mode: extract)
+        nodes, rels = twin_from_topology(toy_ds.topology)
+        store = NetworkxStore("generated-run")
+        store.rebuild(nodes.values(), rels)
+        whole = store.request()
+        retriever = Retriever(facts_from_subgraph(whole), BagOfWords())
+        questions = generate_questions(facts_from_subgraph(whole), 12, seed=0)
+        return fig4.answer_from_generated_twin(settings, toy_ds, store, whole, retriever, questions), store, questions
+
+    return run
+
+
+def test_a_generated_twin_of_the_true_relations_answers_like_the_truth(generated_run, toy_ds):
+    truth = toy_ds.topology.device_relations()
+    run, store, questions = generated_run(extract=set(truth))
+    assert store.request().version == 2  # the generated twin is a second version of the same store
+    assert (run.relations["precision"], run.relations["recall"], run.dropped) == (1.0, 1.0, [])
+    assert run.n_instances == len(toy_ds.split("train")) == 3 and run.epochs == 1
+    gap = run.scores.loc["generated graph − true graph"]
+    assert (gap["correct"], gap["recall"]) == (0.0, 0.0)
+    assert len(run.per_question) == 2 * len(questions)
+
+
+def test_a_generated_twin_missing_an_uplink_answers_worse(generated_run, toy_ds):
+    truth = sorted(toy_ds.topology.device_relations())
+    uplink = next(r for r in truth if r.type == "CONNECTED_TO" and toy_ds.topology.nodes[r.head].kind == "sensor")
+    run, store, questions = generated_run(extract=set(truth) - {uplink} | {R(uplink.head, "CONNECTED_TO", "NOWHERE")})
+    assert run.dropped == [R(uplink.head, "CONNECTED_TO", "NOWHERE")]  # an unknown entity cannot be stored
+    assert uplink not in store.request().relations
+    assert run.relations["recall"] == pytest.approx((len(truth) - 1) / len(truth))
+    assert run.scores.loc["true graph", "correct"] == 1.0  # the truth's answers do not depend on the model
+    # wrong: exactly the questions about the sensor's gateway and about how many sensors that gateway serves
+    needs = {(uplink.head, "CONNECTED_TO"), (uplink.tail, "n_sensors")}
+    expected = [0 if any(f.key in needs for f in q.gold) else 1 for q in questions]
+    per = run.per_question[run.per_question["graph"] == "generated graph"]
+    assert per["correct"].tolist() == expected and expected.count(0) == 2  # both are among the 12 questions
+    assert run.scores.loc["generated graph − true graph", "correct"] == pytest.approx(-2 / 12)
+
+
+def test_the_adapters_own_read_out_is_stored_as_the_generated_twin(generated_run, toy_ds):
+    run, store, _ = generated_run()  # the tiny model's own (teacher-forced) read-out after one epoch
+    devices = {n for n, node in toy_ds.topology.nodes.items() if node.kind in ("sensor", "gateway")}
+    stored = {r for r in store.request().relations if r.head in devices}
+    assert len(stored) + len(run.dropped) == run.relations["produced"]  # every produced relation: stored or dropped
+    assert run.scores.loc["true graph", "correct"] == 1.0

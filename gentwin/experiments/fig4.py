@@ -5,22 +5,30 @@
 twin itself, and :func:`evaluate_retrieval` measures, for each retrieval mode,
 how many gold facts the retriever R of eq. (10) returns in its top k
 (:func:`gentwin.metrics.recall_at_k`); :func:`recall_by_mode` summarises it.
+:func:`draw_neighbourhood` and :func:`draw_facts` draw Fig. 4's first two
+panels; :func:`answer_from_generated_twin` trains the Twin Adapter and asks the
+same questions of the twin it generates.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..checks import check_int
-from ..graph import Subgraph, TwinRequirement
-from ..metrics import recall_at_k
-from ..prompting import Fact, PromptingError, Retriever
+from ..graph import LABELS, Subgraph, TwinRequirement
+from ..metrics import compare_graph, recall_at_k
+from ..prompting import Fact, PromptingError, Retriever, compare_twins, facts_from_subgraph, generated_twin
+from ..topology import DataSet, Relation
+from ..training import extract_graph, reset_adapters, train_twin
+from .pipeline import setup_twin, stream_order, training_instances
 
-__all__ = ["RETRIEVAL_MODES", "Question", "generate_questions", "evaluate_retrieval", "recall_by_mode",
-           "category_neighbourhood"]
+__all__ = ["RETRIEVAL_MODES", "KIND_COLOURS", "RELATION_COLOURS", "READ_OUT_TEXT", "Question", "generate_questions",
+           "evaluate_retrieval", "recall_by_mode", "recall_glues", "category_neighbourhood", "draw_neighbourhood",
+           "draw_facts", "GeneratedTwinAnswers", "answer_from_generated_twin"]
 
 #: Retrieval variants compared by :func:`evaluate_retrieval`.
 RETRIEVAL_MODES: tuple[str, ...] = ("embedding", "entity filter + embedding", "entity + relation filter + embedding")
@@ -99,6 +107,44 @@ def category_neighbourhood(store, whole: Subgraph, category: str = "PM2.5 sensor
     return seed, part, g
 
 
+#: Fig. 4's colours: entities by kind, relations by type.
+KIND_COLOURS = {"sensor": "#4c72b0", "gateway": "#dd8452", "service": "#55a868", "city": "#8172b3"}
+RELATION_COLOURS = {"CONNECTED_TO": "0.3", "SERVES_IN": "#55a868", "IN": "#8172b3"}
+
+
+def draw_neighbourhood(g, ax: Any, title: str) -> None:
+    """Fig. 4, first panel: the graph of :func:`category_neighbourhood` on ``ax``, entities coloured by kind
+    (sensors labelled with their category), relations by type, in a seeded spring layout."""
+    import networkx as nx
+    from matplotlib.lines import Line2D
+
+    nx.draw_networkx(g, nx.spring_layout(nx.Graph(g), seed=3), ax=ax, node_size=650, font_size=7, arrowsize=12,
+                     node_color=[KIND_COLOURS[g.nodes[n].get("kind", "city")] for n in g.nodes],
+                     edge_color=[RELATION_COLOURS[k] for _, _, k in g.edges(keys=True)],
+                     connectionstyle="arc3,rad=0.08",
+                     labels={n: n + ("\n" + g.nodes[n]["category"] if g.nodes[n].get("category") else "")
+                             for n in g.nodes})
+    handles = [Line2D([], [], marker="o", ls="", color=KIND_COLOURS[k], label=LABELS[k]) for k in KIND_COLOURS]
+    handles += [Line2D([], [], color=c, label=t) for t, c in RELATION_COLOURS.items()]
+    ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
+    ax.set_title(title)
+    ax.axis("off")
+
+
+def draw_facts(sub, ax: Any, title: str) -> None:
+    """Fig. 4, second panel: retrieved facts (:meth:`gentwin.prompting.Answer.subgraph`) on ``ax`` as edges
+    labelled with their relation, in a shell layout."""
+    import networkx as nx
+
+    pos = nx.shell_layout(nx.Graph(sub))
+    nx.draw_networkx(sub, pos, ax=ax, node_color="#dde6f0", node_size=1800, font_size=8,
+                     connectionstyle="arc3,rad=0.05")
+    nx.draw_networkx_edge_labels(sub, pos, ax=ax, font_size=7,
+                                 edge_labels={(u, v): k for u, v, k in sub.edges(keys=True)})
+    ax.set_title(title)
+    ax.axis("off")
+
+
 def recall_by_mode(recall):
     """Mean recall@k per retrieval mode (rows, in :data:`RETRIEVAL_MODES` order) and k (columns).
 
@@ -106,6 +152,20 @@ def recall_by_mode(recall):
     """
     modes = [m for m in RETRIEVAL_MODES if m in set(recall["mode"])]
     return recall.groupby(["mode", "k"])["recall"].mean().unstack("k").reindex(modes)
+
+
+def recall_glues(overall, top_k: int) -> dict[str, Any]:
+    """The chapter's glued recall values: recall@``top_k`` with both filters and with embeddings alone
+    (from :func:`recall_by_mode`'s table ``overall``), and ``top_k``.
+
+    >>> import pandas as pd
+    >>> overall = pd.DataFrame({1: [0.1, 0.2, 0.3], 5: [0.4, 0.6, 0.9]}, index=list(RETRIEVAL_MODES))
+    >>> recall_glues(overall, 5)
+    {'prompting_recall_full': 0.9, 'prompting_recall_embedding': 0.4, 'prompting_top_k': 5}
+    """
+    return {"prompting_recall_full": float(overall.loc[RETRIEVAL_MODES[2], top_k]),
+            "prompting_recall_embedding": float(overall.loc[RETRIEVAL_MODES[0], top_k]),
+            "prompting_top_k": top_k}
 
 
 def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: Sequence[int] | int,
@@ -136,3 +196,79 @@ def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: 
                 rows.append({"mode": mode, "k": k, "template": q.template, "question": q.text,
                              "recall": recall_at_k(got, q.gold, k), "n_gold": len(q.gold)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# The same questions asked of the twin a Twin Adapter generated
+# ---------------------------------------------------------------------------
+
+#: How the chapter names each ``final_eval_mode`` (how the trained adapter writes its graph).
+READ_OUT_TEXT = {"generate": "greedy decoding", "teacher_forced": "the teacher-forced read-out"}
+
+#: Rows of the scores table (:func:`gentwin.prompting.compare_twins`) and the glue-name tag of each.
+_SCORE_ROWS = (("true graph", "_true"), ("generated graph", ""), ("generated graph − true graph", "_gap"))
+
+
+@dataclass(frozen=True)
+class GeneratedTwinAnswers:
+    """What :func:`answer_from_generated_twin` found: the answers per question and their scores for both twins,
+    the generated relations against the true ones, and what the run took."""
+
+    per_question: Any  #: :func:`gentwin.prompting.compare_twins`' per-question table (column ``graph``)
+    scores: Any  #: its scores table: true graph, generated graph and their paired difference
+    relations: dict[str, float]  #: :func:`gentwin.metrics.compare_graph` of the generated relations
+    dropped: list[Relation]  #: generated relations the twin cannot hold (:func:`gentwin.prompting.generated_twin`)
+    n_instances: int  #: training instances of one epoch
+    epochs: int
+    read_out: str  #: ``final_eval_mode``
+    seconds: float  #: set-up, training, read-out and answering
+
+    def summary(self) -> str:
+        """One sentence: what was trained, what the model wrote, and how long it took."""
+        rel = self.relations
+        return (f"{self.n_instances} training instances, {self.epochs} epochs; the model wrote {rel['produced']} "
+                f"relations, {rel['correct']} of the {rel['true']} true ones (precision {rel['precision']:.2f}, "
+                f"recall {rel['recall']:.2f}); {len(self.dropped)} could not be stored. Training, read-out and "
+                f"answering took {self.seconds:.0f} s.")
+
+    def glues(self) -> dict[str, Any]:
+        """The chapter's ``prompting_generated_*`` values: epochs, read-out, seconds, relation recall and
+        precision, and per twin (``_true``, none for the generated one, ``_gap`` for the difference) the
+        share correct and recall@k with their interval ends (``_low``, ``_high``)."""
+        out = {"epochs": self.epochs, "mode": READ_OUT_TEXT[self.read_out], "seconds": self.seconds,
+               "relation_recall": self.relations["recall"], "relation_precision": self.relations["precision"]}
+        out.update({f"{m}{tag}{stat}": float(self.scores.loc[row, m + stat]) for row, tag in _SCORE_ROWS
+                    for m in ("correct", "recall") for stat in ("", "_low", "_high")})
+        return {f"prompting_generated_{name}": value for name, value in out.items()}
+
+
+def answer_from_generated_twin(settings, dataset: DataSet, store, whole: Subgraph, retriever: Retriever,
+                               questions: Sequence[Question], *, step_cache=None) -> GeneratedTwinAnswers:
+    """Eq. (10) on the twin a Twin Adapter generated (Algorithm 1 line 11), beside the true twin ``whole``.
+
+    Sets up the backbone and adapters (:func:`~gentwin.experiments.pipeline.setup_twin`
+    on ``dataset``), trains ``settings.training.demo_epochs`` epochs on the
+    training split in Priority Pooling order (``train_seed``), reads the
+    relations out with ``final_eval_mode``, writes the generated twin
+    (:func:`gentwin.prompting.generated_twin`) to ``store`` as a new version,
+    and answers ``questions`` from both twins with the top ``top_k`` facts
+    (:func:`gentwin.prompting.compare_twins`, intervals seeded with
+    ``twin_seed``).  ``retriever`` is the true twin's; the generated twin's
+    shares its embedder.  ``step_cache`` keeps the frozen pass and the training.
+    """
+    t0 = time.perf_counter()
+    cfg, tw = settings.training, settings.twin
+    model, _, dataset, task = setup_twin(settings, dataset=dataset, step_cache=step_cache)
+    reset_adapters(model, cfg.train_seed)
+    order = stream_order(settings, dataset, training_instances(dataset, cfg), "priority", cfg.train_seed)
+    train_twin(model, task, order, cfg, seed=cfg.train_seed, epochs=cfg.demo_epochs, eval_splits=(),
+               step_cache=step_cache)
+    generated = extract_graph(model, task, mode=cfg.final_eval_mode)
+    nodes, relations, dropped = generated_twin(whole, generated)
+    store.rebuild(nodes.values(), relations, name="generated")
+    ours = Retriever(facts_from_subgraph(store.request()), retriever.embedder)
+    per_question, scores = compare_twins({"true graph": retriever, "generated graph": ours}, questions, tw.top_k,
+                                         confidence=settings.stats.confidence, seed=tw.twin_seed)
+    seconds = time.perf_counter() - t0
+    return GeneratedTwinAnswers(per_question, scores, compare_graph(generated, dataset.topology), dropped,
+                                len(order), cfg.demo_epochs, cfg.final_eval_mode, seconds)
