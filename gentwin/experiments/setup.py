@@ -25,8 +25,9 @@ from ..sdm import GRAPH_KINDS, GRAPH_RELATIONS, EntityGraph
 from ..topology import NODE_KINDS, SPLITS, DataSet, Instance, Topology
 
 __all__ = ["GLUED_COUNTS", "glued_counts", "paper_comparison", "comparison_note", "relation_makeup",
-           "relation_formula", "gateway_degrees", "degree_summary", "split_table", "nodes_in_two_splits", "draw_topology", "dataset_files", "entity_excerpt",
-           "encodings_read_back", "graph_counts", "draw_entity_graph", "sample_log", "sample_pools"]
+           "relation_formula", "gateway_degrees", "degree_summary", "split_table", "nodes_in_two_splits",
+           "draw_topology", "dataset_files", "entity_excerpt", "encodings_read_back", "graph_counts",
+           "draw_entity_graph", "sample_log", "sample_pools"]
 
 #: glue name -> key of ``gentwin.topology.DataSet.counts``; each name is also a :mod:`gentwin.reference` key
 GLUED_COUNTS = {
