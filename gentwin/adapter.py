@@ -43,8 +43,9 @@ from .files import atomic_folder, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "AdapterError", "TwinAdapterConfig", "TwinAdapter", "AdaptedMLP", "add_twin_adapters", "adapter_layer_indices",
-    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "adapter_state_dict", "save_adapter",
-    "load_adapter", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
+    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "parameters_per_layer", "LORA_TARGETS",
+    "parameter_budget", "adapter_state_dict", "save_adapter", "load_adapter", "ADAPTER_CONFIG_NAME",
+    "ADAPTER_WEIGHTS_NAME",
 ]
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -401,6 +402,49 @@ def parameter_breakdown(model: nn.Module):
     out = pd.DataFrame([{"part": part, "block": block, "layer": int(part.split()[1]) if part.startswith("layer ")
                          else -1, "frozen": f, "trainable": t} for (part, block), (f, t) in rows.items()])
     return out.sort_values(["layer", "block"], kind="stable").reset_index(drop=True)
+
+
+def parameters_per_layer(model: nn.Module):
+    """Parameters of each decoder layer split into ``kind`` "frozen backbone" and "Twin Adapter" (a
+    :class:`pandas.DataFrame` with columns layer, kind, parameters; from :func:`parameter_breakdown`)."""
+    table = parameter_breakdown(model)
+    return (table[table["layer"] >= 0]
+            .assign(kind=lambda t: t["block"].where(t["block"] == "Twin Adapter", "frozen backbone"),
+                    parameters=lambda t: t["frozen"] + t["trainable"])
+            .groupby(["layer", "kind"], as_index=False)["parameters"].sum())
+
+
+#: The attention projections the PEFT LoRA baseline of ``benchmarks/lora_budget.py`` adapts.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def parameter_budget(model: nn.Module, lora_targets: Sequence[str] = LORA_TARGETS):
+    """Frozen, tunable and total parameters of an adapted model, and the LoRA baseline of the same budget.
+
+    A rank-r LoRA on a linear map in -> out trains ``r (in + out)`` parameters;
+    on the ``lora_targets`` of the adapted layers its rank is
+    ``max(1, round(trainable / Σ (in + out)))``, as ``plan_lora`` of
+    ``benchmarks/lora_budget.py`` picks it.  Returns a :class:`pandas.DataFrame`
+    indexed by ``part`` with columns ``parameters`` and ``share of all``.
+    """
+    import pandas as pd
+
+    layers, indices = _decoder_layers(model), adapter_layer_indices(model)
+    config = getattr(model, "twin_adapter_config", None)
+    if not indices or not isinstance(config, TwinAdapterConfig):
+        raise AdapterError(f"model = {type(model).__name__}: has no Twin Adapters (use add_twin_adapters)")
+    per_rank = sum(m.in_features + m.out_features for i in indices
+                   for n, m in getattr(layers[i], "self_attn", nn.Module()).named_children() if n in lora_targets)
+    if per_rank == 0:
+        raise AdapterError(f"lora_targets = {tuple(lora_targets)}: no such projection in the adapted layers")
+    table = parameter_breakdown(model)
+    frozen, trainable = int(table["frozen"].sum()), int(table["trainable"].sum())
+    total, rank = frozen + trainable, max(1, round(trainable / per_rank))
+    rows = {"frozen (backbone)": frozen,
+            f"tunable (Twin Adapters, l = {config.bottleneck}, {len(indices)} layers)": trainable, "total": total,
+            f"LoRA baseline with the same budget (rank {rank} on {', '.join(lora_targets)})": rank * per_rank}
+    out = pd.DataFrame({"part": list(rows), "parameters": list(rows.values())}).set_index("part")
+    return out.assign(**{"share of all": out["parameters"] / total})
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -25,6 +25,8 @@ from gentwin.adapter import (
     add_twin_adapters,
     load_adapter,
     parameter_breakdown,
+    parameter_budget,
+    parameters_per_layer,
     save_adapter,
 )
 from gentwin.config import resolve
@@ -272,6 +274,38 @@ def test_parameter_breakdown_adds_up_and_places_adapters(tiny):
     row = table[(table["part"] == "layer 0") & (table["block"] == "feed-forward")]
     assert int(row["frozen"].iloc[0]) == 3 * 64 * 128  # gate, up, down of the tiny MLP
     assert int(table.loc[table["part"] == "embeddings", "frozen"].iloc[0]) == 100 * 64  # tied head counted once
+
+
+def test_parameters_per_layer_by_hand(tiny):
+    model, _ = tiny
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=8, n_top=1))
+    table = parameters_per_layer(model)
+    # a tiny layer: attention q 64x64 + k, v 64x32 + o 64x64 = 12288, MLP 3 x 64 x 128 = 24576, two norms 128
+    backbone = 12288 + 24576 + 128
+    assert list(table.itertuples(index=False, name=None)) == [
+        (0, "frozen backbone", backbone), (1, "frozen backbone", backbone), (2, "Twin Adapter", 2 * 64 * 8),
+        (2, "frozen backbone", backbone)]
+
+
+def test_parameter_budget_by_hand(tiny):
+    model, _ = tiny
+    with pytest.raises(AdapterError, match="has no Twin Adapters"):
+        parameter_budget(model)
+    add_twin_adapters(model, TwinAdapterConfig(bottleneck=8, n_top=2))
+    budget = parameter_budget(model)
+    # frozen: embeddings 100 x 64 (tied head counted once) + 3 layers x 36992 + final norm 64 = 117440
+    # tunable: 2 layers x 2 x 64 x 8 = 2048; LoRA per rank: 2 layers x (128 + 96 + 96 + 128) = 896,
+    # rank round(2048 / 896) = round(2.29) = 2 -> 1792
+    assert budget["parameters"].tolist() == [117_440, 2048, 119_488, 1792]
+    assert budget.index.tolist() == ["frozen (backbone)", "tunable (Twin Adapters, l = 8, 2 layers)", "total",
+                                     "LoRA baseline with the same budget (rank 2 on q_proj, k_proj, v_proj, o_proj)"]
+    assert budget["share of all"].tolist() == pytest.approx([117_440 / 119_488, 2048 / 119_488, 1.0, 1792 / 119_488])
+    assert budget.index.name == "part"
+    # the counts are transformers' own (gentwin.llm.count_parameters)
+    counts = count_parameters(model)
+    assert budget["parameters"].iloc[:3].tolist() == [counts["frozen"], counts["trainable"], counts["total"]]
+    with pytest.raises(AdapterError, match=r"lora_targets = \('wq',\)"):
+        parameter_budget(model, lora_targets=("wq",))
 
 
 def test_adding_twice_is_an_error(tiny):
