@@ -1,4 +1,4 @@
-"""The pooling chapter's tables, curves and figures: Priority Pooling on the book's data set, over the log and by reading.
+"""The pooling chapter's tables, curves and figures: Priority Pooling on the book's data, over the log and by reading.
 
 The equations and Algorithm 1 live in :mod:`gentwin.pooling`; the functions
 here run them on a :class:`~gentwin.topology.DataSet` and return tidy
@@ -33,7 +33,7 @@ CURVES = {"size": "nodes in pool", "W": "pool weight W_p (eq. 6)", "alpha": "upd
 
 
 def readings(pooling: PoolingConfig) -> dict[str, str]:
-    """The readings of ``pooling`` (``settings.pooling``) as keyword arguments of :class:`PriorityPool`.
+    """The readings of ``settings.pooling`` as keyword arguments of :class:`~gentwin.pooling.PriorityPool`.
 
     >>> readings(PoolingConfig(band="paper"))["band"]
     'paper'
