@@ -114,3 +114,26 @@ def test_test_files_have_unique_basenames():
     # pytest imports test files by basename (no __init__.py in tests/): two of one name cannot both load
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def chapter_code_lines(source: str) -> int:
+    """Non-blank code lines of a jupytext chapter, its parameters cell left out (issue 11: a chapter's code on
+    one screen)."""
+    import jupytext
+
+    cells = jupytext.reads(source, fmt="md:myst").cells
+    return sum(len([line for line in c.source.splitlines() if line.strip()]) for c in cells
+               if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+
+
+def test_chapter_code_lines_counts_code_cells_only():
+    source = ("---\njupytext:\n  text_representation:\n    format_name: myst\n---\n\n# Title\n\ntext\n\n"
+              "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'paper'\nseed = 1\n```\n\n"
+              "```{code-cell} ipython3\nx = 1\n\ny = 2\n```\n\nmore text\n\n```{code-cell} ipython3\nprint(x + y)\n```\n")
+    assert chapter_code_lines(source) == 3  # 2 + 1; the blank line and the parameters cell do not count
+
+
+@pytest.mark.parametrize("chapter", sorted(p.name for p in (ROOT / "notebooks").glob("*.md")))
+def test_every_chapter_has_at_most_80_lines_of_code(chapter):
+    n = chapter_code_lines((ROOT / "notebooks" / chapter).read_text(encoding="utf-8"))
+    assert n <= 80, f"notebooks/{chapter}: {n} code lines; move analysis into gentwin (aim: 80 or fewer)"
