@@ -14,20 +14,12 @@ from .stats import mean_ci
 
 
 def l1_loss(r, r_hat) -> float:
-    r"""Eq. (9): mean absolute error between the true and produced relation indicators.
+    r"""Eq. (9): :math:`L_1 = \sum_{i=1}^{M} |r_i - \hat r_i| / M` over the indexed relations.
 
-    .. math:: L_1 = \frac{\sum_{i=1}^{M} |r_i - \hat r_i|}{M}
+    ``r_i = 1`` when relation i is true, ``r̂_i = 1`` when the model produces
+    it (values in [0, 1], e.g. probabilities, are accepted).
 
-    ``r_i = 1`` when relation ``i`` is true, ``r̂_i = 1`` when the model
-    produces it (values in [0, 1] are accepted, e.g. probabilities).  Which
-    ``M`` relations are indexed is chosen by :func:`relation_indicators`.
-
-    Examples
-    --------
-    Four indexed relations; three are true, the model produces the first two
-    true ones and one false one: ``(|1-1| + |1-1| + |1-0| + |0-1|) / 4 = 0.5``.
-
-    >>> l1_loss([1, 1, 1, 0], [1, 1, 0, 1])
+    >>> l1_loss([1, 1, 1, 0], [1, 1, 0, 1])  # (0 + 0 + 1 + 1) / 4
     0.5
     >>> l1_loss([1, 0], [1])
     Traceback (most recent call last):
@@ -47,12 +39,10 @@ def l1_loss(r, r_hat) -> float:
 
 
 def relation_indicators(gold, produced, index: str = "union"):
-    """The vectors ``r`` and ``r̂`` of eq. (9) and the relations they index.
+    """The vectors ``r``, ``r̂`` of eq. (9) and the relations they index.
 
-    ``index="union"``: the M relations are the true ones and the produced ones
-    together, so a produced false relation counts as an error
-    (``L1 = |G Δ P| / |G ∪ P|``).  ``index="gold"``: only the true ones
-    (``L1 = 1 - recall``; false relations are invisible).
+    ``index="union"``: true and produced relations, so ``L1 = |G Δ P| / |G ∪ P|``;
+    ``index="gold"``: the true ones only, so ``L1 = 1 - recall``.
 
     >>> r, r_hat, rels = relation_indicators({"a", "b", "c"}, {"a", "b", "x"})
     >>> rels, r.tolist(), r_hat.tolist()
@@ -70,12 +60,9 @@ def relation_indicators(gold, produced, index: str = "union"):
 
 
 def triple_scores(gold, produced, index: str = "union") -> dict[str, float]:
-    """Micro-averaged accuracy, precision and eq. (9) L1 over entities.
+    """Micro-averaged accuracy ``Σ|P_e ∩ G_e| / Σ|G_e|``, precision and eq. (9) L1 over entities.
 
-    ``gold[e]`` and ``produced[e]`` are entity ``e``'s true and produced
-    triples; a produced triple is correct only for the entity whose prompt
-    produced it.  accuracy ``= Σ|P_e ∩ G_e| / Σ|G_e|``, precision
-    ``= Σ|P_e ∩ G_e| / Σ|P_e|`` (0 when nothing is produced).
+    A produced triple is correct only for the entity whose prompt produced it.
 
     >>> g = [{("s", "IN", "a"), ("s", "SERVES_IN", "b")}, {("t", "IN", "a")}]
     >>> p = [{("s", "IN", "a"), ("s", "IN", "z")}, set()]
@@ -104,10 +91,7 @@ def triple_scores(gold, produced, index: str = "union") -> dict[str, float]:
 
 
 def compare_graph(generated, truth) -> dict[str, float]:
-    """Precision and recall of a generated edge set against the true relations.
-
-    ``truth`` is a set of relations or anything with ``device_relations()``
-    (a :class:`gentwin.topology.Topology`: the M relations of eq. (3)).
+    """Precision and recall of a generated edge set against the true relations (or a Topology's M relations).
 
     >>> t = {("a", "IN", "b"), ("c", "IN", "b")}
     >>> compare_graph({("a", "IN", "b"), ("a", "IN", "c")}, t)
@@ -125,9 +109,8 @@ def compare_graph(generated, truth) -> dict[str, float]:
 def pooling_gain(with_pooling, without_pooling) -> float:
     """Extra relations extracted with pooling, in % of those without, summed over rounds (Fig. 6).
 
-    ``100 (Σ_r E_pool(r) - Σ_r E_random(r)) / Σ_r E_random(r)``: the ratio of the
-    areas under the two Fig. 6 curves (a per-round ratio would explode on
-    rounds where the random order extracts almost nothing).
+    The ratio of the areas under the two curves: a per-round ratio would
+    explode on rounds where the random order extracts almost nothing.
 
     >>> pooling_gain([12, 24], [10, 20])  # 100 (36 - 30) / 30
     20.0
@@ -146,8 +129,9 @@ def pooling_gain(with_pooling, without_pooling) -> float:
 
 
 def class_accuracy(gold, produced, members) -> dict[str, float]:
-    """Accuracy split by relation class: over the true triples in ``members[e]`` (copyable from entity
-    ``e``'s prompt) and over the rest (must be inferred); NaN for a class with no true triple.
+    """Accuracy over the true triples copyable from entity e's prompt (``members[e]``) and over the rest.
+
+    NaN for a class with no true triple.
 
     >>> g = [{"a", "b", "c"}, {"d"}]
     >>> p = [{"a", "c", "z"}, set()]
@@ -173,9 +157,8 @@ def class_accuracy(gold, produced, members) -> dict[str, float]:
 def bootstrap_ci(values, confidence: float = 0.95, *, seed: int = 0, n_resamples: int = 9999):
     """Mean and percentile-bootstrap interval of per-seed values (``scipy.stats.bootstrap``).
 
-    The percentile interval is made of resampled means, so it never leaves
-    the range the values can take (a gain in % never goes below -100, an
-    accuracy never above 1).  Fewer than two values: the interval is NaN.
+    A percentile interval is made of resampled means, so it never leaves the
+    range the values can take.  Fewer than two values: the interval is NaN.
 
     >>> m, lo, hi = bootstrap_ci([10.0, 12.0, 14.0, 30.0])
     >>> m, 10.0 <= lo < m < hi <= 30.0
@@ -198,9 +181,7 @@ def bootstrap_ci(values, confidence: float = 0.95, *, seed: int = 0, n_resamples
 
 
 def min_detectable_effect(values) -> float:
-    """Minimum detectable effect of a paired comparison at 80 % power and alpha = 0.05: ``2.8 s / sqrt(n)``.
-
-    ``values`` are the per-seed differences (s = their sample standard deviation, n = their count).
+    """Minimum detectable effect of paired per-seed differences at 80 % power, alpha = 0.05: ``2.8 s / sqrt(n)``.
 
     >>> round(min_detectable_effect([0.0, 2.0, 4.0, 6.0]), 3)  # s = 2.582, n = 4
     3.615
@@ -216,16 +197,7 @@ def min_detectable_effect(values) -> float:
 
 
 def recall_at_k(retrieved, gold, k: int) -> float:
-    """Eq. (10)'s retrieval measure: the share of the gold facts among the first ``k`` retrieved.
-
-    .. math:: \\mathrm{recall@}k = |\\mathrm{gold} \\cap \\mathrm{top}_k| / |\\mathrm{gold}|
-
-    ``retrieved`` is the retriever's ranking (best first), ``gold`` the facts
-    that answer the question (any hashable items).
-
-    Examples
-    --------
-    Gold {a, b}; the ranking a, c, b has one of two in its top 2 and both in its top 3:
+    """Eq. (10)'s retrieval measure: ``|gold ∩ top_k| / |gold|`` over a ranking (best first).
 
     >>> recall_at_k(["a", "c", "b"], {"a", "b"}, k=2), recall_at_k(["a", "c", "b"], {"a", "b"}, k=3)
     (0.5, 1.0)
@@ -248,17 +220,10 @@ def _fact_key(item):
 def answer_correct(retrieved, gold, k: int, key=_fact_key) -> bool:
     """Eq. (10)'s answer score: the first ``k`` retrieved facts hold every gold fact and contradict none.
 
-    A retrieved fact contradicts the answer when it has the key of a gold fact
-    (``k = (subject, relation)`` of eq. 10) but a value no gold fact has: a
-    twin that says sensor S is connected to G1 *and* to G2, when only G1 is
-    true, answers wrongly although it retrieved the true fact.  ``key(item)``
-    is an item's key: by default the ``key`` of a
-    :class:`gentwin.prompting.Fact`, or all but the last element of a tuple.
-
-    Examples
-    --------
-    Gold (S, gw, G1): retrieved in the top 2 and alone is correct; the same
-    with the invented (S, gw, G2) beside it is not; a missing gold fact is not:
+    A retrieved fact contradicts when it has a gold fact's key
+    (``(subject, relation)``) but a value no gold fact has: S connected to G1
+    *and* G2, when only G1 is true, is a wrong answer.  ``key(item)`` defaults
+    to a :class:`gentwin.prompting.Fact`'s ``key``, or all but the last element of a tuple.
 
     >>> gold = {("S", "gw", "G1")}
     >>> answer_correct([("S", "gw", "G1"), ("S", "active", "yes")], gold, k=2)
@@ -278,26 +243,10 @@ def answer_correct(retrieved, gold, k: int, key=_fact_key) -> bool:
 def answer_scores(per_question, baseline: str, confidence: float = 0.95, *, seed: int = 0):
     """Share of correct answers and mean recall@k per graph, with percentile-bootstrap intervals over questions.
 
-    ``per_question`` has one row per graph and question: columns ``graph``,
-    ``qid`` (the question, the same across graphs), ``correct`` (0/1) and
-    ``recall``.  Every graph must answer the same questions; each graph other
-    than ``baseline`` also gets a row ``"<graph> − <baseline>"``: the mean of the
-    paired per-question differences and its interval (:func:`bootstrap_ci`,
-    ``seed``).  Columns: ``correct, correct_low, correct_high, recall,
-    recall_low, recall_high, n_questions``.
-
-    Examples
-    --------
-    Two questions; the generated graph gets the second one wrong (and misses its fact):
-
-    >>> import pandas as pd
-    >>> rows = pd.DataFrame({"graph": ["true", "true", "gen", "gen"], "qid": [0, 1, 0, 1],
-    ...                      "correct": [1, 1, 1, 0], "recall": [1.0, 1.0, 1.0, 0.0]})
-    >>> t = answer_scores(rows, "true")
-    >>> t["correct"].tolist(), t["recall"].tolist(), t.index.tolist()
-    ([1.0, 0.5, -0.5], [1.0, 0.5, -0.5], ['true', 'gen', 'gen − true'])
-    >>> t.loc["true", ["correct_low", "correct_high"]].tolist()  # every value equal: the interval is that value
-    [1.0, 1.0]
+    ``per_question`` has columns ``graph``, ``qid``, ``correct`` (0/1) and
+    ``recall``; every graph must answer the same questions.  Each graph other
+    than ``baseline`` also gets a row ``"<graph> − <baseline>"`` of paired
+    per-question differences.
     """
     import pandas as pd
 
@@ -344,30 +293,10 @@ def response_gaps(per_seed, confidence: float = 0.95, *, arm: str = "GenTwin", b
                   by: str = "rate"):
     """Fig. 8's gap of ``arm`` against ``baseline`` per value of ``by``, from one mean response time per twin, group and seed.
 
-    ``per_seed`` has columns ``twin``, ``by`` (e.g. ``rate`` or an α bin),
-    ``seed`` and ``response_ms``.  The twins' times are means over seeds and
-    ``gap %`` is :func:`response_gap` of those means; its interval comes from
-    the paired per-seed gaps (same seed, both twins; :func:`gentwin.stats.mean_ci`),
-    over the ``n`` seeds that have both twins in the group.
-
-    Returns a DataFrame indexed by ``by`` with columns ``<arm> (ms)``,
-    ``<baseline> (ms)``, ``gap %``, ``gap % (per seed)`` (mean of the
-    per-seed gaps, the centre of the interval), ``gap % CI low (per seed)``,
-    ``gap % CI high (per seed)`` and ``n``.
-
-    Examples
-    --------
-    Two seeds at one rate: means 150 ms and 200 ms give a 25 % gap; the
-    per-seed gaps are 20 % and 30 %, so the interval is centred on 25 %:
-
-    >>> import pandas as pd
-    >>> per_seed = pd.DataFrame({"twin": ["GenTwin", "GenTwin", "traditional", "traditional"],
-    ...                          "rate": [0.2] * 4, "seed": [0, 1, 0, 1], "response_ms": [160.0, 140.0, 200.0, 200.0]})
-    >>> g = response_gaps(per_seed)
-    >>> g.loc[0.2, ["GenTwin (ms)", "traditional (ms)", "gap %", "n"]].tolist()
-    [150.0, 200.0, 25.0, 2.0]
-    >>> round(float(g.loc[0.2, "gap % CI low (per seed)"] + g.loc[0.2, "gap % CI high (per seed)"]), 9)
-    50.0
+    ``per_seed`` has columns ``twin``, ``by``, ``seed`` and ``response_ms``.
+    ``gap %`` is :func:`response_gap` of the means over seeds; its interval
+    (:func:`gentwin.stats.mean_ci`) is over the paired per-seed gaps of the
+    ``n`` seeds that have both twins.
     """
     import pandas as pd
 
@@ -388,17 +317,8 @@ def gap_widening(per_seed, low, high, confidence: float = 0.95, *, arm: str = "G
                  baseline: str = "traditional", by: str = "rate") -> tuple[float, float, float, int]:
     """How much the gap of ``arm`` against ``baseline`` grows from group ``low`` to group ``high`` of ``by``.
 
-    Per seed: gap at ``high`` minus gap at ``low`` (both :func:`response_gap`
-    of that seed's times, paired); returns the mean, CI low, CI high and the
-    number of seeds that have both groups.  Positive: the gap widens.
-
-    >>> import pandas as pd
-    >>> per_seed = pd.DataFrame({"twin": ["GenTwin", "traditional"] * 4, "rate": [0.2, 0.2, 1.0, 1.0] * 2,
-    ...                          "seed": [0] * 4 + [1] * 4,
-    ...                          "response_ms": [90.0, 100.0, 50.0, 100.0, 80.0, 100.0, 60.0, 100.0]})
-    >>> mean, lo, hi, n = gap_widening(per_seed, 0.2, 1.0)
-    >>> round(mean, 9), n
-    (30.0, 2)
+    Returns the mean, CI low, CI high and number of the paired per-seed
+    differences (gap at ``high`` minus gap at ``low``; positive: it widens).
     """
     wide = per_seed[per_seed["twin"].isin([arm, baseline])].pivot_table(
         index=["seed"], columns=[by, "twin"], values="response_ms")
@@ -418,24 +338,16 @@ def gap_widening(per_seed, low, high, confidence: float = 0.95, *, arm: str = "G
 
 @dataclass(frozen=True)
 class CompletenessScore:
-    """Data completeness of one twin over one run (Table IV), with its parts.
-
-    ``completeness`` is the share of ground-truth records the twin holds,
-    observed or generated-and-correct; ``observed_share`` counts observed
-    records only (the traditional twin's completeness);
-    ``generated_precision`` is the share of generated records that are
-    correct (NaN when the twin generated none); ``false_record_rate`` is the
-    number of wrong generated records per ground-truth record.
-    """
+    """Data completeness of one twin over one run (Table IV), with its parts (see :func:`completeness`)."""
 
     n_truth: int
     n_observed: int
     n_generated: int
     n_generated_correct: int
     completeness: float
-    observed_share: float
-    generated_precision: float
-    false_record_rate: float
+    observed_share: float  #: observed records only: the traditional twin's completeness
+    generated_precision: float  #: NaN when the twin generated nothing
+    false_record_rate: float  #: wrong generated records per ground-truth record
 
     @property
     def net_completeness(self) -> float:
@@ -445,7 +357,7 @@ class CompletenessScore:
 
     @property
     def record_precision(self) -> float:
-        """Share of all the records the twin holds (observed or generated) that are right: see :func:`record_f1`."""
+        """Share of the records the twin holds that are right: ``(|O| + |G ∩ T|) / (|O| + |G|)``."""
         held = self.n_observed + self.n_generated
         return (self.n_observed + self.n_generated_correct) / held if held else math.nan
 
@@ -470,47 +382,14 @@ def _completeness_grid(name: str, a: object, shape: tuple[int, ...] | None = Non
 def completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray | None = None) -> CompletenessScore:
     """Data completeness (Table IV) of a twin against the simulator's ground truth.
 
-    The paper reports completeness as "how much GenTwin can maintain data in
-    cyberspace" without a formula.  The reading used here, over the
-    (sensor, reading-slot) cells of one run:
+    The paper gives no formula.  Over the boolean (sensor, slot) grids of one
+    run, with ``T`` the cells where a reading was sent, ``O`` the observed
+    records (inside ``T``) and ``G`` the generated ones (``None``: the
+    traditional twin), disjoint from ``O``:
+    completeness ``(|O| + |G ∩ T|) / |T|``, precision ``|G ∩ T| / |G|``,
+    false-record rate ``|G \\ T| / |T|``.  A record generated where the sensor
+    was truly inactive is wrong.
 
-    .. math::
-
-        T &= \\{(s, k) : \\text{sensor } s \\text{ sent a reading in slot } k\\} \\\\
-        \\text{completeness} &= \\frac{|O| + |G \\cap T|}{|T|}, \\qquad
-        \\text{precision} = \\frac{|G \\cap T|}{|G|}, \\qquad
-        \\text{false-record rate} = \\frac{|G \\setminus T|}{|T|}
-
-    with ``O`` the records the twin observed and ``G`` the records it
-    generated.  A sensor that is truly inactive in a slot sent nothing, so its
-    cell is not in ``T``; a record generated there is wrong: it does not raise
-    completeness and it lowers the precision.  A generated record never counts
-    as observed (``O`` and ``G`` must be disjoint).
-
-    Parameters
-    ----------
-    truth, observed
-        Boolean arrays of shape (n_sensors, n_slots): the ground truth (a
-        reading was sent) and what the twin received in time.  ``observed``
-        must lie inside ``truth``: the network cannot deliver a reading nobody
-        sent.
-    generated
-        Boolean array of the same shape: records the twin generated (flagged as
-        generated).  ``None`` (default) for the traditional twin, which never
-        generates.
-
-    Returns
-    -------
-    CompletenessScore
-
-    Raises
-    ------
-    ValueError
-        Wrong dtype or shape, an observed record outside ``truth``, a cell both
-        observed and generated, or an empty ``truth``.
-
-    Examples
-    --------
     Two sensors, three slots; sensor 1 is inactive in slot 2; slot 1 is cut;
     the twin generates both cut cells and a record for sensor 1 in slot 2:
 
@@ -531,15 +410,12 @@ def completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray 
     n_truth = int(t.sum())
     if n_truth == 0:
         raise ValueError("truth: holds no record (no sensor sent a reading); completeness is undefined")
-    stray = o & ~t
-    if stray.any():
-        s, k = np.argwhere(stray)[0]
-        raise ValueError(f"observed: cell (sensor {s}, slot {k}) is observed but the ground truth has no reading there")
-    both = o & g
-    if both.any():
-        s, k = np.argwhere(both)[0]
-        raise ValueError(f"generated: cell (sensor {s}, slot {k}) is both observed and generated; "
-                         "a generated record must never stand for an observed one")
+    for name, bad, why in (("observed", o & ~t, "is observed but the ground truth has no reading there"),
+                           ("generated", o & g, "is both observed and generated; "
+                                                "a generated record must never stand for an observed one")):
+        if bad.any():
+            s, k = np.argwhere(bad)[0]
+            raise ValueError(f"{name}: cell (sensor {s}, slot {k}) {why}")
     n_obs = int(o.sum())
     n_gen = int(g.sum())
     n_good = int((g & t).sum())
@@ -550,29 +426,14 @@ def completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray 
 
 
 def net_completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndarray | None = None) -> float:
-    """Table IV's completeness with wrong generated records counted against: a precision-aware companion.
+    """Table IV's completeness with each wrong generated record cancelling a right one.
 
-    :func:`completeness` ignores a generated record that is wrong, so a twin
-    that generates a record for every missing reading scores 1.  Here each
-    wrong record cancels a right one:
+    ``(|O| + |G ∩ T| - |G \\ T|) / |T|``, completeness minus the false-record
+    rate: :func:`completeness` ignores wrong records, so a twin that generates
+    every missing reading would score 1.
 
-    .. math::
-
-        \\text{net completeness} = \\frac{|O| + |G \\cap T| - |G \\setminus T|}{|T|}
-        = \\text{completeness} - \\text{false-record rate}
-
-    (``T``, ``O``, ``G`` as in :func:`completeness`).  It is 1 only when the
-    twin holds every true record and no wrong one, equals completeness for a
-    twin that never generates (the traditional twin), and can be negative
-    when the wrong records outnumber the right ones.  An F1-style reading
-    over records, :attr:`CompletenessScore.record_f1`, is kept beside it
-    (record precision ``(|O| + |G ∩ T|) / (|O| + |G|)``, recall = completeness).
-
-    Examples
-    --------
-    The example of :func:`completeness`: 3 observed, 2 right and 1 wrong
-    generated records, 5 true records: ``(3 + 2 - 1) / 5 = 0.8`` (against a
-    completeness of 1.0); record precision 5 / 6, so F1 = ``2 (5/6) 1 / (5/6 + 1) = 10/11``:
+    The example of :func:`completeness`: ``(3 + 2 - 1) / 5 = 0.8``; record
+    precision 5/6, so F1 = ``2 (5/6) 1 / (5/6 + 1) = 10/11``:
 
     >>> T = np.array([[1, 1, 1], [1, 1, 0]], bool)
     >>> O = np.array([[1, 0, 1], [1, 0, 0]], bool)
@@ -583,8 +444,7 @@ def net_completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndar
     >>> round(s.record_precision, 4), round(s.record_f1, 4)
     (0.8333, 0.9091)
 
-    Generating a record in every cell of a sensor that sent once in four slots:
-    completeness 1, net ``(0 + 1 - 3) / 1 = -2``:
+    A record in every cell of a sensor that sent once in four slots: ``(0 + 1 - 3) / 1``:
 
     >>> T1 = np.array([[1, 0, 0, 0]], bool)
     >>> completeness(T1, ~T1 & T1, np.ones_like(T1)).completeness, net_completeness(T1, ~T1 & T1, np.ones_like(T1))

@@ -1,40 +1,11 @@
 """The Physical Space data set: a seeded smart-city IoT topology, its sensor log, the gateways' d_i and their fail-over.
 
-Section II.A.1 and III.B of the paper describe a smart city whose services (air
-quality, transportation, waste management) each have gateways in the fog and
-sensors at the edge.  This module generates such a topology deterministically
-from a :class:`~gentwin.config.TopologyConfig` and a time-stamped log of
-*instances* (one record per node observation, carrying the node's presence).
+Services (air quality, transportation, waste management; Sections II.A.1, III.B) each have gateways in the fog
+and sensors at the edge.  M in eq. (3) counts the relations whose head is a device: per sensor CONNECTED_TO
+its gateway and SERVES_IN its service, per gateway SERVES_IN, plus the fog links between gateways of a
+service.  With 250 sensors and 50 gateways that is 550 + n_gateway_links, and 30 links (the one count the
+paper does not give) make its 580.  ``Service -IN-> SmartCity`` has no device head and is not in M.
 
-How the paper's 580 relations arise
------------------------------------
-The paper gives 300 nodes (250 sensors + 50 gateways) and 580 unique
-relations.  ``M`` in eq. (3) is "the total number of relations in the sets S
-and Gw", so we count the relations whose head is a device node:
-
-=========================  ==============================  =====
-relation                   from -> to                      count
-=========================  ==============================  =====
-``CONNECTED_TO``           sensor -> its gateway           250
-``SERVES_IN``              sensor -> its service           250
-``SERVES_IN``              gateway -> its service           50
-``CONNECTED_TO``           gateway -> gateway (fog link)    30
-=========================  ==============================  =====
-
-The first three are fixed by the structure (2 n_sensors + n_gateways); the
-number of fog backhaul links is the one count the paper does not give, and
-``n_gateway_links = 30`` is the value that makes the total 580.  The knowledge
-graph also holds ``Service -IN-> SmartCity`` (one per service), which is not a
-relation of S or Gw and so is not part of M.
-
-When a gateway fails, its sensors move to another gateway of their service.
-Two named policies choose where: :func:`failover_least_loaded` (the physical
-network's own re-association, used by the external loop of
-:mod:`gentwin.loops`) and :func:`failover_random` (the what-if scenario's
-gateway failure, :mod:`gentwin.whatif`).
-
-Examples
---------
 >>> from gentwin.config import TopologyConfig
 >>> topo = generate_topology(TopologyConfig())
 >>> len(topo.sensors()), len(topo.gateways()), len(topo.device_relations())
@@ -51,20 +22,8 @@ import numpy as np
 from .config import TopologyConfig, even_split, split_counts
 
 __all__ = [
-    "SERVICES",
-    "NODE_KINDS",
-    "RELATION_TYPES",
-    "TopologyError",
-    "Node",
-    "Relation",
-    "Instance",
-    "Topology",
-    "DataSet",
-    "generate_topology",
-    "generate_instances",
-    "generate_dataset",
-    "gateway_degrees",
-    "failover_least_loaded",
+    "SERVICES", "NODE_KINDS", "RELATION_TYPES", "TopologyError", "Node", "Relation", "Instance", "Topology", "DataSet",
+    "generate_topology", "generate_instances", "generate_dataset", "gateway_degrees", "failover_least_loaded",
     "failover_random",
 ]
 
@@ -86,41 +45,22 @@ class SensorCategory:
 class ServiceSpec:
     code: str  # short prefix used in node ids
     name: str
-    sdm_domain: str
     categories: tuple[SensorCategory, ...]
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec(
-        "AQ",
-        "air quality",
-        "Environment",
-        (
-            SensorCategory("PM2.5 sensor", "AirQualityObserved", "pm25"),
-            SensorCategory("PM10 sensor", "AirQualityObserved", "pm10"),
-            SensorCategory("NO2 sensor", "AirQualityObserved", "no2"),
-            SensorCategory("O3 sensor", "AirQualityObserved", "o3"),
-        ),
-    ),
-    ServiceSpec(
-        "TR",
-        "transportation",
-        "Transportation",
-        (
-            SensorCategory("traffic-flow sensor", "TrafficFlowObserved", "intensity"),
-            SensorCategory("lane-occupancy sensor", "TrafficFlowObserved", "occupancy"),
-            SensorCategory("vehicle-speed sensor", "TrafficFlowObserved", "averageVehicleSpeed"),
-        ),
-    ),
-    ServiceSpec(
-        "WM",
-        "waste management",
-        "WasteManagement",
-        (
-            SensorCategory("fill-level sensor", "WasteContainer", "fillingLevel"),
-            SensorCategory("container-temperature sensor", "WasteContainer", "temperature"),
-        ),
-    ),
+    ServiceSpec("AQ", "air quality", (
+        SensorCategory("PM2.5 sensor", "AirQualityObserved", "pm25"),
+        SensorCategory("PM10 sensor", "AirQualityObserved", "pm10"),
+        SensorCategory("NO2 sensor", "AirQualityObserved", "no2"),
+        SensorCategory("O3 sensor", "AirQualityObserved", "o3"))),
+    ServiceSpec("TR", "transportation", (
+        SensorCategory("traffic-flow sensor", "TrafficFlowObserved", "intensity"),
+        SensorCategory("lane-occupancy sensor", "TrafficFlowObserved", "occupancy"),
+        SensorCategory("vehicle-speed sensor", "TrafficFlowObserved", "averageVehicleSpeed"))),
+    ServiceSpec("WM", "waste management", (
+        SensorCategory("fill-level sensor", "WasteContainer", "fillingLevel"),
+        SensorCategory("container-temperature sensor", "WasteContainer", "temperature"))),
 )
 
 #: Centre of the generated city (Barcelona-like coordinates; only for realism of the metadata).
@@ -134,13 +74,10 @@ class TopologyError(ValueError):
 
 @dataclass(frozen=True)
 class Node:
-    """One entity of the smart city.
+    """One entity of the smart city (``gateway``: a sensor's g_s of eq. 2).
 
-    ``gateway`` is set for sensors (eq. 2's g_{s_i}); ``service`` for sensors and
-    gateways; ``category``/``controlled_property``/``sdm_type`` for sensors.
-    ``properties`` holds the entity's other attributes when it was read from
-    Smart Data Models files (:mod:`gentwin.ingest`), None otherwise; it takes
-    part in equality but not in the hash (a dict is not hashable).
+    ``properties``: the other attributes of an entity read from Smart Data
+    Models files (:mod:`gentwin.ingest`); in equality but not in the hash.
 
     >>> a = Node("S1", "sensor", gateway="G", properties={"batteryLevel": 0.75})
     >>> a == Node("S1", "sensor", gateway="G"), hash(a) == hash(Node("S1", "sensor", gateway="G"))
@@ -176,10 +113,8 @@ class Relation:
 
     def __post_init__(self) -> None:
         if self.type not in RELATION_TYPES:
-            raise TopologyError(
-                f"relation {self.head!r} -> {self.tail!r}: type = {self.type!r} must be one of "
-                f"{', '.join(RELATION_TYPES)}"
-            )
+            raise TopologyError(f"relation {self.head!r} -> {self.tail!r}: type = {self.type!r} must be one of "
+                                f"{', '.join(RELATION_TYPES)}")
 
     def as_text(self) -> str:
         """The fixed text form used for training targets: ``(head, TYPE, tail)``."""
@@ -188,10 +123,7 @@ class Relation:
 
 @dataclass(frozen=True)
 class Instance:
-    """One time-stamped sensor-log record: node ``node_id`` observed at ``timestamp``.
-
-    ``present`` is the presence coefficient of eq. (1) for that observation.
-    """
+    """One time-stamped sensor-log record: node ``node_id`` observed at ``timestamp``, ``present`` as in eq. (1)."""
 
     index: int
     timestamp: float
@@ -210,7 +142,6 @@ class Topology:
     def __post_init__(self) -> None:
         self.validate()
 
-    # -- integrity -------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`TopologyError` for dangling references or duplicates."""
         seen: set[Relation] = set()
@@ -228,7 +159,6 @@ class Topology:
                 if self.nodes[node.gateway].kind != "gateway":
                     raise TopologyError(f"sensor {node.id!r}: gateway = {node.gateway!r} is not a gateway")
 
-    # -- look-ups --------------------------------------------------------
     def of_kind(self, kind: str) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == kind]
 
@@ -276,13 +206,8 @@ class Topology:
         return g
 
     def counts(self) -> dict[str, int]:
-        return {
-            "sensors": len(self.sensors()),
-            "gateways": len(self.gateways()),
-            "services": len(self.services()),
-            "device nodes": len(self.devices()),
-            "unique relations": len(set(self.device_relations())),
-        }
+        return {"sensors": len(self.sensors()), "gateways": len(self.gateways()), "services": len(self.services()),
+                "device nodes": len(self.devices()), "unique relations": len(set(self.device_relations()))}
 
 
 @dataclass
@@ -301,39 +226,22 @@ class DataSet:
         """The log as a :class:`pandas.DataFrame` (one row per instance)."""
         import pandas as pd
 
-        kinds = {nid: n.kind for nid, n in self.topology.nodes.items()}
-        return pd.DataFrame(
-            {
-                "index": [i.index for i in self.instances],
-                "timestamp": [i.timestamp for i in self.instances],
-                "node_id": [i.node_id for i in self.instances],
-                "kind": [kinds[i.node_id] for i in self.instances],
-                "present": [i.present for i in self.instances],
-                "split": [i.split for i in self.instances],
-            }
-        )
+        column = {name: [getattr(i, name) for i in self.instances] for name in Instance.__dataclass_fields__}
+        column["kind"] = [self.topology.nodes[i].kind for i in column["node_id"]]
+        return pd.DataFrame({k: column[k] for k in ("index", "timestamp", "node_id", "kind", "present", "split")})
 
     def counts(self) -> dict[str, int]:
-        out = self.topology.counts()
-        out["instances"] = len(self.instances)
-        for name in SPLITS:
-            out[f"{name} instances"] = sum(1 for i in self.instances if i.split == name)
-        return out
-
-
-# ---------------------------------------------------------------------------
-# Generation
-# ---------------------------------------------------------------------------
+        splits = [i.split for i in self.instances]
+        return {**self.topology.counts(), "instances": len(self.instances),
+                **{f"{name} instances": splits.count(name) for name in SPLITS}}
 
 
 def generate_topology(cfg: TopologyConfig) -> Topology:
     """A smart city with ``cfg.n_services`` services, gateways and sensors.
 
-    Deterministic in ``cfg.data_seed``.  Sensors and gateways are spread evenly
-    over the services; within a service every gateway serves at least one
-    sensor (while there are at least as many sensors as gateways) and the rest
-    are assigned at random, so gateways differ in d_i (which is what gives
-    eqs. (3)-(6) something to rank).
+    Deterministic in ``cfg.data_seed``; devices are spread evenly over the
+    services, and sensors at random over a service's gateways (at least one
+    each while sensors last), so the d_i differ and eqs. (3)-(6) have something to rank.
     """
     rng = np.random.default_rng(cfg.data_seed)
     services = SERVICES[: cfg.n_services]
@@ -351,12 +259,9 @@ def generate_topology(cfg: TopologyConfig) -> Topology:
         gw_ids = [f"{spec.code}-GW{k + 1:02d}" for k in range(n_gw)]
         service_gateways[spec.code] = gw_ids
         for gid in gw_ids:
-            nodes[gid] = Node(
-                gid, "gateway", service=spec.code, name=f"{spec.name} gateway",
-                latitude=round(lat0 + rng.normal(0, 0.01), 6), longitude=round(lon0 + rng.normal(0, 0.01), 6),
-            )
-        # every gateway gets one sensor while sensors last (with fewer sensors than
-        # gateways some gateways serve none, d_i = 0); the rest are spread at random (uneven d_i)
+            nodes[gid] = Node(gid, "gateway", service=spec.code, name=f"{spec.name} gateway",
+                              latitude=round(lat0 + rng.normal(0, 0.01), 6),
+                              longitude=round(lon0 + rng.normal(0, 0.01), 6))
         first = min(n_gw, n_s)
         owners = list(rng.permutation(n_gw)[:first]) + list(rng.integers(0, n_gw, size=n_s - first))
         owners = list(rng.permutation(owners))
@@ -364,12 +269,10 @@ def generate_topology(cfg: TopologyConfig) -> Topology:
             sid = f"{spec.code}-S{k + 1:03d}"
             cat = spec.categories[int(rng.integers(0, len(spec.categories)))]
             gw = nodes[gw_ids[int(owner)]]
-            nodes[sid] = Node(
-                sid, "sensor", service=spec.code, gateway=gw.id, category=cat.name, sdm_type=cat.sdm_type,
-                controlled_property=cat.controlled_property, name=cat.name,
-                latitude=round(float(gw.latitude) + rng.normal(0, 0.002), 6),
-                longitude=round(float(gw.longitude) + rng.normal(0, 0.002), 6),
-            )
+            nodes[sid] = Node(sid, "sensor", service=spec.code, gateway=gw.id, category=cat.name,
+                              sdm_type=cat.sdm_type, controlled_property=cat.controlled_property, name=cat.name,
+                              latitude=round(float(gw.latitude) + rng.normal(0, 0.002), 6),
+                              longitude=round(float(gw.longitude) + rng.normal(0, 0.002), 6))
 
     # relations of the devices, grouped by head so each entity's facts sit together
     for node in list(nodes.values()):
@@ -384,17 +287,11 @@ def generate_topology(cfg: TopologyConfig) -> Topology:
 
 
 def _gateway_links(service_gateways: dict[str, list[str]], n_links: int, rng: np.random.Generator) -> list[Relation]:
-    """``n_links`` distinct fog links, each between two gateways of one service.
-
-    A link is stored once, from the lower to the higher gateway id.
-    """
-    candidates = [
-        (a, b) for gws in service_gateways.values() for i, a in enumerate(gws) for b in gws[i + 1:]
-    ]
+    """``n_links`` distinct fog links between two gateways of one service, each from the lower id to the higher."""
+    candidates = [(a, b) for gws in service_gateways.values() for i, a in enumerate(gws) for b in gws[i + 1:]]
     if n_links > len(candidates):
         raise TopologyError(
-            f"n_gateway_links = {n_links}: at most {len(candidates)} links fit between gateways of the same service"
-        )
+            f"n_gateway_links = {n_links}: at most {len(candidates)} links fit between gateways of the same service")
     chosen = rng.choice(len(candidates), size=n_links, replace=False) if n_links else []
     return [Relation(candidates[int(k)][0], "CONNECTED_TO", candidates[int(k)][1]) for k in sorted(chosen)]
 
@@ -402,11 +299,9 @@ def _gateway_links(service_gateways: dict[str, list[str]], n_links: int, rng: np
 def generate_instances(topology: Topology, cfg: TopologyConfig) -> list[Instance]:
     """The sensor log: ``cfg.n_instances`` time-stamped observations of the devices.
 
-    The split is by node (all observations of a node fall in one split), made
-    separately for sensors and gateways so each split has both; then instance
-    counts are distributed so the three splits hold exactly the configured
-    fractions of the instances.  Nothing about a validation or test node is
-    seen in training: no (prompt, target) pair crosses splits.
+    The split is by node, made separately for sensors and gateways so each split
+    has both, so nothing about a validation or test node is seen in training;
+    the splits hold exactly the configured fractions of the instances.
     """
     rng = np.random.default_rng(cfg.data_seed + 1)
     node_split: dict[str, str] = {}
@@ -427,9 +322,8 @@ def generate_instances(topology: Topology, cfg: TopologyConfig) -> list[Instance
         if not members:
             raise TopologyError(f"split = {cfg.split}: the {name} split gets no node; use more nodes or larger fractions")
         if total < len(members):
-            raise TopologyError(
-                f"n_instances = {cfg.n_instances}: the {name} split has {len(members)} nodes but only {total} instances"
-            )
+            raise TopologyError(f"n_instances = {cfg.n_instances}: the {name} split has {len(members)} nodes but "
+                                f"only {total} instances")
         extra = rng.multinomial(total - len(members), np.full(len(members), 1.0 / len(members)))
         for nid, e in zip(members, extra):
             per_node[nid] = 1 + int(e)
@@ -437,13 +331,8 @@ def generate_instances(topology: Topology, cfg: TopologyConfig) -> list[Instance
     log_nodes = [nid for nid in sorted(per_node) for _ in range(per_node[nid])]
     log_nodes = [log_nodes[int(k)] for k in rng.permutation(len(log_nodes))]
     present = rng.random(len(log_nodes)) >= cfg.p_inactive
-    return [
-        Instance(
-            index=k, timestamp=round(k * cfg.instance_period_s, 6), node_id=nid, present=bool(present[k]),
-            split=node_split[nid],
-        )
-        for k, nid in enumerate(log_nodes)
-    ]
+    return [Instance(index=k, timestamp=round(k * cfg.instance_period_s, 6), node_id=nid, present=bool(present[k]),
+                     split=node_split[nid]) for k, nid in enumerate(log_nodes)]
 
 
 def generate_dataset(cfg: TopologyConfig | None = None) -> DataSet:
@@ -459,28 +348,9 @@ def generate_dataset(cfg: TopologyConfig | None = None) -> DataSet:
     return DataSet(topology=topo, instances=generate_instances(topo, cfg))
 
 
-# ---------------------------------------------------------------------------
-# Gateway degrees and fail-over
-# ---------------------------------------------------------------------------
-
-
 def gateway_degrees(assignment: Sequence[int] | np.ndarray, n_gateways: int) -> np.ndarray:
-    """d_i (Table II, eqs. 2 and 5): how many sensors each gateway serves.
+    """d_i (Table II, eqs. 2 and 5): how many sensors each gateway serves, from one gateway index per sensor.
 
-    Parameters
-    ----------
-    assignment
-        One gateway index (0 .. n_gateways - 1) per sensor: its ``CONNECTED_TO``.
-    n_gateways : int
-        Number of gateways; a gateway no sensor uses gets d_i = 0.
-
-    Returns
-    -------
-    numpy.ndarray
-        Integer array of shape (n_gateways,).
-
-    Examples
-    --------
     >>> gateway_degrees([0, 2, 2, 0, 2], 4).tolist()
     [2, 0, 3, 0]
     """
@@ -495,24 +365,9 @@ def gateway_degrees(assignment: Sequence[int] | np.ndarray, n_gateways: int) -> 
 def failover_least_loaded(candidates: Sequence | np.ndarray, load: Sequence[int] | np.ndarray):
     """Fail-over policy "least loaded": every sensor of a failed gateway goes to the candidate with fewest sensors.
 
-    It applies to the physical network's own re-association (the external closed
-    loop of :mod:`gentwin.loops`): one control command moves the failed
-    gateway's sensors to the live gateway of their service with most spare
-    capacity.  Ties go to the first candidate; nothing random is drawn.
+    The physical network's own re-association (the external loop of :mod:`gentwin.loops`);
+    ``load`` is the d_i of each candidate; ties go to the first one; nothing random is drawn.
 
-    Parameters
-    ----------
-    candidates
-        The live gateways the sensors may move to (ids or indices).
-    load
-        d_i of each candidate, in the order of ``candidates``.
-
-    Returns
-    -------
-    The chosen element of ``candidates``.
-
-    Examples
-    --------
     >>> failover_least_loaded(["GW1", "GW2", "GW3"], [4, 2, 2])
     'GW2'
     """
@@ -526,28 +381,8 @@ def failover_least_loaded(candidates: Sequence | np.ndarray, load: Sequence[int]
 def failover_random(sensors: Sequence, candidates: Sequence, rng: np.random.Generator) -> list:
     """Fail-over policy "random": each sensor of a failed gateway goes to a candidate drawn uniformly.
 
-    It applies to the what-if scenario's gateway failure (:mod:`gentwin.whatif`),
-    which only has to spread the sensors over their service's live gateways,
-    reproducibly from its seed.  It draws ``rng.integers(0, len(candidates))``
-    once per sensor, in the order of ``sensors``, and nothing else.
-
-    Parameters
-    ----------
-    sensors
-        The failed gateway's sensors, in the order they are moved.
-    candidates
-        The gateways they may move to.
-    rng
-        The scenario's random generator.
-
-    Returns
-    -------
-    list
-        One element of ``candidates`` per sensor.
-
-    Examples
-    --------
-    With one candidate every sensor goes there:
+    The what-if scenario's gateway failure (:mod:`gentwin.whatif`).  It draws
+    ``rng.integers(0, len(candidates))`` once per sensor, in order, and nothing else.
 
     >>> failover_random(["s1", "s2"], ["GW2"], np.random.default_rng(0))
     ['GW2', 'GW2']

@@ -128,6 +128,8 @@ def test_answer_scores_by_hand():
         assert (t[f"{m}_low"] <= t[m]).all() and (t[m] <= t[f"{m}_high"]).all()
     assert t.loc["gen − true", "correct_low"] >= -1 and t.loc["gen − true", "correct_high"] <= 0  # resampled means
     assert t.loc["gen − true", "correct_low"] < t.loc["gen − true", "correct_high"]
+    every_one = answer_scores(rows.assign(correct=1), "true")  # equal values: the interval is that value
+    assert every_one.loc["true", ["correct_low", "correct_high"]].tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="baseline = 'x'"):
         answer_scores(rows, "x")
     with pytest.raises(ValueError, match="do not answer the same questions"):
