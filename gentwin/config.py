@@ -1,17 +1,13 @@
 """The single source of truth for every parameter of the reproduction.
 
-Every setting (Table III, the data set of Section III.B, every notebook parameter) is a field of one
-frozen dataclass per concept, with its help text, bounds and, where the paper gives one, the paper's
-value.  Defaults come from a *profile* (``"paper"`` or ``"quick"``); field names are unique across
-sections, so ``resolve(profile, n_sensors=30)`` needs no prefix.
+Every setting (Table III, the data set of Section III.B, every notebook parameter) is a field of one frozen
+dataclass per concept, with its help text, bounds and, where the paper gives one, the paper's value.  Defaults
+come from a *profile* (``"paper"`` or ``"quick"``); field names are unique across sections, so
+``resolve(profile, n_sensors=30)`` needs no prefix.
 
-Examples
---------
 >>> s = resolve("paper")
->>> s.topology.n_sensors, s.training.learning_rate
-(250, 0.08)
->>> resolve("paper", n_sensors=30).topology.n_sensors
-30
+>>> s.topology.n_sensors, s.training.learning_rate, resolve("paper", n_sensors=30).topology.n_sensors
+(250, 0.08, 30)
 >>> resolve("paper", n_sensors=-5)
 Traceback (most recent call last):
 ...
@@ -48,6 +44,11 @@ def _p(default: Any, help: str, *, ge: float | None = None, le: float | None = N
     return field(default=default, metadata=dict(help=help, ge=ge, le=le, gt=gt, lt=lt, choices=choices, paper=paper))
 
 
+def _element_type(typ: Any) -> Any:
+    """``tuple[int, ...]`` -> ``int``; anything else -> None."""
+    return typing.get_args(typ)[0] if typing.get_origin(typ) is tuple and typing.get_args(typ) else None
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """What the CLI and the book need to know about one parameter."""
@@ -70,46 +71,36 @@ class FieldSpec:
                   if val is not None]
         return "; ".join(parts) if parts else "any"
 
-
-def _check_scalar(name: str, value: Any, meta: Mapping[str, Any], typ: Any) -> None:
-    """Validate one scalar against its declared type, choices and bounds (errors end with the help text)."""
-    low = meta["ge"] if meta["ge"] is not None else meta["gt"]
-    high = meta["le"] if meta["le"] is not None else meta["lt"]
-    try:
-        if typ is bool and not isinstance(value, bool):
-            raise ConfigError(f"{name} = {value!r}: must be true or false")
-        if typ is int:  # integer fields declare closed bounds (ge, le) only; a test checks it
-            check_int(name, value, low=low, high=high, error=ConfigError)
-        elif typ is float:
-            check_real(name, value, low=low, high=high, low_open=meta["gt"] is not None,
-                       high_open=meta["lt"] is not None, error=ConfigError)
-        elif typ is str and not isinstance(value, str):
-            raise ConfigError(f"{name} = {value!r}: must be a string")
-        if meta["choices"] is not None:
-            check_choice(name, value, meta["choices"], error=ConfigError)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} ({meta['help']})") from None
-
-
-def _element_type(typ: Any) -> Any:
-    """``tuple[int, ...]`` -> ``int``; anything else -> None."""
-    return typing.get_args(typ)[0] if typing.get_origin(typ) is tuple and typing.get_args(typ) else None
+    def check(self, value: Any) -> None:
+        """Validate ``value`` (each element of a list field): type, choices, bounds; errors end with the help."""
+        elem = _element_type(self.type)
+        if elem is not None and (not isinstance(value, tuple) or len(value) == 0):
+            raise ConfigError(f"{self.name} = {value!r}: must be a non-empty list of values ({self.help})")
+        low = self.ge if self.ge is not None else self.gt
+        high = self.le if self.le is not None else self.lt
+        typ = elem or self.type
+        for item in value if elem is not None else (value,):
+            try:
+                if typ is int:  # integer fields declare closed bounds (ge, le) only; a test checks it
+                    check_int(self.name, item, low=low, high=high, error=ConfigError)
+                elif typ is float:
+                    check_real(self.name, item, low=low, high=high, low_open=self.gt is not None,
+                               high_open=self.lt is not None, error=ConfigError)
+                elif not isinstance(item, typ):  # bool or str
+                    kind = "true or false" if typ is bool else "a string"
+                    raise ConfigError(f"{self.name} = {item!r}: must be {kind}")
+                if self.choices is not None:
+                    check_choice(self.name, item, self.choices, error=ConfigError)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} ({self.help})") from None
 
 
 class _Section:
-    """Validation shared by every section: types, bounds, NaN, then the section's own checks."""
+    """Validation shared by every section: each field's own checks, then the section's."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value, meta, elem = getattr(self, f.name), f.metadata, _element_type(hints[f.name])
-            if elem is None:
-                _check_scalar(f.name, value, meta, hints[f.name])
-            elif not isinstance(value, tuple) or len(value) == 0:
-                raise ConfigError(f"{f.name} = {value!r}: must be a non-empty list of values ({meta['help']})")
-            else:
-                for item in value:
-                    _check_scalar(f.name, item, meta, elem)
+            _SPECS[f.name].check(getattr(self, f.name))
         self._check_together()
 
     def _check_together(self) -> None:
@@ -124,6 +115,10 @@ _MAX_SEEDS = 100  # seeds per curve (the paper profile uses 3-5)
 _MAX_EPOCHS = 6_000  # 100 x the paper's 60 epochs
 _MAX_BATCH = 4_096  # 16 x the paper's largest batch of 256
 _MAX_SLOTS = 1_000_000  # reading slots of one simulated run (the paper profile has 300 s / 2 s = 150)
+_ORDERS = ("priority", "weight", "random")
+_EVAL_MODES = ("teacher_forced", "generate")
+_ROUND_MODES = ("cumulative", "chunk")
+_ID_STYLES = ("named", "opaque")
 
 
 @dataclass(frozen=True)
@@ -165,13 +160,11 @@ class PoolingConfig(_Section):
     pool_weight: str = _p("degree", "eq. (6) reading: 'degree' = (1/n) sum over the pool of (1 + d_i); 'sum_w' = "
                           "sum of eq. (5) weights", choices=("degree", "sum_w"))
     order: str = _p("priority", "training-data order from the pools: 'priority', 'weight', or 'random' "
-                    "(no pooling)", choices=("priority", "weight", "random"))
-    relation_count: str = _p("unique", "eq. (3) N_i: 'unique' = node i's own relations once it has appeared in the "
-                             "log; 'occurrences' = its relations counted once per log instance of the node",
-                             choices=("unique", "occurrences"))
-    relation_owner: str = _p("incident", "eq. (3) N_i, whose relation it is: 'incident' = every relation of S and Gw "
-                             "touching the node (head or tail, so a gateway counts the links of its sensors); 'head' = "
-                             "only those it is the head of", choices=("incident", "head"))
+                    "(no pooling)", choices=_ORDERS)
+    relation_count: str = _p("unique", "eq. (3) N_i: 'unique' = node i's relations once it has appeared in the log; "
+                             "'occurrences' = once per log instance of the node", choices=("unique", "occurrences"))
+    relation_owner: str = _p("incident", "eq. (3) N_i: 'incident' = every relation touching the node (a gateway counts "
+                             "its sensors' links); 'head' = those it is the head of", choices=("incident", "head"))
     alpha_reading: str = _p("nodes", "eq. (7) reading: 'nodes' = L1 change of the pool's row of W_C (node weights "
                             "in the pool); 'pool' = |change of the pool weight W_p|", choices=("nodes", "pool"))
     pool_window: int = _p(10, "log instances per Priority Pooling step (Algorithm 1 lines 1-8 run once per step)",
@@ -197,7 +190,7 @@ class TrainingConfig(_Section):
     adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1, le=1_000)
     max_length: int = _p(128, "maximum tokens per training sequence (prompt + target + end); a longer one is an "
                          "error, never cut", ge=8, le=32_768)
-    n_seeds: int = _p(5, "seeds per Fig. 7 arm, and for the Twin Adapter chapter (mean and 95 % CI)", ge=1,
+    n_seeds: int = _p(5, "seeds per Fig. 7 arm and in the Twin Adapter chapter (mean and 95 % CI)", ge=1,
                       le=_MAX_SEEDS)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
     train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0, le=_MAX_INSTANCES)
@@ -205,41 +198,38 @@ class TrainingConfig(_Section):
                         choices=("sgd", "adamw"))
     restrict_vocab: bool = _p(True, "softmax and decoding over the token ids that occur in the targets only "
                               "(False = all words)")
-    eval_mode: str = _p("teacher_forced", "how per-epoch/per-round triples are produced: 'teacher_forced' (arg-max "
-                        "on the gold prefix) or 'generate' (greedy decoding)", choices=("teacher_forced", "generate"))
+    eval_mode: str = _p("teacher_forced", "per-epoch/per-round triples: 'teacher_forced' (arg-max on the gold prefix) "
+                        "or 'generate' (greedy decoding)", choices=_EVAL_MODES)
     eval_batch_size: int = _p(64, "sequences per batch when evaluating or generating", ge=1, le=_MAX_BATCH)
     l1_index: str = _p("union", "eq. (9) index set: 'union' = true and produced relations (false ones count) or "
                        "'gold' = true ones only", choices=("union", "gold"))
     round_mode: str = _p("cumulative", "Fig. 6 round: 'cumulative' = one pass over the first r/rounds of the "
-                         "training stream; 'chunk' = one pass over the r-th chunk only", choices=("cumulative", "chunk"))
-    qa_feedback: bool = _p(False, "Algorithm 1 line 14: fine-tune on question/answer prompts made from generated triples")
+                         "training stream; 'chunk' = one pass over the r-th chunk only", choices=_ROUND_MODES)
+    qa_feedback: bool = _p(False, "Algorithm 1 line 14: fine-tune on question/answer prompts from generated triples")
     qa_epochs: int = _p(2, "passes over the question/answer prompts when qa_feedback is on", ge=1, le=_MAX_EPOCHS)
     compute_dtype: str = _p("auto", "autocast type of the LLM's forward passes (weights stay float32): 'auto' "
-                            "(bfloat16 where it is native: CUDA or a CPU with AMX; else float32), 'bfloat16' or "
-                            "'float32' (exact)", choices=("auto", "bfloat16", "float32"))
-    torch_threads: int = _p(2, "torch CPU threads for training and evaluation (fixed, so a seed gives the same "
-                            "numbers on every run on one machine)", ge=1, le=1_024)
+                            "(bfloat16 where native: CUDA or AMX), 'bfloat16' or 'float32' (exact)",
+                            choices=("auto", "bfloat16", "float32"))
+    torch_threads: int = _p(2, "torch CPU threads (fixed, so a seed gives the same numbers on every run on one "
+                            "machine)", ge=1, le=1_024)
     shuffle_passes: bool = _p(True, "shuffle the instances of every training pass (epoch or Fig. 6 round) with the "
                               "run's seed; False = keep the stream order inside each pass")
-    fig6_orders: tuple[str, ...] = _p(("priority", "weight", "random"), "training-data orders compared in Fig. 6 "
-                                      "('random' = without pooling)", choices=("priority", "weight", "random"))
-    id_style: str = _p(
-        "named", "node ids in prompts and targets: 'named' (as in the data set: AQ-S017 names its service) or "
-        "'opaque' (a seeded relabelling to tokens that carry no type or parent)", choices=("named", "opaque"))
+    fig6_orders: tuple[str, ...] = _p(_ORDERS, "training-data orders compared in Fig. 6 ('random' = without pooling)",
+                                      choices=_ORDERS)
+    id_style: str = _p("named", "node ids in prompts and targets: 'named' (as in the data set) or 'opaque' (a seeded "
+                       "relabelling that carries no type or parent)", choices=_ID_STYLES)
     fig6_variants: tuple[str, ...] = _p(
-        ("cumulative/named", "chunk/named", "cumulative/opaque"),
-        "Fig. 6 variants run, each 'round_mode/id_style' (the first is the headline)",
-        choices=("cumulative/named", "chunk/named", "cumulative/opaque", "chunk/opaque"))
+        ("cumulative/named", "chunk/named", "cumulative/opaque"), "Fig. 6 variants run, each 'round_mode/id_style' "
+        "(the first is the headline)", choices=tuple(f"{r}/{i}" for i in _ID_STYLES for r in _ROUND_MODES))
     fig6_seeds: int = _p(8, "paired seeds per Fig. 6 variant (each order's gain is paired with the random "
                          "order of the same seed)", ge=2, le=_MAX_SEEDS)
     budget_rounds: int = _p(6, "Fig. 6 budget variant: the model gets only the first k rounds of the stream "
                             "and is scored then (k < rounds)", ge=1, le=_MAX_EPOCHS)
     fig7_arms: tuple[str, ...] = _p(("sgd/priority", "sgd/random", "adamw/priority"), "Fig. 7 arms, each "
                                     "'optimiser/order' (in-pass shuffling off; the first is the headline)",
-                                    choices=("sgd/priority", "sgd/random", "adamw/priority", "adamw/random"))
-    final_eval_mode: str = _p("generate", "how Fig. 7's final scores and the line-14 prompts are produced: 'generate' "
-                              "(greedy decoding, the model's real output) or 'teacher_forced' (cheap; for the quick "
-                              "profile)", choices=("teacher_forced", "generate"))
+                                    choices=tuple(f"{o}/{d}" for o in ("sgd", "adamw") for d in ("priority", "random")))
+    final_eval_mode: str = _p("generate", "Fig. 7's final scores and the line-14 prompts: 'generate' (greedy "
+                              "decoding) or 'teacher_forced' (cheap; for the quick profile)", choices=_EVAL_MODES)
     adamw_learning_rate: float = _p(1e-3, "learning rate of the AdamW arms of Fig. 7 (a usual adapter rate)", gt=0.0)
     demo_epochs: int = _p(10, "epochs of the short before/after training in the Twin Adapter chapter (Fig. 7 uses "
                           "epochs)", ge=1, le=_MAX_EPOCHS)
@@ -249,18 +239,16 @@ class TrainingConfig(_Section):
 class TwinConfig(_Section):
     """Twin store, prompting and what-if analysis, eq. (10), Fig. 8 (Section II.B.3, III.C)."""
 
-    store: str = _p("auto", "twin store backend: 'auto' (Neo4j when NEO4J_URI is set, else networkx), 'networkx' "
-                    "(embedded) or 'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD); an explicit choice wins over "
-                    "the environment", choices=("auto", "networkx", "neo4j"))
+    store: str = _p("auto", "twin store backend: 'auto' (Neo4j when NEO4J_URI is set, else networkx), 'networkx' or "
+                    "'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD)", choices=("auto", "networkx", "neo4j"))
     update_rates: tuple[float, ...] = _p((0.2, 0.4, 0.6, 0.8, 1.0), "target update rates on Fig. 8's x-axis: an "
-                                         "episode changes round(rate x devices) devices, and the update trigger alpha "
-                                         "(eq. 7) this causes is measured", gt=0.0, le=1.0, paper="0.2 - 1.0")
+                                         "episode changes round(rate x devices) devices", gt=0.0, le=1.0,
+                                         paper="0.2 - 1.0")
     n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1, le=2_000)
-    alpha_threshold: float = _p(
-        0.0, "GenTwin's update gate in Fig. 8: a pool is re-versioned when its alpha (eq. 7) accumulated since its "
-        "last version exceeds this (0: any change; larger: fewer writes, staler reads)", ge=0.0)
+    alpha_threshold: float = _p(0.0, "Fig. 8 update gate: a pool is re-versioned when its alpha (eq. 7) accumulated "
+                                "since its last version exceeds this (0: any change)", ge=0.0)
     alpha_thresholds: tuple[float, ...] = _p((0.0, 0.25, 0.5, 1.0), "thresholds of Fig. 8's gate panel (GenTwin's time "
-                                             "and staleness against the threshold, on the same episodes)", ge=0.0)
+                                             "and staleness against the threshold)", ge=0.0)
     alpha_bins: int = _p(5, "bins of the measured alpha (eq. 7) on Fig. 8's x-axis (quantiles of the episodes)",
                          ge=2, le=50)
     twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1, le=_MAX_SEEDS)
@@ -269,8 +257,8 @@ class TwinConfig(_Section):
     n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1, le=10_000)
     verbaliser: str = _p("template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, "
                          "conditioned on the retrieved facts)", choices=("template", "llm"))
-    twin_seed: int = _p(0, "first seed of the what-if runs (Fig. 8 uses twin_seed, twin_seed + 1, ...) and of the "
-                        "generated questions (eq. 10)", ge=0)
+    twin_seed: int = _p(0, "first seed of the what-if runs (twin_seed, twin_seed + 1, ...) and of the generated "
+                        "questions (eq. 10)", ge=0)
 
 
 @dataclass(frozen=True)
@@ -291,9 +279,8 @@ class PhysicalConfig(_Section):
     sim_seed: int = _p(0, "first simulation seed (runs use sim_seed, sim_seed + 1, ...)", ge=0)
     sensors_per_gateway: float = _p(5.0, "sensors per gateway when a Table IV size is turned into a topology",
                                     gt=0.0, paper="250 / 50 = 5")
-    presence_dwell_s: float = _p(20.0, "mean length of a sensor's inactive spell (s); presence is a two-state Markov "
-                                 "chain per reading slot whose long-run inactive share is the data set's p_inactive "
-                                 "(report_period_s = memoryless, as the log)", gt=0.0)
+    presence_dwell_s: float = _p(20.0, "mean length of a sensor's inactive spell (s), a two-state Markov chain whose "
+                                 "inactive share is p_inactive (report_period_s = memoryless)", gt=0.0)
     slot_grace_s: float = _p(1.0, "how long after a reading slot ends the twin waits for its late readings (s)", ge=0.0)
     detect_slots: int = _p(2, "external loop: consecutive silent slots (while others report) before a gateway is "
                            "declared failed", ge=1, le=1_000)
@@ -357,10 +344,7 @@ class Settings:
 
 
 _SECTION_TYPES = {f.name: f.default_factory for f in dataclasses.fields(Settings) if f.name != "profile"}
-
-
-_SPECS = {f.name: FieldSpec(f.name, sec, typing.get_type_hints(cls)[f.name], f.default,
-                            *(f.metadata[k] for k in ("help", "ge", "le", "gt", "lt", "choices", "paper")))
+_SPECS = {f.name: FieldSpec(f.name, sec, typing.get_type_hints(cls)[f.name], f.default, **f.metadata)
           for sec, cls in _SECTION_TYPES.items() for f in dataclasses.fields(cls)}
 if len(_SPECS) != sum(len(dataclasses.fields(cls)) for cls in _SECTION_TYPES.values()):
     raise RuntimeError("a parameter name is used by two sections")
@@ -373,15 +357,13 @@ def field_names() -> list[str]:
 
 def field_spec(name: str) -> FieldSpec:
     """The documentation and bounds of one parameter; ConfigError if unknown."""
-    try:
-        return _SPECS[name]
-    except KeyError:
-        raise ConfigError(f"unknown parameter {name!r}; known parameters: {', '.join(_SPECS)}") from None
+    if name not in _SPECS:
+        raise ConfigError(f"unknown parameter {name!r}; known parameters: {', '.join(_SPECS)}")
+    return _SPECS[name]
 
 
-# How the generator shares a city out: used by gentwin.topology and by the checks below.
 def even_split(total: int, parts: int) -> list[int]:
-    """``total`` items over ``parts`` bins as evenly as possible, larger bins first.
+    """``total`` items over ``parts`` bins as evenly as possible, larger bins first (how a city is shared out).
 
     >>> even_split(250, 3)
     [84, 83, 83]
@@ -393,10 +375,8 @@ def even_split(total: int, parts: int) -> list[int]:
 def split_counts(total: int, fractions: Sequence[float]) -> list[int]:
     """Largest-remainder rounding of ``total`` by ``fractions`` (sums to ``total``).
 
-    >>> split_counts(1000, (0.7, 0.15, 0.15))
-    [700, 150, 150]
-    >>> split_counts(50, (0.7, 0.15, 0.15))
-    [35, 8, 7]
+    >>> split_counts(1000, (0.7, 0.15, 0.15)), split_counts(50, (0.7, 0.15, 0.15))
+    ([700, 150, 150], [35, 8, 7])
     """
     raw = [total * f for f in fractions]
     counts = [math.floor(x) for x in raw]
@@ -412,11 +392,7 @@ def _max_links(n_gateways: int, n_services: int) -> int:
 
 
 def check_generator_rules(t: TopologyConfig) -> None:
-    """Check the sizes of a data set against the rules of :func:`gentwin.topology.generate_dataset`.
-
-    :func:`resolve` and :meth:`Settings.replace` call it, so a city the generator cannot build (a split
-    that gets no node, more fog links than gateway pairs) is rejected before any cell runs; the generator
-    itself raises :class:`gentwin.topology.TopologyError` for the same cases.
+    """Reject a city :func:`gentwin.topology.generate_dataset` cannot build (a split without a node, too many links).
 
     >>> check_generator_rules(TopologyConfig(n_services=1, n_gateways=1, n_sensors=1, n_gateway_links=0,
     ...                                      n_instances=2))
@@ -460,9 +436,8 @@ def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
 def topology_config_for(size: int, topology: TopologyConfig, physical: PhysicalConfig) -> TopologyConfig:
     """The topology of one Table IV size: ``size`` sensors and ``size / sensors_per_gateway`` gateways.
 
-    The paper gives only the sensor counts (30 / 100 / 250); we keep its 250 / 50 = 5 sensors per gateway
-    (``sensors_per_gateway``), at least one gateway per service, fog links in the paper's 30 / 50 ratio (as
-    many as fit) and enough log instances for every node; the rest comes from ``topology``.
+    The paper gives only the sensor counts; we keep its 5 sensors per gateway, at least one gateway per
+    service, fog links in its 30 / 50 ratio (as many as fit) and enough log instances for every node.
 
     >>> c = topology_config_for(250, TopologyConfig(), PhysicalConfig())
     >>> c.n_sensors, c.n_gateways, c.n_gateway_links, c.n_instances
@@ -494,12 +469,7 @@ PROFILES: dict[str, Settings] = {
 
 
 def resolve(profile: str = "paper", **overrides: Any) -> Settings:
-    """The settings of ``profile`` (``"paper"`` or ``"quick"``) with some parameters replaced.
-
-    ``overrides`` are parameter names (:func:`field_names`) and values; ``None`` keeps the profile's value
-    (how notebooks pass untouched parameters).  An unknown profile or parameter, a wrong type or a value
-    out of range raises :class:`ConfigError` naming the parameter and the value (see the module's examples).
-    """
+    """The settings of ``profile`` with some parameters replaced (``None`` keeps the profile's value)."""
     if profile not in PROFILES:
         raise ConfigError(f"profile = {profile!r}: must be one of {', '.join(map(repr, PROFILES))}")
     return _apply(PROFILES[profile], overrides)
@@ -508,9 +478,6 @@ def resolve(profile: str = "paper", **overrides: Any) -> Settings:
 def page_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The :mod:`gentwin.config` fields that a notebook's parameters cell defined, by name.
 
-    A chapter names each parameter once, in its ``parameters`` cell, and then calls
-    ``resolve(profile, **page_parameters(globals()))``; ``None`` values keep the profile's.
-
     >>> page_parameters({"profile": "quick", "n_sensors": 30, "rounds": None, "time": 1})
     {'n_sensors': 30, 'rounds': None}
     """
@@ -518,8 +485,7 @@ def page_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parameters_table(settings: Settings, names: Any):
-    """The "parameters used" table of a page (a ``pandas.DataFrame`` indexed by parameter, the profile first):
-    value used, paper value and meaning of each name."""
+    """The "parameters used" table of a page: value used, paper value and meaning of each name, the profile first."""
     import pandas as pd
 
     flat = settings.flat()
@@ -530,13 +496,14 @@ def parameters_table(settings: Settings, names: Any):
     return pd.DataFrame(rows).set_index("parameter")
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def coerce(name: str, text: str) -> Any:
     """Turn a command-line string into the parameter's declared type.
 
-    >>> coerce("n_sensors", "30")
-    30
-    >>> coerce("update_rates", "0.2,0.6")
-    (0.2, 0.6)
+    >>> coerce("n_sensors", "30"), coerce("update_rates", "0.2,0.6")
+    (30, (0.2, 0.6))
     >>> coerce("n_sensors", "many")
     Traceback (most recent call last):
     ...
@@ -544,22 +511,19 @@ def coerce(name: str, text: str) -> Any:
     """
     spec = field_spec(name)
     elem = _element_type(spec.type)
+
+    def scalar(typ: Any, text: str) -> Any:
+        if not isinstance(text, str) or typ not in (bool, int, float):
+            return text
+        try:
+            return _BOOLS[text.strip().lower()] if typ is bool else typ(text)
+        except (KeyError, ValueError):
+            kind = {bool: "true or false", int: "an integer", float: "a number"}[typ]
+            raise ConfigError(f"{name} = {text!r}: must be {kind} ({spec.help})") from None
+
     if elem is not None:
-        return tuple(_coerce_scalar(spec, elem, t.strip()) for t in text.strip("()[] ").split(",") if t.strip())
-    return _coerce_scalar(spec, spec.type, text)
-
-
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _coerce_scalar(spec: FieldSpec, typ: Any, text: str) -> Any:
-    if not isinstance(text, str) or typ not in (bool, int, float):
-        return text
-    try:
-        return _BOOLS[text.strip().lower()] if typ is bool else typ(text)
-    except (KeyError, ValueError):
-        kind = {bool: "true or false", int: "an integer", float: "a number"}[typ]
-        raise ConfigError(f"{spec.name} = {text!r}: must be {kind} ({spec.help})") from None
+        return tuple(scalar(elem, t.strip()) for t in text.strip("()[] ").split(",") if t.strip())
+    return scalar(spec.type, text)
 
 
 #: The rows of the paper's Table III: its label and our parameter.
@@ -570,11 +534,7 @@ _TABLE_III = (("Number of smart city services", "n_services"), ("Number of IoT s
 
 
 def table_iii(settings: Settings | None = None):
-    """Table III of the paper beside the values this run uses.
-
-    Returns a :class:`pandas.DataFrame` with one row per Table III parameter: the parameter, the paper's
-    value, ours (read from ``settings``) and where the reproduction uses it.
-    """
+    """Table III of the paper beside the values ``settings`` (default: the paper profile) use, as a DataFrame."""
     import pandas as pd
 
     flat = (settings or PROFILES["paper"]).flat()
@@ -586,8 +546,7 @@ def table_iii(settings: Settings | None = None):
 
 def select_device(preference: str = "auto") -> str:
     """``"cuda"`` when asked for (an error if there is none) or available (``"auto"``), else ``"cpu"``."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device = {preference!r}: must be 'auto', 'cpu' or 'cuda'")
+    check_choice("device", preference, ("auto", "cpu", "cuda"), error=ConfigError)
     if preference == "cpu":
         return "cpu"
     import torch
