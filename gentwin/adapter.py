@@ -1,24 +1,12 @@
 r"""The Twin Adapter (Section II.B.2, eq. (8), Fig. 3): its config, the layer, its injection into a backbone, saving and loading.
 
-A Twin Adapter is a bottleneck adapter placed after the feed-forward (MLP)
-block of chosen decoder layers of a frozen causal LM.  For the MLP output
-:math:`h \in \mathbb{R}^{k}` (``k`` = hidden size, ``l`` = bottleneck) it computes
-
-.. math:: h' = h + \mathrm{ReLU}(h W_D)\, W_U,
-   \qquad W_D \in \mathbb{R}^{k \times l},\; W_U \in \mathbb{R}^{l \times k}
-
-(row-vector convention, as in the paper's ``(P(.) W_D) W_U``).  The paper
-prints eq. (8) as ``W_A = W_A + ReLU((P(.) W_D) W_U)``, with the ReLU outside
-both projections; its text orders down-projection, ReLU, up-projection, which
-is the reading used here (see the errata page).  ``W_U`` starts at zero, so
-before training the adapted model computes exactly what the backbone computes.
-
-As in PEFT, a config (:class:`TwinAdapterConfig`), a layer (:class:`TwinAdapter`)
-and an injection step (:func:`add_twin_adapters`, :func:`save_adapter`,
-:func:`load_adapter`) that stores only the adapter.  It is a plain
-``torch.nn.Module``, not a registered PEFT method: peft 0.21 registers only
-names already in its ``PeftType`` enum.  The PEFT LoRA baseline of the same
-trainable budget lives in ``benchmarks/lora_budget.py``.
+A bottleneck adapter after the feed-forward (MLP) block of chosen decoder layers of a frozen causal LM:
+:math:`h' = h + \mathrm{ReLU}(h W_D)\, W_U` with :math:`W_D \in \mathbb{R}^{k \times l}`,
+:math:`W_U \in \mathbb{R}^{l \times k}` (row vectors; ``k`` hidden size, ``l`` bottleneck).  The paper prints
+the ReLU outside both projections; its text orders down-projection, ReLU, up-projection, the reading used
+here (see the errata page).  ``W_U`` starts at zero, so the adapted model starts as the backbone.  Organised
+as in PEFT (config, layer, injection and save/load of the adapter only), but a plain ``torch.nn.Module``:
+peft 0.21 registers only names already in its ``PeftType`` enum.
 """
 
 from __future__ import annotations
@@ -62,20 +50,10 @@ def _h(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-def _layers_problem(layers: Any) -> str | None:
-    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
-        return "must be None or a non-empty list of layer indices"
-    if any(isinstance(i, bool) or not isinstance(i, Integral) for i in layers):
-        return "every layer index must be an integer"
-    return "layer indices must not repeat" if len(set(layers)) != len(layers) else None
-
-
 @dataclass(frozen=True)
 class TwinAdapterConfig:
     """Settings of the Twin Adapters added to a backbone (validated on creation).
 
-    Examples
-    --------
     >>> TwinAdapterConfig(bottleneck=16, layers=[3, 1]).layers
     (1, 3)
     >>> TwinAdapterConfig(bottleneck=0)
@@ -102,18 +80,25 @@ class TwinAdapterConfig:
                   ("seed", check_int, {"low": 0}))
         for name, check, bounds in checks:
             value = getattr(self, name)
-            try:
-                if check is not None:
+            problem = None
+            if check is not None:
+                try:
                     check(name, value, error=AdapterError, **bounds)
-                elif name == "bias" and not isinstance(value, bool):
-                    raise AdapterError(f"bias = {value!r}: must be true or false")
-                elif name == "layers" and value is not None:
-                    problem = _layers_problem(value)
-                    if problem:
-                        raise AdapterError(f"layers = {value!r}: {problem}")
+                except AdapterError as err:
+                    raise AdapterError(f"{err} ({self.help(name)})") from None
+            elif name == "bias" and not isinstance(value, bool):
+                problem = "must be true or false"
+            elif name == "layers" and value is not None:
+                if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+                    problem = "must be None or a non-empty list of layer indices"
+                elif any(isinstance(i, bool) or not isinstance(i, Integral) for i in value):
+                    problem = "every layer index must be an integer"
+                elif len(set(value)) != len(value):
+                    problem = "layer indices must not repeat"
+                else:
                     object.__setattr__(self, "layers", tuple(sorted(value)))
-            except AdapterError as err:
-                raise AdapterError(f"{err} ({self.help(name)})") from None
+            if problem:
+                raise AdapterError(f"{name} = {value!r}: {problem} ({self.help(name)})")
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -122,10 +107,8 @@ class TwinAdapterConfig:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "TwinAdapterConfig":
-        """The config from :mod:`gentwin.config` (``bottleneck`` and ``adapter_layers`` -> ``n_top``).
-
-        ``settings`` is a :class:`~gentwin.config.Settings` or its ``training`` section.
-        """
+        """The config from a :class:`~gentwin.config.Settings` or its ``training`` section
+        (``bottleneck``; ``adapter_layers`` -> ``n_top``)."""
         training = getattr(settings, "training", settings)
         return cls(**{"bottleneck": training.bottleneck, "n_top": training.adapter_layers, **overrides})
 
@@ -174,19 +157,12 @@ class TwinAdapterConfig:
 
 
 class TwinAdapter(nn.Module):
-    r"""One Twin Adapter: eq. (8), ``h' = h + ReLU(h W_D) W_U``, on the hidden states.
+    r"""One Twin Adapter: eq. (8), ``h' = h + ReLU(h W_D + b_D) W_U + b_U`` (biases only with ``bias``).
 
-    The paper prints :math:`W_A = W_A + \mathrm{ReLU}((\mathcal{P}(\cdot) W_D) W_U)`;
-    the reading used is down-projection, ReLU, up-projection, plus the residual
-    (the order of the paper's text): with row vectors
-    :math:`h' = h + \mathrm{ReLU}(h W_D + b_D)\, W_U + b_U` (biases only with ``bias``).
-
-    ``down`` and ``up`` are ``nn.Linear`` layers; PyTorch stores a linear map's
-    weight as (out, in), so ``down.weight`` is :math:`W_D^\\top` with shape
-    (bottleneck, hidden) and ``up.weight`` is :math:`W_U^\\top` with shape
-    (hidden, bottleneck).  The properties :attr:`W_D` and :attr:`W_U` give the
-    paper's orientation.  The adapter computes in its own dtype (float32 for a
-    bfloat16/float16/quantised backbone) and returns the input's dtype.
+    The paper prints :math:`W_A = W_A + \mathrm{ReLU}((\mathcal{P}(\cdot) W_D) W_U)`; the reading used is
+    the order of its text (down-projection, ReLU, up-projection, residual).  ``down.weight`` and
+    ``up.weight`` are stored (out, in), i.e. transposed; :attr:`W_D` and :attr:`W_U` give the paper's
+    orientation.  It computes in its own dtype (float32 for a low-precision backbone) and returns the input's.
 
     >>> a = TwinAdapter(hidden_size=8, bottleneck=2)
     >>> tuple(a.W_D.shape), tuple(a.W_U.shape), int(a.W_U.abs().sum())
@@ -195,10 +171,8 @@ class TwinAdapter(nn.Module):
     >>> torch.equal(a(x), x)  # zero-initialised W_U: the identity
     True
 
-    By hand: ``W_D = [[1], [-1]]`` takes ``h = (3, 1)`` to ``3 - 1 = 2``, ReLU
-    keeps 2, ``W_U = [[2, 3]]`` gives ``(4, 6)``, so ``h' = (7, 7)``; for
-    ``h = (1, 3)`` the bottleneck value is ``-2``, ReLU gives 0 and ``h``
-    passes unchanged.
+    By hand: ``W_D = [[1], [-1]]`` takes ``h = (3, 1)`` to 2, ReLU keeps it, ``W_U = [[2, 3]]`` gives
+    ``(4, 6)``, so ``h' = (7, 7)``; ``h = (1, 3)`` gives -2, ReLU 0, and ``h`` passes unchanged.
 
     >>> b = TwinAdapter(hidden_size=2, bottleneck=1)
     >>> with torch.no_grad():
@@ -301,13 +275,12 @@ def adapter_modules(model: nn.Module) -> dict[int, TwinAdapter]:
 
 def adapter_layer_indices(model: nn.Module) -> list[int]:
     """Indices of the decoder layers that carry a Twin Adapter, ascending."""
-    return sorted(adapter_modules(model))
+    return list(adapter_modules(model))
 
 
 def adapter_parameter_count(config: TwinAdapterConfig, hidden_size: int, num_layers: int) -> int:
-    """Trainable parameters of ``config`` on a backbone, without building it.
-
-    Each adapter has ``2 k l`` weights (plus ``l + k`` biases if ``bias``).
+    """Trainable parameters of ``config`` on a backbone, without building it: ``2 k l`` weights per adapter
+    (plus ``l + k`` biases with ``bias``).
 
     >>> adapter_parameter_count(TwinAdapterConfig(bottleneck=64, n_top=2), hidden_size=576, num_layers=30)
     147456
@@ -317,21 +290,10 @@ def adapter_parameter_count(config: TwinAdapterConfig, hidden_size: int, num_lay
 
 
 def add_twin_adapters(model: nn.Module, config: TwinAdapterConfig) -> nn.Module:
-    """Insert a Twin Adapter after the MLP of the chosen decoder layers; freeze the rest.
+    """Insert a Twin Adapter after the MLP of the chosen decoder layers (``mlp`` becomes :class:`AdaptedMLP`)
+    and freeze everything else, in place; the resolved config is kept as ``model.twin_adapter_config``.
 
-    ``model.model.layers[i].mlp`` becomes :class:`AdaptedMLP` (``adapter(mlp(x))``)
-    for every ``i`` in ``config.resolve_layers``; every backbone parameter gets
-    ``requires_grad = False`` and only the adapters' parameters are trainable.
-    The model is changed in place and returned; its resolved config is kept as
-    ``model.twin_adapter_config`` (what :func:`save_adapter` writes).  Adapters
-    are float32 (float64 on a float64 backbone), whatever the backbone's dtype.
-
-    Raises
-    ------
-    AdapterError
-        ``config`` is not a :class:`TwinAdapterConfig`, the architecture is not
-        LLaMA-style, a layer index is out of range, or the model already has
-        Twin Adapters.
+    Adapters are float32 (float64 on a float64 backbone), whatever the backbone's dtype.
     """
     if not isinstance(config, TwinAdapterConfig):
         raise AdapterError(f"config = {config!r}: must be a TwinAdapterConfig")
@@ -379,14 +341,12 @@ def _block_of(name: str) -> tuple[str, str]:
 
 
 def parameter_breakdown(model: nn.Module):
-    """Frozen and trainable parameters per part of the model, as a :class:`pandas.DataFrame`.
+    """Frozen and trainable parameters per (part, block) of the model, as a :class:`pandas.DataFrame`.
 
-    One row per (part, block): ``part`` is ``"embeddings"``, ``"layer i"``,
-    ``"final norm"`` or ``"output head"``; ``block`` is ``"attention"``,
-    ``"feed-forward"``, ``"norms"``, ``"Twin Adapter"``, ``"LoRA"`` ...;
-    ``layer`` is the decoder-layer index (or -1).  A tied output head shares
-    the embedding matrix and is counted once, under ``"embeddings"``.  The
-    columns ``frozen`` and ``trainable`` add up to :func:`gentwin.llm.count_parameters`.
+    ``part``: ``"embeddings"``, ``"layer i"``, ``"final norm"``, ``"output head"``; ``block``:
+    ``"attention"``, ``"feed-forward"``, ``"norms"``, ``"Twin Adapter"``, ``"LoRA"`` ...; ``layer``: the
+    decoder-layer index or -1.  A tied head is counted once, under embeddings, so the columns add up to
+    :func:`gentwin.llm.count_parameters`.
     """
     import pandas as pd
 
@@ -405,8 +365,8 @@ def parameter_breakdown(model: nn.Module):
 
 
 def parameters_per_layer(model: nn.Module):
-    """Parameters of each decoder layer split into ``kind`` "frozen backbone" and "Twin Adapter" (a
-    :class:`pandas.DataFrame` with columns layer, kind, parameters; from :func:`parameter_breakdown`)."""
+    """Parameters of each decoder layer by ``kind`` ("frozen backbone", "Twin Adapter"): a DataFrame
+    with columns layer, kind, parameters."""
     table = parameter_breakdown(model)
     return (table[table["layer"] >= 0]
             .assign(kind=lambda t: t["block"].where(t["block"] == "Twin Adapter", "frozen backbone"),
@@ -419,13 +379,12 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def parameter_budget(model: nn.Module, lora_targets: Sequence[str] = LORA_TARGETS):
-    """Frozen, tunable and total parameters of an adapted model, and the LoRA baseline of the same budget.
+    """Frozen, tunable and total parameters of an adapted model, and the LoRA baseline of the same budget
+    (a :class:`pandas.DataFrame` indexed by ``part``; columns ``parameters``, ``share of all``).
 
-    A rank-r LoRA on a linear map in -> out trains ``r (in + out)`` parameters;
-    on the ``lora_targets`` of the adapted layers its rank is
-    ``max(1, round(trainable / Σ (in + out)))``, as ``plan_lora`` of
-    ``benchmarks/lora_budget.py`` picks it.  Returns a :class:`pandas.DataFrame`
-    indexed by ``part`` with columns ``parameters`` and ``share of all``.
+    A rank-r LoRA on a linear map in -> out trains ``r (in + out)`` parameters; on the ``lora_targets`` of
+    the adapted layers its rank is ``max(1, round(trainable / Σ (in + out)))``, as in
+    ``benchmarks/lora_budget.py``.
     """
     import pandas as pd
 
@@ -465,15 +424,11 @@ def _backbone_record(model: nn.Module) -> dict[str, Any]:
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Write the adapters of ``model`` to ``directory``: safetensors weights + ``adapter_config.json``.
+    """Write only the adapters of ``model`` to ``directory``: safetensors weights + ``adapter_config.json``
+    (the config, the backbone's architecture, hidden size and layer count, the weights' SHA-256).
 
-    Only the adapter is saved (the backbone stays where it was loaded from).
-    The JSON holds the config, the backbone's architecture, hidden size and
-    layer count, and the SHA-256 of the weights file.  A new directory (or
-    one holding only these two files) is swapped in whole
-    (:func:`gentwin.files.atomic_folder`); into a directory holding other
-    files each file is written atomically, weights first, and the checksum
-    lets :func:`load_adapter` detect a mismatched pair.
+    A new directory (or one holding only these two files) is swapped in whole; into one holding other
+    files each file is written atomically, weights first, and the checksum exposes a mismatched pair.
     """
     from safetensors.torch import save
 
@@ -521,14 +476,9 @@ def _read_saved(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
-    """Add the adapters saved in ``directory`` to ``model`` and load their weights.
-
-    ``model`` is a freshly loaded backbone (adapters are added per the saved
-    config) or one that already carries adapters of the same layout.  Every
-    check is strict: backbone hidden size and layer count, layer indices, the
-    set of tensor names and every shape must match, and the weights file must
-    have the checksum recorded beside it.
-    """
+    """Add the adapters saved in ``directory`` to ``model`` (a fresh backbone, or one with adapters of the
+    same layout) and load their weights.  Backbone sizes, layers, tensor names, shapes and the checksum
+    must all match."""
     from safetensors.torch import load_file
 
     path = pathlib.Path(directory).expanduser()

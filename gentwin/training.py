@@ -1,17 +1,10 @@
 r"""Training the Twin Adapter on the twin-modelling task (Section II.B.2, Algorithm 1 lines 9-14).
 
-The task (:func:`prepare_task`) holds every device node's verbalised (prompt,
-target) sequence (:mod:`gentwin.verbalise`), its gold triples, the restricted
-output vocabulary and the frozen part's output (:mod:`gentwin.frozen`),
-computed once and reused by every epoch, seed and order.  Training minimises
-the cross-entropy of the target tokens only; the data order comes from
-Priority Pooling (:func:`gentwin.pooling.training_order`), "without pooling"
-being the same data in a seeded random order.  The triples a model produces
-for an entity come from one of two read-outs (``eval_mode``, see
-:func:`predict_triples`): ``"teacher_forced"``, one cheap forward pass over the
-gold sequence (the per-epoch and per-round curves), or ``"generate"``, greedy
-decoding from the prompt alone (the final numbers and :func:`extract_graph`);
-:func:`evaluate` scores them (:func:`gentwin.metrics.triple_scores`).
+:func:`prepare_task` verbalises every device node once (:mod:`gentwin.verbalise`) and runs the frozen part
+once (:mod:`gentwin.frozen`) for every epoch, seed and order.  Training minimises the cross-entropy of the
+target tokens in the order Priority Pooling gives (:func:`gentwin.pooling.training_order`).  A model's
+triples come from a teacher-forced forward pass over the gold sequence (cheap: the per-epoch curves) or
+greedy decoding from the prompt alone (the final numbers); :func:`evaluate` scores them.
 """
 
 from __future__ import annotations
@@ -61,16 +54,13 @@ def _kept(vocab: OutputVocab | None):
 
 def _target_positions(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states that predict a label (position t predicts token t+1) and those labels."""
-    nxt = labels[:, 1:]
-    keep = nxt != IGNORE
-    return hidden[:, :-1][keep], nxt[keep]
+    keep = labels[:, 1:] != IGNORE
+    return hidden[:, :-1][keep], labels[:, 1:][keep]
 
 
 def target_loss(model, hidden: torch.Tensor, labels: torch.Tensor, vocab: OutputVocab | None = None) -> torch.Tensor:
-    """Mean cross-entropy over the target tokens only (prompt and padding masked by ``-100``).
-
-    With ``vocab`` the softmax runs over the restricted output vocabulary.
-    """
+    """Mean cross-entropy over the target tokens only (prompt and padding are ``-100``), over the restricted
+    output vocabulary ``vocab`` when given."""
     h, y = _target_positions(hidden, labels.to(hidden.device))
     if y.numel() == 0:
         raise TrainingError("labels: no target token in the batch (all -100)")
@@ -80,18 +70,10 @@ def target_loss(model, hidden: torch.Tensor, labels: torch.Tensor, vocab: Output
     return F.cross_entropy(logits.float(), y)
 
 
-# --- The task: every device node's sequence, its frozen states and the output vocabulary ---
-
-
 @dataclass
 class TwinTask:
-    """Everything the training loop reuses across epochs, seeds and conditions.
-
-    One row per device node of the topology (sensors and gateways, topology
-    order); instances map to the row of their node.  ``frozen`` holds the
-    frozen part's output (None for the plain path); ``compute_dtype`` is the
-    autocast type of every forward pass on this task.
-    """
+    """Everything the training loop reuses across epochs, seeds and conditions: one row per device node
+    (topology order); ``frozen`` is the frozen part's output (None for the plain path)."""
 
     tokenizer: Any
     dataset: DataSet
@@ -141,29 +123,13 @@ def prepare_task(model, tokenizer, dataset: DataSet, *, max_length: int = 128, r
                  id_style: str = "named", id_seed: int = 0, progress: bool = False, step_cache=None) -> TwinTask:
     """Verbalise and tokenise every device node once and run the frozen part once.
 
-    Parameters
-    ----------
-    model
-        The backbone with Twin Adapters (or, with ``cache=False``, any causal
-        LM, e.g. the LoRA baseline).
-    restrict_vocab
-        Keep only the token ids that occur in the targets plus end-of-sequence.
-    cache
-        Run the frozen part now (:func:`~gentwin.frozen.frozen_states`; ``inside`` lets the
-        cache reach into the lowest adapted layer up to its adapter).
-    compute_dtype
-        ``"float32"``, ``"bfloat16"`` (autocast) or ``"auto"``
-        (:func:`gentwin.llm.resolve_compute_dtype`: bfloat16 only where it is
-        native) for every forward pass on this task: the frozen part,
-        training steps, evaluation and decoding.
-    id_style
-        ``"named"``: prompts and targets spell the data set's ids;
-        ``"opaque"``: every node id is relabelled to an opaque token
-        (:func:`~gentwin.verbalise.opaque_names` with ``id_seed``) before
-        prompting, and mapped back when parsing (:meth:`TwinTask.parse`), so
-        gold relations and scores stay in the data set's ids.
-    step_cache
-        A :class:`gentwin.cache.StepCache` that keeps the frozen pass (:func:`cached_frozen_states`).
+    ``model`` carries Twin Adapters (with ``cache=False`` any causal LM, e.g. the LoRA baseline).
+    ``restrict_vocab`` keeps only the token ids of the targets plus end-of-sequence.  ``cache`` runs the
+    frozen part now (``inside``: into the lowest adapted layer up to its adapter; kept in ``step_cache``).
+    ``compute_dtype`` (:func:`gentwin.llm.resolve_compute_dtype`) holds for every forward pass on the task.
+    ``id_style="opaque"`` relabels node ids to opaque tokens (:func:`~gentwin.verbalise.opaque_names`,
+    ``id_seed``) in prompts and targets, mapped back when parsing, so gold relations and scores keep the data
+    set's ids.
     """
     if id_style not in ID_STYLES:
         raise TrainingError(f"id_style = {id_style!r}: must be one of {', '.join(map(repr, ID_STYLES))}")
@@ -219,12 +185,8 @@ def cached_frozen_states(model, encoded: Encoded, *, inside: bool, batch_size: i
 
 
 def reset_adapters(model, seed: int) -> None:
-    """Re-draw every Twin Adapter as :func:`gentwin.adapter.add_twin_adapters` would with ``seed``.
-
-    ``W_D`` from a generator seeded with ``seed`` (layers in ascending order),
-    ``W_U = 0``: the model equals the backbone again, so one loaded backbone
-    serves every seed.
-    """
+    """Re-draw every Twin Adapter as :func:`gentwin.adapter.add_twin_adapters` would with ``seed`` (so one
+    loaded backbone serves every seed)."""
     mods = adapter_modules(model)
     if not mods:
         raise TrainingError(f"model = {type(model).__name__}: has no Twin Adapters to reset")
@@ -233,9 +195,6 @@ def reset_adapters(model, seed: int) -> None:
     gen = torch.Generator().manual_seed(int(seed))
     for i in sorted(mods):
         mods[i].reset_parameters(scale, gen)
-
-
-# --- Producing triples: teacher-forced arg-max and greedy decoding ---
 
 
 def _batch_hidden(model, task: TwinTask, rows: torch.Tensor, path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -260,12 +219,8 @@ def _batch_hidden(model, task: TwinTask, rows: torch.Tensor, path: str) -> tuple
 @torch.no_grad()
 def _teacher_forced(model, task: TwinTask, rows: Sequence[int], path: str, batch_size: int,
                     chunk: int = 1024) -> tuple[list[list[int]], list[float]]:
-    """Arg-max next token at every target-predicting position of each row, and each row's mean target loss.
-
-    ``preds[k][t]`` is the token predicted after position ``t`` (``-1`` where
-    position ``t + 1`` is not a target token).  The head runs only on the
-    target-predicting positions, ``chunk`` rows at a time.
-    """
+    """Arg-max next token at every target-predicting position of each row (``preds[k][t]`` follows position
+    ``t``; -1 where ``t + 1`` is no target token), and each row's mean target loss."""
     rows = list(rows)
     preds: list[list[int]] = [[] for _ in rows]
     losses: list[float] = [0.0] * len(rows)
@@ -300,17 +255,11 @@ def predict_triples(model, task: TwinTask, rows: Sequence[int], *, mode: str = "
                     ) -> tuple[list[set[Relation]], list[float]]:
     """The triples the model produces for each row, and each row's teacher-forced target loss.
 
-    ``mode="teacher_forced"``: one forward pass over the gold sequence; a gold
-    triple counts as produced when the arg-max next token equals the gold
-    token at every one of its positions (its separator included), otherwise
-    any other well-formed triple the arg-max tokens there spell counts as a
-    produced, wrong triple.  ``mode="generate"``: greedy decoding from the
-    prompt alone (at most :attr:`TwinTask.max_target_tokens` new tokens),
-    parsed; with ``shortcut`` rows whose teacher-forced arg-max reproduces the
-    whole target (end-of-sequence included) are taken as decoded to exactly
-    that target, and the others are decoded from the first position where the
-    arg-max leaves the gold sequence (greedy decoding agrees with the gold
-    tokens up to there).
+    ``"teacher_forced"``: a gold triple is produced when the arg-max next token equals the gold token at
+    each of its positions (separator included); any other triple the arg-max spells there is a wrong one.
+    ``"generate"``: greedy decoding from the prompt (at most :attr:`TwinTask.max_target_tokens` tokens); with
+    ``shortcut``, decoding starts where the teacher-forced arg-max first leaves the gold sequence (greedy
+    decoding agrees with it up to there), and a row that never leaves it is its target.
     """
     if mode not in ("teacher_forced", "generate"):
         raise TrainingError(f"eval_mode = {mode!r}: must be 'teacher_forced' or 'generate'")
@@ -378,8 +327,7 @@ def decode_triples(model, task: TwinTask, rows: Sequence[int], max_new_tokens: i
 def evaluate(model, task: TwinTask, rows: Sequence[int], *, mode: str = "teacher_forced", l1_index: str = "union",
              path: str = "cached", batch_size: int = 64, progress: bool = False) -> dict[str, float]:
     """Accuracy, precision, eq. (9) L1 and mean target loss over the entities of ``rows``, and the accuracy
-    split into relations copyable from the prompt and relations that must be inferred
-    (:func:`gentwin.metrics.class_accuracy`, with the copyable share that caps a copy-only model)."""
+    split into relations copyable from the prompt and inferred ones (:func:`gentwin.metrics.class_accuracy`)."""
     rows = list(rows)
     if not rows:
         raise TrainingError("rows = []: no entity to evaluate")
@@ -390,9 +338,6 @@ def evaluate(model, task: TwinTask, rows: Sequence[int], *, mode: str = "teacher
     scores["loss"] = float(np.mean(losses))
     scores["entities"] = float(len(rows))
     return scores
-
-
-# --- Training ---
 
 
 def make_optimizer(parameters: Iterable[torch.nn.Parameter], name: str, learning_rate: float) -> torch.optim.Optimizer:
@@ -474,13 +419,10 @@ def train_trajectory(model, task: TwinTask, passes: Sequence[torch.Tensor], conf
                      ) -> list[dict[str, Any]]:
     """Algorithm 1 lines 9-10: one training pass over each element of ``passes`` (rows of ``task``).
 
-    The learning rate of pass ``e`` (0-based) is ``learning_rate * discount_factor ** e``; with
-    ``config.shuffle_passes`` each pass visits its rows in a permutation drawn from ``seed``.
-    ``seed`` seeds the torch RNG (adapter dropout); the adapters' initialisation is the caller's.
-    Returns one record per pass, after a first one for the start: ``train_loss`` (mean batch loss),
-    ``lr``, ``seconds`` (training time of the pass) and ``state`` (:func:`adapter_state` after it).
-    With ``step_cache`` (:class:`gentwin.cache.StepCache`) a trajectory trained before on the same inputs
-    (the weights, tensors, passes and optimiser settings) is reused; the model is left in the state after the last pass.
+    Pass ``e`` (0-based) has learning rate ``learning_rate * discount_factor ** e``; ``seed`` draws the
+    permutations (``config.shuffle_passes``) and adapter dropout, not the initialisation.  Returns a record
+    for the start and one per pass: ``train_loss``, ``lr``, ``seconds``, ``state`` (:func:`adapter_state`).
+    ``step_cache`` reuses a trajectory trained on the same inputs; the model ends in the last pass's state.
     """
     def compute() -> list[dict[str, Any]]:
         records = [dict(train_loss=float("nan"), lr=0.0, seconds=0.0, state=adapter_state(model))]
@@ -520,25 +462,12 @@ def train_twin(model, task: TwinTask, order: Sequence[Instance], config: Trainin
                step_cache=None):
     """Algorithm 1 lines 9-12: train the adapters on ``order`` (in this order every epoch), scoring each epoch.
 
-    Training is :func:`train_trajectory` with one pass over ``order`` per epoch (learning rate,
-    decay, batch size, optimiser and epochs from ``config``,
-    :class:`gentwin.config.TrainingConfig`); the scores are computed afterwards on the adapters
-    as they were after each epoch, so a ``step_cache`` holding the trajectory skips training and
-    only scores again (e.g. with another ``eval_mode``).
-
-    The splits in ``eval_splits`` (``"train"`` = the unique nodes of
-    ``order``; ``"validation"``, ``"test"``, ``"all"``) are evaluated before
-    training and after every ``eval_every``-th epoch and the last one.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per evaluated epoch (0 = before training) and split, with
-        ``accuracy, precision, l1, loss`` (teacher-forced target loss on the
-        split's entities), ``train_loss`` (mean batch loss of the epoch),
-        ``lr``, ``seconds`` (training time of the epoch) and the counts;
-        epochs without evaluation get one row with ``split = "none"``.
-        The model is left as trained.
+    Training is :func:`train_trajectory`, one pass over ``order`` per epoch; the scores are computed
+    afterwards from each epoch's saved adapters, so a ``step_cache`` holding the trajectory only scores.
+    ``eval_splits`` (``"train"`` = the nodes of ``order``, ``"validation"``, ``"test"``, ``"all"``) are scored
+    before training, after every ``eval_every``-th epoch and after the last.  Returns a DataFrame with one row
+    per scored epoch (0 = before training) and split (``"none"`` for an unscored epoch); the model is left
+    as trained.
     """
     import pandas as pd
 
@@ -569,11 +498,8 @@ def train_twin(model, task: TwinTask, order: Sequence[Instance], config: Trainin
 
 
 def extract_graph(model, task: TwinTask, *, mode: str = "generate", batch_size: int = 64, progress: bool = False) -> set[Relation]:
-    """Algorithm 1 line 11: generate G, every triple the model produces for each device node's (k, v) pair.
-
-    The result is E of the generated graph G = (V, E) (V = the triples' end
-    points); compare it with the truth with :func:`gentwin.metrics.compare_graph`.
-    """
+    """Algorithm 1 line 11: E of the generated graph G, every triple the model produces for each device
+    node's (k, v) pair (compare with :func:`gentwin.metrics.compare_graph`)."""
     produced, _ = predict_triples(model, task, range(len(task.node_ids)), mode=mode, batch_size=batch_size,
                                   progress=progress)
     return set().union(*produced)
