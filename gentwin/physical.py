@@ -1,19 +1,12 @@
 """The Physical Space: a SimPy discrete-event simulator of the smart-city IoT network and its Table IV scenarios.
 
-The paper's AnyLogic simulator (proprietary) is replaced by SimPy, keeping to
-Section III.C: each sensor sends its id and a reading through its gateway once
-per ``report_period_s`` at a fixed phase; readings are lost with probability
-``packet_loss`` and delayed exponentially (``delay_mean_s``); gateways fail and
-recover (``gateway_mtbf_s``, ``gateway_mttr_s``); presence (eq. 1) follows a
-Markov chain (:func:`presence_chain`) continuing the data set's log; Scenario 2
-cuts the flow for ``outage_s`` from ``outage_start_s``.  The cyber side
-(:mod:`gentwin.loops`) reads the network only through
-:meth:`PhysicalSpace.collect` and steers it only through
-:meth:`PhysicalSpace.rehome`; :func:`gentwin.experiments.table4.simulate`
-wires the two together.
+It replaces the paper's AnyLogic simulator (proprietary), keeping to Section III.C: each sensor sends a
+reading through its gateway once per ``report_period_s``; readings are lost (``packet_loss``) and delayed
+(``delay_mean_s``); gateways fail and recover; presence (eq. 1) follows :func:`presence_chain`; Scenario 2 cuts
+the flow.  The cyber side (:mod:`gentwin.loops`) reads the network only through :meth:`PhysicalSpace.collect`
+and steers it only through :meth:`PhysicalSpace.rehome`; :func:`gentwin.experiments.table4.simulate` wires the
+two together.
 
-Examples
---------
 >>> from gentwin.config import resolve
 >>> s = resolve("quick")
 >>> topo_cfg = topology_config_for(5, s.topology, s.physical)
@@ -30,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from .checks import check_int, check_real
-from .config import PhysicalConfig, TopologyConfig, topology_config_for
+from .config import PhysicalConfig, topology_config_for
 from .topology import DataSet, Topology
 
 __all__ = [
@@ -50,15 +43,8 @@ class PhysicalError(ValueError):
     """An argument of the simulator is invalid."""
 
 
-# ---------------------------------------------------------------------------
-# Set-up helpers
-# ---------------------------------------------------------------------------
-
-
 def last_presence(dataset: DataSet) -> dict[str, bool]:
-    """Each node's presence in its latest instance of the data set's log.
-
-    Nodes the log never mentions are left out.
+    """Each node's presence in its latest instance of the data set's log (nodes it never mentions left out).
 
     >>> from gentwin.topology import Instance, generate_dataset
     >>> from gentwin.config import TopologyConfig
@@ -67,26 +53,17 @@ def last_presence(dataset: DataSet) -> dict[str, bool]:
     >>> last_presence(ds)
     {'AQ-S001': False}
     """
-    out: dict[str, bool] = {}
-    for inst in sorted(dataset.instances, key=lambda i: (i.timestamp, i.index)):
-        out[inst.node_id] = bool(inst.present)
-    return out
+    return {i.node_id: bool(i.present) for i in sorted(dataset.instances, key=lambda i: (i.timestamp, i.index))}
 
 
 def presence_chain(initial: np.ndarray, n_slots: int, p_inactive: float, dwell_slots: float,
                    rng: np.random.Generator) -> np.ndarray:
-    """Presence (eq. 1) of each sensor in each reading slot: a two-state Markov chain.
+    """Presence (eq. 1) of each sensor in each reading slot: a two-state Markov chain, (sensors, n_slots) bool.
 
-    An inactive sensor wakes up with probability ``b = 1 / dwell_slots`` per
-    slot (so inactive spells last ``dwell_slots`` slots on average); an active
-    one falls asleep with probability ``a = b p / (1 - p)``, which makes the
-    long-run inactive share ``a / (a + b) = p``, the data set's
-    ``p_inactive`` (in [0, 1)).  ``dwell_slots = 1`` (its least) makes every
-    slot independent.  ``initial`` (bool per sensor) is slot 0; the result is
-    a boolean array of shape (n_sensors, n_slots).
-
-    With ``p_inactive = 0`` nobody falls asleep and sleepers wake at once
-    (``dwell_slots = 1``):
+    An inactive sensor wakes with probability ``b = 1 / dwell_slots`` per slot; an active one falls asleep
+    with ``a = b p / (1 - p)``, which makes the long-run inactive share ``a / (a + b) = p_inactive``.
+    ``initial`` (bool per sensor) is slot 0.  With ``p_inactive = 0`` nobody falls asleep and sleepers wake at
+    once (``dwell_slots = 1``):
 
     >>> presence_chain(np.array([True, False]), 3, 0.0, 1.0, np.random.default_rng(0)).astype(int).tolist()
     [[1, 1, 1], [0, 1, 1]]
@@ -103,22 +80,18 @@ def presence_chain(initial: np.ndarray, n_slots: int, p_inactive: float, dwell_s
         raise PhysicalError(f"presence_dwell_s: with p_inactive = {p_inactive} an inactive spell of {dwell_slots:g} "
                             f"slots needs an active sensor to fall asleep with probability {a:.3g} > 1 per slot; "
                             "use a longer dwell")
-    out = np.empty((init.size, int(n_slots)), dtype=bool)
+    out = np.empty((init.size, n_slots), dtype=bool)
     out[:, 0] = init
-    u = rng.random((init.size, int(n_slots)))
-    for k in range(1, int(n_slots)):
-        prev = out[:, k - 1]
-        out[:, k] = np.where(prev, u[:, k] >= a, u[:, k] < b)
+    u = rng.random((init.size, n_slots))
+    for k in range(1, n_slots):
+        out[:, k] = np.where(out[:, k - 1], u[:, k] >= a, u[:, k] < b)
     return out
 
 
 def outage_window(physical: PhysicalConfig, scenario: int) -> tuple[float, float] | None:
-    """The cut ``[start, end)`` of a scenario (``None`` for Scenario 1 or a zero-length cut).
+    """The cut ``[start, end)`` of a scenario (``None`` for Scenario 1 or a zero-length cut); a reading sent
+    inside it is lost, one already in flight still arrives.
 
-    A reading is lost to the cut when it is *sent* inside the half-open
-    interval; readings already in flight when the cut starts still arrive.
-
-    >>> from gentwin.config import PhysicalConfig
     >>> outage_window(PhysicalConfig(), 2), outage_window(PhysicalConfig(), 1)
     ((60.0, 70.0), None)
     """
@@ -129,22 +102,13 @@ def outage_window(physical: PhysicalConfig, scenario: int) -> tuple[float, float
     return (physical.outage_start_s, physical.outage_start_s + physical.outage_s)
 
 
-# ---------------------------------------------------------------------------
-# The simulator
-# ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Delivery:
-    """What crossed from the physical to the cyber space for one reading slot, by the slot's close.
-
-    Each received record carries the sensor's id, its reading, its send time
-    (like NGSI-LD's ``observedAt``) and the gateway it came through.
-    """
+    """What crossed from the physical to the cyber space for one reading slot, by the slot's close."""
 
     received: np.ndarray  #: bool per sensor, its slot reading arrived in time
     values: np.ndarray  #: float per sensor, the reading (NaN where not received)
-    sent_at: np.ndarray  #: float per sensor, send time of the received reading (NaN otherwise)
+    sent_at: np.ndarray  #: float per sensor, send time of the received reading (like NGSI-LD observedAt; else NaN)
     via: np.ndarray  #: int per sensor, gateway index the reading came through (-1 otherwise)
     heartbeats: np.ndarray  #: bool per gateway, its slot heartbeat arrived in time
     heard_via: np.ndarray  #: int, gateway of every message received so far that was sent from the previous slot on
@@ -154,19 +118,14 @@ class Delivery:
 class PhysicalSpace:
     """Sensors, gateways and the network as SimPy processes.
 
-    One process per sensor sends its reading once per slot; one process per
-    gateway sends a heartbeat once per slot; with ``gateway_mtbf_s > 0`` (or a
-    scripted failure list) one process per gateway fails and repairs it.
-    Every reading's fate is written into (sensor, slot) grids; the cyber twin
-    reads them only through :meth:`collect`, i.e. only what arrived by then.
-
-    :meth:`rehome` is the control input of the external closed loop.
+    One process per sensor sends its reading once per slot at a fixed phase, one per gateway a heartbeat;
+    with ``gateway_mtbf_s > 0`` (or a scripted ``gateway_failures`` list of (gateway id, start, end)) one
+    process per gateway fails and repairs it.  Every reading's fate is written into (sensor, slot) grids.
     """
 
     def __init__(self, env, topology: Topology, physical: PhysicalConfig, *, scenario: int, presence: np.ndarray,
                  seed: int, gateway_failures: Sequence[tuple[str, float, float]] | None = None) -> None:
-        self.env = env
-        self.cfg = physical
+        self.env, self.cfg, self.presence = env, physical, presence
         self.period = physical.report_period_s
         self.n_slots = presence.shape[1]
         self.sensor_ids = tuple(n.id for n in topology.sensors())
@@ -175,25 +134,18 @@ class PhysicalSpace:
         self.assignment = np.array([gw_index[n.gateway] for n in topology.sensors()], dtype=np.int64)
         self.gateway_up = np.ones(len(self.gateway_ids), dtype=bool)
         self.outage = outage_window(physical, scenario)
-        self.presence = presence
         n, k = presence.shape
         g = len(self.gateway_ids)
-        ss = np.random.SeedSequence([int(seed), 6])
-        r_phase, r_loss, r_delay, r_value, r_fail, r_hb = (np.random.default_rng(x) for x in ss.spawn(6))
+        r_phase, r_loss, r_delay, r_value, r_fail, r_hb = map(np.random.default_rng,
+                                                              np.random.SeedSequence([int(seed), 6]).spawn(6))
         self.phase = r_phase.uniform(0.0, self.period, n)
         self.hb_phase = r_phase.uniform(0.0, self.period, g)
         self._lost = r_loss.random((n, k)) < physical.packet_loss
         self._hb_lost = r_hb.random((g, k)) < physical.packet_loss
-        if physical.delay_mean_s > 0:
-            self._delay = r_delay.exponential(physical.delay_mean_s, (n, k))
-            self._hb_delay = r_delay.exponential(physical.delay_mean_s, (g, k))
-        else:
-            self._delay = np.zeros((n, k))
-            self._hb_delay = np.zeros((g, k))
-        #: the reading's value, a random walk per sensor (arbitrary units)
-        self.values = np.cumsum(r_value.normal(0.0, 1.0, (n, k)), axis=1)
+        self._delay, self._hb_delay = ((r_delay.exponential(physical.delay_mean_s, (m, k))
+                                        if physical.delay_mean_s > 0 else np.zeros((m, k))) for m in (n, g))
+        self.values = np.cumsum(r_value.normal(0.0, 1.0, (n, k)), axis=1)  # a random walk per sensor
         self._fail_rng = r_fail
-        #: outcome grids
         self.sent_at = np.full((n, k), np.nan)
         self.arrival = np.full((n, k), np.inf)
         self.reason = np.full((n, k), INACTIVE, dtype=np.int8)
@@ -202,7 +154,6 @@ class PhysicalSpace:
         self.hb_sent = np.full((g, k), np.nan)
         self.down_intervals: list[tuple[int, float, float]] = []
         self.rehomes: list[tuple[float, int, int, int]] = []  # (time, sensor, from, to)
-
         for s in range(n):
             env.process(self._sensor(s))
         for j in range(g):
@@ -213,30 +164,25 @@ class PhysicalSpace:
                     raise PhysicalError(f"gateway_failures: {gid!r} is not a gateway of the topology")
                 if not (0.0 <= start < end):
                     raise PhysicalError(f"gateway_failures: {gid!r} needs 0 <= start < end (got {start}, {end})")
-                env.process(self._scripted_failure(gw_index[gid], float(start), float(end)))
+                env.process(self._failures(gw_index[gid], (float(start), float(end))))
         elif physical.gateway_mtbf_s > 0:
             for j in range(g):
                 env.process(self._failures(j))
 
-    # -- processes -------------------------------------------------------
     def _cut(self, t: float) -> bool:
         return self.outage is not None and self.outage[0] <= t < self.outage[1]
 
     def _sensor(self, s: int):
-        env = self.env
-        period = self.period
+        env, assignment, gateway_up = self.env, self.assignment, self.gateway_up
         present = self.presence[s].tolist()  # Python lists: scalar numpy indexing is slow in the hot loop
-        lost = self._lost[s].tolist()
-        delay = self._delay[s].tolist()
+        lost, delay = self._lost[s].tolist(), self._delay[s].tolist()
         sent_at, arrival, reason, via = self.sent_at[s], self.arrival[s], self.reason[s], self.via[s]
-        assignment, gateway_up = self.assignment, self.gateway_up
         yield env.timeout(self.phase[s])
         for k in range(self.n_slots):
             if present[k]:
                 now = env.now
                 gw = assignment[s]
-                sent_at[k] = now
-                via[k] = gw
+                sent_at[k], via[k] = now, gw
                 if self._cut(now):
                     reason[k] = CUT
                 elif not gateway_up[gw]:
@@ -246,42 +192,35 @@ class PhysicalSpace:
                 else:
                     reason[k] = DELIVERED
                     arrival[k] = now + delay[k]
-            yield env.timeout(period)
+            yield env.timeout(self.period)
 
     def _heartbeat(self, j: int):
-        env = self.env
-        yield env.timeout(self.hb_phase[j])
+        yield self.env.timeout(self.hb_phase[j])
         for k in range(self.n_slots):
-            now = env.now
+            now = self.env.now
             if self.gateway_up[j] and not self._cut(now) and not self._hb_lost[j, k]:
                 self.hb_sent[j, k] = now
                 self.hb_arrival[j, k] = now + self._hb_delay[j, k]
-            yield env.timeout(self.period)
+            yield self.env.timeout(self.period)
 
-    def _failures(self, j: int):
-        env = self.env
+    def _failures(self, j: int, script: tuple[float, float] | None = None):
+        """Gateway ``j`` fails and is repaired: once at the scripted (start, end), or forever at random."""
         while True:
-            yield env.timeout(self._fail_rng.exponential(self.cfg.gateway_mtbf_s))
-            start = env.now
+            yield self.env.timeout(script[0] if script else self._fail_rng.exponential(self.cfg.gateway_mtbf_s))
+            start = self.env.now
             self.gateway_up[j] = False
-            yield env.timeout(self._fail_rng.exponential(self.cfg.gateway_mttr_s))
+            yield self.env.timeout(script[1] - script[0] if script else
+                                   self._fail_rng.exponential(self.cfg.gateway_mttr_s))
             self.gateway_up[j] = True
-            self.down_intervals.append((j, start, env.now))
+            self.down_intervals.append((j, start, script[1] if script else self.env.now))
+            if script:
+                return
 
-    def _scripted_failure(self, j: int, start: float, end: float):
-        yield self.env.timeout(start)
-        self.gateway_up[j] = False
-        yield self.env.timeout(end - start)
-        self.gateway_up[j] = True
-        self.down_intervals.append((j, start, end))
-
-    # -- interface to the cyber space -------------------------------------
-    def collect(self, k: int) -> "Delivery":
+    def collect(self, k: int) -> Delivery:
         """What the cyber space has received of slot ``k`` by now (see :class:`Delivery`)."""
         now = self.env.now
         got = self.arrival[:, k] <= now
-        # every message received so far that was sent from slot k - 1 on: records carry their
-        # send time and the gateway they came through
+        # every message received so far that was sent from slot k - 1 on (records carry send time and gateway)
         lo = max(0, k - 1)
         hi = min(self.n_slots, k + 2 + int(math.ceil(self.cfg.slot_grace_s / self.period)))
         ok = self.arrival[:, lo:hi] <= now
@@ -295,6 +234,5 @@ class PhysicalSpace:
 
     def rehome(self, sensor: int, gateway: int) -> None:
         """Control flow of the external loop: route ``sensor``'s readings through ``gateway`` from now on."""
-        old = int(self.assignment[sensor])
+        self.rehomes.append((float(self.env.now), int(sensor), int(self.assignment[sensor]), int(gateway)))
         self.assignment[sensor] = gateway
-        self.rehomes.append((float(self.env.now), int(sensor), old, int(gateway)))

@@ -1,24 +1,19 @@
 """Fig. 8's runner: four twins answer the same what-if episodes over update rates x seeds x episodes, and the chapter's tables.
 
-:func:`run_whatif` runs the grid of Algorithm 1, lines 15-21 (one row per
-seed, update rate, episode and twin) for the four arms of
-:mod:`gentwin.whatif` (GenTwin, incremental, event-driven, traditional) on one
-store, and GenTwin again at each threshold of the gate panel.
-:func:`run_fig8` runs it for resolved settings and a data set and returns a
-:class:`Fig8` with everything the chapter shows: the curve against the
-measured α of eq. (7) in quantile bins (the paper's axis) and against the
-target rate, the gap of every arm pairing with paired per-seed confidence
-intervals, the update / read split and the staleness, the gate panel and the
-glued values.  Nothing here writes files.
+:func:`run_whatif` runs Algorithm 1, lines 15-21, for the four arms of :mod:`gentwin.whatif` and the gate panel;
+:func:`run_fig8` returns a :class:`Fig8` with the chapter's tables: the curve against the measured α of eq. (7)
+in quantile bins (the paper's axis), the gap of every arm pairing with paired per-seed intervals, the update /
+read split, the staleness, the gate panel and the glued values.
 """
 
 from __future__ import annotations
 
 import os
-
 import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+import pandas as pd
 
 from ..checks import check_int, check_real
 from ..config import Settings
@@ -43,39 +38,22 @@ PAIRINGS: tuple[tuple[str, str, str, str], ...] = (
     ("incremental", "traditional", "_incremental_vs_traditional", "writing the change vs rebuilding (no pooling)"),
 )
 _PANEL = "GenTwin gate"  #: twin name of the gate panel's GenTwins (their threshold in ``alpha_threshold``)
+_EPISODE = ["seed", "rate", "episode"]
 
 
-def run_whatif(
-    dataset: DataSet,
-    *,
-    backend: str,
-    rates: Sequence[float],
-    seeds: Sequence[int],
-    episodes: int,
-    readings: dict[str, str] | None = None,
-    alpha_threshold: float = 0.0,
-    panel_thresholds: Sequence[float] = (),
-    warmup_episodes: int = 1,
-    progress: bool = False,
-) -> "Any":
+def run_whatif(dataset: DataSet, *, backend: str, rates: Sequence[float], seeds: Sequence[int], episodes: int,
+               readings: dict[str, str] | None = None, alpha_threshold: float = 0.0,
+               panel_thresholds: Sequence[float] = (), warmup_episodes: int = 1, progress: bool = False):
     """Fig. 8's experiment, Algorithm 1 lines 15-21: every arm on the same episodes, per seed and update rate.
 
-    For every (seed, rate) a fresh Physical Space starts from ``dataset`` and
-    ``episodes`` scenarios (the three kinds in a seeded shuffled cycle) change
-    it; after each change every twin responds (the order rotates from episode
-    to episode) and its row is recorded, with the episode's measured α (eq. 7,
-    largest over the pools, from GenTwin's pooling) in column ``alpha``.  The
-    arms are :data:`ARMS` (GenTwin with ``alpha_threshold``); for every other
-    threshold in ``panel_thresholds`` a further GenTwin (twin ``"GenTwin
-    gate"``) answers the same episodes.  The first ``warmup_episodes`` are run
-    but not recorded (one-off costs of a fresh twin).  Stores are fresh twins
-    on ``backend`` (networkx: in memory; Neo4j: from the ``NEO4J_*``
-    environment) and are dropped afterwards.
-
-    Returns a DataFrame: one row per seed, rate, episode and twin.
+    For every (seed, rate) a fresh Physical Space starts from ``dataset`` and ``episodes`` scenarios (the three
+    kinds in a seeded shuffled cycle) change it; after each change every twin responds (the order rotates
+    from episode to episode).  Each row carries the episode's measured α (eq. 7, largest over the pools, from
+    GenTwin's pooling) in ``alpha``.  Every other threshold in ``panel_thresholds`` adds a GenTwin (twin
+    ``"GenTwin gate"``).  The first ``warmup_episodes`` are run but not recorded.  Stores are fresh twins on
+    ``backend`` (Neo4j: from the ``NEO4J_*`` environment), dropped afterwards.  Returns one row per seed,
+    rate, episode and twin.
     """
-    import pandas as pd
-
     check_int("episodes", episodes, low=1, error=WhatIfError)
     check_int("warmup_episodes", warmup_episodes, low=0, error=WhatIfError)
     check_real("alpha_threshold", alpha_threshold, low=0.0, error=WhatIfError)
@@ -92,24 +70,21 @@ def run_whatif(
     stores = {n: open_store(backend, twin=f"whatif-{tag}-{n}", keep_versions=1 if n == "traditional" else None)
               for n in names}
     grid = [(s, r) for s in seeds for r in rates]
-    grid = _progress(grid, desc=f"what-if ({backend})", total=len(grid), disable=not progress,
-                     leave=False, mininterval=10.0)
     rows = []
     try:
-        for seed, rate in grid:
+        for seed, rate in _progress(grid, desc=f"what-if ({backend})", total=len(grid), disable=not progress,
+                                    leave=False, mininterval=10.0):
             for st in stores.values():
                 st.drop()
             space = WhatIfCity(dataset, seed=[int(seed), int(round(rate * 1000))])
             state = space.state()
-            twins: list[Any] = [
+            everyone: list[Any] = [
                 GenTwin(stores["GenTwin"], state, alpha_threshold=alpha_threshold, **readings),
                 IncrementalTwin(stores["incremental"], state), EventDrivenTwin(stores["eventdriven"], state),
-                TraditionalTwin(stores["traditional"], state),
-            ]
-            gates = [GenTwin(stores[f"gate{k}"], state, alpha_threshold=t, **readings) for k, t in enumerate(panel)]
-            for g in gates:
-                g.name = _PANEL
-            everyone = twins + gates
+                TraditionalTwin(stores["traditional"], state)]
+            for k, t in enumerate(panel):
+                everyone.append(GenTwin(stores[f"gate{k}"], state, alpha_threshold=t, **readings))
+                everyone[-1].name = _PANEL
             kinds = [WHATIF_SCENARIOS[int(k)] for k in space.rng.permutation(len(WHATIF_SCENARIOS))]
             for ep in range(-warmup_episodes, episodes):
                 episode = space.apply(kinds[ep % len(kinds)], rate)
@@ -140,17 +115,6 @@ def describe_backend(backend: str) -> str:
     return "networkx, in the notebook's own process"
 
 
-def _alpha_bins(alpha, n_bins: int):
-    """Quantile bins of the measured α: (bin number per episode, table of the bins' α range and mean)."""
-    import pandas as pd
-
-    codes = pd.qcut(alpha.rank(method="first"), n_bins, labels=False)  # ranks: ties never merge two bins
-    table = alpha.groupby(codes).agg(["min", "max", "mean", "size"])
-    table.index.name = "alpha bin"
-    return codes, table.rename(columns={"min": "alpha min", "max": "alpha max", "mean": "alpha mean",
-                                        "size": "episodes"})
-
-
 @dataclass(frozen=True)
 class Fig8:
     """One run of Fig. 8: the raw rows and the tables and values the chapter shows."""
@@ -164,25 +128,28 @@ class Fig8:
     n_bins: int = 5
     alpha_threshold: float = 0.0
 
-    # -- the arms' rows, with the α bin of their episode --------------------------------------
+    def _binned(self):
+        """(bin number per episode, table of the bins' α range, mean α and episodes): quantile bins of α."""
+        alpha = self.runs[self.runs.twin == "GenTwin"].set_index(_EPISODE)["alpha"]
+        codes = pd.qcut(alpha.rank(method="first"), self.n_bins, labels=False)  # ranks: ties never merge two bins
+        table = alpha.groupby(codes).agg(["min", "max", "mean", "size"])
+        table.index.name = "alpha bin"
+        return codes, table.rename(columns={"min": "alpha min", "max": "alpha max", "mean": "alpha mean",
+                                            "size": "episodes"})
+
     @property
     def arms(self):
         """Rows of the four arms, with column ``alpha bin`` (quantile bin of the episode's measured α)."""
         rows = self.runs[self.runs.twin.isin(ARMS)].copy()
-        episodes = rows[rows.twin == "GenTwin"].set_index(["seed", "rate", "episode"])["alpha"]
-        codes, _ = _alpha_bins(episodes, self.n_bins)
-        rows["alpha bin"] = rows.set_index(["seed", "rate", "episode"]).index.map(codes.to_dict()).astype(int)
+        rows["alpha bin"] = rows.set_index(_EPISODE).index.map(self._binned()[0].to_dict()).astype(int)
         return rows
 
     @property
     def bins(self):
         """The α bins: range, mean α and number of episodes."""
-        episodes = self.runs[self.runs.twin == "GenTwin"].set_index(["seed", "rate", "episode"])["alpha"]
-        return _alpha_bins(episodes, self.n_bins)[1]
+        return self._binned()[1]
 
-    @property
-    def lo_bin(self) -> int:
-        return 0
+    lo_bin = 0
 
     @property
     def hi_bin(self) -> int:
@@ -207,11 +174,6 @@ class Fig8:
         c["alpha"] = c["alpha bin"].map(self.bins["alpha mean"])
         return c
 
-    @property
-    def rate_curve(self):
-        """Response time per twin and target rate (the secondary axis): mean, CI low/high, seeds."""
-        return summarise(self.per_seed("rate"), ["twin", "rate"], "response_ms", self.confidence)
-
     def gaps(self, arm: str = "GenTwin", baseline: str = "traditional", by: str = "alpha bin"):
         """Per α bin (or ``by="rate"``): both arms' mean times, the gap (%) and its paired per-seed CI."""
         return response_gaps(self.per_seed(by), self.confidence, arm=arm, baseline=baseline, by=by)
@@ -223,19 +185,17 @@ class Fig8:
 
     def pairings(self, by: str = "alpha bin"):
         """Every arm pairing: gap at the lowest and highest α bin (or rate) and its change, with paired CIs."""
-        import pandas as pd
-
         rows = []
         for arm, base, _, what in PAIRINGS:
             g = self.gaps(arm, base, by)
             lo, hi = g.index.min(), g.index.max()
             w, wl, wh, n = self.widening(arm, base, by)
+            ci = {b: f"[{g.loc[b, 'gap % CI low (per seed)']:.1f}, {g.loc[b, 'gap % CI high (per seed)']:.1f}]"
+                  for b in (lo, hi)}
             rows.append({
-                "pairing": f"{arm} vs {base}", "gap low %": g.loc[lo, "gap % (per seed)"],
-                "CI low": f"[{g.loc[lo, 'gap % CI low (per seed)']:.1f}, {g.loc[lo, 'gap % CI high (per seed)']:.1f}]",
-                "gap high %": g.loc[hi, "gap % (per seed)"],
-                "CI high": f"[{g.loc[hi, 'gap % CI low (per seed)']:.1f}, {g.loc[hi, 'gap % CI high (per seed)']:.1f}]",
-                "high - low": w, "CI of change": f"[{wl:.1f}, {wh:.1f}]", "seeds": n,
+                "pairing": f"{arm} vs {base}", "gap low %": g.loc[lo, "gap % (per seed)"], "CI low": ci[lo],
+                "gap high %": g.loc[hi, "gap % (per seed)"], "CI high": ci[hi], "high - low": w,
+                "CI of change": f"[{wl:.1f}, {wh:.1f}]", "seeds": n,
                 "direction": "widens" if wl > 0 else "narrows" if wh < 0 else "no clear trend", "what it shows": what,
             })
         return pd.DataFrame(rows).set_index("pairing").round(1)
@@ -247,8 +207,8 @@ class Fig8:
                         self.confidence)
         tab.insert(1, "devices changed", [changes_for_rate(r, self.n_devices) for r in tab["rate"]])
         arms = self.arms
-        share = arms[arms.twin == "GenTwin"].groupby("rate")["alpha bin"].agg(lambda s: s.value_counts().idxmax())
-        tab["usual alpha bin"] = tab["rate"].map(share)
+        usual = arms[arms.twin == "GenTwin"].groupby("rate")["alpha bin"].agg(lambda s: s.value_counts().idxmax())
+        tab["usual alpha bin"] = tab["rate"].map(usual)
         return tab.rename(columns={"rate": "target rate", "mean": "measured alpha (mean)", "low": "CI low",
                                    "high": "CI high", "n": "seeds"}).round(3).set_index("target rate")
 
@@ -259,14 +219,6 @@ class Fig8:
             read_ms=("read_ms", "mean"), response_ms=("response_ms", "mean"), records=("n_written", "mean"),
             transactions=("transactions", "mean"), stale=("stale", "mean"),
         ).round(2)
-
-    def records(self):
-        """Per rate and twin: records written, transactions, entities answered, stale entities, usual parts."""
-        return self.arms.groupby(["rate", "twin"]).agg(
-            records_written=("n_written", "mean"), transactions=("transactions", "mean"),
-            entities_answered=("answered_nodes", "mean"), stale_entities=("stale", "mean"),
-            parts=("parts", lambda s: s.value_counts().index[0]),
-        ).round(1)
 
     def gate_panel(self):
         """GenTwin at every threshold of the gate, same episodes: update, read, response time, staleness, writes."""
@@ -281,84 +233,73 @@ class Fig8:
             if col in ("response_ms", "stale"):
                 out[col + " CI"] = [f"[{a:.2f}, {b:.2f}]" for a, b in zip(s["low"], s["high"])]
         out["share of episodes with a write"] = per_seed.groupby("alpha_threshold")["versions"].mean()
-        import pandas as pd
-
         return pd.DataFrame(out).round(3)
 
     def comparison(self):
         """This run against the paper's reference values (the paper's are labelled as such)."""
-        import pandas as pd
-
         g = self.glued()
-        keys = ("fig8_gentwin_ms_low", "fig8_traditional_ms_low", "fig8_gap_low_pct", "fig8_gap_high_pct",
-                "fig8_gap_widening_pct")
         rows = []
-        for k in keys:
+        for k in ("fig8_gentwin_ms_low", "fig8_traditional_ms_low", "fig8_gap_low_pct", "fig8_gap_high_pct",
+                  "fig8_gap_widening_pct"):
             ref = by_key("fig8_gap_widens" if k == "fig8_gap_widening_pct" else k)
-            rows.append({"quantity": ref.quantity if hasattr(ref, "quantity") else k, "glue": k,
-                         "this run": round(g[k], 2), "CI": f"[{g[k + '_low']:.1f}, {g[k + '_high']:.1f}]",
-                         "paper (reference)": ref.paper_text, "judged as": ref.judge})
+            rows.append({"quantity": ref.quantity, "glue": k, "this run": round(g[k], 2),
+                         "CI": f"[{g[k + '_low']:.1f}, {g[k + '_high']:.1f}]", "paper (reference)": ref.paper_text,
+                         "judged as": ref.judge})
         return pd.DataFrame(rows).set_index("glue")
 
     def glued(self) -> dict[str, Any]:
         """Every value the chapter glues, by glue name.
 
-        ``fig8_gap_low_pct`` / ``fig8_gap_high_pct``: the headline gap (GenTwin
-        vs the traditional rebuild) at the lowest / highest bin of the measured
-        α, as the mean of the paired per-seed gaps (the centre of its CI); ``fig8_gap_widening_pct``: mean of the per-seed (high - low) gap;
-        each with ``_low``/``_high`` (CI) and ``_n`` (seeds).  The other
-        pairings carry the suffix of :data:`PAIRINGS`.
+        ``fig8_gap_low_pct`` / ``fig8_gap_high_pct``: the headline gap (GenTwin vs the rebuild) at the lowest /
+        highest α bin, the mean of the paired per-seed gaps; ``fig8_gap_widening_pct``: the mean per-seed
+        (high - low) change; each with ``_low``/``_high`` (CI) and ``_n`` (seeds).  The other pairings carry the
+        suffix of :data:`PAIRINGS`.
         """
         lo, hi = self.lo_bin, self.hi_bin
-        curve = self.curve
         out: dict[str, Any] = {}
         for arm, base, suffix, _ in PAIRINGS:
             g = self.gaps(arm, base)
             for key, b in (("fig8_gap_low_pct", lo), ("fig8_gap_high_pct", hi)):
-                out[key + suffix] = float(g.loc[b, "gap % (per seed)"])
-                out[key + suffix + "_low"] = float(g.loc[b, "gap % CI low (per seed)"])
-                out[key + suffix + "_high"] = float(g.loc[b, "gap % CI high (per seed)"])
-                out[key + suffix + "_n"] = int(g.loc[b, "n"])
-            w, wl, wh, n = self.widening(arm, base)
-            out.update({f"fig8_gap_widening_pct{suffix}": w, f"fig8_gap_widening_pct{suffix}_low": wl,
-                        f"fig8_gap_widening_pct{suffix}_high": wh, f"fig8_gap_widening_pct{suffix}_n": n})
-        for key, twin_name in (("fig8_gentwin_ms_low", "GenTwin"), ("fig8_traditional_ms_low", "traditional")):
-            row = curve[(curve["twin"] == twin_name) & (curve["alpha bin"] == lo)].iloc[0]
-            out[key] = float(row["mean"])
-            out[key + "_low"], out[key + "_high"], out[key + "_n"] = float(row["low"]), float(row["high"]), int(row["n"])
+                r = g.loc[b]
+                out.update(_interval(key + suffix, r["gap % (per seed)"], r["gap % CI low (per seed)"],
+                                     r["gap % CI high (per seed)"], r["n"]))
+            out.update(_interval(f"fig8_gap_widening_pct{suffix}", *self.widening(arm, base), cast=False))
+        curve = self.curve
+        for key, twin in (("fig8_gentwin_ms_low", "GenTwin"), ("fig8_traditional_ms_low", "traditional")):
+            r = curve[(curve["twin"] == twin) & (curve["alpha bin"] == lo)].iloc[0]
+            out.update(_interval(key, r["mean"], r["low"], r["high"], r["n"]))
             out[key + "_note"] = (f"our twin store is {self.backend}, queried in process on one machine; the paper's "
                                   "network path and hardware are not given")
         bins = self.bins
-        out["fig8_backend"] = self.backend
-        out["fig8_lo_rate"], out["fig8_hi_rate"] = self.lo_rate, self.hi_rate
-        out["fig8_lo_alpha"] = float(bins.loc[lo, "alpha mean"])
-        out["fig8_hi_alpha"] = float(bins.loc[hi, "alpha mean"])
-        out["fig8_alpha_threshold"] = self.alpha_threshold
-        out["fig8_paper_gap_low"] = by_key("fig8_gap_low_pct").paper_text
-        out["fig8_paper_gap_high"] = by_key("fig8_gap_high_pct").paper_text
+        out.update(fig8_backend=self.backend, fig8_lo_rate=self.lo_rate, fig8_hi_rate=self.hi_rate,
+                   fig8_lo_alpha=float(bins.loc[lo, "alpha mean"]), fig8_hi_alpha=float(bins.loc[hi, "alpha mean"]),
+                   fig8_alpha_threshold=self.alpha_threshold,
+                   fig8_paper_gap_low=by_key("fig8_gap_low_pct").paper_text,
+                   fig8_paper_gap_high=by_key("fig8_gap_high_pct").paper_text)
         return out
 
     def summary(self) -> str:
         """Where the time goes from the lowest to the highest α bin, and the headline gap's direction."""
-        lo, hi = self.lo_bin, self.hi_bin
-        parts = self.time_parts()
-        g = self.glued()
-
-        def upd(t: str, b: int) -> float:
-            return float(parts.loc[(t, b), "update_ms"])
-
+        parts, g = self.time_parts(), self.glued()
+        upd = {t: [float(parts.loc[(t, b), "update_ms"]) for b in (self.lo_bin, self.hi_bin)] for t in ARMS}
         trend = ("widens" if g["fig8_gap_widening_pct_low"] > 0 else
                  "narrows" if g["fig8_gap_widening_pct_high"] < 0 else "shows no clear trend")
         return (
-            f"From alpha {g['fig8_lo_alpha']:.2f} to {g['fig8_hi_alpha']:.2f} the update takes GenTwin "
-            f"{upd('GenTwin', lo):.1f} -> {upd('GenTwin', hi):.1f} ms, the incremental writer "
-            f"{upd('incremental', lo):.1f} -> {upd('incremental', hi):.1f} ms, the event-driven twin "
-            f"{upd('event-driven', lo):.1f} -> {upd('event-driven', hi):.1f} ms and the full rebuild "
-            f"{upd('traditional', lo):.1f} -> {upd('traditional', hi):.1f} ms.\n"
+            f"From alpha {g['fig8_lo_alpha']:.2f} to {g['fig8_hi_alpha']:.2f} the update takes "
+            + ", ".join(f"{who} {upd[t][0]:.1f} -> {upd[t][1]:.1f} ms" for t, who in zip(ARMS[:3], (
+                "GenTwin", "the incremental writer", "the event-driven twin")))
+            + f" and the full rebuild {upd['traditional'][0]:.1f} -> {upd['traditional'][1]:.1f} ms.\n"
             f"GenTwin vs the rebuild: the gap {trend} ({g['fig8_gap_low_pct']:.0f} % -> {g['fig8_gap_high_pct']:.0f} %,"
             f" change {g['fig8_gap_widening_pct']:.0f} points, CI [{g['fig8_gap_widening_pct_low']:.0f}, "
             f"{g['fig8_gap_widening_pct_high']:.0f}] over {g['fig8_gap_widening_pct_n']} seeds)."
         )
+
+
+def _interval(key: str, mean, low, high, n, cast: bool = True) -> dict[str, Any]:
+    """``key`` (the mean), ``key_low``, ``key_high`` and ``key_n`` (floats and an int unless ``cast`` is off)."""
+    if cast:
+        mean, low, high, n = float(mean), float(low), float(high), int(n)
+    return {key: mean, key + "_low": low, key + "_high": high, key + "_n": n}
 
 
 def other_backend(backend: str, environ: dict[str, str] | None = None) -> str | None:
@@ -369,20 +310,16 @@ def other_backend(backend: str, environ: dict[str, str] | None = None) -> str | 
     >>> other_backend("neo4j", {"NEO4J_URI": "bolt://db:7687"})
     'networkx'
     """
-    import os
-
-    env = os.environ if environ is None else environ
     if backend == "neo4j":
         return "networkx"
-    return "neo4j" if env.get("NEO4J_URI") else None
+    return "neo4j" if (os.environ if environ is None else environ).get("NEO4J_URI") else None
 
 
 def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progress: bool = True,
              step_cache=None) -> Fig8:
     """Fig. 8 for resolved settings: on ``dataset`` (default: generated from ``settings.topology``), the backend
-    of ``settings.twin.store``, all arms and the gate panel.  With ``step_cache``
-    (:class:`gentwin.cache.StepCache`) the episodes of the same settings, data set and store are reused, with
-    the times measured when they ran."""
+    of ``settings.twin.store``, all arms and the gate panel.  ``step_cache`` (:class:`gentwin.cache.StepCache`)
+    reuses the episodes of the same settings, data set and store, with the times measured when they ran."""
     tw, pc = settings.twin, settings.pooling
     backend = choose_backend(tw.store)
     ds = generate_dataset(settings.topology) if dataset is None else dataset

@@ -1,8 +1,7 @@
 """Table IV's runner: the SimPy physical space wired to the cyber twin's closed loops, run over sizes, scenarios and seeds.
 
-:func:`run_table4` builds the :class:`Table4` the chapter shows from :func:`table4_runs` and
-:func:`input_sensitivity`, both made of :func:`simulate` runs (one scenario, every arm of :data:`ARMS`
-scored by :func:`gentwin.metrics.completeness` and :func:`gentwin.metrics.net_completeness`).
+:func:`simulate` runs one scenario and scores every arm of :data:`ARMS` with
+:func:`gentwin.metrics.completeness`; :func:`run_table4` builds the chapter's :class:`Table4`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..checks import check_int
 from ..config import ConfigError, PhysicalConfig, PoolingConfig, Settings, TopologyConfig
@@ -34,8 +34,7 @@ __all__ = [
 ]
 
 #: The twins scored on every run, in table order: GenTwin, the traditional twin (observed records only) and two
-#: baselines that fill gaps without GenTwin's knowledge graph (:func:`gentwin.loops.carry_forward_records`,
-#: :func:`gentwin.loops.always_generate_records`).  All four see the same readings of the same run.
+#: baselines that fill gaps without the knowledge graph; all four see the same readings of the same run.
 ARMS: tuple[str, ...] = ("GenTwin", "traditional", "carry forward", "always generate")
 
 #: Glue-name part of each arm other than GenTwin (``table4_s2_large_carry_forward``, ...).
@@ -74,8 +73,6 @@ class SimulationResult:
 
     def timeline(self):
         """Per slot: records in the ground truth and what each twin holds (a long DataFrame)."""
-        import pandas as pd
-
         slots = np.arange(self.n_slots)
         obs = self.observed.sum(axis=0)
         series = {"ground truth": self.truth.sum(axis=0), "traditional twin": obs,
@@ -87,12 +84,10 @@ class SimulationResult:
 
     def loss_table(self):
         """How many readings ended how (delivered, cut, gateway down, ...)."""
-        import pandas as pd
-
         return pd.DataFrame({"fate": REASONS, "cells": np.bincount(self.reason.ravel(), minlength=len(REASONS))})
 
     def rows(self) -> list[dict]:
-        """One row per twin (:data:`ARMS`) for a results table (with how many readings were lost to what)."""
+        """One row per twin (:data:`ARMS`) for a results table, with how many readings were lost to what."""
         fates = np.bincount(self.reason.ravel(), minlength=len(REASONS))
         lost = {f"lost_{REASONS[k]}": int(fates[k]) for k in (CUT, GATEWAY_DOWN, PACKET_LOSS, LATE)}
         return [dict(size=self.size, scenario=self.scenario, seed=self.seed, twin=twin,
@@ -109,27 +104,13 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
              gateway_failures: Sequence[tuple[str, float, float]] | None = None, store=None) -> SimulationResult:
     """Run one scenario on one topology and score every arm of :data:`ARMS`.
 
-    Parameters
-    ----------
-    physical, topology_cfg : PhysicalConfig, TopologyConfig
-        Rates, loss, delay, outage, failures and loop settings; the network
-        (:func:`~gentwin.config.topology_config_for` gives a Table IV size).
-    scenario : {1, 2}
-        1: no interruption; 2: the flow is cut for ``outage_s`` from ``outage_start_s``.
-    seed : int
-        Seed of everything random in the run; the topology comes from ``topology_cfg.data_seed``.
-    pooling : PoolingConfig, optional
-        eq. (3) ``relation_owner``, eq. (4) band and eq. (6) reading for the internal loop.
-    dataset : DataSet, optional
-        The history the run continues (default ``generate_dataset(topology_cfg)``): the twin's first
-        version is pooled from it and each sensor starts with its last presence in it.
-    presence : bool array (n_sensors, n_slots), optional
-        Ground-truth presence instead of the Markov chain (hand-worked tests).
-    gateway_failures : list of (gateway id, start, end), optional
-        Scripted failures instead of random ones.
-    store : optional
-        Where the internal loop commits twin versions: an empty :mod:`gentwin.graph` store (through
-        :class:`gentwin.loops.GraphStore`, default a new ``NetworkxStore``) or a :class:`gentwin.loops.VersionSink`.
+    ``scenario`` 1 has no interruption, 2 cuts the flow for ``outage_s``.  ``seed`` seeds everything random in
+    the run (the topology comes from ``topology_cfg.data_seed``).  ``dataset`` (default
+    ``generate_dataset(topology_cfg)``) is the history the run continues: the twin's first version is pooled
+    from it and each sensor starts with its last presence in it.  ``presence`` (bool, sensors x slots) replaces
+    the Markov chain and ``gateway_failures`` ((gateway id, start, end), ...) the random failures.  ``store``
+    is where the internal loop commits twin versions: an empty :mod:`gentwin.graph` store (default a new
+    ``NetworkxStore``) or a :class:`gentwin.loops.VersionSink`.
     """
     import simpy
 
@@ -209,17 +190,15 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     )
 
 
+def _seeds(phys: PhysicalConfig) -> range:
+    return range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)
+
+
 def table4_runs(settings: Settings, *, progress: bool = False, keep: Iterable[tuple[int, int, int]] = ()):
-    """All Table IV runs: every size x scenario x seed of ``settings.physical``.
-
-    Returns ``(frame, kept)``: :meth:`SimulationResult.rows` of every run (a DataFrame) and the full
-    :class:`SimulationResult` of each (size, scenario, seed) in ``keep`` (for time-line plots).
-    """
-    import pandas as pd
-
+    """Every size x scenario x seed of ``settings.physical``: ``(frame, kept)``, the :meth:`SimulationResult.rows`
+    of every run and the full result of each (size, scenario, seed) in ``keep``."""
     phys, keep = settings.physical, set(keep)
-    seeds = range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)
-    jobs = [(size, sc, seed) for size in phys.sizes for sc in TABLE4_SCENARIOS for seed in seeds]
+    jobs = [(size, sc, seed) for size in phys.sizes for sc in TABLE4_SCENARIOS for seed in _seeds(phys)]
     networks = {size: (tcfg, generate_dataset(tcfg)) for size in phys.sizes
                 for tcfg in [topology_config_for(size, settings.topology, phys)]}  # one network and history per size
     rows: list[dict] = []
@@ -238,10 +217,8 @@ PAPER_SIZES: dict[int, str] = {30: "small", 100: "medium", 250: "large"}
 
 
 def size_labels(sizes: Sequence[int]) -> dict[int, str]:
-    """Table IV's column names for the sizes of a run.
-
-    Three sizes are named small / medium / large in increasing order (as the
-    paper's 30 / 100 / 250); otherwise only the paper's own sizes get a name.
+    """Table IV's column names: three sizes are small / medium / large in increasing order, otherwise only the
+    paper's own sizes get a name.
 
     >>> size_labels((30, 100, 250))
     {30: 'small', 100: 'medium', 250: 'large'}
@@ -257,11 +234,8 @@ def size_labels(sizes: Sequence[int]) -> dict[int, str]:
 
 
 def summarise_table4(frame, confidence: float = 0.95):
-    """Mean and confidence interval across seeds of each Table IV quantity (``frame``: :func:`table4_runs`'s).
-
-    One row per (scenario, size, twin): ``completeness`` and ``net`` (%) each with ``_low`` and ``_high``, the
-    means of ``observed``, ``generated``, ``generated_precision``, ``false_record_pct``, ``record_f1`` and ``n``.
-    """
+    """Per (scenario, size, twin) of :func:`table4_runs`' frame: ``completeness`` and ``net`` (%) with their CI
+    (``_low``, ``_high``), ``n`` and the means of observed, generated, precision, false records and F1."""
     keys = ["scenario", "size", "twin"]
     out = summarise(frame, keys, "completeness_pct", confidence).rename(
         columns={"mean": "completeness", "low": "completeness_low", "high": "completeness_high"})
@@ -280,8 +254,6 @@ SHOWN_PARAMETERS: tuple[str, ...] = (*(f.name for f in dataclasses.fields(Physic
 
 def topology_table(settings: Settings):
     """The network of each Table IV size: sensors, gateways and fog links (a DataFrame)."""
-    import pandas as pd
-
     phys = settings.physical
     return pd.DataFrame([
         {"size": label, "sensors": tc.n_sensors, "gateways": tc.n_gateways, "fog links": tc.n_gateway_links}
@@ -291,7 +263,6 @@ def topology_table(settings: Settings):
 
 
 #: The inputs of the sensitivity panel: (input, config field holding its grid, scenarios that can depend on it).
-#: Scenario 1 has no cut, so the cut length is varied in Scenario 2 only.
 SENSITIVITY_INPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("packet_loss", "sensitivity_packet_loss", (1, 2)), ("duration_s", "sensitivity_duration_factors", (1, 2)),
     ("outage_s", "sensitivity_outage_s", (2,)), ("presence_dwell_s", "sensitivity_dwell_s", (1, 2)))
@@ -302,18 +273,13 @@ TRACK_TOLERANCE_PP = 0.05
 
 
 def input_sensitivity(settings: Settings, size: int | None = None, *, progress: bool = False):
-    """One input at a time over its grid, every seed, both scenarios: which inputs set Table IV's cells.
+    """One input of :data:`SENSITIVITY_INPUTS` at a time over its grid, every seed: :meth:`SimulationResult.rows`
+    plus ``input`` and ``value``.
 
-    Each input of :data:`SENSITIVITY_INPUTS` takes every value of its grid
-    (``sensitivity_duration_factors`` times ``duration_s``) while the others
-    keep ``settings.physical``'s; every value runs the same seeds on the same
-    network of ``size`` sensors (default: the largest) and history, so the
-    grid is paired.  Returns :meth:`SimulationResult.rows` plus ``input`` and
-    ``value`` (a DataFrame).  A grid value that makes an invalid run (e.g. a cut
-    that does not end within the run) raises ``ConfigError`` naming the grid's field.
+    The other inputs keep ``settings.physical``'s values and every value runs the same seeds on the same
+    network of ``size`` sensors (default: the largest), so the grid is paired.  A grid value that makes an
+    invalid run raises ``ConfigError`` naming the grid's field.
     """
-    import pandas as pd
-
     phys = settings.physical
     size = max(phys.sizes) if size is None else check_int("size", size, low=1, error=PhysicalError)
     tcfg = topology_config_for(size, settings.topology, phys)
@@ -325,24 +291,17 @@ def input_sensitivity(settings: Settings, size: int | None = None, *, progress: 
             try:
                 p = dataclasses.replace(phys, **{inp: value})
             except ConfigError as e:
-                raise ConfigError(f"{grid_field} = {getattr(phys, grid_field)!r}: {inp} = {value:g} makes an "
-                                  f"invalid run ({e})") from None
-            jobs += [(inp, value, p, sc, seed) for sc in scenarios
-                     for seed in range(phys.sim_seed, phys.sim_seed + phys.physical_seeds)]
+                raise ConfigError(f"{grid_field} = {grid!r}: {inp} = {value:g} makes an invalid run ({e})") from None
+            jobs += [(inp, value, p, sc, seed) for sc in scenarios for seed in _seeds(phys)]
     runs = _progress(jobs, desc="Table IV sensitivity", disable=not progress, leave=False)
     return pd.DataFrame([dict(row, input=inp, value=float(value)) for inp, value, p, sc, seed in runs for row in
                          simulate(p, tcfg, scenario=sc, seed=seed, pooling=settings.pooling, dataset=dataset).rows()])
 
 
 def summarise_sensitivity(frame, confidence: float = 0.95):
-    """Mean and CI across seeds of completeness and net completeness per input, value, scenario and twin.
-
-    ``frame`` is :func:`input_sensitivity`'s.  Columns ``input, value, scenario,
-    twin, metric, mean, low, high, n, cells`` (ground-truth records over all
-    seeds) and ``implied`` (``100 (1 - packet_loss)`` on the packet-loss rows).
-    """
-    import pandas as pd
-
+    """Mean and CI across seeds of completeness and net completeness per input, value, scenario and twin
+    (``metric``), with ``cells`` (ground-truth records over all seeds) and ``implied`` (``100 (1 -
+    packet_loss)`` on the packet-loss rows)."""
     keys = ["input", "value", "scenario", "twin"]
     parts = [summarise(frame, keys, col, confidence).assign(metric=metric)
              for metric, col in (("completeness", "completeness_pct"), ("net completeness", "net_completeness_pct"))]
@@ -353,18 +312,13 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
 
 
 def input_drivers(summary, tolerance_pp: float = TRACK_TOLERANCE_PP):
-    """Which input sets each Table IV cell: the spread of each arm's completeness over each input's grid.
+    """Which input sets each Table IV cell, per scenario and twin of :func:`summarise_sensitivity`'s table.
 
-    ``summary`` is :func:`summarise_sensitivity`'s.  One row per scenario and
-    twin: per input the spread (max - min) of the mean completeness over its
-    grid (NaN where not varied), and ``reading``: ``"set by input:
-    packet_loss"`` where the completeness is ``100 (1 - packet_loss)`` within
-    its CI widened by ``max(tolerance_pp, 200 sqrt(p (1 - p) / cells))`` at
-    every grid value, ``"does not move over the grid"`` where no spread
-    exceeds ``tolerance_pp``, else ``"moves most with <input>"``.
+    Per input the spread (max - min) of the mean completeness over its grid (NaN where not varied), and
+    ``reading``: ``"set by input: packet_loss"`` where the completeness is ``100 (1 - packet_loss)`` within its
+    CI widened by ``max(tolerance_pp, 200 sqrt(p (1 - p) / cells))`` at every grid value, ``"does not move over
+    the grid"`` where no spread exceeds ``tolerance_pp``, else ``"moves most with <input>"``.
 
-    Examples
-    --------
     >>> import pandas as pd
     >>> summary = pd.DataFrame({
     ...     "input": ["packet_loss"] * 2 + ["outage_s"] * 2, "value": [0.0, 0.1, 2.0, 10.0], "scenario": [1] * 4,
@@ -375,14 +329,11 @@ def input_drivers(summary, tolerance_pp: float = TRACK_TOLERANCE_PP):
     >>> round(float(row["packet_loss"]), 2), float(row["outage_s"]), row["reading"]
     (9.98, 2.0, 'set by input: packet_loss')
     """
-    import pandas as pd
-
     comp = summary[summary.metric == "completeness"]
-    inputs = [inp for inp, _, _ in SENSITIVITY_INPUTS]
     rows = []
     for (sc, twin), sub in comp.groupby(["scenario", "twin"], sort=True):
         spread = {inp: float(g["mean"].max() - g["mean"].min()) if len(g) else math.nan
-                  for inp in inputs for g in [sub[sub["input"] == inp]]}
+                  for inp, _, _ in SENSITIVITY_INPUTS for g in [sub[sub["input"] == inp]]}
         loss = sub[sub["input"] == "packet_loss"]
         p = loss["value"].to_numpy(dtype=float)
         tol = np.maximum(tolerance_pp, 200.0 * np.sqrt(p * (1.0 - p) / loss["cells"].to_numpy(dtype=float)))
@@ -403,6 +354,18 @@ def _by_arm(frame, columns: list[str]):
     """``frame`` sorted by ``columns``, its ``twin`` column in :data:`ARMS` order."""
     order = {a: k for k, a in enumerate(ARMS)}
     return frame.sort_values(columns, key=lambda c: c.map(order) if c.name == "twin" else c, ignore_index=True)
+
+
+def _gap_note(settings: Settings, size: int, g, paper: float) -> str:
+    """Whether the paper's value lies inside GenTwin's interval, or by how much ours differs and why."""
+    phys = settings.physical
+    if settings.profile != "paper":
+        return f"quick profile: {size} sensors, {phys.duration_s:g} s runs"
+    if g.completeness_low <= paper <= g.completeness_high:
+        return "the paper's value lies inside our interval"
+    return (f"ours is {g.completeness - paper:+.2f} points; the paper reports neither its loss rate nor how long "
+            f"sensors stay inactive, ours come from packet_loss = {phys.packet_loss:g} and presence_dwell_s = "
+            f"{phys.presence_dwell_s:g} s (a choice, see the sensitivity table)")
 
 
 @dataclass(frozen=True)
@@ -427,54 +390,39 @@ class Table4:
                 f"{self.settings.physical.physical_seeds} seeds; profile {self.settings.profile!r}")
 
     def completeness_table(self):
-        """Table IV: completeness and net completeness (%) per scenario, twin (:data:`ARMS`) and metric (rows)
-        and size (columns); then the paper's values, per scenario."""
-        import pandas as pd
-
-        labels = self.labels
+        """Table IV: completeness and net completeness (%) per scenario, twin and metric (rows) and size
+        (columns); then the paper's values, per scenario."""
         summary = self.summary.set_index(["scenario", "twin", "size"])
-        columns = [f"{label} ({size})" for size, label in labels.items()]
         rows, index = [], []
         for sc in TABLE4_SCENARIOS:
             for twin in ARMS:
                 for metric, col in (("completeness", "completeness"), ("net completeness", "net")):
-                    cells = [summary.loc[(sc, twin, size)] for size in labels]
+                    cells = [summary.loc[(sc, twin, size)] for size in self.labels]
                     rows.append([f"{r[col]:.2f}" if r.n < 2 else
                                  f"{r[col]:.2f} [{r[col + '_low']:.2f}, {r[col + '_high']:.2f}]" for r in cells])
                     index.append((sc, twin, metric))
-            refs = [by_key(f"table4_s{sc}_{label}") for label in labels.values()]
+            refs = [by_key(f"table4_s{sc}_{label}") for label in self.labels.values()]
             rows.append([f"{ref.paper_text} (paper, {ref.quantity.split('(')[-1].rstrip(')')})" for ref in refs])
             index.append((sc, "paper (reference)", "completeness"))
-        return pd.DataFrame(rows, columns=columns,
+        return pd.DataFrame(rows, columns=[f"{label} ({size})" for size, label in self.labels.items()],
                             index=pd.MultiIndex.from_tuples(index, names=["scenario", "twin", "metric"]))
 
     def glue_values(self) -> dict[str, float | int | str]:
         """The values the chapter publishes, per cell ``k = table4_s<scenario>_<size label>``.
 
-        GenTwin's completeness ``k`` with ``_low``, ``_high``, ``_n`` and a ``_note`` saying whether the
-        paper's value lies inside our interval (:func:`gentwin.audit.comparison_status` applies the
-        margins); GenTwin's net completeness ``k_net`` with ``_low``, ``_high``, ``_n``; each other arm's
-        completeness ``k_<arm>`` and net completeness ``k_<arm>_net``, each with ``_n``; per scenario the
-        sensitivity panel's reading for GenTwin (``table4_input_s<scenario>``).
+        GenTwin's completeness ``k`` (``_low``, ``_high``, ``_n`` and a ``_note`` on the paper's value against
+        our interval), its net completeness ``k_net`` (``_low``, ``_high``, ``_n``), each other arm's
+        ``k_<arm>`` and ``k_<arm>_net`` (each with ``_n``), and per scenario the sensitivity panel's reading for
+        GenTwin (``table4_input_s<scenario>``).
         """
-        phys = self.settings.physical
         s = self.summary.set_index(["scenario", "twin", "size"])
         cells = [(f"table4_s{sc}_{label}", sc, size) for sc in TABLE4_SCENARIOS for size, label in self.labels.items()]
         out: dict[str, float | int | str] = {}
         for key, sc, size in cells:  # the first names, in their first order
-            g, ref = s.loc[(sc, "GenTwin", size)], by_key(key)
+            g = s.loc[(sc, "GenTwin", size)]
             out.update({key: float(g.completeness), key + "_low": float(g.completeness_low),
-                        key + "_high": float(g.completeness_high)})
-            if self.settings.profile != "paper":
-                note = f"quick profile: {size} sensors, {phys.duration_s:g} s runs"
-            elif g.completeness_low <= ref.paper <= g.completeness_high:
-                note = "the paper's value lies inside our interval"
-            else:
-                note = (f"ours is {g.completeness - ref.paper:+.2f} points; the paper reports neither its loss "
-                        f"rate nor how long sensors stay inactive, ours come from packet_loss = "
-                        f"{phys.packet_loss:g} and presence_dwell_s = {phys.presence_dwell_s:g} s (a choice, "
-                        "see the sensitivity table)")
-            out[key + "_note"] = note
+                        key + "_high": float(g.completeness_high),
+                        key + "_note": _gap_note(self.settings, size, g, by_key(key).paper)})
         for key, sc, size in cells:
             g = s.loc[(sc, "GenTwin", size)]
             out.update({key + "_n": int(g.n), key + "_net": float(g.net), key + "_net_low": float(g.net_low),
@@ -501,12 +449,12 @@ class Table4:
         """Two sentences: GenTwin's gain in Scenario 2 and what Scenario 1 lost in transit."""
         summary, frame = self.summary, self.frame
         s2 = summary[summary.scenario == 2].set_index(["size", "twin"])
-        gain = {size: s2.loc[(size, "GenTwin"), "completeness"] - s2.loc[(size, "traditional"), "completeness"]
-                for size in self.labels}
+        gain = [s2.loc[(size, "GenTwin"), "completeness"] - s2.loc[(size, "traditional"), "completeness"]
+                for size in self.labels]
         prec = summary[(summary.scenario == 2) & (summary.twin == "GenTwin")]["generated_precision"].mean()
         s1 = frame[(frame.scenario == 1) & (frame.twin == "GenTwin")]
         lost = {fate: int(s1[f"lost_{fate}"].sum()) for fate in ("packet_loss", "gateway_down", "late", "cut")}
-        return (f"Scenario 2: GenTwin holds {min(gain.values()):.2f}-{max(gain.values()):.2f} percentage points more "
+        return (f"Scenario 2: GenTwin holds {min(gain):.2f}-{max(gain):.2f} percentage points more "
                 f"of the ground truth than the traditional twin; {prec:.1%} of its generated records are right on "
                 f"average.\nScenario 1: GenTwin completeness {s1.completeness_pct.min():.2f}-"
                 f"{s1.completeness_pct.max():.2f} % per run; over all its runs {sum(lost.values())} readings were "
@@ -531,8 +479,7 @@ class Table4:
 
     def sensitivity_findings(self) -> str:
         """What the panel shows, in sentences computed from it."""
-        summ = self.sensitivity_summary()
-        comp = summ[summ.metric == "completeness"]
+        comp = self.sensitivity_summary().query("metric == 'completeness'")
         drivers = self.drivers_table().set_index(["scenario", "twin"])
         loss = comp[(comp["input"] == "packet_loss") & (comp.scenario == 1) & (comp.twin == "GenTwin")]
         grid = ", ".join(f"{v:g}" for v in loss["value"])
@@ -550,10 +497,9 @@ class Table4:
         second = ("Scenario 2: GenTwin's completeness moves most with "
                   + ", then ".join(f"{k} ({v:.2f} points over its grid)" for k, v in spreads.items()) + ".")
         dur = comp[(comp["input"] == "duration_s") & (comp.scenario == 2) & (comp.twin == "traditional")]
-        phys = self.settings.physical
         third = ("The traditional twin's Scenario 2 shortfall is the cut diluted over the run: "
                  + "; ".join(f"{100 - r['mean']:.2f} points at duration_s = {r['value']:g} s "
-                             f"(100 outage_s / duration_s = {100 * phys.outage_s / r['value']:.2f})"
+                             f"(100 outage_s / duration_s = {100 * self.settings.physical.outage_s / r['value']:.2f})"
                              for _, r in dur.iterrows()) + ".")
         return "\n".join((first, second, third))
 
@@ -572,8 +518,6 @@ class Table4:
 
     def run_table(self):
         """Failures, re-homed sensors, both twins' completeness and twin versions of the two demonstration runs."""
-        import pandas as pd
-
         return pd.DataFrame([
             {"run": name, "gateway failures": len(r.gateway_down), "sensors re-homed": r.external.rehomed_sensors,
              "GenTwin completeness %": 100 * r.gentwin.completeness,
@@ -583,8 +527,8 @@ class Table4:
 
 
 def run_table4(settings: Settings, *, progress: bool = False, step_cache=None) -> Table4:
-    """Table IV's experiment: every run, the input sensitivity panel and the closed-loop demonstration
-    (``step_cache``, a :class:`gentwin.cache.StepCache`, keeps them per settings)."""
+    """Table IV's experiment: every run, the sensitivity panel and the closed-loop demonstration (``step_cache``,
+    a :class:`gentwin.cache.StepCache`, keeps them per settings)."""
     if step_cache is not None:
         return step_cache.get_or_compute("table4", {"settings": settings},
                                          lambda: run_table4(settings, progress=progress))
