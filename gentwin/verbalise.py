@@ -1,19 +1,13 @@
 r"""Verbalising the topology for the LLM: eq. (2) prompts, triple targets, their tokens and the output vocabulary.
 
-Each log instance names a device node; eq. (2) gives its key-value pair
-``(k, v)``.  The twin-modelling task verbalises that pair as a short *prompt*
-and asks the model to continue it with the node's own facts -- the relations
-it is the head of -- as triples in one fixed text form (the *target*)::
+The twin-modelling task verbalises a device node's key-value pair ``(k, v)`` of eq. (2) as a *prompt* and
+asks the model to continue it with the relations the node is the head of, in one fixed text form::
 
     [:s] {AQ-S017, AQ-GW03} ->  (AQ-S017, CONNECTED_TO, AQ-GW03); (AQ-S017, SERVES_IN, AQ)<eos>
     [:gw] {AQ-GW03, 5} ->  (AQ-GW03, CONNECTED_TO, AQ-GW07); (AQ-GW03, SERVES_IN, AQ)<eos>
 
-:func:`encode_pairs` tokenises (prompt, target) pairs with the loss on the
-target tokens only; :func:`output_vocabulary` collects the token ids the
-targets use, so the output head can be restricted to them (the kept logits
-are exactly the full head's; what changes is the normaliser of the softmax
-and the set of tokens decoding may emit).  :func:`qa_pairs` verbalises
-triples as the question/answer prompts of Algorithm 1 line 14.
+:func:`output_vocabulary` collects the token ids the targets use, so the head can be restricted to them
+(the kept logits are the full head's; the softmax normaliser and what decoding may emit change).
 """
 
 from __future__ import annotations
@@ -27,24 +21,9 @@ import torch
 from .topology import DataSet, Instance, Relation, Topology, TopologyError
 
 __all__ = [
-    "VerbaliseError",
-    "IGNORE",
-    "TRIPLE_SEPARATOR",
-    "ID_STYLES",
-    "node_prompt",
-    "node_facts",
-    "opaque_names",
-    "rename",
-    "prompt_names",
-    "relation_copyable",
-    "facts_text",
-    "verbalise",
-    "parse_triples",
-    "qa_pairs",
-    "Encoded",
-    "encode_pairs",
-    "OutputVocab",
-    "output_vocabulary",
+    "VerbaliseError", "IGNORE", "TRIPLE_SEPARATOR", "ID_STYLES", "node_prompt", "node_facts", "opaque_names",
+    "rename", "prompt_names", "relation_copyable", "facts_text", "verbalise", "parse_triples", "qa_pairs",
+    "Encoded", "encode_pairs", "OutputVocab", "output_vocabulary",
 ]
 
 #: Label of a token that is not scored (Hugging Face convention).
@@ -58,21 +37,13 @@ class VerbaliseError(ValueError):
     """Bad input to the verbalisation or tokenisation (the message names the argument and value)."""
 
 
-# ---------------------------------------------------------------------------
-# Verbalisation: eq. (2) as a prompt, the node's facts as the target
-# ---------------------------------------------------------------------------
-
-
 #: How node ids appear in prompts and targets: as in the data set, or as seeded opaque tokens (:func:`opaque_names`).
 ID_STYLES = ("named", "opaque")
 
 
 def opaque_names(node_ids: Iterable[str], seed: int) -> dict[str, str]:
-    """A seeded relabelling of node ids to opaque tokens ``N`` + four digits, distinct, in a random order.
-
-    The tokens carry no type, service or parent information (``AQ-S017``
-    names its service ``AQ``; its opaque name does not), so a relation can be
-    copied from a prompt only when the prompt names its tail itself.
+    """A seeded relabelling of node ids to distinct opaque tokens ``N`` + four digits, which carry no type,
+    service or parent (so a relation is copyable from a prompt only when the prompt names its tail).
 
     >>> names = opaque_names(["AQ", "AQ-GW01", "AQ-S001"], seed=0)
     >>> sorted(names) == ["AQ", "AQ-GW01", "AQ-S001"], len(set(names.values())), all(
@@ -118,12 +89,8 @@ def prompt_names(prompt: str) -> set[str]:
 
 
 def relation_copyable(relation: Relation, prompt: str) -> bool:
-    """Whether ``relation`` (as it appears in the target) can be read straight off ``prompt``.
-
-    Copyable: the prompt names both its head and its tail (:func:`prompt_names`:
-    a sensor's gateway is in its key-value pair; its service is the prefix of
-    its id).  Anything else -- a gateway's fog link to another gateway, every
-    service under opaque ids -- must be inferred from what was learnt.
+    """Whether ``relation`` (as spelled in the target) can be read off ``prompt``: the prompt names both its
+    head and its tail (:func:`prompt_names`); anything else must be inferred from what was learnt.
 
     >>> p = "[:gw] {AQ-GW03, 5} ->"
     >>> relation_copyable(Relation("AQ-GW03", "SERVES_IN", "AQ"), p), relation_copyable(
@@ -138,12 +105,9 @@ def relation_copyable(relation: Relation, prompt: str) -> bool:
 
 def node_prompt(topology: Topology, node_id: str, degree: int | None = None,
                 names: Mapping[str, str] | None = None) -> str:
-    """The (k, v) pair of eq. (2) for one device node, as prompt text.
-
-    ``[:s] {sensor id, gateway id} ->`` for a sensor, ``[:gw] {gateway id, d_i} ->``
-    for a gateway (``d_i`` = connected sensors).  The presence of eq. (1) is
-    not part of the prompt: it changes a node's priority, not its facts.
-    ``names`` (e.g. :func:`opaque_names`) replaces the ids it spells.
+    """The (k, v) pair of eq. (2) for one device node, as prompt text: ``[:s] {sensor id, gateway id} ->`` or
+    ``[:gw] {gateway id, d_i} ->`` (``d_i`` connected sensors), ids spelled through ``names``.  The presence of
+    eq. (1) changes a node's priority, not its facts, so it is not part of the prompt.
 
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_topology
@@ -219,10 +183,6 @@ def parse_triples(text: str) -> list[Relation]:
     return out
 
 
-# ---------------------------------------------------------------------------
-# Algorithm 1 line 14: triples as question/answer prompts
-# ---------------------------------------------------------------------------
-
 _QUESTIONS = {
     "CONNECTED_TO": "Q: What is {head} connected to? A:",
     "SERVES_IN": "Q: Which service does {head} serve in? A:",
@@ -231,9 +191,8 @@ _QUESTIONS = {
 
 
 def qa_pairs(relations: Iterable[Relation]) -> list[tuple[str, str]]:
-    """Question/answer prompts verbalised from triples: one per (head, relation type).
-
-    The answer lists the tails, sorted, joined by ``", "``.
+    """Algorithm 1 line 14: question/answer prompts from triples, one per (head, relation type); the answer
+    lists the tails, sorted, joined by ``", "``.
 
     >>> qa_pairs([Relation("AQ-S017", "CONNECTED_TO", "AQ-GW03"), Relation("AQ-S017", "SERVES_IN", "AQ")])
     [('Q: What is AQ-S017 connected to? A:', 'AQ-GW03'), ('Q: Which service does AQ-S017 serve in? A:', 'AQ')]
@@ -244,20 +203,12 @@ def qa_pairs(relations: Iterable[Relation]) -> list[tuple[str, str]]:
     return [(_QUESTIONS[typ].format(head=head), ", ".join(sorted(tails))) for (head, typ), tails in sorted(grouped.items())]
 
 
-# ---------------------------------------------------------------------------
-# Tokenised sequences
-# ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Encoded:
     """Right-padded token sequences ``prompt + " " + target + <eos>``.
 
-    ``labels`` follows the Hugging Face convention (aligned with
-    ``input_ids``; the model shifts): the target tokens and the final
-    end-of-sequence token, ``-100`` on the prompt and the padding.  ``spans``
-    gives, per sequence, the token range ``[start, end)`` of each target piece
-    (one triple with its separator).
+    ``labels`` (aligned with ``input_ids``, Hugging Face convention) is ``-100`` on the prompt and padding;
+    ``spans`` holds per sequence the token range ``[start, end)`` of each triple with its separator.
     """
 
     input_ids: torch.Tensor
@@ -279,18 +230,10 @@ def _pieces(target: str) -> list[str]:
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = 128) -> Encoded:
-    """Tokenise (prompt, target) pairs for training and teacher-forced evaluation.
+    """Tokenise (prompt, target) pairs with the loss on the target tokens only.
 
-    Each target piece (``" " + triple`` plus ``";"`` before the next one) is
-    tokenised on its own, so every triple owns a known token range; no special
-    tokens are added except one end-of-sequence token after the target.
-
-    Raises
-    ------
-    VerbaliseError
-        Empty ``pairs``, an empty target, a tokenizer without an
-        end-of-sequence token, or a sequence longer than ``max_length`` (the
-        message names the prompt and the length it needs).
+    Each target piece (``" " + triple``, plus ``";"`` before the next) is tokenised on its own, so every
+    triple owns a known token range; the only special token is one end-of-sequence after the target.
     """
     if len(pairs) == 0:
         raise VerbaliseError("pairs = []: nothing to encode")
