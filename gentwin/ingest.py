@@ -1,34 +1,12 @@
 """Heterogeneous inputs into one relational form: Smart Data Models / NGSI-LD entities and sensor logs.
 
-Section II.B of the paper parses the topology, delivered as Smart Data Models
-entities and unstructured sensor logs, into nodes plus typed relations before
-it goes into the knowledge graph.  This module is that door:
-:func:`read_graph` reads any NGSI-LD entities into an
-:class:`~gentwin.sdm.EntityGraph` through the one table
-:data:`gentwin.sdm.SDM_MAPPING`; :func:`read_entities` projects it onto a
-:class:`~gentwin.topology.Topology`; :func:`write_entities` writes a topology
-that reads back identical; :func:`read_log` / :func:`write_log` handle the
-sensor log, and :func:`book_dataset` the book's data set (both, in a folder),
-always read back through here.  Bad input raises :class:`IngestError` (a
-``ValueError``) naming the file, the line where there is one, the entity (with
-its position) and the field.  Writes are atomic (:mod:`gentwin.files`).
+Section II.B's door to the knowledge graph: entities through :data:`gentwin.sdm.SDM_MAPPING`, a topology
+written so that it reads back identical, the sensor log (one white-space separated record per line:
+``index timestamp_s node_id presence split``, ``#`` comments) and the book's data set.  Bad input raises
+:class:`IngestError` naming the file, line, entity and field; writes are atomic.  gentwin writes sensors and
+gateways as ``Device`` entities (``deviceCategory`` ``sensor`` / ``network``), services and the city as
+``SmartCityService`` and ``SmartCity``, ids as ``urn:ngsi-ld:<Type>:<node id>``.
 
-gentwin's vocabulary: sensors and gateways are ``Device`` entities told apart
-by ``deviceCategory`` (``sensor`` / ``network``); services and the city are
-our own ``SmartCityService`` and ``SmartCity``; ids are
-``urn:ngsi-ld:<Type>:<node id>``; ``refGateway``, ``refService`` and
-``refSmartCity`` carry the relations; ``name``, ``location`` (GeoJSON Point,
-``[lon, lat]``), ``controlledProperty``, ``sensorCategory`` and
-``observedEntityType`` carry the node fields.
-
-The sensor log has one record per line, fields separated by white space::
-
-    # gentwin sensor log v1
-    # index  timestamp_s  node_id  presence  split
-    0        0.0          AQ-S017  1         train
-
-Examples
---------
 >>> from gentwin.config import resolve
 >>> ds = generate_dataset(resolve("quick").topology)
 >>> read_entities(to_entities(ds.topology, form="keyValues")) == ds.topology
@@ -107,8 +85,7 @@ def to_urn(node: Node) -> str:
 
 @contextlib.contextmanager
 def _gc_paused():
-    """Reading allocates millions of small acyclic containers; the cyclic collector would rescan them over
-    and over (about half the run time at 10^5 entities), so it is paused, then restored."""
+    """Pause the cyclic collector: it would rescan the millions of small acyclic containers read (half the time)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -272,13 +249,9 @@ def _sources(source: Any) -> list[tuple[str, list[Any], bool]]:
 def read_graph(source: Any, *, form: str | None = None) -> EntityGraph:
     """Read NGSI-LD / Smart Data Models entities into an :class:`~gentwin.sdm.EntityGraph`.
 
-    ``source`` is a file (``.json`` / ``.jsonld``: one entity, an array or an
-    ``@graph``), a folder (all such files, sorted by name), a list of files,
-    an entity mapping or a list of them; references may cross files.  Each
-    attribute is decoded in whichever encoding it comes (normalized,
-    key-values, concise, NGSI v2); ``form`` forces ``"normalized"`` or
-    ``"keyValues"``.  A node's id is the local part of an ``urn:ngsi-ld:``
-    id (the whole id otherwise, or when two entities share a local part).
+    ``source``: a ``.json`` / ``.jsonld`` file (an entity, an array or an ``@graph``), a folder of them, a
+    list of files, an entity mapping or a list of them.  Each attribute is decoded in whichever encoding it
+    comes unless ``form`` forces one.  A node's id is the local part of an ``urn:ngsi-ld:`` id when unique.
 
     >>> g = read_graph([
     ...     {"id": "urn:ngsi-ld:Device:d1", "type": "Device", "deviceCategory": ["sensor"],
@@ -295,10 +268,7 @@ def read_graph(source: Any, *, form: str | None = None) -> EntityGraph:
 
 
 def read_entities(source: Any, *, form: str | None = None) -> Topology:
-    """Read entities (see :func:`read_graph`) into a :class:`~gentwin.topology.Topology`.
-
-    The topology holds the nodes whose kind it knows and the relations between
-    them whose type it knows (:meth:`~gentwin.sdm.EntityGraph.to_topology`).
+    """Read entities (see :func:`read_graph`) into a :class:`~gentwin.topology.Topology` (see ``to_topology``).
 
     >>> topo = read_entities([
     ...     {"id": "urn:ngsi-ld:SmartCity:C", "type": "SmartCity"},
@@ -325,11 +295,7 @@ _FIELD_ATTRIBUTES = (("name", "name"), ("category", "sensorCategory"), ("sdm_typ
 
 
 def to_entities(topology: Topology, form: str = "normalized") -> list[dict[str, Any]]:
-    """The topology as NGSI-LD entities in gentwin's vocabulary, one per node in node order.
-
-    Each relation is written on its head's entity (``refGateway``,
-    ``refService`` or ``refSmartCity``); one with no such property raises
-    :class:`IngestError`.
+    """The topology as NGSI-LD entities in gentwin's vocabulary, one per node; each relation on its head.
 
     >>> topo = Topology({"C": Node("C", "city"), "W": Node("W", "service", name="waste")},
     ...                 [Relation("W", "IN", "C")])
@@ -441,11 +407,7 @@ def format_log(instances: Iterable[Instance]) -> str:
 
 
 def parse_log(text: str, topology: Topology, *, source: str = "<log>") -> list[Instance]:
-    """Parse log text (see the module docstring) against ``topology``.
-
-    Every node must be a sensor or gateway of ``topology``, indices must be
-    unique, and all records of one node must fall in one split (no leakage
-    between train, validation and test).
+    """Parse log text against ``topology``: devices only, unique indices, each node's records in one split.
 
     >>> from gentwin.topology import Topology
     >>> topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")}, [])
@@ -501,12 +463,7 @@ def read_log(path: PathLike, topology: Topology) -> list[Instance]:
 
 
 def write_log(instances: Sequence[Instance], path: PathLike, topology: Topology | None = None) -> None:
-    """Write a sensor log atomically.
-
-    Each instance is checked first (:class:`IngestError` naming the field);
-    with ``topology`` the text is also parsed back against it, so a log that
-    :func:`read_log` would reject is never written.
-    """
+    """Write a sensor log atomically; with ``topology``, only one that :func:`read_log` would accept."""
     path = Path(path)
     with _sourced(path):
         text = format_log(instances)
@@ -520,10 +477,7 @@ def _book_settings(topology_config: Any) -> dict[str, Any]:
 
 
 def book_data_folder(topology_config: Any, root: PathLike = ".") -> Path:
-    """``root/book/executed/data/city-<digest>``: one folder per data-set setting.
-
-    The digest covers every field of ``topology_config``, so a chapter re-run with another city never
-    meets the files of the first.
+    """``root/book/executed/data/city-<digest>``: one folder per data-set setting (every field of the config).
 
     >>> from gentwin.config import resolve
     >>> a = book_data_folder(resolve("quick").topology)
@@ -535,21 +489,16 @@ def book_data_folder(topology_config: Any, root: PathLike = ".") -> Path:
 
 
 def load_book_dataset(topology_config: Any, root: PathLike = ".") -> DataSet:
-    """The data set every chapter uses: written by the set-up chapter (or by the first chapter run
-    alone) as NGSI-LD files and the sensor log under :func:`book_data_folder`, and always read back
-    through :func:`book_dataset`."""
+    """The data set every chapter uses: :func:`book_dataset` in :func:`book_data_folder`."""
     return book_dataset(topology_config, book_data_folder(topology_config, root))
 
 
 def book_dataset(topology_config: Any, folder: PathLike) -> DataSet:
     """The book's data set, always read back through this module.
 
-    When ``folder`` is absent (or empty) the city of ``topology_config`` is
-    generated (seeded by its ``data_seed``) and written atomically as NGSI-LD
-    in both encodings (:data:`BOOK_FILES`), the sensor log and the settings it
-    came from.  The folder is then read back: both encodings must give the
-    identical topology, and the log is read against it.  A folder written from
-    other settings raises :class:`IngestError` instead of being reused.
+    An absent or empty ``folder`` first gets the generated city in both encodings (:data:`BOOK_FILES`), the
+    log and the settings; both encodings must read back to the same topology.  A folder written from other
+    settings raises :class:`IngestError` instead of being reused.
 
     >>> import tempfile
     >>> from gentwin.config import resolve

@@ -1,10 +1,7 @@
 """Priority Pooling: eqs. (1)-(7) and Algorithm 1 lines 1-8 (Section II.B.1), and the training orders it gives.
 
-Every equation is one small, pure, vectorised function on numpy arrays;
-:class:`PriorityPool` runs them step by step over the sensor log.  The readings
-where the paper is open are the fields of :class:`gentwin.config.PoolingConfig`
-(``pool_window``, ``relation_count``, ``relation_owner``, ``band``,
-``pool_weight``, ``alpha_reading``), each explained on the errata page.
+:class:`PriorityPool` runs the equation functions over the sensor log; where the paper is open, the
+readings are the fields of :class:`gentwin.config.PoolingConfig`, explained on the errata page.
 """
 
 from __future__ import annotations
@@ -120,13 +117,10 @@ def _node_index(node_index, n: int) -> np.ndarray:
 
 
 def presence(node_index, present, n: int) -> np.ndarray:
-    """Eq. (1): presence coefficient ⊥_i of every node, from a time-ordered log.
+    """Eq. (1): presence ⊥_i of every node: the ``present`` flag of its latest instance, 0 when unseen.
 
-    Paper: ``⊥ = 1`` if the node is active, ``⊥ = 0`` otherwise.  Reading: node
-    i's ⊥ is the ``present`` flag of its *latest* instance among those given
-    (in time order); a node without any instance has ``⊥ = 0``.
-    ``node_index`` (m integers in 0..n-1) gives the node of each instance and
-    ``present`` (m booleans) its flag.  Returns n values 0 or 1 (int8).
+    ``node_index`` (m integers in 0..n-1, in time order) and ``present`` (m
+    booleans) describe the instances; returns n values 0 or 1 (int8).
 
     Node 0 seen present then absent, node 1 present, node 2 never seen:
 
@@ -156,12 +150,7 @@ def observation_counts(node_index, n: int) -> np.ndarray:
 
 
 def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | None], degree) -> list[tuple]:
-    """Eq. (2): the (k, v) pair of each device node.
-
-    Paper: ``k = [:s], v = {s_ID, g_s}`` for a sensor (its id and its
-    gateway's id); ``k = [:gw], v = {g_ID, d_i}`` for a gateway (its id and the
-    number of sensors connected to it).  Returns ``(key, value)`` per node with
-    value ``(id, gateway id)`` or ``(id, d_i)``.
+    """Eq. (2): the (k, v) pair of each device node: ``([:s], (s_ID, g_s))`` or ``([:gw], (g_ID, d_i))``.
 
     >>> key_value_pairs(["S1", "G1"], ["sensor", "gateway"], ["G1", None], [0, 1])
     [('[:s]', ('S1', 'G1')), ('[:gw]', ('G1', 1))]
@@ -181,10 +170,8 @@ def key_value_pairs(node_ids: Sequence[str], kinds, gateway_of: Sequence[str | N
 def relation_counts(owned, observations, reading: str = "unique") -> np.ndarray:
     """Eq. (3)'s N_i: node i's relations revealed by the log up to t.
 
-    ``owned[i]`` is the number of relations of S and Gw that are node i's
-    (whose they are is ``relation_owner``, see :func:`topology_arrays`);
-    ``"unique"`` gives ``N_i = owned_i`` once node i has at least one instance
-    (0 before); ``"occurrences"`` gives ``N_i = owned_i * c_i`` (per instance).
+    ``owned[i]``: the relations of S and Gw that are node i's (:func:`topology_arrays`).
+    ``"unique"``: ``N_i = owned_i`` once node i is seen (0 before); ``"occurrences"``: ``owned_i * c_i``.
 
     >>> relation_counts([2, 1, 2], [3, 1, 0]).tolist()
     [2, 1, 0]
@@ -199,12 +186,10 @@ def relation_counts(owned, observations, reading: str = "unique") -> np.ndarray:
 
 
 def priority(relations, presence, n_relations: int) -> np.ndarray:
-    """Eq. (3): priority ``p_i = ⊥_i N_i / M`` of each node at time t.
+    """Eq. (3): priority ``p_i = ⊥_i N_i / M`` of each node at time t (M: unique relations of S and Gw).
 
-    Paper: ``p_it = (Σ_i N_i) ⊥_i / M``; summed over all nodes the numerator
-    is ``M`` and every active node would get ``p = 1``, so the per-node count
-    N_i of :func:`relation_counts` is used; M is the number of unique relations
-    of S and Gw.
+    As printed (``Σ_i N_i = M`` in the numerator) every active node would get
+    p = 1, so N_i is the per-node count of :func:`relation_counts`.
 
     >>> priority([2, 1, 2], [1, 1, 0], 13).round(4).tolist()
     [0.1538, 0.0769, 0.0]
@@ -221,8 +206,7 @@ def priority(relations, presence, n_relations: int) -> np.ndarray:
 def pool_bounds(priority_values, seen=None) -> tuple[float, float, float]:
     """Avg(p), Avg/2 and 3Avg/4 of eq. (4), over the seen nodes (all 0 when none is seen).
 
-    The mean is exactly rounded (``math.fsum``) so every implementation draws
-    the same boundaries.
+    The mean is exactly rounded (``math.fsum``) so every implementation draws the same boundaries.
 
     >>> pool_bounds([0.3, 0.1, 0.0, 0.9], [True, True, True, False])
     (0.13333333333333333, 0.06666666666666667, 0.1)
@@ -238,12 +222,9 @@ def assign_pools(priority_values, seen=None, band: str = "corrected", *,
                  bounds: tuple[float, float, float] | None = None) -> np.ndarray:
     """Eq. (4): the pool of each node (0 = P_H, 1 = P_M, 2 = P_L, -1 = none).
 
-    Paper: ``P_H = {p > 3Avg/4}``, ``P_M = {3Avg/4 <= p < Avg/2}``,
-    ``P_L = {p <= Avg/2}``.  ``band="paper"`` applies this as printed: P_M is
-    empty and nodes with ``Avg/2 < p <= 3Avg/4`` get no pool.
-    ``band="corrected"`` uses ``Avg/2 < p <= 3Avg/4`` for P_M, so the pools
-    partition the seen nodes.  Unseen nodes get no pool and do not enter Avg.
-    ``bounds`` passes :func:`pool_bounds` when already known.
+    As printed, ``P_M = {3Avg/4 <= p < Avg/2}`` is empty and nodes with
+    ``Avg/2 < p <= 3Avg/4`` get no pool (``band="paper"``); ``"corrected"``
+    puts them in P_M.  Unseen nodes get no pool and do not enter Avg.
 
     Over the four seen nodes Avg = 0.4, Avg/2 = 0.2, 3Avg/4 = 0.3:
 
@@ -280,11 +261,7 @@ def _contributions(is_s: np.ndarray, d: np.ndarray, reading: str) -> np.ndarray:
 
 
 def node_weights(kinds, degree) -> np.ndarray:
-    """Eq. (5): node weight ``w_i = 1/n`` for a sensor, ``d_i/n`` for a gateway.
-
-    ``n`` is the number of device nodes and ``d_i`` the number of sensors
-    connected to gateway i.  On the graph of sensor-gateway connections this is
-    networkx's degree centrality times ``(n - 1)/n`` (networkx divides by n - 1).
+    """Eq. (5): node weight ``w_i = 1/n`` for a sensor, ``d_i/n`` for a gateway (n device nodes).
 
     >>> node_weights(["sensor", "sensor", "gateway"], [0, 0, 2]).round(4).tolist()
     [0.3333, 0.3333, 0.6667]
@@ -293,12 +270,10 @@ def node_weights(kinds, degree) -> np.ndarray:
 
 
 def pool_contributions(kinds, degree, reading: str = "degree") -> np.ndarray:
-    """Each node's term in eq. (6), so that ``W_p`` is their sum over the pool.
+    """Each node's term u_i in eq. (6), so that ``W_p`` is their sum over the pool.
 
-    Paper: ``W_p = 1/n Σ_i 1 + d_i``.  ``"degree"`` reads it as
-    ``(1/n) Σ_{i∈p} (1 + d_i)`` (``d_i = 0`` for sensors), giving
-    ``(1 + d_i)/n``; ``"sum_w"`` as the sum of the eq. (5) weights, giving
-    ``w_i``.  They differ by ``1/n`` per gateway.
+    The printed ``W_p = 1/n Σ_i 1 + d_i`` reads as ``u_i = (1 + d_i)/n``
+    (``"degree"``) or as the eq. (5) weight w_i (``"sum_w"``): 1/n apart per gateway.
 
     >>> pool_contributions(["sensor", "gateway"], [0, 3]).tolist()
     [0.5, 2.0]
@@ -327,10 +302,7 @@ def pool_weights(pools, contributions) -> np.ndarray:
 
 
 def weight_matrix(pools, contributions) -> np.ndarray:
-    """Eq. (6): the stacked weight matrix ``W_C`` (3 x n; rows P_H, P_M, P_L).
-
-    Paper: ``W_C = ∪_{i=1}^{3} W_{p_i}``.  Row p holds node i's term ``u_i``
-    when i is in pool p and 0 otherwise, so the row sums are the W_p.
+    """Eq. (6): ``W_C = ∪ W_{p_i}`` (3 x n): row p (P_H, P_M, P_L) holds u_i of the nodes in pool p, else 0.
 
     >>> weight_matrix([0, 2, -1], [0.5, 0.25, 0.25]).tolist()
     [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.25, 0.0]]
@@ -342,11 +314,8 @@ def weight_matrix(pools, contributions) -> np.ndarray:
 def update_trigger(previous, new, reading: str = "nodes") -> np.ndarray:
     """Eq. (7): the update trigger α of each pool between two W_C matrices (3 x n, same node order).
 
-    Paper: ``α_i = |Δ(w_{p_i(t)} - w_{p_i(t+1)})|``.  ``"nodes"`` (default)
-    reads ``w_{p_i}`` as the pool's row of W_C: ``α_p = Σ_i |ΔW_C[p, i]|``, 0
-    exactly when no node with a non-zero weight entered or left the pool;
-    ``"pool"`` as the pool weight: ``α_p = |ΔW_p|``, which misses two
-    equal-weight nodes swapping pools.
+    Printed ``α_i = |Δ(w_{p_i(t)} - w_{p_i(t+1)})|``.  ``"nodes"``: ``α_p = Σ_i |ΔW_C[p, i]|``, 0 exactly
+    when no weighted node entered or left; ``"pool"``: ``α_p = |ΔW_p|``, blind to equal weights swapping pools.
 
     A sensor (1/4) leaves P_H for P_L while a gateway (1/2) moves M -> H:
 
@@ -385,11 +354,7 @@ class TopologyArrays:
 
 
 def topology_arrays(topology: Topology, relation_owner: str = _OWNER) -> TopologyArrays:
-    """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0).
-
-    A relation of S and Gw is node i's when i is its head (``relation_owner="head"``)
-    or its head or tail (``"incident"``; then ``Σ owned`` exceeds M).
-    """
+    """Read the device nodes, d_i, owned relations and M of a topology (PoolingError when n or M is 0)."""
     _choice("relation_owner", relation_owner, RELATION_OWNERS)
     devices = topology.devices()
     if not devices:
@@ -446,8 +411,6 @@ def pool_arrays(observations, presence_values, kinds, degree, owned, n_relations
                 pool_weight: str = "degree", relation_count: str = "unique") -> PoolArrays:
     """Eqs. (3)-(6) for all nodes at once, from per-node counts c_i and presence ⊥_i.
 
-    The vectorised core of :class:`PriorityPool` and of the scaling benchmark.
-
     >>> r = pool_arrays([1, 1, 0], [1, 1, 0], ["sensor", "gateway", "sensor"], [0, 1, 0], [2, 1, 2], 5)
     >>> r.priority.tolist(), r.pools.tolist(), r.pool_weights.round(4).tolist()
     ([0.4, 0.2, 0.0], [0, 1, -1], [0.3333, 0.6667, 0.0])
@@ -482,11 +445,9 @@ def _by_pool(values) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PoolSnapshot:
-    """The pools, priorities and weights after one step (or of one log prefix).
+    """The pools, priorities and weights after one step (or of one log prefix); read-only arrays.
 
-    Arrays are read-only and aligned with ``node_ids``.  ``pool`` holds the
-    labels ``"H"``, ``"M"``, ``"L"`` or None (an unseen node, or one in the gap
-    of the printed eq. (4)).
+    ``pool`` holds ``"H"``, ``"M"``, ``"L"`` or None (unseen, or in the gap of the printed eq. (4)).
     """
 
     node_ids: tuple[str, ...]
@@ -550,9 +511,7 @@ class PoolSnapshot:
 def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> dict[str, float]:
     """Eq. (7): the update trigger α of each pool from ``prev`` to ``new``, as ``{"H": α_H, ...}``.
 
-    Nodes are matched by id, so the snapshots may come from topologies that
-    differ (a node deleted or added counts as leaving or entering its pool).
-    ``reading`` defaults to ``new.alpha_reading`` (see :func:`update_trigger`);
+    Nodes are matched by id (one deleted or added leaves or enters its pool);
     both snapshots must use the same eq. (6) reading.
     """
     reading = _choice("reading", new.alpha_reading if reading is None else reading, ALPHA_READINGS)
@@ -572,11 +531,9 @@ def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> 
 class PriorityPool:
     """Algorithm 1, lines 1-8: Priority Pooling over a stream of log instances.
 
-    Line 1: empty pools (``W_C = 0``), ``α = 0``.  Each :meth:`step` consumes
-    the next window of instances (in time order) and runs lines 3-7 (eqs.
-    1-7); line 2: when some α > 0 the new pools become current and ``version``
-    is bumped.  Every step is kept in ``history``.  The keyword arguments are
-    the readings of :class:`gentwin.config.PoolingConfig`.
+    Line 1: empty pools, ``α = 0``.  Each :meth:`step` runs lines 3-7 on the
+    next window; line 2: when some α > 0 the new pools become current and
+    ``version`` is bumped.  Steps are kept in ``history``.
 
     >>> from gentwin.config import TopologyConfig
     >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
@@ -649,11 +606,9 @@ class PriorityPool:
 
 
 def pool_snapshot(dataset: DataSet, upto: int | None = None, **readings: str) -> PoolSnapshot:
-    """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None).
+    """Eqs. (1)-(6) from the instances of ``dataset`` with index < ``upto`` (all when None); ``alpha`` is None.
 
-    ``readings`` are those of :class:`PriorityPool`.  ``alpha`` of the result is
-    None (no previous step); compare two snapshots with :func:`alpha`.  With the
-    corrected band the pools partition the seen nodes:
+    With the corrected band the pools partition the seen nodes:
 
     >>> from gentwin.config import TopologyConfig
     >>> snap = pool_snapshot(generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3,
@@ -672,12 +627,9 @@ def training_order(dataset: DataSet, instances: Sequence[Instance], by: str, see
                    **readings: str) -> list[Instance]:
     """The given instances reordered for training by the pools of eqs. (4)-(6).
 
-    ``by="priority"``: P_H, P_M, P_L, then no pool, each by p descending;
-    ``by="weight"``: pools by W_p descending (ties in H, M, L order), no pool
-    last, each by w_i descending; ``by="random"``: a seeded permutation.
-    Remaining ties follow a permutation drawn from ``seed``.  The pools come
-    from ``instances`` only, never validation or test records; ``readings``
-    are those of :class:`PriorityPool`.
+    ``"priority"``: P_H, P_M, P_L, no pool, each by p descending; ``"weight"``: pools by W_p
+    descending (ties H, M, L), no pool last, each by w_i descending; ``"random"``: a permutation.
+    Ties follow a permutation drawn from ``seed``.  The pools come from ``instances`` only.
 
     >>> from gentwin.config import TopologyConfig
     >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))

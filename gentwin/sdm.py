@@ -1,20 +1,9 @@
 """Smart Data Models onto gentwin's graph: the one mapping table, and the entity graph it builds.
 
-Section II.B of the paper parses Smart Data Models (SDM) entities into nodes
-and typed relations.  ``SDM_MAPPING`` says, row by row, how: which entity
-types (or type-name suffixes) become which node kind, which ``deviceCategory``
-values (the SDM enumeration) make a ``Device`` a sensor, an actuator or a
-gateway, and which relationship properties become which relation (an
-allow-list).  A relationship not in the table is kept as a node property (its
-target ids) and is never a reason to reject an entity; so is every attribute
-gentwin does not use.  :func:`mapping_table` renders the table as a DataFrame.
-
-:func:`build_graph` applies the table to parsed JSON entities (any NGSI-LD
-encoding: normalized, concise, key-values, NGSI v2 normalized) and returns an
-:class:`EntityGraph` holding every entity and mapped relation;
-:meth:`EntityGraph.to_topology` keeps what a gentwin
-:class:`~gentwin.topology.Topology` can hold.  Files, folders and their limits
-are :mod:`gentwin.ingest`'s, the public door.
+``SDM_MAPPING`` says how Section II.B's parsing maps entity types, ``deviceCategory`` values and
+relationship properties (an allow-list) onto node kinds and relations; a relationship or attribute
+not in it is kept as a node property, never a reason to reject an entity.  :func:`build_graph` applies
+it to parsed JSON entities in any NGSI-LD encoding; files and their limits are :mod:`gentwin.ingest`'s.
 """
 
 from __future__ import annotations
@@ -48,15 +37,10 @@ GRAPH_RELATIONS: tuple[str, ...] = ("CONNECTED_TO", "SERVES_IN", "IN", "OBSERVED
 
 @dataclass(frozen=True)
 class MappingRow:
-    """One row of ``SDM_MAPPING``.
+    """One row of ``SDM_MAPPING``: the ``sdm`` name of a ``source`` and the ``gentwin`` kind or relation it becomes.
 
-    ``source`` says what is matched: ``"type"`` (an entity type),
-    ``"type suffix"`` (the end of an entity type's name), ``"deviceCategory"``
-    (a value of a ``Device``'s category) or ``"relationship"`` (a property
-    name).  ``gentwin`` is the node kind or relation it becomes.  For a
-    relationship, ``holders`` and ``targets`` are the node kinds it may run
-    between (empty: any); the relation runs holder -> target, or target ->
-    holder when ``inverse``.
+    ``source``: ``"type"``, ``"type suffix"``, ``"deviceCategory"`` or ``"relationship"``.  A relationship
+    runs between the node kinds ``holders`` and ``targets`` (empty: any), from target to holder when ``inverse``.
     """
 
     source: str
@@ -135,7 +119,7 @@ _RULES: dict[str, tuple[MappingRow, ...]] = {
 
 
 def mapping_table():
-    """``SDM_MAPPING`` as a :class:`pandas.DataFrame`, one row per mapping.
+    """``SDM_MAPPING`` as a :class:`pandas.DataFrame`.
 
     >>> t = mapping_table()
     >>> list(t.columns)
@@ -175,8 +159,7 @@ def kind_of_type(entity_type: str) -> str:
 def device_kind(categories: list[str]) -> str | None:
     """The device kind a ``deviceCategory`` list gives; None when no value is in the table.
 
-    ``network`` wins over the rest (a gateway that also senses is still the
-    uplink of eq. 2); then sensor-like values, then actuator-like ones.
+    ``network`` wins (a gateway that also senses is still eq. 2's uplink), then sensor-like, then actuator-like.
 
     >>> device_kind(["network", "sensor"]), device_kind(["actuator", "meter"]), device_kind(["HVAC"])
     ('gateway', 'sensor', 'actuator')
@@ -204,8 +187,7 @@ def relationship_rules(name: str) -> tuple[MappingRow, ...]:
 def relation_phase(head_kind: str, relation: str, tail_kind: str) -> int:
     """Rank of a relation in the reading order: city links, device uplinks and services, gateway links, rest.
 
-    This is the order :func:`gentwin.topology.generate_topology` builds, so a
-    generated topology reads back with its relation list unchanged.
+    The order :func:`gentwin.topology.generate_topology` builds, so a generated topology reads back unchanged.
 
     >>> relation_phase("service", "IN", "city"), relation_phase("gateway", "CONNECTED_TO", "gateway")
     (0, 2)
@@ -218,11 +200,8 @@ def relation_phase(head_kind: str, relation: str, tail_kind: str) -> int:
 
 
 class IngestError(TopologyError):
-    """An input file (or an object to export) is malformed.
-
-    The message names, where known, the file (``source``), the ``line``, the
-    entity (its ``position`` in the file, counted from 1, and its id) and the
-    ``field``.
+    """An input file (or an object to export) is malformed: the message names, where known, the file
+    (``source``), the ``line``, the entity (its ``position`` in the file, from 1, and its id) and the ``field``.
 
     >>> str(IngestError("missing", source="a.json", position=2, field="id"))
     "a.json, entity #2, field 'id': missing"
@@ -286,10 +265,8 @@ class EntityGraph:
     def to_topology(self) -> Topology:
         """The :class:`~gentwin.topology.Topology` part: nodes of its kinds, relations of its types between them.
 
-        A sensor's ``gateway`` and a device's ``service`` come from its
-        relations; a sensor's ``sdm_type`` not given otherwise is the type of
-        the observations made by it, when they agree.  A sensor without a
-        gateway raises :class:`IngestError` (eq. 2 needs g_s).
+        A sensor's ``gateway`` and a device's ``service`` come from its relations; a sensor's ``sdm_type``,
+        when not given, from the observations made by it if they agree.
         """
         kept = {nid: n for nid, n in self.nodes.items() if n.kind in NODE_KINDS}
         relations = [r for r in self.relations
@@ -317,10 +294,7 @@ class EntityGraph:
             if n.properties:
                 extra["properties"] = dict(n.properties)
             nodes[nid] = Node(nid, n.kind, service=service.get(nid), gateway=gateway.get(nid), **extra)
-        try:
-            return Topology(nodes=nodes, relations=[Relation(r.head, r.type, r.tail) for r in relations])
-        except TopologyError as exc:  # defensive: the checks above leave nothing for validate()
-            raise IngestError(str(exc)) from None
+        return Topology(nodes=nodes, relations=[Relation(r.head, r.type, r.tail) for r in relations])
 
 
 _ATTRIBUTE_TYPES = frozenset({"Property", "Relationship", "GeoProperty", "LanguageProperty", "VocabProperty",
@@ -589,10 +563,7 @@ def _fail_ref(ent: GraphNode, name: str, problem: str) -> NoReturn:
 def build_graph(sources: Iterable[tuple[str, list[Any], bool]], form: str | None = None) -> EntityGraph:
     """The :class:`EntityGraph` of parsed JSON entities: ``(source label, entities, check numbers)`` per input.
 
-    ``check numbers`` asks for a NaN / Infinity scan (in-memory input; a file's
-    parser has already refused them).  ``form`` forces ``"normalized"`` or
-    ``"keyValues"``; None decodes each attribute in whichever encoding it comes.
-    :func:`gentwin.ingest.read_graph` is the public door (files, folders, limits).
+    ``check numbers`` asks for a NaN / Infinity scan (in-memory input; a file's parser refused them already).
     """
     return _assemble([_parse_entity(raw, label, k + 1, form, check)
                       for label, raws, check in sources for k, raw in enumerate(raws)])
