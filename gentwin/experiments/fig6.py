@@ -1,22 +1,17 @@
 """Fig. 6: relations extracted per training round, with and without Priority Pooling, and the pooling gain.
 
-A run trains the Twin Adapters on a training stream cut into rounds
-(:func:`round_slices`) and counts, after every round, the unique true triples
-the model produces over the whole topology (:func:`extraction_curve`,
-Algorithm 1 lines 9-11), split into relations copyable from the prompt and
-relations that must be inferred (:func:`gentwin.verbalise.relation_copyable`).
-:func:`runs` repeats that for every order in ``fig6_orders`` and every seed;
-:func:`variant_runs` for every design variant (round mode x id style) on
-``fig6_seeds`` paired seeds; :func:`gains`, :func:`gain_table` and
-:func:`variant_table` turn the curves into the pooling gain of
-:func:`gentwin.metrics.pooling_gain`, paired by seed, with percentile-bootstrap
-intervals and the minimum detectable effect.
+A run trains the Twin Adapters on a training stream cut into rounds and counts, after every round, the unique
+true triples the model produces over the whole topology (Algorithm 1 lines 9-11), split into relations copyable
+from the prompt and relations that must be inferred.  The gain is :func:`gentwin.metrics.pooling_gain`, paired by
+seed, with percentile-bootstrap intervals and the minimum detectable effect.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
+
+import pandas as pd
 
 from ..config import TrainingConfig
 from ..metrics import bootstrap_ci, compare_graph, min_detectable_effect, pooling_gain
@@ -37,12 +32,8 @@ MEASURES = {"extracted": "all relations", "extracted_inferred": "relations that 
 
 
 def round_slices(n: int, rounds: int, mode: str = "cumulative") -> list[tuple[int, int]]:
-    """Which part ``[start, end)`` of an ``n``-instance training stream each round trains on.
-
-    The stream is cut into ``rounds`` consecutive chunks of (nearly) equal
-    size.  ``"cumulative"``: round r is one pass over everything fed so far
-    (chunks 1..r, in stream order).  ``"chunk"``: round r is one pass over
-    chunk r only (each instance is seen once in all).
+    """Which part ``[start, end)`` of an ``n``-instance stream each round trains on: the stream is cut into
+    ``rounds`` (nearly) equal chunks; ``"cumulative"`` round r passes over chunks 1..r, ``"chunk"`` over chunk r.
 
     >>> round_slices(10, 3)
     [(0, 4), (0, 7), (0, 10)]
@@ -56,77 +47,52 @@ def round_slices(n: int, rounds: int, mode: str = "cumulative") -> list[tuple[in
     if mode not in ("cumulative", "chunk"):
         raise TrainingError(f"round_mode = {mode!r}: must be 'cumulative' or 'chunk'")
     ends = [int(math.ceil(n * (r + 1) / rounds)) for r in range(rounds)]
-    starts = [0] * rounds if mode == "cumulative" else [0] + ends[:-1]
-    return list(zip(starts, ends))
+    return list(zip([0] * rounds if mode == "cumulative" else [0] + ends[:-1], ends))
 
 
-def extraction_curve(
-    model,
-    task: TwinTask,
-    order: Sequence[Instance],
-    config: TrainingConfig,
-    *,
-    seed: int,
-    rounds: int | None = None,
-    round_mode: str | None = None,
-    eval_mode: str | None = None,
-    progress: bool = False,
-    step_cache=None,
-):
+def extraction_curve(model, task: TwinTask, order: Sequence[Instance], config: TrainingConfig, *, seed: int,
+                     rounds: int | None = None, round_mode: str | None = None, eval_mode: str | None = None,
+                     progress: bool = False, step_cache=None):
     """Fig. 6: unique correct triples over the whole topology after each training round (Algorithm 1 lines 9-11).
 
-    The training stream is ``order``; round r trains one pass over the part
-    :func:`round_slices` gives (``config.round_mode``), shuffled with ``seed``
-    when ``config.shuffle_passes`` (the order decides *which* instances have
-    been fed by round r; inside a pass they come in random order), the
-    learning rate decays by ``discount_factor`` per round, and after every
-    round the model produces triples for every device node (``eval_mode``).  Columns: ``round``,
-    ``extracted`` (unique produced triples that are true relations of the
-    topology), ``extracted_copyable`` and ``extracted_inferred`` (those of
-    them the prompt names, and the rest: ``task.copyable``), ``produced``,
-    ``precision``, ``recall``, ``fed`` (instances fed so far), ``train_loss``.
-    Training is :func:`~gentwin.training.train_trajectory` (reused from ``step_cache`` when trained before).
+    Round r trains one pass over the part of ``order`` that :func:`round_slices` gives (shuffled with ``seed``
+    when ``config.shuffle_passes``), the learning rate decaying by ``discount_factor`` per round
+    (:func:`~gentwin.training.train_trajectory`, reused from ``step_cache``); after it the model produces
+    triples for every device node.  Columns ``round, seed, fed, train_loss, extracted`` (true relations
+    produced), ``extracted_copyable``, ``extracted_inferred`` (``task.copyable`` or not), ``produced``,
+    ``precision``, ``recall``.
     """
-    import pandas as pd
-
     items = list(order)
     if not items:
         raise TrainingError("order = []: the training split is empty; nothing to train on")
-    n_rounds = config.rounds if rounds is None else int(rounds)
-    r_mode = config.round_mode if round_mode is None else round_mode
-    mode = config.eval_mode if eval_mode is None else eval_mode
     rows = task.rows(items)
     truth = set(task.dataset.topology.device_relations())
     copyable = set().union(*task.copyable) if task.copyable is not None else set()
-    all_rows = list(range(len(task.node_ids)))
-    slices = round_slices(len(rows), n_rounds, r_mode)
-    passes = [rows[a:b] for a, b in slices]
-    trajectory = train_trajectory(model, task, passes, config, seed=seed, desc="rounds", progress=progress,
-                                  step_cache=step_cache)
+    slices = round_slices(len(rows), config.rounds if rounds is None else int(rounds),
+                          config.round_mode if round_mode is None else round_mode)
+    trajectory = train_trajectory(model, task, [rows[a:b] for a, b in slices], config, seed=seed, desc="rounds",
+                                  progress=progress, step_cache=step_cache)
     records = []
     for r, step in enumerate(trajectory[1:], start=1):
         load_adapter_state(model, step["state"])
-        produced, _ = predict_triples(model, task, all_rows, mode=mode, batch_size=config.eval_batch_size)
+        produced, _ = predict_triples(model, task, list(range(len(task.node_ids))),
+                                      mode=config.eval_mode if eval_mode is None else eval_mode,
+                                      batch_size=config.eval_batch_size)
         graph = set().union(*produced)
         cmp = compare_graph(graph, truth)
         n_copy = len(graph & truth & copyable)
         records.append(dict(round=r, seed=seed, fed=slices[r - 1][1], train_loss=step["train_loss"],
-                            extracted=cmp["correct"],
-                            extracted_copyable=n_copy, extracted_inferred=cmp["correct"] - n_copy,
-                            produced=cmp["produced"], precision=cmp["precision"], recall=cmp["recall"]))
+                            extracted=cmp["correct"], extracted_copyable=n_copy,
+                            extracted_inferred=cmp["correct"] - n_copy, produced=cmp["produced"],
+                            precision=cmp["precision"], recall=cmp["recall"]))
     return pd.DataFrame(records)
 
 
 def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
          round_mode: str | None = None, progress: bool = False, step_cache=None):
-    """Fig. 6: :func:`extraction_curve` for every order (default ``fig6_orders``) and every seed (default
-    :func:`~gentwin.experiments.pipeline.run_seeds`), every order of a seed starting from the same adapters.
-
-    Returns one table with columns ``order, seed, round, extracted, ...``.
-    The frozen part of ``task`` is shared by all runs.
-    """
-    import pandas as pd
-
+    """:func:`extraction_curve` for every order (default ``fig6_orders``) and seed (default
+    :func:`~gentwin.experiments.pipeline.run_seeds`), every order of a seed starting from the same adapters:
+    one table with columns ``order, seed, round, extracted, ...``."""
     cfg = settings.training
     orders = tuple(cfg.fig6_orders if orders is None else orders)
     if "random" not in orders:
@@ -145,27 +111,21 @@ def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None
 
 
 def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, step_cache=None):
-    """:func:`runs` for every variant of ``fig6_variants`` (``"round_mode/id_style"``) on the paired seeds
-    ``train_seed .. train_seed + fig6_seeds - 1``.
+    """:func:`runs` for every ``"round_mode/id_style"`` of ``fig6_variants`` on the paired seeds ``train_seed ..
+    train_seed + fig6_seeds - 1``, with a ``variant`` column in front.
 
-    The first variant (the headline) runs every order of ``fig6_orders``; the
-    others priority and random only.  An id style other than ``task``'s gets
-    its own task (:func:`~gentwin.experiments.pipeline.retask`: one more frozen pass).
-    Returns the curves with a ``variant`` column in front.
+    The first variant (the headline) runs every order of ``fig6_orders``, the others priority and random
+    only; another id style gets its own task (:func:`~gentwin.experiments.pipeline.retask`).
     """
-    import pandas as pd
-
     cfg = settings.training
     seeds = list(range(cfg.train_seed, cfg.train_seed + cfg.fig6_seeds))
-    tasks = {}
-    out = []
+    tasks, out = {}, []
     for k, variant in enumerate(cfg.fig6_variants):
         round_mode, id_style = variant.split("/")
         if id_style not in tasks:
             tasks[id_style] = retask(model, task, settings, id_style, progress=progress, step_cache=step_cache)
-        orders = cfg.fig6_orders if k == 0 else ("priority", "random")
-        curves = runs(model, tasks[id_style], settings, orders=orders, seeds=seeds, round_mode=round_mode,
-                      progress=progress, step_cache=step_cache)
+        curves = runs(model, tasks[id_style], settings, orders=cfg.fig6_orders if k == 0 else ("priority", "random"),
+                      seeds=seeds, round_mode=round_mode, progress=progress, step_cache=step_cache)
         curves.insert(0, "variant", variant)
         out.append(curves)
     return pd.concat(out, ignore_index=True)
@@ -174,21 +134,15 @@ def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, ste
 def gains(curves, baseline: str = "random", *, measure: str = "extracted", at_round: int | None = None):
     """Per-seed :func:`gentwin.metrics.pooling_gain` of every order in ``curves`` against ``baseline`` (same seed).
 
-    ``curves`` is :func:`runs`' table; ``measure`` the column compared
-    (:data:`MEASURES`).  Over all rounds (the areas under the curves), or,
-    with ``at_round = k``, at round k only (the budget variant: a model that
-    got only the first k rounds, scored then).  Returns columns ``order, seed,
-    gain_pct`` (NaN where the baseline extracted nothing, so the gain is
-    undefined).
+    On ``measure`` (:data:`MEASURES`) over all rounds (the areas under the curves) or, with ``at_round = k``, at
+    round k only (the budget variant).  Columns ``order, seed, gain_pct``, NaN where the baseline extracted
+    nothing.
 
-    >>> import pandas as pd
     >>> c = pd.DataFrame({"order": ["priority"] * 2 + ["random"] * 2, "seed": 0, "round": [1, 2, 1, 2],
     ...                   "extracted": [12, 24, 10, 20]})
     >>> gains(c).to_dict("records")  # 100 (36 - 30) / 30
     [{'order': 'priority', 'seed': 0, 'gain_pct': 20.0}]
     """
-    import pandas as pd
-
     if baseline not in set(curves["order"]):
         raise TrainingError(f"baseline = {baseline!r}: not among the orders {sorted(set(curves['order']))}")
     rows = []
@@ -203,33 +157,23 @@ def gains(curves, baseline: str = "random", *, measure: str = "extracted", at_ro
             if at_round not in set(base["round"]):
                 raise TrainingError(f"budget_rounds = {at_round}: the curves have rounds {sorted(set(base['round']))}")
             base, mine = base[base["round"] == at_round], mine[mine["round"] == at_round]
-        base_sum = float(base[measure].sum())
-        gain = pooling_gain(mine[measure].to_numpy(), base[measure].to_numpy()) if base_sum > 0 else math.nan
+        gain = pooling_gain(mine[measure].to_numpy(), base[measure].to_numpy()) if base[measure].sum() > 0 else math.nan
         rows.append({"order": order, "seed": int(seed), "gain_pct": gain})
     return pd.DataFrame(rows, columns=["order", "seed", "gain_pct"])
 
 
 def gain_table(curves, confidence: float, paper_text: str = "", *, measure: str = "extracted",
                at_round: int | None = None):
-    """Mean pooling gain over paired seeds and its percentile-bootstrap interval, per order (seeds without a
-    gain left out).
+    """Per order (:data:`ORDER_LABELS`): mean pooling gain over the paired seeds that have one, its
+    percentile-bootstrap interval ``low``, ``high`` (resampled means, so it stays above -100 %), ``seeds``,
+    ``MDE (%)`` (:func:`gentwin.metrics.min_detectable_effect`) and ``paper (reference)``.
 
-    Columns ``order`` (as :data:`ORDER_LABELS` names it), ``mean gain (%)``,
-    ``low``, ``high`` (:func:`gentwin.metrics.bootstrap_ci`: the interval of
-    resampled means, so it stays above -100 %), ``seeds`` (NaN and 0 seeds
-    when no seed has a gain), ``MDE (%)`` (the minimum detectable effect at
-    80 % power, :func:`gentwin.metrics.min_detectable_effect`) and ``paper
-    (reference)``.  ``measure`` and ``at_round`` as in :func:`gains`.
-
-    >>> import pandas as pd
     >>> c = pd.DataFrame({"order": ["priority"] * 4 + ["random"] * 4, "seed": [0, 0, 1, 1] * 2,
     ...                   "round": [1, 2] * 4, "extracted": [12, 24, 5, 5, 10, 20, 0, 0]})
     >>> t = gain_table(c, 0.95, "p")  # seed 0: +20 %; seed 1: random extracted nothing, so no gain
     >>> t["order"].tolist(), t["mean gain (%)"].tolist(), t["seeds"].tolist()
     (['with pooling: selection by priority'], [20.0], [1])
     """
-    import pandas as pd
-
     rows = []
     for order, sub in gains(curves, measure=measure, at_round=at_round).groupby("order", sort=False):
         vals = sub["gain_pct"].dropna()
@@ -242,15 +186,8 @@ def gain_table(curves, confidence: float, paper_text: str = "", *, measure: str 
 
 
 def variant_table(curves, confidence: float, budget_rounds: int):
-    """One row per (variant, order, measure, scoring): the paired pooling gain, its bootstrap interval, the
-    seeds and the minimum detectable effect.  The first row is the headline (first variant, priority order,
-    all relations, average over rounds).
-
-    ``curves`` is :func:`variant_runs`' table; scoring is the average over
-    all rounds and, for the budget variant, round ``budget_rounds`` alone.
-    """
-    import pandas as pd
-
+    """:func:`gain_table` per variant, measure and scoring (the average over all rounds, and round
+    ``budget_rounds`` alone) of :func:`variant_runs`' curves; the first row is the headline."""
     rounds = int(curves["round"].max())
     if not 1 <= budget_rounds < rounds:
         raise TrainingError(f"budget_rounds = {budget_rounds}: must be at least 1 and below the {rounds} rounds")
@@ -267,64 +204,51 @@ def variant_table(curves, confidence: float, budget_rounds: int):
 
 
 def headline(curves, table, rounds: int) -> dict[str, Any]:
-    """The chapter's glued values: the priority order's mean gain with its interval, seeds and minimum
-    detectable effect (or a note why there is none), and the mean extracted relations after the last round
-    with priority and random order (all, and those that must be inferred)."""
-    out: dict[str, Any] = {}
+    """The chapter's glued values: the priority order's gain (mean, interval, seeds, MDE, or a note why there
+    is none) and the mean relations extracted after the last round with priority and random order."""
     head = table[table["order"] == ORDER_LABELS["priority"]]
     if len(head) and head["seeds"].iloc[0] > 0:
-        out.update(fig6_gain_pct=float(head["mean gain (%)"].iloc[0]), fig6_gain_pct_low=float(head["low"].iloc[0]),
-                   fig6_gain_pct_high=float(head["high"].iloc[0]), fig6_gain_pct_n=int(head["seeds"].iloc[0]),
-                   fig6_gain_mde=float(head["MDE (%)"].iloc[0]),
-                   fig6_gain_text=f"{head['mean gain (%)'].iloc[0]:+.1f} %")
+        h = head.iloc[0]
+        out: dict[str, Any] = dict(
+            fig6_gain_pct=float(h["mean gain (%)"]), fig6_gain_pct_low=float(h["low"]),
+            fig6_gain_pct_high=float(h["high"]), fig6_gain_pct_n=int(h["seeds"]), fig6_gain_mde=float(h["MDE (%)"]),
+            fig6_gain_text=f"{h['mean gain (%)']:+.1f} %")
     else:
-        out.update(fig6_gain_mde=math.nan,
+        out = dict(fig6_gain_mde=math.nan,
                    fig6_gain_pct_note="the run without pooling extracted no relation in any round, so no gain "
                    "can be computed (the quick profile trains too little for that)",
                    fig6_gain_text="undefined (nothing was extracted without pooling)")
-    final = curves[curves["round"] == rounds].groupby("order")["extracted"].mean()
-    out["fig6_final_random"] = float(final.get("random", math.nan))
-    out["fig6_final_priority"] = float(final.get("priority", math.nan))
-    if "extracted_inferred" in curves:
-        inferred = curves[curves["round"] == rounds].groupby("order")["extracted_inferred"].mean()
-        out["fig6_final_random_inferred"] = float(inferred.get("random", math.nan))
-        out["fig6_final_priority_inferred"] = float(inferred.get("priority", math.nan))
+    last = curves[curves["round"] == rounds].groupby("order")
+    for measure, suffix in (("extracted", ""), ("extracted_inferred", "_inferred")):
+        if measure in curves:
+            final = last[measure].mean()
+            out[f"fig6_final_random{suffix}"] = float(final.get("random", math.nan))
+            out[f"fig6_final_priority{suffix}"] = float(final.get("priority", math.nan))
     return out
 
 
 def curve_bands(curves, measure: str, confidence: float):
-    """Mean and percentile-bootstrap band over seeds of ``measure`` per order and round (the plotted
-    curves): the band is made of resampled means, so it never goes below 0 relations.
+    """Mean and percentile-bootstrap band over seeds of ``measure`` per order and round (the plotted curves;
+    resampled means, so the band never goes below 0).
 
-    >>> import pandas as pd
     >>> c = pd.DataFrame({"order": "random", "seed": [0, 1, 2], "round": 1, "extracted": [0, 0, 6]})
     >>> b = curve_bands(c, "extracted", 0.95).iloc[0]
     >>> float(b["mean"]), bool(b["low"] >= 0), bool(b["high"] <= 6)
     (2.0, True, True)
     """
-    import pandas as pd
-
-    rows = []
-    for (order, rnd), sub in curves.groupby(["order", "round"], sort=False):
-        m, lo, hi = bootstrap_ci(sub[measure], confidence)
-        rows.append({"order": order, "round": rnd, "mean": m, "low": lo, "high": hi, "n": len(sub)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([dict(zip(("order", "round", "mean", "low", "high", "n"),
+                                  (order, rnd, *bootstrap_ci(sub[measure], confidence), len(sub))))
+                         for (order, rnd), sub in curves.groupby(["order", "round"], sort=False)])
 
 
 def first_chunks(settings, dataset):
-    """What the first round's chunk of the training stream holds, per order (seed ``train_seed``).
-
-    One row per order in ``fig6_orders``: instances, sensors, gateways,
-    distinct nodes and the true relations of those nodes.
-    """
-    import pandas as pd
-
+    """Per order of ``fig6_orders`` (seed ``train_seed``): what the first round's chunk holds (instances,
+    sensors, gateways, distinct nodes and their true relations)."""
     cfg = settings.training
     train = training_instances(dataset, cfg)
-    first = int(round(len(train) / cfg.rounds))
     rows = []
     for by in cfg.fig6_orders:
-        head = stream_order(settings, dataset, train, by, cfg.train_seed)[:first]
+        head = stream_order(settings, dataset, train, by, cfg.train_seed)[:int(round(len(train) / cfg.rounds))]
         kinds = [dataset.topology.nodes[i.node_id].kind for i in head]
         rows.append({"order": ORDER_LABELS[by], "instances": len(head), "sensors": kinds.count("sensor"),
                      "gateways": kinds.count("gateway"), "distinct nodes": len({i.node_id for i in head}),

@@ -1,12 +1,8 @@
 """Fig. 7: accuracy and eq. (9) L1 per epoch while the Twin Adapter trains, and the scores of greedy decoding after.
 
-:func:`runs` trains every seed for ``epochs`` epochs (:func:`gentwin.training.train_twin`,
-teacher-forced scores per epoch), then decodes every node greedily; with
-``qa_feedback`` it adds Algorithm 1 line 14 (:func:`qa_feedback`: a pass on
-question/answer prompts made from the model's own triples).
-:func:`backbone_table`, :func:`epoch_bands`, :func:`final_table`,
-:func:`headline`, :func:`page_glues`, :func:`triples_by_kind` and
-:func:`generated_examples` are the chapter's tables and glued values.
+:func:`runs` trains every arm and seed for ``epochs`` epochs (:func:`gentwin.training.train_twin`, teacher-forced
+scores per epoch), then decodes every node greedily, before and after Algorithm 1 line 14 (:func:`qa_feedback`);
+the other functions are the chapter's tables and glued values.
 """
 
 from __future__ import annotations
@@ -15,19 +11,20 @@ import dataclasses
 import time
 from typing import Any, Iterable, Sequence
 
+import pandas as pd
 import torch
 
 from ..config import TrainingConfig
 from ..llm import describe_backbone
+from ..metrics import bootstrap_ci, min_detectable_effect
 from ..progress import progress as progress_bar
 from ..reference import by_key
-from ..metrics import bootstrap_ci, min_detectable_effect
 from ..stats import summarise
 from ..topology import Relation
 from ..training import (TrainingError, TwinTask, cached_frozen_states, eval_rows, evaluate, extract_graph,
                         predict_triples, reset_adapters, train_trajectory, train_twin)
-from .pipeline import run_seeds, stream_order, training_instances
 from ..verbalise import IGNORE, encode_pairs, facts_text, qa_pairs, rename
+from .pipeline import run_seeds, stream_order, training_instances
 
 __all__ = ["PAPER_KEYS", "FINAL_MODE_TEXT", "EPOCH_METRICS", "qa_feedback", "arm_config", "backbone_table", "runs",
            "training_note", "epoch_bands", "arm_table", "paired_difference", "comparisons", "final_table",
@@ -37,61 +34,49 @@ __all__ = ["PAPER_KEYS", "FINAL_MODE_TEXT", "EPOCH_METRICS", "qa_feedback", "arm
 FINAL_MODE_TEXT = {"generate": "greedy decoding from the prompt alone", "teacher_forced": "the teacher-forced read-out"}
 #: The per-epoch curves of Fig. 7 (columns of :func:`~gentwin.training.train_twin`'s table).
 EPOCH_METRICS = ("accuracy", "accuracy_copyable", "accuracy_inferred", "l1")
+#: The paper's reference values (gentwin.reference keys) beside our (split, metric).
+PAPER_KEYS = {("train", "accuracy"): "fig7_train_accuracy", ("validation", "accuracy"): "fig7_val_accuracy",
+              ("validation", "l1"): "fig7_val_l1"}
 
 
-def qa_feedback(
-    model,
-    task: TwinTask,
-    generated: Iterable[Relation],
-    config: TrainingConfig,
-    *,
-    seed: int,
-    epochs: int | None = None,
-    progress: bool = False,
-    step_cache=None,
-) -> dict[str, float]:
+def qa_feedback(model, task: TwinTask, generated: Iterable[Relation], config: TrainingConfig, *, seed: int,
+                epochs: int | None = None, progress: bool = False, step_cache=None) -> dict[str, float]:
     """Algorithm 1 line 14: fine-tune on question/answer prompts made from the model's own triples.
 
-    The generated triples (e.g. :func:`~gentwin.training.extract_graph`) become
-    :func:`~gentwin.verbalise.qa_pairs`; their frozen part is computed once, then the adapters
-    train ``epochs`` (default ``config.qa_epochs``) passes over them with the
-    task's optimiser settings at a constant rate
-    (:func:`~gentwin.training.train_trajectory`, reused from ``step_cache`` when trained before).  Pairs with
-    answer tokens outside the task's output vocabulary are skipped.  Returns ``pairs``, ``skipped`` and the
-    mean loss of the last pass.
+    The ``generated`` triples become :func:`~gentwin.verbalise.qa_pairs` (those whose answer leaves the task's
+    output vocabulary are skipped); the adapters train ``epochs`` (default ``config.qa_epochs``) passes over
+    them at a constant rate (:func:`~gentwin.training.train_trajectory`, reused from ``step_cache``).  Returns
+    ``pairs``, ``skipped`` and the mean loss of the last pass.
     """
     pairs = qa_pairs(rename(generated, task.names))  # spelled as the task's prompts spell ids
     if not pairs:
         raise TrainingError("generated: no triple to turn into question/answer prompts")
     n_epochs = config.qa_epochs if epochs is None else int(epochs)
-    enc = encode_pairs(task.tokenizer, pairs, max_length=task.max_length)
     keep = list(range(len(pairs)))
     if task.vocab is not None:
-        lab = enc.labels
+        lab = encode_pairs(task.tokenizer, pairs, max_length=task.max_length).labels
         ok = ((lab == IGNORE) | (task.vocab.lookup[lab.clamp(min=0)] >= 0)).all(1)
-        keep = [k for k in range(len(pairs)) if bool(ok[k])]
+        keep = [k for k in keep if bool(ok[k])]
     if not keep:
         raise TrainingError("generated: every answer uses tokens outside the output vocabulary")
     sub = encode_pairs(task.tokenizer, [pairs[k] for k in keep], max_length=task.max_length)
-    inside = task.frozen is None or task.frozen.inside
     qa_task = TwinTask(
         tokenizer=task.tokenizer, dataset=task.dataset, node_ids=[p for p, _ in pairs], row_of={},
         gold=[frozenset()] * len(keep), encoded=sub, vocab=task.vocab,
-        frozen=cached_frozen_states(model, sub, inside=inside, batch_size=config.eval_batch_size,
-                                    compute_dtype=task.compute_dtype, progress=progress, step_cache=step_cache),
+        frozen=cached_frozen_states(model, sub, inside=task.frozen is None or task.frozen.inside,
+                                    batch_size=config.eval_batch_size, compute_dtype=task.compute_dtype,
+                                    progress=progress, step_cache=step_cache),
         max_length=task.max_length, compute_dtype=task.compute_dtype,
     )
-    constant_rate = dataclasses.replace(config, discount_factor=1.0)
-    trajectory = train_trajectory(model, qa_task, [torch.arange(len(keep))] * n_epochs, constant_rate, seed=seed,
-                                  desc="line 14", step_cache=step_cache)
-    loss = trajectory[-1]["train_loss"]
-    return {"pairs": float(len(pairs)), "skipped": float(len(pairs) - len(keep)), "loss": loss}
+    trajectory = train_trajectory(model, qa_task, [torch.arange(len(keep))] * n_epochs,
+                                  dataclasses.replace(config, discount_factor=1.0), seed=seed, desc="line 14",
+                                  step_cache=step_cache)
+    return {"pairs": float(len(pairs)), "skipped": float(len(pairs) - len(keep)), "loss": trajectory[-1]["train_loss"]}
 
 
 def arm_config(config: TrainingConfig, arm: str) -> TrainingConfig:
-    """The training settings of one Fig. 7 arm ``"optimiser/order"``: SGD at ``learning_rate`` (decayed by
-    ``discount_factor`` per epoch) or AdamW at ``adamw_learning_rate``, in-pass shuffling off (so the order
-    the pools give is the order of the steps).
+    """The settings of one Fig. 7 arm ``"optimiser/order"``: SGD at ``learning_rate`` (decayed per epoch) or
+    AdamW at ``adamw_learning_rate``, in-pass shuffling off (the order the pools give is the order of the steps).
 
     >>> from gentwin.config import resolve
     >>> c = arm_config(resolve("quick").training, "adamw/random")
@@ -106,16 +91,8 @@ def arm_config(config: TrainingConfig, arm: str) -> TrainingConfig:
 
 
 def backbone_table(model, task: TwinTask, config: TrainingConfig, setup_s: float):
-    """The backbone and what is trained and cached: one row per item, column ``value``.
-
-    Name, architecture, layers, device, compute type and threads (``config``),
-    frozen and trainable (adapter) parameters, the adapted layers, the output
-    vocabulary, the device nodes (one sequence each), the training instances
-    (:func:`~gentwin.experiments.pipeline.training_instances`) and ``setup_s``,
-    the seconds the load and the frozen pass took.
-    """
-    import pandas as pd
-
+    """The backbone and what is trained and cached, one row per item (column ``value``); ``setup_s`` is the
+    seconds the load and the frozen pass took."""
     info = describe_backbone(model)
     return pd.Series({
         "backbone": info["name"], "architecture": info["architecture"], "decoder layers": info["layers"],
@@ -132,21 +109,15 @@ def backbone_table(model, task: TwinTask, config: TrainingConfig, setup_s: float
 
 def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, progress: bool = False,
          step_cache=None):
-    """Fig. 7: every arm (default ``fig7_arms``) x seed: ``epochs`` epochs with per-epoch metrics on training
-    and validation, then greedy decoding, then Algorithm 1 line 14 and greedy decoding again.
+    """Fig. 7: every arm (default ``fig7_arms``) x seed: ``epochs`` epochs, then greedy decoding, then Algorithm 1
+    line 14 and greedy decoding again.
 
-    Every seed restarts the adapters (:func:`~gentwin.training.reset_adapters`) and orders the training
-    instances by the arm's order with that seed (:func:`arm_config` for the optimiser).
-    Returns ``(history, final)``: ``history`` is :func:`~gentwin.training.train_twin`'s table for all arms
-    and seeds (column ``arm``); ``final`` has one row per arm, seed, split and ``stage`` (``"trained"``:
-    after the last epoch; ``"qa"``: after the question/answer pass) with the scores of
-    ``final_eval_mode`` (greedy decoding in the paper profile).  With ``step_cache``
-    (:class:`gentwin.cache.StepCache`) trainings done before on the same inputs are reused, so a re-run that
-    changes only how the runs are scored (``eval_mode``, ``final_eval_mode``) trains nothing again but the
-    line-14 pass when its prompts changed.
+    Every seed restarts the adapters and orders the training instances by the arm's order with that seed.
+    Returns ``(history, final)``: :func:`~gentwin.training.train_twin`'s tables with column ``arm``, and one row
+    per arm, seed, split and ``stage`` (``"trained"``, or ``"qa"`` after line 14) with the scores of
+    ``final_eval_mode``.  With ``step_cache`` a re-run that changes only how runs are scored trains nothing again
+    but the line-14 pass when its prompts changed.
     """
-    import pandas as pd
-
     base = settings.training
     train = training_instances(task.dataset, base)
     histories, finals = [], []
@@ -176,10 +147,9 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
 
 
 def training_note(history, config: TrainingConfig, seconds: float) -> str:
-    """One sentence on the training: arms x seeds x epochs, the ``seconds`` they took, and the mean seconds of
-    one training epoch (``history``'s ``seconds``, one value per arm, seed and epoch; epoch 0 trains nothing).
+    """One sentence: arms x seeds x epochs, the ``seconds`` they took, and the mean seconds of one training epoch
+    (epoch 0 trains nothing).
 
-    >>> import pandas as pd
     >>> from gentwin.config import resolve
     >>> h = pd.DataFrame({"arm": "a", "seed": 0, "epoch": [0, 1, 1, 2], "split": ["train", "train", "validation",
     ...                   "train"], "seconds": [9.0, 2.0, 2.0, 3.0]})
@@ -192,15 +162,9 @@ def training_note(history, config: TrainingConfig, seconds: float) -> str:
 
 
 def epoch_bands(history, arm: str, confidence: float):
-    """Fig. 7's curves for one arm: ``(scored, bands)``.
-
-    ``scored`` is ``history``'s train and validation rows of ``arm``;
-    ``bands`` has, per split, metric (:data:`EPOCH_METRICS`) and epoch, the
-    mean over seeds with its t-interval (:func:`gentwin.stats.summarise`) and
-    the split's ``copy_ceiling`` (the mean copyable share of its rows).
-    """
-    import pandas as pd
-
+    """Fig. 7's curves for one arm: ``(scored, bands)``, the train and validation rows of ``arm`` and, per split,
+    metric (:data:`EPOCH_METRICS`) and epoch, the mean over seeds with its t-interval and the split's
+    ``copy_ceiling`` (mean copyable share)."""
     scored = history[(history.arm == arm) & history.split.isin(["train", "validation"])]
     bands = pd.concat([summarise(scored[scored.split == split], "epoch", metric, confidence)
                        .assign(split=split, metric=metric)
@@ -209,31 +173,30 @@ def epoch_bands(history, arm: str, confidence: float):
     return scored, bands
 
 
-def arm_table(final, confidence: float):
-    """Every arm and stage side by side: mean greedy accuracy on train and validation, split into copyable
-    and inferred relations, with percentile-bootstrap intervals and the seeds behind them."""
-    import pandas as pd
+def _boot(sub, metric: str, confidence: float) -> tuple[float, float, float, int]:
+    """Mean, percentile-bootstrap interval (resampled means: inside [0, 1]) and seeds of one metric."""
+    return (*bootstrap_ci(sub[metric], confidence), int(sub[metric].notna().sum()))
 
+
+def arm_table(final, confidence: float):
+    """Every arm and stage side by side: mean greedy accuracy on train and validation, overall, copyable and
+    inferred, with bootstrap intervals, the copy ceiling and the seeds."""
     rows = []
     for (arm, stage, split), sub in final.groupby(["arm", "stage", "split"], sort=False):
         row = {"arm": arm, "line 14 (qa)": "on" if stage == "qa" else "off", "split": split}
         for metric in ("accuracy", "accuracy_copyable", "accuracy_inferred"):
-            m, lo, hi = bootstrap_ci(sub[metric], confidence)
+            m, lo, hi, n = _boot(sub, metric, confidence)
             row.update({metric: m, metric + " CI": f"[{lo:.3f}, {hi:.3f}]"})
-        row["copy ceiling"] = float(sub["copyable_share"].mean())
-        row["seeds"] = int(sub[metric].notna().sum())
-        rows.append(row)
+        rows.append({**row, "copy ceiling": float(sub["copyable_share"].mean()), "seeds": n})
     return pd.DataFrame(rows)
 
 
 def paired_difference(final, confidence: float, *, arm: str, baseline: str, split: str = "validation",
                       stage: str = "trained", baseline_stage: str | None = None,
                       metric: str = "accuracy") -> dict[str, float]:
-    """Per-seed difference ``arm - baseline`` of a greedy metric (same seeds), its mean, bootstrap interval,
-    seed count and minimum detectable effect.  ``baseline_stage`` (default ``stage``) lets one arm be
-    compared with itself before and after the line-14 pass.
+    """Per-seed difference ``arm - baseline`` of a greedy metric: mean, bootstrap interval, seeds and minimum
+    detectable effect; ``baseline_stage`` (default ``stage``) compares an arm with itself across line 14.
 
-    >>> import pandas as pd
     >>> f = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "split": "validation",
     ...                   "stage": "trained", "accuracy": [0.5, 0.6, 0.7, 0.4, 0.6, 0.5]})
     >>> d = paired_difference(f, 0.95, arm="a", baseline="b")
@@ -251,13 +214,9 @@ def paired_difference(final, confidence: float, *, arm: str, baseline: str, spli
 
 
 def comparisons(final, confidence: float, arms: Sequence[str], qa: bool = False):
-    """The chapter's paired comparisons on validation accuracy (greedy): pooling (each ``<opt>/priority``
-    against ``<opt>/random``), the optimiser reading (``adamw/<order>`` against ``sgd/<order>``) and
-    Algorithm 1 line 14 (the headline arm after its question/answer pass against before it).
-    Scores are read before line 14 unless ``qa``.
-    """
-    import pandas as pd
-
+    """The chapter's paired comparisons of validation accuracy: pooling (``<opt>/priority`` - ``<opt>/random``),
+    the optimiser (``adamw/<order>`` - ``sgd/<order>``), both read before line 14 unless ``qa``, and line 14
+    (the headline arm after it - before it)."""
     stage = "qa" if qa else "trained"
     plan = []
     for a in arms:
@@ -275,46 +234,26 @@ def comparisons(final, confidence: float, arms: Sequence[str], qa: bool = False)
     return pd.DataFrame(rows)
 
 
-#: The paper's reference values (gentwin.reference keys) beside our (split, metric).
-PAPER_KEYS = {("train", "accuracy"): "fig7_train_accuracy", ("validation", "accuracy"): "fig7_val_accuracy",
-              ("validation", "l1"): "fig7_val_l1"}
-
-
 def final_table(final, confidence: float, qa: bool, arm: str | None = None):
-    """Mean and percentile-bootstrap interval over seeds of greedy decoding's accuracy, precision and L1, per
-    split, for one arm (default: the first in ``final``).
-
-    ``final`` is :func:`runs`' second table; ``qa`` picks the stage after the
-    question/answer pass.  The interval is made of resampled means
-    (:func:`gentwin.metrics.bootstrap_ci`), so it stays inside [0, 1].  The
-    ``paper (reference)`` column holds the paper's value where it reports one
-    (:data:`PAPER_KEYS`, from :mod:`gentwin.reference`).
-    """
-    import pandas as pd
-
+    """Per split: mean and bootstrap interval over seeds of greedy accuracy, precision and L1 for one arm
+    (default: the first), after line 14 when ``qa``, with the paper's value where it reports one
+    (:data:`PAPER_KEYS`)."""
     if "arm" in final:
         final = final[final.arm == (final.arm.iloc[0] if arm is None else arm)]
     res = final[final.stage == ("qa" if qa else "trained")]
-    rows = []
-    for split in ("train", "validation"):
-        sub = res[res.split == split]
-        for metric in ("accuracy", "precision", "l1"):
-            m, lo, hi = bootstrap_ci(sub[metric], confidence)
-            rows.append({"split": split, "metric": metric, "mean": m, "low": lo, "high": hi,
-                         "seeds": int(sub[metric].notna().sum())})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([dict(zip(("split", "metric", "mean", "low", "high", "seeds"),
+                                   (split, metric, *_boot(res[res.split == split], metric, confidence))))
+                          for split in ("train", "validation") for metric in ("accuracy", "precision", "l1")])
     table["paper (reference)"] = [by_key(PAPER_KEYS[key]).paper_text if key in PAPER_KEYS else ""
                                   for key in zip(table.split, table.metric)]
     return table
 
 
 def headline(table, history, epochs: int) -> dict[str, Any]:
-    """The chapter's glued values: epochs, greedy train/validation accuracy and validation L1 (mean, low,
-    high), and the teacher-forced validation accuracy at the last epoch."""
+    """The chapter's glued values: epochs, greedy train/validation accuracy and validation L1 (mean, low, high,
+    seeds), and the teacher-forced validation accuracy at the last epoch."""
     out: dict[str, Any] = {"fig7_epochs": int(epochs)}
-    for key, split, metric in (("fig7_train_accuracy", "train", "accuracy"),
-                               ("fig7_val_accuracy", "validation", "accuracy"),
-                               ("fig7_val_l1", "validation", "l1")):
+    for key, (split, metric) in zip(PAPER_KEYS.values(), PAPER_KEYS):
         r = table[(table.split == split) & (table.metric == metric)].iloc[0]
         out.update({key: float(r["mean"]), key + "_low": float(r["low"]), key + "_high": float(r["high"]),
                     key + "_n": int(r["seeds"])})
@@ -326,11 +265,9 @@ def headline(table, history, epochs: int) -> dict[str, Any]:
 
 
 def page_glues(final, arm: str, final_eval_mode: str, seconds: float) -> dict[str, Any]:
-    """The chapter's glued values beside :func:`headline`: the claims' margin, how the final scores were read
-    (:data:`FINAL_MODE_TEXT`), the page's minutes (``seconds``), and for ``arm`` on validation the copy ceiling
-    (mean copyable share) and the accuracy on inferred relations after the last epoch (before line 14).
+    """The chapter's other glued values: the claims' margin, how the final scores were read, the page's minutes,
+    and for ``arm`` on validation the copy ceiling and the accuracy on inferred relations before line 14.
 
-    >>> import pandas as pd
     >>> f = pd.DataFrame({"arm": ["a", "a", "a", "b"], "split": ["validation", "validation", "train", "validation"],
     ...                   "stage": ["trained", "qa", "trained", "trained"], "copyable_share": [0.5, 0.5, 0.9, 0.1],
     ...                   "accuracy_inferred": [0.25, 0.75, 1.0, 0.0]})
@@ -346,13 +283,8 @@ def page_glues(final, arm: str, final_eval_mode: str, seconds: float) -> dict[st
 
 
 def triples_by_kind(model, task: TwinTask):
-    """Greedy decoding of every validation node: per kind of true triple (e.g. ``sensor -CONNECTED_TO->
-    gateway``) how many there are and the fraction produced; and the produced triples per node.
-
-    Returns ``(table, produced)`` with ``produced[k]`` the triples of ``task.split_rows("validation")[k]``.
-    """
-    import pandas as pd
-
+    """Greedy decoding of every validation node: ``(table, produced)``, per kind of true triple (e.g. ``sensor
+    -CONNECTED_TO-> gateway``) how many there are and the fraction produced, and the triples of each node."""
     nodes = task.dataset.topology.nodes
     val_rows = task.split_rows("validation")
     produced, _ = predict_triples(model, task, val_rows, mode="generate")
@@ -365,10 +297,8 @@ def triples_by_kind(model, task: TwinTask):
 
 
 def generated_examples(task: TwinTask, produced: Sequence[Iterable[Relation]], n: int = 4):
-    """The first ``n`` validation nodes: prompt, true target and the triples ``produced`` for them (as
-    :func:`triples_by_kind` returns them, in ``task.split_rows("validation")`` order)."""
-    import pandas as pd
-
+    """The first ``n`` validation nodes: prompt, true target and the triples ``produced`` for them (in
+    ``task.split_rows("validation")`` order)."""
     val_rows = task.split_rows("validation")
     return pd.DataFrame([{"prompt": task.encoded.prompts[r], "true": task.encoded.targets[r],
                           "generated (last run)": facts_text(got)} for r, got in list(zip(val_rows, produced))[:n]])
