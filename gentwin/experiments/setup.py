@@ -1,14 +1,8 @@
 """The set-up chapter's tables: the data set's counts beside the paper's, the relation make-up, gateway degrees and the split.
 
-Each function takes the book's :class:`~gentwin.topology.DataSet` (or its
-topology) and returns a tidy :class:`pandas.DataFrame`; :func:`draw_topology`
-draws a small topology as a tree.  The data set's files (:func:`dataset_files`,
-:func:`entity_excerpt`, :func:`encodings_read_back`) and the Smart Data Models
-sample (:func:`graph_counts`, :func:`draw_entity_graph`, :func:`sample_log`,
-:func:`sample_pools`) are shown through :mod:`gentwin.ingest`, the door every
-chapter's data comes through.  Nothing here is typed from the paper: the
-paper's numbers come from :mod:`gentwin.config` (Table III) and
-:mod:`gentwin.reference` (Section III.B).
+Each function takes the book's :class:`~gentwin.topology.DataSet` (or its topology, a data-set folder or the
+Smart Data Models sample read through :mod:`gentwin.ingest`) and returns a tidy DataFrame or draws on the axes
+it is given.  The paper's numbers come from :mod:`gentwin.config` (Table III) and :mod:`gentwin.reference`.
 """
 
 from __future__ import annotations
@@ -17,6 +11,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from ..config import PROFILES, TopologyConfig, field_spec
 from ..ingest import BOOK_FILES, FORMS, read_entities, to_urn
@@ -39,30 +35,17 @@ GLUED_COUNTS = {
 
 
 def glued_counts(dataset: DataSet) -> dict[str, float]:
-    """The counts the chapter glues, as floats, by glue name.
-
-    >>> from gentwin.config import resolve
-    >>> from gentwin.topology import generate_dataset
-    >>> glued_counts(generate_dataset(resolve("quick").topology))
-    {'dataset_instances': 60.0, 'dataset_device_nodes': 30.0, 'dataset_relations': 57.0, 'dataset_train_instances': 42.0}
-    """
+    """The counts the chapter glues, as floats, by glue name."""
     counts = dataset.counts()
     return {name: float(counts[key]) for name, key in GLUED_COUNTS.items()}
 
 
 def paper_comparison(dataset: DataSet):
-    """Our counts beside the paper's: sensors and gateways (Table III), then the Section III.B counts.
-
-    Columns ``quantity`` (index), ``paper`` (as printed), ``this run`` and
-    ``where in the paper``, and ``same as the paper``.
-    """
-    import pandas as pd
-
+    """Our counts beside the paper's (Table III's sensors and gateways, then the Section III.B counts): columns
+    ``paper`` (as printed), ``this run``, ``where in the paper`` and ``same as the paper``."""
     counts = dataset.counts()
-    rows = [("IoT sensors", field_spec("n_sensors").paper, counts["sensors"], "Table III",
-             float(field_spec("n_sensors").paper)),
-            ("gateways", field_spec("n_gateways").paper, counts["gateways"], "Table III",
-             float(field_spec("n_gateways").paper))]
+    rows = [(q, field_spec(f).paper, counts[key], "Table III", float(field_spec(f).paper))
+            for q, f, key in (("IoT sensors", "n_sensors", "sensors"), ("gateways", "n_gateways", "gateways"))]
     rows += [(by_key(name).quantity, by_key(name).paper_text, counts[key], by_key(name).where, by_key(name).paper)
              for name, key in GLUED_COUNTS.items()]
     table = pd.DataFrame(rows, columns=["quantity", "paper", "this run", "where in the paper", "paper value"])
@@ -71,13 +54,9 @@ def paper_comparison(dataset: DataSet):
 
 
 def comparison_note(comparison, config: TopologyConfig, paper: TopologyConfig | None = None) -> str:
-    """What :func:`paper_comparison`'s table says: every count equals the paper's, or which differ and
-    which data-set parameters of ``config`` differ from ``paper`` (default: the paper profile's).
+    """What :func:`paper_comparison`'s table says: every count equals the paper's, or which differ and which
+    data-set parameters of ``config`` differ from ``paper`` (default: the paper profile's).
 
-    >>> import pandas as pd
-    >>> same = pd.DataFrame({"same as the paper": [True, True]}, index=["gateways", "instances"])
-    >>> comparison_note(same, PROFILES["paper"].topology)
-    "Every count equals the paper's."
     >>> differ = pd.DataFrame({"same as the paper": [True, False]}, index=["gateways", "instances"])
     >>> print(comparison_note(differ, TopologyConfig(n_instances=400), TopologyConfig(n_instances=500)))
     These counts differ from the paper's: instances.
@@ -95,7 +74,6 @@ def comparison_note(comparison, config: TopologyConfig, paper: TopologyConfig | 
 def relation_makeup(topology: Topology):
     """Relations counted by (type, head kind, tail kind), those counted in eq. (3)'s M first.
 
-    >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_topology
     >>> t = relation_makeup(generate_topology(TopologyConfig(n_services=1, n_gateways=2, n_sensors=3,
     ...                                                      n_gateway_links=1, n_instances=5)))
@@ -104,8 +82,6 @@ def relation_makeup(topology: Topology):
      ['SERVES_IN', 'gateway', 'service', 2], ['CONNECTED_TO', 'gateway', 'gateway', 1],
      ['IN', 'service', 'city', 1]]
     """
-    import pandas as pd
-
     kind = {nid: node.kind for nid, node in topology.nodes.items()}
     relations = pd.DataFrame([(r.type, kind[r.head], kind[r.tail]) for r in topology.relations],
                              columns=["relation", "from", "to"])
@@ -115,14 +91,8 @@ def relation_makeup(topology: Topology):
 
 
 def relation_formula(makeup, config: TopologyConfig, unique: int) -> str:
-    """The relation count the generator's rules give, ``2 n_sensors + n_gateways + n_gateway_links``, beside
-    the relations of :func:`relation_makeup` counted in M and ``unique``, the data set's unique relations.
-
-    >>> from gentwin.topology import generate_topology
-    >>> small = TopologyConfig(n_services=1, n_gateways=2, n_sensors=3, n_gateway_links=1, n_instances=5)
-    >>> relation_formula(relation_makeup(generate_topology(small)), small, 9)
-    '2 x n_sensors + n_gateways + n_gateway_links = 2 x 3 + 2 + 1 = 9; counted in the generated graph: 9; unique: 9'
-    """
+    """The generator's relation count ``2 n_sensors + n_gateways + n_gateway_links`` beside the relations of
+    :func:`relation_makeup` counted in M and ``unique``, the data set's unique relations."""
     expected = 2 * config.n_sensors + config.n_gateways + config.n_gateway_links
     counted = int(makeup.loc[makeup["counted in M (head is a device)"], "count"].sum())
     return (f"2 x n_sensors + n_gateways + n_gateway_links = 2 x {config.n_sensors} + {config.n_gateways} + "
@@ -131,27 +101,18 @@ def relation_formula(makeup, config: TopologyConfig, unique: int) -> str:
 
 def gateway_degrees(topology: Topology):
     """One row per gateway: its service and d_i, the sensors connected to it (Table II, eq. 2)."""
-    import pandas as pd
-
     return pd.DataFrame([{"gateway": gid, "service": topology.nodes[gid].service, "d_i": d}
                          for gid, d in topology.gateway_degrees().items()])
 
 
 def degree_summary(degrees) -> str:
-    """Mean, least and largest d_i of :func:`gateway_degrees`' table, and how many gateways have no sensor.
-
-    >>> import pandas as pd
-    >>> degree_summary(pd.DataFrame({"d_i": [0, 2, 4, 0]}))
-    'd_i: mean 1.50, min 0, max 4; gateways without any sensor: 2'
-    """
+    """Mean, least and largest d_i of :func:`gateway_degrees`' table, and how many gateways have no sensor."""
     return (f"d_i: mean {degrees.d_i.mean():.2f}, min {degrees.d_i.min()}, max {degrees.d_i.max()}; "
             f"gateways without any sensor: {(degrees.d_i == 0).sum()}")
 
 
 def split_table(dataset: DataSet, fractions: tuple[float, ...]):
     """Instances, their share, the configured share, sensors and gateways of each split."""
-    import pandas as pd
-
     log = dataset.table()
     nodes = log.groupby(["split", "kind"]).node_id.nunique().unstack(fill_value=0)
     size = log.groupby("split").size()
@@ -185,19 +146,38 @@ def _tree_positions(topology: Topology) -> dict[str, tuple[float, int]]:
     return {nid: (x[nid], depth[kind]) for kind, ids in order.items() for nid in ids}
 
 
+def _graph(nodes, relations, ids=None):
+    """A networkx DiGraph of ``nodes`` (attribute ``kind``; only ``ids`` when given) and ``relations`` (``type``)."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    for nid in nodes if ids is None else ids:
+        g.add_node(nid, kind=nodes[nid].kind)
+    for r in relations:
+        g.add_edge(r.head, r.tail, type=r.type)
+    return g
+
+
+def _finish(g, pos, ax: Any, title: str, node_size: int, colour: dict, handles: list, legend: dict) -> None:
+    """Nodes coloured by kind, their labels, the legend and the title of a drawing."""
+    import networkx as nx
+
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=node_size, node_color=[colour[g.nodes[n]["kind"]] for n in g])
+    nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
+    ax.legend(handles=handles, frameon=False, **legend)
+    ax.set_title(title)
+    ax.axis("off")
+
+
 def draw_topology(topology: Topology, ax: Any, title: str) -> None:
-    """Draw a (small) topology as a tree on ``ax``: grey sensor links, a curved fog link, dashed
-    ``SERVES_IN``, dotted ``IN``, nodes coloured by kind."""
+    """Draw a (small) topology as a tree on ``ax``: grey sensor links, a curved fog link, dashed ``SERVES_IN``,
+    dotted ``IN``, nodes coloured by kind."""
     import networkx as nx
     import seaborn as sns
     from matplotlib.lines import Line2D
 
     pos = _tree_positions(topology)
-    g = nx.DiGraph()
-    for nid in pos:
-        g.add_node(nid, kind=topology.nodes[nid].kind)
-    for r in topology.relations:
-        g.add_edge(r.head, r.tail, type=r.type)
+    g = _graph(topology.nodes, topology.relations, pos)
     palette = dict(zip(NODE_KINDS, sns.color_palette("colorblind", len(NODE_KINDS))))
     edge_style = {
         "sensor-gateway": dict(style="solid", edge_color="0.45", width=1.4),
@@ -207,102 +187,49 @@ def draw_topology(topology: Topology, ax: Any, title: str) -> None:
         "IN": dict(style="dotted", edge_color="0.55", width=1.0),
     }
     for name, style in edge_style.items():
-        if name in ("SERVES_IN", "IN"):
-            edges = [(u, v) for u, v, d in g.edges(data=True) if d["type"] == name]
-        else:
-            head, tail = name.split("-")
-            edges = [(u, v) for u, v, d in g.edges(data=True)
-                     if d["type"] == "CONNECTED_TO" and g.nodes[u]["kind"] == head and g.nodes[v]["kind"] == tail]
+        head, _, tail = name.partition("-")
+        edges = [(u, v) for u, v, d in g.edges(data=True) if d["type"] == name or (
+            tail and d["type"] == "CONNECTED_TO" and g.nodes[u]["kind"] == head and g.nodes[v]["kind"] == tail)]
         nx.draw_networkx_edges(g, pos, edgelist=edges, ax=ax, arrows=True, arrowsize=8, node_size=1000, **style)
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=1000, node_color=[palette[g.nodes[n]["kind"]] for n in g.nodes])
-    nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
-    ax.legend(handles=[Line2D([], [], marker="o", linestyle="", color=palette[k], label=k) for k in NODE_KINDS],
-              loc="lower left", bbox_to_anchor=(1.0, 0.0), frameon=False, title="node kind")
-    ax.set_title(title)
-    ax.axis("off")
-
-
-# ---------------------------------------------------------------------------
-# The data set's files, and the Smart Data Models sample
-# ---------------------------------------------------------------------------
+    _finish(g, pos, ax, title, 1000, palette,
+            [Line2D([], [], marker="o", linestyle="", color=palette[k], label=k) for k in NODE_KINDS],
+            dict(loc="lower left", bbox_to_anchor=(1.0, 0.0), title="node kind"))
 
 
 def dataset_files(folder: str | os.PathLike):
-    """One row per file of a book data-set folder (:data:`gentwin.ingest.BOOK_FILES`): what it holds,
-    its size in bytes, and the entities (JSON files) or log records (the log) it holds.
-
-    >>> import tempfile
-    >>> from gentwin.config import resolve
-    >>> from gentwin.ingest import book_dataset
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     _ = book_dataset(resolve("quick").topology, Path(tmp) / "city")
-    ...     t = dataset_files(Path(tmp) / "city")
-    >>> t[["holds", "entities", "log records"]].values.tolist()  # doctest: +NORMALIZE_WHITESPACE
-    [['NGSI-LD entities, normalized', 34, None], ['NGSI-LD entities, keyValues', 34, None],
-     ['sensor log', None, 60], ['settings it was written from', None, None]]
-    """
-    import pandas as pd
-
+    """One row per file of a book data-set folder (:data:`gentwin.ingest.BOOK_FILES`): what it holds, its size
+    in bytes, and the entities (JSON files) or log records (the log) in it."""
     folder = Path(folder)
     holds = {"normalized": "NGSI-LD entities, normalized", "keyValues": "NGSI-LD entities, keyValues",
              "log": "sensor log", "settings": "settings it was written from"}
     rows = []
     for key, name in BOOK_FILES.items():
-        path = folder / name
-        text = path.read_text(encoding="utf-8")
+        text = (folder / name).read_text(encoding="utf-8")
         entities = len(json.loads(text)) if key in FORMS else None
         records = sum(1 for line in text.splitlines() if line.strip() and not line.startswith("#")) \
             if key == "log" else None
-        rows.append((name, holds[key], path.stat().st_size, entities, records))
+        rows.append((name, holds[key], (folder / name).stat().st_size, entities, records))
     columns = ["file", "holds", "bytes", "entities", "log records"]
     return pd.DataFrame(rows, columns=columns, dtype=object).astype({"bytes": int})  # object: counts stay ints
 
 
 def entity_excerpt(folder: str | os.PathLike, form: str, node: Any) -> str:
-    """One node's entity as the ``form`` file of a book data-set folder holds it, one attribute a line
-    (the ``@context`` IRIs left out).
-
-    >>> import tempfile
-    >>> from gentwin.topology import Node
-    >>> from gentwin.ingest import write_entities
-    >>> topo = Topology({"C": Node("C", "city", name="town")}, [])
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     write_entities(topo, Path(tmp) / BOOK_FILES["keyValues"], form="keyValues")
-    ...     print(entity_excerpt(tmp, "keyValues", topo.nodes["C"]))
-    {
-      "id": "urn:ngsi-ld:SmartCity:C",
-      "type": "SmartCity",
-      "name": "town"
-    }
-    """
+    """One node's entity as the ``form`` file of a book data-set folder holds it, one attribute a line (the
+    ``@context`` IRIs left out)."""
     entities = json.loads((Path(folder) / BOOK_FILES[form]).read_text(encoding="utf-8"))
-    urn = to_urn(node)
-    entity = next(e for e in entities if e["id"] == urn)
+    entity = next(e for e in entities if e["id"] == to_urn(node))
     lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in entity.items() if k != "@context"]
     return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def encodings_read_back(folder: str | os.PathLike, topology: Topology) -> dict[str, bool]:
-    """Whether each encoding's file of a book data-set folder reads back to exactly ``topology``
-    (nodes with every field, relations in order)."""
-    folder = Path(folder)
-    return {form: read_entities(folder / BOOK_FILES[form]) == topology for form in FORMS}
+    """Whether each encoding's file of a book data-set folder reads back to exactly ``topology``."""
+    return {form: read_entities(Path(folder) / BOOK_FILES[form]) == topology for form in FORMS}
 
 
 def graph_counts(graph: EntityGraph) -> tuple[Any, Any]:
-    """Two tables of an entity graph: nodes by kind (with their NGSI types) and relations by type
-    (with the properties they came from), each in :data:`gentwin.sdm.GRAPH_KINDS` /
-    :data:`~gentwin.sdm.GRAPH_RELATIONS` order.
-
-    >>> from gentwin.ingest import read_graph
-    >>> nodes, rels = graph_counts(read_graph([
-    ...     {"id": "d1", "type": "Device", "deviceCategory": ["sensor"]},
-    ...     {"id": "o1", "type": "NoiseLevelObserved", "refDevice": "d1"}]))
-    >>> nodes.values.tolist(), rels.values.tolist()
-    ([['sensor', 1, 'Device'], ['observation', 1, 'NoiseLevelObserved']], [['OBSERVED_BY', 1, 'refDevice']])
-    """
-    import pandas as pd
-
+    """Nodes by kind (with their NGSI types) and relations by type (with the properties they came from), in
+    :data:`gentwin.sdm.GRAPH_KINDS` / :data:`~gentwin.sdm.GRAPH_RELATIONS` order."""
     nodes = pd.DataFrame([(n.kind, n.type) for n in graph.nodes.values()], columns=["kind", "type"])
     rels = pd.DataFrame([(r.type, r.via) for r in graph.relations], columns=["relation", "via"])
 
@@ -316,17 +243,13 @@ def graph_counts(graph: EntityGraph) -> tuple[Any, Any]:
 
 
 def draw_entity_graph(graph: EntityGraph, ax: Any, title: str) -> None:
-    """Draw a (small) entity graph on ``ax``: nodes coloured by kind, edges by relation type (a
-    Kamada-Kawai layout, which draws nothing at random)."""
+    """Draw a (small) entity graph on ``ax``: nodes coloured by kind, edges by relation type (a Kamada-Kawai
+    layout, which draws nothing at random)."""
     import networkx as nx
     import seaborn as sns
     from matplotlib.lines import Line2D
 
-    g = nx.DiGraph()
-    for nid, node in graph.nodes.items():
-        g.add_node(nid, kind=node.kind)
-    for r in graph.relations:
-        g.add_edge(r.head, r.tail, type=r.type)
+    g = _graph(graph.nodes, graph.relations)
     kinds = [k for k in GRAPH_KINDS if any(n.kind == k for n in graph.nodes.values())]
     types = [t for t in GRAPH_RELATIONS if any(r.type == t for r in graph.relations)]
     node_colour = dict(zip(kinds, sns.color_palette("colorblind", len(kinds))))
@@ -334,33 +257,22 @@ def draw_entity_graph(graph: EntityGraph, ax: Any, title: str) -> None:
     pos = nx.kamada_kawai_layout(g.to_undirected())
     nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=8, node_size=500, width=1.2,
                            edge_color=[edge_colour[d["type"]] for _, _, d in g.edges(data=True)])
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=500, node_color=[node_colour[g.nodes[n]["kind"]] for n in g])
-    nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
-    handles = ([Line2D([], [], marker="o", linestyle="", color=node_colour[k], label=k) for k in kinds]
-               + [Line2D([], [], color=edge_colour[t], label=t) for t in types])
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-              title="node kind / relation", fontsize=8)
-    ax.set_title(title)
-    ax.axis("off")
+    _finish(g, pos, ax, title, 500, node_colour,
+            [Line2D([], [], marker="o", linestyle="", color=node_colour[k], label=k) for k in kinds]
+            + [Line2D([], [], color=edge_colour[t], label=t) for t in types],
+            dict(loc="center left", bbox_to_anchor=(1.0, 0.5), title="node kind / relation", fontsize=8))
 
 
 def sample_log(topology: Topology) -> list[Instance]:
-    """A log for a topology read without one: every sensor and gateway reports once, active, in node
-    order, one second apart (all in the training split).
-
-    >>> from gentwin.topology import Node
-    >>> topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")}, [])
-    >>> sample_log(topo)  # doctest: +NORMALIZE_WHITESPACE
-    [Instance(index=0, timestamp=0.0, node_id='G', present=True, split='train'),
-     Instance(index=1, timestamp=1.0, node_id='S', present=True, split='train')]
-    """
+    """A log for a topology read without one: every sensor and gateway reports once, active, in node order, one
+    second apart (all in the training split)."""
     return [Instance(k, float(k), node.id, True, "train") for k, node in enumerate(topology.devices())]
 
 
 def sample_pools(topology: Topology, pooling: Any):
-    """Eqs. (1)-(4) on a topology read without a log (:func:`sample_log`): one row per sensor and
-    gateway with its eq. (2) pair, relations N, priority p and pool (:func:`gentwin.pooling.pool_snapshot`
-    under the readings of ``pooling``, a :class:`gentwin.config.PoolingConfig`).
+    """Eqs. (1)-(4) on a topology read without a log (:func:`sample_log`): per sensor and gateway its eq. (2)
+    pair, relations N, priority p and pool under the readings of ``pooling`` (a
+    :class:`gentwin.config.PoolingConfig`).
 
     >>> from gentwin.config import resolve
     >>> from gentwin.topology import Node, Relation

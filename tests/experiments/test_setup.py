@@ -190,3 +190,28 @@ def test_sample_pools_follow_the_relation_counts(sample_graph) -> None:
     incident = setup.sample_pools(topo, resolve("quick", relation_owner="incident").pooling).set_index("node")
     assert incident.N.to_dict() == {**table.N.to_dict(), "rs-gw-north": 5, "rs-gw-south": 4}
     assert incident.p.to_dict() == pytest.approx({k: v / 13 for k, v in incident.N.to_dict().items()})
+
+
+def test_small_hand_worked_cases() -> None:
+    """Formerly doctests of gentwin.experiments.setup: a 1-service, 2-gateway, 3-sensor topology and two-node logs."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from gentwin.ingest import BOOK_FILES, write_entities
+    from gentwin.topology import Node, Topology
+
+    small = TopologyConfig(n_services=1, n_gateways=2, n_sensors=3, n_gateway_links=1, n_instances=5)
+    assert setup.relation_formula(setup.relation_makeup(generate_topology(small)), small, 9) == (
+        "2 x n_sensors + n_gateways + n_gateway_links = 2 x 3 + 2 + 1 = 9; counted in the generated graph: 9; unique: 9")
+    assert setup.degree_summary(pd.DataFrame({"d_i": [0, 2, 4, 0]})) == (
+        "d_i: mean 1.50, min 0, max 4; gateways without any sensor: 2")
+    topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")}, [])
+    assert [(i.index, i.timestamp, i.node_id, i.present, i.split) for i in setup.sample_log(topo)] == [
+        (0, 0.0, "G", True, "train"), (1, 1.0, "S", True, "train")]
+    city = Topology({"C": Node("C", "city", name="town")}, [])
+    with tempfile.TemporaryDirectory() as tmp:
+        write_entities(city, Path(tmp) / BOOK_FILES["keyValues"], form="keyValues")
+        assert setup.entity_excerpt(tmp, "keyValues", city.nodes["C"]) == (
+            '{\n  "id": "urn:ngsi-ld:SmartCity:C",\n  "type": "SmartCity",\n  "name": "town"\n}')
