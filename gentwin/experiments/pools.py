@@ -1,10 +1,7 @@
 """The pooling chapter's tables, curves and figures: Priority Pooling on the book's data, over the log and by reading.
 
-The equations and Algorithm 1 live in :mod:`gentwin.pooling`; the functions
-here run them on a :class:`~gentwin.topology.DataSet` and return tidy
-:class:`pandas.DataFrame` tables.  ``readings`` are the keyword arguments of
-:class:`~gentwin.pooling.PriorityPool` (:func:`readings` takes them from the
-settings); the ``draw_*`` functions draw on the matplotlib axes they are given.
+The equations and Algorithm 1 live in :mod:`gentwin.pooling`; ``readings`` are the keyword arguments of
+:class:`~gentwin.pooling.PriorityPool` (:func:`readings` takes them from the settings).
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..checks import check_int
 from ..config import PoolingConfig
@@ -33,18 +31,12 @@ CURVES = {"size": "nodes in pool", "W": "pool weight W_p (eq. 6)", "alpha": "upd
 
 
 def readings(pooling: PoolingConfig) -> dict[str, str]:
-    """The readings of ``settings.pooling`` as keyword arguments of :class:`~gentwin.pooling.PriorityPool`.
-
-    >>> readings(PoolingConfig(band="paper"))["band"]
-    'paper'
-    """
+    """The readings of ``settings.pooling`` as keyword arguments of :class:`~gentwin.pooling.PriorityPool`."""
     return {name: getattr(pooling, name) for name in READINGS}
 
 
 def snapshot_counts(dataset: DataSet, snapshot: PoolSnapshot):
     """The sizes behind a snapshot: device nodes n, M, log instances and nodes seen (one ``count`` column)."""
-    import pandas as pd
-
     return pd.Series({"device nodes n": snapshot.n, "relations of S and Gw (M)": snapshot.n_relations,
                       "log instances": len(dataset.instances), "nodes seen in the log": int(snapshot.seen.sum())},
                      name="count").to_frame()
@@ -52,18 +44,14 @@ def snapshot_counts(dataset: DataSet, snapshot: PoolSnapshot):
 
 def priority_extremes(table, top: int = 4, bottom: int = 3):
     """The ``top`` highest and ``bottom`` lowest priorities of a :meth:`~gentwin.pooling.PoolSnapshot.table`."""
-    import pandas as pd
-
     ranked = table.sort_values("p", ascending=False)
     return pd.concat([ranked.head(top), ranked.tail(bottom)])[["node", "kind", "instances", "presence", "N",
                                                                  "p"]].set_index("node")
 
 
 def tie_share(priority_values, seen=None) -> float:
-    """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen).
-
-    Ties are what the seeded tie-break of :func:`gentwin.pooling.training_order` decides.
-    Two of the three seen nodes share p = 0.2 (the fourth is unseen):
+    """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen): what
+    the seeded tie-break of :func:`gentwin.pooling.training_order` decides.  Two of the three seen nodes tie:
 
     >>> tie_share([0.2, 0.2, 0.1, 0.2], [True, True, True, False])
     0.6666666666666666
@@ -86,10 +74,8 @@ def tie_shares(dataset: DataSet, instances: Sequence[Instance], **readings: str)
 
 
 def band_table(dataset: DataSet, **readings: str):
-    """Pool sizes under both eq. (4) bands on the same priorities (one column per band): the three pools, the
-    seen nodes in no pool (the printed band's gap) and the nodes never seen."""
-    import pandas as pd
-
+    """Pool sizes under both eq. (4) bands on the same priorities: the three pools, the seen nodes in no pool
+    (the printed band's gap) and the nodes never seen."""
     both = {b: pool_snapshot(dataset, **{**readings, "band": b}) for b in BANDS}
     out = pd.DataFrame({b: {**s.sizes(), "no pool (seen)": int((s.seen & (s.pool_codes < 0)).sum()),
                             "never seen": int((~s.seen).sum())} for b, s in both.items()})
@@ -98,8 +84,8 @@ def band_table(dataset: DataSet, **readings: str):
 
 
 def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
-    """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i
-    on the graph of sensor-gateway connections."""
+    """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i on the
+    graph of sensor-gateway connections."""
     import networkx as nx
 
     g = nx.Graph([(s.id, s.gateway) for s in topology.sensors()])
@@ -111,18 +97,14 @@ def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
 
 def pool_weight_table(dataset: DataSet, **readings: str):
     """W_p (eq. 6) under each ``pool_weight`` reading beside the pool sizes (which no eq. (6) reading moves)."""
-    import pandas as pd
-
     snaps = {pw: pool_snapshot(dataset, **{**readings, "pool_weight": pw}) for pw in POOL_WEIGHTS}
     return (pd.DataFrame({pw: s.pool_weight_values for pw, s in snaps.items()})
             .assign(nodes=snaps[POOL_WEIGHTS[0]].sizes()).rename_axis("pool"))
 
 
 def history_frame(pool: PriorityPool):
-    """The history of ``pool`` in long form, one row per step and pool: step, upto, instances, pool, size, W
-    (eq. 6), alpha (eq. 7), version, updated."""
-    import pandas as pd
-
+    """The history of ``pool``, one row per step and pool: step, upto, instances, pool, size, W (eq. 6), alpha
+    (eq. 7), version, updated."""
     return pd.DataFrame([
         {"step": s.step, "upto": s.upto, "instances": s.n_instances, "pool": lab, "size": s.sizes()[lab],
          "W": s.pool_weight_values[lab], "alpha": (s.alpha or {}).get(lab, 0.0), "version": s.version,
@@ -132,10 +114,8 @@ def history_frame(pool: PriorityPool):
 
 
 def pool_history(topology_config, seeds: int, window: int, **readings: str):
-    """Algorithm 1 over the logs of ``seeds`` data sets (data seeds ``data_seed``, ``data_seed + 1``, ...): the
-    :func:`history_frame` of every seed with a ``data_seed`` column, and the final version per seed."""
-    import pandas as pd
-
+    """Algorithm 1 over the logs of ``seeds`` data sets (data seeds ``data_seed``, ``data_seed + 1``, ...): every
+    seed's :func:`history_frame` with a ``data_seed`` column, and the final version per seed."""
     frames, versions = [], {}
     for k in range(check_int("seeds", seeds, low=1, error=PoolingError)):
         seed = topology_config.data_seed + k
@@ -148,10 +128,8 @@ def pool_history(topology_config, seeds: int, window: int, **readings: str):
 
 
 def pool_curves(history, confidence: float):
-    """Mean and confidence interval over the data seeds of each :data:`CURVES` quantity, per pool and
-    instances consumed (the :func:`gentwin.stats.summarise` columns and ``quantity``)."""
-    import pandas as pd
-
+    """Mean and confidence interval over the data seeds of each :data:`CURVES` quantity, per pool and instances
+    consumed (the :func:`gentwin.stats.summarise` columns and ``quantity``)."""
     return pd.concat([summarise(history, ["pool", "instances"], col, confidence).assign(quantity=col)
                       for col in CURVES], ignore_index=True)
 
@@ -170,8 +148,6 @@ def pool_order(snapshot: PoolSnapshot) -> np.ndarray:
 
 def weight_matrix_frame(snapshot: PoolSnapshot):
     """W_C (eq. 6) as a frame: rows ``P_H``, ``P_M``, ``P_L``, one column per node in :func:`pool_order`."""
-    import pandas as pd
-
     order = pool_order(snapshot)
     return pd.DataFrame(snapshot.weight_matrix[:, order], index=[f"P_{p}" for p in POOLS],
                         columns=pd.Index([snapshot.node_ids[k] for k in order], name="node"))
@@ -184,10 +160,8 @@ def top_pairs(snapshot: PoolSnapshot, count: int = 4):
 
 
 def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, count: int = 8, **readings: str):
-    """The first ``count`` instances of each training order as "node (pool)"; the pools are those of
-    ``instances`` alone, as in :func:`gentwin.pooling.training_order`."""
-    import pandas as pd
-
+    """The first ``count`` instances of each training order as "node (pool)", with the pools of ``instances``
+    alone (as :func:`gentwin.pooling.training_order` pools them)."""
     items = list(instances)
     snap = pool_snapshot(DataSet(dataset.topology, items), **readings)
     pool_of = dict(zip(snap.node_ids, snap.pool))
@@ -197,8 +171,8 @@ def order_heads(dataset: DataSet, instances: Sequence[Instance], seed: int, coun
 
 
 def draw_priorities(ax: Any, table, snapshot: PoolSnapshot, title: str) -> None:
-    """Histogram of the seen nodes' priorities by kind, with the eq. (4) boundaries and the shaded band
-    between them (P_M when corrected, no pool as printed)."""
+    """Histogram of the seen nodes' priorities by kind, with the eq. (4) boundaries and the shaded band between
+    them (P_M when corrected, no pool as printed)."""
     import seaborn as sns
 
     half, three_q = snapshot.thresholds
