@@ -1,19 +1,8 @@
 """The ``gentwin`` command: run one chapter with new parameters, or build the whole book.
 
-Examples
---------
-::
-
-    gentwin run notebooks/setup.md -p n_sensors 30
-    gentwin run notebooks/setup.md -p profile quick -p n_services 2
-    gentwin params notebooks/setup.md
-    gentwin book --profile quick
-    gentwin diff-glue old/book/executed book/executed --ignore '_ms'
-
-Exit codes: 0 on success, 2 when the command line, a chapter or a parameter
-is rejected (nothing ran, nothing changed), 1 when a notebook cell or the book
-build failed (the previous outputs of the failing notebook are untouched) or
-when ``diff-glue`` found a difference.
+Exit codes: 0 on success, 2 when the command line, a chapter or a parameter is rejected (nothing ran, nothing
+changed), 1 when a notebook cell or the book build failed (the previous outputs are untouched) or when
+``diff-glue`` found a difference.
 """
 
 from __future__ import annotations
@@ -22,7 +11,9 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
 import time
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,98 +25,131 @@ __all__ = ["main", "make_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_PROG_HELP = """\
-Re-run the GenTwin reproduction (Duran et al., IEEE TCCN 2025).
-
-Each chapter of the book is a notebook, notebooks/NAME.md, whose parameters
-are gentwin.config fields.  `gentwin run` executes one chapter (with -p
-NAME VALUE overrides, checked before anything runs) into
-book/executed/NAME.ipynb, the page the book shows; `gentwin book` runs every
-chapter and builds the HTML book.
-"""
-
-_PROG_EPILOG = """\
+_EPILOG = """\
 examples:
   gentwin run notebooks/setup.md -p n_sensors 30   re-run the data-set chapter with 30 sensors
   gentwin params notebooks/setup.md                what can be changed, ranges and defaults
   gentwin book --profile quick                     every chapter, small and fast, then the HTML book
   gentwin diff-glue OLD_DIR NEW_DIR                 the glued values two executed books disagree on
 
-Pages, trainings and frozen passes whose inputs (source, parameters, code,
-library versions) did not change are reused from a checksum-verified cache
-($GENTWIN_CACHE, else ~/.cache/gentwin); --no-cache computes everything.
+Pages, trainings and frozen passes whose inputs (source, parameters, code, library versions) did not change
+are reused from a checksum-verified cache ($GENTWIN_CACHE, else ~/.cache/gentwin); --no-cache computes all.
 
-exit codes: 0 success; 2 rejected command line, chapter or parameter (nothing
-changed); 1 a notebook cell or the book build failed (previous outputs kept),
-or diff-glue found a difference.
+exit codes: 0 success; 2 rejected command line, chapter or parameter (nothing changed); 1 a notebook cell or
+the book build failed (previous outputs kept), or diff-glue found a difference.
 """
 
-_RUN_HELP = """\
-Execute one notebook through papermill into ROOT/book/executed/NAME.ipynb.
+_NOTEBOOK = (("notebook",), dict(metavar="NOTEBOOK", help="the jupytext source, e.g. notebooks/setup.md"))
+_ROOT = (("--root",), dict(metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)"))
+_NO_CACHE = (("--no-cache",), dict(action="store_true", help="compute every page and step again, reading and "
+                                   "writing no cache entry (default: reuse those whose inputs did not change)"))
 
-Every -p NAME VALUE is checked against the notebook's parameters cell and
-against gentwin.config (type and documented range) before anything runs; a
-rejected value stops with a message naming it and leaves every existing output
-as it was.  The output is written only once every cell succeeded (a failed,
-interrupted or killed run leaves the previous page and no temporary file).  The
-executed page shows the parameters that were used.  The terminal shows each
-cell as it starts ("[setup] cell 3/9: ...") and the chapter's progress bars.
-
-Sizes have upper bounds (about 100x the paper's values; `gentwin params`
-shows them), and parameters are checked together with the generator's rules
-(e.g. a split that would get no node), so a run that cannot succeed, or would
-exhaust the memory, stops before it starts.
-"""
-
-_RUN_EPILOG = """\
-examples:
-  gentwin run notebooks/setup.md
-  gentwin run notebooks/setup.md -p n_sensors 30
-  gentwin run notebooks/setup.md -p profile quick -p n_services 2 -p data_seed 7
-  gentwin run notebooks/setup.md --root /path/to/checkout
-
-Values are written as on the command line: 30, 0.08, true, paper; lists as
-0.2,0.6.  `gentwin params NOTEBOOK` lists the names, types and ranges.
-"""
-
-_BOOK_HELP = """\
-Run every notebook of _toc.yml in order with the chosen profile, then build the
-HTML book with `jupyter-book build ROOT -W -n --keep-going` (any warning fails
-the build).  Prints the path of index.html.
-"""
-
-_BOOK_EPILOG = """\
-examples:
-  gentwin book                   the paper's parameters (slow: trains the adapters)
-  gentwin book --profile quick   small and fast (what CI builds)
-"""
-
-_PARAMS_HELP = """\
-List the parameters a notebook takes: type, allowed range, the default of each
-profile, the paper's value where the paper gives one, and what it means.
-"""
-
-_PARAMS_EPILOG = """\
-example:
-  gentwin params notebooks/setup.md
-"""
-
-_DIFF_HELP = """\
-Compare the values two folders of executed notebooks glued (myst_nb.glue), by
-the text each page shows.  Prints one line per differing name: name, old value,
-new value (a name glued on one side only shows "(absent)" on the other).
-Exits 0 when every value is the same, 1 when some differ.
-"""
-
-_DIFF_EPILOG = """\
-example:
-  gentwin diff-glue /tmp/before/book/executed book/executed --ignore '_ms$|_seconds$'
-"""
+#: name -> (help, description, epilog, arguments): the subcommands (their texts are the user documentation)
+_COMMANDS: dict[str, tuple[str, str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = {
+    "run": (
+        "execute one notebook with checked parameters",
+        "Execute one notebook through papermill into ROOT/book/executed/NAME.ipynb.\n\nEvery -p NAME VALUE is "
+        "checked against the notebook's parameters cell and gentwin.config (type, documented range, the data-set "
+        "generator's rules) before anything runs; a rejected value stops with a message naming it.  The page is "
+        "written only once every cell succeeded; the terminal shows each cell as it starts and the progress bars.",
+        "examples:\n  gentwin run notebooks/setup.md -p n_sensors 30\n"
+        "  gentwin run notebooks/setup.md -p profile quick -p n_services 2 --root /path/to/checkout\n\n"
+        "Values are written as on the command line: 30, 0.08, true, paper; lists as 0.2,0.6.",
+        [_NOTEBOOK, (("-p", "--param"), dict(nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                                               help="set a parameter (repeatable); VALUE may start with '-'")),
+         _ROOT, _NO_CACHE]),
+    "book": (
+        "run every notebook, then build the HTML book",
+        "Run every notebook of _toc.yml in order with the chosen profile, then build the HTML book with "
+        "`jupyter-book build ROOT -W -n --keep-going` (any warning fails the build).",
+        "examples:\n  gentwin book                   the paper's parameters (slow: trains the adapters)\n"
+        "  gentwin book --profile quick   small and fast (what CI builds)",
+        [(("--profile",), dict(choices=sorted(config.PROFILES), default="paper",
+                               help="parameter profile passed to every notebook (default: paper)")), _ROOT,
+         (("--no-build",), dict(action="store_true", help="run the notebooks only, skip jupyter-book")),
+         (("--no-execute",), dict(action="store_true", help="build from the pages already executed")), _NO_CACHE]),
+    "params": (
+        "list a notebook's parameters, ranges and defaults",
+        "List the parameters a notebook takes: type, allowed range, the default of each profile, the paper's "
+        "value where it gives one, and what it means.",
+        "example:\n  gentwin params notebooks/setup.md",
+        [_NOTEBOOK, _ROOT]),
+    "diff-glue": (
+        "list the glued values two executed books disagree on",
+        "Compare the values two folders of executed notebooks glued, by the text each page shows: one line per "
+        "differing name (\"(absent)\" where it is not glued).  Exits 0 when every value is the same, 1 otherwise.",
+        "example:\n  gentwin diff-glue /tmp/before/book/executed book/executed --ignore '_ms$|_seconds$'",
+        [(("old",), dict(metavar="OLD_DIR", help="folder of executed notebooks, e.g. a saved book/executed")),
+         (("new",), dict(metavar="NEW_DIR", help="folder of executed notebooks to compare with OLD_DIR")),
+         (("--ignore",), dict(metavar="REGEX", help="skip names this regular expression matches (re.search)"))]),
+}
 
 
-_NO_CACHE_HELP = ("compute every page and step again, reading and writing no cache entry (default: reuse the "
-                  "pages and the trainings/frozen passes whose inputs did not change, kept in $GENTWIN_CACHE, "
-                  "else ~/.cache/gentwin)")
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``gentwin``."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="gentwin", description="Re-run the GenTwin reproduction (Duran et al., "
+                                     "IEEE TCCN 2025):\neach chapter of the book is a notebook, notebooks/NAME.md.",
+                                     epilog=_EPILOG, formatter_class=raw)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (short, description, epilog, arguments) in _COMMANDS.items():
+        description = "\n\n".join(textwrap.fill(paragraph, 79) for paragraph in description.split("\n\n"))
+        command = sub.add_parser(name, help=short, description=description, epilog=epilog, formatter_class=raw)
+        for flags, options in arguments:
+            command.add_argument(*flags, **options)
+    return parser
+
+
+_OPTIONS = frozenset(flag for *_, arguments in _COMMANDS.values() for flags, _ in arguments for flag in flags
+                     if flag.startswith("-")) | {"-h", "--help"}
+
+
+def _take_params(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Pull ``-p NAME VALUE`` pairs out of ``argv``: argparse would read a VALUE such as ``-1e-3`` as an option."""
+    rest: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    k = 0
+    while k < len(argv):
+        if argv[k] == "--":
+            rest.extend(argv[k:])
+            break
+        if argv[k] not in ("-p", "--param"):
+            rest.append(argv[k])
+            k += 1
+            continue
+        # a VALUE may start with "-" (it is range-checked later), but an option name is no value
+        if k + 2 >= len(argv) or argv[k + 2] in _OPTIONS or argv[k + 1] in _OPTIONS:
+            raise ParameterError(f"{argv[k]} needs a NAME and a VALUE, e.g. {argv[k]} n_sensors 30")
+        pairs.append((argv[k + 1], argv[k + 2]))
+        k += 3
+    return rest, pairs
+
+
+def _root(arg: str | None) -> Path:
+    if arg is None:
+        return find_root()
+    if not (Path(arg) / "_toc.yml").is_file():
+        raise ParameterError(f"--root = {arg!r}: no _toc.yml there")
+    return Path(arg).resolve()
+
+
+def _notebook(arg: str, root: Path) -> Path:
+    """A relative NOTEBOOK is looked up in the book's root first, then in the current folder."""
+    for candidate in (root / arg, Path(arg)):
+        if candidate.is_file():
+            return Path(_show(candidate.resolve(), Path.cwd().resolve()))
+    raise ParameterError(f"NOTEBOOK = {arg!r}: no such file (looked in {root} and {Path.cwd()})")
+
+
+def _show(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _step_cache(no_cache: bool):
@@ -137,135 +161,20 @@ def _step_cache(no_cache: bool):
     return cache.from_environment(log=_say)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``gentwin`` (its help texts are the user documentation)."""
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="gentwin", description=_PROG_HELP, epilog=_PROG_EPILOG, formatter_class=raw)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-
-    run = sub.add_parser("run", help="execute one notebook with checked parameters", description=_RUN_HELP,
-                         epilog=_RUN_EPILOG, formatter_class=raw)
-    run.add_argument("notebook", metavar="NOTEBOOK", help="the jupytext source, e.g. notebooks/setup.md")
-    run.add_argument(
-        "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-        help="set a parameter (repeatable); VALUE may start with '-', e.g. -p n_sensors -5 is read and rejected",
-    )
-    run.add_argument("--root", metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)")
-    run.add_argument("--no-cache", action="store_true", help=_NO_CACHE_HELP)
-
-    book = sub.add_parser("book", help="run every notebook, then build the HTML book", description=_BOOK_HELP,
-                          epilog=_BOOK_EPILOG, formatter_class=raw)
-    book.add_argument("--profile", choices=sorted(config.PROFILES), default="paper",
-                      help="parameter profile passed to every notebook (default: paper)")
-    book.add_argument("--root", metavar="DIR", help="the book's root, holding _toc.yml (default: found from here up)")
-    book.add_argument("--no-build", action="store_true", help="run the notebooks only, skip jupyter-book")
-    book.add_argument("--no-execute", action="store_true",
-                      help="build from the pages already executed (keeps a page re-run with `gentwin run`)")
-    book.add_argument("--no-cache", action="store_true", help=_NO_CACHE_HELP)
-
-    params = sub.add_parser("params", help="list a notebook's parameters, ranges and defaults",
-                            description=_PARAMS_HELP, epilog=_PARAMS_EPILOG, formatter_class=raw)
-    params.add_argument("notebook", metavar="NOTEBOOK", help="the jupytext source, e.g. notebooks/setup.md")
-    params.add_argument("--root", metavar="DIR", help="the book's root (default: found from here up)")
-
-    diff = sub.add_parser("diff-glue", help="list the glued values two executed books disagree on",
-                          description=_DIFF_HELP, epilog=_DIFF_EPILOG, formatter_class=raw)
-    diff.add_argument("old", metavar="OLD_DIR", help="folder of executed notebooks, e.g. a saved book/executed")
-    diff.add_argument("new", metavar="NEW_DIR", help="folder of executed notebooks to compare with OLD_DIR")
-    diff.add_argument("--ignore", metavar="REGEX",
-                      help="skip names this regular expression matches (re.search), e.g. wall-clock times")
-    return parser
-
-
-_OPTIONS = frozenset({"-p", "--param", "--root", "-h", "--help", "--profile", "--no-build", "--no-execute",
-                      "--ignore", "--no-cache"})
-
-
-def _take_params(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Pull ``-p NAME VALUE`` pairs out of ``argv`` before argparse sees them.
-
-    argparse would read a VALUE such as ``-inf`` or ``-1e-3`` as an option; the
-    value must reach the range check instead, so the pairs are taken literally.
-    """
-    rest: list[str] = []
-    pairs: list[tuple[str, str]] = []
-    k = 0
-    while k < len(argv):
-        tok = argv[k]
-        if tok in ("-p", "--param"):
-            # a VALUE may start with "-" (it is range-checked later), but an option name is no value
-            if k + 2 >= len(argv) or argv[k + 2] in _OPTIONS or argv[k + 1] in _OPTIONS:
-                raise ParameterError(f"{tok} needs a NAME and a VALUE, e.g. {tok} n_sensors 30")
-            pairs.append((argv[k + 1], argv[k + 2]))
-            k += 3
-            continue
-        if tok == "--":
-            rest.extend(argv[k:])
-            break
-        rest.append(tok)
-        k += 1
-    return rest, pairs
-
-
-def _root(arg: str | None) -> Path:
-    if arg is None:
-        return find_root()
-    root = Path(arg)
-    if not (root / "_toc.yml").is_file():
-        raise ParameterError(f"--root = {arg!r}: no _toc.yml there")
-    return root.resolve()
-
-
-def _notebook(arg: str, root: Path) -> Path:
-    """A relative NOTEBOOK is looked up in the book's root first, then in the current folder."""
-    path = Path(arg)
-    for candidate in (root / path, path):
-        if candidate.is_file():
-            found = candidate.resolve()
-            try:  # shorter in messages when it lies below the current folder
-                return found.relative_to(Path.cwd().resolve())
-            except ValueError:
-                return found
-    raise ParameterError(f"NOTEBOOK = {arg!r}: no such file (looked in {root} and {Path.cwd()})")
-
-
-def _show(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def _cmd_run(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
     root = _root(args.root)
     src = _notebook(args.notebook, root)
-    seen: set[str] = set()
-    for name, _ in pairs:
-        if name in seen:
-            raise ParameterError(f"parameter {name!r} is given twice")
-        seen.add(name)
+    names = [name for name, _ in pairs]
+    twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
+    if twice is not None:
+        raise ParameterError(f"parameter {twice!r} is given twice")
     params = check_parameters(src, dict(pairs))
     out = output_path_for(src, root)
     used = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "the notebook's defaults"
-    print(f"running {_show(src, root)} with {used} ...", file=sys.stderr, flush=True)
+    _say(f"running {_show(src, root)} with {used} ...")
     t0 = time.perf_counter()
     execute(src, out, params, cwd=root, log=_say, step_cache=_step_cache(args.no_cache))
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
-    return EXIT_OK
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _cmd_diff(args: argparse.Namespace) -> int:
-    differences = diff_glued(args.old, args.new, args.ignore)
-    for name, old, new in differences:
-        print(f"{name}: {'(absent)' if old is None else old} -> {'(absent)' if new is None else new}")
-    if differences:
-        print(f"{len(differences)} glued values differ", file=sys.stderr)
-        return EXIT_FAILED
-    print("every glued value is the same", file=sys.stderr)
     return EXIT_OK
 
 
@@ -273,44 +182,40 @@ def _cmd_book(args: argparse.Namespace) -> int:
     root = _root(args.root)
     index = build_book(root, args.profile, log=_say, build=not args.no_build,
                        execute_notebooks=not args.no_execute, step_cache=_step_cache(args.no_cache))
-    if args.no_build:
-        print(f"executed every notebook of {root / '_toc.yml'}")
-    else:
-        print(f"the book is at {index}")
+    print(f"executed every notebook of {root / '_toc.yml'}" if args.no_build else f"the book is at {index}")
     return EXIT_OK
-
-
-def _type_name(typ: Any) -> str:
-    name = getattr(typ, "__name__", None)
-    if name == "tuple":
-        args = getattr(typ, "__args__", ())
-        return f"list of {getattr(args[0], '__name__', args[0])}" if args else "list"
-    return name or str(typ)
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
     root = _root(args.root) if args.root else None
     src = _notebook(args.notebook, root or Path.cwd())
-    declared = read_parameters(src)
-    profiles = sorted(config.PROFILES)
-    lines = [f"{_show(src, root) if root else args.notebook} takes these parameters (gentwin run NOTEBOOK -p NAME VALUE):", ""]
-    for name, (default, comment) in declared.items():
+    lines = [f"{_show(src, root) if root else args.notebook} takes these parameters "
+             "(gentwin run NOTEBOOK -p NAME VALUE):", ""]
+    for name, (default, comment) in read_parameters(src).items():
         if name == "profile":
-            lines.append(f"  profile  (str; one of {', '.join(map(repr, profiles))}; notebook default {default!r})")
+            lines.append(f"  profile  (str; one of {', '.join(map(repr, sorted(config.PROFILES)))}; notebook "
+                         f"default {default!r})")
             lines.append(f"      {comment or 'where the defaults of the other parameters come from'}")
             continue
         spec = config.field_spec(name)
-        values = {p: getattr(getattr(config.PROFILES[p], spec.section), name) for p in profiles}
+        elem = typing.get_args(spec.type)[0] if typing.get_origin(spec.type) is tuple else None
+        values = {p: s.flat()[name] for p, s in sorted(config.PROFILES.items())}
         defaults = ", ".join(f"{p} {','.join(map(str, v)) if isinstance(v, tuple) else v}" for p, v in values.items())
-        head = f"  {name}  ({_type_name(spec.type)}; {spec.describe_range()}; profile defaults: {defaults}"
-        if spec.paper:
-            head += f"; the paper's value: {spec.paper}"
-        if default is not None:
-            head += f"; notebook default {default!r}"
-        lines.append(head + ")")
-        lines.append(f"      {spec.help}")
+        head = (f"  {name}  ({f'list of {elem.__name__}' if elem else spec.type.__name__}; {spec.describe_range()}; "
+                f"profile defaults: {defaults}")
+        head += f"; the paper's value: {spec.paper}" if spec.paper else ""
+        head += f"; notebook default {default!r}" if default is not None else ""
+        lines += [head + ")", f"      {spec.help}"]
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    differences = diff_glued(args.old, args.new, args.ignore)
+    for name, old, new in differences:
+        print(f"{name}: {'(absent)' if old is None else old} -> {'(absent)' if new is None else new}")
+    _say(f"{len(differences)} glued values differ" if differences else "every glued value is the same")
+    return EXIT_FAILED if differences else EXIT_OK
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -324,36 +229,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    try:
-        return _main(argv)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     try:
-        rest, pairs = _take_params(argv)
-    except ParameterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    args = parser.parse_args(rest)  # exits with 2 on a usage error
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    if pairs and args.command != "run":
-        print("error: -p NAME VALUE belongs to `gentwin run`", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if args.command == "run":
-            return _cmd_run(args, pairs)
-        if args.command == "book":
-            return _cmd_book(args)
-        if args.command == "diff-glue":
-            return _cmd_diff(args)
-        return _cmd_params(args)
+        rest, pairs = _take_params(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(rest)  # exits with 2 on a usage error
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if pairs and args.command != "run":
+            raise ParameterError("-p NAME VALUE belongs to `gentwin run`")
+        commands = {"run": lambda: _cmd_run(args, pairs), "book": lambda: _cmd_book(args),
+                    "params": lambda: _cmd_params(args), "diff-glue": lambda: _cmd_diff(args)}
+        return commands[args.command]()
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -363,7 +250,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; outputs of the interrupted notebook were left unchanged", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
