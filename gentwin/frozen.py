@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .llm import BackboneError, causal_lm, compute_autocast, model_device
+from .progress import progress as progress_bar
 
 __all__ = ["run_layers", "FrozenStates", "frozen_states", "top_hidden", "full_hidden"]
 
@@ -20,7 +23,6 @@ __all__ = ["run_layers", "FrozenStates", "frozen_states", "top_hidden", "full_hi
 def run_layers(model, hidden, attention_mask, start: int, stop: int | None):
     """Decoder layers ``start:stop`` on right-padded hidden states, with the causal mask and rotary embeddings
     ``LlamaModel.forward`` builds around them."""
-    import torch
     from transformers.masking_utils import create_causal_mask
 
     inner = causal_lm(model).model
@@ -66,10 +68,6 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
     layer, if its output equals ``residual + adapter(mlp_out)`` exactly on the first batch; otherwise it stops
     at the layer boundary.
     """
-    import torch
-
-    from .progress import progress as bar
-
     base = causal_lm(model)
     layers = base.model.layers
     if not 0 <= start_layer < len(layers):
@@ -92,7 +90,7 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
             lambda _mod, args, out: captured.__setitem__("mlp_out", out)))
     try:
         with torch.no_grad(), compute_autocast(model, compute_dtype):
-            for s in bar(range(0, n, batch_size), desc="frozen part", disable=not progress, leave=False):
+            for s in progress_bar(range(0, n, batch_size), desc="frozen part", disable=not progress, leave=False):
                 rows = order[s: s + batch_size]
                 t = int(encoded.lengths[rows].max())
                 att = encoded.attention_mask[rows, :t].to(dev)

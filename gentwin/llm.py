@@ -17,8 +17,12 @@ import shutil
 import tempfile
 from typing import Any
 
+import torch
+
 from .cache import cache_root
+from .config import ConfigError, select_device
 from .files import atomic_folder
+from .progress import progress as progress_bar
 
 __all__ = [
     "BackboneError", "SMOLLM2", "SMOLLM2_GGUF", "QUANTIZE_CHOICES", "cache_root", "smollm2_safetensors",
@@ -148,8 +152,6 @@ def resolve_backbone(name_or_path: str | os.PathLike) -> pathlib.Path:
 
 def _quantization_config(quantize: str, device: str):
     """A ``BitsAndBytesConfig``, or BackboneError saying why 8/4-bit is unavailable here."""
-    import torch
-
     if not torch.cuda.is_available():
         raise BackboneError(f"quantize = {quantize!r}: 8-/4-bit backbones need a CUDA GPU (bitsandbytes kernels), "
                             "and torch sees none on this machine; use quantize=None")
@@ -167,8 +169,6 @@ def _quantization_config(quantize: str, device: str):
 
 
 def _resolve_dtype(dtype: Any):
-    import torch
-
     if dtype is None or isinstance(dtype, torch.dtype):
         return torch.float32 if dtype is None else dtype
     candidate = getattr(torch, dtype.replace("torch.", ""), None) if isinstance(dtype, str) else None
@@ -193,8 +193,6 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, device: str = "cpu"
     ``quantize``-d backbone (``"8bit"``/``"4bit"``: bitsandbytes, CUDA only).  A tokenizer without a padding
     token pads with its end-of-sequence token.  Every bad input raises :class:`BackboneError`.
     """
-    from gentwin.config import ConfigError, select_device
-
     if quantize not in QUANTIZE_CHOICES:
         raise BackboneError(f"quantize = {quantize!r}: must be one of None, '8bit', '4bit'")
     if not isinstance(device, str):
@@ -320,7 +318,6 @@ def tiny_backbone(seed: int = 0, hidden_size: int = 64, num_layers: int = 3, int
     >>> d["layers"], d["hidden_size"], d["vocab_size"], d["trainable"]
     (3, 64, 100, 0)
     """
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = char_tokenizer()
@@ -361,8 +358,6 @@ def native_bf16(device: str = "cpu", cpu_flags: str | None = None) -> bool:
     >>> native_bf16("cpu", cpu_flags="fpu avx512f avx512_bf16"), native_bf16("cpu", cpu_flags="avx512f amx_bf16")
     (False, True)
     """
-    import torch
-
     if str(device).startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if cpu_flags is None:
@@ -390,8 +385,6 @@ def resolve_compute_dtype(compute_dtype: str, device: str = "cpu") -> str:
 
 def compute_autocast(model, compute_dtype: str):
     """The autocast context of ``compute_dtype``: ``"float32"`` (autocast off) or ``"bfloat16"``."""
-    import torch
-
     dev = model_device(model)
     if compute_dtype == "float32":
         return torch.autocast(dev.type, enabled=False)
@@ -402,15 +395,13 @@ def compute_autocast(model, compute_dtype: str):
 
 def head_logits(model, hidden, kept_ids=None):
     """The output head on ``hidden``: all words, or only the rows ``kept_ids`` (same values at those ids)."""
-    import torch.nn.functional as F
-
     head = causal_lm(model).lm_head
     weight, bias = head.weight, getattr(head, "bias", None)
     if kept_ids is not None:
         ids = kept_ids.to(weight.device)
         weight = weight[ids]
         bias = bias[ids] if bias is not None else None
-    return F.linear(hidden, weight, bias)
+    return torch.nn.functional.linear(hidden, weight, bias)
 
 
 def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=None, batch_size: int = 64,
@@ -422,10 +413,7 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
     every other token's logit to minus infinity.  The settings are given in full (greedy, one beam, no
     penalties), so a backbone's own ``generation_config`` cannot change the decoding.
     """
-    import torch
     from transformers import GenerationConfig
-
-    from .progress import progress as bar
 
     if max_new_tokens < 1:
         raise BackboneError(f"max_new_tokens = {max_new_tokens}: must be >= 1")
@@ -443,7 +431,8 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
     base.eval()
     try:
         with torch.no_grad(), compute_autocast(model, compute_dtype):
-            for s in bar(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
+            starts = range(0, len(prompts), batch_size)
+            for s in progress_bar(starts, desc="generate", disable=not progress, leave=False):
                 chunk = [list(p) for p in prompts[s: s + batch_size]]
                 t = max(len(p) for p in chunk)
                 ids = torch.full((len(chunk), t), pad, dtype=torch.long)

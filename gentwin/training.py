@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -90,11 +91,8 @@ class TwinTask:
 
     def parse(self, text: str) -> list[Relation]:
         """The triples of generated ``text``, with the spelled ids mapped back to the data set's ids."""
-        found = parse_triples(text)
-        if self.names is None:
-            return found
-        back = {v: k for k, v in self.names.items()}
-        return rename(found, back)
+        back = None if self.names is None else {v: k for k, v in self.names.items()}
+        return rename(parse_triples(text), back)
 
     @property
     def start_layer(self) -> int | None:
@@ -139,9 +137,7 @@ def prepare_task(model, tokenizer, dataset: DataSet, *, max_length: int = 128, r
     degrees = dataset.topology.gateway_degrees()
     node_ids = [n.id for n in devices]
     names = opaque_names(dataset.topology.nodes, id_seed) if id_style == "opaque" else None
-    pairs = []
-    gold = []
-    copyable = []
+    pairs, gold, copyable = [], [], []
     for n in devices:
         facts = node_facts(dataset.topology, n.id)
         prompt = node_prompt(dataset.topology, n.id, degrees.get(n.id), names=names)
@@ -270,7 +266,7 @@ def predict_triples(model, task: TwinTask, rows: Sequence[int], *, mode: str = "
     if mode == "generate" and not shortcut:
         return decode_triples(model, task, rows, task.max_target_tokens, batch_size=batch_size, progress=progress), losses
     produced: list[set[Relation]] = []
-    todo: list[tuple[int, list[int]]] = []
+    open_rows: list[tuple[int, list[int], list[int]]] = []  # (k, prompt + target so far, target so far)
     for k, r in enumerate(rows):
         n = int(enc.lengths[r])
         gold_ids = enc.input_ids[r, :n].tolist()
@@ -291,26 +287,21 @@ def predict_triples(model, task: TwinTask, rows: Sequence[int], *, mode: str = "
         if first_bad is None:
             produced.append(set(task.gold[r]))
             continue
-        produced.append(set())
-        todo.append((k, gold_ids[:first_bad] + [pred_next[first_bad - 1]]))
-    if todo:
+        prefix = gold_ids[:first_bad] + [pred_next[first_bad - 1]]
+        if prefix[-1] == tok.eos_token_id:  # the first wrong token ends the sequence early
+            produced.append(set(task.parse(tok.decode(prefix[p_len:-1]))))
+        else:
+            produced.append(set())
+            open_rows.append((k, prefix, prefix[p_len:]))
+    if open_rows:
+        # greedy decoding is deterministic per row: decode all for the longest remainder, then cut each
         budget = task.max_target_tokens
-        eos = tok.eos_token_id
-        open_rows = []
-        for k, prefix in todo:
-            target_ids = prefix[int(enc.prompt_lengths[rows[k]]):]
-            if target_ids[-1] == eos:  # the first wrong token ends the sequence early
-                produced[k] = set(task.parse(tok.decode(target_ids[:-1])))
-            else:
-                open_rows.append((k, prefix, target_ids))
-        if open_rows:
-            # greedy decoding is deterministic per row: decode all for the longest remainder, then cut each
-            remaining = max(1, budget - min(len(t) for _, _, t in open_rows))
-            gen = greedy_generate(model, tok, [p for _, p, _ in open_rows], max_new_tokens=remaining,
-                                  kept_ids=_kept(task.vocab), batch_size=batch_size, compute_dtype=task.compute_dtype,
-                                  progress=progress)
-            for (k, _, target_ids), g in zip(open_rows, gen):
-                produced[k] = set(task.parse(tok.decode((target_ids + g)[:budget])))
+        remaining = max(1, budget - min(len(t) for _, _, t in open_rows))
+        gen = greedy_generate(model, tok, [p for _, p, _ in open_rows], max_new_tokens=remaining,
+                              kept_ids=_kept(task.vocab), batch_size=batch_size, compute_dtype=task.compute_dtype,
+                              progress=progress)
+        for (k, _, target_ids), g in zip(open_rows, gen):
+            produced[k] = set(task.parse(tok.decode((target_ids + g)[:budget])))
     return produced, losses
 
 
@@ -469,8 +460,6 @@ def train_twin(model, task: TwinTask, order: Sequence[Instance], config: Trainin
     per scored epoch (0 = before training) and split (``"none"`` for an unscored epoch); the model is left
     as trained.
     """
-    import pandas as pd
-
     items = list(order)
     if not items:
         raise TrainingError("order = []: the training split is empty; nothing to train on")
