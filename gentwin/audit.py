@@ -1,9 +1,7 @@
 """The audit layer of the book: our numbers beside the paper's, equations to code to tests.
 
-Nothing here computes a result.  It reads what the executed notebooks published
-(``myst_nb.glue``) and what the code and tests declare, so the "Paper versus
-reproduction" and "Equations to code to tests" pages can never drift from the
-run that built the book.
+Nothing here computes a result: it reads what the executed notebooks glued and what the code and tests
+declare, so the "Paper versus reproduction" and "Equations to code to tests" pages cannot drift from the run.
 """
 
 from __future__ import annotations
@@ -35,11 +33,9 @@ GLUE_PREFIX = "application/papermill.record/"
 
 
 def glued_values(executed_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every value glued in the executed notebooks of a folder.
+    """Every value glued in a folder of executed notebooks: ``{key: {"value", "text", "notebook"}}``.
 
-    Returns ``{key: {"value": python value, "text": plain text, "notebook": stem}}``.
-    A key glued twice (in one notebook or two) is an error: the comparison
-    page would not know which to show.
+    A key glued twice (in one notebook or two) is an error: the comparison page would not know which to show.
     """
     out: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(executed_dir).glob("*.ipynb")):
@@ -49,11 +45,8 @@ def glued_values(executed_dir: str | Path) -> dict[str, dict[str, Any]]:
                 meta = output.get("metadata", {}).get("scrapbook")
                 if not meta:
                     continue
-                key = meta["name"]
-                prefix = meta.get("mime_prefix", "")
-                text = output.get("data", {}).get(prefix + "text/plain")
-                if isinstance(text, list):
-                    text = "".join(text)
+                key, text = meta["name"], output.get("data", {}).get(meta.get("mime_prefix", "") + "text/plain")
+                text = "".join(text) if isinstance(text, list) else text
                 if key in out:
                     raise ValueError(f"glue key {key!r} is published twice ({out[key]['notebook']} and {path.stem})")
                 try:
@@ -65,9 +58,8 @@ def glued_values(executed_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _number(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(float(x)) else None
+    finite = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if finite else None
 
 
 #: Fewer seeds than this leave a row inconclusive, whatever its interval says.
@@ -78,18 +70,10 @@ def comparison_status(row: PaperValue, ours: float | None, low: float | None = N
                       high: float | None = None, *, n_seeds: int | None = None) -> str:
     """The verdict for one row of the comparison page, by the rule stated before the run.
 
-    * ``"not comparable"``: the row's quantity cannot be measured here (absolute
-      times on other hardware, a quantity given only as a shape);
-    * ``"not run"``: no executed notebook published our value;
-    * ``"set by input"``: our construction fixes the value (a data-set count,
-      rounds, epochs), so it is an input chosen to match, not a result;
-    * ``"reproduced"``: our confidence interval ``[low, high]`` lies inside
-      ``paper ± margin``; for a direction row, wholly above 0;
-    * ``"differs"``: our interval lies wholly outside ``paper ± margin``; for
-      a direction row, wholly below 0;
-    * ``"inconclusive"``: anything else, including an effect or direction whose
-      interval contains 0, a value without an interval, and any row with fewer
-      than :data:`MIN_SEEDS` seeds (or an unknown number).
+    ``"reproduced"`` when our CI ``[low, high]`` lies inside ``paper ± margin`` (a direction row: wholly
+    above 0), ``"differs"`` when wholly outside (wholly below 0), else ``"inconclusive"``, as is an effect or
+    direction whose CI contains 0, a value without a CI and a row with fewer than :data:`MIN_SEEDS` seeds;
+    ``"not comparable"``, ``"set by input"`` (an input chosen to match) and ``"not run"`` (nothing glued).
 
     >>> from gentwin.reference import by_key
     >>> comparison_status(by_key("table4_s1_small"), 99.79, 99.76, 99.82, n_seeds=5)  # a made-up CI inside 99.8 +- 0.05
@@ -130,11 +114,8 @@ STATUSES: tuple[str, ...] = ("reproduced", "differs", "inconclusive", "set by in
 def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPER_VALUES, settings: Any = None):
     """The "Paper versus reproduction" table as a :class:`pandas.DataFrame`.
 
-    Our value for a row is the glued ``k`` (``k = row.glue_key``); its
-    confidence interval the glued ``k_low`` and ``k_high``; the number of
-    seeds behind it the glued ``k_n`` or, failing that, the row's
-    ``seeds_field`` in ``settings`` (a :class:`gentwin.config.Settings`); the
-    notebook may glue ``k_note`` with a sentence on why the two differ.
+    Our value for a row is the glued ``k = row.glue_key``, its CI ``k_low`` and ``k_high``, its seed count
+    ``k_n`` or else the row's ``seeds_field`` in ``settings``, and ``k_note`` why the two may differ.
     """
     import pandas as pd
 
@@ -147,8 +128,7 @@ def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPE
     records = []
     for row in rows:
         k = row.glue_key
-        ours, low, high = val(k), val(k + "_low"), val(k + "_high")
-        n = val(k + "_n")
+        ours, low, high, n = val(k), val(k + "_low"), val(k + "_high"), val(k + "_n")
         if n is None and row.seeds_field in flat:
             n = flat[row.seeds_field]
         judged = ours is not None and row.judge not in ("input", "not comparable")
@@ -192,12 +172,10 @@ def _cell(value: Any) -> str:
 
 
 def comparison_markdown(table) -> str:
-    """A :func:`comparison_table` as a MyST table whose rows link to their chapter and its provenance box.
+    """A :func:`comparison_table` as a MyST table: each status on its colour, each chapter linked with its box.
 
-    The status is shown on its colour (:data:`STATUS_COLOURS`); the chapter column, moved next to
-    the paper's section (``where``) so that it shows without scrolling, links to the chapter page
-    and to the box at its end (label :func:`gentwin.provenance.provenance_label`), so a missing
-    page or box fails the nitpicky build.  Every other cell is the table's text, escaped.
+    The chapter column moves next to ``where`` (visible without scrolling) and links to the page and its
+    provenance box, so a missing page or box fails the nitpicky build; other cells are escaped text.
 
     >>> import pandas as pd
     >>> row = {"quantity": "a gain", "paper": "19 %", "status": "differs", "chapter": "fig6"}
@@ -212,17 +190,15 @@ def comparison_markdown(table) -> str:
         columns.insert(columns.index("where") + 1, "chapter")
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for record in table.to_dict("records"):
-        cells = []
-        for column in columns:
-            value = record[column]
-            if column == "status":
-                cells.append(f'<span class="comparison-status" style="background-color: '
-                             f'{STATUS_COLOURS[value]}">{_cell(value)}</span>')
-            elif column == "chapter":
-                cells.append(f"{{doc}}`{value} </{EXECUTED_DIR.as_posix()}/{value}>` "
-                             f"({{ref}}`provenance <{provenance_label(value)}>`)")
-            else:
-                cells.append(_cell(value))
+        cells = [_cell(record[c]) for c in columns]
+        if "status" in columns:
+            status = record["status"]
+            cells[columns.index("status")] = (f'<span class="comparison-status" style="background-color: '
+                                              f'{STATUS_COLOURS[status]}">{_cell(status)}</span>')
+        if "chapter" in columns:
+            page = record["chapter"]
+            cells[columns.index("chapter")] = (f"{{doc}}`{page} </{EXECUTED_DIR.as_posix()}/{page}>` "
+                                               f"({{ref}}`provenance <{provenance_label(page)}>`)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -230,9 +206,7 @@ def comparison_markdown(table) -> str:
 def _fmt(x: float | None) -> str:
     if x is None:
         return ""
-    if float(x).is_integer() and abs(x) < 1e6:
-        return str(int(x))
-    return f"{x:.3g}"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e6 else f"{x:.3g}"
 
 
 # ---------------------------------------------------------------------------
@@ -304,12 +278,8 @@ def _cited(doc: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def equation_references(package: str = "gentwin") -> list[CodeRef]:
-    """Public functions and classes whose docstring's opening lines cite an equation or Algorithm 1 line.
-
-    Only a module's ``__all__`` counts as public; the docstring is the
-    declaration, so a function that stops citing an equation drops off the
-    page.
-    """
+    """The public (``__all__``) functions and classes whose docstring's opening lines cite an equation or
+    Algorithm 1 line: the docstring is the declaration."""
     pkg = importlib.import_module(package)
     refs: list[CodeRef] = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
@@ -327,45 +297,24 @@ def equation_references(package: str = "gentwin") -> list[CodeRef]:
     return refs
 
 
-def _test_file(path: Path, tests_dir: str | Path) -> str:
-    """``tests/experiments/test_fig6.py``: a test file's path from the tests folder's parent."""
-    return f"{Path(tests_dir).name}/{path.relative_to(tests_dir).as_posix()}"
-
-
 def find_tests_using(names: Iterable[str], tests_dir: str | Path) -> dict[str, list[str]]:
-    """For each bare name, the tests (``file::function``) whose body uses it.
-
-    A test "uses" a name when the name appears as an identifier (a call, an
-    attribute or an import) in the test function's body.
-    """
-    wanted = set(names)
-    found: dict[str, list[str]] = {n: [] for n in wanted}
+    """For each bare name, the tests (``file::function``) whose body uses it as an identifier or attribute."""
+    found: dict[str, list[str]] = {n: [] for n in names}
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
     for path in sorted(Path(tests_dir).rglob("test_*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        imported: set[str] = set()
-        for node in tree.body:
-            if isinstance(node, ast.ImportFrom):
-                imported.update(a.asname or a.name for a in node.names)
-
-        def scan(fn: ast.AST, label: str) -> None:
-            used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
-            used |= {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)}
-            for name in wanted & used:
-                found[name].append(label)
-
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-                scan(node, f"{_test_file(path, tests_dir)}::{node.name}")
+        where = f"{Path(tests_dir).name}/{path.relative_to(tests_dir).as_posix()}"
+        tests = []
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, functions) and node.name.startswith("test"):
+                tests.append((f"{where}::{node.name}", node))
             elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-                for sub in node.body:
-                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and sub.name.startswith("test"):
-                        scan(sub, f"{_test_file(path, tests_dir)}::{node.name}::{sub.name}")
+                tests += [(f"{where}::{node.name}::{sub.name}", sub) for sub in node.body
+                          if isinstance(sub, functions) and sub.name.startswith("test")]
+        for label, fn in tests:
+            used = {getattr(n, "id", None) or getattr(n, "attr", None) for n in ast.walk(fn)}
+            for name in found.keys() & used:
+                found[name].append(label)
     return found
-
-
-# ---------------------------------------------------------------------------
-# The equations page's tables, as Markdown (rows from equation_references and find_tests_using)
-# ---------------------------------------------------------------------------
 
 
 def anchor(test_id: str) -> str:
@@ -378,8 +327,7 @@ def anchor(test_id: str) -> str:
 
 
 def _code(ref: CodeRef) -> str:
-    role = "py:class" if ref.kind == "class" else "py:func"
-    return f"{{{role}}}`{ref.qualname}`"
+    return f"{{{'py:class' if ref.kind == 'class' else 'py:func'}}}`{ref.qualname}`"
 
 
 def _tests(ref: CodeRef, tests: Mapping[str, Sequence[str]]) -> str:
@@ -390,8 +338,7 @@ def _tests(ref: CodeRef, tests: Mapping[str, Sequence[str]]) -> str:
 def equations_markdown(refs: Sequence[CodeRef], tests: Mapping[str, Sequence[str]]) -> str:
     """One row per (equation, implementing function): the paper's form, the code and the tests pinning it.
 
-    ``tests`` maps a function's short name to test ids ``path::name``; an
-    equation nothing cites says **not implemented yet**.
+    ``tests`` maps a function's short name to test ids ``path::name``.
 
     >>> ref = CodeRef("gentwin.pooling.presence", "function", (1,), (), "")
     >>> print(equations_markdown([ref], {"presence": ["tests/t.py::test_p"]}).splitlines()[2])
@@ -403,7 +350,7 @@ def equations_markdown(refs: Sequence[CodeRef], tests: Mapping[str, Sequence[str
         if not impl:
             rows.append(f"| ({number}) | ${form}$ | **not implemented yet** | |")
         for k, r in enumerate(impl):
-            rows.append(f"| {'(' + str(number) + ')' if k == 0 else ''} | {'$' + form + '$' if k == 0 else ''} "
+            rows.append(f"| {f'({number})' if k == 0 else ''} | {f'${form}$' if k == 0 else ''} "
                         f"| {_code(r)} | {_tests(r, tests)} |")
     return "\n".join(rows)
 
