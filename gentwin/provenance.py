@@ -1,9 +1,7 @@
 """Provenance of a result page: the commit, parameters, seeds, backbone, versions, device and wall time that made it.
 
-The box :meth:`Provenance.markdown` renders carries a stable label, ``provenance-PAGE``
-(:func:`provenance_label`), that the comparison page links to, and download links for the
-executed notebook and its jupytext source; :func:`save_figure` keeps every figure of a page
-as PNG and SVG with the data behind it as CSV, beside the executed page.
+The box (:meth:`Provenance.markdown`) carries the label the comparison page links to and download links for
+the page's notebook and source; :func:`save_figure` keeps each figure as PNG, SVG and its data as CSV.
 """
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ SOURCE_DIR = Path("notebooks")
 __all__ = ["Provenance", "provenance", "git_state", "weights_sha256", "rerun_command", "changed_from_paper",
            "provenance_label", "page_downloads", "FIGURES_DIR", "FigureFiles", "save_figure"]
 
-_IMPORTED = __import__("time").perf_counter()
+_IMPORTED = time.perf_counter()
 
 #: the libraries whose versions decide a result page's numbers
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "networkx", "neo4j")
@@ -39,8 +38,7 @@ TRACKED_PACKAGES = ("torch", "transformers", "peft", "networkx", "neo4j")
 def git_state(root: str | os.PathLike) -> tuple[str, bool]:
     """``(commit, dirty)`` of the git work tree at ``root``; ``("not a git checkout", False)`` elsewhere.
 
-    ``dirty`` is true when a tracked file differs from the commit (untracked files do not count:
-    build outputs live there).
+    Untracked files do not make the tree dirty: build outputs live there.
     """
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
@@ -60,8 +58,7 @@ def weights_sha256(folder: str | os.PathLike) -> str | None:
     digest = hashlib.sha256()
     for path in files:
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+            hashlib.file_digest(fh, lambda: digest)  # streams the file into the one running digest
     return digest.hexdigest()
 
 
@@ -77,25 +74,15 @@ def changed_from_paper(settings: config.Settings) -> dict[str, Any]:
     return {k: v for k, v in settings.flat().items() if paper[k] != v}
 
 
-def _cli_value(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
 def rerun_command(page: str, profile: str, overrides: Mapping[str, Any]) -> str:
-    """The ``gentwin run`` command that re-creates a page with the same parameters.
-
-    ``overrides`` are the page parameters that were set (``None`` values, "take the profile's",
-    are left out).
+    """The ``gentwin run`` command that re-creates a page with the same parameters (``None`` ones are left out).
 
     >>> rerun_command("fig6", "quick", {"rounds": 5, "fig6_orders": ("priority", "random"), "bottleneck": None})
     'gentwin run notebooks/fig6.md -p profile quick -p rounds 5 -p fig6_orders priority,random'
     """
-    parts = [f"gentwin run notebooks/{page}.md"]
-    if profile != "paper":
-        parts.append(f"-p profile {profile}")
-    parts += [f"-p {k} {_cli_value(v)}" for k, v in overrides.items() if v is not None]
+    parts = [f"gentwin run notebooks/{page}.md"] + [f"-p profile {profile}"] * (profile != "paper")
+    parts += [f"-p {k} {','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+              for k, v in overrides.items() if v is not None]
     return " ".join(parts)
 
 
@@ -119,49 +106,32 @@ def provenance_label(page: str) -> str:
     return f"provenance-{_check_name('page', page)}"
 
 
-def _source_from_page(page: str) -> str:
-    """The chapter's jupytext source, relative to its executed page (``book/executed/PAGE``).
-
-    >>> _source_from_page("fig6")
-    '../../notebooks/fig6.md'
-    """
-    up = "/".join(".." for _ in EXECUTED_DIR.parts)
-    return f"{up}/{SOURCE_DIR.as_posix()}/{page}.md"
-
-
 def page_downloads(page: str) -> str:
     """Download links (MyST) for a chapter's executed notebook and its jupytext source, from its executed page.
 
-    ``{download}`` copies each file into the built book (a plain link to an ``.md`` or ``.ipynb``
-    file would be taken for a page, and the source is no page of the book).
+    ``{download}`` copies each file into the built book (a plain link to them would be taken for a page).
 
     >>> print(page_downloads("fig6"))
     {download}`executed notebook (fig6.ipynb) <fig6.ipynb>`, {download}`source (notebooks/fig6.md) <../../notebooks/fig6.md>`
     """
-    _check_name("page", page)
+    source = f"{SOURCE_DIR.as_posix()}/{_check_name('page', page)}.md"
+    up = "/".join(".." for _ in EXECUTED_DIR.parts)  # from book/executed/PAGE to the book's root
     return (f"{{download}}`executed notebook ({page}.ipynb) <{page}.ipynb>`, "
-            f"{{download}}`source ({SOURCE_DIR.as_posix()}/{page}.md) <{_source_from_page(page)}>`")
+            f"{{download}}`source ({source}) <{up}/{source}>`")
 
 
 def _device() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    try:
-        import torch
+    import torch
 
-        text += f"; torch {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
-        if torch.cuda.is_available():
-            text += f"; CUDA {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
+    text = (f"{cpu}, {os.cpu_count()} cores; torch {torch.get_num_threads()} threads, CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}")
+    return text + (f"; CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
 
 @dataclass(frozen=True)
@@ -212,8 +182,6 @@ class Provenance:
 
 def _process_started() -> float:
     """This process's start on the ``time.perf_counter()`` clock: a page's kernel starts with the page."""
-    import time
-
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -226,15 +194,12 @@ def _process_started() -> float:
 def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any], *, started: float | None = None,
                seeds: Iterable[int] = (), model: Any = None, root: str | os.PathLike | None = None,
                now: float | None = None, extra: Mapping[str, Any] | None = None) -> Provenance:
-    """The provenance of a page that began at ``started`` (``time.perf_counter()``; default: when the
-    kernel running the page started) and ends now.
+    """The provenance of a page that began at ``started`` (``time.perf_counter()``; default: when its kernel
+    started) and ends now.
 
-    ``model`` (a transformers model, optionally adapted) adds the backbone's name, parameter count and
-    the SHA-256 of its weights files.  ``root`` is the git work tree whose commit is reported; by
-    default the one holding the ``gentwin`` code that ran (the page may run in a copy of the book).
+    ``model`` (a transformers model, maybe adapted) adds the backbone's name, size and weights' SHA-256;
+    ``root`` is the git work tree reported (default: the one holding the ``gentwin`` code that ran).
     """
-    import time
-
     _check_name("page", page)
     backbone = None
     if model is not None:
@@ -254,10 +219,6 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
         command=rerun_command(page, settings.profile, overrides), extra=dict(extra or {}),
     )
 
-
-# ---------------------------------------------------------------------------
-# A page's figures as files
-# ---------------------------------------------------------------------------
 
 #: where a page's figure files go, below the executed pages: ``book/executed/figures/PAGE/``
 FIGURES_DIR = "figures"
@@ -284,10 +245,7 @@ class FigureFiles:
         return f"{FIGURES_DIR}/{self.page}/{self.name}.{suffix}"
 
     def markdown(self) -> str:
-        """One line of download links, shown under the figure.
-
-        Plain links work in Jupyter, and the book turns a link to an existing file into a
-        download (a missing file fails the ``-n`` build).
+        """One line of download links under the figure (a link to a missing file fails the ``-n`` build).
 
         >>> print(FigureFiles("fig6", "curves", Path("book/executed/figures/fig6")).markdown())
         Download this figure: [PNG](figures/fig6/curves.png) · [SVG](figures/fig6/curves.svg) · [data (CSV)](figures/fig6/curves.csv)
@@ -325,12 +283,10 @@ def save_figure(fig: Any, page: str, name: str, data: Any, *, root: str | os.Pat
                 dpi: int = 150) -> FigureFiles:
     """Save a page's figure as PNG and SVG and the data it draws as CSV, beside the executed page.
 
-    The files are ``ROOT/book/executed/figures/PAGE/NAME.png|svg|csv``, each written atomically;
-    ``root`` is the book's root (default: the current folder, where a chapter runs).  The SVG is
-    byte-for-byte the same for the same figure (no date; element ids salted by page and name).
-    ``data`` (a DataFrame, Series, mapping of columns or list of records) is written without
-    losing anything: a non-default index becomes columns, so ``pandas.read_csv`` gives the
-    table back.  Displayed, the returned :class:`FigureFiles` is the line of download links.
+    The files are ``ROOT/book/executed/figures/PAGE/NAME.png|svg|csv`` (``root``: default the current folder,
+    where a chapter runs), each written atomically; the SVG is the same bytes for the same figure.  ``data``
+    (DataFrame, Series, mapping of columns or list of records) keeps a non-default index as columns, so
+    ``pandas.read_csv`` gives the table back.  The returned :class:`FigureFiles` displays as download links.
     """
     import matplotlib
 
