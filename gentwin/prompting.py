@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from .checks import check_int
+from .config import select_device
 from .graph import ALLOWED_RELATIONS, Subgraph, TwinNode
+from .metrics import answer_correct, answer_scores, recall_at_k
 from .progress import progress as _progress
 from .topology import Relation
 
@@ -64,13 +67,8 @@ class Fact:
 
 
 def _describe(node) -> str:
-    word = _KIND_WORD[node.kind]
     extra = node.get("category") or node.get("name")
-    if node.kind == "sensor" and node.get("category"):
-        return f"{word} {node.id} ({node.get('category')})"
-    if extra and node.kind != "city":
-        return f"{word} {node.id} ({extra})"
-    return f"{word} {node.id}"
+    return f"{_KIND_WORD[node.kind]} {node.id}" + (f" ({extra})" if extra and node.kind != "city" else "")
 
 
 def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
@@ -78,8 +76,6 @@ def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
     nor ``gateway``/``service``, which repeat relations) and per sensor category its service, observed
     property, Smart Data Models type and count.
 
-    >>> from gentwin.graph import TwinNode
-    >>> from gentwin.topology import Relation
     >>> nodes = {"G": TwinNode("G", "gateway", {"n_sensors": 1}),
     ...          "S": TwinNode("S", "sensor", {"category": "PM2.5 sensor", "controlled_property": "pm25"})}
     >>> facts = facts_from_subgraph(Subgraph(1, nodes, frozenset({Relation("S", "CONNECTED_TO", "G")})))
@@ -109,28 +105,21 @@ def facts_from_subgraph(sub: Subgraph) -> list[Fact]:
             else:
                 text = f"{_describe(n)} {_ATTR_PHRASE[attr]} {val}"
             out.append(Fact(nid, attr, str(val), "attribute", text))
-    # category summaries
     by_cat: dict[str, list] = {}
     for n in nodes.values():
         if n.kind == "sensor" and n.get("category"):
             by_cat.setdefault(str(n.get("category")), []).append(n)
     service_names = {n.id: n.get("name") for n in nodes.values() if n.kind == "service"}
     for cat in sorted(by_cat):
-        members = by_cat[cat]
-        first = members[0]
-        svc = first.get("service")
-        rows = [("count", str(len(members)), f"the twin holds {len(members)} {cat}s")]
-        if svc is not None:
-            svc_name = service_names.get(svc) or svc
-            rows.append(("service", str(svc_name), f"a {cat} is a sensor of the {svc_name} service ({svc})"))
-        if first.get("controlled_property") is not None:
-            rows.append(("observes", str(first.get("controlled_property")),
-                         f"a {cat} measures {first.get('controlled_property')}"))
-        if first.get("sdm_type") is not None:
-            rows.append(("sdm_type", str(first.get("sdm_type")),
-                         f"a {cat} reports {first.get('sdm_type')} entities (Smart Data Models)"))
-        for rel, obj, text in sorted(rows):
-            out.append(Fact(cat, rel, obj, "category", text))
+        first, count = by_cat[cat][0], len(by_cat[cat])
+        svc, prop, sdm = (first.get(a) for a in ("service", "controlled_property", "sdm_type"))
+        svc_name = service_names.get(svc) or svc
+        rows = [("count", str(count), f"the twin holds {count} {cat}s"),
+                ("service", str(svc_name), f"a {cat} is a sensor of the {svc_name} service ({svc})"),
+                ("observes", str(prop), f"a {cat} measures {prop}"),
+                ("sdm_type", str(sdm), f"a {cat} reports {sdm} entities (Smart Data Models)")]
+        kept = [row for row, value in zip(rows, (count, svc, prop, sdm)) if value is not None]
+        out += [Fact(cat, rel, obj, "category", text) for rel, obj, text in sorted(kept)]
     return out
 
 
@@ -320,12 +309,8 @@ class TemplateVerbaliser:
     def __call__(self, question: str, facts: Sequence[Fact]) -> str:
         if not facts:
             return "The twin holds no fact that answers this question."
-        seen: list[str] = []
-        for f in facts:
-            s = f.text[:1].upper() + f.text[1:]
-            if s not in seen:
-                seen.append(s)
-        return " ".join(s if s.endswith(".") else s + "." for s in seen)
+        sentences = dict.fromkeys(f.text[:1].upper() + f.text[1:] for f in facts)  # first of each, in order
+        return " ".join(s if s.endswith(".") else s + "." for s in sentences)
 
 
 def build_prompt(question: str, facts: Sequence[Fact]) -> str:
@@ -396,8 +381,7 @@ def make_verbaliser(kind: str, backbone: str | None = None, *, device: str | Non
     if kind == "template":
         return TemplateVerbaliser()
     if kind == "llm":
-        from .config import select_device
-        from .llm import load_backbone
+        from .llm import load_backbone  # imports torch: only for the LLM verbaliser
 
         model, tokenizer = load_backbone(backbone, device=device or select_device())
         return LLMVerbaliser(model, tokenizer)
@@ -424,9 +408,7 @@ class Answer:
         return g
 
     def table(self):
-        import pandas as pd
-
-        return pd.DataFrame([{"rank": k + 1, "subject": s.fact.subject, "relation": s.fact.relation,
+            return pd.DataFrame([{"rank": k + 1, "subject": s.fact.subject, "relation": s.fact.relation,
                               "object": s.fact.object, "score": round(s.score, 3), "fact": s.fact.text}
                              for k, s in enumerate(self.facts)])
 
@@ -464,7 +446,6 @@ def generated_twin(truth: Subgraph, generated: Iterable[Relation]) -> tuple[dict
     or several), a gateway's ``n_sensors``.  A relation the twin cannot hold (unknown entity, forbidden kinds,
     self-link) is dropped.  Returns ``(nodes, relations, dropped)`` for ``store.rebuild(nodes.values(), relations)``.
 
-    >>> from gentwin.graph import TwinNode
     >>> nodes = {"G1": TwinNode("G1", "gateway", {"n_sensors": 1}), "G2": TwinNode("G2", "gateway", {"n_sensors": 0}),
     ...          "S": TwinNode("S", "sensor", {"gateway": "G1", "category": "PM2.5 sensor"})}
     >>> truth = Subgraph(1, nodes, frozenset({Relation("S", "CONNECTED_TO", "G1")}))
@@ -506,10 +487,6 @@ def score_answers(retriever: Retriever, questions: Sequence[Any], k: int):
     question``, ``recall`` (:func:`gentwin.metrics.recall_at_k`), ``correct``
     (:func:`gentwin.metrics.answer_correct`) and ``n_gold``.
     """
-    import pandas as pd
-
-    from .metrics import answer_correct, recall_at_k
-
     check_int("k", k, low=1, error=PromptingError)
     if not questions:
         raise PromptingError("questions: need at least one question")
@@ -526,10 +503,6 @@ def compare_twins(retrievers: Mapping[str, Retriever], questions: Sequence[Any],
                   confidence: float = 0.95, seed: int = 0):
     """The same questions answered from several twins (the first is the baseline): ``(per_question, table)``,
     the stacked :func:`score_answers` (column ``graph``) and :func:`gentwin.metrics.answer_scores` of them."""
-    import pandas as pd
-
-    from .metrics import answer_scores
-
     if not retrievers:
         raise PromptingError("retrievers: need at least one twin to answer from")
     per_question = pd.concat([score_answers(r, questions, k).assign(graph=name) for name, r in retrievers.items()],
