@@ -1,13 +1,9 @@
 """Fig. 4 and the retrieval measure of the prompting chapter: the twin around a question, and recall@k of R.
 
-:func:`category_neighbourhood` is the knowledge graph Fig. 4 draws;
-:func:`generate_questions` makes a question set with known gold facts from the
-twin itself, and :func:`evaluate_retrieval` measures, for each retrieval mode,
-how many gold facts the retriever R of eq. (10) returns in its top k
-(:func:`gentwin.metrics.recall_at_k`); :func:`recall_by_mode` summarises it.
-:func:`draw_neighbourhood` and :func:`draw_facts` draw Fig. 4's first two
-panels; :func:`answer_from_generated_twin` trains the Twin Adapter and asks the
-same questions of the twin it generates.
+:func:`category_neighbourhood` is the knowledge graph Fig. 4 draws; :func:`generate_questions` makes questions
+with known gold facts from the twin itself and :func:`evaluate_retrieval` measures how many of them the
+retriever R of eq. (10) returns in its top k; :func:`answer_from_generated_twin` asks the same questions of the
+twin a trained Twin Adapter generates.
 """
 
 from __future__ import annotations
@@ -17,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..checks import check_int
 from ..graph import LABELS, Subgraph, TwinRequirement
@@ -30,8 +27,10 @@ __all__ = ["RETRIEVAL_MODES", "KIND_COLOURS", "RELATION_COLOURS", "READ_OUT_TEXT
            "evaluate_retrieval", "recall_by_mode", "recall_glues", "category_neighbourhood", "draw_neighbourhood",
            "draw_facts", "GeneratedTwinAnswers", "answer_from_generated_twin"]
 
-#: Retrieval variants compared by :func:`evaluate_retrieval`.
-RETRIEVAL_MODES: tuple[str, ...] = ("embedding", "entity filter + embedding", "entity + relation filter + embedding")
+#: Retrieval variants compared by :func:`evaluate_retrieval`, with their (entity filter, relation filter).
+_FILTERS = {"embedding": (False, False), "entity filter + embedding": (True, False),
+            "entity + relation filter + embedding": (True, True)}
+RETRIEVAL_MODES: tuple[str, ...] = tuple(_FILTERS)
 
 
 @dataclass(frozen=True)
@@ -47,15 +46,8 @@ _TEMPLATES = ("what_is_category", "gateway_of", "service_of", "measures", "is_ac
 
 
 def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Question]:
-    """``n`` questions about a twin, each with its gold facts, templates used in turn.
-
-    Templates (phrased differently from the fact sentences on purpose):
-    "What is a {category}?" (gold: that category's facts), "Which gateway does
-    {sensor} send its data through?", "Which smart-city service is {device}
-    part of?", "What quantity does {sensor} sense?", "Is {device} currently
-    reporting?", "How many sensors use {gateway}?".  Subjects are drawn with
-    ``numpy.random.default_rng(seed)``.
-    """
+    """``n`` questions about a twin, each with its gold facts, the templates used in turn (phrased differently
+    from the fact sentences on purpose); subjects are drawn with ``numpy.random.default_rng(seed)``."""
     check_int("n", n, low=1, error=PromptingError)
     rng = np.random.default_rng(seed)
     by_rel: dict[str, list[Fact]] = {}
@@ -66,15 +58,18 @@ def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Questio
         else:
             by_rel.setdefault(f.relation, []).append(f)
     sensor_ids = {f.subject for f in facts if f.kind == "attribute" and f.relation == "category"}
+
+    def one(relation: str, text: str, subjects=None):
+        pool = [f for f in by_rel.get(relation, []) if subjects is None or f.subject in subjects]
+        return pool, lambda f: (text.format(f.subject), frozenset([f]))
+
     makers: dict[str, tuple[list, Callable[[Any], tuple[str, frozenset[Fact]]]]] = {
         "what_is_category": (sorted(cat_facts), lambda c: (f"What is a {c}?", frozenset(cat_facts[c]))),
-        "gateway_of": ([f for f in by_rel.get("CONNECTED_TO", []) if f.subject in sensor_ids],
-                       lambda f: (f"Which gateway does {f.subject} send its data through?", frozenset([f]))),
-        "service_of": (by_rel.get("SERVES_IN", []), lambda f: (f"Which smart-city service is {f.subject} part of?", frozenset([f]))),
-        "measures": (by_rel.get("controlled_property", []),
-                     lambda f: (f"What quantity does {f.subject} sense?", frozenset([f]))),
-        "is_active": (by_rel.get("active", []), lambda f: (f"Is {f.subject} currently reporting?", frozenset([f]))),
-        "sensor_count": (by_rel.get("n_sensors", []), lambda f: (f"How many sensors use {f.subject}?", frozenset([f]))),
+        "gateway_of": one("CONNECTED_TO", "Which gateway does {} send its data through?", sensor_ids),
+        "service_of": one("SERVES_IN", "Which smart-city service is {} part of?"),
+        "measures": one("controlled_property", "What quantity does {} sense?"),
+        "is_active": one("active", "Is {} currently reporting?"),
+        "sensor_count": one("n_sensors", "How many sensors use {}?"),
     }
     usable = [t for t in _TEMPLATES if makers[t][0]]
     if not usable:
@@ -89,13 +84,9 @@ def generate_questions(facts: Sequence[Fact], n: int, seed: int) -> list[Questio
 
 
 def category_neighbourhood(store, whole: Subgraph, category: str = "PM2.5 sensor"):
-    """Fig. 4's knowledge graph: the one-hop neighbourhood of the first gateway that serves a ``category`` sensor.
-
-    A version request to ``store`` with that gateway as seed (the first gateway
-    of the twin when no sensor is of ``category``).  Returns the gateway's id,
-    the answered :class:`~gentwin.graph.Subgraph` and a networkx graph of it
-    with its service's ``IN`` link to the city added for context.
-    """
+    """Fig. 4's knowledge graph: the one-hop neighbourhood of the first gateway that serves a ``category`` sensor
+    (the first gateway when none does), requested from ``store``.  Returns the gateway's id, the answered
+    :class:`~gentwin.graph.Subgraph` and a networkx graph of it with its service's ``IN`` link to the city."""
     sensors = sorted((n for n in whole.nodes.values() if n.kind == "sensor" and n.get("category") == category),
                      key=lambda n: n.id)
     seed = sensors[0].get("gateway") if sensors else sorted(n.id for n in whole.nodes.values() if n.kind == "gateway")[0]
@@ -113,8 +104,8 @@ RELATION_COLOURS = {"CONNECTED_TO": "0.3", "SERVES_IN": "#55a868", "IN": "#8172b
 
 
 def draw_neighbourhood(g, ax: Any, title: str) -> None:
-    """Fig. 4, first panel: the graph of :func:`category_neighbourhood` on ``ax``, entities coloured by kind
-    (sensors labelled with their category), relations by type, in a seeded spring layout."""
+    """Fig. 4, first panel: :func:`category_neighbourhood`'s graph, entities coloured by kind (sensors labelled
+    with their category), relations by type, in a seeded spring layout."""
     import networkx as nx
     from matplotlib.lines import Line2D
 
@@ -132,8 +123,8 @@ def draw_neighbourhood(g, ax: Any, title: str) -> None:
 
 
 def draw_facts(sub, ax: Any, title: str) -> None:
-    """Fig. 4, second panel: retrieved facts (:meth:`gentwin.prompting.Answer.subgraph`) on ``ax`` as edges
-    labelled with their relation, in a shell layout."""
+    """Fig. 4, second panel: retrieved facts (:meth:`gentwin.prompting.Answer.subgraph`) as edges labelled with
+    their relation, in a shell layout."""
     import networkx as nx
 
     pos = nx.shell_layout(nx.Graph(sub))
@@ -146,19 +137,15 @@ def draw_facts(sub, ax: Any, title: str) -> None:
 
 
 def recall_by_mode(recall):
-    """Mean recall@k per retrieval mode (rows, in :data:`RETRIEVAL_MODES` order) and k (columns).
-
-    ``recall`` is the frame of :func:`evaluate_retrieval`.
-    """
+    """Mean recall@k of :func:`evaluate_retrieval`'s rows per retrieval mode (rows, in :data:`RETRIEVAL_MODES`
+    order) and k (columns)."""
     modes = [m for m in RETRIEVAL_MODES if m in set(recall["mode"])]
     return recall.groupby(["mode", "k"])["recall"].mean().unstack("k").reindex(modes)
 
 
 def recall_glues(overall, top_k: int) -> dict[str, Any]:
-    """The chapter's glued recall values: recall@``top_k`` with both filters and with embeddings alone
-    (from :func:`recall_by_mode`'s table ``overall``), and ``top_k``.
+    """The chapter's glued recall@``top_k`` with both filters and with embeddings alone, and ``top_k``.
 
-    >>> import pandas as pd
     >>> overall = pd.DataFrame({1: [0.1, 0.2, 0.3], 5: [0.4, 0.6, 0.9]}, index=list(RETRIEVAL_MODES))
     >>> recall_glues(overall, 5)
     {'prompting_recall_full': 0.9, 'prompting_recall_embedding': 0.4, 'prompting_top_k': 5}
@@ -170,37 +157,26 @@ def recall_glues(overall, top_k: int) -> dict[str, Any]:
 
 def evaluate_retrieval(retriever: Retriever, questions: Sequence[Question], ks: Sequence[int] | int,
                        modes: Sequence[str] = RETRIEVAL_MODES):
-    """Recall@k of each retrieval mode on a question set: one row per question, mode and k (a DataFrame).
-
-    Columns: mode, k, template, question, recall, n_gold.  Questions are
-    embedded once, in one batch, and shared by the modes.
-    """
-    import pandas as pd
-
-    settings = dict(zip(RETRIEVAL_MODES, ((False, False), (True, False), (True, True))))
+    """Recall@k of each retrieval mode: one row per question, mode and k (mode, k, template, question, recall,
+    n_gold); the questions are embedded once and shared by the modes."""
     ks = (ks,) if isinstance(ks, int) else tuple(ks)
     for k in ks:
         check_int("ks: k", k, low=1, error=PromptingError)
     for mode in modes:
-        if mode not in settings:
-            raise PromptingError(f"modes: {mode!r} is not one of {', '.join(map(repr, settings))}")
+        if mode not in _FILTERS:
+            raise PromptingError(f"modes: {mode!r} is not one of {', '.join(map(repr, _FILTERS))}")
     if not questions:
         raise PromptingError("questions: need at least one question")
     vectors = retriever.encode_questions([q.text for q in questions])
     rows = []
     for mode in modes:
-        r = retriever.with_filters(entity_filter=settings[mode][0], relation_filter=settings[mode][1])
+        r = retriever.with_filters(entity_filter=_FILTERS[mode][0], relation_filter=_FILTERS[mode][1])
         for q, vec in zip(questions, vectors):
             got = [s.fact for s in r.retrieve(q.text, max(ks), query_vector=vec)]
-            for k in ks:
-                rows.append({"mode": mode, "k": k, "template": q.template, "question": q.text,
-                             "recall": recall_at_k(got, q.gold, k), "n_gold": len(q.gold)})
+            rows += [{"mode": mode, "k": k, "template": q.template, "question": q.text,
+                      "recall": recall_at_k(got, q.gold, k), "n_gold": len(q.gold)} for k in ks]
     return pd.DataFrame(rows)
 
-
-# ---------------------------------------------------------------------------
-# The same questions asked of the twin a Twin Adapter generated
-# ---------------------------------------------------------------------------
 
 #: How the chapter names each ``final_eval_mode`` (how the trained adapter writes its graph).
 READ_OUT_TEXT = {"generate": "greedy decoding", "teacher_forced": "the teacher-forced read-out"}
@@ -232,9 +208,9 @@ class GeneratedTwinAnswers:
                 f"answering took {self.seconds:.0f} s.")
 
     def glues(self) -> dict[str, Any]:
-        """The chapter's ``prompting_generated_*`` values: epochs, read-out, seconds, relation recall and
-        precision, and per twin (``_true``, none for the generated one, ``_gap`` for the difference) the
-        share correct and recall@k with their interval ends (``_low``, ``_high``)."""
+        """The chapter's ``prompting_generated_*`` values: epochs, read-out, seconds, relation recall and precision,
+        and per twin (``_true``, none for the generated one, ``_gap``) the share correct and recall@k with
+        ``_low`` and ``_high``."""
         out = {"epochs": self.epochs, "mode": READ_OUT_TEXT[self.read_out], "seconds": self.seconds,
                "relation_recall": self.relations["recall"], "relation_precision": self.relations["precision"]}
         out.update({f"{m}{tag}{stat}": float(self.scores.loc[row, m + stat]) for row, tag in _SCORE_ROWS
@@ -246,15 +222,11 @@ def answer_from_generated_twin(settings, dataset: DataSet, store, whole: Subgrap
                                questions: Sequence[Question], *, step_cache=None) -> GeneratedTwinAnswers:
     """Eq. (10) on the twin a Twin Adapter generated (Algorithm 1 line 11), beside the true twin ``whole``.
 
-    Sets up the backbone and adapters (:func:`~gentwin.experiments.pipeline.setup_twin`
-    on ``dataset``), trains ``settings.training.demo_epochs`` epochs on the
-    training split in Priority Pooling order (``train_seed``), reads the
-    relations out with ``final_eval_mode``, writes the generated twin
-    (:func:`gentwin.prompting.generated_twin`) to ``store`` as a new version,
-    and answers ``questions`` from both twins with the top ``top_k`` facts
-    (:func:`gentwin.prompting.compare_twins`, intervals seeded with
-    ``twin_seed``).  ``retriever`` is the true twin's; the generated twin's
-    shares its embedder.  ``step_cache`` keeps the frozen pass and the training.
+    Trains ``demo_epochs`` epochs on ``dataset``'s training split in Priority Pooling order (``train_seed``),
+    reads the relations out with ``final_eval_mode``, writes the generated twin to ``store`` as a new version
+    and answers ``questions`` from both twins with the top ``top_k`` facts (intervals seeded with
+    ``twin_seed``); the generated twin's retriever shares ``retriever``'s embedder.  ``step_cache`` keeps the
+    frozen pass and the training.
     """
     t0 = time.perf_counter()
     cfg, tw = settings.training, settings.twin
@@ -269,6 +241,5 @@ def answer_from_generated_twin(settings, dataset: DataSet, store, whole: Subgrap
     ours = Retriever(facts_from_subgraph(store.request()), retriever.embedder)
     per_question, scores = compare_twins({"true graph": retriever, "generated graph": ours}, questions, tw.top_k,
                                          confidence=settings.stats.confidence, seed=tw.twin_seed)
-    seconds = time.perf_counter() - t0
     return GeneratedTwinAnswers(per_question, scores, compare_graph(generated, dataset.topology), dropped,
-                                len(order), cfg.demo_epochs, cfg.final_eval_mode, seconds)
+                                len(order), cfg.demo_epochs, cfg.final_eval_mode, time.perf_counter() - t0)
