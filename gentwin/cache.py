@@ -1,19 +1,10 @@
 """The step cache: results of expensive steps kept on disk, keyed by a hash of everything they depend on.
 
-A key (:meth:`StepCache.key`) hashes the step's name, its inputs (settings,
-data, tensors: :func:`fingerprint`), the source of the whole ``gentwin``
-package (:func:`code_digest`), the versions of the numerical libraries and
-the CPU's capability, so an entry is never reused by another code version or
-another kind of machine by accident.  Every entry is a payload and a manifest
-holding its SHA-256; an entry whose payload does not match (corrupt, truncated,
-half-written) is deleted and recomputed, never trusted.  The folder is
-``steps/`` in :func:`cache_root` (beside the converted backbone of :mod:`gentwin.llm`);
-``GENTWIN_NO_CACHE=1`` (``--no-cache`` on the command line) turns it off.
+A key hashes the step's name, its inputs (:func:`fingerprint`), the source of the whole package
+(:func:`code_digest`), the numerical libraries' versions and the CPU's capability, so no entry is reused by
+another code version or kind of machine.  An entry is a payload and a manifest with its SHA-256; one that
+does not match is deleted and recomputed, never trusted.  Entries are pickles: use only folders you trust.
 
-Entries are Python pickles: load caches only from folders you trust.
-
-Examples
---------
 >>> import tempfile
 >>> cache = StepCache(Path(tempfile.mkdtemp()))
 >>> calls = []
@@ -33,13 +24,14 @@ import json
 import os
 import pickle
 import platform
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .files import atomic_write_bytes, atomic_write_text
 
-__all__ = ["ENV_FOLDER", "ENV_OFF", "StepCache", "fingerprint", "code_digest", "package_versions", "cache_root", "default_folder", "to_terminal",
-           "from_environment"]
+__all__ = ["ENV_FOLDER", "ENV_OFF", "StepCache", "fingerprint", "code_digest", "package_versions", "cache_root",
+           "default_folder", "to_terminal", "from_environment"]
 
 #: Environment variable naming the cache folder.
 ENV_FOLDER = "GENTWIN_CACHE"
@@ -85,10 +77,7 @@ def _feed(h: "hashlib._Hash", obj: Any) -> None:
 
 
 def fingerprint(*parts: Any) -> str:
-    """SHA-256 (hex) of ``parts``: numbers, strings, bytes, containers, dataclasses, numpy arrays, tensors.
-
-    Equal content gives the equal digest, whatever object holds it; any change (a value, a dtype, a
-    shape, an order) gives another.
+    """SHA-256 (hex) of ``parts`` (numbers, strings, bytes, containers, dataclasses, arrays, tensors) by content.
 
     >>> fingerprint({"a": 1, "b": (2.0, "x")}) == fingerprint({"b": (2.0, "x"), "a": 1})
     True
@@ -111,31 +100,26 @@ def code_digest(package: str | os.PathLike | None = None) -> str:
 
 def package_versions(names: Sequence[str]) -> dict[str, str]:
     """The installed version of each distribution in ``names`` (``"not installed"`` when absent)."""
-    out = {}
-    for name in names:
+    def version(name: str) -> str:
         try:
-            out[name] = importlib.metadata.version(name)
+            return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+            return "not installed"
+
+    return {name: version(name) for name in names}
 
 
 def _environment() -> dict[str, str]:
     import torch
 
-    versions = package_versions(KEYED_PACKAGES)
-    versions["python"] = platform.python_version()
-    versions["machine"] = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
-    return versions
+    return {**package_versions(KEYED_PACKAGES), "python": platform.python_version(),
+            "machine": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"}
 
 
 @dataclasses.dataclass(frozen=True)
 class StepCache:
-    """A folder of verified entries (``folder=None``: off, every step is computed).
-
-    ``log`` receives one line per reuse, computation or rejected entry, so a
-    run shows what it skipped.
-    """
+    """A folder of verified entries (``folder=None``: off); ``log`` receives a line per reuse, computation or
+    rejected entry."""
 
     folder: Path | None
     log: Callable[[str], None] | None = None
@@ -145,7 +129,6 @@ class StepCache:
         return fingerprint(step, inputs, code_digest(), _environment())
 
     def _paths(self, step: str, key: str) -> tuple[Path, Path]:
-        assert self.folder is not None
         base = self.folder / step / key[:2] / key
         return base.with_suffix(".pkl"), base.with_suffix(".json")
 
@@ -188,12 +171,11 @@ class StepCache:
             return compute()
         key = self.key(step, inputs)
         found, value = self.load(step, key)
-        if found:
-            self._say(f"cache: reused {step} {note} ({key[:12]})".replace("  ", " "))
-            return value
-        value = compute()
-        self.store(step, key, value, note)
-        self._say(f"cache: computed and stored {step} {note} ({key[:12]})".replace("  ", " "))
+        if not found:
+            value = compute()
+            self.store(step, key, value, note)
+        done = "reused" if found else "computed and stored"
+        self._say(f"cache: {done} {step} {note} ({key[:12]})".replace("  ", " "))
         return value
 
 
@@ -210,15 +192,10 @@ def default_folder() -> Path:
 
 def to_terminal(line: str) -> None:
     """Print ``line`` on the process's own stderr: the terminal of ``gentwin run``, never the page."""
-    import sys
-
     print(line, file=sys.__stderr__ or sys.stderr, flush=True)
 
 
 def from_environment(log: Callable[[str], None] | None = to_terminal) -> StepCache:
-    """The cache the environment asks for: :func:`default_folder`, or off when ``GENTWIN_NO_CACHE`` is set.
-
-    Reuses and computations are logged to the terminal (:func:`to_terminal`) unless ``log`` says otherwise.
-    """
+    """The cache the environment asks for: :func:`default_folder`, or off when ``GENTWIN_NO_CACHE`` is set."""
     off = os.environ.get(ENV_OFF, "") not in ("", "0")
     return StepCache(None if off else default_folder(), log)
