@@ -39,7 +39,7 @@ __all__ = [
     "IngestError", "SDM_MAPPING", "mapping_table", "FORMS", "ENTITY_TYPES", "DEVICE_CATEGORIES", "CONTEXT",
     "LOG_FILE", "LOG_FIELDS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "SDM_SAMPLE", "BOOK_FILES",
     "BOOK_DATA_DIR", "book_data_folder", "load_book_dataset", "to_urn", "read_graph", "read_entities",
-    "to_entities", "write_entities", "format_log_line", "format_log", "parse_log", "read_log", "write_log",
+    "to_entities", "write_entities", "format_log", "parse_log", "read_log", "write_log",
     "book_dataset",
 ]
 
@@ -96,12 +96,12 @@ def _gc_paused():
 
 
 @contextlib.contextmanager
-def _sourced(path: Path):
-    """Name ``path`` as the source of an :class:`IngestError` raised inside."""
+def _sourced(path: Path, prefix: str = ""):
+    """Name ``path`` as the source of an :class:`IngestError` raised inside (its problem after ``prefix``)."""
     try:
         yield
     except IngestError as exc:
-        raise IngestError(exc.problem, source=path, entity=exc.entity, field=exc.field) from None
+        raise IngestError(prefix + exc.problem, source=path, entity=exc.entity, field=exc.field) from None
 
 
 def _read_text(path: Path) -> str:
@@ -352,19 +352,14 @@ def _render_entities(topology: Topology, path: Path, form: str) -> str:
         text = json.dumps(entities, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except ValueError as exc:  # NaN / Infinity in a node field
         raise IngestError(f"cannot be written as JSON: {exc}", source=path) from None
-    try:
+    with _sourced(path, "would not read back: "):
         back = read_entities(entities, form=form)
-    except IngestError as exc:
-        raise IngestError(f"would not read back: {exc.problem}", source=path, entity=exc.entity,
-                          field=exc.field) from None
     for nid, node in topology.nodes.items():
         for name, value in vars(node).items():
             if vars(back.nodes[nid])[name] != value:
                 raise IngestError(f"node field {name} = {value!r} would read back as {vars(back.nodes[nid])[name]!r} "
                                   "(the relations or the node kind do not carry it)", source=path,
                                   entity=to_urn(node), field=name)
-    if set(back.relations) != set(topology.relations):  # cannot happen: to_entities wrote every relation
-        raise IngestError("relations would not read back", source=path)
     return text
 
 
@@ -374,7 +369,8 @@ def write_entities(topology: Topology, path: PathLike, form: str = "normalized")
     atomic_write_text(path, _render_entities(topology, path, form))
 
 
-def _check_instance(inst: Instance) -> None:
+def _log_line(inst: Instance) -> str:
+    """One log line (tab-separated, no newline), after checking each field; floats keep their exact value."""
     def fail(field: str, problem: str) -> NoReturn:
         raise IngestError(problem, entity=f"#{inst.index}" if field == "node_id" else str(inst.node_id), field=field)
 
@@ -383,27 +379,22 @@ def _check_instance(inst: Instance) -> None:
             check(name, value, low=0)
         except ValueError as exc:
             fail(name, f"= {value!r}: {str(exc).split(': ', 1)[1]}" + (" (seconds)" if name == "timestamp_s" else ""))
-    if not isinstance(inst.node_id, str) or not inst.node_id or any(c.isspace() for c in inst.node_id):
-        fail("node_id", f"= {inst.node_id!r} must be a non-empty string without white space")
-    if not isinstance(inst.present, bool):
-        fail("presence", f"= {inst.present!r} must be True or False")
-    if inst.split not in SPLITS:
-        fail("split", f"= {inst.split!r} must be one of {', '.join(SPLITS)}")
-
-
-def format_log_line(inst: Instance) -> str:
-    """One log line (tab-separated, no newline); floats keep their exact value.
-
-    >>> format_log_line(Instance(3, 6.0, "AQ-S001", False, "test"))
-    '3\\t6.0\\tAQ-S001\\t0\\ttest'
-    """
-    _check_instance(inst)
+    node_id_ok = isinstance(inst.node_id, str) and inst.node_id and not any(c.isspace() for c in inst.node_id)
+    for name, value, ok, rule in (("node_id", inst.node_id, node_id_ok, "a non-empty string without white space"),
+                                  ("presence", inst.present, isinstance(inst.present, bool), "True or False"),
+                                  ("split", inst.split, inst.split in SPLITS, f"one of {', '.join(SPLITS)}")):
+        if not ok:
+            fail(name, f"= {value!r} must be {rule}")
     return f"{inst.index}\t{float(inst.timestamp)!r}\t{inst.node_id}\t{int(inst.present)}\t{inst.split}"
 
 
 def format_log(instances: Iterable[Instance]) -> str:
-    """The whole log text: a two-line ``#`` header, then one line per instance."""
-    return _LOG_HEADER + "".join(format_log_line(i) + "\n" for i in instances)
+    """The whole log text: a two-line ``#`` header, then one line per instance.
+
+    >>> format_log([Instance(3, 6.0, "AQ-S001", False, "test")]).splitlines()[-1]
+    '3\\t6.0\\tAQ-S001\\t0\\ttest'
+    """
+    return _LOG_HEADER + "".join(_log_line(i) + "\n" for i in instances)
 
 
 def parse_log(text: str, topology: Topology, *, source: str = "<log>") -> list[Instance]:

@@ -21,10 +21,6 @@ def l1_loss(r, r_hat) -> float:
 
     >>> l1_loss([1, 1, 1, 0], [1, 1, 0, 1])  # (0 + 0 + 1 + 1) / 4
     0.5
-    >>> l1_loss([1, 0], [1])
-    Traceback (most recent call last):
-    ...
-    ValueError: r_hat: has 1 entries but r has 2 (one per indexed relation)
     """
     a = np.asarray(r, dtype=float)
     b = np.asarray(r_hat, dtype=float)
@@ -114,10 +110,6 @@ def pooling_gain(with_pooling, without_pooling) -> float:
 
     >>> pooling_gain([12, 24], [10, 20])  # 100 (36 - 30) / 30
     20.0
-    >>> pooling_gain([3, 5], [0, 0])
-    Traceback (most recent call last):
-    ...
-    ValueError: without_pooling: extracted nothing in any round; the gain is undefined
     """
     a = np.asarray(with_pooling, dtype=float)
     b = np.asarray(without_pooling, dtype=float)
@@ -201,10 +193,6 @@ def recall_at_k(retrieved, gold, k: int) -> float:
 
     >>> recall_at_k(["a", "c", "b"], {"a", "b"}, k=2), recall_at_k(["a", "c", "b"], {"a", "b"}, k=3)
     (0.5, 1.0)
-    >>> recall_at_k(["a"], {"a"}, k=0)
-    Traceback (most recent call last):
-    ...
-    ValueError: k = 0: must be >= 1
     """
     gold = set(gold)
     if not gold:
@@ -279,10 +267,6 @@ def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
 
     >>> response_gap(200.0, 150.0), response_gap(100.0, 120.0)
     (25.0, -20.0)
-    >>> response_gap(0.0, 1.0)
-    Traceback (most recent call last):
-    ...
-    ValueError: traditional_ms = 0.0: must be > 0
     """
     if not traditional_ms > 0:
         raise ValueError(f"traditional_ms = {traditional_ms!r}: must be > 0")
@@ -443,11 +427,5 @@ def net_completeness(truth: np.ndarray, observed: np.ndarray, generated: np.ndar
     >>> s = completeness(T, O, G)
     >>> round(s.record_precision, 4), round(s.record_f1, 4)
     (0.8333, 0.9091)
-
-    A record in every cell of a sensor that sent once in four slots: ``(0 + 1 - 3) / 1``:
-
-    >>> T1 = np.array([[1, 0, 0, 0]], bool)
-    >>> completeness(T1, ~T1 & T1, np.ones_like(T1)).completeness, net_completeness(T1, ~T1 & T1, np.ones_like(T1))
-    (1.0, -2.0)
     """
     return completeness(truth, observed, generated).net_completeness

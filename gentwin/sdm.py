@@ -427,18 +427,11 @@ def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_
             continue
         if check_numbers and _has_nonfinite(value):
             fail(name, f"holds a non-finite number (NaN or Infinity), which JSON does not allow: {_short(value)}")
-        # fast paths for the commonest shapes (a normalized Property or Relationship, a plain key-value);
-        # _attribute handles everything else
+        # fast paths for the commonest shapes (a normalized Property, a plain key-value); _attribute reads the rest
         value_type = type(value)
-        if value_type is dict and objects_allowed:
-            kind_of_value = value.get("type")
-            if kind_of_value == "Property" and "value" in value and role is not _REF:
-                what, payload = _VALUE, value["value"]
-            elif kind_of_value == "Relationship" and "object" in value:
-                payload = value["object"]
-                what, payload = _REL, payload if type(payload) is list else [payload]
-            else:
-                what, payload = _attribute(name, value, fail, form)
+        if (objects_allowed and value_type is dict and value.get("type") == "Property" and "value" in value
+                and role is not _REF):
+            what, payload = _VALUE, value["value"]
         elif (role is _REF or form == "normalized" or value_type is dict or name.startswith("ref")
               or (value_type is list and value and type(value[0]) is dict)):
             what, payload = _attribute(name, value, fail, form)
@@ -492,8 +485,7 @@ def _assemble(parsed: list[GraphNode]) -> EntityGraph:
     for ent, local in zip(parsed, locals_):
         first = by_urn.get(ent.urn)
         if first is not None:
-            raise IngestError(f"duplicate id (also entity #{first.position} in {first.source})", source=ent.source,
-                              position=ent.position, entity=ent.urn, field="id")
+            _fail_ref(ent, "id", f"duplicate id (also entity #{first.position} in {first.source})")
         by_urn[ent.urn] = ent
         by_local[local] = None if local in by_local else ent
 
@@ -525,7 +517,7 @@ def _assemble(parsed: list[GraphNode]) -> EntityGraph:
                 ent.properties[name] = targets  # an SDM relationship on an unexpected holder: kept, not followed
                 continue
             for ref in targets:
-                target = by_urn.get(ref) or resolve(ref)
+                target = resolve(ref)
                 if target is None:
                     _fail_ref(ent, name, f"refers to {ref!r}, which is not an entity of the input (dangling reference)")
                 if target is ent:

@@ -47,7 +47,7 @@ def test_triple_scores_are_micro_averaged_per_entity():
 def test_pooling_gain_is_the_ratio_of_the_areas_under_the_curves():
     assert metrics.pooling_gain([10, 30], [10, 10]) == pytest.approx(100.0)  # (40 - 20) / 20
     assert metrics.pooling_gain([5, 5], [10, 10]) == pytest.approx(-50.0)
-    with pytest.raises(ValueError, match="without_pooling"):
+    with pytest.raises(ValueError, match="without_pooling: extracted nothing in any round; the gain is undefined"):
         metrics.pooling_gain([1, 2], [0, 0])
     with pytest.raises(ValueError, match="equal length"):
         metrics.pooling_gain([1, 2, 3], [1, 2])
@@ -146,7 +146,7 @@ def test_response_gap_by_hand():
 
     assert response_gap(200.0, 150.0) == 25.0
     assert response_gap(100.0, 120.0) == -20.0
-    with pytest.raises(ValueError, match="traditional_ms = 0"):
+    with pytest.raises(ValueError, match="traditional_ms = 0: must be > 0"):
         response_gap(0, 1.0)
 
 
@@ -228,6 +228,7 @@ def test_inventing_everything_does_not_raise_completeness_beyond_truth():
     s = completeness(T, O, G)
     assert s.completeness == 1.0  # it holds the one true record ...
     assert s.generated_precision == 0.25 and s.false_record_rate == 3.0  # ... and the wrong ones show
+    assert s.net_completeness == (0 + 1 - 3) / 1  # each wrong record cancels a right one
 
 
 def test_completeness_rejects_generated_counted_as_observed():
