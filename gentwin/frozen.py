@@ -99,10 +99,8 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
                     out = run_layers(model, h, att, start_layer, start_layer + 1)
                     h, m = captured["residual"], captured["mlp_out"]
                     if s == 0 and not torch.equal(out, h + adapter(m)):
-                        # not a LLaMA-style residual layout: cache at the layer boundary instead
-                        for hk in hooks:
-                            hk.remove()
-                        hooks.clear()
+                        # not a LLaMA-style residual layout: cache at the layer boundary instead (the hooks,
+                        # removed below, never fire there: that pass stops below this layer)
                         return frozen_states(model, encoded, start_layer, batch_size=batch_size,
                                              compute_dtype=compute_dtype, progress=progress)
                     mlp_out[rows.to(store), :t] = m.float().to(store)

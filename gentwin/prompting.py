@@ -189,21 +189,6 @@ RELATION_CUES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _mentions(question: str, names: Iterable[str]) -> list[str]:
-    """Names that occur in the question as whole words (case-insensitive), longest first, not overlapping."""
-    q = question.lower()
-    taken = np.zeros(len(q) + 1, dtype=bool)
-    found = []
-    for name in sorted(set(names), key=lambda s: (-len(s), s)):
-        pat = re.compile(r"(?<![\w.-])" + re.escape(name.lower()) + r"(?![\w-])")
-        for m in pat.finditer(q):
-            if not taken[m.start():m.end()].any():
-                taken[m.start():m.end()] = True
-                found.append(name)
-                break
-    return found
-
-
 def detect_relations(question: str) -> set[str]:
     """Relations and attributes a question asks about: a cue of :data:`RELATION_CUES` starts a word of it.
 
@@ -240,7 +225,7 @@ class Retriever:
         self.relation_filter = relation_filter
         kw = {"progress": progress} if isinstance(self.embedder, MiniLMEmbedder) else {}
         self.vectors = np.asarray(self.embedder.encode([f.text for f in self.facts], **kw), dtype=np.float32)
-        self._names = sorted({e for f in self.facts for e in f.entities()})
+        self._names = sorted({e for f in self.facts for e in f.entities()}, key=lambda s: (-len(s), s))
         self._by_entity: dict[str, list[int]] = {}
         for k, f in enumerate(self.facts):
             for e in f.entities():
@@ -258,8 +243,19 @@ class Retriever:
         return np.asarray(self.embedder.encode(list(questions)), dtype=np.float32)
 
     def mentioned(self, question: str) -> list[str]:
-        """Entities (ids, category names) named in the question."""
-        return _mentions(question, self._names)
+        """Entities (ids, category names) the question names as whole words (any case), longest first, not
+        overlapping."""
+        q = question.lower()
+        taken = np.zeros(len(q) + 1, dtype=bool)
+        found = []
+        for name in self._names:
+            pat = re.compile(r"(?<![\w.-])" + re.escape(name.lower()) + r"(?![\w-])")
+            for m in pat.finditer(q):
+                if not taken[m.start():m.end()].any():
+                    taken[m.start():m.end()] = True
+                    found.append(name)
+                    break
+        return found
 
     def candidates(self, question: str, *, entities: Sequence[str] | None = None,
                    relations: Iterable[str] | None = None) -> np.ndarray:
@@ -402,9 +398,8 @@ class Answer:
         import networkx as nx
 
         g = nx.MultiDiGraph()
-        for sf in self.facts:
-            f = sf.fact
-            g.add_edge(f.subject, f.object, key=f.relation, relation=f.relation, kind=f.kind)
+        g.add_edges_from((s.fact.subject, s.fact.object, s.fact.relation, {"relation": s.fact.relation,
+                          "kind": s.fact.kind}) for s in self.facts)
         return g
 
     def table(self):

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .topology import DataSet, Instance, Relation, Topology, TopologyError
@@ -52,8 +53,6 @@ def opaque_names(node_ids: Iterable[str], seed: int) -> dict[str, str]:
     >>> names == opaque_names(["AQ-S001", "AQ", "AQ-GW01"], seed=0), names == opaque_names(names, seed=1)
     (True, False)
     """
-    import numpy as np
-
     ids = sorted(set(node_ids))
     if len(ids) > 9000:
         raise VerbaliseError(f"node_ids: {len(ids)} nodes; opaque names cover at most 9000")
