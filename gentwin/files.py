@@ -13,7 +13,7 @@ __all__ = ["umask", "atomic_write_text", "atomic_write_bytes", "atomic_path", "a
 
 
 def umask() -> int:
-    """The process umask (read without changing it for longer than one call)."""
+    """The process umask (read by setting it and back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -26,10 +26,9 @@ def _file_mode(path: Path) -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it into place, else delete it.
+    """Yield a temporary path beside ``path`` to write by any means; on success move it into place, else delete it.
 
-    The caller writes the temporary file by any means (e.g. ``safetensors.save_file``); it gets the
-    mode of the file it replaces, or ``0o666 & ~umask`` when new, and is fsynced before the move.
+    The file is fsynced first and gets the mode of the file it replaces, or ``0o666 & ~umask`` when new.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -69,8 +68,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_folder(folder: str | os.PathLike, files: Mapping[str, str | bytes | Callable[[Path], None]]) -> None:
     """Write ``files`` (name -> text, bytes, or a function writing that path) into ``folder`` as one swap.
 
-    A folder that already holds other files is refused rather than replaced, so a wrong path never
-    deletes a user's data.
+    A folder holding other files is refused, not replaced, so a wrong path never deletes a user's data.
     """
     folder = Path(folder)
     if folder.exists():

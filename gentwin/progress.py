@@ -10,13 +10,10 @@ __all__ = ["progress"]
 
 def progress(iterable: Iterable[Any] | None = None, *, desc: str, total: int | None = None,
              disable: bool = False, **kwargs: Any):
-    """A tqdm bar written to the process's own stderr.
+    """A tqdm bar written to the process's own stderr, ``sys.__stderr__``.
 
-    Inside a notebook kernel ``sys.stderr`` is the cell's output: a bar there would be saved into the
-    executed page (and ``tqdm.auto`` warns "IProgress not found" without ipywidgets). The kernel
-    process's own stderr, ``sys.__stderr__``, is the terminal that runs ``gentwin run`` or
-    ``gentwin book``, so the reader of the terminal sees the bar and the published page does not.
-    Outside a kernel the two are the same stream.
+    In a notebook kernel ``sys.stderr`` is the cell's output, so a bar there would be saved into the page;
+    the kernel's own stderr is the terminal that runs ``gentwin run`` (outside a kernel they are the same).
     """
     from tqdm.std import tqdm
 

@@ -13,11 +13,9 @@ __all__ = ["mean_ci", "summarise"]
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval of independent samples.
+    """``(mean, low, high)``: the mean and two-sided Student-t interval of independent samples (NaN rejected).
 
-    ``values`` holds one value per seed (NaN is rejected); ``confidence`` is the
-    two-sided level, in (0, 1).  Returns ``(mean, low, high)``; with one sample
-    the interval is (mean, mean), there being no spread to estimate.
+    One sample gives the interval (mean, mean), there being no spread to estimate.
 
     >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0])
     >>> m, round(lo, 4), round(hi, 4)
@@ -35,23 +33,17 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     from scipy import stats
 
     # t * sd / sqrt(n), not scipy's t * sem (NaN for zero spread), so the numbers stay bit for bit the book's
-    _, t_high = stats.t.interval(confidence, df=x.size - 1)
-    half = float(t_high * x.std(ddof=1) / math.sqrt(x.size))
+    half = float(stats.t.interval(confidence, df=x.size - 1)[1] * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
 
 
 def summarise(frame, by: Sequence[str] | str, value: str, confidence: float = 0.95):
-    """Mean, CI low/high and sample count of ``value`` per group of ``by``.
-
-    ``frame`` is a :class:`pandas.DataFrame` with one row per seed (and per
-    group); the result has columns ``by + [mean, low, high, n]``.
-    """
+    """Mean, CI low/high and sample count ``n`` of ``value`` per group of ``by`` in a DataFrame (a row per seed)."""
     import pandas as pd
 
     keys = [by] if isinstance(by, str) else list(by)
     rows = []
     for group, sub in frame.groupby(keys, sort=True):
-        group = group if isinstance(group, tuple) else (group,)
         m, lo, hi = mean_ci(sub[value].to_numpy(), confidence)
         rows.append(dict(zip(keys, group), mean=m, low=lo, high=hi, n=len(sub)))
     return pd.DataFrame(rows)
