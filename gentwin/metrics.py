@@ -76,14 +76,9 @@ def triple_scores(gold, produced, index: str = "union") -> dict[str, float]:
         raise ValueError("gold: the entities have no true relation")
     correct = len(g_all & p_all)
     r, r_hat, _ = relation_indicators(g_all, p_all, index)
-    return {
-        "accuracy": correct / len(g_all),
-        "precision": correct / len(p_all) if p_all else 0.0,
-        "l1": l1_loss(r, r_hat),
-        "n_gold": float(len(g_all)),
-        "n_produced": float(len(p_all)),
-        "n_correct": float(correct),
-    }
+    return {"accuracy": correct / len(g_all), "precision": correct / len(p_all) if p_all else 0.0,
+            "l1": l1_loss(r, r_hat), "n_gold": float(len(g_all)), "n_produced": float(len(p_all)),
+            "n_correct": float(correct)}
 
 
 def compare_graph(generated, truth) -> dict[str, float]:

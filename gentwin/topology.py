@@ -241,7 +241,7 @@ def generate_topology(cfg: TopologyConfig) -> Topology:
 
     Deterministic in ``cfg.data_seed``; devices are spread evenly over the
     services, and sensors at random over a service's gateways (at least one
-    each while sensors last), so the d_i differ and eqs. (3)-(6) have something to rank.
+    each while sensors last), so the d_i differ and Priority Pooling has something to rank.
     """
     rng = np.random.default_rng(cfg.data_seed)
     services = SERVICES[: cfg.n_services]
