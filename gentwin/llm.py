@@ -18,6 +18,7 @@ import tempfile
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .cache import cache_root
 from .config import ConfigError, select_device
@@ -433,15 +434,13 @@ def greedy_generate(model, tokenizer, prompts, *, max_new_tokens: int, kept_ids=
         with torch.no_grad(), compute_autocast(model, compute_dtype):
             starts = range(0, len(prompts), batch_size)
             for s in progress_bar(starts, desc="generate", disable=not progress, leave=False):
-                chunk = [list(p) for p in prompts[s: s + batch_size]]
-                t = max(len(p) for p in chunk)
-                ids = torch.full((len(chunk), t), pad, dtype=torch.long)
-                att = torch.zeros((len(chunk), t), dtype=torch.long)
-                for k, p in enumerate(chunk):
-                    if len(p) == 0:
-                        raise BackboneError(f"prompts[{s + k}]: is empty")
-                    ids[k, t - len(p):] = torch.tensor(p)
-                    att[k, t - len(p):] = 1
+                chunk = [torch.tensor(list(p), dtype=torch.long) for p in prompts[s: s + batch_size]]
+                empty = [s + k for k, p in enumerate(chunk) if len(p) == 0]
+                if empty:
+                    raise BackboneError(f"prompts[{empty[0]}]: is empty")
+                ids = pad_sequence(chunk, batch_first=True, padding_value=pad, padding_side="left")
+                att = pad_sequence([torch.ones_like(p) for p in chunk], batch_first=True, padding_side="left")
+                t = ids.shape[1]
                 new = base.generate(input_ids=ids.to(dev), attention_mask=att.to(dev),
                                     generation_config=settings)[:, t:]
                 for row in new.cpu().tolist():

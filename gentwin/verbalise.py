@@ -18,6 +18,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .topology import DataSet, Instance, Relation, Topology, TopologyError
 
@@ -253,23 +254,18 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = 
             ids.extend(pids)
         ids.append(eos)
         if len(ids) > max_length:
-            raise VerbaliseError(
-                f"max_length = {max_length}: the sequence for prompt {prompt!r} needs {len(ids)} tokens; "
-                "raise max_length"
-            )
+            raise VerbaliseError(f"max_length = {max_length}: the sequence for prompt {prompt!r} needs {len(ids)} "
+                                 "tokens; raise max_length")
         rows.append(ids)
         prompt_lens.append(p_len)
         spans.append(tuple(sp))
-    t = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), t), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), t), dtype=torch.long)
-    labels = torch.full((len(rows), t), IGNORE, dtype=torch.long)
-    for k, (ids, p_len) in enumerate(zip(rows, prompt_lens)):
-        input_ids[k, : len(ids)] = torch.tensor(ids)
-        attention[k, : len(ids)] = 1
-        labels[k, p_len: len(ids)] = torch.tensor(ids[p_len:])
+
+    def padded(seqs: list[list[int]], value: int) -> torch.Tensor:
+        return pad_sequence([torch.tensor(x, dtype=torch.long) for x in seqs], batch_first=True, padding_value=value)
+
     return Encoded(
-        input_ids=input_ids, attention_mask=attention, labels=labels,
+        input_ids=padded(rows, pad), attention_mask=padded([[1] * len(r) for r in rows], 0),
+        labels=padded([[IGNORE] * p + r[p:] for r, p in zip(rows, prompt_lens)], IGNORE),
         prompt_lengths=torch.tensor(prompt_lens), lengths=torch.tensor([len(r) for r in rows]),
         spans=tuple(spans), prompts=tuple(p for p, _ in pairs), targets=tuple(t_ for _, t_ in pairs),
     )
