@@ -518,13 +518,10 @@ def alpha(prev: PoolSnapshot, new: PoolSnapshot, reading: str | None = None) -> 
     if prev.pool_weight != new.pool_weight:
         raise PoolingError(f"pool_weight: prev uses {prev.pool_weight!r} and new uses {new.pool_weight!r}; "
                            "α compares weights of the same eq. (6) reading")
-    if prev.node_ids == new.node_ids:
-        a, b = prev.weight_matrix, new.weight_matrix
-    else:
-        pos = {nid: k for k, nid in enumerate(dict.fromkeys(prev.node_ids + new.node_ids))}
-        a, b = np.zeros((len(POOLS), len(pos))), np.zeros((len(POOLS), len(pos)))
-        a[:, [pos[i] for i in prev.node_ids]] = prev.weight_matrix
-        b[:, [pos[i] for i in new.node_ids]] = new.weight_matrix
+    pos = {nid: k for k, nid in enumerate(dict.fromkeys(prev.node_ids + new.node_ids))}  # the union of the nodes
+    a, b = np.zeros((len(POOLS), len(pos))), np.zeros((len(POOLS), len(pos)))
+    a[:, [pos[i] for i in prev.node_ids]] = prev.weight_matrix
+    b[:, [pos[i] for i in new.node_ids]] = new.weight_matrix
     return _by_pool(update_trigger(a, b, reading))
 
 

@@ -21,7 +21,7 @@ from .topology import NODE_KINDS, RELATION_TYPES, Node, Relation, Topology, Topo
 __all__ = [
     "IngestError", "GraphNode", "GraphRelation", "EntityGraph", "relation_phase", "build_graph", "GRAPH_KINDS",
     "DEVICE_KINDS", "GRAPH_RELATIONS", "MappingRow", "SDM_MAPPING", "mapping_table", "kind_of_type", "device_kind",
-    "relationship_rules", "STRICT_RELATIONSHIPS",
+    "STRICT_RELATIONSHIPS",
 ]
 
 #: Node kinds of the entity graph (a superset of ``gentwin.topology.NODE_KINDS``).
@@ -113,7 +113,7 @@ STRICT_RELATIONSHIPS: frozenset[str] = frozenset({"refGateway", "refService", "r
 _TYPE_KIND = {r.sdm: r.gentwin for r in SDM_MAPPING if r.source == "type" and r.sdm != "*"}
 _SUFFIX_KIND = [(r.sdm, r.gentwin) for r in SDM_MAPPING if r.source == "type suffix"]
 _CATEGORY_KIND = {r.sdm: r.gentwin for r in SDM_MAPPING if r.source == "deviceCategory" and r.sdm != "*"}
-_RULES: dict[str, tuple[MappingRow, ...]] = {
+_RULES: dict[str, tuple[MappingRow, ...]] = {  # the rows of each allow-listed relationship, in table order
     name: tuple(r for r in SDM_MAPPING if r.source == "relationship" and r.sdm == name)
     for name in dict.fromkeys(r.sdm for r in SDM_MAPPING if r.source == "relationship")}
 
@@ -124,16 +124,14 @@ def mapping_table():
     >>> t = mapping_table()
     >>> list(t.columns)
     ['source', 'sdm', 'gentwin', 'holders', 'targets', 'inverse', 'note']
-    >>> t.loc[t.sdm == "refDeviceModel", "gentwin"].item()
-    'HAS_MODEL'
+    >>> t.loc[t.sdm == "refDeviceModel", "gentwin"].item(), t.loc[t.sdm == "refDevice", "gentwin"].tolist()
+    ('HAS_MODEL', ['OBSERVED_BY', 'ATTACHED_TO'])
     """
     import pandas as pd
 
-    return pd.DataFrame(
-        [(r.source, r.sdm, r.gentwin, ", ".join(r.holders) or "any", ", ".join(r.targets) or "any",
-          r.inverse, r.note) for r in SDM_MAPPING],
-        columns=["source", "sdm", "gentwin", "holders", "targets", "inverse", "note"],
-    )
+    return pd.DataFrame([(r.source, r.sdm, r.gentwin, ", ".join(r.holders) or "any", ", ".join(r.targets) or "any",
+                          r.inverse, r.note) for r in SDM_MAPPING],
+                        columns=["source", "sdm", "gentwin", "holders", "targets", "inverse", "note"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -156,32 +154,19 @@ def kind_of_type(entity_type: str) -> str:
     return "entity"
 
 
-def device_kind(categories: list[str]) -> str | None:
-    """The device kind a ``deviceCategory`` list gives; None when no value is in the table.
+@functools.lru_cache(maxsize=1024)
+def device_kind(categories: tuple[str, ...]) -> str | None:
+    """The device kind the ``deviceCategory`` values give; None when no value is in the table.
 
     ``network`` wins (a gateway that also senses is still eq. 2's uplink), then sensor-like, then actuator-like.
 
-    >>> device_kind(["network", "sensor"]), device_kind(["actuator", "meter"]), device_kind(["HVAC"])
+    >>> device_kind(("network", "sensor")), device_kind(("actuator", "meter")), device_kind(("HVAC",))
     ('gateway', 'sensor', 'actuator')
-    >>> device_kind(["lighting"]), device_kind([])
+    >>> device_kind(("lighting",)), device_kind(())
     (None, None)
     """
     kinds = {_CATEGORY_KIND.get(c) for c in categories}
     return next((kind for kind in ("gateway", "sensor", "actuator") if kind in kinds), None)
-
-
-@functools.lru_cache(maxsize=1024)
-def _device_kind(categories: tuple[str, ...]) -> str | None:
-    return device_kind(categories)
-
-
-def relationship_rules(name: str) -> tuple[MappingRow, ...]:
-    """The rows of ``SDM_MAPPING`` for relationship ``name`` (empty: not in the allow-list).
-
-    >>> [r.gentwin for r in relationship_rules("refDevice")], relationship_rules("refFoo")
-    (['OBSERVED_BY', 'ATTACHED_TO'], ())
-    """
-    return _RULES.get(name, ())
 
 
 def relation_phase(head_kind: str, relation: str, tail_kind: str) -> int:
@@ -352,7 +337,7 @@ def _attribute(name: str, value: Any, fail: Any, form: str | None) -> tuple[str,
         if type(value) is dict:
             decoded = _decode(name, value, fail)
             if decoded is not None:
-                if decoded[0] is _VALUE and relationship_rules(name) and isinstance(decoded[1], str):
+                if decoded[0] is _VALUE and _RULES.get(name, ()) and isinstance(decoded[1], str):
                     return _REL, [decoded[1]]  # an allow-listed reference written as a Property (or v2 Text)
                 return decoded
         elif type(value) is list and value and type(value[0]) is dict and _decode(name, value[0], fail):
@@ -464,7 +449,7 @@ def _parse_entity(raw: Any, source: str, position: int, form: str | None, check_
             properties[name] = payload
     kind = kind_of_type(etype)
     if kind == "device":  # by category; without one, by role in _assemble
-        kind = _device_kind(tuple(categories or ())) or "device"
+        kind = device_kind(tuple(categories or ())) or "device"
     return GraphNode(urn, kind, etype, urn, source, position, node_fields, properties, refs)
 
 
@@ -508,11 +493,11 @@ def _assemble(parsed: list[GraphNode]) -> EntityGraph:
         for name, targets in ent.refs:
             rules = holder_rules.get((name, ent.kind))
             if rules is None:
-                rules = holder_rules[name, ent.kind] = [r for r in relationship_rules(name)
+                rules = holder_rules[name, ent.kind] = [r for r in _RULES.get(name, ())
                                                         if not r.holders or ent.kind in r.holders]
             if not rules:
                 if name in STRICT_RELATIONSHIPS:
-                    allowed = sorted({h for r in relationship_rules(name) for h in r.holders})
+                    allowed = sorted({h for r in _RULES.get(name, ()) for h in r.holders})
                     _fail_ref(ent, name, f"is allowed on {' or '.join(allowed)} entities only, not on a {ent.kind}")
                 ent.properties[name] = targets  # an SDM relationship on an unexpected holder: kept, not followed
                 continue
