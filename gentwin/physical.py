@@ -6,12 +6,6 @@ reading through its gateway once per ``report_period_s``; readings are lost (``p
 the flow.  The cyber side (:mod:`gentwin.loops`) reads the network only through :meth:`PhysicalSpace.collect`
 and steers it only through :meth:`PhysicalSpace.rehome`; :func:`gentwin.experiments.table4.simulate` wires the
 two together.
-
->>> from gentwin.config import resolve
->>> s = resolve("quick")
->>> topo_cfg = topology_config_for(5, s.topology, s.physical)
->>> topo_cfg.n_sensors, topo_cfg.n_gateways
-(5, 3)
 """
 
 from __future__ import annotations

@@ -121,6 +121,9 @@ def test_topology_config_for_keeps_paper_ratio():
         tc = topology_config_for(size, s.topology, s.physical)
         assert (tc.n_sensors, tc.n_gateways) == (size, gws)
     assert topology_config_for(250, s.topology, s.physical).n_gateway_links == 30
+    quick = resolve("quick")
+    tc = topology_config_for(5, quick.topology, quick.physical)
+    assert (tc.n_sensors, tc.n_gateways) == (5, 3)
 
 
 def test_outage_window_of_each_scenario():

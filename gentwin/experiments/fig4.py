@@ -144,12 +144,7 @@ def recall_by_mode(recall):
 
 
 def recall_glues(overall, top_k: int) -> dict[str, Any]:
-    """The chapter's glued recall@``top_k`` with both filters and with embeddings alone, and ``top_k``.
-
-    >>> overall = pd.DataFrame({1: [0.1, 0.2, 0.3], 5: [0.4, 0.6, 0.9]}, index=list(RETRIEVAL_MODES))
-    >>> recall_glues(overall, 5)
-    {'prompting_recall_full': 0.9, 'prompting_recall_embedding': 0.4, 'prompting_top_k': 5}
-    """
+    """The chapter's glued recall@``top_k`` with both filters and with embeddings alone, and ``top_k``."""
     return {"prompting_recall_full": float(overall.loc[RETRIEVAL_MODES[2], top_k]),
             "prompting_recall_embedding": float(overall.loc[RETRIEVAL_MODES[0], top_k]),
             "prompting_top_k": top_k}

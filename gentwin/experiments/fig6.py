@@ -34,11 +34,6 @@ MEASURES = {"extracted": "all relations", "extracted_inferred": "relations that 
 def round_slices(n: int, rounds: int, mode: str = "cumulative") -> list[tuple[int, int]]:
     """Which part ``[start, end)`` of an ``n``-instance stream each round trains on: the stream is cut into
     ``rounds`` (nearly) equal chunks; ``"cumulative"`` round r passes over chunks 1..r, ``"chunk"`` over chunk r.
-
-    >>> round_slices(10, 3)
-    [(0, 4), (0, 7), (0, 10)]
-    >>> round_slices(10, 3, mode="chunk")
-    [(0, 4), (4, 7), (7, 10)]
     """
     if n < 1:
         raise TrainingError(f"n = {n}: the training stream is empty")
@@ -137,11 +132,6 @@ def gains(curves, baseline: str = "random", *, measure: str = "extracted", at_ro
     On ``measure`` (:data:`MEASURES`) over all rounds (the areas under the curves) or, with ``at_round = k``, at
     round k only (the budget variant).  Columns ``order, seed, gain_pct``, NaN where the baseline extracted
     nothing.
-
-    >>> c = pd.DataFrame({"order": ["priority"] * 2 + ["random"] * 2, "seed": 0, "round": [1, 2, 1, 2],
-    ...                   "extracted": [12, 24, 10, 20]})
-    >>> gains(c).to_dict("records")  # 100 (36 - 30) / 30
-    [{'order': 'priority', 'seed': 0, 'gain_pct': 20.0}]
     """
     if baseline not in set(curves["order"]):
         raise TrainingError(f"baseline = {baseline!r}: not among the orders {sorted(set(curves['order']))}")
@@ -166,14 +156,7 @@ def gain_table(curves, confidence: float, paper_text: str = "", *, measure: str 
                at_round: int | None = None):
     """Per order (:data:`ORDER_LABELS`): mean pooling gain over the paired seeds that have one, its
     percentile-bootstrap interval ``low``, ``high`` (resampled means, so it stays above -100 %), ``seeds``,
-    ``MDE (%)`` (:func:`gentwin.metrics.min_detectable_effect`) and ``paper (reference)``.
-
-    >>> c = pd.DataFrame({"order": ["priority"] * 4 + ["random"] * 4, "seed": [0, 0, 1, 1] * 2,
-    ...                   "round": [1, 2] * 4, "extracted": [12, 24, 5, 5, 10, 20, 0, 0]})
-    >>> t = gain_table(c, 0.95, "p")  # seed 0: +20 %; seed 1: random extracted nothing, so no gain
-    >>> t["order"].tolist(), t["mean gain (%)"].tolist(), t["seeds"].tolist()
-    (['with pooling: selection by priority'], [20.0], [1])
-    """
+    ``MDE (%)`` (:func:`gentwin.metrics.min_detectable_effect`) and ``paper (reference)``."""
     rows = []
     for order, sub in gains(curves, measure=measure, at_round=at_round).groupby("order", sort=False):
         vals = sub["gain_pct"].dropna()
@@ -229,13 +212,7 @@ def headline(curves, table, rounds: int) -> dict[str, Any]:
 
 def curve_bands(curves, measure: str, confidence: float):
     """Mean and percentile-bootstrap band over seeds of ``measure`` per order and round (the plotted curves;
-    resampled means, so the band never goes below 0).
-
-    >>> c = pd.DataFrame({"order": "random", "seed": [0, 1, 2], "round": 1, "extracted": [0, 0, 6]})
-    >>> b = curve_bands(c, "extracted", 0.95).iloc[0]
-    >>> float(b["mean"]), bool(b["low"] >= 0), bool(b["high"] <= 6)
-    (2.0, True, True)
-    """
+    resampled means, so the band never goes below 0)."""
     return pd.DataFrame([dict(zip(("order", "round", "mean", "low", "high", "n"),
                                   (order, rnd, *bootstrap_ci(sub[measure], confidence), len(sub))))
                          for (order, rnd), sub in curves.groupby(["order", "round"], sort=False)])

@@ -77,11 +77,6 @@ def qa_feedback(model, task: TwinTask, generated: Iterable[Relation], config: Tr
 def arm_config(config: TrainingConfig, arm: str) -> TrainingConfig:
     """The settings of one Fig. 7 arm ``"optimiser/order"``: SGD at ``learning_rate`` (decayed per epoch) or
     AdamW at ``adamw_learning_rate``, in-pass shuffling off (the order the pools give is the order of the steps).
-
-    >>> from gentwin.config import resolve
-    >>> c = arm_config(resolve("quick").training, "adamw/random")
-    >>> c.optimizer, c.learning_rate, c.shuffle_passes
-    ('adamw', 0.001, False)
     """
     optimiser, _, order = arm.partition("/")
     if optimiser not in ("sgd", "adamw") or not order:
@@ -148,14 +143,7 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
 
 def training_note(history, config: TrainingConfig, seconds: float) -> str:
     """One sentence: arms x seeds x epochs, the ``seconds`` they took, and the mean seconds of one training epoch
-    (epoch 0 trains nothing).
-
-    >>> from gentwin.config import resolve
-    >>> h = pd.DataFrame({"arm": "a", "seed": 0, "epoch": [0, 1, 1, 2], "split": ["train", "train", "validation",
-    ...                   "train"], "seconds": [9.0, 2.0, 2.0, 3.0]})
-    >>> training_note(h, resolve("quick", n_seeds=1, epochs=2, fig7_arms=("sgd/priority",)).training, 61.4)
-    '1 arms x 1 seeds x 2 epochs in 61 s (2.5 s per training epoch, evaluation excluded).'
-    """
+    (epoch 0 trains nothing)."""
     per_epoch = history.drop_duplicates(["arm", "seed", "epoch"]).query("epoch > 0")["seconds"]
     return (f"{len(config.fig7_arms)} arms x {config.n_seeds} seeds x {config.epochs} epochs in {seconds:.0f} s "
             f"({per_epoch.mean():.1f} s per training epoch, evaluation excluded).")
@@ -195,14 +183,7 @@ def paired_difference(final, confidence: float, *, arm: str, baseline: str, spli
                       stage: str = "trained", baseline_stage: str | None = None,
                       metric: str = "accuracy") -> dict[str, float]:
     """Per-seed difference ``arm - baseline`` of a greedy metric: mean, bootstrap interval, seeds and minimum
-    detectable effect; ``baseline_stage`` (default ``stage``) compares an arm with itself across line 14.
-
-    >>> f = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "split": "validation",
-    ...                   "stage": "trained", "accuracy": [0.5, 0.6, 0.7, 0.4, 0.6, 0.5]})
-    >>> d = paired_difference(f, 0.95, arm="a", baseline="b")
-    >>> round(d["mean"], 3), d["n"]  # differences 0.1, 0.0, 0.2
-    (0.1, 3)
-    """
+    detectable effect; ``baseline_stage`` (default ``stage``) compares an arm with itself across line 14."""
     sel = final[final.split == split]
     a = sel[(sel.arm == arm) & (sel.stage == stage)].set_index("seed")[metric]
     b = sel[(sel.arm == baseline) & (sel.stage == (baseline_stage or stage))].set_index("seed")[metric]
@@ -266,15 +247,7 @@ def headline(table, history, epochs: int) -> dict[str, Any]:
 
 def page_glues(final, arm: str, final_eval_mode: str, seconds: float) -> dict[str, Any]:
     """The chapter's other glued values: the claims' margin, how the final scores were read, the page's minutes,
-    and for ``arm`` on validation the copy ceiling and the accuracy on inferred relations before line 14.
-
-    >>> f = pd.DataFrame({"arm": ["a", "a", "a", "b"], "split": ["validation", "validation", "train", "validation"],
-    ...                   "stage": ["trained", "qa", "trained", "trained"], "copyable_share": [0.5, 0.5, 0.9, 0.1],
-    ...                   "accuracy_inferred": [0.25, 0.75, 1.0, 0.0]})
-    >>> g = page_glues(f, "a", "generate", 90.0)
-    >>> g["fig7_final_mode"], g["fig7_wall_min"], g["fig7_val_ceiling"], g["fig7_val_accuracy_inferred"]
-    ('greedy decoding from the prompt alone', 1.5, 0.5, 0.25)
-    """
+    and for ``arm`` on validation the copy ceiling and the accuracy on inferred relations before line 14."""
     val = final[(final.arm == arm) & (final.split == "validation")]
     return {"fig7_margin": f"{by_key('fig7_val_accuracy').margin:g}",
             "fig7_final_mode": FINAL_MODE_TEXT[final_eval_mode],

@@ -303,13 +303,7 @@ def _interval(key: str, mean, low, high, n, cast: bool = True) -> dict[str, Any]
 
 
 def other_backend(backend: str, environ: dict[str, str] | None = None) -> str | None:
-    """The store the chapter also shows: Neo4j beside networkx when ``NEO4J_URI`` is set, networkx beside Neo4j.
-
-    >>> other_backend("networkx", {}), other_backend("networkx", {"NEO4J_URI": "bolt://db:7687"})
-    (None, 'neo4j')
-    >>> other_backend("neo4j", {"NEO4J_URI": "bolt://db:7687"})
-    'networkx'
-    """
+    """The store the chapter also shows: Neo4j beside networkx when ``NEO4J_URI`` is set, networkx beside Neo4j."""
     if backend == "neo4j":
         return "networkx"
     return "neo4j" if (os.environ if environ is None else environ).get("NEO4J_URI") else None

@@ -32,17 +32,11 @@ def run_seeds(config: TrainingConfig) -> list[int]:
 
 def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto", id_style: str | None = None,
                progress: bool = False, step_cache=None):
-    """Backbone + Twin Adapters + data set + prepared task, all from :class:`gentwin.config.Settings`.
+    """``(model, tokenizer, dataset, task)``: backbone + Twin Adapters + data set (default: generated from
+    ``settings.topology``) + prepared task, from :class:`gentwin.config.Settings`.
 
-    Returns ``(model, tokenizer, dataset, task)``; the backbone is
-    ``settings.training.backbone`` loaded by :func:`gentwin.llm.load_backbone`
-    on ``device`` (CUDA when present for ``"auto"``).  ``dataset`` defaults to
-    the generated city of ``settings.topology`` (chapters pass the one
-    :func:`gentwin.ingest.load_book_dataset` reads back).  Sets torch's CPU
-    thread count to ``settings.training.torch_threads`` (process-wide: the
-    same seed then gives the same numbers on every run on one machine);
-    ``id_style`` defaults to ``settings.training.id_style`` (opaque ids are
-    drawn with ``train_seed``); ``step_cache`` keeps the frozen pass.
+    Sets torch's CPU threads to ``torch_threads`` (process-wide: the same seed then gives the same numbers on
+    one machine); ``step_cache`` keeps the frozen pass.
     """
     cfg = settings.training
     torch.set_num_threads(cfg.torch_threads)

@@ -51,11 +51,7 @@ def priority_extremes(table, top: int = 4, bottom: int = 3):
 
 def tie_share(priority_values, seen=None) -> float:
     """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen): what
-    the seeded tie-break of :func:`gentwin.pooling.training_order` decides.  Two of the three seen nodes tie:
-
-    >>> tie_share([0.2, 0.2, 0.1, 0.2], [True, True, True, False])
-    0.6666666666666666
-    """
+    the seeded tie-break of :func:`gentwin.pooling.training_order` decides."""
     p = np.asarray(priority_values, dtype=float)
     s = np.ones(p.shape, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
     if p.ndim != 1 or s.shape != p.shape:

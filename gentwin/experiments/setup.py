@@ -55,13 +55,7 @@ def paper_comparison(dataset: DataSet):
 
 def comparison_note(comparison, config: TopologyConfig, paper: TopologyConfig | None = None) -> str:
     """What :func:`paper_comparison`'s table says: every count equals the paper's, or which differ and which
-    data-set parameters of ``config`` differ from ``paper`` (default: the paper profile's).
-
-    >>> differ = pd.DataFrame({"same as the paper": [True, False]}, index=["gateways", "instances"])
-    >>> print(comparison_note(differ, TopologyConfig(n_instances=400), TopologyConfig(n_instances=500)))
-    These counts differ from the paper's: instances.
-    This execution changed the data-set parameters: n_instances = 400 (paper profile: 500)
-    """
+    data-set parameters of ``config`` differ from ``paper`` (default: the paper profile's)."""
     if comparison["same as the paper"].all():
         return "Every count equals the paper's."
     paper = PROFILES["paper"].topology if paper is None else paper
@@ -72,16 +66,7 @@ def comparison_note(comparison, config: TopologyConfig, paper: TopologyConfig | 
 
 
 def relation_makeup(topology: Topology):
-    """Relations counted by (type, head kind, tail kind), those counted in eq. (3)'s M first.
-
-    >>> from gentwin.topology import generate_topology
-    >>> t = relation_makeup(generate_topology(TopologyConfig(n_services=1, n_gateways=2, n_sensors=3,
-    ...                                                      n_gateway_links=1, n_instances=5)))
-    >>> t[["relation", "from", "to", "count"]].values.tolist()  # doctest: +NORMALIZE_WHITESPACE
-    [['CONNECTED_TO', 'sensor', 'gateway', 3], ['SERVES_IN', 'sensor', 'service', 3],
-     ['SERVES_IN', 'gateway', 'service', 2], ['CONNECTED_TO', 'gateway', 'gateway', 1],
-     ['IN', 'service', 'city', 1]]
-    """
+    """Relations counted by (type, head kind, tail kind), those counted in eq. (3)'s M first."""
     kind = {nid: node.kind for nid, node in topology.nodes.items()}
     relations = pd.DataFrame([(r.type, kind[r.head], kind[r.tail]) for r in topology.relations],
                              columns=["relation", "from", "to"])
@@ -272,18 +257,7 @@ def sample_log(topology: Topology) -> list[Instance]:
 def sample_pools(topology: Topology, pooling: Any):
     """Eqs. (1)-(4) on a topology read without a log (:func:`sample_log`): per sensor and gateway its eq. (2)
     pair, relations N, priority p and pool under the readings of ``pooling`` (a
-    :class:`gentwin.config.PoolingConfig`).
-
-    >>> from gentwin.config import resolve
-    >>> from gentwin.topology import Node, Relation
-    >>> topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")},
-    ...                 [Relation("S", "CONNECTED_TO", "G")])
-    >>> head = resolve("quick", relation_owner="head").pooling  # M = 1, owned by its head S
-    >>> sample_pools(topo, head)[["node", "N", "p"]].values.tolist()
-    [['G', 0, 0.0], ['S', 1, 1.0]]
-    >>> sample_pools(topo, resolve("quick", relation_owner="incident").pooling)[["node", "N", "p"]].values.tolist()
-    [['G', 1, 1.0], ['S', 1, 1.0]]
-    """
+    :class:`gentwin.config.PoolingConfig`)."""
     from ..pooling import pool_snapshot
 
     readings = {k: getattr(pooling, k) for k in ("band", "pool_weight", "alpha_reading", "relation_count",

@@ -1,8 +1,4 @@
-"""Table IV's runner: the SimPy physical space wired to the cyber twin's closed loops, run over sizes, scenarios and seeds.
-
-:func:`simulate` runs one scenario and scores every arm of :data:`ARMS` with
-:func:`gentwin.metrics.completeness`; :func:`run_table4` builds the chapter's :class:`Table4`.
-"""
+"""Table IV's runner: the SimPy physical space wired to the cyber twin's closed loops, run over sizes, scenarios and seeds."""
 
 from __future__ import annotations
 
@@ -102,15 +98,13 @@ class SimulationResult:
 def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario: int, seed: int,
              pooling: PoolingConfig | None = None, dataset: DataSet | None = None, presence: np.ndarray | None = None,
              gateway_failures: Sequence[tuple[str, float, float]] | None = None, store=None) -> SimulationResult:
-    """Run one scenario on one topology and score every arm of :data:`ARMS`.
+    """Run one scenario (1: no interruption, 2: the flow is cut) on one topology and score every arm of :data:`ARMS`.
 
-    ``scenario`` 1 has no interruption, 2 cuts the flow for ``outage_s``.  ``seed`` seeds everything random in
-    the run (the topology comes from ``topology_cfg.data_seed``).  ``dataset`` (default
-    ``generate_dataset(topology_cfg)``) is the history the run continues: the twin's first version is pooled
-    from it and each sensor starts with its last presence in it.  ``presence`` (bool, sensors x slots) replaces
-    the Markov chain and ``gateway_failures`` ((gateway id, start, end), ...) the random failures.  ``store``
-    is where the internal loop commits twin versions: an empty :mod:`gentwin.graph` store (default a new
-    ``NetworkxStore``) or a :class:`gentwin.loops.VersionSink`.
+    ``dataset`` (default ``generate_dataset(topology_cfg)``) is the history the run continues: the twin's first
+    version and each sensor's first presence come from it.  ``presence`` (bool, sensors x slots) and
+    ``gateway_failures`` ((gateway id, start, end), ...) replace the random ones; ``store`` takes the internal
+    loop's twin versions: an empty :mod:`gentwin.graph` store (default ``NetworkxStore``) or a
+    :class:`gentwin.loops.VersionSink`.
     """
     import simpy
 
@@ -218,34 +212,30 @@ PAPER_SIZES: dict[int, str] = {30: "small", 100: "medium", 250: "large"}
 
 def size_labels(sizes: Sequence[int]) -> dict[int, str]:
     """Table IV's column names: three sizes are small / medium / large in increasing order, otherwise only the
-    paper's own sizes get a name.
-
-    >>> size_labels((30, 100, 250))
-    {30: 'small', 100: 'medium', 250: 'large'}
-    >>> size_labels((5, 10, 20))
-    {5: 'small', 10: 'medium', 20: 'large'}
-    >>> size_labels((250, 7))
-    {250: 'large'}
-    """
+    paper's own sizes get a name."""
     ordered = sorted(set(int(x) for x in sizes))
     if len(ordered) == 3:
         return dict(zip(ordered, ("small", "medium", "large")))
     return {x: PAPER_SIZES[x] for x in ordered if x in PAPER_SIZES}
 
 
+def _metrics(frame, keys: list[str], confidence: float):
+    """:func:`gentwin.stats.summarise` of completeness and of net completeness (%) per group of ``keys``."""
+    return (summarise(frame, keys, col, confidence) for col in ("completeness_pct", "net_completeness_pct"))
+
+
 def summarise_table4(frame, confidence: float = 0.95):
     """Per (scenario, size, twin) of :func:`table4_runs`' frame: ``completeness`` and ``net`` (%) with their CI
     (``_low``, ``_high``), ``n`` and the means of observed, generated, precision, false records and F1."""
     keys = ["scenario", "size", "twin"]
-    out = summarise(frame, keys, "completeness_pct", confidence).rename(
-        columns={"mean": "completeness", "low": "completeness_low", "high": "completeness_high"})
-    net = summarise(frame, keys, "net_completeness_pct", confidence).rename(
-        columns={"mean": "net", "low": "net_low", "high": "net_high"}).drop(columns="n")
+    comp, net = _metrics(frame, keys, confidence)
     extra = frame.groupby(keys, sort=True).agg(
         observed=("observed_pct", "mean"), generated=("generated", "mean"),
         generated_precision=("generated_precision", "mean"), false_record_pct=("false_record_pct", "mean"),
         record_f1=("record_f1_pct", "mean")).reset_index()
-    return out.merge(net, on=keys).merge(extra, on=keys)
+    return (comp.rename(columns={"mean": "completeness", "low": "completeness_low", "high": "completeness_high"})
+            .merge(net.rename(columns={"mean": "net", "low": "net_low", "high": "net_high"}).drop(columns="n"), on=keys)
+            .merge(extra, on=keys))
 
 
 #: The settings the Table IV chapter lists beside those its parameters cell names.
@@ -273,13 +263,9 @@ TRACK_TOLERANCE_PP = 0.05
 
 
 def input_sensitivity(settings: Settings, size: int | None = None, *, progress: bool = False):
-    """One input of :data:`SENSITIVITY_INPUTS` at a time over its grid, every seed: :meth:`SimulationResult.rows`
-    plus ``input`` and ``value``.
-
-    The other inputs keep ``settings.physical``'s values and every value runs the same seeds on the same
-    network of ``size`` sensors (default: the largest), so the grid is paired.  A grid value that makes an
-    invalid run raises ``ConfigError`` naming the grid's field.
-    """
+    """One input of :data:`SENSITIVITY_INPUTS` at a time over its grid (:meth:`SimulationResult.rows` plus
+    ``input`` and ``value``), paired: the same seeds on the same network of ``size`` sensors (default: the
+    largest) at every value.  A value that makes an invalid run raises ``ConfigError`` naming the grid."""
     phys = settings.physical
     size = max(phys.sizes) if size is None else check_int("size", size, low=1, error=PhysicalError)
     tcfg = topology_config_for(size, settings.topology, phys)
@@ -303,8 +289,7 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
     (``metric``), with ``cells`` (ground-truth records over all seeds) and ``implied`` (``100 (1 -
     packet_loss)`` on the packet-loss rows)."""
     keys = ["input", "value", "scenario", "twin"]
-    parts = [summarise(frame, keys, col, confidence).assign(metric=metric)
-             for metric, col in (("completeness", "completeness_pct"), ("net completeness", "net_completeness_pct"))]
+    parts = [p.assign(metric=m) for m, p in zip(("completeness", "net completeness"), _metrics(frame, keys, confidence))]
     cells = frame.groupby(keys, sort=True)["truth_records"].sum().rename("cells").reset_index()
     out = pd.concat(parts, ignore_index=True).merge(cells, on=keys)
     out["implied"] = np.where(out["input"] == "packet_loss", 100.0 * (1.0 - out["value"]), np.nan)
@@ -312,23 +297,10 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
 
 
 def input_drivers(summary, tolerance_pp: float = TRACK_TOLERANCE_PP):
-    """Which input sets each Table IV cell, per scenario and twin of :func:`summarise_sensitivity`'s table.
-
-    Per input the spread (max - min) of the mean completeness over its grid (NaN where not varied), and
-    ``reading``: ``"set by input: packet_loss"`` where the completeness is ``100 (1 - packet_loss)`` within its
-    CI widened by ``max(tolerance_pp, 200 sqrt(p (1 - p) / cells))`` at every grid value, ``"does not move over
-    the grid"`` where no spread exceeds ``tolerance_pp``, else ``"moves most with <input>"``.
-
-    >>> import pandas as pd
-    >>> summary = pd.DataFrame({
-    ...     "input": ["packet_loss"] * 2 + ["outage_s"] * 2, "value": [0.0, 0.1, 2.0, 10.0], "scenario": [1] * 4,
-    ...     "twin": ["GenTwin"] * 4, "metric": ["completeness"] * 4, "mean": [100.0, 90.02, 99.0, 97.0],
-    ...     "low": [100.0, 89.9, 98.0, 96.0], "high": [100.0, 90.1, 100.0, 98.0], "n": [5] * 4,
-    ...     "cells": [10_000] * 4, "implied": [100.0, 90.0, np.nan, np.nan]})
-    >>> row = input_drivers(summary).iloc[0]
-    >>> round(float(row["packet_loss"]), 2), float(row["outage_s"]), row["reading"]
-    (9.98, 2.0, 'set by input: packet_loss')
-    """
+    """Which input sets each Table IV cell: per scenario and twin of :func:`summarise_sensitivity`'s table, the
+    spread of the mean completeness over each input's grid and a ``reading``: ``"set by input: packet_loss"``
+    where it is ``100 (1 - packet_loss)`` within its CI widened by ``max(tolerance_pp, 200 sqrt(p (1 - p) /
+    cells))`` at every grid value, else whether it moves more than ``tolerance_pp`` and with what."""
     comp = summary[summary.metric == "completeness"]
     rows = []
     for (sc, twin), sub in comp.groupby(["scenario", "twin"], sort=True):
@@ -354,18 +326,6 @@ def _by_arm(frame, columns: list[str]):
     """``frame`` sorted by ``columns``, its ``twin`` column in :data:`ARMS` order."""
     order = {a: k for k, a in enumerate(ARMS)}
     return frame.sort_values(columns, key=lambda c: c.map(order) if c.name == "twin" else c, ignore_index=True)
-
-
-def _gap_note(settings: Settings, size: int, g, paper: float) -> str:
-    """Whether the paper's value lies inside GenTwin's interval, or by how much ours differs and why."""
-    phys = settings.physical
-    if settings.profile != "paper":
-        return f"quick profile: {size} sensors, {phys.duration_s:g} s runs"
-    if g.completeness_low <= paper <= g.completeness_high:
-        return "the paper's value lies inside our interval"
-    return (f"ours is {g.completeness - paper:+.2f} points; the paper reports neither its loss rate nor how long "
-            f"sensors stay inactive, ours come from packet_loss = {phys.packet_loss:g} and presence_dwell_s = "
-            f"{phys.presence_dwell_s:g} s (a choice, see the sensitivity table)")
 
 
 @dataclass(frozen=True)
@@ -408,21 +368,26 @@ class Table4:
                             index=pd.MultiIndex.from_tuples(index, names=["scenario", "twin", "metric"]))
 
     def glue_values(self) -> dict[str, float | int | str]:
-        """The values the chapter publishes, per cell ``k = table4_s<scenario>_<size label>``.
-
-        GenTwin's completeness ``k`` (``_low``, ``_high``, ``_n`` and a ``_note`` on the paper's value against
-        our interval), its net completeness ``k_net`` (``_low``, ``_high``, ``_n``), each other arm's
-        ``k_<arm>`` and ``k_<arm>_net`` (each with ``_n``), and per scenario the sensitivity panel's reading for
-        GenTwin (``table4_input_s<scenario>``).
-        """
+        """The values the chapter publishes per cell ``k = table4_s<scenario>_<size label>`` (GenTwin's
+        completeness and net completeness with CI, seeds and a note on the paper's value, each other arm's
+        ``k_<arm>`` and ``k_<arm>_net``), and the sensitivity panel's reading (``table4_input_s<scenario>``)."""
         s = self.summary.set_index(["scenario", "twin", "size"])
         cells = [(f"table4_s{sc}_{label}", sc, size) for sc in TABLE4_SCENARIOS for size, label in self.labels.items()]
         out: dict[str, float | int | str] = {}
+        phys = self.settings.physical
         for key, sc, size in cells:  # the first names, in their first order
-            g = s.loc[(sc, "GenTwin", size)]
+            g, paper = s.loc[(sc, "GenTwin", size)], by_key(key).paper
             out.update({key: float(g.completeness), key + "_low": float(g.completeness_low),
-                        key + "_high": float(g.completeness_high),
-                        key + "_note": _gap_note(self.settings, size, g, by_key(key).paper)})
+                        key + "_high": float(g.completeness_high)})
+            if self.settings.profile != "paper":
+                out[key + "_note"] = f"quick profile: {size} sensors, {phys.duration_s:g} s runs"
+            elif g.completeness_low <= paper <= g.completeness_high:
+                out[key + "_note"] = "the paper's value lies inside our interval"
+            else:
+                out[key + "_note"] = (
+                    f"ours is {g.completeness - paper:+.2f} points; the paper reports neither its loss rate nor how "
+                    f"long sensors stay inactive, ours come from packet_loss = {phys.packet_loss:g} and "
+                    f"presence_dwell_s = {phys.presence_dwell_s:g} s (a choice, see the sensitivity table)")
         for key, sc, size in cells:
             g = s.loc[(sc, "GenTwin", size)]
             out.update({key + "_n": int(g.n), key + "_net": float(g.net), key + "_net_low": float(g.net_low),
@@ -527,8 +492,8 @@ class Table4:
 
 
 def run_table4(settings: Settings, *, progress: bool = False, step_cache=None) -> Table4:
-    """Table IV's experiment: every run, the sensitivity panel and the closed-loop demonstration (``step_cache``,
-    a :class:`gentwin.cache.StepCache`, keeps them per settings)."""
+    """Table IV's experiment: every run, the sensitivity panel and the closed-loop demonstration (kept per
+    settings in ``step_cache``)."""
     if step_cache is not None:
         return step_cache.get_or_compute("table4", {"settings": settings},
                                          lambda: run_table4(settings, progress=progress))

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_round_slices_cumulative_and_chunks():
     assert fig6.round_slices(10, 3) == [(0, 4), (0, 7), (0, 10)]  # ceil(10/3), ceil(20/3), 10
+    assert fig6.round_slices(10, 3, mode="chunk") == [(0, 4), (4, 7), (7, 10)]
     assert fig6.round_slices(700, 18)[-1] == (0, 700)
     chunks = fig6.round_slices(700, 18, mode="chunk")
     assert chunks[0][0] == 0 and all(chunks[k][1] == chunks[k + 1][0] for k in range(17))
@@ -54,6 +55,16 @@ def test_gains_per_seed_and_nan_where_the_baseline_extracted_nothing():
         fig6.gains(c, baseline="none")
     with pytest.raises(T.TrainingError, match="seed 0 has no matching 'random' curve"):
         fig6.gains(c[~((c.order == "random") & (c["round"] == 2))])
+
+
+def test_gain_table_leaves_out_seeds_without_a_gain_and_bands_stay_in_range():
+    c = curves({("priority", 0): [12, 24], ("random", 0): [10, 20], ("priority", 1): [5, 5], ("random", 1): [0, 0]})
+    t = fig6.gain_table(c, 0.95, "p")  # seed 0: +20 %; seed 1: random extracted nothing, so no gain
+    assert (t["order"].tolist(), t["mean gain (%)"].tolist(), t["seeds"].tolist()) == (
+        [fig6.ORDER_LABELS["priority"]], [20.0], [1])
+    b = fig6.curve_bands(pd.DataFrame({"order": "random", "seed": [0, 1, 2], "round": 1, "extracted": [0, 0, 6]}),
+                         "extracted", 0.95).iloc[0]
+    assert b["mean"] == 2.0 and 0 <= b["low"] < 2.0 < b["high"] <= 6 and b["n"] == 3
 
 
 def test_gain_table_and_headline_when_no_seed_has_a_gain():

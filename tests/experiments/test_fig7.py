@@ -136,6 +136,24 @@ def test_headline_reads_the_last_epochs_teacher_forced_validation_accuracy():
     assert fig7.headline(table, history, epochs=3)["fig7_val_tf_accuracy"] == pytest.approx(0.3)
 
 
+def test_small_tables_by_hand():
+    """Formerly doctests of gentwin.experiments.fig7."""
+    h = pd.DataFrame({"arm": "a", "seed": 0, "epoch": [0, 1, 1, 2], "split": ["train", "train", "validation",
+                      "train"], "seconds": [9.0, 2.0, 2.0, 3.0]})
+    assert fig7.training_note(h, resolve("quick", n_seeds=1, epochs=2, fig7_arms=("sgd/priority",)).training,
+                              61.4) == "1 arms x 1 seeds x 2 epochs in 61 s (2.5 s per training epoch, evaluation excluded)."
+    f = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "split": "validation",
+                      "stage": "trained", "accuracy": [0.5, 0.6, 0.7, 0.4, 0.6, 0.5]})
+    d = fig7.paired_difference(f, 0.95, arm="a", baseline="b")
+    assert (round(d["mean"], 3), d["n"]) == (0.1, 3)  # differences 0.1, 0.0, 0.2
+    f = pd.DataFrame({"arm": ["a", "a", "a", "b"], "split": ["validation", "validation", "train", "validation"],
+                      "stage": ["trained", "qa", "trained", "trained"], "copyable_share": [0.5, 0.5, 0.9, 0.1],
+                      "accuracy_inferred": [0.25, 0.75, 1.0, 0.0]})
+    g = fig7.page_glues(f, "a", "generate", 90.0)
+    assert (g["fig7_final_mode"], g["fig7_wall_min"], g["fig7_val_ceiling"], g["fig7_val_accuracy_inferred"]) == (
+        "greedy decoding from the prompt alone", 1.5, 0.5, 0.25)
+
+
 def test_comparisons_pair_by_seed_and_compare_line_14_within_a_run():
     rows = []
     for arm, accs in {"sgd/priority": (0.6, 0.7), "sgd/random": (0.5, 0.5), "adamw/priority": (0.9, 0.8)}.items():

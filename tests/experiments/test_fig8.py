@@ -8,7 +8,7 @@ import pytest
 
 import gentwin.config
 from gentwin.config import TopologyConfig
-from gentwin.experiments.fig8 import ARMS, PAIRINGS, Fig8, run_fig8, run_whatif
+from gentwin.experiments.fig8 import ARMS, PAIRINGS, Fig8, other_backend, run_fig8, run_whatif
 from gentwin.metrics import response_gap
 from gentwin.topology import generate_dataset
 from gentwin.whatif import WhatIfError
@@ -42,6 +42,12 @@ def test_run_whatif_rows_and_validation(dataset):
         run_whatif(dataset, backend="networkx", rates=(2,), seeds=(0,), episodes=1)
     with pytest.raises(WhatIfError, match="alpha_threshold = -0.1"):
         run_whatif(dataset, backend="networkx", rates=(0.2,), seeds=(0,), episodes=1, alpha_threshold=-0.1)
+
+
+def test_other_backend_pairs_networkx_with_neo4j_when_a_server_is_named():
+    assert other_backend("networkx", {}) is None
+    assert other_backend("networkx", {"NEO4J_URI": "bolt://db:7687"}) == "neo4j"
+    assert other_backend("neo4j", {"NEO4J_URI": "bolt://db:7687"}) == "networkx"
 
 
 def test_same_seeds_give_the_same_episodes(dataset):

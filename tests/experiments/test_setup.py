@@ -200,14 +200,25 @@ def test_small_hand_worked_cases() -> None:
     import pandas as pd
 
     from gentwin.ingest import BOOK_FILES, write_entities
-    from gentwin.topology import Node, Topology
+    from gentwin.topology import Node, Relation, Topology
 
     small = TopologyConfig(n_services=1, n_gateways=2, n_sensors=3, n_gateway_links=1, n_instances=5)
+    assert setup.relation_makeup(generate_topology(small))[["relation", "from", "to", "count"]].values.tolist() == [
+        ["CONNECTED_TO", "sensor", "gateway", 3], ["SERVES_IN", "sensor", "service", 3],
+        ["SERVES_IN", "gateway", "service", 2], ["CONNECTED_TO", "gateway", "gateway", 1], ["IN", "service", "city", 1]]
+    differ = pd.DataFrame({"same as the paper": [True, False]}, index=["gateways", "instances"])
+    assert setup.comparison_note(differ, TopologyConfig(n_instances=400), TopologyConfig(n_instances=500)) == (
+        "These counts differ from the paper's: instances.\n"
+        "This execution changed the data-set parameters: n_instances = 400 (paper profile: 500)")
     assert setup.relation_formula(setup.relation_makeup(generate_topology(small)), small, 9) == (
         "2 x n_sensors + n_gateways + n_gateway_links = 2 x 3 + 2 + 1 = 9; counted in the generated graph: 9; unique: 9")
     assert setup.degree_summary(pd.DataFrame({"d_i": [0, 2, 4, 0]})) == (
         "d_i: mean 1.50, min 0, max 4; gateways without any sensor: 2")
     topo = Topology({"G": Node("G", "gateway"), "S": Node("S", "sensor", gateway="G")}, [])
+    linked = Topology(topo.nodes, [Relation("S", "CONNECTED_TO", "G")])  # M = 1, owned by its head S
+    for owner, expected in (("head", [["G", 0, 0.0], ["S", 1, 1.0]]), ("incident", [["G", 1, 1.0], ["S", 1, 1.0]])):
+        pooling = resolve("quick", relation_owner=owner).pooling
+        assert setup.sample_pools(linked, pooling)[["node", "N", "p"]].values.tolist() == expected
     assert [(i.index, i.timestamp, i.node_id, i.present, i.split) for i in setup.sample_log(topo)] == [
         (0, 0.0, "G", True, "train"), (1, 1.0, "S", True, "train")]
     city = Topology({"C": Node("C", "city", name="town")}, [])

@@ -412,6 +412,25 @@ def test_input_sensitivity_names_the_grid_that_makes_a_bad_run():
         input_sensitivity(_small_panel_settings().replace(sensitivity_outage_s=(35.0,)))
 
 
+def test_size_labels_name_three_sizes_or_the_papers_own():
+    assert size_labels((30, 100, 250)) == {30: "small", 100: "medium", 250: "large"}
+    assert size_labels((5, 10, 20)) == {5: "small", 10: "medium", 20: "large"}
+    assert size_labels((250, 7)) == {250: "large"}
+
+
+def test_input_drivers_packet_loss_sets_the_cell_within_its_widened_interval():
+    import pandas as pd
+
+    summary = pd.DataFrame({
+        "input": ["packet_loss"] * 2 + ["outage_s"] * 2, "value": [0.0, 0.1, 2.0, 10.0], "scenario": [1] * 4,
+        "twin": ["GenTwin"] * 4, "metric": ["completeness"] * 4, "mean": [100.0, 90.02, 99.0, 97.0],
+        "low": [100.0, 89.9, 98.0, 96.0], "high": [100.0, 90.1, 100.0, 98.0], "n": [5] * 4,
+        "cells": [10_000] * 4, "implied": [100.0, 90.0, np.nan, np.nan]})
+    row = input_drivers(summary).iloc[0]
+    assert (round(float(row["packet_loss"]), 2), float(row["outage_s"]), row["reading"]) == (
+        9.98, 2.0, "set by input: packet_loss")
+
+
 def test_input_drivers_readings_by_hand():
     import pandas as pd
 
