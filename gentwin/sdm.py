@@ -303,6 +303,10 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def _has_nonfinite(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
@@ -314,15 +318,11 @@ def _has_nonfinite(value: Any) -> bool:
 def _decode(name: str, value: dict, fail: Any) -> tuple[str, Any] | None:
     """``(_REL, targets)`` or ``(_VALUE, payload)`` of an attribute object; None for a plain mapping."""
     if "object" in value:
-        obj = value["object"]
-        return _REL, obj if isinstance(obj, list) else [obj]
+        return _REL, _listed(value["object"])
     if "objectList" in value:
-        items = value["objectList"] if isinstance(value["objectList"], list) else [value["objectList"]]
-        return _REL, [o.get("object") if isinstance(o, dict) else o for o in items]
-    if "value" in value:
-        if value.get("type") == "Relationship":  # NGSI v2 normalized
-            return _REL, value["value"] if isinstance(value["value"], list) else [value["value"]]
-        return _VALUE, value["value"]
+        return _REL, [o.get("object") if isinstance(o, dict) else o for o in _listed(value["objectList"])]
+    if "value" in value:  # a Relationship with a value is NGSI v2 normalized
+        return (_REL, _listed(value["value"])) if value.get("type") == "Relationship" else (_VALUE, value["value"])
     for key in _PAYLOAD_KEYS:
         if key in value:
             return _VALUE, value[key]
@@ -352,14 +352,14 @@ def _attribute(name: str, value: Any, fail: Any, form: str | None) -> tuple[str,
                        f"got {_short(value)}")
     if name in _RULE_NAMES or (_REF_NAME.match(name) and (isinstance(value, str) or (  # allow-listed: checked later
             type(value) is list and value and all(isinstance(v, str) for v in value)))):
-        return _REL, value if type(value) is list else [value]
+        return _REL, _listed(value)
     return _VALUE, value
 
 
 def _strings(name: str, value: Any, fail: Any) -> list[str]:
     if type(value) is list and len(value) == 1 and type(value[0]) is str and value[0]:  # the common case, fast
         return value
-    items = value if isinstance(value, list) else [value]
+    items = _listed(value)
     if not items or not all(isinstance(v, str) and v for v in items):
         fail(name, f"must be a non-empty string or a list of them, got {_short(value)}")
     return items
