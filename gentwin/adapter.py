@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -348,8 +349,6 @@ def parameter_breakdown(model: nn.Module):
     decoder-layer index or -1.  A tied head is counted once, under embeddings, so the columns add up to
     :func:`gentwin.llm.count_parameters`.
     """
-    import pandas as pd
-
     rows: dict[tuple[str, str], list[int]] = {}
     seen: set[int] = set()
     for name, p in model.named_parameters():
@@ -386,8 +385,6 @@ def parameter_budget(model: nn.Module, lora_targets: Sequence[str] = LORA_TARGET
     the adapted layers its rank is ``max(1, round(trainable / Σ (in + out)))``, as in
     ``benchmarks/lora_budget.py``.
     """
-    import pandas as pd
-
     layers, indices = _decoder_layers(model), adapter_layer_indices(model)
     config = getattr(model, "twin_adapter_config", None)
     if not indices or not isinstance(config, TwinAdapterConfig):
@@ -412,17 +409,6 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             for i, adapter in adapter_modules(model).items() for name, tensor in adapter.state_dict().items()}
 
 
-def _backbone_record(model: nn.Module) -> dict[str, Any]:
-    base = _unwrap(model)
-    config = getattr(base, "config", None)
-    return {
-        "architecture": (getattr(config, "architectures", None) or [type(base).__name__])[0],
-        "name_or_path": str(getattr(config, "_name_or_path", "") or ""),
-        "hidden_size": _hidden_size(model),
-        "num_hidden_layers": len(_decoder_layers(model)),
-    }
-
-
 def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
     """Write only the adapters of ``model`` to ``directory``: safetensors weights + ``adapter_config.json``
     (the config, the backbone's architecture, hidden size and layer count, the weights' SHA-256).
@@ -439,8 +425,12 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
     if tuple(indices) != cfg.layers:
         raise AdapterError(f"model.twin_adapter_config.layers = {cfg.layers}: the model's adapters sit on {indices}")
     weights = save(adapter_state_dict(model), metadata={"format": "pt", "adapter_type": ADAPTER_TYPE})
+    base = _unwrap(model)
+    backbone = {"architecture": (getattr(base.config, "architectures", None) or [type(base).__name__])[0],
+                "name_or_path": str(getattr(base.config, "_name_or_path", "") or ""),
+                "hidden_size": _hidden_size(model), "num_hidden_layers": len(_decoder_layers(model))}
     meta = {"adapter_type": ADAPTER_TYPE, "format_version": FORMAT_VERSION, "config": cfg.to_dict(),
-            "backbone": _backbone_record(model), "weights_sha256": hashlib.sha256(weights).hexdigest()}
+            "backbone": backbone, "weights_sha256": hashlib.sha256(weights).hexdigest()}
     files = {ADAPTER_WEIGHTS_NAME: weights, ADAPTER_CONFIG_NAME: json.dumps(meta, indent=2, sort_keys=True) + "\n"}
     target = pathlib.Path(directory).expanduser()
     if target.exists() and not target.is_dir():
