@@ -71,17 +71,15 @@ _COMMANDS: dict[str, tuple[str, str, str, list[tuple[tuple[str, ...], dict[str, 
     "params": (
         "list a notebook's parameters, ranges and defaults",
         "List the parameters a notebook takes: type, allowed range, the default of each profile, the paper's "
-        "value where it gives one, and what it means.",
-        "example:\n  gentwin params notebooks/setup.md",
-        [_NOTEBOOK, _ROOT]),
+        "value where it gives one, and what it means.", "", [_NOTEBOOK, _ROOT]),
     "diff-glue": (
         "list the glued values two executed books disagree on",
         "Compare the values two folders of executed notebooks glued, by the text each page shows: one line per "
-        "differing name (\"(absent)\" where it is not glued).  Exits 0 when every value is the same, 1 otherwise.",
-        "example:\n  gentwin diff-glue /tmp/before/book/executed book/executed --ignore '_ms$|_seconds$'",
+        "differing name (\"(absent)\" where it is not glued).  Exits 0 when every value is the same, 1 otherwise.", "",
         [(("old",), dict(metavar="OLD_DIR", help="folder of executed notebooks, e.g. a saved book/executed")),
          (("new",), dict(metavar="NEW_DIR", help="folder of executed notebooks to compare with OLD_DIR")),
-         (("--ignore",), dict(metavar="REGEX", help="skip names this regular expression matches (re.search)"))]),
+         (("--ignore",), dict(metavar="REGEX", help="skip names this regular expression matches (re.search), "
+                                                    "e.g. '_ms$|_seconds$'"))]),
 }
 
 

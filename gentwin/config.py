@@ -1,9 +1,7 @@
 """The single source of truth for every parameter of the reproduction.
 
-Every setting (Table III, the data set of Section III.B, every notebook parameter) is a field of one frozen
-dataclass per concept, with its help text, bounds and, where the paper gives one, the paper's value.  Defaults
-come from a *profile* (``"paper"`` or ``"quick"``); field names are unique across sections, so
-``resolve(profile, n_sensors=30)`` needs no prefix.
+Every setting is a field of one frozen dataclass per concept, with its help text, bounds and the paper's value
+where it gives one; defaults come from a profile, and names are unique across sections.
 
 >>> s = resolve("paper")
 >>> s.topology.n_sensors, s.training.learning_rate, resolve("paper", n_sensors=30).topology.n_sensors
@@ -190,8 +188,7 @@ class TrainingConfig(_Section):
     adapter_layers: int = _p(2, "number of top decoder layers that get a Twin Adapter", ge=1, le=1_000)
     max_length: int = _p(128, "maximum tokens per training sequence (prompt + target + end); a longer one is an "
                          "error, never cut", ge=8, le=32_768)
-    n_seeds: int = _p(5, "seeds per Fig. 7 arm and in the Twin Adapter chapter (mean and 95 % CI)", ge=1,
-                      le=_MAX_SEEDS)
+    n_seeds: int = _p(5, "seeds per Fig. 7 arm and in the Twin Adapter chapter (mean and 95 % CI)", ge=1, le=_MAX_SEEDS)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
     train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0, le=_MAX_INSTANCES)
     optimizer: str = _p("sgd", "adapter optimiser: 'sgd' (plain SGD; the reading of lr 0.08) or 'adamw'",

@@ -1,18 +1,8 @@
 """The paper's reported numbers, as labelled reference values, each with the margin and rule it is judged by.
 
-These are the only place the paper's *results* appear in the library.  They are
-never defaults, never inputs to a computation and never test expectations: the
-book prints them beside the values our run computed (see the "Paper versus
-reproduction" page).  Table III's *parameters* are inputs and live in
-:mod:`gentwin.config` instead.
-
-Each row names the glue key under which the notebook that reproduces it
-publishes our value (``myst_nb.glue(key, value)``; ``key_low`` / ``key_high``
-for its 95 % CI and ``key_n`` for the number of seeds behind it), and states
-*before any run* how it is judged (``judge``) and, for a value, the margin
-``margin`` around the paper's number within which ours counts as the same,
-with the reason (``margin_reason``).  :func:`gentwin.audit.comparison_status`
-applies the rule.
+The only place the paper's *results* appear in the library: never defaults, inputs or test expectations, only
+printed beside ours.  Each row names the glue key of our value (``key_low`` / ``key_high`` its 95 % CI, ``key_n``
+its seeds) and states before any run how it is judged; :func:`gentwin.audit.comparison_status` applies the rule.
 """
 
 from __future__ import annotations
@@ -118,12 +108,8 @@ PAPER_VALUES: tuple[PaperValue, ...] = (
 
 
 def by_key(key: str) -> PaperValue:
-    """The reference row with this key (KeyError naming the key if unknown).
-
-    >>> by_key("table4_s1_small").margin
-    0.05
-    """
-    for row in PAPER_VALUES:
-        if row.key == key:
-            return row
-    raise KeyError(f"no paper reference value with key {key!r}")
+    """The reference row with this key (KeyError naming the key if unknown)."""
+    row = next((row for row in PAPER_VALUES if row.key == key), None)
+    if row is None:
+        raise KeyError(f"no paper reference value with key {key!r}")
+    return row
