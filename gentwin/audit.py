@@ -107,8 +107,13 @@ def comparison_status(row: PaperValue, ours: float | None, low: float | None = N
     return "inconclusive"
 
 
-#: every status the comparison page can show, in the order it lists them
-STATUSES: tuple[str, ...] = ("reproduced", "differs", "inconclusive", "set by input", "not comparable", "not run")
+#: the background of each status on the comparison page, in the order the page lists them
+STATUS_COLOURS: dict[str, str] = {
+    "reproduced": "#d9f2d9", "differs": "#fde2c8", "inconclusive": "#fff4c2", "set by input": "#e3ecf7",
+    "not comparable": "#e6e6e6", "not run": "#f9d6d5",
+}
+#: every status the comparison page can show
+STATUSES: tuple[str, ...] = tuple(STATUS_COLOURS)
 
 
 def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPER_VALUES, settings: Any = None):
@@ -139,7 +144,7 @@ def comparison_table(executed_dir: str | Path, rows: Iterable[PaperValue] = PAPE
             note = f"the {row.notebook} chapter has not published {k!r} in this build"
         records.append({
             "quantity": row.quantity, "where": row.where, "paper": row.paper_text,
-            "± δ": _fmt(row.margin) if row.margin is not None else "", "ours": _fmt(ours),
+            "± δ": _fmt(row.margin), "ours": _fmt(ours),
             "95 % CI": f"[{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else "",
             "seeds": seeds if seeds is not None else "", "status": status, "judged by": row.margin_reason,
             "why": note, "chapter": row.notebook,
@@ -151,13 +156,6 @@ def status_counts(table) -> dict[str, int]:
     """How many rows of a :func:`comparison_table` have each status (every status, zeros included)."""
     counts = table["status"].value_counts()
     return {status: int(counts.get(status, 0)) for status in STATUSES}
-
-
-#: the background of each status on the comparison page
-STATUS_COLOURS: dict[str, str] = {
-    "reproduced": "#d9f2d9", "differs": "#fde2c8", "inconclusive": "#fff4c2", "set by input": "#e3ecf7",
-    "not comparable": "#e6e6e6", "not run": "#f9d6d5",
-}
 
 _MARKUP = re.compile(r"([\\`*_{}\[\]<>$|~#])")
 

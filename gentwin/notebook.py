@@ -168,10 +168,7 @@ def _jsonable(parameters: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _inject(nb: Any, parameters: Mapping[str, Any]) -> Any:
-    """Papermill's injected-parameters cell, written with ``repr`` (papermill would make a tuple a string).
-
-    The cell is folded on the page (``hide-input``): the parameters table and the provenance box say what was passed.
-    """
+    """Papermill's injected-parameters cell, written with ``repr`` (papermill would make a tuple a string), folded."""
     from papermill.parameterize import parameterize_notebook
 
     nb = parameterize_notebook(nb, _jsonable(parameters), kernel_name="python3", language="python")
@@ -192,10 +189,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
-    """A kernel manager over IPC sockets in ``folder`` (over TCP the kernel warns of unencrypted traffic).
-
-    Each manager is appended to ``started`` so that a terminated run can stop its kernel at once.
-    """
+    """A kernel manager over IPC sockets in ``folder`` (over TCP the kernel warns of unencrypted traffic); each
+    manager is appended to ``started`` so that a terminated run can stop its kernel at once."""
     from jupyter_client.manager import KernelManager
 
     class IPCKernelManager(KernelManager):
@@ -222,11 +217,8 @@ def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
 
 
 def _stop_now(managers: list[Any], sockets: Path, say: Callable[[str], None] | None) -> Callable[..., Any]:
-    """A SIGTERM handler for a run in progress: kill its kernel, remove its files, exit ``128 + signum``.
-
-    ``SystemExit`` would hang in nbclient's blocking poll for the cell's reply; no output exists while cells
-    run, so stopping the kernel is all the cleaning.
-    """
+    """A SIGTERM handler for a run in progress: kill its kernel, remove its files, exit ``128 + signum``
+    (``SystemExit`` would hang in nbclient's blocking poll for the cell's reply)."""
     def on_sigterm(signum: int, frame: Any) -> None:
         for km in managers:
             process = getattr(getattr(km, "provisioner", None), "process", None)
@@ -379,11 +371,8 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
 
 
 def toc_notebooks(root: str | os.PathLike) -> list[Path]:
-    """The notebook sources of the book in the order of ``_toc.yml`` (read with sphinx-external-toc).
-
-    Each entry ``book/executed/NAME`` comes from ``notebooks/NAME.md`` (an error when missing); static pages
-    are skipped.
-    """
+    """The sources ``notebooks/NAME.md`` of the entries ``book/executed/NAME`` of ``_toc.yml``, in its order
+    (read with sphinx-external-toc); a missing source is an error."""
     import yaml
     from sphinx_external_toc.parsing import MalformedError, parse_toc_yaml
 
@@ -441,10 +430,9 @@ def build_book(root: str | os.PathLike, profile: str = "paper", *, log: Callable
 
 def diff_glued(old_dir: str | os.PathLike, new_dir: str | os.PathLike,
                ignore: str | None = None) -> list[tuple[str, str | None, str | None]]:
-    """Every glued value that differs between two folders of executed notebooks, by the text the page shows.
+    """``(name, old text, new text)`` of every glued value two folders of executed notebooks disagree on, by name.
 
-    Returns ``(name, old text, new text)`` sorted by name, ``None`` on the side a name is not glued; names
-    matching the regular expression ``ignore`` (``re.search``) are skipped.
+    ``None`` is the side a name is not glued on; names matching the regular expression ``ignore`` are skipped.
     """
     from .audit import glued_values
 

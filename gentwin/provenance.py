@@ -98,11 +98,7 @@ def _check_name(field_name: str, value: Any) -> str:
 
 
 def provenance_label(page: str) -> str:
-    """The label of a page's provenance box, the target of ``{ref}`text <label>``` links.
-
-    >>> provenance_label("fig6")
-    'provenance-fig6'
-    """
+    """The label of a page's provenance box, the target of ``{ref}`text <label>``` links."""
     return f"provenance-{_check_name('page', page)}"
 
 
@@ -237,11 +233,7 @@ class FigureFiles:
         return self.folder / f"{self.name}.{suffix}"
 
     def link(self, suffix: str) -> str:
-        """The file of one format as the executed page links to it (relative to ``book/executed``).
-
-        >>> FigureFiles("fig6", "curves", Path("book/executed/figures/fig6")).link("svg")
-        'figures/fig6/curves.svg'
-        """
+        """The file of one format as the executed page links to it (relative to ``book/executed``)."""
         return f"{FIGURES_DIR}/{self.page}/{self.name}.{suffix}"
 
     def markdown(self) -> str:
@@ -271,9 +263,9 @@ def _as_frame(data: Any):
                         "Series, a mapping of columns or a non-empty list of records")
     if data.shape[1] == 0:
         raise ValueError("data has no column: save the numbers the figure draws")
-    plain_index = isinstance(data.index, pd.RangeIndex) and data.index.start == 0 and data.index.step == 1 \
-        and data.index.name is None
-    frame = data if plain_index else data.reset_index()
+    index = data.index
+    plain = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None
+    frame = data if plain else data.reset_index()
     if isinstance(frame.columns, pd.MultiIndex):
         frame = frame.set_axis([" ".join(str(p) for p in col if str(p)) for col in frame.columns], axis=1)
     return frame
