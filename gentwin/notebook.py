@@ -207,12 +207,6 @@ def _ipc_kernel_manager(folder: Path, started: list[Any]) -> type:
             env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:IProgress not found"]))
             return super().start_kernel(env=env, **kw)
 
-        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            # ipykernel forwards what the kernel process writes to its stderr into the running cell;
-            # with that off, the page's progress bars (gentwin.progress) reach the terminal only
-            extra = [*(extra_arguments or []), "--IPKernelApp.capture_fd_output=False"]
-            return super().format_kernel_cmd(extra_arguments=extra)
-
     return IPCKernelManager
 
 
@@ -343,6 +337,9 @@ def _execute(path: Path, output_path: Path, parameters: Mapping[str, Any], root:
             done = papermill.execute_notebook(
                 nb, None, parameters=None, kernel_name="python3", cwd=str(root), progress_bar=False,
                 log_output=False, execution_timeout=timeout,
+                # ipykernel forwards what the kernel process writes to its stderr into the running cell;
+                # with that off, the page's progress bars (gentwin.progress) reach the terminal only
+                extra_arguments=["--IPKernelApp.capture_fd_output=False"],
                 on_cell_start=_cell_reporter(nb, path.stem, log, on_sigterm),
                 kernel_manager_class=_ipc_kernel_manager(Path(sockets), managers))
     except PapermillExecutionError as exc:

@@ -210,8 +210,8 @@ def provenance(page: str, settings: config.Settings, overrides: Mapping[str, Any
     wall = (now if now is not None else time.perf_counter()) - (started if started is not None else _process_started())
     return Provenance(
         page=page, commit=commit, dirty=dirty, profile=settings.profile, changed=changed_from_paper(settings),
-        seeds=tuple(int(s) for s in seeds), backbone=backbone, versions=package_versions(TRACKED_PACKAGES), device=_device(),
-        wall_s=wall, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        seeds=tuple(int(s) for s in seeds), backbone=backbone, versions=package_versions(TRACKED_PACKAGES),
+        device=_device(), wall_s=wall, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command=rerun_command(page, settings.profile, overrides), extra=dict(extra or {}),
     )
 
