@@ -1,32 +1,22 @@
 """The cyber twin and the two closed loops of Fig. 1 (Section II.A).
 
-The paper describes both loops in prose only; here every crossing of a
-boundary between the spaces is counted (the errata page gives the reading).
+The paper describes both loops in prose only; here every crossing between the spaces is counted (the
+errata page gives the reading).  External loop: a gateway silent for ``detect_slots`` slots while others
+were heard becomes a re-homing decision (:func:`gentwin.topology.failover_least_loaded`), whose
+acknowledged command moves its sensors' ``CONNECTED_TO``.  Internal loop: the twin's knowledge goes
+through eqs. (1)-(6); when the largest α of eq. (7) exceeds ``version_alpha`` the pools become a new twin
+version, which generation uses from then on.
 
-External closed loop (Physical -> Cyber -> Service -> Cyber -> Physical)
-    readings and heartbeats in; a gateway-status report per slot; a gateway
-    silent for ``detect_slots`` slots while others were heard becomes a
-    re-homing decision (:func:`gentwin.topology.failover_least_loaded`); the
-    command reaches the sensors after ``control_delay_s`` and its
-    acknowledgement moves their ``CONNECTED_TO`` in the knowledge graph.
-
-Internal closed loop (inside the Cyber space)
-    the twin's knowledge goes through eqs. (1)-(6) of :mod:`gentwin.pooling`;
-    when the largest α of eq. (7) exceeds ``version_alpha`` the pools are
-    committed as a new twin version, which generation uses from then on.
-
-How GenTwin fills a missing record: if the sensor's gateway was heard around
-its send time, the sensor is recorded inactive (⊥ = 0) and nothing is
-generated; otherwise a flagged record, carrying its last observed reading, is
-generated when its priority in the current version is positive (eq. 3).
-Generated records never update the twin's knowledge.  The traditional twin
-holds observed records only.
+How GenTwin fills a missing record: if the sensor's gateway was heard around its send time, the sensor
+is recorded inactive (⊥ = 0) and nothing is generated; otherwise a flagged record carrying its last
+observed reading is generated when its priority in the current version is positive (eq. 3).  Generated
+records never update the twin's knowledge; the traditional twin holds observed records only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -45,30 +35,35 @@ class LoopError(ValueError):
     """An argument of a closed-loop component is invalid."""
 
 
+def _crossing(source: str, target: str, what: str) -> Any:
+    """A counter of one boundary crossing, with its row of :func:`loop_table`."""
+    return field(default=0, metadata={"row": (source, target, what)})
+
+
 @dataclass
 class ExternalCounters:
     """Crossings of the external closed loop (Physical -> Cyber -> Service -> Cyber -> Physical)."""
 
-    readings_collected: int = 0  #: physical -> cyber, sensor readings received in time
-    heartbeats_collected: int = 0  #: physical -> cyber, gateway heartbeats received in time
-    information_reports: int = 0  #: cyber -> service, one gateway-status report per slot
-    gateway_statuses: int = 0  #: cyber -> service, gateway statuses inside those reports
-    insights: int = 0  #: service -> cyber, re-homing decisions
-    unresolved_failures: int = 0  #: failed gateways with no live gateway of the same service
-    control_commands: int = 0  #: cyber -> physical, re-homing commands sent
-    control_acks: int = 0  #: physical -> cyber, commands applied and acknowledged
-    rehomed_sensors: int = 0  #: sensors moved by acknowledged commands
+    readings_collected: int = _crossing("physical", "cyber", "data collection: readings")  #: received in time
+    heartbeats_collected: int = _crossing("physical", "cyber", "data collection: gateway heartbeats")
+    information_reports: int = _crossing("cyber", "service", "information: gateway-status reports")  #: one a slot
+    gateway_statuses: int = _crossing("cyber", "service", "information: gateway statuses")
+    insights: int = _crossing("service", "cyber", "actionable insights (re-homing decisions)")
+    unresolved_failures: int = _crossing("service", "cyber", "failures with no live gateway of the service")
+    control_commands: int = _crossing("cyber", "physical", "control flow: re-homing commands")
+    control_acks: int = _crossing("physical", "cyber", "control acknowledgements")
+    rehomed_sensors: int = _crossing("physical", "physical", "sensors re-homed")
 
 
 @dataclass
 class InternalCounters:
     """Crossings of the internal closed loop (priority pooling -> twin models -> new twin version)."""
 
-    records_pooled: int = 0  #: twin knowledge -> pooling, node records that changed the pooling input
-    pooling_runs: int = 0  #: priority pooling executions (eqs. 1-6)
-    pool_assignments: int = 0  #: pooling -> twin models, node pool assignments handed over
-    versions_committed: int = 0  #: twin models -> store, new twin versions
-    versions_skipped: int = 0  #: pooling runs whose largest alpha did not exceed version_alpha
+    records_pooled: int = _crossing("twin knowledge", "priority pooling", "node records")  #: that changed its input
+    pooling_runs: int = _crossing("priority pooling", "priority pooling", "pooling runs (eqs. 1-6)")
+    pool_assignments: int = _crossing("priority pooling", "twin models", "pool assignments")
+    versions_committed: int = _crossing("twin models", "twin store", "new twin versions")
+    versions_skipped: int = _crossing("twin models", "twin store", "runs with alpha <= version_alpha (no version)")
 
 
 @dataclass(frozen=True)
@@ -128,12 +123,7 @@ class VersionSink(Protocol):
 
 
 class VersionLog:
-    """A minimal in-memory twin store: the newest model plus one summary row per version.
-
-    >>> log = VersionLog()
-    >>> log.latest() is None, len(log.summaries)
-    (True, 0)
-    """
+    """A minimal in-memory twin store: the newest model plus one summary row per version."""
 
     def __init__(self) -> None:
         self._latest: TwinModel | None = None
@@ -157,13 +147,8 @@ def path_evidence(gateway: np.ndarray, expected: np.ndarray, heard_via: np.ndarr
                   *, before_s: float, until_s: float) -> np.ndarray:
     """Did each sensor's gateway demonstrably work around the sensor's scheduled send time?
 
-    Yes for sensor s (gateway ``gateway[s]``, send time ``expected[s]``) when
-    messages through its gateway (any reading or heartbeat; ``heard_via``,
-    ``heard_at`` of every message received) were sent in
-    ``[expected - before_s, expected)`` and in ``(expected, until_s]``.
-
-    Examples
-    --------
+    Yes for sensor s when messages through ``gateway[s]`` (any reading or heartbeat: ``heard_via``,
+    ``heard_at``) were sent in ``[expected[s] - before_s, expected[s])`` and in ``(expected[s], until_s]``.
     Gateway 0 was heard at 1.0 and 3.0, gateway 1 only at 1.0:
 
     >>> path_evidence(np.array([0, 0, 1]), np.array([2.0, 3.5, 2.0]), np.array([0, 0, 1]),
@@ -180,7 +165,7 @@ def path_evidence(gateway: np.ndarray, expected: np.ndarray, heard_via: np.ndarr
         return np.zeros(g.shape, dtype=bool)
     base = min(float(ht.min()), float(e.min()) - before_s)
     span = max(float(ht.max()), float(until_s), float(e.max())) - base + 1.0
-    keys = np.sort(hv * span + (ht - base))
+    keys = np.sort(hv * span + (ht - base))  # one sorted time line, gateway after gateway
     q = g * span + (e - base)
     n_before = np.searchsorted(keys, q, side="left") - np.searchsorted(keys, q - before_s, side="left")
     n_after = (np.searchsorted(keys, g * span + (until_s - base), side="right")
@@ -189,14 +174,12 @@ def path_evidence(gateway: np.ndarray, expected: np.ndarray, heard_via: np.ndarr
 
 
 class GraphStore:
-    """The internal loop's sink into a :mod:`gentwin.graph` twin store (networkx or Neo4j).
+    """The internal loop's sink into a :mod:`gentwin.graph` twin store (default: an in-memory networkx one).
 
-    The first version is the whole knowledge graph with ``active`` (⊥, eq. 1),
-    ``pool`` (eq. 4) and ``priority`` (eq. 3) per device node (gateways also
-    ``n_sensors``); each later one a :class:`gentwin.graph.ChangeSet` of the
-    nodes whose state changed and the moved ``CONNECTED_TO`` relations, its
-    ``parts`` the pools whose α triggered it.  ``store`` defaults to an
-    in-memory :class:`gentwin.graph.NetworkxStore`.
+    The first version is the whole knowledge graph with ``active`` (⊥, eq. 1), ``pool`` (eq. 4) and
+    ``priority`` (eq. 3) per device node (gateways also ``n_sensors``); each later one a change set of
+    the nodes whose state changed and the moved ``CONNECTED_TO`` relations, its ``parts`` the pools
+    whose α triggered it.
     """
 
     def __init__(self, topology: Topology, store=None, *, version_alpha: float = 0.0) -> None:
@@ -206,8 +189,7 @@ class GraphStore:
         self.store = store if store is not None else graph.NetworkxStore(twin="physical-space")
         if self.store.latest() is not None:
             raise LoopError(f"store: twin {self.store.twin!r} already has versions; give the loop an empty twin")
-        self._base, rels = graph.twin_from_topology(topology)
-        self._relations = set(rels)
+        self._base, self._relations = graph.twin_from_topology(topology)
         self._gateway_of = {n.id: n.gateway for n in topology.sensors()}
         self._gateway_index = {g.id: j for j, g in enumerate(topology.gateways())}
         self._prev: TwinModel | None = None
@@ -215,11 +197,9 @@ class GraphStore:
 
     def _node(self, nid: str, model: TwinModel, k: int, degree: dict[str, int]):
         base = self._base[nid]
-        meta = dict(base.metadata)
-        meta["active"] = bool(model.presence[k])
         code = int(model.pool_codes[k])
-        meta["pool"] = _pooling.POOLS[code] if code >= 0 else "none"
-        meta["priority"] = float(model.priority[k])
+        meta = base.metadata | {"active": bool(model.presence[k]), "priority": float(model.priority[k]),
+                                "pool": _pooling.POOLS[code] if code >= 0 else "none"}
         if base.kind == "gateway":
             meta["n_sensors"] = int(degree.get(nid, 0))
         elif base.kind == "sensor":
@@ -231,31 +211,24 @@ class GraphStore:
         prev = self._prev
         d = gateway_degrees([self._gateway_index[g] for g in model.assignment], len(self._gateway_index))
         degree = dict(zip(self._gateway_index, d.tolist()))
-        moved = [] if prev is None else [
-            (s, a, b) for s, a, b in zip(model.sensor_ids, prev.assignment, model.assignment) if a != b]
-        up_rel = [Relation(s, "CONNECTED_TO", b) for s, _, b in moved]
-        del_rel = [Relation(s, "CONNECTED_TO", a) for s, a, _ in moved]
-        for s, _, b in moved:
-            self._gateway_of[s] = b
         if prev is None:
-            changed = np.arange(len(model.node_ids))
+            nodes = [self._node(nid, model, k, degree) for k, nid in enumerate(model.node_ids)]
+            others = [n for n in self._base.values() if n.kind not in ("sensor", "gateway")]
+            info = self.store.rebuild(others + nodes, self._relations)
         else:
+            moved = [(s, a, b) for s, a, b in zip(model.sensor_ids, prev.assignment, model.assignment) if a != b]
             diff = ((model.presence != prev.presence) | (model.pool_codes != prev.pool_codes)
                     | (model.priority != prev.priority))
             idx = {nid: k for k, nid in enumerate(model.node_ids)}
+            for s, _, b in moved:
+                self._gateway_of[s] = b
             for nid in {nid for move in moved for nid in move}:  # the sensor and both gateways
                 diff[idx[nid]] = True
-            changed = np.flatnonzero(diff)
-        nodes = [self._node(model.node_ids[k], model, int(k), degree) for k in changed]
-        if prev is None:
-            others = [n for nid, n in self._base.items() if n.kind not in ("sensor", "gateway")]
-            info = self.store.rebuild(others + nodes, self._relations)
-        else:
+            nodes = [self._node(model.node_ids[k], model, int(k), degree) for k in np.flatnonzero(diff)]
             parts = tuple(p for p, a in model.alpha.items() if a > self.version_alpha)
-            info = self.store.commit(self._g.ChangeSet(upsert_nodes=tuple(nodes), upsert_relations=tuple(up_rel),
-                                                       delete_relations=tuple(del_rel)), parts=parts)
-        self._relations.difference_update(del_rel)
-        self._relations.update(up_rel)
+            info = self.store.commit(self._g.ChangeSet(
+                upsert_nodes=tuple(nodes), upsert_relations=tuple(Relation(s, "CONNECTED_TO", b) for s, _, b in moved),
+                delete_relations=tuple(Relation(s, "CONNECTED_TO", a) for s, a, _ in moved)), parts=parts)
         if info.number != model.version:
             raise LoopError(f"store: wrote version {info.number} for twin model version {model.version}")
         self._prev = model
@@ -269,9 +242,8 @@ class GraphStore:
 class CyberTwin:
     """The cyber space's twin of the network: its knowledge graph state and both twins' records.
 
-    Each device node's latest presence in ``history`` is the twin's first
-    knowledge; ``period_s`` is the slot length; ``relation_owner`` is the reading
-    of N_i (default: :class:`gentwin.config.PoolingConfig`'s).
+    Each device node's latest presence in ``history`` is the twin's first knowledge; ``period_s`` is the
+    slot length; ``relation_owner`` is the reading of N_i (default: :class:`gentwin.config.PoolingConfig`'s).
     """
 
     def __init__(self, topology: Topology, history: DataSet, *, period_s: float,
@@ -284,17 +256,12 @@ class CyberTwin:
         self.gateway_pos = np.flatnonzero(kinds == "gateway")
         if self.sensor_pos.size == 0:
             raise LoopError("topology: has no sensor; the twin needs at least one")
-        ids = self.arrays.node_ids
+        ids = self.arrays.node_ids  # topology order, as the simulator indexes sensors and gateways
         self.sensor_ids = tuple(ids[i] for i in self.sensor_pos)
         self.gateway_ids = tuple(ids[i] for i in self.gateway_pos)
-        # the simulator indexes sensors and gateways in topology order; check we agree
-        if (self.sensor_ids, self.gateway_ids) != (tuple(n.id for n in topology.sensors()),
-                                                   tuple(n.id for n in topology.gateways())):
-            raise LoopError("topology: sensor/gateway order of devices() differs from sensors()/gateways()")
         gw_index = {g: j for j, g in enumerate(self.gateway_ids)}
         self.gateway_service = np.array([topology.nodes[g].service for g in self.gateway_ids])
-        self.assign = np.array([gw_index[ids_gw] for ids_gw in (self.arrays.gateway_of[i] for i in self.sensor_pos)],
-                               dtype=np.int64)
+        self.assign = np.array([gw_index[self.arrays.gateway_of[i]] for i in self.sensor_pos], dtype=np.int64)
         idx, pres = _pooling.encode_instances(self.arrays, sorted(history.instances, key=lambda i: i.index))
         n = len(ids)
         self.observations = _pooling.observation_counts(idx, n)
@@ -335,10 +302,9 @@ class CyberTwin:
     def close_slot(self, slot: int, time_s: float, delivery) -> SlotView:
         """Take in what arrived for ``slot``, generate what is missing and unobservable, update the knowledge.
 
-        ``delivery`` is a :class:`gentwin.physical.Delivery`.  A missing sensor's
-        path counts as heard by :func:`path_evidence` within one period around
-        its send time (its phase learned from earlier readings; mid-slot while
-        unknown); the module docstring gives the rule.
+        ``delivery`` is a :class:`gentwin.physical.Delivery`.  A missing sensor's path counts as heard by
+        :func:`path_evidence` within one period around its send time (its phase learned from earlier
+        readings; mid-slot while unknown); the module docstring gives the rule.
         """
         got = np.asarray(delivery.received, dtype=bool)
         hb = np.asarray(delivery.heartbeats, dtype=bool)
@@ -389,10 +355,8 @@ class ExternalLoop:
         c = self.counters
         c.readings_collected += int(view.received.sum())
         c.heartbeats_collected += view.heartbeats
-        # information: the gateway status report
-        c.information_reports += 1
+        c.information_reports += 1  # the gateway status report
         c.gateway_statuses += self.twin.n_gateways
-        # the service space's evaluation
         self._streak[view.gateway_heard] = 0
         self._handled[view.gateway_heard] = False
         self._streak[view.gateway_silent] += 1
@@ -410,8 +374,8 @@ class ExternalLoop:
                 c.unresolved_failures += 1
                 continue
             to = int(failover_least_loaded(live, self.twin.gateway_degrees()[live]))
-            c.insights += 1
             commands.append(ControlCommand(float(time_s), slot, int(g), to, members))
+            c.insights += 1
             c.control_commands += 1
         return commands
 
@@ -426,8 +390,8 @@ class InternalLoop:
     """Priority pooling -> twin models -> new twin version, with counters.
 
     ``band``, ``pool_weight``, ``alpha_reading``, ``relation_count``: the readings of eqs. (4), (6), (7), (3)
-    (:class:`gentwin.config.PoolingConfig`); a new version is committed into ``store`` (default: a new
-    :class:`VersionLog`) when ``max(alpha) > version_alpha``.
+    (:class:`gentwin.config.PoolingConfig`); a version goes into ``store`` (default: a new :class:`VersionLog`)
+    when ``max(alpha) > version_alpha``.
     """
 
     def __init__(self, *, band: str = "corrected", pool_weight: str = "degree", alpha_reading: str = "nodes",
@@ -525,22 +489,6 @@ def loop_table(external: ExternalCounters, internal: InternalCounters):
     """The counters of both loops as a table: loop, from, to, what crossed, count (a DataFrame)."""
     import pandas as pd
 
-    e, i = external, internal
-    rows = [
-        ("external", "physical", "cyber", "data collection: readings", e.readings_collected),
-        ("external", "physical", "cyber", "data collection: gateway heartbeats", e.heartbeats_collected),
-        ("external", "cyber", "service", "information: gateway-status reports", e.information_reports),
-        ("external", "cyber", "service", "information: gateway statuses", e.gateway_statuses),
-        ("external", "service", "cyber", "actionable insights (re-homing decisions)", e.insights),
-        ("external", "service", "cyber", "failures with no live gateway of the service", e.unresolved_failures),
-        ("external", "cyber", "physical", "control flow: re-homing commands", e.control_commands),
-        ("external", "physical", "cyber", "control acknowledgements", e.control_acks),
-        ("external", "physical", "physical", "sensors re-homed", e.rehomed_sensors),
-        ("internal", "twin knowledge", "priority pooling", "node records", i.records_pooled),
-        ("internal", "priority pooling", "priority pooling", "pooling runs (eqs. 1-6)", i.pooling_runs),
-        ("internal", "priority pooling", "twin models", "pool assignments", i.pool_assignments),
-        ("internal", "twin models", "twin store", "new twin versions", i.versions_committed),
-        ("internal", "twin models", "twin store", "runs with alpha <= version_alpha (no version)",
-         i.versions_skipped),
-    ]
+    rows = [(loop, *f.metadata["row"], getattr(counters, f.name))
+            for loop, counters in (("external", external), ("internal", internal)) for f in fields(counters)]
     return pd.DataFrame(rows, columns=["loop", "from", "to", "what", "count"])

@@ -1,30 +1,12 @@
 """The what-if city, its scenarios and the four twins that answer its version requests (Algorithm 1, lines 15-21).
 
-The what-if module changes the Physical Space (:class:`WhatIfCity`: sensors
-appear and disappear, a gateway fails, a service is added), and after every
-change the twin must answer a *version request* for the part of the knowledge
-graph the scenario needs.  Four twins (Fig. 8's arms) are compared on the same
-sequence of changes and the same store backend: :class:`GenTwin` (versions
-gated by the update trigger α of eq. 7), :class:`IncrementalTwin` (the same
-writer without pooling or gate), :class:`EventDrivenTwin` and
-:class:`TraditionalTwin` (reference [39] read as one transaction per changed
-entity, and as a full rebuild on every change).
-
-Update rate.  A target update rate ``r`` in (0, 1] sets how much of the
-network one episode changes: ``m = max(1, round(r * n))`` device nodes, with
-``n`` the number of devices of the initial topology (:func:`changes_for_rate`).
-The α that results is measured (eq. 7) and reported next to ``r``.
-
-Response time (:func:`respond`).  ``t0`` is taken right after the Physical
-Space has changed (the change itself is the physical world and is not timed);
-``t1`` right after the version request returned the subgraph.  In between, the
-twin updates itself, lists the (k, v) pairs of the requirement (eq. 2) and
-requests the version.  Response time = ``t1 - t0`` from ``time.perf_counter``;
-the update and the read are also timed apart.
-
-The grid of Fig. 8 (update rates x seeds x episodes) is run by
-:func:`gentwin.experiments.fig8.run_fig8`; the gap between the twins is
-:func:`gentwin.metrics.response_gap`.
+:class:`WhatIfCity` changes the Physical Space; after every change each twin (Fig. 8's arms) answers a
+*version request* for the part of the knowledge graph the scenario needs, on the same store backend:
+:class:`GenTwin` (versions gated by the update trigger α of eq. 7), :class:`IncrementalTwin` (the same
+writer without pooling or gate), :class:`EventDrivenTwin` and :class:`TraditionalTwin` (reference [39]
+read as one transaction per changed entity, and as a full rebuild).  A target update rate ``r`` changes
+``max(1, round(r * n))`` of the ``n`` initial devices; the α that results is measured (eq. 7).  The grid of
+Fig. 8 is :func:`gentwin.experiments.fig8.run_fig8`.
 """
 
 from __future__ import annotations
@@ -57,12 +39,7 @@ class WhatIfError(ValueError):
 
 @dataclass(frozen=True)
 class NetworkState:
-    """The Physical Space at one moment, as a twin sees it.
-
-    ``heads`` indexes the relations by their head and ``degrees`` holds d_i of
-    every gateway, so a twin can read the state of a few entities without
-    scanning the whole topology.
-    """
+    """The Physical Space at one moment, as a twin sees it (``heads``: relations by head; ``degrees``: d_i)."""
 
     topology: Topology
     instances: tuple[Instance, ...]
@@ -112,25 +89,12 @@ class Episode:
 class WhatIfCity:
     """A mutable smart city that the what-if scenarios change, starting from a data set.
 
-    (Not :class:`gentwin.physical.PhysicalSpace`, the SimPy network of Table IV.)
-
-    Scenarios (Algorithm 1, line 15), each changing about ``m`` device nodes:
-
-    ``sensor_churn``
-        ``m`` sensors are picked: an active one disappears (its presence turns
-        0, eq. 1); an inactive one is taken away and a new sensor of the same
-        service appears on one of the service's active gateways.
-    ``gateway_failure``
-        Gateways are picked until ``m`` devices are affected: an active one
-        fails (presence 0) and its sensors move to other active gateways of the
-        same service (their ``CONNECTED_TO`` changes); a failed one recovers.
-    ``service_added``
-        A new service joins the city with ``m`` devices (one gateway per six
-        devices, the rest sensors); if one was added before, it is removed
-        instead (so the network keeps its size over many episodes).
-
-    Every change appends log instances (the presence of the changed devices),
-    so Priority Pooling sees it; removed devices leave the log.
+    Scenarios (Algorithm 1, line 15), each changing about ``m`` device nodes: ``sensor_churn`` (an active
+    sensor disappears, an inactive one is replaced by a new sensor on an active gateway of its service),
+    ``gateway_failure`` (an active gateway fails and its sensors move to active gateways of its service
+    by :func:`gentwin.topology.failover_random`; a failed one recovers) and ``service_added`` (a service
+    with ``m`` devices, one gateway per six, joins; the next time it leaves).  Every change is logged as
+    presence instances, so Priority Pooling sees it; removed devices leave the log.
     """
 
     def __init__(self, dataset: DataSet, seed: int | Sequence[int], *, period_s: float = 2.0) -> None:
@@ -197,13 +161,8 @@ class WhatIfCity:
         for r in self.relations:
             heads.setdefault(r.head, []).append(r)
         topology = Topology(nodes=dict(self.nodes), relations=list(self.relations))
-        return NetworkState(
-            topology=topology,
-            instances=tuple(self.instances),
-            presence=dict(self.presence),
-            degrees=topology.gateway_degrees(),
-            heads={k: tuple(v) for k, v in heads.items()},
-        )
+        return NetworkState(topology, tuple(self.instances), dict(self.presence), topology.gateway_degrees(),
+                            {k: tuple(v) for k, v in heads.items()})
 
     # -- scenarios ---------------------------------------------------------------
     def apply(self, kind: str, rate: float) -> Episode:
@@ -231,14 +190,13 @@ class WhatIfCity:
             gw = self.nodes[targets[int(self.rng.integers(0, len(targets)))]]
             spec = next((s for s in SERVICES if s.code == node.service), None)
             cat = spec.categories[int(self.rng.integers(0, len(spec.categories)))] if spec else None
-            new = Node(
-                self._new_id(str(node.service)), "sensor", service=node.service, gateway=gw.id,
-                category=cat.name if cat else node.category, sdm_type=cat.sdm_type if cat else node.sdm_type,
-                controlled_property=cat.controlled_property if cat else node.controlled_property,
-                name=cat.name if cat else node.name, latitude=gw.latitude, longitude=gw.longitude,
-            )
+            fields = dict(category=cat.name, sdm_type=cat.sdm_type, controlled_property=cat.controlled_property,
+                          name=cat.name) if cat else {}
+            new = dataclasses.replace(node, id=self._new_id(str(node.service)), gateway=gw.id, latitude=gw.latitude,
+                                      longitude=gw.longitude, properties=None, **fields)
             self.members[str(node.gateway)].discard(sid)
-            self._add_node(new, [Relation(new.id, "CONNECTED_TO", gw.id), Relation(new.id, "SERVES_IN", str(node.service))])
+            self._add_node(new, [Relation(new.id, "CONNECTED_TO", gw.id),
+                                 Relation(new.id, "SERVES_IN", str(node.service))])
             changed |= {sid, new.id, str(node.gateway), gw.id}
         if retired:
             self._remove_nodes(retired)
@@ -292,23 +250,17 @@ class WhatIfCity:
             code = f"SV{k}"
         self.added_services.append(code)
         n_gw = max(1, m // 6)
-        n_s = max(0, m - n_gw)
-        svc = Node(code, "service", name=f"new service {k}")
-        self._add_node(svc, [Relation(code, "IN", CITY_ID)])
-        changed = {code}
-        gws = []
-        for j in range(n_gw):
-            g = Node(f"{code}-GW{j + 1:02d}", "gateway", service=code, name=f"new service {k} gateway")
+        gws = [Node(f"{code}-GW{j + 1:02d}", "gateway", service=code, name=f"new service {k} gateway")
+               for j in range(n_gw)]
+        sensors = [Node(f"{code}-S{j + 1:03d}", "sensor", service=code, gateway=gws[j % n_gw].id,
+                        category="environment sensor", sdm_type="Device", controlled_property="value",
+                        name="environment sensor") for j in range(max(0, m - n_gw))]
+        self._add_node(Node(code, "service", name=f"new service {k}"), [Relation(code, "IN", CITY_ID)])
+        for g in gws:
             self._add_node(g, [Relation(g.id, "SERVES_IN", code)])
-            gws.append(g.id)
-            changed.add(g.id)
-        for j in range(n_s):
-            gw = gws[j % n_gw]
-            s = Node(f"{code}-S{j + 1:03d}", "sensor", service=code, gateway=gw, category="environment sensor",
-                     sdm_type="Device", controlled_property="value", name="environment sensor")
-            self._add_node(s, [Relation(s.id, "CONNECTED_TO", gw), Relation(s.id, "SERVES_IN", code)])
-            changed.add(s.id)
-        return changed | set(gws), {code}
+        for s in sensors:
+            self._add_node(s, [Relation(s.id, "CONNECTED_TO", str(s.gateway)), Relation(s.id, "SERVES_IN", code)])
+        return {code} | {n.id for n in gws + sensors}, {code}
 
 
 def kv_pairs(state: NetworkState, ids: Iterable[str]) -> list[tuple[str, tuple]]:
@@ -344,9 +296,8 @@ class UpdateInfo:
 class IncrementalTwin:
     """A twin that writes every change at once, in one transaction: GenTwin minus pooling and the α gate.
 
-    It writes only the changed entities, worked out from its own mirror of what
-    the store holds (nodes and relations by head and tail), without reading the
-    store back; the arm that shows what pooling costs.
+    It writes only the changed entities, worked out from its own mirror of the store (nodes, relations by
+    head and tail) without reading the store back: the arm that shows what pooling costs.
     """
 
     name = "incremental"
@@ -396,7 +347,8 @@ class IncrementalTwin:
             out.append(ChangeSet((), (nid,), (), ()))
         return out
 
-    def _write(self, changes: list[ChangeSet], parts: Sequence[str], *, per_entity: bool) -> tuple[int | None, int, int]:
+    def _write(self, changes: list[ChangeSet], parts: Sequence[str], *,
+               per_entity: bool) -> tuple[int | None, int, int]:
         """Commit ``changes`` (one transaction, or one per entity); returns (last version, records, transactions)."""
         if not changes:
             return None, 0, 0
@@ -440,10 +392,8 @@ class IncrementalTwin:
 class EventDrivenTwin(IncrementalTwin):
     """The knowledge-graph twin of reference [39] read as event-driven: one transaction per changed entity.
 
-    Each changed entity is an event written on its own (its record and its
-    outgoing relations), without batching; tails are written before the heads
-    that point at them and deletions come last, so every transaction is valid
-    on its own.
+    Each event writes one entity's record and outgoing relations; tails go before the heads that point at
+    them and deletions last, so every transaction is valid on its own.
     """
 
     name = "event-driven"
@@ -453,26 +403,11 @@ class EventDrivenTwin(IncrementalTwin):
 class GenTwin(IncrementalTwin):
     """The GenTwin twin: versions follow the update trigger α (eq. 7) of Priority Pooling.
 
-    After a change it recomputes the pools and α_p of every pool (eqs. 1-7)
-    and adds α_p to the pool's α since its last version.  A pool *fires* when
-    that accumulated α exceeds ``alpha_threshold``: its changed entities are
-    written (one transaction) and its α restarts from 0.  Changes in pools
-    that did not fire wait (they are *stale*: a read served now does not see
-    them).  Entities outside the pools (services, the city) form the part
-    ``"S"``, written whenever they change.  ``alpha_threshold = 0`` writes
-    every pool whose α moved; a larger threshold trades freshness for fewer
-    writes.
-
-    Parameters
-    ----------
-    store : gentwin.graph.schema.TwinStore
-        Where the versions go (history kept).
-    state : NetworkState
-        The initial network; written as version 1 (named ``"initial"``).
-    band, pool_weight, alpha_reading, relation_count : str
-        The readings of eqs. (3)-(7), as in :func:`gentwin.pooling.pool_snapshot`.
-    alpha_threshold : float
-        A pool is re-versioned when its α since its last version exceeds this (>= 0).
+    After a change it recomputes the pools and α_p (eqs. 1-7, readings as in
+    :func:`gentwin.pooling.pool_snapshot`) and adds α_p to the pool's α since its last version.  A pool
+    *fires* when that sum exceeds ``alpha_threshold``: its changed entities are written (one transaction)
+    and its sum restarts from 0; changes in other pools wait (*stale*: a read now misses them).  Entities
+    outside the pools (services, the city) form the part ``"S"``, written whenever they change.
     """
 
     name = "GenTwin"
@@ -536,10 +471,7 @@ class GenTwin(IncrementalTwin):
 
 
 class TraditionalTwin:
-    """The traditional twin of reference [39] read as a rebuild: the knowledge graph rebuilt on every change.
-
-    Each rebuild is written as a whole; the store keeps only the latest version.
-    """
+    """The traditional twin of reference [39] read as a rebuild: the knowledge graph rebuilt on every change."""
 
     name = "traditional"
 
@@ -559,11 +491,9 @@ class TraditionalTwin:
 def respond(twin: Any, state: NetworkState, episode: Episode) -> tuple[dict[str, Any], Subgraph]:
     """Algorithm 1, lines 17-20 for one twin: update, list (k, v) pairs, request the version, time it.
 
-    The update (``update_ms``: pooling and write) and the version read
-    (``read_ms``: the (k, v) pairs and the request) are timed separately and
-    together (``response_ms``); ``stale`` counts the changed entities the twin
-    had not written when the read was served.  Returns one result row (times
-    in ms) and the answered subgraph.
+    The clock (``time.perf_counter``) starts after the Physical Space changed and stops when the subgraph
+    is back: ``response_ms`` = ``update_ms`` (pooling and write) + ``read_ms`` ((k, v) pairs and request).
+    Returns one result row (times in ms; ``stale``: changed entities not yet written) and the subgraph.
     """
     t0 = time.perf_counter()
     upd = twin.update(state, episode.changed)

@@ -1,30 +1,11 @@
 """The knowledge-graph twin: schema, versions and two interchangeable stores (networkx and Neo4j).
 
-Section II.B of the paper stores the adaptive twin models "in the form of
-knowledge graphs" in Neo4j (Fig. 4); the what-if module of Algorithm 1 (lines
-15-21) then sends *version requests* to that database.  The package gives the
-twin
-
-* a **schema** (:mod:`gentwin.graph.schema`): node labels, the relation types
-  allowed between node kinds, scalar node metadata;
-* **versions**: every update (:meth:`TwinStore.commit` or
-  :meth:`TwinStore.rebuild`) creates a new numbered (optionally named) version;
-  :meth:`TwinStore.request` answers a *version request*, the subgraph a
-  scenario needs at the latest or at a chosen version.  An update is atomic: if
-  it fails half way the previous version is untouched;
-* **two backends** behind one interface: :class:`NetworkxStore` (in process,
-  persisted to an append-only journal so a twin survives a restart;
-  :mod:`gentwin.graph.networkx_store`) and :class:`Neo4jStore` (a real Neo4j
-  server through the official driver; :mod:`gentwin.graph.neo4j_store`).
-
-How versions are kept
----------------------
-Every entity state and every relation is a *record* valid for the versions
-``v_from <= v < v_to`` (``v_to`` open while the record is current).  An update
-ends the records it changes and opens new ones, so its cost grows with the
-changed part of the graph, not with the whole graph.  ``keep_versions`` limits
-the history (``1`` keeps only the latest version, which is what a twin that is
-rebuilt from scratch needs).
+Section II.B of the paper keeps the adaptive twin models as knowledge graphs in Neo4j (Fig. 4), and the
+what-if module of Algorithm 1 (lines 15-21) sends *version requests* to that database.  Every update
+(:meth:`TwinStore.commit`, :meth:`TwinStore.rebuild`) is atomic and makes a new numbered, optionally
+named, version; :meth:`TwinStore.request` answers the subgraph a scenario needs at the latest or a chosen
+version.  Each entity state and relation is a record valid for versions ``v_from <= v < v_to``, so an
+update costs as much as it changes, not as the whole graph; ``keep_versions`` bounds the history.
 
 Examples
 --------
@@ -52,12 +33,7 @@ __all__ = [*schema.__all__, "NetworkxStore", "Neo4jStore", "choose_backend", "op
 
 
 def choose_backend(store: str = "auto", environ: Mapping[str, str] | None = None) -> str:
-    """Which backend a run uses.
-
-    ``"networkx"`` and ``"neo4j"`` are explicit; ``"auto"`` (the default of
-    ``settings.twin.store``) means Neo4j when ``NEO4J_URI`` is set and the
-    embedded networkx store otherwise.  An explicit setting always wins over the
-    environment.
+    """Which backend a run uses: ``"auto"`` means Neo4j when ``NEO4J_URI`` is set, else networkx.
 
     >>> choose_backend("auto", {}), choose_backend("auto", {"NEO4J_URI": "bolt://db:7687"})
     ('networkx', 'neo4j')
@@ -73,24 +49,16 @@ def choose_backend(store: str = "auto", environ: Mapping[str, str] | None = None
         return "networkx"
     if store == "neo4j":
         if not env.get(ENV_URI):
-            raise TwinStoreError(
-                f"store = 'neo4j' needs {ENV_URI} (and {ENV_USER}, {ENV_PASSWORD}) in the environment"
-            )
+            raise TwinStoreError(f"store = 'neo4j' needs {ENV_URI} (and {ENV_USER}, {ENV_PASSWORD}) in the environment")
         return "neo4j"
     if store == "auto":
         return "neo4j" if env.get(ENV_URI) else "networkx"
     raise SchemaError(f"store = {store!r}: must be one of 'auto', 'networkx', 'neo4j'")
 
 
-def open_store(
-    backend: str,
-    *,
-    twin: str = "twin",
-    keep_versions: int | None = None,
-    path: str | os.PathLike | None = None,
-    environ: Mapping[str, str] | None = None,
-    **kwargs: Any,
-) -> TwinStore:
+def open_store(backend: str, *, twin: str = "twin", keep_versions: int | None = None,
+               path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None,
+               **kwargs: Any) -> TwinStore:
     """A store of the given backend (``"networkx"`` or ``"neo4j"``; Neo4j from the environment)."""
     if backend == "networkx":
         return NetworkxStore(twin, keep_versions=keep_versions, path=path, **kwargs)

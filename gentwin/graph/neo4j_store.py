@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..checks import check_int
 from ..topology import RELATION_TYPES, Relation
 from .schema import (
     ENV_PASSWORD, ENV_URI, ENV_USER, LABELS, RESERVED_KEYS, ChangeSet, SchemaError, Subgraph, TwinNode,
-    TwinRequirement, TwinStore, TwinStoreError, VersionError, VersionInfo, _check_name, _rebuild_args,
-    _check_parts, _Plan, _plan, label_for, relation_type_for,
+    TwinRequirement, TwinStore, TwinStoreError, VersionError, VersionInfo, _Plan, _plan, label_for,
+    relation_type_for,
 )
 
 __all__ = ["Neo4jStore"]
@@ -27,6 +27,8 @@ _SCHEMA = (
     "CREATE INDEX gentwin_state_twin IF NOT EXISTS FOR (s:TwinState) ON (s.twin)",
     "CREATE INDEX gentwin_version_twin IF NOT EXISTS FOR (v:TwinVersion) ON (v.twin)",
     "CREATE INDEX gentwin_staging_twin IF NOT EXISTS FOR (m:TwinStaging) ON (m.twin)",
+    *(f"CREATE INDEX gentwin_rel_{t.lower()}_vto IF NOT EXISTS FOR ()-[r:{relation_type_for(t)}]-() ON (r.v_to)"
+      for t in RELATION_TYPES),
 )
 _REL_PATTERN = "|".join(RELATION_TYPES)  # every part comes from the allow-list
 #: The statements of a small update and of a version request find everything by seeks (named: _seek) in
@@ -46,6 +48,56 @@ def _seek(*names: str) -> str:
     return "".join(f"USING INDEX SEEK {x}:TwinEntity(uid) " for x in names)
 
 
+# Statement parts shared by the one-statement update, the batched one and the version lookup.  ``rows`` /
+# ``uids`` name a list of the map parameter $d; relations are found from their head (the hint), as a tail
+# such as a service is a hub with hundreds of relations.
+def _named_relations(rows: str) -> str:
+    """The current relation of each row ``{h, type, t}`` (uids), as ``r`` from ``h`` to ``x``."""
+    return (f"UNWIND {rows} AS row MATCH (h:TwinEntity {{uid: row.h}})-[r:{_REL_PATTERN}]->(x:TwinEntity) "
+            f"{_seek('h')}WHERE x.uid = row.t AND type(r) = row.type AND r.v_to IS NULL ")
+
+
+def _current_states(uids: str) -> str:
+    """The current state ``s`` of each entity ``e`` of ``uids``."""
+    return (f"UNWIND {uids} AS u MATCH (e:TwinEntity {{uid: u}})-[:HAS_STATE]->(s:TwinState) {_seek('e')}"
+            "WHERE s.v_to IS NULL ")
+
+
+def _incident_relations(uids: str) -> str:
+    """The current relations ``r`` of each entity ``e`` of ``uids``, either way round."""
+    return (f"UNWIND {uids} AS u MATCH (e:TwinEntity {{uid: u}})-[r:{_REL_PATTERN}]-(:TwinEntity) {_seek('e')}"
+            "WHERE r.v_to IS NULL ")
+
+
+def _set_label(uids: str, kind: str) -> str:
+    return f"UNWIND {uids} AS u MATCH (e:TwinEntity {{uid: u}}) {_seek('e')}SET e:{label_for(kind)}"
+
+
+def _new_relations(rows: str, rel_type: str, v: str, where: str = "", count: str = "n") -> str:
+    """Open a ``rel_type`` relation at version ``v`` for each row ``{h, t}`` (``where`` it holds); their count."""
+    return (f"UNWIND {rows} AS row MATCH (h:TwinEntity {{uid: row.h}}), (x:TwinEntity {{uid: row.t}}) "
+            f"{_seek('h', 'x')}{where}CREATE (h)-[r:{relation_type_for(rel_type)} {{v_from: {v}}}]->(x) "
+            f"RETURN count(r) AS {count}")
+
+
+def _new_state(v: str) -> str:
+    """Open the state ``row.props`` of entity ``row.uid`` at version ``v`` (the entity too, if new)."""
+    return ("MERGE (e:TwinEntity {uid: row.uid}) ON CREATE SET e.twin = $d.twin, e.id = row.id, e.kind = row.kind "
+            f"CREATE (e)-[:HAS_STATE]->(n:TwinState) SET n = row.props, n.twin = $d.twin, n.v_from = {v} ")
+
+
+#: Batched statements on a whole twin ($twin): (match, variable, action); each takes ``LIMIT $n`` rows a run.
+_TWIN_RELS = f"MATCH (:TwinEntity {{twin: $twin}})-[r:{_REL_PATTERN}]->()"
+_TWIN_STATES = "MATCH (s:TwinState {twin: $twin})"
+_TWIN_CURRENT_STATES = "MATCH (:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL"
+_ORPHANS = ("MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->()", "e", "DETACH DELETE e")
+#: Pruning after the rest of the relations ($v: the oldest version kept).
+_PRUNE_REST = (
+    (_TWIN_STATES + " WHERE s.v_to <= $v", "s", "DETACH DELETE s"), _ORPHANS,
+    ("MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $v", "x", "DELETE x"),
+)
+
+
 def _batches(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for k in range(0, len(rows), size):
         yield rows[k:k + size]
@@ -54,70 +106,47 @@ def _batches(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class Neo4jStore(TwinStore):
     """The twin in a Neo4j 5 database, through the official ``neo4j`` driver.
 
-    Layout: one ``(:TwinEntity:<Label> {uid, twin, id, kind})`` per entity,
-    its metadata in ``(:TwinState {twin, v_from, v_to, ...metadata})`` nodes
-    linked by ``HAS_STATE``, the knowledge-graph relations between entities as
-    ``CONNECTED_TO`` / ``SERVES_IN`` / ``IN`` relationships with ``v_from`` and
-    ``v_to``, and one ``(:TwinVersion)`` per version.  Labels and relation types
-    are only ever taken from ``LABELS`` and ``RELATION_TYPES``; every
-    id and value travels as a query parameter.  Updates run in one managed
-    write transaction (``execute_write``: retried on transient errors, rolled
-    back on any failure): a small unnamed update as one statement (one round
-    trip, then the commit), a named or large one in batched ``UNWIND``
-    statements.
-
-    Use :meth:`from_env` to connect with ``NEO4J_URI`` / ``NEO4J_USER`` /
-    ``NEO4J_PASSWORD``; the credentials are handed to the driver and kept
-    nowhere else (not in ``repr``, not in error messages).
+    Layout: one ``(:TwinEntity:<Label> {uid, twin, id, kind})`` per entity, its metadata in
+    ``(:TwinState {twin, v_from, v_to, ...metadata})`` nodes linked by ``HAS_STATE``, the relations
+    between entities as ``CONNECTED_TO`` / ``SERVES_IN`` / ``IN`` relationships with ``v_from`` and
+    ``v_to``, one ``(:TwinVersion)`` per version.  Labels and relation types come only from the
+    allow-lists; every id and value travels as a query parameter.  An update runs in one managed write
+    transaction (retried on transient errors, rolled back on any failure): a small unnamed one as one
+    statement, a named or large one in batched ``UNWIND`` statements; a rebuild over ``stage_rows``
+    records in several transactions (:meth:`_staged_rebuild`).  :meth:`from_env` reads the
+    credentials, which are kept by the driver only (not in ``repr``, not in error messages).
     """
 
     backend = "neo4j"
 
-    def __init__(
-        self,
-        uri: str,
-        user: str,
-        password: str,
-        *,
-        twin: str = "twin",
-        keep_versions: int | None = None,
-        database: str | None = None,
-        batch_size: int = 2000,
-        stage_rows: int = 20_000,
-        connection_timeout_s: float = 10.0,
-    ) -> None:
+    def __init__(self, uri: str, user: str, password: str, *, twin: str = "twin", keep_versions: int | None = None,
+                 database: str | None = None, batch_size: int = 2000, stage_rows: int = 20_000,
+                 connection_timeout_s: float = 10.0) -> None:
         super().__init__(twin, keep_versions)
         import neo4j
         from neo4j.exceptions import AuthError, ServiceUnavailable
 
         if not isinstance(uri, str) or "://" not in uri:
             raise TwinStoreError(f"{ENV_URI}: must be a URI such as bolt://127.0.0.1:7687")
-        check_int("batch_size", batch_size, low=1, error=SchemaError)
-        check_int("stage_rows", stage_rows, low=1, error=SchemaError)
-        self.stage_rows = stage_rows
+        self.batch_size = check_int("batch_size", batch_size, low=1, error=SchemaError)
+        self.stage_rows = check_int("stage_rows", stage_rows, low=1, error=SchemaError)
         self._where = uri.split("://", 1)[1].split("@")[-1].split("/")[0].split("?")[0]  # host:port only
         self._database = database
-        self.batch_size = batch_size
         try:
-            self._driver = neo4j.GraphDatabase.driver(
-                uri, auth=(user, password), connection_timeout=connection_timeout_s,
-                notifications_min_severity="OFF",
-            )
+            self._driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), notifications_min_severity="OFF",
+                                                      connection_timeout=connection_timeout_s)
         except (ValueError, neo4j.exceptions.ConfigurationError) as exc:
             raise TwinStoreError(f"{ENV_URI}: not a usable Neo4j URI ({type(exc).__name__})") from None
         try:
             self._driver.verify_connectivity()  # opens an authenticated connection: AuthError on bad credentials
         except AuthError:
             self._driver.close()
-            raise TwinStoreError(
-                f"the Neo4j server at {self._where} rejected the credentials (check {ENV_USER} and {ENV_PASSWORD})"
-            ) from None
+            raise TwinStoreError(f"the Neo4j server at {self._where} rejected the credentials "
+                                 f"(check {ENV_USER} and {ENV_PASSWORD})") from None
         except (ServiceUnavailable, OSError) as exc:
             self._driver.close()
-            raise TwinStoreError(
-                f"the Neo4j server at {self._where} is unreachable ({type(exc).__name__}); "
-                f"is it running, and is {ENV_URI} right?"
-            ) from None
+            raise TwinStoreError(f"the Neo4j server at {self._where} is unreachable ({type(exc).__name__}); "
+                                 f"is it running, and is {ENV_URI} right?") from None
         self.server = self._driver.get_server_info().agent  # e.g. "Neo4j/5.26.0"
         self._ensure_schema()
         self._undo_staging()  # a staged rebuild that a killed client left half written
@@ -148,37 +177,38 @@ class Neo4jStore(TwinStore):
         from neo4j.exceptions import ClientError
 
         with self._session() as s:
-            for stmt in _SCHEMA + tuple(
-                f"CREATE INDEX gentwin_rel_{t.lower()}_vto IF NOT EXISTS FOR ()-[r:{relation_type_for(t)}]-() ON (r.v_to)"
-                for t in RELATION_TYPES
-            ):
+            for stmt in _SCHEMA:
                 try:
                     s.run(stmt).consume()
                 except ClientError as exc:  # a concurrent creator won the race: the rule exists, which is the goal
                     if "AlreadyExists" not in (exc.code or ""):
                         raise
 
-    # -- the latest version as _plan needs it: read inside the write transaction --------------
-    def _lookup_params(self, changes: ChangeSet) -> dict[str, Any]:
-        """The data of :data:`_LOOKUP`: touched ids, the named relations, the deleted ids."""
-        twin = self.twin
-        ids = {n.id for n in changes.upsert_nodes} | set(changes.delete_nodes)
-        ids |= {r.head for r in changes.upsert_relations} | {r.tail for r in changes.upsert_relations}
-        return {"uids": [_uid(twin, i) for i in sorted(ids)],
-                "look": [_rel_row(twin, r) for r in list(changes.upsert_relations) + list(changes.delete_relations)],
-                "duids": [_uid(twin, i) for i in changes.delete_nodes]}
+    def _tx(self, work: Callable[[Any], Any], *, write: bool = True) -> Any:
+        """``work(tx)`` in one managed transaction; BEGIN goes with the first statement (as in ``execute_query``)."""
+        with self._session() as s, getattr(s, "_pipelined_begin", contextlib.nullcontext()):
+            return s.execute_write(work) if write else s.execute_read(work)
 
-    def _tx_lookup(self, tx, changes: ChangeSet) -> tuple[_Plan, set[str]]:
-        """(``changes`` planned against the latest version, ids with a current state), read by one query."""
-        rec = tx.run(_NO_REPLAN + "RETURN " + _LOOKUP, d=self._lookup_params(changes)).single()
-        return _plan_from(changes, rec)
+    def _write(self, work: Callable[[Any], VersionInfo]) -> VersionInfo:
+        from neo4j.exceptions import ConstraintError
+
+        try:
+            return self._tx(work)
+        except ConstraintError as exc:  # the name constraint: a concurrent writer took the name
+            raise VersionError(f"version name already used ({exc.code})") from None
+
+    def _drain(self, session, v: int, statements: Sequence[tuple[str, str, str]], n: int | None = None) -> int:
+        """Run each (match, variable, action) on ``n`` rows a transaction until it finds none; the total."""
+        total = 0
+        for match, var, action in statements:
+            q = f"{match} WITH {var} LIMIT $n {action} RETURN count(*) AS k"
+            while k := session.execute_write(
+                    lambda tx: tx.run(q, twin=self.twin, v=v, n=n or self.stage_rows).single()["k"]):
+                total += k
+        return total
 
     # -- writing -----------------------------------------------------------------
-    def commit(self, changes: ChangeSet, *, name: str | None = None, parts: Sequence[str] = ()) -> VersionInfo:
-        if not isinstance(changes, ChangeSet):
-            raise SchemaError(f"changes = {changes!r}: must be a ChangeSet")
-        _check_name(name)
-        parts = _check_parts(parts)
+    def _commit(self, changes: ChangeSet, name: str | None, parts: tuple[str, ...]) -> VersionInfo:
         if name is None and len(changes) <= self.batch_size:
             try:
                 return self._write(lambda tx: self._tx_one_statement(tx, changes, parts))
@@ -186,7 +216,8 @@ class Neo4jStore(TwinStore):
                 pass
 
         def work(tx) -> VersionInfo:
-            plan, current = self._tx_lookup(tx, changes)
+            rec = tx.run(_NO_REPLAN + "RETURN " + _LOOKUP, d=self._lookup_params(changes)).single()
+            plan, current = _plan_from(changes, rec)
             info = self._tx_open_version(tx, name, parts, plan.n_written)
             self._tx_write(tx, plan, info.number, new_ids={n.id for n in plan.states} - current)
             self._tx_prune(tx, info.number)
@@ -194,72 +225,49 @@ class Neo4jStore(TwinStore):
 
         return self._write(work)
 
-    def rebuild(
-        self, nodes: Iterable[TwinNode], relations: Iterable[Relation], *, name: str | None = None
-    ) -> VersionInfo:
-        _check_name(name)
-        nodes, rels, cs = _rebuild_args(nodes, relations)
+    def _rebuild(self, nodes: list[TwinNode], rels: list[Relation], name: str | None) -> VersionInfo:
         if 2 * len(nodes) + len(rels) > self.stage_rows:  # over the server's transaction memory: stage it
             return self._staged_rebuild(nodes, rels, name)
 
         def work(tx) -> VersionInfo:
             ended = tx.run(
-                "CALL { MATCH (e:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
-                "RETURN count(s) AS a } "
-                "CALL { MATCH (h:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
-                "RETURN count(r) AS b } RETURN a + b AS n", twin=self.twin,
+                f"CALL {{ {_TWIN_CURRENT_STATES} RETURN count(s) AS a }} "
+                f"CALL {{ {_TWIN_RELS} WHERE r.v_to IS NULL RETURN count(r) AS b }} RETURN a + b AS n", twin=self.twin,
             ).single()["n"]
-            plan = _Plan(states=list(cs.upsert_nodes), new_relations=rels)
+            plan = _Plan(states=nodes, new_relations=rels)
             info = self._tx_open_version(tx, name, ("ALL",), ended + plan.n_written)
-            v = info.number
-            tx.run(
-                "MATCH (e:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL SET s.v_to = $v",
-                twin=self.twin, v=v,
-            ).consume()
-            tx.run(
-                "MATCH (e:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
-                "AND r.v_from < $v SET r.v_to = $v", twin=self.twin, v=v,
-            ).consume()
-            self._tx_write(tx, plan, v, new_ids={n.id for n in nodes}, end_states=False)
-            self._tx_prune(tx, v)
+            tx.run(f"{_TWIN_CURRENT_STATES} SET s.v_to = $v", twin=self.twin, v=info.number).consume()
+            tx.run(f"{_TWIN_RELS} WHERE r.v_to IS NULL AND r.v_from < $v SET r.v_to = $v",
+                   twin=self.twin, v=info.number).consume()
+            self._tx_write(tx, plan, info.number, new_ids={n.id for n in nodes}, end_states=False)
+            self._tx_prune(tx, info.number)
             return info
 
         return self._write(work)
 
-    # -- a rebuild too large for one transaction ---------------------------------------------
     def _staged_rebuild(self, nodes: list[TwinNode], rels: list[Relation], name: str | None) -> VersionInfo:
         """A rebuild written in transactions of at most ``stage_rows`` records, published by the last one.
 
-        Every record of version ``v`` is written (and every current record
-        ended at ``v``) before the counter moves to ``v``; until then readers of
-        the latest version, and of every older one, see nothing of it (a
-        record ended at ``v`` is still valid for ``v - 1``).  A
-        ``(:TwinStaging {twin, v})`` marker names the version being staged: a
-        failure undoes the staged records at once, and a store opened after a
-        killed client undoes them on connecting.  One writer per twin, as
-        everywhere in this store.
+        Every record of version ``v`` is written (and every current record ended at ``v``, which leaves
+        it valid for ``v - 1``) before the counter moves to ``v``: until then no reader sees any of it.  A
+        ``(:TwinStaging {twin, v})`` marker names the version being staged: a failure undoes the staged
+        records at once, and a store opened after a killed client undoes them on connecting.  One writer
+        per twin, as everywhere in this store.
         """
         self._undo_staging()
         twin, n = self.twin, self.stage_rows
 
         def begin(tx) -> int:
-            if name is not None:
-                hit = tx.run("MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS n", nu=_uid(twin, name)).single()
-                if hit is not None:
-                    raise VersionError(f"name = {name!r}: version {hit['n']} already has this name")
-            rec = tx.run("OPTIONAL MATCH (c:TwinCounter {twin: $twin}) WITH coalesce(c.latest, 0) + 1 AS v "
-                         "CREATE (:TwinStaging {twin: $twin, v: v}) RETURN v", twin=twin).single()
-            return int(rec["v"])
+            self._tx_check_free(tx, name)
+            return int(tx.run("OPTIONAL MATCH (c:TwinCounter {twin: $twin}) WITH coalesce(c.latest, 0) + 1 AS v "
+                              "CREATE (:TwinStaging {twin: $twin, v: v}) RETURN v", twin=twin).single()["v"])
 
         with self._session() as session:
             v = session.execute_write(begin)
             try:
-                ended = self._drain(session, v, (
-                    "MATCH (:TwinEntity {twin: $twin})-[:HAS_STATE]->(s:TwinState) WHERE s.v_to IS NULL "
-                    "WITH s LIMIT $n SET s.v_to = $v RETURN count(s) AS k",
-                    "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to IS NULL "
-                    "AND r.v_from < $v WITH r LIMIT $n SET r.v_to = $v RETURN count(r) AS k",
-                ))
+                ended = self._drain(session, v, ((_TWIN_CURRENT_STATES, "s", "SET s.v_to = $v"),
+                                                 (_TWIN_RELS + " WHERE r.v_to IS NULL AND r.v_from < $v", "r",
+                                                  "SET r.v_to = $v")))
                 all_ids = {x.id for x in nodes}
                 for chunk in _batches(nodes, max(1, n // 2)):
                     session.execute_write(lambda tx: self._tx_write(tx, _Plan(states=list(chunk)), v,
@@ -279,7 +287,10 @@ class Neo4jStore(TwinStore):
             except BaseException:
                 self._undo_staging()
                 raise
-        self._prune_staged(info.number)
+        if self.keep_versions is not None and info.number - self.keep_versions + 1 > 1:
+            with self._session() as session:
+                self._drain(session, info.number - self.keep_versions + 1,
+                            ((_TWIN_RELS + " WHERE r.v_to <= $v", "r", "DELETE r"), *_PRUNE_REST))
         return info
 
     def _undo_staging(self) -> None:
@@ -291,65 +302,25 @@ class Neo4jStore(TwinStore):
             if rec is None or rec["v"] is None:
                 return
             self._drain(session, int(rec["v"]), (
-                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_from >= $v "
-                "WITH r LIMIT $n DELETE r RETURN count(*) AS k",
-                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to >= $v "
-                "WITH r LIMIT $n SET r.v_to = null RETURN count(*) AS k",
-                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_from >= $v WITH s LIMIT $n DETACH DELETE s "
-                "RETURN count(*) AS k",
-                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_to >= $v WITH s LIMIT $n SET s.v_to = null "
-                "RETURN count(*) AS k",
-                "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() WITH e LIMIT $n "
-                "DETACH DELETE e RETURN count(*) AS k",
+                (_TWIN_RELS + " WHERE r.v_from >= $v", "r", "DELETE r"),
+                (_TWIN_RELS + " WHERE r.v_to >= $v", "r", "SET r.v_to = null"),
+                (_TWIN_STATES + " WHERE s.v_from >= $v", "s", "DETACH DELETE s"),
+                (_TWIN_STATES + " WHERE s.v_to >= $v", "s", "SET s.v_to = null"), _ORPHANS,
             ))
             session.execute_write(lambda tx: tx.run("MATCH (m:TwinStaging {twin: $twin}) DELETE m",
                                                     twin=twin).consume())
 
-    def _prune_staged(self, v: int) -> None:
-        """``keep_versions`` after a staged rebuild, in transactions of at most ``stage_rows`` records."""
-        if self.keep_versions is None or v - self.keep_versions + 1 <= 1:
-            return
-        with self._session() as session:  # $v: the oldest version kept
-            self._drain(session, v - self.keep_versions + 1, (
-                "MATCH (:TwinEntity {twin: $twin})-[r:" + _REL_PATTERN + "]->() WHERE r.v_to <= $v "
-                "WITH r LIMIT $n DELETE r RETURN count(*) AS k",
-                "MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $v WITH s LIMIT $n DETACH DELETE s "
-                "RETURN count(*) AS k",
-                "MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() WITH e LIMIT $n "
-                "DETACH DELETE e RETURN count(*) AS k",
-                "MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $v WITH x LIMIT $n DELETE x "
-                "RETURN count(*) AS k",
-            ))
-
-    def _drain(self, session, v: int, queries: Sequence[str]) -> int:
-        """Run each query (a ``LIMIT $n`` batch that returns its count ``k``) until it finds nothing; the total."""
-        total = 0
-        for q in queries:
-            while k := session.execute_write(lambda tx: tx.run(q, twin=self.twin, v=v, n=self.stage_rows).single()["k"]):
-                total += k
-        return total
-
-    def _tx(self, work: Callable[[Any], Any], *, write: bool = True) -> Any:
-        """``work(tx)`` in one managed transaction; BEGIN goes with the first statement (as in ``execute_query``)."""
-        with self._session() as s, getattr(s, "_pipelined_begin", contextlib.nullcontext()):
-            return s.execute_write(work) if write else s.execute_read(work)
-
-    def _write(self, work: Callable[[Any], VersionInfo]) -> VersionInfo:
-        from neo4j.exceptions import ConstraintError
-
-        try:
-            return self._tx(work)
-        except ConstraintError as exc:  # the name constraint: a concurrent writer took the name
-            raise VersionError(f"version name already used ({exc.code})") from None
+    def _tx_check_free(self, tx, name: str | None) -> None:
+        if name is not None:
+            hit = tx.run("MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS n",
+                         nu=_uid(self.twin, name)).single()
+            if hit is not None:
+                raise VersionError(f"name = {name!r}: version {hit['n']} already has this name")
 
     def _tx_open_version(self, tx, name: str | None, parts: tuple[str, ...], n_written: int) -> VersionInfo:
         """Check the name, take the next number and record the version (one statement, or two with a name)."""
-        twin = self.twin
-        if name is not None:
-            hit = tx.run("MATCH (x:TwinVersion {name_uid: $nu}) RETURN x.number AS n", nu=_uid(twin, name)).single()
-            if hit is not None:
-                raise VersionError(f"name = {name!r}: version {hit['n']} already has this name")
-        created = time.time()
+        self._tx_check_free(tx, name)
+        twin, created = self.twin, time.time()
         rec = tx.run(
             "MERGE (c:TwinCounter {twin: $d.twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
             "CREATE (x:TwinVersion {uid: $d.twin + '/' + toString(c.latest), twin: $d.twin, number: c.latest, "
@@ -360,10 +331,19 @@ class Neo4jStore(TwinStore):
         ).single()
         return VersionInfo(int(rec["v"]), name, parts, created, n_written)
 
+    def _lookup_params(self, changes: ChangeSet) -> dict[str, Any]:
+        """The data of :data:`_LOOKUP`: touched ids, the named relations, the deleted ids."""
+        twin = self.twin
+        ids = {n.id for n in changes.upsert_nodes} | set(changes.delete_nodes)
+        ids |= {r.head for r in changes.upsert_relations} | {r.tail for r in changes.upsert_relations}
+        return {"uids": [_uid(twin, i) for i in sorted(ids)],
+                "look": [_rel_row(twin, r) for r in changes.upsert_relations + changes.delete_relations],
+                "duids": [_uid(twin, i) for i in changes.delete_nodes]}
+
     def _tx_one_statement(self, tx, changes: ChangeSet, parts: tuple[str, ...]) -> VersionInfo:
         """A small unnamed update as the one statement :data:`_ONE_STATEMENT`, checked against :func:`_plan`.
 
-        The statement returns what it read (as :meth:`_tx_lookup`) before it wrote: ``_plan`` of that reading
+        The statement returns what it read (as :data:`_LOOKUP`) before it wrote: ``_plan`` of that reading
         raises on bad input, and any other decision than the plan's raises :class:`_Diverged` (both roll back).
         """
         twin, created = self.twin, time.time()
@@ -374,7 +354,8 @@ class Neo4jStore(TwinStore):
             "rows": [_state_row(twin, n) for n in changes.upsert_nodes],
             **{f"labels{k}": [_uid(twin, n.id) for n in changes.upsert_nodes if n.kind == kind]
                for k, kind in enumerate(sorted(LABELS))},
-            **{f"rels{k}": [_rel_row(twin, r) for r in rels if r.type == t] for k, t in enumerate(sorted(RELATION_TYPES))},
+            **{f"rels{k}": [_rel_row(twin, r) for r in rels if r.type == t]
+               for k, t in enumerate(sorted(RELATION_TYPES))},
         }
         rec = tx.run(_ONE_STATEMENT, d=d).single()
         plan, _ = _plan_from(changes, rec)  # SchemaError on bad input: nothing is committed
@@ -385,116 +366,73 @@ class Neo4jStore(TwinStore):
         return VersionInfo(int(rec["v"]), None, parts, created, plan.n_written)
 
     def _tx_write(self, tx, plan: _Plan, v: int, *, new_ids: set[str], end_states: bool = True) -> None:
+        """Write ``plan`` as version ``v`` in batched statements (``new_ids``: entities new in ``v``, labelled;
+        ``end_states``: end the current states of the others)."""
         twin, size = self.twin, self.batch_size
-        for chunk in _batches([_rel_row(twin, r) for r in plan.end_relations], size):
-            tx.run(
-                "UNWIND $d.rows AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->(x:TwinEntity) "
-                + _seek("h") + "WHERE x.uid = row.t AND type(r) = row.type "
-                "AND r.v_to IS NULL SET r.v_to = $d.v",
-                d={"rows": list(chunk), "v": v},
-            ).consume()
-        ending = [_uid(twin, i) for i in plan.delete_nodes]
-        if end_states:
-            ending += [_uid(twin, n.id) for n in plan.states if n.id not in new_ids]
-        for chunk in _batches(ending, size):
-            tx.run(
-                "UNWIND $d.uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) " + _seek("e")
-                + "WHERE s.v_to IS NULL SET s.v_to = $d.v", d={"uids": list(chunk), "v": v},
-            ).consume()
-        for chunk in _batches([_state_row(twin, n) for n in plan.states], size):
-            tx.run(
-                "UNWIND $d.rows AS row MERGE (e:TwinEntity {uid: row.uid}) "
-                "ON CREATE SET e.twin = $d.twin, e.id = row.id, e.kind = row.kind "
-                "CREATE (e)-[:HAS_STATE]->(s:TwinState) SET s = row.props, s.twin = $d.twin, s.v_from = $d.v",
-                d={"rows": list(chunk), "twin": twin, "v": v},
-            ).consume()
-        by_kind: dict[str, list[str]] = {}
-        for n in (n for n in plan.states if n.id in new_ids):
-            by_kind.setdefault(n.kind, []).append(_uid(twin, n.id))
-        for kind, uids in sorted(by_kind.items()):
-            for chunk in _batches(uids, size):  # the label comes from the allow-list only
-                tx.run(f"UNWIND $d.uids AS u MATCH (e:TwinEntity {{uid: u}}) {_seek('e')}SET e:{label_for(kind)}",
-                       d={"uids": list(chunk)}).consume()
-        by_type: dict[str, list[dict]] = {}
-        for r in plan.new_relations:
-            by_type.setdefault(r.type, []).append(_rel_row(twin, r))
-        for t, rel_rows in sorted(by_type.items()):
-            for chunk in _batches(rel_rows, size):
-                res = tx.run(
-                    "UNWIND $d.rows AS row MATCH (h:TwinEntity {uid: row.h}), (x:TwinEntity {uid: row.t}) "
-                    + _seek("h", "x") + f"CREATE (h)-[r:{relation_type_for(t)} {{v_from: $d.v}}]->(x) "
-                    "RETURN count(r) AS n",
-                    d={"rows": list(chunk), "v": v},
-                ).single()
-                if res["n"] != len(chunk):  # cannot happen after _plan's checks; never write half a relation set
-                    raise TwinStoreError(f"relations of type {t}: {res['n']} of {len(chunk)} endpoints found")
+
+        def run(query: str, rows: list, **d: Any) -> list:
+            return [tx.run(query, d={"rows": list(chunk), "v": v, **d}).single() for chunk in _batches(rows, size)]
+
+        run(_named_relations("$d.rows") + "SET r.v_to = $d.v", [_rel_row(twin, r) for r in plan.end_relations])
+        ending = list(plan.delete_nodes) + ([n.id for n in plan.states if n.id not in new_ids] if end_states else [])
+        run(_current_states("$d.rows") + "SET s.v_to = $d.v", [_uid(twin, i) for i in ending])
+        run("UNWIND $d.rows AS row " + _new_state("$d.v"), [_state_row(twin, n) for n in plan.states], twin=twin)
+        for kind in sorted(LABELS):  # the label comes from the allow-list only
+            run(_set_label("$d.rows", kind),
+                [_uid(twin, n.id) for n in plan.states if n.id in new_ids and n.kind == kind])
+        for t in sorted(RELATION_TYPES):
+            rows = [_rel_row(twin, r) for r in plan.new_relations if r.type == t]
+            found = sum(res["n"] for res in run(_new_relations("$d.rows", t, "$d.v"), rows))
+            if found != len(rows):  # cannot happen after _plan's checks; never write half a relation set
+                raise TwinStoreError(f"relations of type {t}: {found} of {len(rows)} endpoints found")
 
     def _tx_prune(self, tx, v: int) -> None:
         if self.keep_versions is None or v - self.keep_versions + 1 <= 1:
             return
-        tx.run(  # one statement: ended relations and states, entities left without a state, version nodes
-            f"CALL {{ MATCH ()-[r:{_REL_PATTERN}]->() WHERE r.v_to <= $o AND startNode(r).twin = $twin DELETE r }} "
-            "CALL { MATCH (s:TwinState {twin: $twin}) WHERE s.v_to <= $o DETACH DELETE s } "
-            "CALL { MATCH (e:TwinEntity {twin: $twin}) WHERE NOT (e)-[:HAS_STATE]->() DETACH DELETE e } "
-            "CALL { MATCH (x:TwinVersion {twin: $twin}) WHERE x.number < $o DELETE x }",
-            o=v - self.keep_versions + 1, twin=self.twin,
-        ).consume()
+        rels = (f"MATCH ()-[r:{_REL_PATTERN}]->() WHERE r.v_to <= $v AND startNode(r).twin = $twin", "r", "DELETE r")
+        tx.run("".join(f"CALL {{ {match} {action} }} " for match, _, action in (rels, *_PRUNE_REST)),
+               v=v - self.keep_versions + 1, twin=self.twin).consume()
 
     # -- reading -----------------------------------------------------------------
     def versions(self) -> list[VersionInfo]:
         recs = self._tx(lambda tx: list(tx.run(
             "MATCH (x:TwinVersion {twin: $twin}) RETURN x.number AS number, x.name AS name, x.parts AS parts, "
-            "x.created AS created, x.n_written AS n_written ORDER BY x.number", twin=self.twin,
-        )), write=False)
+            "x.created AS created, x.n_written AS n_written ORDER BY x.number", twin=self.twin)), write=False)
         return [VersionInfo(r["number"], r["name"], tuple(r["parts"]), r["created"], r["n_written"]) for r in recs]
 
     def request(self, requirement: TwinRequirement | None = None, *, version: int | str | None = None) -> Subgraph:
-        req = self._requirement_arg(requirement)
-        version = self._version_arg(version)
+        req, version = self._request_args(requirement, version)
         twin = self.twin
         types = "|".join(relation_type_for(t) for t in req.relation_types)
-        valid_s = "s.v_from <= v AND (s.v_to IS NULL OR s.v_to > v)"
-        valid_r = "r.v_from <= v AND (r.v_to IS NULL OR r.v_to > v)"
+        valid_s, valid_r = (f"{x}.v_from <= v AND ({x}.v_to IS NULL OR {x}.v_to > v)" for x in "sr")
         # One statement (one round trip): resolve the version, expand the requirement, return the subgraph.
         if version is None:
-            head = "MATCH (c:TwinCounter {twin: $d.twin}) WITH c.latest AS v "
-            params: dict[str, Any] = {"twin": twin}
-        elif isinstance(version, str):
-            head = "MATCH (x:TwinVersion {name_uid: $d.vk}) WITH x.number AS v "
-            params = {"vk": _uid(twin, version)}
+            head, params = "MATCH (c:TwinCounter {twin: $d.twin}) WITH c.latest AS v ", {"twin": twin}
         else:
-            head = "MATCH (x:TwinVersion {uid: $d.vk}) WITH x.number AS v "
+            key = "name_uid" if isinstance(version, str) else "uid"
+            head = f"MATCH (x:TwinVersion {{{key}: $d.vk}}) WITH x.number AS v "
             params = {"vk": _uid(twin, str(version))}
         if not req.seeds:
-            body = (
-                "MATCH (n:TwinEntity {twin: $d.twin})-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
-                f"OPTIONAL MATCH (n)-[r:{types}]->(o:TwinEntity) WHERE " + valid_r + " "
-                "RETURN v, [] AS found, n.id AS id, n.kind AS kind, properties(s) AS props, "
-                "collect([type(r), o.id]) AS out"
-            )
+            body = (f"MATCH (n:TwinEntity {{twin: $d.twin}})-[:HAS_STATE]->(s:TwinState) WHERE {valid_s} "
+                    f"OPTIONAL MATCH (n)-[r:{types}]->(o:TwinEntity) WHERE {valid_r} "
+                    "RETURN v, [] AS found, n.id AS id, n.kind AS kind, properties(s) AS props, "
+                    "collect([type(r), o.id]) AS out")
             params["twin"] = twin
         else:
-            hops = int(req.hops)
-            expand = (
-                f"OPTIONAL MATCH (e)-[rs:{types}*1..{hops}]-(o:TwinEntity) "
-                "WHERE all(r IN rs WHERE " + valid_r + ") "
-                if hops > 0 else "WITH v, e, null AS o "
-            )
-            body = (
-                "UNWIND $d.seeds AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) " + _seek("e")
-                + "WHERE " + valid_s + " "
-                + expand
-                + "WITH v, collect(DISTINCT e.uid) AS found, collect(DISTINCT e) + collect(DISTINCT o) AS ns "
-                "UNWIND ns AS n WITH DISTINCT v, found, ns, n "
-                "MATCH (n)-[:HAS_STATE]->(s:TwinState) WHERE " + valid_s + " "
-                f"OPTIONAL MATCH (n)-[r:{types}]->(o2:TwinEntity) WHERE o2 IN ns AND " + valid_r + " "
-                "RETURN v, found, n.id AS id, n.kind AS kind, properties(s) AS props, collect([type(r), o2.id]) AS out"
-            )
+            expand = (f"OPTIONAL MATCH (e)-[rs:{types}*1..{int(req.hops)}]-(o:TwinEntity) "
+                      f"WHERE all(r IN rs WHERE {valid_r}) " if req.hops > 0 else "WITH v, e, null AS o ")
+            body = (f"UNWIND $d.seeds AS u MATCH (e:TwinEntity {{uid: u}})-[:HAS_STATE]->(s:TwinState) {_seek('e')}"
+                    f"WHERE {valid_s} {expand}"
+                    "WITH v, collect(DISTINCT e.uid) AS found, collect(DISTINCT e) + collect(DISTINCT o) AS ns "
+                    "UNWIND ns AS n WITH DISTINCT v, found, ns, n "
+                    f"MATCH (n)-[:HAS_STATE]->(s:TwinState) WHERE {valid_s} "
+                    f"OPTIONAL MATCH (n)-[r:{types}]->(o2:TwinEntity) WHERE o2 IN ns AND {valid_r} "
+                    "RETURN v, found, n.id AS id, n.kind AS kind, properties(s) AS props, "
+                    "collect([type(r), o2.id]) AS out")
             params["seeds"] = [_uid(twin, x) for x in req.seeds]
-        query = _NO_REPLAN + head + body
 
         def work(tx) -> tuple[list, Any]:
-            recs = list(tx.run(query, d=params))  # one map parameter: one cached plan whatever the seeds
+            recs = list(tx.run(_NO_REPLAN + head + body, d=params))  # one map parameter: one plan whatever the seeds
             # nothing found: tell "no such version" from "nothing there"
             rec = recs[0] if recs else tx.run(_NO_REPLAN + head + "RETURN v", d=params).single()
             return recs, rec and rec["v"]
@@ -504,22 +442,16 @@ class Neo4jStore(TwinStore):
             raise VersionError(f"version = {version!r}: no version of twin {twin!r} has this name")
         if v is None and version is not None:
             raise VersionError(f"version = {version}: twin {twin!r} holds no such version (or it was pruned)")
-        nodes: dict[str, TwinNode] = {}
-        rels: set[Relation] = set()
-        found: set[str] = set()
-        for rec in recs:
-            nodes[rec["id"]] = _node_from_record(rec)
-            for t, o in rec["out"]:
-                if t is not None:
-                    rels.add(Relation(rec["id"], t, o))
-            found.update(rec["found"])
+        nodes = {rec["id"]: _node_from_record(rec) for rec in recs}
+        rels = {Relation(rec["id"], t, o) for rec in recs for t, o in rec["out"] if t is not None}
+        found = {u for rec in recs for u in rec["found"]}
         missing = tuple(x for x in req.seeds if _uid(twin, x) not in found)
         return Subgraph(int(v or 0), dict(sorted(nodes.items())), frozenset(rels), missing)
 
     def drop(self) -> None:
         with self._session() as s:  # 5,000 nodes (and their relationships) a transaction
-            self._drain(s, 0, ("MATCH (n) WHERE (n:TwinEntity OR n:TwinState OR n:TwinVersion OR n:TwinCounter OR "
-                               "n:TwinStaging) AND n.twin = $twin WITH n LIMIT 5000 DETACH DELETE n RETURN count(*) AS k",))
+            self._drain(s, 0, (("MATCH (n) WHERE (n:TwinEntity OR n:TwinState OR n:TwinVersion OR n:TwinCounter OR "
+                                "n:TwinStaging) AND n.twin = $twin", "n", "DETACH DELETE n"),), n=5000)
 
 
 class _Diverged(Exception):
@@ -534,6 +466,11 @@ def _state_row(twin: str, n: TwinNode) -> dict[str, Any]:
     return {"uid": _uid(twin, n.id), "id": n.id, "kind": n.kind, "props": n.metadata}
 
 
+def _node_from_record(rec) -> TwinNode:
+    props = {k: v for k, v in dict(rec["props"]).items() if k not in RESERVED_KEYS}
+    return TwinNode(rec["id"], rec["kind"], props)
+
+
 def _plan_from(changes: ChangeSet, rec) -> tuple[_Plan, set[str]]:
     """:func:`_plan` of ``changes`` on the reading ``rec`` of :data:`_LOOKUP`; also the ids with a current state."""
     current = {i: _node_from_record({"id": i, "kind": k, "props": p}) for i, k, p in rec["cur"]}
@@ -546,55 +483,35 @@ def _plan_from(changes: ChangeSet, rec) -> tuple[_Plan, set[str]]:
 
 
 #: The latest version as _plan reads it: current states of the touched ids, which of the named relations
-#: exist, the relations of the deleted ids.  Relations are expanded from their head (the hint), as a tail
-#: such as a service is a hub with hundreds of relations.
+#: exist, the relations of the deleted ids.
 _LOOKUP = (
-    "COLLECT { UNWIND $d.uids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) " + _seek("e") +
-    "WHERE s.v_to IS NULL RETURN [e.id, e.kind, properties(s)] } AS cur, "
-    "COLLECT { UNWIND $d.look AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->(t:TwinEntity) "
-    + _seek("h") + "WHERE t.uid = row.t AND r.v_to IS NULL AND type(r) = row.type "
-    "RETURN [h.id, type(r), t.id] } AS ex, "
-    "COLLECT { UNWIND $d.duids AS u MATCH (e:TwinEntity {uid: u})-[r:" + _REL_PATTERN + "]-(:TwinEntity) "
-    + _seek("e") + "WHERE r.v_to IS NULL RETURN DISTINCT [startNode(r).id, type(r), endNode(r).id] } AS inc"
+    f"COLLECT {{ {_current_states('$d.uids')}RETURN [e.id, e.kind, properties(s)] }} AS cur, "
+    f"COLLECT {{ {_named_relations('$d.look')}RETURN [h.id, type(r), x.id] }} AS ex, "
+    f"COLLECT {{ {_incident_relations('$d.duids')}RETURN DISTINCT [startNode(r).id, type(r), endNode(r).id] }} AS inc"
 )
+_NOT_CURRENT = "WHERE NOT EXISTS {{ (h)-[o:{}]->(x) WHERE o.v_to IS NULL }} "
 #: A small unnamed update in one statement: the reading of _LOOKUP, the next version number, the relations
 #: and states it ends, the states it opens (upserted nodes whose metadata differ), labels, the relations
 #: it opens (those not current), the version node.  Every subquery is always there and all data sits in
 #: the one map ``$d``: the server's plan cache keys on the text and on each parameter's type and size class,
 #: so bare lists would be planned anew (tens to hundreds of ms) for each power of ten of their length.
 _ONE_STATEMENT = (
-    _NO_REPLAN + "WITH " + _LOOKUP + " "
+    f"{_NO_REPLAN}WITH {_LOOKUP} "
     "MERGE (c:TwinCounter {twin: $d.twin}) ON CREATE SET c.latest = 0 SET c.latest = c.latest + 1 "
     "WITH cur, ex, inc, c.latest AS v "
-    "CALL { WITH v UNWIND $d.dels AS row MATCH (h:TwinEntity {uid: row.h})-[r:" + _REL_PATTERN + "]->"
-    "(x:TwinEntity) " + _seek("h") + "WHERE x.uid = row.t AND type(r) = row.type "
-    "AND r.v_to IS NULL SET r.v_to = v RETURN count(r) AS e1 } "
-    "CALL { WITH v UNWIND $d.duids AS u MATCH (e:TwinEntity {uid: u})-[r:" + _REL_PATTERN + "]-(:TwinEntity) "
-    + _seek("e") + "WHERE r.v_to IS NULL WITH DISTINCT v, r SET r.v_to = v RETURN count(r) AS e2 } "
-    "CALL { WITH v UNWIND $d.duids AS u MATCH (e:TwinEntity {uid: u})-[:HAS_STATE]->(s:TwinState) "
-    + _seek("e") + "WHERE s.v_to IS NULL SET s.v_to = v RETURN count(s) AS gone } "
+    f"CALL {{ WITH v {_named_relations('$d.dels')}SET r.v_to = v RETURN count(r) AS e1 }} "
+    f"CALL {{ WITH v {_incident_relations('$d.duids')}WITH DISTINCT v, r SET r.v_to = v RETURN count(r) AS e2 }} "
+    f"CALL {{ WITH v {_current_states('$d.duids')}SET s.v_to = v RETURN count(s) AS gone }} "
     "CALL { WITH v UNWIND $d.rows AS row "
-    "OPTIONAL MATCH (e0:TwinEntity {uid: row.uid})-[:HAS_STATE]->(s:TwinState) " + _seek("e0") + "WHERE s.v_to IS NULL "
+    f"OPTIONAL MATCH (e0:TwinEntity {{uid: row.uid}})-[:HAS_STATE]->(s:TwinState) {_seek('e0')}WHERE s.v_to IS NULL "
     "WITH v, row, row.props AS p, s WHERE s IS NULL OR properties(s) <> p {.*, twin: s.twin, v_from: s.v_from} "
-    "SET s.v_to = v MERGE (e:TwinEntity {uid: row.uid}) "
-    "ON CREATE SET e.twin = $d.twin, e.id = row.id, e.kind = row.kind "
-    "CREATE (e)-[:HAS_STATE]->(n:TwinState) SET n = row.props, n.twin = $d.twin, n.v_from = v "
-    "RETURN collect(row.id) AS written } "
-    + "".join(f"CALL {{ UNWIND $d.labels{k} AS u MATCH (e:TwinEntity {{uid: u}}) {_seek('e')}"
-              f"SET e:{label_for(kind)} }} "
-              for k, kind in enumerate(sorted(LABELS)))
-    + "".join(f"CALL {{ WITH v UNWIND $d.rels{k} AS row MATCH (h:TwinEntity {{uid: row.h}}), "
-              f"(x:TwinEntity {{uid: row.t}}) {_seek('h', 'x')}WHERE NOT EXISTS {{ (h)-[o:{relation_type_for(t)}]->(x) "
-              f"WHERE o.v_to IS NULL }} CREATE (h)-[:{relation_type_for(t)} {{v_from: v}}]->(x) "
-              f"RETURN count(*) AS n{k} }} " for k, t in enumerate(sorted(RELATION_TYPES)))
+    f"SET s.v_to = v {_new_state('v')}RETURN collect(row.id) AS written }} "
+    + "".join(f"CALL {{ {_set_label(f'$d.labels{k}', kind)} }} " for k, kind in enumerate(sorted(LABELS)))
+    + "".join(f"CALL {{ WITH v {_new_relations(f'$d.rels{k}', t, 'v', _NOT_CURRENT.format(t), f'n{k}')} }} "
+              for k, t in enumerate(sorted(RELATION_TYPES)))
     + "WITH v, cur, ex, inc, e1 + e2 AS ended, gone, written, "
     + " + ".join(f"n{k}" for k in range(len(RELATION_TYPES))) + " AS created "
     "CREATE (:TwinVersion {uid: $d.twin + '/' + toString(v), twin: $d.twin, number: v, name: null, "
     "name_uid: null, parts: $d.parts, created: $d.created, n_written: ended + gone + size(written) + created}) "
     "RETURN v, cur, ex, inc, ended, gone, written, created"
 )
-
-
-def _node_from_record(rec) -> TwinNode:
-    props = {k: v for k, v in dict(rec["props"]).items() if k not in RESERVED_KEYS}
-    return TwinNode(rec["id"], rec["kind"], props)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..files import atomic_path
 from ..topology import Relation
 from .schema import (
-    ChangeSet, SchemaError, Subgraph, TwinNode, TwinRequirement, TwinStore, TwinStoreError, VersionError,
-    VersionInfo, _bfs, _check_name, _rebuild_args, _check_parts, _Plan, _plan,
+    ChangeSet, Subgraph, TwinNode, TwinRequirement, TwinStore, TwinStoreError, VersionError, VersionInfo, _Plan,
+    _plan,
 )
 
 __all__ = ["NetworkxStore"]
 
 _JOURNAL_FORMAT = "gentwin-twin-journal"
+_CHANGE_FIELDS = ("upsert_nodes", "delete_nodes", "upsert_relations", "delete_relations")
 
 
 def _node_json(n: TwinNode) -> list:
@@ -31,19 +33,38 @@ def _rel_json(r: Relation) -> list:
     return [r.head, r.type, r.tail]
 
 
+def _to_json(x: Any) -> Any:
+    """A node, relation, node id or version as JSON data."""
+    if isinstance(x, TwinNode):
+        return _node_json(x)
+    if isinstance(x, Relation):
+        return _rel_json(x)
+    return dataclasses.asdict(x) if isinstance(x, VersionInfo) else x
+
+
+def _version_from_json(x: dict) -> VersionInfo:
+    return VersionInfo(x["number"], x["name"], tuple(x["parts"]), x["created"], x["n_written"])
+
+
+def _changes_from_json(x: dict) -> ChangeSet:
+    return ChangeSet(tuple(_node_from_json(n) for n in x["upsert_nodes"]), tuple(x["delete_nodes"]),
+                     *(tuple(Relation(*r) for r in x[f]) for f in ("upsert_relations", "delete_relations")))
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 class NetworkxStore(TwinStore):
     """The embedded twin: a :class:`networkx.MultiDiGraph` of the latest version plus the history.
 
     Parameters
     ----------
-    twin, keep_versions
-        See :class:`~gentwin.graph.schema.TwinStore`.
     path : str or os.PathLike, optional
-        A journal file.  Every committed version is appended to it as one JSON
-        line (and flushed to disk when ``durable``), and opening a store on an
-        existing journal replays it, so the twin survives a restart.  A last
-        line cut short by a crash is discarded, which leaves the previous
-        version.  ``compact()`` rewrites the journal atomically as one snapshot.
+        A journal file: every version is appended as one JSON line, and a store opened on an
+        existing journal replays it, so the twin survives a restart.  A last line cut short by a
+        crash is discarded (the previous version stays).  ``compact()`` rewrites the journal
+        atomically as one snapshot.
     durable : bool
         ``os.fsync`` after every append.
     compact_every : int or None
@@ -52,20 +73,13 @@ class NetworkxStore(TwinStore):
 
     backend = "networkx"
 
-    def __init__(
-        self,
-        twin: str = "twin",
-        *,
-        keep_versions: int | None = None,
-        path: str | os.PathLike | None = None,
-        durable: bool = True,
-        compact_every: int | None = 500,
-    ) -> None:
+    def __init__(self, twin: str = "twin", *, keep_versions: int | None = None, path: str | os.PathLike | None = None,
+                 durable: bool = True, compact_every: int | None = 500) -> None:
         super().__init__(twin, keep_versions)
         import networkx as nx
 
-        self._graph = nx.MultiDiGraph()
-        self._node_hist: dict[str, list[tuple[int, int, TwinNode]]] = {}
+        self._graph = nx.MultiDiGraph()  # node attributes: rec (the TwinNode), since; edge attribute: since
+        self._node_hist: dict[str, list[tuple[int, int, TwinNode]]] = {}  # ended states: (v_from, v_to, node)
         self._rel_hist: dict[Relation, list[tuple[int, int]]] = {}
         self._versions: list[VersionInfo] = []
         self._names: dict[str, int] = {}
@@ -78,7 +92,7 @@ class NetworkxStore(TwinStore):
         if self.path is not None:
             self._load()
 
-    # -- reading the latest version (call-backs of _plan) ------------------------
+    # -- the latest version, as _plan reads it ---------------------------------
     def _current(self, ids: Sequence[str]) -> dict[str, TwinNode]:
         nodes = self._graph.nodes
         return {i: nodes[i]["rec"] for i in ids if i in nodes}
@@ -88,51 +102,33 @@ class NetworkxStore(TwinStore):
 
     def _incident(self, ids: Sequence[str]) -> set[Relation]:
         g = self._graph
-        out: set[Relation] = set()
-        for u in ids:
-            if u not in g:
-                continue
-            for _, t, k in g.out_edges(u, keys=True):
-                out.add(Relation(u, k, t))
-            for h, _, k in g.in_edges(u, keys=True):
-                out.add(Relation(h, k, u))
-        return out
+        ids = [u for u in ids if u in g]
+        return ({Relation(u, k, t) for u, t, k in g.out_edges(ids, keys=True)}
+                | {Relation(h, k, u) for h, u, k in g.in_edges(ids, keys=True)})
 
     # -- writing ---------------------------------------------------------------
-    def commit(self, changes: ChangeSet, *, name: str | None = None, parts: Sequence[str] = ()) -> VersionInfo:
-        if not isinstance(changes, ChangeSet):
-            raise SchemaError(f"changes = {changes!r}: must be a ChangeSet")
-        _check_name(name)
-        parts = _check_parts(parts)
+    def _check_free(self, name: str | None) -> None:
         if name is not None and name in self._names:
             raise VersionError(f"name = {name!r}: version {self._names[name]} already has this name")
+
+    def _commit(self, changes: ChangeSet, name: str | None, parts: tuple[str, ...]) -> VersionInfo:
+        self._check_free(name)
         plan = _plan(changes, self._current, self._existing, self._incident)
         info = VersionInfo(self._next, name, parts, time.time(), plan.n_written)
-        record = {"op": "commit", "version": _version_json(info), "changes": _changes_json(changes)}
-        self._transact(plan, info, record)
+        self._transact(plan, info, {"op": "commit", "version": _to_json(info),
+                                    "changes": {f: [_to_json(x) for x in getattr(changes, f)] for f in _CHANGE_FIELDS}})
         return info
 
-    def rebuild(
-        self, nodes: Iterable[TwinNode], relations: Iterable[Relation], *, name: str | None = None
-    ) -> VersionInfo:
-        _check_name(name)
-        if name is not None and name in self._names:
-            raise VersionError(f"name = {name!r}: version {self._names[name]} already has this name")
-        nodes, rels, cs = _rebuild_args(nodes, relations)
-        g = self._graph
-        plan = _Plan(
-            end_relations=[Relation(h, k, t) for h, t, k in g.edges(keys=True)],
-            delete_nodes=list(g.nodes),
-            states=list(cs.upsert_nodes),
-            new_relations=rels,
-        )
+    def _rebuild(self, nodes: list[TwinNode], rels: list[Relation], name: str | None) -> VersionInfo:
+        plan = self._rebuild_plan(nodes, rels)
         info = VersionInfo(self._next, name, ("ALL",), time.time(), plan.n_written)
-        record = {
-            "op": "rebuild", "version": _version_json(info),
-            "nodes": [_node_json(n) for n in nodes], "relations": [_rel_json(r) for r in rels],
-        }
-        self._transact(plan, info, record)
+        self._transact(plan, info, {"op": "rebuild", "version": _to_json(info),
+                                    "nodes": [_node_json(n) for n in nodes], "relations": [_rel_json(r) for r in rels]})
         return info
+
+    def _rebuild_plan(self, nodes: list[TwinNode], rels: list[Relation]) -> _Plan:
+        g = self._graph
+        return _Plan([Relation(h, k, t) for h, t, k in g.edges(keys=True)], list(g.nodes), nodes, rels)
 
     def _transact(self, plan: _Plan, info: VersionInfo, record: dict | None) -> None:
         """Apply a plan all-or-nothing: an undo log rolls memory back, the journal is truncated back."""
@@ -163,29 +159,28 @@ class NetworkxStore(TwinStore):
 
     def _apply(self, plan: _Plan, v: int, undo: list[Callable[[], None]]) -> None:
         g = self._graph
-        keep_history = self.keep_versions != 1
+
+        def keep(hist: dict, key: Any, rec: tuple) -> None:  # an ended record goes to the history
+            if self.keep_versions != 1:
+                hist.setdefault(key, []).append(rec)
+                undo.append(hist[key].pop)
+
         for r in plan.end_relations:
             since = g.edges[r.head, r.tail, r.type]["since"]
             g.remove_edge(r.head, r.tail, key=r.type)
             undo.append(lambda r=r, s=since: g.add_edge(r.head, r.tail, key=r.type, since=s))
-            if keep_history:
-                self._rel_hist.setdefault(r, []).append((since, v))
-                undo.append(lambda r=r: self._rel_hist[r].pop())
+            keep(self._rel_hist, r, (since, v))
         for nid in plan.delete_nodes:
             data = dict(g.nodes[nid])
             g.remove_node(nid)  # its relations were ended above
             undo.append(lambda nid=nid, d=data: g.add_node(nid, **d))
-            if keep_history:
-                self._node_hist.setdefault(nid, []).append((data["since"], v, data["rec"]))
-                undo.append(lambda nid=nid: self._node_hist[nid].pop())
+            keep(self._node_hist, nid, (data["since"], v, data["rec"]))
         for node in plan.states:
             if node.id in g:
                 data = dict(g.nodes[node.id])
                 g.nodes[node.id].update(rec=node, since=v)
                 undo.append(lambda nid=node.id, d=data: g.nodes[nid].update(d))
-                if keep_history:
-                    self._node_hist.setdefault(node.id, []).append((data["since"], v, data["rec"]))
-                    undo.append(lambda nid=node.id: self._node_hist[nid].pop())
+                keep(self._node_hist, node.id, (data["since"], v, data["rec"]))
             else:
                 g.add_node(node.id, rec=node, since=v)
                 undo.append(lambda nid=node.id: g.remove_node(nid))
@@ -198,15 +193,12 @@ class NetworkxStore(TwinStore):
             return
         oldest = self._versions[-self.keep_versions].number
         for info in self._versions[: -self.keep_versions]:
-            if info.name is not None:
-                self._names.pop(info.name, None)
+            self._names.pop(info.name, None)
         del self._versions[: -self.keep_versions]
         for hist in (self._node_hist, self._rel_hist):
             for key in list(hist):
-                kept = [rec for rec in hist[key] if rec[1] > oldest]
-                if kept:
-                    hist[key] = kept
-                else:
+                hist[key] = [rec for rec in hist[key] if rec[1] > oldest]
+                if not hist[key]:
                     del hist[key]
 
     # -- reading ---------------------------------------------------------------
@@ -214,22 +206,18 @@ class NetworkxStore(TwinStore):
         return list(self._versions)
 
     def _resolve(self, version: int | str | None) -> int:
-        version = self._version_arg(version)
-        if not self._versions:
-            if version is None:
-                return 0
-            raise VersionError(f"version = {version!r}: the twin {self.twin!r} has no versions yet")
+        vs = self._versions
         if version is None:
-            return self._versions[-1].number
+            return vs[-1].number if vs else 0
+        if not vs:
+            raise VersionError(f"version = {version!r}: the twin {self.twin!r} has no versions yet")
         if isinstance(version, str):
             if version not in self._names:
                 raise VersionError(f"version = {version!r}: no version of twin {self.twin!r} has this name")
             return self._names[version]
-        if not self._versions[0].number <= version <= self._versions[-1].number:
-            raise VersionError(
-                f"version = {version}: twin {self.twin!r} holds versions "
-                f"{self._versions[0].number}..{self._versions[-1].number}"
-            )
+        if not vs[0].number <= version <= vs[-1].number:
+            raise VersionError(f"version = {version}: twin {self.twin!r} holds versions "
+                               f"{vs[0].number}..{vs[-1].number}")
         return version
 
     def _graph_at(self, v: int):
@@ -259,24 +247,19 @@ class NetworkxStore(TwinStore):
         return g
 
     def request(self, requirement: TwinRequirement | None = None, *, version: int | str | None = None) -> Subgraph:
-        req = self._requirement_arg(requirement)
+        req, version = self._request_args(requirement, version)
         v = self._resolve(version)
         g = self._graph_at(v)
         types = set(req.relation_types)
         succ, pred = g._succ, g._pred  # adjacency dicts: u -> v -> {key: attrs}
         if req.seeds:
-            present = [s for s in req.seeds if s in succ]
+            ids = {s for s in req.seeds if s in succ}
             missing = tuple(s for s in req.seeds if s not in succ)
-
-            def adjacent(u: str) -> Iterator[str]:
-                for w, keys in succ[u].items():
-                    if not types.isdisjoint(keys):
-                        yield w
-                for w, keys in pred[u].items():
-                    if not types.isdisjoint(keys):
-                        yield w
-
-            ids = _bfs(adjacent, present, req.hops)
+            frontier = ids
+            for _ in range(req.hops):  # breadth first, relations of ``types`` in both directions
+                frontier = {w for u in frontier for adj in (succ[u], pred[u])
+                            for w, keys in adj.items() if not types.isdisjoint(keys)} - ids
+                ids |= frontier
         else:
             ids, missing = set(succ), ()
         nodes = {i: g.nodes[i]["rec"] for i in sorted(ids)}
@@ -290,19 +273,17 @@ class NetworkxStore(TwinStore):
         return {"format": _JOURNAL_FORMAT, "format_version": 1, "twin": self.twin}
 
     def _append(self, record: dict) -> None:
-        line = json.dumps(record, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n"
         with open(self.path, "a", encoding="utf-8") as fh:  # type: ignore[arg-type]
-            fh.write(line)
+            fh.write(_json_line(record))
             fh.flush()
             if self.durable:
                 os.fsync(fh.fileno())
         self._appended += 1
 
-    def _write_atomically(self, lines: list[dict]) -> None:
+    def _write_atomically(self, records: list[dict]) -> None:
         with atomic_path(self.path, suffix=".tmp") as tmp:  # type: ignore[arg-type]
             with open(tmp, "w", encoding="utf-8") as fh:
-                for rec in lines:
-                    fh.write(json.dumps(rec, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n")
+                fh.writelines(_json_line(rec) for rec in records)
 
     def compact(self) -> None:
         """Rewrite the journal (atomically) as one snapshot of the requestable versions."""
@@ -311,7 +292,7 @@ class NetworkxStore(TwinStore):
         snap = {
             "op": "snapshot",
             "next": self._next,
-            "versions": [_version_json(i) for i in self._versions],
+            "versions": [_to_json(i) for i in self._versions],
             "nodes": [[_node_json(d["rec"]), d["since"]] for _, d in self._graph.nodes(data=True)],
             "relations": [[[h, k, t], s] for h, t, k, s in self._graph.edges(keys=True, data="since")],
             "node_hist": [[nid, [[a, b, _node_json(rec)] for a, b, rec in h]] for nid, h in self._node_hist.items()],
@@ -325,8 +306,7 @@ class NetworkxStore(TwinStore):
             self._write_atomically([self._header()])
             return
         with open(self.path, "rb") as fh:  # type: ignore[arg-type]
-            raw = fh.read()
-        lines = raw.split(b"\n")
+            lines = fh.read().split(b"\n")
         torn = lines[-1] != b""  # the last line was cut short (no newline): an update that never finished
         body = lines[:-1]
         records = []
@@ -341,14 +321,13 @@ class NetworkxStore(TwinStore):
         if not records or records[0].get("format") != _JOURNAL_FORMAT:
             raise TwinStoreError(f"journal {self.path}: not a gentwin twin journal (no header line)")
         if records[0].get("twin") != self.twin:
-            raise TwinStoreError(
-                f"journal {self.path}: holds twin {records[0].get('twin')!r}, not twin = {self.twin!r}"
-            )
+            raise TwinStoreError(f"journal {self.path}: holds twin {records[0].get('twin')!r}, "
+                                 f"not twin = {self.twin!r}")
         for rec in records[1:]:
             self._replay(rec)
         self._appended = len(records) - 1
         if torn:  # drop the unfinished line so later appends start on a clean line
-            self._write_atomically(records[:1] + records[1:])
+            self._write_atomically(records)
 
     def _replay(self, rec: dict) -> None:
         op = rec.get("op")
@@ -370,53 +349,18 @@ class NetworkxStore(TwinStore):
         if info.number < self._next:  # already in the snapshot
             return
         if op == "commit":
-            cs = _changes_from_json(rec["changes"])
-            plan = _plan(cs, self._current, self._existing, self._incident)
+            plan = _plan(_changes_from_json(rec["changes"]), self._current, self._existing, self._incident)
         elif op == "rebuild":
-            g = self._graph
-            plan = _Plan(
-                end_relations=[Relation(h, k, t) for h, t, k in g.edges(keys=True)],
-                delete_nodes=list(g.nodes),
-                states=[_node_from_json(x) for x in rec["nodes"]],
-                new_relations=[Relation(*x) for x in rec["relations"]],
-            )
+            plan = self._rebuild_plan([_node_from_json(x) for x in rec["nodes"]],
+                                      [Relation(*x) for x in rec["relations"]])
         else:
             raise TwinStoreError(f"journal {self.path}: unknown record op = {op!r}")
         self._transact(plan, info, None)
 
     def drop(self) -> None:
-        self._graph.clear()
-        self._node_hist.clear()
-        self._rel_hist.clear()
-        self._versions.clear()
-        self._names.clear()
+        for part in (self._graph, self._node_hist, self._rel_hist, self._versions, self._names):
+            part.clear()
         self._next = 1
         self._cache = None
         if self.path is not None and os.path.exists(self.path):
             os.unlink(self.path)
-
-
-def _version_json(i: VersionInfo) -> dict:
-    return {"number": i.number, "name": i.name, "parts": list(i.parts), "created": i.created, "n_written": i.n_written}
-
-
-def _version_from_json(x: dict) -> VersionInfo:
-    return VersionInfo(x["number"], x["name"], tuple(x["parts"]), x["created"], x["n_written"])
-
-
-def _changes_json(cs: ChangeSet) -> dict:
-    return {
-        "upsert_nodes": [_node_json(n) for n in cs.upsert_nodes],
-        "delete_nodes": list(cs.delete_nodes),
-        "upsert_relations": [_rel_json(r) for r in cs.upsert_relations],
-        "delete_relations": [_rel_json(r) for r in cs.delete_relations],
-    }
-
-
-def _changes_from_json(x: dict) -> ChangeSet:
-    return ChangeSet(
-        upsert_nodes=tuple(_node_from_json(n) for n in x["upsert_nodes"]),
-        delete_nodes=tuple(x["delete_nodes"]),
-        upsert_relations=tuple(Relation(*r) for r in x["upsert_relations"]),
-        delete_relations=tuple(Relation(*r) for r in x["delete_relations"]),
-    )

@@ -1,20 +1,8 @@
 """The twin's knowledge-graph schema and the interface of a versioned twin store.
 
-Section II.B of the paper stores the adaptive twin models "in the form of
-knowledge graphs" in Neo4j (Fig. 4: labelled entities such as gateways,
-sensors and smart-city services, linked by typed relations, each entity with
-its metadata).  This module holds
-
-* the **schema**: node labels ``Sensor``, ``Gateway``, ``Service``, ``SmartCity``
-  (one per kind of ``gentwin.topology.NODE_KINDS``), relation types
-  ``CONNECTED_TO``, ``SERVES_IN``, ``IN`` between the node kinds of
-  ``ALLOWED_RELATIONS``, and scalar node metadata;
-* the values a store takes and returns (:class:`TwinNode`, :class:`ChangeSet`,
-  :class:`VersionInfo`, :class:`TwinRequirement`, :class:`Subgraph`) and the
-  twin of a topology (:func:`twin_from_topology`);
-* :class:`~gentwin.graph.schema.TwinStore`, the interface of the two backends
-  (:mod:`gentwin.graph.networkx_store`, :mod:`gentwin.graph.neo4j_store`), and
-  the validation of an update against the latest version that both share.
+Section II.B of the paper keeps the twin "in the form of knowledge graphs" in Neo4j (Fig. 4): labelled
+entities (sensors, gateways, services, the smart city) linked by typed relations, each with its metadata.
+Both backends validate an update against the latest version with :func:`_plan`.
 """
 
 from __future__ import annotations
@@ -69,18 +57,13 @@ class SchemaError(ValueError):
 class VersionError(ValueError):
     """A version that does not exist (or was pruned), or a version name used twice."""
 
-    __module__ = "gentwin.graph"  # the public name, in tracebacks and doctests
+    __module__ = "gentwin.graph"
 
 
 class TwinStoreError(RuntimeError):
     """The store itself failed: server unreachable, credentials rejected, corrupt journal."""
 
-    __module__ = "gentwin.graph"  # the public name, in tracebacks and doctests
-
-
-# ---------------------------------------------------------------------------
-# Schema
-# ---------------------------------------------------------------------------
+    __module__ = "gentwin.graph"
 
 
 def label_for(kind: str) -> str:
@@ -115,29 +98,21 @@ def relation_type_for(rel_type: str) -> str:
 
 
 def _check_value(node_id: str, key: str, value: Any) -> None:
-    if isinstance(value, bool) or isinstance(value, str):
+    if (isinstance(value, (bool, str)) or (isinstance(value, int) and _INT64[0] <= value <= _INT64[1])
+            or (isinstance(value, float) and math.isfinite(value))):
         return
-    if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise SchemaError(f"node {node_id!r}: metadata {key!r} = {value!r}: integers must fit in 64 bits")
-        return
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            raise SchemaError(f"node {node_id!r}: metadata {key!r} = {value!r}: must be a finite number")
-        return
-    raise SchemaError(
-        f"node {node_id!r}: metadata {key!r} = {value!r}: must be a string, integer, float or boolean"
-    )
+    problem = ("integers must fit in 64 bits" if isinstance(value, int) else "must be a finite number"
+               if isinstance(value, float) else "must be a string, integer, float or boolean")
+    raise SchemaError(f"node {node_id!r}: metadata {key!r} = {value!r}: {problem}")
 
 
 @dataclass(frozen=True)
 class TwinNode:
     """One entity state of the knowledge graph: id, kind (label) and scalar metadata.
 
-    ``meta`` may be given as a mapping; it is stored as a sorted tuple of
-    ``(key, value)`` pairs so that nodes are hashable and compare by value.
-    Ids and metadata are arbitrary strings (they are only ever passed to a
-    database as query parameters).
+    ``meta`` (a mapping or ``(key, value)`` pairs) is kept as a sorted tuple of pairs, so nodes are
+    hashable and compare by value.  Ids and metadata are arbitrary strings: a database only ever gets
+    them as query parameters.
 
     >>> n = TwinNode("AQ-S001", "sensor", {"category": "PM2.5 sensor", "active": True})
     >>> n.label, n.metadata
@@ -167,9 +142,8 @@ class TwinNode:
             if not isinstance(key, str) or not key:
                 raise SchemaError(f"node {self.id!r}: metadata key {key!r}: must be a non-empty string")
             if key in RESERVED_KEYS:
-                raise SchemaError(
-                    f"node {self.id!r}: metadata key {key!r} is reserved (reserved: {', '.join(sorted(RESERVED_KEYS))})"
-                )
+                raise SchemaError(f"node {self.id!r}: metadata key {key!r} is reserved "
+                                  f"(reserved: {', '.join(sorted(RESERVED_KEYS))})")
             if key in seen:
                 raise SchemaError(f"node {self.id!r}: metadata key {key!r} appears twice")
             seen.add(key)
@@ -183,25 +157,21 @@ class TwinNode:
 
     @property
     def metadata(self) -> dict[str, Scalar]:
-        """The metadata as a dict."""
         return dict(self.meta)
 
     def get(self, key: str, default: Any = None) -> Any:
         """One metadata value."""
-        for k, v in self.meta:
-            if k == key:
-                return v
-        return default
+        return next((v for k, v in self.meta if k == key), default)
 
 
 def _as_relation(rel: Any, where: str) -> Relation:
-    if isinstance(rel, Relation):
-        relation_type_for(rel.type)
-        if rel.head == rel.tail:
-            raise SchemaError(f"{where}: {rel.as_text()}: head = tail = {rel.head!r}: "
-                              "a relation cannot link an entity to itself")
-        return rel
-    raise SchemaError(f"{where}: {rel!r} is not a gentwin.topology.Relation")
+    if not isinstance(rel, Relation):
+        raise SchemaError(f"{where}: {rel!r} is not a gentwin.topology.Relation")
+    relation_type_for(rel.type)
+    if rel.head == rel.tail:
+        raise SchemaError(f"{where}: {rel.as_text()}: head = tail = {rel.head!r}: "
+                          "a relation cannot link an entity to itself")
+    return rel
 
 
 def check_relation_kinds(rel: Relation, head_kind: str, tail_kind: str, where: str = "relation") -> Relation:
@@ -225,13 +195,22 @@ def check_relation_kinds(rel: Relation, head_kind: str, tail_kind: str, where: s
     raise SchemaError(f"{where}: {rel.as_text()}: tail = {rel.tail!r} is a {tail_kind}; {allowed}")
 
 
+def _check_ends(rels: Iterable[Relation], kinds: Mapping[str, str], where: str, absent: str) -> None:
+    """Both ends of every relation are among ``kinds`` (id -> kind) and the schema allows their kinds."""
+    for r in rels:
+        for end, role in ((r.head, "head"), (r.tail, "tail")):
+            if end not in kinds:
+                raise SchemaError(f"{where}: {r.as_text()}: {role} {end!r} is not {absent}")
+        check_relation_kinds(r, kinds[r.head], kinds[r.tail], where)
+
+
 @dataclass(frozen=True)
 class ChangeSet:
     """What one update changes: nodes to add or update, nodes to delete, relations to add or delete.
 
-    Deleting a node also ends its relations (like Cypher's ``DETACH DELETE``).
-    Upserting a node whose id exists replaces its metadata (its kind may not
-    change); upserting a relation that exists is a no-op.
+    Deleting a node also ends its relations (like Cypher's ``DETACH DELETE``).  Upserting a node
+    whose id exists replaces its metadata (its kind may not change); upserting a relation that
+    exists is a no-op.
     """
 
     upsert_nodes: tuple[TwinNode, ...] = ()
@@ -289,10 +268,8 @@ class VersionInfo:
 class TwinRequirement:
     """The part of the twin a scenario needs (Algorithm 1, line 17).
 
-    ``seeds`` are entity ids; the requirement is every entity within ``hops``
-    relations of a seed (relations followed in both directions, only those of
-    ``relation_types``) and the relations among them.  No seeds means the whole
-    twin.
+    Every entity within ``hops`` relations of a seed (relations of ``relation_types``, followed in
+    both directions) and the relations among them; no seeds means the whole twin.
     """
 
     seeds: tuple[str, ...] = ()
@@ -337,21 +314,15 @@ class Subgraph:
         return dict(self.nodes) == dict(other.nodes) and self.relations == other.relations
 
 
-# ---------------------------------------------------------------------------
-# Building the twin from the Physical Space
-# ---------------------------------------------------------------------------
-
 _NODE_FIELDS = ("name", "service", "gateway", "category", "sdm_type", "controlled_property", "latitude", "longitude")
 
 
-def twin_from_topology(
-    topology: Topology, presence: Mapping[str, bool] | None = None
-) -> tuple[dict[str, TwinNode], set[Relation]]:
+def twin_from_topology(topology: Topology,
+                       presence: Mapping[str, bool] | None = None) -> tuple[dict[str, TwinNode], set[Relation]]:
     """The knowledge graph of a topology: one :class:`TwinNode` per entity and every relation.
 
-    Metadata are the entity's non-empty fields of :class:`gentwin.topology.Node`;
-    devices also get ``active`` (the presence of eq. 1, from ``presence``,
-    default True) and gateways ``n_sensors`` (d_i, the sensors connected to them).
+    Metadata are the entity's non-empty fields; devices also get ``active`` (the presence of eq. 1,
+    from ``presence``, default True) and gateways ``n_sensors`` (d_i, the sensors connected to them).
 
     >>> from gentwin.config import TopologyConfig
     >>> from gentwin.topology import generate_topology
@@ -362,9 +333,7 @@ def twin_from_topology(
     """
     presence = presence or {}
     degrees = topology.gateway_degrees()
-    nodes = {
-        n.id: node_to_twin(n, presence.get(n.id, True), degrees.get(n.id, 0)) for n in topology.nodes.values()
-    }
+    nodes = {n.id: node_to_twin(n, presence.get(n.id, True), degrees.get(n.id, 0)) for n in topology.nodes.values()}
     return nodes, set(topology.relations)
 
 
@@ -382,11 +351,6 @@ def node_to_twin(node: Node, active: bool = True, n_sensors: int = 0) -> TwinNod
     return TwinNode(node.id, node.kind, meta)
 
 
-# ---------------------------------------------------------------------------
-# The store interface
-# ---------------------------------------------------------------------------
-
-
 @dataclass
 class _Plan:
     """The records one update ends and opens, after validation against the current version."""
@@ -401,17 +365,10 @@ class _Plan:
         return len(self.end_relations) + len(self.delete_nodes) + len(self.states) + len(self.new_relations)
 
 
-def _plan(
-    changes: ChangeSet,
-    current: Callable[[Sequence[str]], dict[str, TwinNode]],
-    existing_relations: Callable[[Sequence[Relation]], set[Relation]],
-    incident: Callable[[Sequence[str]], set[Relation]],
-) -> _Plan:
-    """Validate ``changes`` against the latest version and work out the records to write.
-
-    The three call-backs read the latest version (a backend answers them from
-    memory or with queries inside its write transaction).
-    """
+def _plan(changes: ChangeSet, current: Callable[[Sequence[str]], dict[str, TwinNode]],
+          existing_relations: Callable[[Sequence[Relation]], set[Relation]],
+          incident: Callable[[Sequence[str]], set[Relation]]) -> _Plan:
+    """Validate ``changes`` against the latest version, read through the three call-backs; the records to write."""
     ids = [n.id for n in changes.upsert_nodes] + list(changes.delete_nodes)
     ends = {r.head for r in changes.upsert_relations} | {r.tail for r in changes.upsert_relations}
     cur = current(sorted(set(ids) | ends))
@@ -425,13 +382,9 @@ def _plan(
             raise SchemaError(f"node {node.id!r}: kind = {node.kind!r}, but the twin holds it as {old.kind!r}")
         if old != node:
             states.append(node)
-    after = (set(cur) - set(changes.delete_nodes)) | {n.id for n in changes.upsert_nodes}
-    kinds = {i: n.kind for i, n in cur.items()} | {n.id: n.kind for n in changes.upsert_nodes}
-    for r in changes.upsert_relations:
-        for end, role in ((r.head, "head"), (r.tail, "tail")):
-            if end not in after:
-                raise SchemaError(f"upsert_relations: {r.as_text()}: {role} {end!r} is not a node of the twin")
-        check_relation_kinds(r, kinds[r.head], kinds[r.tail], "upsert_relations")
+    gone = set(changes.delete_nodes)
+    kinds = {i: n.kind for i, n in cur.items() if i not in gone} | {n.id: n.kind for n in changes.upsert_nodes}
+    _check_ends(changes.upsert_relations, kinds, "upsert_relations", "a node of the twin")
     have = existing_relations(list(changes.upsert_relations) + list(changes.delete_relations))
     for r in changes.delete_relations:
         if r not in have:
@@ -441,47 +394,11 @@ def _plan(
     return _Plan(sorted(end_rel), list(changes.delete_nodes), states, new_rel)
 
 
-def _rebuild_args(
-    nodes: Iterable[TwinNode], relations: Iterable[Relation]
-) -> tuple[list[TwinNode], list[Relation], ChangeSet]:
-    """Validate the whole graph of a rebuild: nodes, relations, their ends and kinds."""
-    nodes = list(nodes)
-    rels = list(dict.fromkeys(relations))
-    cs = ChangeSet(upsert_nodes=tuple(nodes), upsert_relations=tuple(rels))  # validates
-    kinds = {n.id: n.kind for n in nodes}
-    for r in rels:
-        for end, role in ((r.head, "head"), (r.tail, "tail")):
-            if end not in kinds:
-                raise SchemaError(f"relations: {r.as_text()}: {role} {end!r} is not one of the nodes")
-        check_relation_kinds(r, kinds[r.head], kinds[r.tail], "relations")
-    return nodes, rels, cs
-
-
-def _check_name(name: str | None) -> None:
-    if name is not None and (not isinstance(name, str) or not name):
-        raise VersionError(f"name = {name!r}: must be a non-empty string or None")
-
-
-def _check_parts(parts: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(parts, str):
-        raise SchemaError(f"parts = {parts!r}: must be a sequence of part names, not one string")
-    out = tuple(parts)
-    for p in out:
-        if not isinstance(p, str) or not p:
-            raise SchemaError(f"parts: {p!r} must be a non-empty string")
-    return out
-
-
 class TwinStore(abc.ABC):
     """A versioned knowledge-graph twin (the interface both backends implement).
 
-    Parameters
-    ----------
-    twin : str
-        The twin's name (letters, digits, ``_.-``); several twins can share one
-        database without seeing each other.
-    keep_versions : int or None
-        How many versions stay requestable (None: all; 1: only the latest).
+    ``twin`` names the twin (letters, digits, ``_.-``), so several twins can share one database;
+    ``keep_versions`` is how many versions stay requestable (None: all; 1: only the latest).
     """
 
     backend: ClassVar[str]
@@ -494,18 +411,44 @@ class TwinStore(abc.ABC):
         self.twin = twin
         self.keep_versions = keep_versions
 
-    # -- writing -------------------------------------------------------------
-    @abc.abstractmethod
     def commit(self, changes: ChangeSet, *, name: str | None = None, parts: Sequence[str] = ()) -> VersionInfo:
         """Apply ``changes`` atomically as a new version (``parts``: what it re-versions, for the record)."""
+        if not isinstance(changes, ChangeSet):
+            raise SchemaError(f"changes = {changes!r}: must be a ChangeSet")
+        self._check_name(name)
+        if isinstance(parts, str):
+            raise SchemaError(f"parts = {parts!r}: must be a sequence of part names, not one string")
+        for p in parts:
+            if not isinstance(p, str) or not p:
+                raise SchemaError(f"parts: {p!r} must be a non-empty string")
+        return self._commit(changes, name, tuple(parts))
+
+    def rebuild(self, nodes: Iterable[TwinNode], relations: Iterable[Relation], *,
+                name: str | None = None) -> VersionInfo:
+        """Replace the whole graph by ``nodes`` and ``relations`` as a new version (ends every current record)."""
+        self._check_name(name)
+        self._check_free(name)
+        nodes, rels = list(nodes), list(dict.fromkeys(relations))
+        ChangeSet(upsert_nodes=tuple(nodes), upsert_relations=tuple(rels))  # validates nodes and relations
+        _check_ends(rels, {n.id: n.kind for n in nodes}, "relations", "one of the nodes")
+        return self._rebuild(nodes, rels, name)
+
+    @staticmethod
+    def _check_name(name: str | None) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise VersionError(f"name = {name!r}: must be a non-empty string or None")
+
+    def _check_free(self, name: str | None) -> None:
+        """A VersionError if a version already has this name (Neo4j checks inside its write transaction)."""
 
     @abc.abstractmethod
-    def rebuild(
-        self, nodes: Iterable[TwinNode], relations: Iterable[Relation], *, name: str | None = None
-    ) -> VersionInfo:
-        """Replace the whole graph by ``nodes`` and ``relations`` as a new version (ends every current record)."""
+    def _commit(self, changes: ChangeSet, name: str | None, parts: tuple[str, ...]) -> VersionInfo:
+        """:meth:`commit` after its arguments were checked."""
 
-    # -- reading -------------------------------------------------------------
+    @abc.abstractmethod
+    def _rebuild(self, nodes: list[TwinNode], rels: list[Relation], name: str | None) -> VersionInfo:
+        """:meth:`rebuild` of a validated graph."""
+
     @abc.abstractmethod
     def versions(self) -> list[VersionInfo]:
         """The requestable versions, oldest first."""
@@ -519,7 +462,6 @@ class TwinStore(abc.ABC):
     def request(self, requirement: TwinRequirement | None = None, *, version: int | str | None = None) -> Subgraph:
         """A version request: the subgraph of ``requirement`` at ``version`` (None: latest; int: number; str: name)."""
 
-    # -- housekeeping --------------------------------------------------------
     @abc.abstractmethod
     def drop(self) -> None:
         """Delete this twin (all versions) from the store."""
@@ -537,34 +479,9 @@ class TwinStore(abc.ABC):
         return f"{type(self).__name__}(twin={self.twin!r}, keep_versions={self.keep_versions!r})"
 
     @staticmethod
-    def _version_arg(version: Any) -> int | str | None:
-        if version is None or isinstance(version, str):
-            return version
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise VersionError(f"version = {version!r}: must be None, a version number or a version name")
-        return version
-
-    @staticmethod
-    def _requirement_arg(requirement: Any) -> TwinRequirement:
-        if requirement is None:
-            return TwinRequirement()
-        if not isinstance(requirement, TwinRequirement):
+    def _request_args(requirement: Any, version: Any) -> tuple[TwinRequirement, int | str | None]:
+        if requirement is not None and not isinstance(requirement, TwinRequirement):
             raise SchemaError(f"requirement = {requirement!r}: must be a TwinRequirement or None")
-        return requirement
-
-
-def _bfs(adjacent: Callable[[str], Iterable[str]], seeds: Iterable[str], hops: int) -> set[str]:
-    """Entities within ``hops`` steps of ``seeds``."""
-    seen = set(seeds)
-    frontier = list(seen)
-    for _ in range(hops):
-        nxt = []
-        for u in frontier:
-            for w in adjacent(u):
-                if w not in seen:
-                    seen.add(w)
-                    nxt.append(w)
-        if not nxt:
-            break
-        frontier = nxt
-    return seen
+        if version is not None and not isinstance(version, str):
+            version = check_int("version", version, error=VersionError)
+        return requirement or TwinRequirement(), version
