@@ -403,7 +403,7 @@ class Answer:
         return g
 
     def table(self):
-            return pd.DataFrame([{"rank": k + 1, "subject": s.fact.subject, "relation": s.fact.relation,
+        return pd.DataFrame([{"rank": k + 1, "subject": s.fact.subject, "relation": s.fact.relation,
                               "object": s.fact.object, "score": round(s.score, 3), "fact": s.fact.text}
                              for k, s in enumerate(self.facts)])
 
