@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import networkx as nx
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from ..checks import check_int
 from ..graph import LABELS, Subgraph, TwinRequirement
@@ -106,9 +108,6 @@ RELATION_COLOURS = {"CONNECTED_TO": "0.3", "SERVES_IN": "#55a868", "IN": "#8172b
 def draw_neighbourhood(g, ax: Any, title: str) -> None:
     """Fig. 4, first panel: :func:`category_neighbourhood`'s graph, entities coloured by kind (sensors labelled
     with their category), relations by type, in a seeded spring layout."""
-    import networkx as nx
-    from matplotlib.lines import Line2D
-
     nx.draw_networkx(g, nx.spring_layout(nx.Graph(g), seed=3), ax=ax, node_size=650, font_size=7, arrowsize=12,
                      node_color=[KIND_COLOURS[g.nodes[n].get("kind", "city")] for n in g.nodes],
                      edge_color=[RELATION_COLOURS[k] for _, _, k in g.edges(keys=True)],
@@ -125,8 +124,6 @@ def draw_neighbourhood(g, ax: Any, title: str) -> None:
 def draw_facts(sub, ax: Any, title: str) -> None:
     """Fig. 4, second panel: retrieved facts (:meth:`gentwin.prompting.Answer.subgraph`) as edges labelled with
     their relation, in a shell layout."""
-    import networkx as nx
-
     pos = nx.shell_layout(nx.Graph(sub))
     nx.draw_networkx(sub, pos, ax=ax, node_color="#dde6f0", node_size=1800, font_size=8,
                      connectionstyle="arc3,rad=0.05")

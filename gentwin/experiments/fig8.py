@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ..cache import fingerprint
 from ..checks import check_int, check_real
 from ..config import Settings
 from ..graph import choose_backend, open_store
@@ -330,8 +331,6 @@ def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progres
 
     if step_cache is None:
         return compute()
-    from ..cache import fingerprint
-
     inputs = {"settings": settings, "dataset": ds, "backend": backend,
               "server": fingerprint(os.environ.get("NEO4J_URI", ""))}  # which server, never its address in clear
     return step_cache.get_or_compute("fig8", inputs, compute, note=backend)

@@ -4,6 +4,8 @@ training stream in pooled or random order, the seeds, and what a reader on other
 
 from __future__ import annotations
 
+import platform
+
 import torch
 
 from ..adapter import TwinAdapterConfig, add_twin_adapters
@@ -68,8 +70,6 @@ DTYPE_EPOCH_SECONDS = {"float32": 1.67, "bfloat16": 7.10}
 
 def hardware_note(task: TwinTask, threads: int | None = None) -> str:
     """One sentence for a training page: what ran here and what a reader on other hardware should expect."""
-    import platform
-
     threads = torch.get_num_threads() if threads is None else threads
     cap = torch.backends.cpu.get_cpu_capability()
     f32, bf16 = DTYPE_EPOCH_SECONDS["float32"], DTYPE_EPOCH_SECONDS["bfloat16"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 
@@ -82,8 +83,6 @@ def band_table(dataset: DataSet, **readings: str):
 def centrality_gap(snapshot: PoolSnapshot, topology: Topology) -> float:
     """Largest ``|w_i - (n-1)/n * c_i|`` between the eq. (5) weights and networkx's degree centrality c_i on the
     graph of sensor-gateway connections."""
-    import networkx as nx
-
     g = nx.Graph([(s.id, s.gateway) for s in topology.sensors()])
     g.add_nodes_from(snapshot.node_ids)
     centrality = nx.degree_centrality(g)

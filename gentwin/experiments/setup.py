@@ -12,10 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from ..config import PROFILES, TopologyConfig, field_spec
 from ..ingest import BOOK_FILES, FORMS, read_entities, to_urn
+from ..pooling import pool_snapshot
 from ..reference import by_key
 from ..sdm import GRAPH_KINDS, GRAPH_RELATIONS, EntityGraph
 from ..topology import NODE_KINDS, SPLITS, DataSet, Instance, Topology
@@ -133,8 +136,6 @@ def _tree_positions(topology: Topology) -> dict[str, tuple[float, int]]:
 
 def _graph(nodes, relations, ids=None):
     """A networkx DiGraph of ``nodes`` (attribute ``kind``; only ``ids`` when given) and ``relations`` (``type``)."""
-    import networkx as nx
-
     g = nx.DiGraph()
     for nid in nodes if ids is None else ids:
         g.add_node(nid, kind=nodes[nid].kind)
@@ -145,8 +146,6 @@ def _graph(nodes, relations, ids=None):
 
 def _finish(g, pos, ax: Any, title: str, node_size: int, colour: dict, handles: list, legend: dict) -> None:
     """Nodes coloured by kind, their labels, the legend and the title of a drawing."""
-    import networkx as nx
-
     nx.draw_networkx_nodes(g, pos, ax=ax, node_size=node_size, node_color=[colour[g.nodes[n]["kind"]] for n in g])
     nx.draw_networkx_labels(g, pos, ax=ax, font_size=6)
     ax.legend(handles=handles, frameon=False, **legend)
@@ -157,9 +156,7 @@ def _finish(g, pos, ax: Any, title: str, node_size: int, colour: dict, handles: 
 def draw_topology(topology: Topology, ax: Any, title: str) -> None:
     """Draw a (small) topology as a tree on ``ax``: grey sensor links, a curved fog link, dashed ``SERVES_IN``,
     dotted ``IN``, nodes coloured by kind."""
-    import networkx as nx
     import seaborn as sns
-    from matplotlib.lines import Line2D
 
     pos = _tree_positions(topology)
     g = _graph(topology.nodes, topology.relations, pos)
@@ -230,9 +227,7 @@ def graph_counts(graph: EntityGraph) -> tuple[Any, Any]:
 def draw_entity_graph(graph: EntityGraph, ax: Any, title: str) -> None:
     """Draw a (small) entity graph on ``ax``: nodes coloured by kind, edges by relation type (a Kamada-Kawai
     layout, which draws nothing at random)."""
-    import networkx as nx
     import seaborn as sns
-    from matplotlib.lines import Line2D
 
     g = _graph(graph.nodes, graph.relations)
     kinds = [k for k in GRAPH_KINDS if any(n.kind == k for n in graph.nodes.values())]
@@ -258,8 +253,6 @@ def sample_pools(topology: Topology, pooling: Any):
     """Eqs. (1)-(4) on a topology read without a log (:func:`sample_log`): per sensor and gateway its eq. (2)
     pair, relations N, priority p and pool under the readings of ``pooling`` (a
     :class:`gentwin.config.PoolingConfig`)."""
-    from ..pooling import pool_snapshot
-
     readings = {k: getattr(pooling, k) for k in ("band", "pool_weight", "alpha_reading", "relation_count",
                                                   "relation_owner")}
     table = pool_snapshot(DataSet(topology, sample_log(topology)), **readings).table()

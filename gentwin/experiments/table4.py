@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import simpy
 
 from ..checks import check_int
 from ..config import ConfigError, PhysicalConfig, PoolingConfig, Settings, TopologyConfig
@@ -106,8 +107,6 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     loop's twin versions: an empty :mod:`gentwin.graph` store (default ``NetworkxStore``) or a
     :class:`gentwin.loops.VersionSink`.
     """
-    import simpy
-
     for name, value, kind in (("physical", physical, PhysicalConfig), ("topology_cfg", topology_cfg, TopologyConfig)):
         if not isinstance(value, kind):
             raise PhysicalError(f"{name} = {type(value).__name__}: must be a {kind.__name__}")
