@@ -1,11 +1,8 @@
 """The Physical Space: a SimPy discrete-event simulator of the smart-city IoT network and its Table IV scenarios.
 
-It replaces the paper's AnyLogic simulator (proprietary), keeping to Section III.C: each sensor sends a
-reading through its gateway once per ``report_period_s``; readings are lost (``packet_loss``) and delayed
-(``delay_mean_s``); gateways fail and recover; presence (eq. 1) follows :func:`presence_chain`; Scenario 2 cuts
-the flow.  The cyber side (:mod:`gentwin.loops`) reads the network only through :meth:`PhysicalSpace.collect`
-and steers it only through :meth:`PhysicalSpace.rehome`; :func:`gentwin.experiments.table4.simulate` wires the
-two together.
+It replaces the paper's AnyLogic simulator (proprietary), keeping to Section III.C.  The cyber side
+(:mod:`gentwin.loops`) reads the network only through :meth:`PhysicalSpace.collect` and steers it only through
+:meth:`PhysicalSpace.rehome`; :func:`gentwin.experiments.table4.simulate` wires the two together.
 """
 
 from __future__ import annotations

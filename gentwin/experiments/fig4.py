@@ -1,10 +1,4 @@
-"""Fig. 4 and the retrieval measure of the prompting chapter: the twin around a question, and recall@k of R.
-
-:func:`category_neighbourhood` is the knowledge graph Fig. 4 draws; :func:`generate_questions` makes questions
-with known gold facts from the twin itself and :func:`evaluate_retrieval` measures how many of them the
-retriever R of eq. (10) returns in its top k; :func:`answer_from_generated_twin` asks the same questions of the
-twin a trained Twin Adapter generates.
-"""
+"""Fig. 4 and the retrieval measure of the prompting chapter: the twin around a question, and recall@k of R."""
 
 from __future__ import annotations
 
@@ -214,11 +208,8 @@ def answer_from_generated_twin(settings, dataset: DataSet, store, whole: Subgrap
                                questions: Sequence[Question], *, step_cache=None) -> GeneratedTwinAnswers:
     """Eq. (10) on the twin a Twin Adapter generated (Algorithm 1 line 11), beside the true twin ``whole``.
 
-    Trains ``demo_epochs`` epochs on ``dataset``'s training split in Priority Pooling order (``train_seed``),
-    reads the relations out with ``final_eval_mode``, writes the generated twin to ``store`` as a new version
-    and answers ``questions`` from both twins with the top ``top_k`` facts (intervals seeded with
-    ``twin_seed``); the generated twin's retriever shares ``retriever``'s embedder.  ``step_cache`` keeps the
-    frozen pass and the training.
+    Trains ``demo_epochs`` epochs in Priority Pooling order, writes the twin read out with ``final_eval_mode`` to
+    ``store`` and answers ``questions`` from both twins with the top ``top_k`` facts.
     """
     t0 = time.perf_counter()
     cfg, tw = settings.training, settings.twin

@@ -1,10 +1,4 @@
-"""Fig. 6: relations extracted per training round, with and without Priority Pooling, and the pooling gain.
-
-A run trains the Twin Adapters on a training stream cut into rounds and counts, after every round, the unique
-true triples the model produces over the whole topology (Algorithm 1 lines 9-11), split into relations copyable
-from the prompt and relations that must be inferred.  The gain is :func:`gentwin.metrics.pooling_gain`, paired by
-seed, with percentile-bootstrap intervals and the minimum detectable effect.
-"""
+"""Fig. 6: relations extracted per training round, with and without Priority Pooling, and the pooling gain."""
 
 from __future__ import annotations
 
@@ -50,12 +44,9 @@ def extraction_curve(model, task: TwinTask, order: Sequence[Instance], config: T
                      progress: bool = False, step_cache=None):
     """Fig. 6: unique correct triples over the whole topology after each training round (Algorithm 1 lines 9-11).
 
-    Round r trains one pass over the part of ``order`` that :func:`round_slices` gives (shuffled with ``seed``
-    when ``config.shuffle_passes``), the learning rate decaying by ``discount_factor`` per round
-    (:func:`~gentwin.training.train_trajectory`, reused from ``step_cache``); after it the model produces
-    triples for every device node.  Columns ``round, seed, fed, train_loss, extracted`` (true relations
-    produced), ``extracted_copyable``, ``extracted_inferred`` (``task.copyable`` or not), ``produced``,
-    ``precision``, ``recall``.
+    Round r trains one pass over :func:`round_slices`' part of ``order``, the rate decaying by ``discount_factor``
+    per round.  Columns ``round, seed, fed, train_loss, extracted`` (true relations produced),
+    ``extracted_copyable``, ``extracted_inferred`` (``task.copyable`` or not), ``produced, precision, recall``.
     """
     items = list(order)
     if not items:

@@ -1,9 +1,4 @@
-"""Fig. 7: accuracy and eq. (9) L1 per epoch while the Twin Adapter trains, and the scores of greedy decoding after.
-
-:func:`runs` trains every arm and seed for ``epochs`` epochs (:func:`gentwin.training.train_twin`, teacher-forced
-scores per epoch), then decodes every node greedily, before and after Algorithm 1 line 14 (:func:`qa_feedback`);
-the other functions are the chapter's tables and glued values.
-"""
+"""Fig. 7: accuracy and eq. (9) L1 per epoch while the Twin Adapter trains, and the scores of greedy decoding after."""
 
 from __future__ import annotations
 
@@ -43,10 +38,8 @@ def qa_feedback(model, task: TwinTask, generated: Iterable[Relation], config: Tr
                 epochs: int | None = None, progress: bool = False, step_cache=None) -> dict[str, float]:
     """Algorithm 1 line 14: fine-tune on question/answer prompts made from the model's own triples.
 
-    The ``generated`` triples become :func:`~gentwin.verbalise.qa_pairs` (those whose answer leaves the task's
-    output vocabulary are skipped); the adapters train ``epochs`` (default ``config.qa_epochs``) passes over
-    them at a constant rate (:func:`~gentwin.training.train_trajectory`, reused from ``step_cache``).  Returns
-    ``pairs``, ``skipped`` and the mean loss of the last pass.
+    ``epochs`` (default ``qa_epochs``) passes at a constant rate over :func:`~gentwin.verbalise.qa_pairs` of
+    ``generated`` (skipping answers outside the output vocabulary); returns ``pairs``, ``skipped`` and the loss.
     """
     pairs = qa_pairs(rename(generated, task.names))  # spelled as the task's prompts spell ids
     if not pairs:
@@ -107,11 +100,8 @@ def runs(model, task: TwinTask, settings, *, arms: Sequence[str] | None = None, 
     """Fig. 7: every arm (default ``fig7_arms``) x seed: ``epochs`` epochs, then greedy decoding, then Algorithm 1
     line 14 and greedy decoding again.
 
-    Every seed restarts the adapters and orders the training instances by the arm's order with that seed.
     Returns ``(history, final)``: :func:`~gentwin.training.train_twin`'s tables with column ``arm``, and one row
-    per arm, seed, split and ``stage`` (``"trained"``, or ``"qa"`` after line 14) with the scores of
-    ``final_eval_mode``.  With ``step_cache`` a re-run that changes only how runs are scored trains nothing again
-    but the line-14 pass when its prompts changed.
+    per arm, seed, split and ``stage`` (``"trained"``, or ``"qa"`` after line 14) with ``final_eval_mode``'s scores.
     """
     base = settings.training
     train = training_instances(task.dataset, base)

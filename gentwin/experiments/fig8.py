@@ -1,10 +1,4 @@
-"""Fig. 8's runner: four twins answer the same what-if episodes over update rates x seeds x episodes, and the chapter's tables.
-
-:func:`run_whatif` runs Algorithm 1, lines 15-21, for the four arms of :mod:`gentwin.whatif` and the gate panel;
-:func:`run_fig8` returns a :class:`Fig8` with the chapter's tables: the curve against the measured α of eq. (7)
-in quantile bins (the paper's axis), the gap of every arm pairing with paired per-seed intervals, the update /
-read split, the staleness, the gate panel and the glued values.
-"""
+"""Fig. 8's runner: four twins answer the same what-if episodes over update rates x seeds x episodes, and the chapter's tables."""
 
 from __future__ import annotations
 
@@ -47,13 +41,9 @@ def run_whatif(dataset: DataSet, *, backend: str, rates: Sequence[float], seeds:
                panel_thresholds: Sequence[float] = (), warmup_episodes: int = 1, progress: bool = False):
     """Fig. 8's experiment, Algorithm 1 lines 15-21: every arm on the same episodes, per seed and update rate.
 
-    For every (seed, rate) a fresh Physical Space starts from ``dataset`` and ``episodes`` scenarios (the three
-    kinds in a seeded shuffled cycle) change it; after each change every twin responds (the order rotates
-    from episode to episode).  Each row carries the episode's measured α (eq. 7, largest over the pools, from
-    GenTwin's pooling) in ``alpha``.  Every other threshold in ``panel_thresholds`` adds a GenTwin (twin
-    ``"GenTwin gate"``).  The first ``warmup_episodes`` are run but not recorded.  Stores are fresh twins on
-    ``backend`` (Neo4j: from the ``NEO4J_*`` environment), dropped afterwards.  Returns one row per seed,
-    rate, episode and twin.
+    Per (seed, rate) ``episodes`` seeded scenarios change a fresh Physical Space and every twin responds, in an
+    order rotating per episode; ``alpha`` is the episode's measured α (eq. 7, largest over GenTwin's pools).
+    Every other threshold in ``panel_thresholds`` adds a ``"GenTwin gate"``; ``warmup_episodes`` are not recorded.
     """
     check_int("episodes", episodes, low=1, error=WhatIfError)
     check_int("warmup_episodes", warmup_episodes, low=0, error=WhatIfError)
@@ -249,13 +239,8 @@ class Fig8:
         return pd.DataFrame(rows).set_index("glue")
 
     def glued(self) -> dict[str, Any]:
-        """Every value the chapter glues, by glue name.
-
-        ``fig8_gap_low_pct`` / ``fig8_gap_high_pct``: the headline gap (GenTwin vs the rebuild) at the lowest /
-        highest α bin, the mean of the paired per-seed gaps; ``fig8_gap_widening_pct``: the mean per-seed
-        (high - low) change; each with ``_low``/``_high`` (CI) and ``_n`` (seeds).  The other pairings carry the
-        suffix of :data:`PAIRINGS`.
-        """
+        """Every value the chapter glues: the gap of each pairing (suffix of :data:`PAIRINGS`) at the lowest and
+        highest α bin and its per-seed change (``fig8_gap_widening_pct``), each with CI and seeds, and more."""
         lo, hi = self.lo_bin, self.hi_bin
         out: dict[str, Any] = {}
         for arm, base, suffix, _ in PAIRINGS:

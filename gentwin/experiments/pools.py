@@ -1,8 +1,4 @@
-"""The pooling chapter's tables, curves and figures: Priority Pooling on the book's data, over the log and by reading.
-
-The equations and Algorithm 1 live in :mod:`gentwin.pooling`; ``readings`` are the keyword arguments of
-:class:`~gentwin.pooling.PriorityPool` (:func:`readings` takes them from the settings).
-"""
+"""The pooling chapter's tables, curves and figures: Priority Pooling on the book's data, over the log and by reading."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""The set-up chapter's tables: the data set's counts beside the paper's, the relation make-up, gateway degrees and the split.
-
-Each function takes the book's :class:`~gentwin.topology.DataSet` (or its topology, a data-set folder or the
-Smart Data Models sample read through :mod:`gentwin.ingest`) and returns a tidy DataFrame or draws on the axes
-it is given.  The paper's numbers come from :mod:`gentwin.config` (Table III) and :mod:`gentwin.reference`.
-"""
+"""The set-up chapter's tables: the data set's counts beside the paper's, the relation make-up, gateway degrees and the split."""
 
 from __future__ import annotations
 

@@ -218,16 +218,11 @@ def size_labels(sizes: Sequence[int]) -> dict[int, str]:
     return {x: PAPER_SIZES[x] for x in ordered if x in PAPER_SIZES}
 
 
-def _metrics(frame, keys: list[str], confidence: float):
-    """:func:`gentwin.stats.summarise` of completeness and of net completeness (%) per group of ``keys``."""
-    return (summarise(frame, keys, col, confidence) for col in ("completeness_pct", "net_completeness_pct"))
-
-
 def summarise_table4(frame, confidence: float = 0.95):
     """Per (scenario, size, twin) of :func:`table4_runs`' frame: ``completeness`` and ``net`` (%) with their CI
     (``_low``, ``_high``), ``n`` and the means of observed, generated, precision, false records and F1."""
     keys = ["scenario", "size", "twin"]
-    comp, net = _metrics(frame, keys, confidence)
+    comp, net = (summarise(frame, keys, col, confidence) for col in ("completeness_pct", "net_completeness_pct"))
     extra = frame.groupby(keys, sort=True).agg(
         observed=("observed_pct", "mean"), generated=("generated", "mean"),
         generated_precision=("generated_precision", "mean"), false_record_pct=("false_record_pct", "mean"),
@@ -288,7 +283,8 @@ def summarise_sensitivity(frame, confidence: float = 0.95):
     (``metric``), with ``cells`` (ground-truth records over all seeds) and ``implied`` (``100 (1 -
     packet_loss)`` on the packet-loss rows)."""
     keys = ["input", "value", "scenario", "twin"]
-    parts = [p.assign(metric=m) for m, p in zip(("completeness", "net completeness"), _metrics(frame, keys, confidence))]
+    parts = [summarise(frame, keys, col, confidence).assign(metric=metric)
+             for metric, col in (("completeness", "completeness_pct"), ("net completeness", "net_completeness_pct"))]
     cells = frame.groupby(keys, sort=True)["truth_records"].sum().rename("cells").reset_index()
     out = pd.concat(parts, ignore_index=True).merge(cells, on=keys)
     out["implied"] = np.where(out["input"] == "packet_loss", 100.0 * (1.0 - out["value"]), np.nan)
