@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_choice, check_int
 from .stats import mean_ci
 
 # Sections (one owner each while the library is restructured; keep these markers):
@@ -46,8 +46,7 @@ def relation_indicators(gold, produced, index: str = "union"):
     >>> relation_indicators({"a", "b"}, {"a", "x"}, index="gold")[1].tolist()
     [1, 0]
     """
-    if index not in ("union", "gold"):
-        raise ValueError(f"l1_index = {index!r}: must be 'union' or 'gold'")
+    check_choice("l1_index", index, ("union", "gold"))
     g, p = set(gold), set(produced)
     rels = sorted(g | p) if index == "union" else sorted(g)
     r = np.array([1 if x in g else 0 for x in rels], dtype=int)

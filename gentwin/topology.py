@@ -1,10 +1,8 @@
 """The Physical Space data set: a seeded smart-city IoT topology, its sensor log, the gateways' d_i and their fail-over.
 
-Services (air quality, transportation, waste management; Sections II.A.1, III.B) each have gateways in the fog
-and sensors at the edge.  M in eq. (3) counts the relations whose head is a device: per sensor CONNECTED_TO
-its gateway and SERVES_IN its service, per gateway SERVES_IN, plus the fog links between gateways of a
-service.  With 250 sensors and 50 gateways that is 550 + n_gateway_links, and 30 links (the one count the
-paper does not give) make its 580.  ``Service -IN-> SmartCity`` has no device head and is not in M.
+Services (Sections II.A.1, III.B) have gateways in the fog and sensors at the edge.  M of eq. (3) counts the
+relations headed by a device: a sensor's CONNECTED_TO and SERVES_IN, a gateway's SERVES_IN, and the fog links
+(``n_gateway_links``: 30 of them make the paper's 580), not ``Service -IN-> SmartCity``.
 
 >>> from gentwin.config import TopologyConfig
 >>> topo = generate_topology(TopologyConfig())
