@@ -146,14 +146,6 @@ class Fig8:
     def hi_bin(self) -> int:
         return int(self.bins.index.max())
 
-    @property
-    def lo_rate(self) -> float:
-        return min(self.rates)
-
-    @property
-    def hi_rate(self) -> float:
-        return max(self.rates)
-
     def per_seed(self, by: str = "alpha bin", value: str = "response_ms"):
         """Mean of ``value`` per twin, ``by`` group and seed (the samples of the confidence intervals)."""
         return self.arms.groupby(["twin", by, "seed"], as_index=False)[value].mean()
@@ -171,7 +163,7 @@ class Fig8:
 
     def widening(self, arm: str = "GenTwin", baseline: str = "traditional", by: str = "alpha bin"):
         """(mean, CI low, CI high, seeds) of the per-seed gap at the highest bin minus the gap at the lowest."""
-        lo, hi = (self.lo_bin, self.hi_bin) if by == "alpha bin" else (self.lo_rate, self.hi_rate)
+        lo, hi = (self.lo_bin, self.hi_bin) if by == "alpha bin" else (min(self.rates), max(self.rates))
         return gap_widening(self.per_seed(by), lo, hi, self.confidence, arm=arm, baseline=baseline, by=by)
 
     def pairings(self, by: str = "alpha bin"):
@@ -257,7 +249,7 @@ class Fig8:
             out[key + "_note"] = (f"our twin store is {self.backend}, queried in process on one machine; the paper's "
                                   "network path and hardware are not given")
         bins = self.bins
-        out.update(fig8_backend=self.backend, fig8_lo_rate=self.lo_rate, fig8_hi_rate=self.hi_rate,
+        out.update(fig8_backend=self.backend, fig8_lo_rate=min(self.rates), fig8_hi_rate=max(self.rates),
                    fig8_lo_alpha=float(bins.loc[lo, "alpha mean"]), fig8_hi_alpha=float(bins.loc[hi, "alpha mean"]),
                    fig8_alpha_threshold=self.alpha_threshold,
                    fig8_paper_gap_low=by_key("fig8_gap_low_pct").paper_text,

@@ -80,7 +80,7 @@ def test_alpha_bins_cover_every_episode_once(fig8: Fig8):
 
 def test_fig8_tables_agree_with_the_runs(fig8: Fig8):
     runs = fig8.arms
-    assert fig8.backend == "networkx" and fig8.seeds == (0, 1, 2) and (fig8.lo_rate, fig8.hi_rate) == (0.2, 1.0)
+    assert fig8.backend == "networkx" and fig8.seeds == (0, 1, 2) and fig8.rates == (0.2, 0.6, 1.0)
     for arm, base, _, _ in PAIRINGS:
         gaps = fig8.gaps(arm, base)
         for b in gaps.index:
