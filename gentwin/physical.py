@@ -35,15 +35,7 @@ class PhysicalError(ValueError):
 
 
 def last_presence(dataset: DataSet) -> dict[str, bool]:
-    """Each node's presence in its latest instance of the data set's log (nodes it never mentions left out).
-
-    >>> from gentwin.topology import Instance, generate_dataset
-    >>> from gentwin.config import TopologyConfig
-    >>> ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
-    >>> ds.instances = [Instance(0, 0.0, "AQ-S001", True, "train"), Instance(1, 2.0, "AQ-S001", False, "train")]
-    >>> last_presence(ds)
-    {'AQ-S001': False}
-    """
+    """Each node's presence in its latest instance of the data set's log (nodes it never mentions left out)."""
     return {i.node_id: bool(i.present) for i in sorted(dataset.instances, key=lambda i: (i.timestamp, i.index))}
 
 
@@ -81,11 +73,7 @@ def presence_chain(initial: np.ndarray, n_slots: int, p_inactive: float, dwell_s
 
 def outage_window(physical: PhysicalConfig, scenario: int) -> tuple[float, float] | None:
     """The cut ``[start, end)`` of a scenario (``None`` for Scenario 1 or a zero-length cut); a reading sent
-    inside it is lost, one already in flight still arrives.
-
-    >>> outage_window(PhysicalConfig(), 2), outage_window(PhysicalConfig(), 1)
-    ((60.0, 70.0), None)
-    """
+    inside it is lost, one already in flight still arrives."""
     if scenario not in TABLE4_SCENARIOS:
         raise PhysicalError(f"scenario = {scenario!r}: must be 1 (no interruption) or 2 (the flow is cut)")
     if scenario == 1 or physical.outage_s == 0:

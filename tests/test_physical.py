@@ -17,6 +17,7 @@ from gentwin.physical import (
     TABLE4_SCENARIOS,
     PhysicalError,
     PhysicalSpace,
+    last_presence,
     outage_window,
     presence_chain,
     topology_config_for,
@@ -130,6 +131,16 @@ def test_outage_window_of_each_scenario():
     assert outage_window(tiny_physical(), 2) == (6.0, 10.0)
     assert outage_window(tiny_physical(), 1) is None
     assert outage_window(tiny_physical(outage_s=0.0), 2) is None
+    assert (outage_window(PhysicalConfig(), 2), outage_window(PhysicalConfig(), 1)) == ((60.0, 70.0), None)
+
+
+def test_last_presence_is_the_latest_instance_of_each_node():
+    from gentwin.topology import Instance, generate_dataset
+
+    ds = generate_dataset(TopologyConfig(n_gateways=6, n_sensors=24, n_gateway_links=3, n_instances=60))
+    ds.instances = [Instance(1, 2.0, "AQ-S001", False, "train"), Instance(0, 0.0, "AQ-S001", True, "train"),
+                    Instance(2, 1.0, "AQ-GW01", True, "train")]
+    assert last_presence(ds) == {"AQ-S001": False, "AQ-GW01": True}  # by time stamp, not by list order
 
 
 # ---------------------------------------------------------------------------
