@@ -75,9 +75,8 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
     if any(p.requires_grad for layer in layers[:start_layer] for p in layer.parameters()):
         raise BackboneError(f"start_layer = {start_layer}: layers below it have trainable parameters; they are not frozen")
     dev = model_device(model)
-    store = torch.device("cpu") if dev.type == "cpu" else dev
     n, t_all = encoded.input_ids.shape
-    residual = torch.zeros((n, t_all, base.config.hidden_size), dtype=torch.float32, device=store)
+    residual = torch.zeros((n, t_all, base.config.hidden_size), dtype=torch.float32, device=dev)
     mlp_out = torch.zeros_like(residual) if adapter is not None else None
     order = torch.argsort(encoded.lengths, descending=True, stable=True)
     layer = layers[start_layer]
@@ -103,8 +102,8 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
                         # removed below, never fire there: that pass stops below this layer)
                         return frozen_states(model, encoded, start_layer, batch_size=batch_size,
                                              compute_dtype=compute_dtype, progress=progress)
-                    mlp_out[rows.to(store), :t] = m.float().to(store)
-                residual[rows.to(store), :t] = h.float().to(store)
+                    mlp_out[rows.to(dev), :t] = m.float().to(dev)
+                residual[rows.to(dev), :t] = h.float().to(dev)
     finally:
         for hk in hooks:
             hk.remove()

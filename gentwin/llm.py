@@ -214,20 +214,16 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, device: str = "cpu"
     if not has_config and len(ggufs) != 1:
         raise BackboneError(f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json (and "
                             f"{len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder")
+    if not has_config and quantize is not None:
+        raise BackboneError(f"quantize = {quantize!r}: a GGUF folder is loaded dequantised; convert it to "
+                            "safetensors first (as smollm2_safetensors does) to quantise with bitsandbytes")
     try:
         if has_config:
-            kwargs: dict[str, Any] = {"local_files_only": True}
-            if quantize is not None:
-                kwargs["quantization_config"] = _quantization_config(quantize, device)
-                kwargs["device_map"] = {"": device}
-            else:
-                kwargs["dtype"] = torch_dtype
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            placement = ({"quantization_config": _quantization_config(quantize, device), "device_map": {"": device}}
+                         if quantize is not None else {"dtype": torch_dtype})
+            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **placement)
             tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         else:
-            if quantize is not None:
-                raise BackboneError(f"quantize = {quantize!r}: a GGUF folder is loaded dequantised; convert it to "
-                                    "safetensors first (as smollm2_safetensors does) to quantise with bitsandbytes")
             model, tok = _load_gguf(folder, ggufs[0].name)
             model = model.to(torch_dtype)
     except BackboneError:
