@@ -229,20 +229,12 @@ class NetworkxStore(TwinStore):
         import networkx as nx
 
         g = nx.MultiDiGraph()
-        for nid, data in self._graph.nodes(data=True):
-            if data["since"] <= v:
-                g.add_node(nid, rec=data["rec"], since=data["since"])
-        for nid, hist in self._node_hist.items():
-            for a, b, rec in hist:
-                if a <= v < b:
-                    g.add_node(nid, rec=rec, since=a)
-        for h, t, k, since in self._graph.edges(keys=True, data="since"):
-            if since <= v:
-                g.add_edge(h, t, key=k, since=since)
-        for r, hist in self._rel_hist.items():
-            for a, b in hist:
-                if a <= v < b:
-                    g.add_edge(r.head, r.tail, key=r.type, since=a)
+        g.add_nodes_from((nid, {"rec": d["rec"]}) for nid, d in self._graph.nodes(data=True) if d["since"] <= v)
+        g.add_nodes_from((nid, {"rec": rec}) for nid, hist in self._node_hist.items() for a, b, rec in hist
+                         if a <= v < b)
+        g.add_edges_from((h, t, k, {}) for h, t, k, s in self._graph.edges(keys=True, data="since") if s <= v)
+        g.add_edges_from((r.head, r.tail, r.type, {}) for r, hist in self._rel_hist.items() for a, b in hist
+                         if a <= v < b)
         self._cache = (v, g)
         return g
 
