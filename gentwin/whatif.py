@@ -103,9 +103,8 @@ class WhatIfCity:
         self.relations: dict[Relation, None] = dict.fromkeys(dataset.topology.relations)
         self.instances: list[Instance] = sorted(dataset.instances, key=lambda i: i.index)
         self.period_s = period_s
-        self.presence: dict[str, bool] = {nid: True for nid, n in self.nodes.items() if n.kind in ("sensor", "gateway")}
-        for inst in self.instances:
-            self.presence[inst.node_id] = bool(inst.present)
+        self.presence: dict[str, bool] = ({n.id: True for n in dataset.topology.devices()}
+                                          | {i.node_id: bool(i.present) for i in self.instances})
         self.members: dict[str, set[str]] = {n.id: set() for n in self.nodes.values() if n.kind == "gateway"}
         for n in self.nodes.values():
             if n.kind == "sensor" and n.gateway is not None:
@@ -113,7 +112,7 @@ class WhatIfCity:
         self._next_index = (self.instances[-1].index + 1) if self.instances else 0
         self._counter = 0
         self.added_services: list[str] = []
-        self.n_devices0 = sum(1 for n in self.nodes.values() if n.kind in ("sensor", "gateway"))
+        self.n_devices0 = len(dataset.topology.devices())
 
     # -- bookkeeping -----------------------------------------------------------
     def _log(self, node_id: str, present: bool) -> None:

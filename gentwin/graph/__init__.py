@@ -45,12 +45,10 @@ def choose_backend(store: str = "auto", environ: Mapping[str, str] | None = None
     gentwin.graph.TwinStoreError: store = 'neo4j' needs NEO4J_URI (and NEO4J_USER, NEO4J_PASSWORD) in the environment
     """
     env = os.environ if environ is None else environ
-    if store == "networkx":
-        return "networkx"
-    if store == "neo4j":
-        if not env.get(ENV_URI):
-            raise TwinStoreError(f"store = 'neo4j' needs {ENV_URI} (and {ENV_USER}, {ENV_PASSWORD}) in the environment")
-        return "neo4j"
+    if store == "neo4j" and not env.get(ENV_URI):
+        raise TwinStoreError(f"store = 'neo4j' needs {ENV_URI} (and {ENV_USER}, {ENV_PASSWORD}) in the environment")
+    if store in ("networkx", "neo4j"):
+        return str(store)
     if store == "auto":
         return "neo4j" if env.get(ENV_URI) else "networkx"
     raise SchemaError(f"store = {store!r}: must be one of 'auto', 'networkx', 'neo4j'")

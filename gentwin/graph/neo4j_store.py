@@ -139,14 +139,11 @@ class Neo4jStore(TwinStore):
             raise TwinStoreError(f"{ENV_URI}: not a usable Neo4j URI ({type(exc).__name__})") from None
         try:
             self._driver.verify_connectivity()  # opens an authenticated connection: AuthError on bad credentials
-        except AuthError:
+        except (AuthError, ServiceUnavailable, OSError) as exc:
             self._driver.close()
-            raise TwinStoreError(f"the Neo4j server at {self._where} rejected the credentials "
-                                 f"(check {ENV_USER} and {ENV_PASSWORD})") from None
-        except (ServiceUnavailable, OSError) as exc:
-            self._driver.close()
-            raise TwinStoreError(f"the Neo4j server at {self._where} is unreachable ({type(exc).__name__}); "
-                                 f"is it running, and is {ENV_URI} right?") from None
+            problem = (f"rejected the credentials (check {ENV_USER} and {ENV_PASSWORD})" if isinstance(exc, AuthError)
+                       else f"is unreachable ({type(exc).__name__}); is it running, and is {ENV_URI} right?")
+            raise TwinStoreError(f"the Neo4j server at {self._where} {problem}") from None
         self.server = self._driver.get_server_info().agent  # e.g. "Neo4j/5.26.0"
         self._ensure_schema()
         self._undo_staging()  # a staged rebuild that a killed client left half written
@@ -248,11 +245,10 @@ class Neo4jStore(TwinStore):
     def _staged_rebuild(self, nodes: list[TwinNode], rels: list[Relation], name: str | None) -> VersionInfo:
         """A rebuild written in transactions of at most ``stage_rows`` records, published by the last one.
 
-        Every record of version ``v`` is written (and every current record ended at ``v``, which leaves
-        it valid for ``v - 1``) before the counter moves to ``v``: until then no reader sees any of it.  A
-        ``(:TwinStaging {twin, v})`` marker names the version being staged: a failure undoes the staged
-        records at once, and a store opened after a killed client undoes them on connecting.  One writer
-        per twin, as everywhere in this store.
+        Every record of version ``v`` is written (and every current one ended at ``v``, still valid for
+        ``v - 1``) before the counter moves to ``v``, so no reader sees any of it before.  A ``(:TwinStaging
+        {twin, v})`` marker names the version being staged: a failure, or the next store opened after a
+        killed client, undoes its records.  One writer per twin, as everywhere in this store.
         """
         self._undo_staging()
         twin, n = self.twin, self.stage_rows

@@ -58,17 +58,10 @@ def _json_line(record: dict) -> str:
 class NetworkxStore(TwinStore):
     """The embedded twin: a :class:`networkx.MultiDiGraph` of the latest version plus the history.
 
-    Parameters
-    ----------
-    path : str or os.PathLike, optional
-        A journal file: every version is appended as one JSON line, and a store opened on an
-        existing journal replays it, so the twin survives a restart.  A last line cut short by a
-        crash is discarded (the previous version stays).  ``compact()`` rewrites the journal
-        atomically as one snapshot.
-    durable : bool
-        ``os.fsync`` after every append.
-    compact_every : int or None
-        Compact automatically after this many appended versions.
+    ``path`` names a journal: each version is appended as one JSON line (``os.fsync`` after it when
+    ``durable``) and a store opened on it replays it, so the twin survives a restart; a last line cut
+    short by a crash is dropped.  :meth:`compact` (every ``compact_every`` versions) rewrites it
+    atomically as one snapshot.
     """
 
     backend = "networkx"
