@@ -151,10 +151,7 @@ class TwinAdapterConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise AdapterError(f"config has unknown fields {unknown}; known fields: {sorted(known)}")
-        values = dict(data)
-        if isinstance(values.get("layers"), list):
-            values["layers"] = tuple(values["layers"])
-        return cls(**values)
+        return cls(**data)  # a JSON list of layers is sorted into a tuple on creation
 
 
 class TwinAdapter(nn.Module):
