@@ -406,8 +406,9 @@ class Table4:
         return _by_arm(self.summary, ["scenario", "size", "twin"])[list(shown)].rename(columns=shown).round(3)
 
     def findings(self) -> str:
-        """Two sentences: GenTwin's gain in Scenario 2 and what Scenario 1 lost in transit."""
-        summary, frame = self.summary, self.frame
+        """GenTwin's gain in Scenario 2, what Scenario 1 lost in transit, and per scenario every arm's completeness
+        and net completeness on the largest network."""
+        summary, frame, largest = self.summary, self.frame, max(self.labels)
         s2 = summary[summary.scenario == 2].set_index(["size", "twin"])
         gain = [s2.loc[(size, "GenTwin"), "completeness"] - s2.loc[(size, "traditional"), "completeness"]
                 for size in self.labels]
@@ -418,7 +419,11 @@ class Table4:
                 f"of the ground truth than the traditional twin; {prec:.1%} of its generated records are right on "
                 f"average.\nScenario 1: GenTwin completeness {s1.completeness_pct.min():.2f}-"
                 f"{s1.completeness_pct.max():.2f} % per run; over all its runs {sum(lost.values())} readings were "
-                "lost in transit" + "".join(f"; {v} to {k.replace('_', ' ')}" for k, v in lost.items() if v) + ".")
+                "lost in transit" + "".join(f"; {v} to {k.replace('_', ' ')}" for k, v in lost.items() if v) + ".\n"
+                + "\n".join(f"Scenario {sc}, {largest} sensors, completeness / net completeness (%): " + "; ".join(
+                    f"{arm} {sub.loc[arm, 'completeness']:.2f} / {sub.loc[arm, 'net']:.2f}" for arm in ARMS) + "."
+                    for sc in TABLE4_SCENARIOS
+                    for sub in [summary[(summary.scenario == sc) & (summary["size"] == largest)].set_index("twin")]))
 
     def sensitivity_table(self):
         """Mean completeness, precision and false records of each twin per presence dwell (Scenario 2)."""
@@ -462,13 +467,6 @@ class Table4:
                              f"(100 outage_s / duration_s = {100 * self.settings.physical.outage_s / r['value']:.2f})"
                              for _, r in dur.iterrows()) + ".")
         return "\n".join((first, second, third))
-
-    def arms_findings(self) -> str:
-        """One sentence per scenario: every arm's completeness and net completeness on the largest network."""
-        s, largest = self.summary, max(self.labels)
-        return "\n".join(f"Scenario {sc}, {largest} sensors, completeness / net completeness (%): " + "; ".join(
-            f"{arm} {sub.loc[arm, 'completeness']:.2f} / {sub.loc[arm, 'net']:.2f}" for arm in ARMS) + "."
-            for sc in TABLE4_SCENARIOS for sub in [s[(s.scenario == sc) & (s["size"] == largest)].set_index("twin")])
 
     def loop_table(self):
         """Crossings of both closed loops in the demonstration run, without and with gateway failures."""

@@ -353,7 +353,7 @@ def test_run_table4_quick_tables_agree_with_its_runs():
     assert set(t.sensitivity_table().columns) >= {"presence_dwell_s (s)", "net completeness %"}
     assert glued["table4_input_s1"] == t.drivers_table().set_index(["scenario", "twin"]).loc[(1, "GenTwin"), "reading"]
     assert t.sensitivity_findings().startswith("Scenario 1: GenTwin's completeness ")
-    assert t.arms_findings().count("always generate 100.00 / ") == 2
+    assert t.findings().count("always generate 100.00 / ") == 2
     loops = t.loop_table()
     assert loops["Table IV run"].tolist()[0] == t.demo.external.readings_collected
     assert t.with_failures.gateway_down and t.with_failures.external.rehomed_sensors > 0
