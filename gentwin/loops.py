@@ -335,9 +335,8 @@ class CyberTwin:
         self.observations[self.gateway_pos[heard | silent]] += 1
         self.last_value[got] = np.asarray(delivery.values, dtype=float)[got]
         self.pending_records += int(known_s.size + (heard | silent).sum())
-        return SlotView(slot=slot, time_s=float(time_s), received=got, generated=generate,
-                        generated_values=gen_values, inferred_inactive=inferred_inactive, gateway_heard=heard,
-                        gateway_silent=silent, flow_alive=flow_alive, heartbeats=int(hb.sum()))
+        return SlotView(slot, float(time_s), got, generate, gen_values, inferred_inactive, heard, silent, flow_alive,
+                        int(hb.sum()))
 
 
 class ExternalLoop:

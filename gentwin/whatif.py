@@ -214,13 +214,10 @@ class WhatIfCity:
                 break
             seeds.add(gid)
             changed.add(gid)
-            if not self.presence.get(gid, True):
-                self._log(gid, True)  # recovers; its old sensors stay where they moved
-                affected += 1
-                continue
-            self._log(gid, False)  # fails
+            fails = self.presence.get(gid, True)
+            self._log(gid, not fails)  # a failed one recovers; its old sensors stay where they moved
             affected += 1
-            targets = self._active_gateways(str(self.nodes[gid].service), exclude=gid)
+            targets = self._active_gateways(str(self.nodes[gid].service), exclude=gid) if fails else []
             if not targets:
                 continue
             moving = sorted(self.members[gid])
