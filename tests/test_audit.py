@@ -248,3 +248,19 @@ def test_comparison_markdown_escapes_markup_in_cells() -> None:
     assert len(cells) == 3  # the pipe in the note did not open a cell
     assert cells[0] == r"a \| b costs \$5 and \$6, \*not\* \`x\` \<y\> \{z\} second line"
     assert set(audit.STATUS_COLOURS) == set(audit.STATUSES)
+
+
+def test_every_test_the_book_cites_exists() -> None:
+    """An auditor follows ``tests/x.py::name`` from the errata and chapters to the test: it must be there."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    cited = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
+    sources = [*root.glob("book/**/*.md"), *root.glob("notebooks/*.md"), root / "README.md"]
+    missing = []
+    for source in sources:
+        for path, name in cited.findall(source.read_text(encoding="utf-8")):
+            test_file = root / path
+            if not test_file.is_file() or not re.search(rf"^\s*def {name}\(", test_file.read_text(encoding="utf-8"), re.M):
+                missing.append(f"{source.relative_to(root)} cites {path}::{name}")
+    assert sources and not missing, missing
