@@ -23,9 +23,10 @@ __all__ = ["RETRIEVAL_MODES", "KIND_COLOURS", "RELATION_COLOURS", "READ_OUT_TEXT
            "evaluate_retrieval", "recall_by_mode", "recall_glues", "category_neighbourhood", "draw_neighbourhood",
            "draw_facts", "GeneratedTwinAnswers", "answer_from_generated_twin"]
 
-#: Retrieval variants compared by :func:`evaluate_retrieval`, with their (entity filter, relation filter).
+# each retrieval variant's (entity filter, relation filter)
 _FILTERS = {"embedding": (False, False), "entity filter + embedding": (True, False),
             "entity + relation filter + embedding": (True, True)}
+#: Retrieval variants compared by :func:`evaluate_retrieval`.
 RETRIEVAL_MODES: tuple[str, ...] = tuple(_FILTERS)
 
 

@@ -113,7 +113,7 @@ class Neo4jStore(TwinStore):
     allow-lists; every id and value travels as a query parameter.  An update runs in one managed write
     transaction (retried on transient errors, rolled back on any failure): a small unnamed one as one
     statement, a named or large one in batched ``UNWIND`` statements; a rebuild over ``stage_rows``
-    records in several transactions (:meth:`_staged_rebuild`).  :meth:`from_env` reads the
+    records in several transactions (``_staged_rebuild``).  :meth:`from_env` reads the
     credentials, which are kept by the driver only (not in ``repr``, not in error messages).
     """
 

@@ -2,7 +2,7 @@
 
 Section II.B of the paper keeps the twin "in the form of knowledge graphs" in Neo4j (Fig. 4): labelled
 entities (sensors, gateways, services, the smart city) linked by typed relations, each with its metadata.
-Both backends validate an update against the latest version with :func:`_plan`.
+Both backends validate an update against the latest version with ``_plan``.
 """
 
 from __future__ import annotations
