@@ -331,7 +331,7 @@ def test_every_update_is_a_version_and_old_versions_stay(store):
     nodes, rels = small_graph()
     store.rebuild(nodes.values(), rels, name="base")
     s1_off = TwinNode("S1", "sensor", {"category": "PM2.5 sensor", "active": False, "latitude": 41.38})
-    v2 = store.commit(ChangeSet(upsert_nodes=(s1_off,)), parts=("H", "L"))
+    v2 = store.commit(ChangeSet(upsert_nodes=(s1_off,)), parts=(p for p in ("H", "L")))  # any iterable, even one pass
     v3 = store.commit(ChangeSet(delete_nodes=("S3",)), name="S3 gone")
     v4 = store.commit(ChangeSet(upsert_nodes=(TwinNode("S4", "sensor"),),
                                 upsert_relations=(R("S4", "CONNECTED_TO", "GW2"),)))

@@ -264,8 +264,9 @@ class Fig8:
                  "narrows" if g["fig8_gap_widening_pct_high"] < 0 else "shows no clear trend")
         return (
             f"From alpha {g['fig8_lo_alpha']:.2f} to {g['fig8_hi_alpha']:.2f} the update takes "
-            + ", ".join(f"{who} {upd[t][0]:.1f} -> {upd[t][1]:.1f} ms" for t, who in zip(ARMS[:3], (
-                "GenTwin", "the incremental writer", "the event-driven twin")))
+            + ", ".join(f"{who} {upd[t][0]:.1f} -> {upd[t][1]:.1f} ms" for t, who in (
+                ("GenTwin", "GenTwin"), ("incremental", "the incremental writer"),
+                ("event-driven", "the event-driven twin")))
             + f" and the full rebuild {upd['traditional'][0]:.1f} -> {upd['traditional'][1]:.1f} ms.\n"
             f"GenTwin vs the rebuild: the gap {trend} ({g['fig8_gap_low_pct']:.0f} % -> {g['fig8_gap_high_pct']:.0f} %,"
             f" change {g['fig8_gap_widening_pct']:.0f} points, CI [{g['fig8_gap_widening_pct_low']:.0f}, "

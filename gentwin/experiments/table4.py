@@ -105,7 +105,9 @@ def simulate(physical: PhysicalConfig, topology_cfg: TopologyConfig, *, scenario
     version and each sensor's first presence come from it.  ``presence`` (bool, sensors x slots) and
     ``gateway_failures`` ((gateway id, start, end), ...) replace the random ones; ``store`` takes the internal
     loop's twin versions: an empty :mod:`gentwin.graph` store (default ``NetworkxStore``) or a
-    :class:`gentwin.loops.VersionSink`.
+    :class:`gentwin.loops.VersionSink`.  ``pooling`` gives the internal loop's eq. (3) ``relation_owner``, eq. (4)
+    band and eq. (6) reading; ``seed`` seeds everything random in the run (the topology comes from
+    ``topology_cfg.data_seed``).
     """
     for name, value, kind in (("physical", physical, PhysicalConfig), ("topology_cfg", topology_cfg, TopologyConfig)):
         if not isinstance(value, kind):

@@ -418,10 +418,11 @@ class TwinStore(abc.ABC):
         self._check_name(name)
         if isinstance(parts, str):
             raise SchemaError(f"parts = {parts!r}: must be a sequence of part names, not one string")
+        parts = tuple(parts)  # before the checks: a generator would be used up by them
         for p in parts:
             if not isinstance(p, str) or not p:
                 raise SchemaError(f"parts: {p!r} must be a non-empty string")
-        return self._commit(changes, name, tuple(parts))
+        return self._commit(changes, name, parts)
 
     def rebuild(self, nodes: Iterable[TwinNode], relations: Iterable[Relation], *,
                 name: str | None = None) -> VersionInfo:
@@ -482,6 +483,7 @@ class TwinStore(abc.ABC):
     def _request_args(requirement: Any, version: Any) -> tuple[TwinRequirement, int | str | None]:
         if requirement is not None and not isinstance(requirement, TwinRequirement):
             raise SchemaError(f"requirement = {requirement!r}: must be a TwinRequirement or None")
-        if version is not None and not isinstance(version, str):
-            version = check_int("version", version, error=VersionError)
+        if version is not None and not isinstance(version, str) and (isinstance(version, bool)
+                                                                    or not isinstance(version, int)):
+            raise VersionError(f"version = {version!r}: must be None, a version number or a version name")
         return requirement or TwinRequirement(), version
