@@ -16,14 +16,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gentwin.adapter import TwinAdapterConfig, adapter_layer_indices
+from gentwin.adapter import LORA_TARGETS, TwinAdapterConfig, adapter_layer_indices, lora_cost_per_rank
 from gentwin.checks import check_int, check_real
 from gentwin.llm import causal_lm, count_parameters, tiny_backbone  # noqa: F401 - tiny_backbone for the doctest
 
 __all__ = ["LORA_DEFAULT_TARGETS", "LoraPlan", "plan_lora", "lora_baseline"]
 
 #: LoRA targets of the baseline by default: the attention projections of the chosen layers.
-LORA_DEFAULT_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_DEFAULT_TARGETS: tuple[str, ...] = LORA_TARGETS
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,8 @@ def plan_lora(
     (1, 896)
     """
     check_int("target_trainable", target_trainable, low=1)
-    if isinstance(target_modules, str) or not target_modules:
-        raise ValueError(f"target_modules = {target_modules!r}: must be a non-empty list of module names")
-    decoder = causal_lm(model).model.layers
-    chosen = TwinAdapterConfig(layers=layers, n_top=n_top).resolve_layers(len(decoder))
-    per_rank = 0
-    for i in chosen:
-        found = {name.rsplit(".", 1)[-1]: mod for name, mod in decoder[i].named_modules()
-                 if isinstance(mod, nn.Linear)}
-        absent = [t for t in target_modules if t not in found]
-        if absent:
-            raise ValueError(
-                f"target_modules = {tuple(target_modules)!r}: layer {i} has no linear module named {absent}; "
-                f"it has {sorted(found)}"
-            )
-        per_rank += sum(found[t].in_features + found[t].out_features for t in target_modules)
+    chosen = TwinAdapterConfig(layers=layers, n_top=n_top).resolve_layers(len(causal_lm(model).model.layers))
+    per_rank = lora_cost_per_rank(model, chosen, target_modules)
     rank = max(1, round(target_trainable / per_rank))
     return LoraPlan(rank=rank, target_modules=tuple(target_modules), layers=chosen, per_rank=per_rank,
                     trainable=rank * per_rank, target=target_trainable)

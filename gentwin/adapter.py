@@ -32,7 +32,7 @@ from .files import atomic_folder, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "AdapterError", "TwinAdapterConfig", "TwinAdapter", "AdaptedMLP", "add_twin_adapters", "adapter_layer_indices",
-    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "parameters_per_layer", "LORA_TARGETS",
+    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "parameters_per_layer", "LORA_TARGETS", "lora_cost_per_rank",
     "parameter_budget", "adapter_state_dict", "save_adapter", "load_adapter", "ADAPTER_CONFIG_NAME",
     "ADAPTER_WEIGHTS_NAME",
 ]
@@ -374,22 +374,39 @@ def parameters_per_layer(model: nn.Module):
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+def lora_cost_per_rank(model: nn.Module, layers: Sequence[int], targets: Sequence[str], *,
+                       name: str = "target_modules") -> int:
+    """LoRA parameters per unit of rank on the linear maps ``targets`` of decoder ``layers``: Σ (in + out).
+
+    Every layer must have every target (an AdapterError names the layer and the modules it has), so a
+    budget is never worked out from some of the targets only.
+    """
+    if isinstance(targets, str) or not targets:
+        raise AdapterError(f"{name} = {targets!r}: must be a non-empty list of module names")
+    decoder, per_rank = _decoder_layers(model), 0
+    for i in layers:
+        found = {n.rsplit(".", 1)[-1]: m for n, m in decoder[i].named_modules() if isinstance(m, nn.Linear)}
+        absent = [t for t in targets if t not in found]
+        if absent:
+            raise AdapterError(f"{name} = {tuple(targets)!r}: layer {i} has no linear module named {absent}; "
+                               f"it has {sorted(found)}")
+        per_rank += sum(found[t].in_features + found[t].out_features for t in targets)
+    return per_rank
+
+
 def parameter_budget(model: nn.Module, lora_targets: Sequence[str] = LORA_TARGETS):
     """Frozen, tunable and total parameters of an adapted model, and the LoRA baseline of the same budget
     (a :class:`pandas.DataFrame` indexed by ``part``; columns ``parameters``, ``share of all``).
 
     A rank-r LoRA on a linear map in -> out trains ``r (in + out)`` parameters; on the ``lora_targets`` of
     the adapted layers its rank is ``max(1, round(trainable / Σ (in + out)))``, as in
-    ``benchmarks/lora_budget.py``.
+    ``benchmarks/lora_budget.py`` (both through :func:`lora_cost_per_rank`).
     """
-    layers, indices = _decoder_layers(model), adapter_layer_indices(model)
+    indices = adapter_layer_indices(model)
     config = getattr(model, "twin_adapter_config", None)
     if not indices or not isinstance(config, TwinAdapterConfig):
         raise AdapterError(f"model = {type(model).__name__}: has no Twin Adapters (use add_twin_adapters)")
-    per_rank = sum(m.in_features + m.out_features for i in indices
-                   for n, m in getattr(layers[i], "self_attn", nn.Module()).named_children() if n in lora_targets)
-    if per_rank == 0:
-        raise AdapterError(f"lora_targets = {tuple(lora_targets)}: no such projection in the adapted layers")
+    per_rank = lora_cost_per_rank(model, indices, lora_targets, name="lora_targets")
     table = parameter_breakdown(model)
     frozen, trainable = int(table["frozen"].sum()), int(table["trainable"].sum())
     total, rank = frozen + trainable, max(1, round(trainable / per_rank))

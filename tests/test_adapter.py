@@ -306,6 +306,10 @@ def test_parameter_budget_by_hand(tiny):
     assert budget["parameters"].iloc[:3].tolist() == [counts["frozen"], counts["trainable"], counts["total"]]
     with pytest.raises(AdapterError, match=r"lora_targets = \('wq',\)"):
         parameter_budget(model, lora_targets=("wq",))
+    # one target missing is an error too, not a rank worked out from the others
+    missing = r"lora_targets = \('q_proj', 'wq'\): layer 1 has no linear module named \['wq'\]"
+    with pytest.raises(AdapterError, match=missing):
+        parameter_budget(model, lora_targets=("q_proj", "wq"))
 
 
 def test_adding_twice_is_an_error(tiny):
