@@ -19,8 +19,8 @@ from .progress import progress
 from .topology import DataSet, Instance, Topology, generate_dataset
 
 __all__ = [
-    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "RELATION_OWNERS", "ORDERS", "NO_POOL",
-    "PoolingError", "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
+    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "RELATION_OWNERS", "ORDERS", "READINGS", "NO_POOL",
+    "PoolingError", "pool_readings", "checked_seen", "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
     "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
     "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot", "alpha",
     "PriorityPool", "pool_snapshot", "training_order",
@@ -37,6 +37,8 @@ RELATION_OWNERS: tuple[str, ...] = field_spec("relation_owner").choices
 # Whose relations N_i counts defaults to the config's default, so one flip there moves every caller.
 _OWNER: str = field_spec("relation_owner").default
 ORDERS: tuple[str, ...] = field_spec("order").choices
+#: The fields of :class:`gentwin.config.PoolingConfig` that :class:`PriorityPool` takes as readings.
+READINGS: tuple[str, ...] = ("band", "pool_weight", "relation_count", "relation_owner", "alpha_reading")
 #: Code of a node that belongs to no pool (unseen, or in the gap of the printed eq. (4)).
 NO_POOL = -1
 
@@ -46,6 +48,12 @@ class PoolingError(ValueError):
 
 
 _choice = partial(check_choice, error=PoolingError)
+
+
+def pool_readings(pooling) -> dict[str, str]:
+    """The :data:`READINGS` of a :class:`gentwin.config.PoolingConfig`, as keyword arguments of
+    :class:`PriorityPool`, :func:`pool_snapshot` and :func:`training_order`."""
+    return {name: getattr(pooling, name) for name in READINGS}
 
 
 def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, why: str) -> None:
@@ -85,8 +93,9 @@ def _same_length(**arrays: np.ndarray) -> int:
     return next(iter(lengths.values()))
 
 
-def _seen(name: str, values, seen) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` as a :func:`_vector` and the ``seen`` mask (all True when None), of the same length."""
+def checked_seen(name: str, values, seen) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as a 1-D array of finite numbers >= 0 and the ``seen`` mask (all True when None), of one
+    length; PoolingError naming the first bad entry."""
     p = _vector(name, values)
     s = np.ones(p.size, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
     _same_length(**{name: p, "seen": s})
@@ -211,7 +220,7 @@ def pool_bounds(priority_values, seen=None) -> tuple[float, float, float]:
     >>> pool_bounds([0.3, 0.1, 0.0, 0.9], [True, True, True, False])
     (0.13333333333333333, 0.06666666666666667, 0.1)
     """
-    p, s = _seen("priority", priority_values, seen)
+    p, s = checked_seen("priority", priority_values, seen)
     if not s.any():
         return 0.0, 0.0, 0.0
     avg = math.fsum(p[s].tolist()) / int(s.sum())
@@ -234,7 +243,7 @@ def assign_pools(priority_values, seen=None, band: str = "corrected", *,
     [0, -1, 2, 2, -1]
     """
     _choice("band", band, BANDS)
-    p, s = _seen("priority", priority_values, seen)
+    p, s = checked_seen("priority", priority_values, seen)
     _, half, three_q = pool_bounds(p, s) if bounds is None else bounds
     out = np.full(p.size, NO_POOL, dtype=np.int8)
     high, low = p > three_q, p <= half

@@ -410,10 +410,12 @@ class GenTwin(IncrementalTwin):
 
     def __init__(self, store: TwinStore, state: NetworkState, *, band: str = "corrected",
                  pool_weight: str = "degree", alpha_reading: str = "nodes", relation_count: str = "unique",
-                 alpha_threshold: float = 0.0) -> None:
+                 relation_owner: str | None = None, alpha_threshold: float = 0.0) -> None:
         check_real("alpha_threshold", alpha_threshold, low=0.0, error=WhatIfError)
         self.readings = dict(band=band, pool_weight=pool_weight, alpha_reading=alpha_reading,
                              relation_count=relation_count)
+        if relation_owner is not None:  # None: pooling's default reading
+            self.readings["relation_owner"] = relation_owner
         self.alpha_threshold = float(alpha_threshold)
         self.snapshot = pool_snapshot(state.dataset, **self.readings)
         self._pool = dict(zip(self.snapshot.node_ids, self.snapshot.pool))

@@ -179,6 +179,17 @@ def test_gentwin_writes_nothing_without_a_change(dataset):
     assert info.alpha == {"H": 0.0, "M": 0.0, "L": 0.0} and [v.number for v in g.store.versions()] == [1]
 
 
+def test_gentwin_pools_under_the_relation_owner_it_is_given(dataset):
+    from gentwin.pooling import pool_snapshot
+
+    st = WhatIfCity(dataset, seed=7).state()
+    default, head = GenTwin(NetworkxStore("a"), st), GenTwin(NetworkxStore("b"), st, relation_owner="head")
+    assert head.snapshot.relation_owner == "head" and default.snapshot.relation_owner == "incident"
+    # a gateway's N_i counts its sensors' links only when the relations are "incident"
+    assert head.snapshot.relations.tolist() == pool_snapshot(st.dataset, relation_owner="head").relations.tolist()
+    assert head.snapshot.relations.sum() < default.snapshot.relations.sum()
+
+
 def test_gentwin_defers_pools_whose_alpha_did_not_fire(dataset):
     space = WhatIfCity(dataset, seed=9)
     g = GenTwin(NetworkxStore("g"), space.state(), alpha_threshold=1e9)  # no pool can fire

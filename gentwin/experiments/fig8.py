@@ -14,6 +14,7 @@ from ..checks import check_int, check_real
 from ..config import Settings
 from ..graph import choose_backend, open_store
 from ..metrics import gap_widening, response_gaps
+from ..pooling import pool_readings
 from ..progress import progress as _progress
 from ..reference import by_key
 from ..stats import summarise
@@ -299,10 +300,8 @@ def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progres
 
     def compute() -> Fig8:
         seeds = tuple(range(tw.twin_seed, tw.twin_seed + tw.twin_seeds))
-        readings = dict(band=pc.band, pool_weight=pc.pool_weight, alpha_reading=pc.alpha_reading,
-                        relation_count=pc.relation_count)
         runs = run_whatif(ds, backend=backend, rates=tw.update_rates, seeds=seeds, episodes=tw.n_episodes,
-                          readings=readings, alpha_threshold=tw.alpha_threshold, panel_thresholds=tw.alpha_thresholds,
+                          readings=pool_readings(pc), alpha_threshold=tw.alpha_threshold, panel_thresholds=tw.alpha_thresholds,
                           progress=show_progress)
         return Fig8(backend, len(ds.topology.devices()), seeds, tuple(tw.update_rates), settings.stats.confidence,
                     runs, tw.alpha_bins, tw.alpha_threshold)

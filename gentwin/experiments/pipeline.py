@@ -11,7 +11,7 @@ import torch
 from ..adapter import TwinAdapterConfig, add_twin_adapters
 from ..config import TrainingConfig, select_device
 from ..llm import load_backbone
-from ..pooling import training_order
+from ..pooling import pool_readings, training_order
 from ..topology import DataSet, Instance, generate_dataset
 from ..training import TrainingError, TwinTask, prepare_task
 
@@ -83,9 +83,6 @@ def hardware_note(task: TwinTask, threads: int | None = None) -> str:
 
 def stream_order(settings, dataset: DataSet, instances: list[Instance], by: str, seed: int) -> list[Instance]:
     """The training stream: ``instances`` ordered ``by`` priority, weight or at random (``seed``), with the
-    pooling readings of ``settings.pooling`` (band, pool weight, alpha reading, relation count)."""
-    p = settings.pooling
-    return training_order(dataset, instances, by=by, seed=seed, band=p.band, pool_weight=p.pool_weight,
-                          alpha_reading=p.alpha_reading, relation_count=p.relation_count,
-                          relation_owner=p.relation_owner)
+    pooling readings of ``settings.pooling``."""
+    return training_order(dataset, instances, by=by, seed=seed, **pool_readings(settings.pooling))
 

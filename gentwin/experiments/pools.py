@@ -10,26 +10,18 @@ import numpy as np
 import pandas as pd
 
 from ..checks import check_int
-from ..config import PoolingConfig
 from ..pooling import (BANDS, ORDERS, POOL_WEIGHTS, POOLS, RELATION_OWNERS, PoolingError, PoolSnapshot, PriorityPool,
-                       pool_snapshot, training_order)
+                       checked_seen, pool_snapshot, training_order)
 from ..stats import summarise
 from ..topology import DataSet, Instance, Topology, generate_dataset
 
-__all__ = ["READINGS", "CURVES", "readings", "snapshot_counts", "priority_extremes", "tie_share", "tie_shares",
+__all__ = ["CURVES", "snapshot_counts", "priority_extremes", "tie_share", "tie_shares",
            "band_table", "centrality_gap", "pool_weight_table", "history_frame", "pool_history", "pool_curves",
            "late_means", "pool_order", "weight_matrix_frame", "top_pairs", "order_heads", "draw_priorities",
            "draw_curves"]
 
-#: The fields of :class:`gentwin.config.PoolingConfig` that choose a reading of eqs. (3)-(7).
-READINGS = ("band", "pool_weight", "relation_count", "relation_owner", "alpha_reading")
 #: The curves of :func:`pool_curves`, with the axis label each is drawn with.
 CURVES = {"size": "nodes in pool", "W": "pool weight W_p (eq. 6)", "alpha": "update trigger α (eq. 7)"}
-
-
-def readings(pooling: PoolingConfig) -> dict[str, str]:
-    """The readings of ``settings.pooling`` as keyword arguments of :class:`~gentwin.pooling.PriorityPool`."""
-    return {name: getattr(pooling, name) for name in READINGS}
 
 
 def snapshot_counts(dataset: DataSet, snapshot: PoolSnapshot):
@@ -49,10 +41,7 @@ def priority_extremes(table, top: int = 4, bottom: int = 3):
 def tie_share(priority_values, seen=None) -> float:
     """Share of the seen nodes whose eq. (3) priority equals that of another seen node (0 with none seen): what
     the seeded tie-break of :func:`gentwin.pooling.training_order` decides."""
-    p = np.asarray(priority_values, dtype=float)
-    s = np.ones(p.shape, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
-    if p.ndim != 1 or s.shape != p.shape:
-        raise PoolingError(f"priority, seen: must be 1-D arrays of one length (got shapes {p.shape}, {s.shape})")
+    p, s = checked_seen("priority", priority_values, seen)
     if not s.any():
         return 0.0
     _, inverse, counts = np.unique(p[s], return_inverse=True, return_counts=True)

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 
 from ..config import PROFILES, TopologyConfig, field_spec
 from ..ingest import BOOK_FILES, FORMS, read_entities, to_urn
-from ..pooling import pool_snapshot
+from ..pooling import pool_readings, pool_snapshot
 from ..reference import by_key
 from ..sdm import GRAPH_KINDS, GRAPH_RELATIONS, EntityGraph
 from ..topology import NODE_KINDS, SPLITS, DataSet, Instance, Topology
@@ -248,7 +248,5 @@ def sample_pools(topology: Topology, pooling: Any):
     """Eqs. (1)-(4) on a topology read without a log (:func:`sample_log`): per sensor and gateway its eq. (2)
     pair, relations N, priority p and pool under the readings of ``pooling`` (a
     :class:`gentwin.config.PoolingConfig`)."""
-    readings = {k: getattr(pooling, k) for k in ("band", "pool_weight", "alpha_reading", "relation_count",
-                                                  "relation_owner")}
-    table = pool_snapshot(DataSet(topology, sample_log(topology)), **readings).table()
+    table = pool_snapshot(DataSet(topology, sample_log(topology)), **pool_readings(pooling)).table()
     return table[["node", "kind", "k", "v", "N", "p", "pool"]]

@@ -15,7 +15,7 @@ import pytest
 
 from gentwin.config import PoolingConfig, TopologyConfig
 from gentwin.experiments import pools
-from gentwin.pooling import POOLS, PoolingError, PriorityPool, pool_snapshot, training_order
+from gentwin.pooling import POOLS, PoolingError, PriorityPool, pool_readings, pool_snapshot, training_order
 from gentwin.topology import DataSet, generate_dataset
 from pooling_oracle import HEAD, IDS, hand_dataset, hand_topology, owner_dataset
 
@@ -32,7 +32,7 @@ def step1() -> DataSet:
 
 
 def test_readings_are_the_five_reading_fields() -> None:
-    assert pools.readings(PoolingConfig(band="paper", relation_owner="head")) == {
+    assert pool_readings(PoolingConfig(band="paper", relation_owner="head")) == {
         "band": "paper", "pool_weight": "degree", "relation_count": "unique", "relation_owner": "head",
         "alpha_reading": "nodes"}
 
@@ -53,8 +53,12 @@ def test_tie_share_by_hand() -> None:
     assert pools.tie_share([0.2, 0.2, 0.1, 0.2], [True, True, True, False]) == pytest.approx(2 / 3)
     assert pools.tie_share([0.1, 0.2, 0.3]) == 0.0
     assert pools.tie_share([0.5, 0.5], [False, False]) == 0.0  # none seen
-    with pytest.raises(PoolingError, match="one length"):
+    with pytest.raises(PoolingError, match=r"lengths disagree: len\(priority\) = 2, len\(seen\) = 1"):
         pools.tie_share([0.1, 0.2], [True])
+    with pytest.raises(PoolingError, match=r"priority\[0\] = nan: must be a finite number"):
+        pools.tie_share([float("nan"), float("nan"), 0.1])
+    with pytest.raises(PoolingError, match=r"priority\[0\] = -1.0: must be >= 0"):
+        pools.tie_share([-1.0, -1.0, 0.1])
 
 
 def test_tie_shares_of_the_owner_log() -> None:
