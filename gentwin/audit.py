@@ -277,7 +277,11 @@ def _cited(doc: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def equation_references(package: str = "gentwin") -> list[CodeRef]:
     """The public (``__all__``) functions and classes whose docstring's opening lines cite an equation or
-    Algorithm 1 line: the docstring is the declaration."""
+    Algorithm 1 line: the docstring is the declaration.
+
+    Only the concept modules directly under ``package`` are read: the runners in ``gentwin.experiments``
+    analyse what an equation gives (e.g. ``experiments.pools.tie_share``) and cite it, but do not implement it.
+    """
     pkg = importlib.import_module(package)
     refs: list[CodeRef] = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):

@@ -155,6 +155,14 @@ def test_cited_equations_and_algorithm_lines() -> None:
     assert audit._cited("Summary.\n\n\n\n\n\n\nSee eq. (9).") == ((), ())
 
 
+def test_equation_rows_are_implementations_not_the_experiments_analyses() -> None:
+    refs = {r.qualname for r in audit.equation_references()}
+    assert "gentwin.pooling.priority" in refs and "gentwin.metrics.l1_loss" in refs
+    # tie_share cites eq. (3) but analyses the priorities; it is left off on purpose
+    assert "eq. (3)" in __import__("gentwin.experiments.pools").experiments.pools.tie_share.__doc__
+    assert not any(q.startswith("gentwin.experiments.") for q in refs)
+
+
 def test_find_tests_using_reads_test_bodies(tmp_path: Path) -> None:
     (tmp_path / "test_x.py").write_text(
         "from gentwin.pooling import priority\n"
