@@ -230,9 +230,11 @@ class TwinConfig(_Section):
     """Twin store, prompting and what-if analysis, eq. (10), Fig. 8 (Section II.B.3, III.C)."""
 
     store: str = _p("auto", "twin store backend: 'auto' (Neo4j when NEO4J_URI is set, else networkx), 'networkx' or "
-                    "'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD)", choices=("auto", "networkx", "neo4j"))
+                    "'neo4j' (needs NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD); an explicit choice wins over the "
+                    "environment", choices=("auto", "networkx", "neo4j"))
     update_rates: tuple[float, ...] = _p((0.2, 0.4, 0.6, 0.8, 1.0), "target update rates on Fig. 8's x-axis: an "
-                                         "episode changes round(rate x devices) devices", gt=0.0, le=1.0,
+                                         "episode changes round(rate x devices) devices; the alpha (eq. 7) this "
+                                         "causes is measured", gt=0.0, le=1.0,
                                          paper="0.2 - 1.0")
     n_episodes: int = _p(20, "what-if episodes per update rate and seed", ge=1, le=2_000)
     alpha_threshold: float = _p(0.0, "Fig. 8 update gate: a pool is re-versioned when its alpha (eq. 7) accumulated "
@@ -246,7 +248,8 @@ class TwinConfig(_Section):
     n_questions: int = _p(60, "generated questions on which the retriever's recall@k is measured", ge=1, le=10_000)
     verbaliser: str = _p("template", "eq. (10) verbaliser g: 'template' (deterministic) or 'llm' (the backbone, "
                          "conditioned on the retrieved facts)", choices=("template", "llm"))
-    twin_seed: int = _p(0, "first seed of the what-if runs and of the generated questions (eq. 10)", ge=0)
+    twin_seed: int = _p(0, "first seed of the what-if runs (Fig. 8 uses twin_seed, twin_seed + 1, ...) and of the "
+                        "generated questions (eq. 10)", ge=0)
 
 
 @dataclass(frozen=True)

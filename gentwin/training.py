@@ -181,8 +181,9 @@ def cached_frozen_states(model, encoded: Encoded, *, inside: bool, batch_size: i
 
 
 def reset_adapters(model, seed: int) -> None:
-    """Re-draw every Twin Adapter as :func:`gentwin.adapter.add_twin_adapters` would with ``seed`` (so one
-    loaded backbone serves every seed)."""
+    """Re-draw every Twin Adapter as :func:`gentwin.adapter.add_twin_adapters` would with ``seed``: ``W_D`` from a
+    generator seeded with ``seed`` (layers in ascending order), ``W_U = 0``, so the model equals the backbone
+    again and one loaded backbone serves every seed."""
     mods = adapter_modules(model)
     if not mods:
         raise TrainingError(f"model = {type(model).__name__}: has no Twin Adapters to reset")

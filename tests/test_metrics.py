@@ -1,7 +1,6 @@
 """Tests for gentwin.metrics: hand-worked values and invariants of every measured quantity."""
 from __future__ import annotations
 
-# Sections (one owner each while the library is restructured; keep these markers):
 # --- eq. (9): L1 and accuracy over relations; the pooling gain (Fig. 6) ---
 
 import pytest  # noqa: E402 - each section imports what it needs

@@ -44,8 +44,8 @@ def extraction_curve(model, task: TwinTask, order: Sequence[Instance], config: T
                      progress: bool = False, step_cache=None):
     """Fig. 6: unique correct triples over the whole topology after each training round (Algorithm 1 lines 9-11).
 
-    Round r trains one pass over :func:`round_slices`' part of ``order``, the rate decaying by ``discount_factor``
-    per round.  Columns ``round, seed, fed, train_loss, extracted`` (true relations produced),
+    Round r trains one pass over :func:`round_slices`' part of ``order`` (shuffled with ``seed`` when
+    ``shuffle_passes`` is on), the rate decaying by ``discount_factor`` per round.  Columns ``round, seed, fed, train_loss, extracted`` (true relations produced),
     ``extracted_copyable``, ``extracted_inferred`` (``task.copyable`` or not), ``produced, precision, recall``.
     """
     items = list(order)

@@ -37,6 +37,7 @@ def setup_twin(settings, *, dataset: DataSet | None = None, device: str = "auto"
     """``(model, tokenizer, dataset, task)``: backbone + Twin Adapters + data set (default: generated from
     ``settings.topology``) + prepared task, from :class:`gentwin.config.Settings`.
 
+    ``id_style`` defaults to ``settings.training.id_style`` (opaque ids are drawn with ``train_seed``).
     Sets torch's CPU threads to ``torch_threads`` (process-wide: the same seed then gives the same numbers on
     one machine); ``step_cache`` keeps the frozen pass.
     """
