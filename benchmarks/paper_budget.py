@@ -35,14 +35,15 @@ def design_epochs(settings) -> dict[str, float]:
     >>> d["fig6_minimum_epochs"]   # 2 orders x 8 seeds x (18 + 1) / 2
     152.0
     """
+    from gentwin.experiments.fig6 import variant_orders
+
     t = settings.training
     cumulative = (t.rounds + 1) / 2
     per_run = {"cumulative": cumulative, "chunk": 1.0}
     fig6 = fig6_reads = 0.0
-    for k, variant in enumerate(t.fig6_variants):
-        orders = len(t.fig6_orders) if k == 0 else 2
-        fig6 += orders * t.fig6_seeds * per_run[variant.split("/")[0]]
-        fig6_reads += orders * t.fig6_seeds * t.rounds
+    for variant, orders in variant_orders(t):
+        fig6 += len(orders) * t.fig6_seeds * per_run[variant.split("/")[0]]
+        fig6_reads += len(orders) * t.fig6_seeds * t.rounds
     runs7 = len(t.fig7_arms) * t.n_seeds
     return {"fig6_epochs": fig6, "fig6_reads": fig6_reads,
             "fig6_minimum_epochs": 2 * t.fig6_seeds * per_run[t.fig6_variants[0].split("/")[0]],

@@ -15,7 +15,7 @@ from ..training import (TrainingError, TwinTask, load_adapter_state, predict_tri
                         train_trajectory)
 from .pipeline import retask, run_seeds, stream_order, training_instances
 
-__all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_runs", "gains",
+__all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_orders", "variant_runs", "gains",
            "gain_table", "variant_table", "headline", "curve_bands", "first_chunks"]
 
 #: How the chapter names each order.
@@ -96,22 +96,27 @@ def runs(model, task: TwinTask, settings, *, orders: Sequence[str] | None = None
     return pd.concat(curves, ignore_index=True)
 
 
+def variant_orders(config: TrainingConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """``(variant, orders)`` of each of ``fig6_variants``: the first (the headline) runs every order of
+    ``fig6_orders``, the others priority and random only."""
+    return [(v, tuple(config.fig6_orders) if k == 0 else ("priority", "random"))
+            for k, v in enumerate(config.fig6_variants)]
+
+
 def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, step_cache=None):
     """:func:`runs` for every ``"round_mode/id_style"`` of ``fig6_variants`` on the paired seeds ``train_seed ..
     train_seed + fig6_seeds - 1``, with a ``variant`` column in front.
 
-    The first variant (the headline) runs every order of ``fig6_orders``, the others priority and random
-    only; another id style gets its own task (:func:`~gentwin.experiments.pipeline.retask`).
+    Each variant runs the orders :func:`variant_orders` gives; another id style gets its own task (:func:`~gentwin.experiments.pipeline.retask`).
     """
     cfg = settings.training
     seeds = list(range(cfg.train_seed, cfg.train_seed + cfg.fig6_seeds))
     tasks, out = {}, []
-    for k, variant in enumerate(cfg.fig6_variants):
+    for variant, orders in variant_orders(cfg):
         round_mode, id_style = variant.split("/")
         if id_style not in tasks:
             tasks[id_style] = retask(model, task, settings, id_style, progress=progress, step_cache=step_cache)
-        curves = runs(model, tasks[id_style], settings, orders=cfg.fig6_orders if k == 0 else ("priority", "random"),
-                      seeds=seeds, round_mode=round_mode, progress=progress, step_cache=step_cache)
+        curves = runs(model, tasks[id_style], settings, orders=orders, seeds=seeds, round_mode=round_mode, progress=progress, step_cache=step_cache)
         curves.insert(0, "variant", variant)
         out.append(curves)
     return pd.concat(out, ignore_index=True)

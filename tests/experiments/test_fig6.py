@@ -143,3 +143,31 @@ def test_variant_runs_pair_every_order_with_random_on_the_same_seeds(tiny_adapte
     assert len(table) == 2 * 2 * 2 + 2 * 2 * 1  # headline: 2 pooled orders x 2 measures x 2 scorings; other: 1 order
     with pytest.raises(T.TrainingError, match="budget_rounds = 2"):
         fig6.variant_table(out, 0.95, budget_rounds=2)
+
+
+def test_variant_orders_give_the_headline_every_order_and_the_others_two() -> None:
+    cfg = resolve("quick", fig6_orders=("priority", "weight", "random"),
+                  fig6_variants=("cumulative/named", "chunk/named", "cumulative/opaque")).training
+    assert fig6.variant_orders(cfg) == [("cumulative/named", ("priority", "weight", "random")),
+                                        ("chunk/named", ("priority", "random")),
+                                        ("cumulative/opaque", ("priority", "random"))]
+
+
+def test_paper_budget_counts_the_designs_epochs() -> None:
+    """benchmarks/paper_budget.py (loaded by path: benchmarks are not a package) on the paper profile."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_budget.py"
+    spec = importlib.util.spec_from_file_location("paper_budget", path)
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    t = resolve("paper").training
+    d = budget.design_epochs(resolve("paper"))
+    # Fig. 7: every arm x seed x epoch; the minimum design is two arms (priority, random)
+    assert d["fig7_epochs"] == len(t.fig7_arms) * t.n_seeds * t.epochs
+    assert d["fig7_minimum_epochs"] == 2 * t.n_seeds * t.epochs
+    # Fig. 6: a cumulative run of R rounds feeds 1/R + 2/R + ... + R/R = (R + 1) / 2 epochs
+    assert d["fig6_minimum_epochs"] == 2 * t.fig6_seeds * (t.rounds + 1) / 2
+    runs = sum(len(orders) for _, orders in fig6.variant_orders(t)) * t.fig6_seeds
+    assert d["fig6_reads"] == runs * t.rounds
