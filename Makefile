@@ -19,7 +19,14 @@ help:
 
 env: $(STAMP)
 
+# torch's PyPI wheel brings its CUDA libraries even on a machine without a GPU: the environment takes
+# about 7 GB, so a nearly full disk is named before pip fails half-way with "No space left on device"
+ENV_NEEDS_GB := 7
+
 $(STAMP): pyproject.toml requirements.lock
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(ENV_NEEDS_GB) ]; then \
+	    echo "warning: $$free GB free here; the environment $(VENV) needs about $(ENV_NEEDS_GB) GB" >&2; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test]"

@@ -32,9 +32,9 @@ from .files import atomic_folder, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "AdapterError", "TwinAdapterConfig", "TwinAdapter", "AdaptedMLP", "add_twin_adapters", "adapter_layer_indices",
-    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "parameters_per_layer", "LORA_TARGETS", "lora_cost_per_rank",
-    "parameter_budget", "adapter_state_dict", "save_adapter", "load_adapter", "ADAPTER_CONFIG_NAME",
-    "ADAPTER_WEIGHTS_NAME",
+    "adapter_modules", "adapter_parameter_count", "parameter_breakdown", "parameters_per_layer", "LORA_TARGETS",
+    "lora_cost_per_rank", "parameter_budget", "adapter_state_dict", "save_adapter", "load_adapter",
+    "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
 ]
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -468,10 +468,11 @@ def _read_saved(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
     except ValueError as err:
         raise AdapterError(f"{cfg_path}: not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("adapter_type") != ADAPTER_TYPE:
-        raise AdapterError(f"{cfg_path}: adapter_type = {meta.get('adapter_type') if isinstance(meta, dict) else None!r}, "
-                           f"expected {ADAPTER_TYPE!r}")
+        found = meta.get("adapter_type") if isinstance(meta, dict) else None
+        raise AdapterError(f"{cfg_path}: adapter_type = {found!r}, expected {ADAPTER_TYPE!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise AdapterError(f"{cfg_path}: format_version = {meta.get('format_version')!r}, this gentwin reads {FORMAT_VERSION}")
+        raise AdapterError(f"{cfg_path}: format_version = {meta.get('format_version')!r}, "
+                           f"this gentwin reads {FORMAT_VERSION}")
     with open(w_path, "rb") as fh:
         if meta.get("weights_sha256") != hashlib.file_digest(fh, "sha256").hexdigest():
             raise AdapterError(f"{w_path}: its SHA-256 does not match the one recorded in {ADAPTER_CONFIG_NAME} "

@@ -139,7 +139,8 @@ class TopologyConfig(_Section):
         if len(self.split) != 3:  # each fraction is in (0, 1) already
             raise ConfigError(f"split = {self.split!r}: must have three fractions (train, validation, test)")
         if abs(sum(self.split) - 1.0) > 1e-9:
-            raise ConfigError(f"split = {self.split!r}: fractions must add up to 1 (they add up to {sum(self.split):g})")
+            raise ConfigError(f"split = {self.split!r}: fractions must add up to 1 "
+                              f"(they add up to {sum(self.split):g})")
         if self.n_gateways < self.n_services:
             raise ConfigError(f"n_gateways = {self.n_gateways}: must be >= n_services = {self.n_services} "
                               "(every service needs a gateway)")
@@ -420,7 +421,8 @@ def _apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
         try:
             check_generator_rules(topology_config_for(size, settings.topology, settings.physical))
         except ValueError as exc:  # ConfigError, or PhysicalError for a size it refuses
-            raise ConfigError(f"sizes = {size}: the Table IV city of {size} sensors cannot be generated: {exc}") from None
+            raise ConfigError(f"sizes = {size}: the Table IV city of {size} sensors cannot be generated: "
+                              f"{exc}") from None
     return settings
 
 

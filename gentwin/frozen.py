@@ -73,7 +73,8 @@ def frozen_states(model, encoded, start_layer: int, *, adapter=None, batch_size:
     if not 0 <= start_layer < len(layers):
         raise BackboneError(f"start_layer = {start_layer}: must be in 0..{len(layers) - 1}")
     if any(p.requires_grad for layer in layers[:start_layer] for p in layer.parameters()):
-        raise BackboneError(f"start_layer = {start_layer}: layers below it have trainable parameters; they are not frozen")
+        raise BackboneError(f"start_layer = {start_layer}: layers below it have trainable parameters; "
+                            "they are not frozen")
     dev = model_device(model)
     n, t_all = encoded.input_ids.shape
     residual = torch.zeros((n, t_all, base.config.hidden_size), dtype=torch.float32, device=dev)

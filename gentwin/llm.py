@@ -213,7 +213,8 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, device: str = "cpu"
     has_config = (folder / "config.json").is_file()
     if not has_config and len(ggufs) != 1:
         raise BackboneError(f"backbone = {str(name_or_path)!r}: folder {folder} holds no config.json (and "
-                            f"{len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face causal-LM folder")
+                            f"{len(ggufs)} .gguf files, need exactly one), so it is not a Hugging Face "
+                            "causal-LM folder")
     if not has_config and quantize is not None:
         raise BackboneError(f"quantize = {quantize!r}: a GGUF folder is loaded dequantised; convert it to "
                             "safetensors first (as smollm2_safetensors does) to quantise with bitsandbytes")

@@ -111,7 +111,8 @@ def pooling_gain(with_pooling, without_pooling) -> float:
     a = np.asarray(with_pooling, dtype=float)
     b = np.asarray(without_pooling, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"with_pooling, without_pooling: need two non-empty curves of equal length ({a.shape}, {b.shape})")
+        raise ValueError("with_pooling, without_pooling: need two non-empty curves of equal length "
+                         f"({a.shape}, {b.shape})")
     if b.sum() <= 0:
         raise ValueError("without_pooling: extracted nothing in any round; the gain is undefined")
     return float(100.0 * (a.sum() - b.sum()) / b.sum())
@@ -272,7 +273,8 @@ def response_gap(traditional_ms: float, gentwin_ms: float) -> float:
 
 def response_gaps(per_seed, confidence: float = 0.95, *, arm: str = "GenTwin", baseline: str = "traditional",
                   by: str = "rate"):
-    """Fig. 8's gap of ``arm`` against ``baseline`` per value of ``by``, from one mean response time per twin, group and seed.
+    """Fig. 8's gap of ``arm`` against ``baseline`` per value of ``by``, from one mean response time per twin,
+    group and seed.
 
     ``per_seed`` has columns ``twin``, ``by``, ``seed`` and ``response_ms``.
     ``gap %`` is :func:`response_gap` of the means over seeds; its interval

@@ -19,8 +19,9 @@ from .progress import progress
 from .topology import DataSet, Instance, Topology, generate_dataset
 
 __all__ = [
-    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "RELATION_OWNERS", "ORDERS", "READINGS", "NO_POOL",
-    "PoolingError", "pool_readings", "checked_seen", "presence", "observation_counts", "key_value_pairs", "relation_counts", "priority", "pool_bounds",
+    "POOLS", "BANDS", "POOL_WEIGHTS", "ALPHA_READINGS", "RELATION_COUNTS", "RELATION_OWNERS", "ORDERS", "READINGS",
+    "NO_POOL", "PoolingError", "pool_readings", "checked_seen", "presence", "observation_counts", "key_value_pairs",
+    "relation_counts", "priority", "pool_bounds",
     "assign_pools", "node_weights", "pool_contributions", "pool_weights", "weight_matrix", "update_trigger",
     "TopologyArrays", "topology_arrays", "encode_instances", "PoolArrays", "pool_arrays", "PoolSnapshot", "alpha",
     "PriorityPool", "pool_snapshot", "training_order",

@@ -266,7 +266,10 @@ class Retriever:
             keep = sorted({k for e in ents for k in self._by_entity.get(e, [])})
             if keep or entities is not None:
                 idx = np.array(keep, dtype=int)
-        rels = set(relations) if relations is not None else (detect_relations(question) if self.relation_filter else set())
+        if relations is not None:
+            rels = set(relations)
+        else:
+            rels = detect_relations(question) if self.relation_filter else set()
         if rels:
             keep = np.array([k for k in idx if self.facts[k].relation in rels], dtype=int)
             if keep.size or relations is not None:
@@ -444,7 +447,8 @@ def generated_twin(truth: Subgraph, generated: Iterable[Relation]) -> tuple[dict
     >>> nodes = {"G1": TwinNode("G1", "gateway", {"n_sensors": 1}), "G2": TwinNode("G2", "gateway", {"n_sensors": 0}),
     ...          "S": TwinNode("S", "sensor", {"gateway": "G1", "category": "PM2.5 sensor"})}
     >>> truth = Subgraph(1, nodes, frozenset({Relation("S", "CONNECTED_TO", "G1")}))
-    >>> got, rels, dropped = generated_twin(truth, {Relation("S", "CONNECTED_TO", "G2"), Relation("S", "CONNECTED_TO", "X")})
+    >>> got, rels, dropped = generated_twin(truth, {Relation("S", "CONNECTED_TO", "G2"),
+    ...                                             Relation("S", "CONNECTED_TO", "X")})
     >>> sorted(rels), dropped
     ([Relation(head='S', type='CONNECTED_TO', tail='G2')], [Relation(head='S', type='CONNECTED_TO', tail='X')])
     >>> got["S"].metadata, got["G1"].get("n_sensors"), got["G2"].get("n_sensors")

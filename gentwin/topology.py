@@ -318,7 +318,8 @@ def generate_instances(topology: Topology, cfg: TopologyConfig) -> list[Instance
     for name, total in zip(SPLITS, inst_counts):
         members = sorted(nid for nid, s in node_split.items() if s == name)
         if not members:
-            raise TopologyError(f"split = {cfg.split}: the {name} split gets no node; use more nodes or larger fractions")
+            raise TopologyError(f"split = {cfg.split}: the {name} split gets no node; "
+                                "use more nodes or larger fractions")
         if total < len(members):
             raise TopologyError(f"n_instances = {cfg.n_instances}: the {name} split has {len(members)} nodes but "
                                 f"only {total} instances")

@@ -45,7 +45,8 @@ def split_layer(model) -> int:
     """Index of the lowest decoder layer with a Twin Adapter: everything below it is frozen and cacheable."""
     indices = adapter_layer_indices(model)
     if not indices:
-        raise TrainingError(f"model = {type(model).__name__}: has no Twin Adapters (use gentwin.adapter.add_twin_adapters)")
+        raise TrainingError(f"model = {type(model).__name__}: has no Twin Adapters "
+                            "(use gentwin.adapter.add_twin_adapters)")
     return min(indices)
 
 
@@ -104,7 +105,8 @@ class TwinTask:
         try:
             return torch.tensor([self.row_of[i.node_id] for i in instances], dtype=torch.long)
         except KeyError as err:
-            raise TrainingError(f"instances: node {err.args[0]!r} is not a device node of the task's topology") from None
+            raise TrainingError(f"instances: node {err.args[0]!r} is not a device node of the task's "
+                                "topology") from None
 
     def split_rows(self, split: str) -> list[int]:
         """Rows of the unique nodes observed in ``split`` (sorted)."""
@@ -194,7 +196,8 @@ def reset_adapters(model, seed: int) -> None:
         mods[i].reset_parameters(scale, gen)
 
 
-def _batch_hidden(model, task: TwinTask, rows: torch.Tensor, path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch_hidden(model, task: TwinTask, rows: torch.Tensor,
+                  path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Final hidden states, labels and attention mask for ``rows``, trimmed to the batch's length."""
     dev = model_device(model)
     t = int(task.encoded.lengths[rows].max())
@@ -265,7 +268,9 @@ def predict_triples(model, task: TwinTask, rows: Sequence[int], *, mode: str = "
     enc = task.encoded
     preds, losses = _teacher_forced(model, task, rows, path, batch_size)
     if mode == "generate" and not shortcut:
-        return decode_triples(model, task, rows, task.max_target_tokens, batch_size=batch_size, progress=progress), losses
+        produced = decode_triples(model, task, rows, task.max_target_tokens, batch_size=batch_size,
+                                  progress=progress)
+        return produced, losses
     produced: list[set[Relation]] = []
     open_rows: list[tuple[int, list[int], list[int]]] = []  # (k, prompt + target so far, target so far)
     for k, r in enumerate(rows):
@@ -323,7 +328,8 @@ def evaluate(model, task: TwinTask, rows: Sequence[int], *, mode: str = "teacher
     rows = list(rows)
     if not rows:
         raise TrainingError("rows = []: no entity to evaluate")
-    produced, losses = predict_triples(model, task, rows, mode=mode, path=path, batch_size=batch_size, progress=progress)
+    produced, losses = predict_triples(model, task, rows, mode=mode, path=path, batch_size=batch_size,
+                                       progress=progress)
     scores = triple_scores([task.gold[r] for r in rows], produced, index=l1_index)
     if task.copyable is not None:
         scores.update(class_accuracy([task.gold[r] for r in rows], produced, [task.copyable[r] for r in rows]))
@@ -487,7 +493,8 @@ def train_twin(model, task: TwinTask, order: Sequence[Instance], config: Trainin
     return pd.DataFrame(records)
 
 
-def extract_graph(model, task: TwinTask, *, mode: str = "generate", batch_size: int = 64, progress: bool = False) -> set[Relation]:
+def extract_graph(model, task: TwinTask, *, mode: str = "generate", batch_size: int = 64,
+                  progress: bool = False) -> set[Relation]:
     """Algorithm 1 line 11: E of the generated graph G, every triple the model produces for each device
     node's (k, v) pair (compare with :func:`gentwin.metrics.compare_graph`)."""
     produced, _ = predict_triples(model, task, range(len(task.node_ids)), mode=mode, batch_size=batch_size,

@@ -131,7 +131,8 @@ def node_prompt(topology: Topology, node_id: str, degree: int | None = None,
     if node.kind == "gateway":
         d = topology.sensor_count(node.id) if degree is None else degree
         return f"[:gw] {{{name(node.id)}, {d}}} ->"
-    raise VerbaliseError(f"node_id = {node_id!r}: a {node.kind} node has no (k, v) pair (eq. 2 covers sensors and gateways)")
+    raise VerbaliseError(f"node_id = {node_id!r}: a {node.kind} node has no (k, v) pair "
+                         "(eq. 2 covers sensors and gateways)")
 
 
 def node_facts(topology: Topology, node_id: str) -> list[Relation]:
@@ -200,7 +201,8 @@ def qa_pairs(relations: Iterable[Relation]) -> list[tuple[str, str]]:
     grouped: dict[tuple[str, str], list[str]] = {}
     for rel in relations:
         grouped.setdefault((rel.head, rel.type), []).append(rel.tail)
-    return [(_QUESTIONS[typ].format(head=head), ", ".join(sorted(tails))) for (head, typ), tails in sorted(grouped.items())]
+    return [(_QUESTIONS[typ].format(head=head), ", ".join(sorted(tails)))
+            for (head, typ), tails in sorted(grouped.items())]
 
 
 @dataclass(frozen=True)

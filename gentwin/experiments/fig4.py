@@ -86,7 +86,10 @@ def category_neighbourhood(store, whole: Subgraph, category: str = "PM2.5 sensor
     :class:`~gentwin.graph.Subgraph` and a networkx graph of it with its service's ``IN`` link to the city."""
     sensors = sorted((n for n in whole.nodes.values() if n.kind == "sensor" and n.get("category") == category),
                      key=lambda n: n.id)
-    seed = sensors[0].get("gateway") if sensors else sorted(n.id for n in whole.nodes.values() if n.kind == "gateway")[0]
+    if sensors:
+        seed = sensors[0].get("gateway")
+    else:
+        seed = sorted(n.id for n in whole.nodes.values() if n.kind == "gateway")[0]
     part = store.request(TwinRequirement(seeds=(seed,), hops=1))
     service = [n.get("service") for n in part.nodes.values() if n.kind == "gateway"][0]
     g = part.to_networkx()

@@ -15,8 +15,8 @@ from ..training import (TrainingError, TwinTask, load_adapter_state, predict_tri
                         train_trajectory)
 from .pipeline import retask, run_seeds, stream_order, training_instances
 
-__all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_orders", "variant_runs", "gains",
-           "gain_table", "variant_table", "headline", "curve_bands", "first_chunks"]
+__all__ = ["ORDER_LABELS", "MEASURES", "round_slices", "extraction_curve", "runs", "variant_orders", "variant_runs",
+           "gains", "gain_table", "variant_table", "headline", "curve_bands", "first_chunks"]
 
 #: How the chapter names each order.
 ORDER_LABELS = {"priority": "with pooling: selection by priority", "weight": "with pooling: selection by weight",
@@ -45,8 +45,9 @@ def extraction_curve(model, task: TwinTask, order: Sequence[Instance], config: T
     """Fig. 6: unique correct triples over the whole topology after each training round (Algorithm 1 lines 9-11).
 
     Round r trains one pass over :func:`round_slices`' part of ``order`` (shuffled with ``seed`` when
-    ``shuffle_passes`` is on), the rate decaying by ``discount_factor`` per round.  Columns ``round, seed, fed, train_loss, extracted`` (true relations produced),
-    ``extracted_copyable``, ``extracted_inferred`` (``task.copyable`` or not), ``produced, precision, recall``.
+    ``shuffle_passes`` is on), the rate decaying by ``discount_factor`` per round.  Columns ``round, seed, fed,
+    train_loss, extracted`` (true relations produced), ``extracted_copyable``, ``extracted_inferred``
+    (``task.copyable`` or not), ``produced, precision, recall``.
     """
     items = list(order)
     if not items:
@@ -107,7 +108,8 @@ def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, ste
     """:func:`runs` for every ``"round_mode/id_style"`` of ``fig6_variants`` on the paired seeds ``train_seed ..
     train_seed + fig6_seeds - 1``, with a ``variant`` column in front.
 
-    Each variant runs the orders :func:`variant_orders` gives; another id style gets its own task (:func:`~gentwin.experiments.pipeline.retask`).
+    Each variant runs the orders :func:`variant_orders` gives; another id style gets its own task
+    (:func:`~gentwin.experiments.pipeline.retask`).
     """
     cfg = settings.training
     seeds = list(range(cfg.train_seed, cfg.train_seed + cfg.fig6_seeds))
@@ -116,7 +118,8 @@ def variant_runs(model, task: TwinTask, settings, *, progress: bool = False, ste
         round_mode, id_style = variant.split("/")
         if id_style not in tasks:
             tasks[id_style] = retask(model, task, settings, id_style, progress=progress, step_cache=step_cache)
-        curves = runs(model, tasks[id_style], settings, orders=orders, seeds=seeds, round_mode=round_mode, progress=progress, step_cache=step_cache)
+        curves = runs(model, tasks[id_style], settings, orders=orders, seeds=seeds, round_mode=round_mode,
+                      progress=progress, step_cache=step_cache)
         curves.insert(0, "variant", variant)
         out.append(curves)
     return pd.concat(out, ignore_index=True)

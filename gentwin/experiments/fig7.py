@@ -231,7 +231,8 @@ def headline(table, history, epochs: int) -> dict[str, Any]:
     if "arm" in history:
         history = history[history.arm == history.arm.iloc[0]]
     scored = history[history.split.isin(["train", "validation"])]
-    out["fig7_val_tf_accuracy"] = float(scored[scored.epoch == epochs].groupby("split")["accuracy"].mean()["validation"])
+    last = scored[scored.epoch == epochs]
+    out["fig7_val_tf_accuracy"] = float(last.groupby("split")["accuracy"].mean()["validation"])
     return out
 
 

@@ -301,8 +301,8 @@ def run_fig8(settings: Settings, *, dataset: DataSet | None = None, show_progres
     def compute() -> Fig8:
         seeds = tuple(range(tw.twin_seed, tw.twin_seed + tw.twin_seeds))
         runs = run_whatif(ds, backend=backend, rates=tw.update_rates, seeds=seeds, episodes=tw.n_episodes,
-                          readings=pool_readings(pc), alpha_threshold=tw.alpha_threshold, panel_thresholds=tw.alpha_thresholds,
-                          progress=show_progress)
+                          readings=pool_readings(pc), alpha_threshold=tw.alpha_threshold,
+                          panel_thresholds=tw.alpha_thresholds, progress=show_progress)
         return Fig8(backend, len(ds.topology.devices()), seeds, tuple(tw.update_rates), settings.stats.confidence,
                     runs, tw.alpha_bins, tw.alpha_threshold)
 

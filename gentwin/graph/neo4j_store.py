@@ -503,7 +503,8 @@ _ONE_STATEMENT = (
     "WITH v, row, row.props AS p, s WHERE s IS NULL OR properties(s) <> p {.*, twin: s.twin, v_from: s.v_from} "
     f"SET s.v_to = v {_new_state('v')}RETURN collect(row.id) AS written }} "
     + "".join(f"CALL {{ {_set_label(f'$d.labels{k}', kind)} }} " for k, kind in enumerate(sorted(LABELS)))
-    + "".join(f"CALL {{ WITH v {_new_relations(f'$d.rels{k}', t, 'v', _NOT_CURRENT.format(relation_type_for(t)), f'n{k}')} }} "
+    + "".join(f"CALL {{ WITH v "
+              f"{_new_relations(f'$d.rels{k}', t, 'v', _NOT_CURRENT.format(relation_type_for(t)), f'n{k}')} }} "
               for k, t in enumerate(sorted(RELATION_TYPES)))
     + "WITH v, cur, ex, inc, e1 + e2 AS ended, gone, written, "
     + " + ".join(f"n{k}" for k in range(len(RELATION_TYPES))) + " AS created "
