@@ -36,7 +36,6 @@ def book_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-
 def _glued(nb: dict) -> dict[str, str]:
     """Values published with myst_nb.glue, by key (their text/plain form)."""
     out = {}

@@ -30,7 +30,6 @@ def _stdout(nb: dict) -> str:
     return "\n".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
 
 
-
 @pytest.mark.parametrize(
     "source, message",
     [

@@ -177,7 +177,6 @@ def test_alpha_matches_nodes_by_id_across_topologies():
         alpha(s1, pool_snapshot(ds, upto=8, pool_weight="sum_w", **HEAD))
 
 
-
 # ---------------------------------------------------------------------------
 # Eq. (3), whose relation it is: relation_owner "head" against "incident" (worked by hand)
 # ---------------------------------------------------------------------------

@@ -100,6 +100,8 @@ def test_fig8_tables_agree_with_the_runs(fig8: Fig8):
         assert (parts.loc[arm, "pooling_ms"] == 0).all() and (parts.loc[arm, "stale"] == 0).all()
     assert (parts.loc["GenTwin", "pooling_ms"] > 0).all()
     assert (parts.loc["event-driven", "transactions"] > parts.loc["incremental", "transactions"]).all()
+    # every twin has its row of the per-twin table (time_parts took over from the removed records())
+    assert set(parts.index.get_level_values("twin")) == set(ARMS)
     panel = fig8.gate_panel()
     assert list(panel.index) == [0.0, 0.5] and panel.loc[0.5, "stale"] >= panel.loc[0.0, "stale"]
 
